@@ -1,0 +1,59 @@
+# bulkhead — the two commands of the README:
+#   make run    install what is needed, then run a container from the offline busybox image
+#   make test   install what is needed, then run ruff, mypy and the whole test suite
+#
+# Everything runs as root on Debian 12. System packages come from apt, Python
+# packages from pip (pyproject.toml) into ./.venv.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STATE := $(VENV)/.installed
+
+# What `make run` needs on a fresh machine.
+RUN_DEBS := python3 python3-venv python3-pip busybox-static libseccomp2 procps
+# What the test suite needs on top: real peers to compare with and drive us.
+TEST_DEBS := $(RUN_DEBS) runc crun podman containerd uidmap iproute2 nftables hyperfine
+
+.PHONY: run test deps test-deps lint typecheck pytest bench clean
+
+$(STATE): pyproject.toml
+	@need=""; for p in $(RUN_DEBS); do dpkg -s $$p >/dev/null 2>&1 || need="$$need $$p"; done; \
+	if [ -n "$$need" ]; then \
+	  echo "apt: installing$$need"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$need; \
+	fi
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STATE)
+
+deps: $(STATE)
+
+test-deps: deps
+	@need=""; for p in $(TEST_DEBS); do dpkg -s $$p >/dev/null 2>&1 || need="$$need $$p"; done; \
+	if [ -n "$$need" ]; then \
+	  echo "apt: installing$$need"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$need; \
+	fi
+
+run: deps
+	$(PY) -m bulkhead.runtime.demo
+
+lint: deps
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
+
+typecheck: deps
+	$(VENV)/bin/mypy
+
+pytest: test-deps
+	$(PY) -m pytest -q -p no:cacheprovider tests
+
+test: test-deps lint typecheck pytest
+
+bench: test-deps
+	$(PY) bench/runtime_start.py
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info

@@ -1,0 +1,1 @@
+"""Tools for developers and tests: offline images and bundles built from the host."""

@@ -1,0 +1,103 @@
+"""Loading libc once and calling it with errno checking.
+
+``LIBC`` is the process's C library opened with ``use_errno=True`` so that
+:func:`check` can read the ``errno`` a failed call left behind and raise the
+same :class:`OSError` subclass (``FileNotFoundError``, ``PermissionError``
+...) the :mod:`os` module would.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import platform
+
+LIBC = ctypes.CDLL(None, use_errno=True)
+
+MACHINE = platform.machine()
+
+# System call numbers we call through syscall(2) because glibc 2.36 has no
+# wrapper for them (pivot_root, the new mount API) or because we want the raw
+# call. Only the architectures we support are listed.
+_SYSCALLS: dict[str, dict[str, int]] = {
+    "x86_64": {
+        "pivot_root": 155,
+        "seccomp": 317,
+        "setns": 308,
+        "unshare": 272,
+        "execveat": 322,
+        "memfd_create": 319,
+        "close_range": 436,
+        "open_tree": 428,
+        "move_mount": 429,
+        "fsopen": 430,
+        "fsconfig": 431,
+        "fsmount": 432,
+        "mount_setattr": 442,
+        "ioprio_set": 251,
+        "keyctl": 250,
+        "personality": 135,
+        "sched_setattr": 314,
+    },
+    "aarch64": {
+        "pivot_root": 41,
+        "seccomp": 277,
+        "setns": 268,
+        "unshare": 97,
+        "execveat": 281,
+        "memfd_create": 279,
+        "close_range": 436,
+        "open_tree": 428,
+        "move_mount": 429,
+        "fsopen": 430,
+        "fsconfig": 431,
+        "fsmount": 432,
+        "mount_setattr": 442,
+        "ioprio_set": 30,
+        "keyctl": 219,
+        "personality": 92,
+        "sched_setattr": 274,
+    },
+}
+
+
+def syscall_number(name: str) -> int:
+    """The number of system call ``name`` on this machine's architecture."""
+    try:
+        return _SYSCALLS[MACHINE][name]
+    except KeyError:
+        raise OSError(0, f"system call {name} is not known on {MACHINE}") from None
+
+
+def check(result: int, what: str, path: str | bytes | None = None) -> int:
+    """Return ``result`` unless it is -1; then raise OSError for ``errno``.
+
+    ``what`` names the call ("mount", "pivot_root" ...) and becomes part of
+    the message so an error always says which step failed.
+    """
+    if result == -1:
+        err = ctypes.get_errno()
+        if path is None:
+            raise OSError(err, f"{what}: {os.strerror(err)}")
+        return_path = os.fsdecode(path)
+        raise OSError(err, f"{what}: {os.strerror(err)}", return_path)
+    return result
+
+
+LIBC.syscall.restype = ctypes.c_long
+
+
+def syscall(name: str, *args: object) -> int:
+    """Call system call ``name`` with ``args`` and return its result (or raise).
+
+    Python ints are passed as C ``long`` (syscall(2) is variadic, so a plain
+    int would be truncated to 32 bits); bytes, None and ctypes objects pass
+    through unchanged.
+    """
+    c_args = [ctypes.c_long(a) if isinstance(a, int) else a for a in args]
+    return check(LIBC.syscall(ctypes.c_long(syscall_number(name)), *c_args), name)
+
+
+def fspath(p: str | bytes | os.PathLike[str]) -> bytes:
+    """A path as bytes for passing to C."""
+    return os.fsencode(p)
