@@ -1,0 +1,685 @@
+"""The runtime's operations on containers: create, start, kill, delete, exec ...
+
+:class:`Runtime` is the library face of ``bulkhead-runtime``: each CLI verb
+is one method call. A method works from the container's persisted facts
+(:mod:`bulkhead.runtime.state`) and the kernel, never from memory of an
+earlier call, because every CLI invocation is a fresh process.
+
+The life of a container (runtime-spec runtime.md)::
+
+    create ──► created ──start──► running ──(program exits)──► stopped ──delete──► gone
+                  │                  │  ▲
+                  │               pause│ │resume
+                  │                  ▼  │
+                  │                 paused
+                  └──────────────delete (kills it)──────────────────────► gone
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import socket
+import stat
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bulkhead.errors import (
+    ContainerNotFound,
+    SpecError,
+    StartError,
+    UnsupportedError,
+    WrongState,
+)
+from bulkhead.runtime import hooks, sync
+from bulkhead.runtime.plan import ContainerPlan, ProcessPlan, plan_namespaces, plan_process
+from bulkhead.runtime.state import (
+    DEFAULT_ROOT,
+    ContainerState,
+    StateStore,
+    now_rfc3339,
+    proc_start_time,
+    status,
+)
+
+if TYPE_CHECKING:
+    from bulkhead.cgroups import CgroupManager
+    from bulkhead.oci.runtime_spec import Spec
+
+
+@dataclass
+class CreateOptions:
+    """The flags of ``create`` (and ``run``)."""
+
+    bundle: str = "."
+    console_socket: str | None = None
+    pid_file: str | None = None
+    no_pivot: bool = False
+    no_new_keyring: bool = False
+    preserve_fds: int = 0
+
+
+@dataclass
+class Started:
+    """A container process just born: its pid, and the pty master when we hold it."""
+
+    pid: int
+    console: int | None = None
+
+
+def signal_number(value: str | int) -> int:
+    """A signal given as a number (``9``), a name (``KILL``) or a full name (``SIGKILL``)."""
+    if isinstance(value, int):
+        return value
+    text = value.strip().upper()
+    if text.isdigit():
+        return int(text)
+    name = text if text.startswith("SIG") else "SIG" + text
+    try:
+        return int(signal.Signals[name])
+    except KeyError:
+        if name.startswith("SIGRTMIN") or name.startswith("SIGRTMAX"):
+            base = signal.SIGRTMIN if name.startswith("SIGRTMIN") else signal.SIGRTMAX
+            rest = name[8:]
+            return int(base) + (int(rest) if rest else 0)
+        raise SpecError(f"unknown signal {value!r}") from None
+
+
+def _write_pid_file(path: str, pid: int) -> None:
+    """Write ``pid`` to ``path`` atomically, as runc does (no trailing newline)."""
+    target = os.path.abspath(path)
+    tmp = os.path.join(os.path.dirname(target), "." + os.path.basename(target) + ".tmp")
+    with open(tmp, "w") as f:
+        f.write(str(pid))
+    os.rename(tmp, target)
+
+
+def _listen_fds() -> int:
+    """How many socket-activation fds (LISTEN_FDS) our caller passed us."""
+    value = os.environ.get("LISTEN_FDS", "")
+    return int(value) if value.isdigit() else 0
+
+
+class Runtime:
+    """An OCI runtime whose containers' state lives under ``root``."""
+
+    def __init__(self, root: str | os.PathLike[str] = DEFAULT_ROOT, *, systemd_cgroup: bool = False) -> None:
+        if systemd_cgroup:
+            raise UnsupportedError(
+                "--systemd-cgroup: the systemd cgroup driver is not supported "
+                "(no systemd on this host); use the cgroupfs driver (drop the flag)"
+            )
+        self.store = StateStore(root)
+
+    # ------------------------------------------------------------------ helpers
+
+    def load(self, container_id: str) -> ContainerState:
+        return self.store.load(container_id)
+
+    def spec_of(self, container_id: str) -> Spec:
+        from bulkhead.oci.runtime_spec import decode_spec
+
+        path = self.store.dir(container_id) / "config.json"
+        return decode_spec(path.read_bytes(), str(path))
+
+    def cgroup(self, st: ContainerState) -> CgroupManager | None:
+        if not st.cgroup_path:
+            return None
+        from bulkhead.cgroups import new_manager
+
+        return new_manager(st.cgroup_path)
+
+    def status(self, st: ContainerState) -> str:
+        now = status(self.store, st)
+        if now == "running":
+            cg = self.cgroup(st)
+            if cg is not None and cg.exists() and cg.state() == "FROZEN":
+                return "paused"
+        return now
+
+    def hook_state(self, st: ContainerState, status_text: str, pid: int | None = None) -> bytes:
+        return hooks.state_json(
+            container_id=st.id,
+            status=status_text,
+            pid=st.pid if pid is None else pid,
+            bundle=st.bundle,
+            annotations=st.annotations,
+        )
+
+    # ------------------------------------------------------------------ create
+
+    def create(self, container_id: str, opts: CreateOptions, *, hold_console: bool = False) -> Started:
+        """Create the container: its init ends up waiting for ``start`` (status *created*).
+
+        With ``hold_console`` (``run`` in the foreground with a terminal) the
+        pty master comes back to us instead of going to a console socket.
+        """
+        from bulkhead.oci.runtime_spec import load_spec, validate_spec
+
+        bundle = os.path.abspath(opts.bundle)
+        if not os.path.isdir(bundle):
+            raise SpecError(f"bundle directory {bundle} does not exist")
+        spec = load_spec(os.path.join(bundle, "config.json"))
+        validate_spec(spec)
+        if spec.process is None:
+            raise SpecError("process is required to create a container", where="$.process")
+        if spec.root is None or not spec.root.path:
+            raise SpecError("root.path is required", where="$.root.path")
+        if spec.process.terminal and not opts.console_socket and not hold_console:
+            raise SpecError(
+                "cannot allocate tty if bulkhead-runtime will detach without setting console socket"
+            )
+        if not spec.process.terminal and opts.console_socket:
+            raise SpecError("cannot use console socket if the container does not have a terminal")
+        rootfs = spec.root.path
+        if not os.path.isabs(rootfs):
+            rootfs = os.path.join(bundle, rootfs)
+        if not os.path.isdir(rootfs):
+            raise SpecError(f"rootfs {rootfs} does not exist or is not a directory", where="$.root.path")
+
+        self.store.reserve(container_id)
+        me = os.getpid()
+        st = ContainerState(
+            id=container_id,
+            bundle=bundle,
+            rootfs=rootfs,
+            created=now_rfc3339(),
+            creator_pid=me,
+            creator_start=proc_start_time(me) or 0,
+            annotations=dict(spec.annotations or {}),
+        )
+        cg: CgroupManager | None = None
+        launched: Started | None = None
+        try:
+            self.store.save(st)
+            with open(os.path.join(bundle, "config.json"), "rb") as src:
+                (self.store.dir(container_id) / "config.json").write_bytes(src.read())
+            plan = self._plan_container(spec, st, opts)
+            cg = self._make_cgroup(spec, st)
+            self.store.save(st)
+            launched = self._launch(spec, st, plan, cg, opts, hold_console)
+            st.pid = launched.pid
+            st.pid_start = proc_start_time(launched.pid) or 0
+            st.creator_pid = st.creator_start = 0
+            self.store.save(st)
+            if opts.pid_file:
+                _write_pid_file(opts.pid_file, launched.pid)
+        except BaseException:
+            if launched is not None:
+                _kill_and_reap(launched.pid)
+                if launched.console is not None:
+                    os.close(launched.console)
+            if cg is not None:
+                _destroy_cgroup(cg)
+            self.store.remove(container_id)
+            raise
+        return launched
+
+    def _plan_container(self, spec: Spec, st: ContainerState, opts: CreateOptions) -> ContainerPlan:
+        assert spec.process is not None
+        proc = plan_process(spec.process)
+        proc.preserve_fds = _listen_fds() + opts.preserve_fds
+        if _listen_fds():
+            proc.env += [f"LISTEN_FDS={_listen_fds()}", "LISTEN_PID=1"]
+        linux = spec.linux
+        plan = ContainerPlan(process=proc, no_new_keyring=opts.no_new_keyring)
+        plan_namespaces(spec, plan)
+        if linux is not None:
+            if linux.seccomp is not None:
+                from bulkhead.linux.seccomp import compile_filter
+
+                proc.seccomp = compile_filter(linux.seccomp)
+            plan.sysctl = dict(linux.sysctl or {})
+            if linux.personality is not None:
+                plan.personality = linux.personality.domain
+        plan.hostname = spec.hostname
+        plan.domainname = spec.domainname
+        _check_lsm(proc)
+        if spec.hooks is not None:
+            plan.create_container_hooks = list(spec.hooks.create_container or [])
+            plan.start_container_hooks = list(spec.hooks.start_container or [])
+        from bulkhead.runtime import rootfs
+
+        st.cgroup_path = _cgroup_path(spec, st.id)
+        plan.rootfs = rootfs.plan_rootfs(
+            spec,
+            Path(st.bundle),
+            no_pivot=opts.no_pivot,
+            userns=plan.has_new("user") or plan.joins("user"),
+            cgroup_path=st.cgroup_path,
+            cgroupns=plan.has_new("cgroup"),
+        )
+        return plan
+
+    def _make_cgroup(self, spec: Spec, st: ContainerState) -> CgroupManager:
+        from bulkhead.cgroups import new_manager
+
+        cg = new_manager(st.cgroup_path)
+        cg.create()
+        try:
+            if spec.linux is not None and spec.linux.resources is not None:
+                cg.apply(spec.linux.resources)
+        except BaseException:
+            _destroy_cgroup(cg)
+            raise
+        return cg
+
+    def _launch(
+        self,
+        spec: Spec,
+        st: ContainerState,
+        plan: ContainerPlan,
+        cg: CgroupManager,
+        opts: CreateOptions,
+        hold_console: bool,
+    ) -> Started:
+        """Fork the container's processes and walk them to *created*."""
+        from bulkhead.linux import dmz
+        from bulkhead.runtime import init
+
+        fifo = self.store.fifo(st.id)
+        os.mkfifo(fifo, 0o622)
+        fifo_fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        console_parent, console_child = _console_sockets(plan.process, opts.console_socket, hold_console)
+        dmz_fd = dmz.sealed_trampoline() if dmz.available() else None
+        parent, child = sync.channel()
+        ctx = init.ChildContext(
+            child,
+            fifo_fd=fifo_fd,
+            console_sock=console_child,
+            dmz_fd=dmz_fd,
+            keep_fds=plan.process.preserve_fds,
+        )
+        init.flush_std()
+        stage1 = os.fork()
+        if stage1 == 0:
+            parent.close()
+            if console_parent is not None:
+                console_parent.close()
+            init.run_child(ctx, lambda c: init.stage1(c, plan, lambda c2: init.container_init(c2, plan)))
+        init_pid = 0
+        try:
+            sync.close_quietly(child, fifo_fd, dmz_fd, console_child)
+            cg.add_pid(stage1)
+            sync.send(parent, "go")
+            while True:
+                kind, fields = sync.recv(parent)
+                if kind == "idmap":
+                    from bulkhead.linux.namespaces import write_id_maps
+
+                    write_id_maps(stage1, plan.uid_map, plan.gid_map)
+                    sync.send(parent, "go")
+                elif kind == "pid":
+                    init_pid = int(fields[0])
+                    _reap(stage1)
+                    stage1 = 0
+                elif kind == "hooks":
+                    state = self.hook_state(st, "creating", init_pid)
+                    if spec.hooks is not None:
+                        hooks.run_hooks(spec.hooks.prestart, state, "prestart")
+                        hooks.run_hooks(spec.hooks.create_runtime, state, "createRuntime")
+                    sync.send(parent, "go", state.decode())
+                elif kind == "ready":
+                    break
+                elif kind == "error":
+                    sync.raise_error(fields)
+                else:
+                    raise StartError(
+                        "container init exited unexpectedly during setup"
+                        if kind == "eof"
+                        else f"unexpected message from container init: {kind}"
+                    )
+            console = None
+            if console_parent is not None and hold_console:
+                console = _receive_console(console_parent)
+            return Started(init_pid, console)
+        except BaseException:
+            if init_pid:
+                _kill_and_reap(init_pid)
+            raise
+        finally:
+            if stage1:
+                _kill_and_reap(stage1)
+            sync.close_quietly(parent, console_parent)
+
+    # ------------------------------------------------------------------ start
+
+    def start(self, container_id: str) -> None:
+        """Release a *created* container's init: it execs the user's program."""
+        st = self.load(container_id)
+        now = self.status(st)
+        if now != "created":
+            if now == "stopped":
+                raise WrongState("cannot start a container that has stopped")
+            raise WrongState(f"cannot start an already running container")
+        spec = self.spec_of(container_id)
+        fifo = self.store.fifo(container_id)
+        try:
+            fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as exc:
+            if exc.errno in (errno.ENXIO, errno.ENOENT):
+                raise WrongState("cannot start a container that has stopped") from None
+            raise
+        try:
+            os.unlink(fifo)
+            os.write(fd, b"0")
+        finally:
+            os.close(fd)
+        if spec.hooks is not None and spec.hooks.poststart:
+            hooks.run_hooks_logged(spec.hooks.poststart, self.hook_state(st, "running"), "poststart")
+
+    # ------------------------------------------------------------------ state / list
+
+    def state(self, container_id: str) -> dict[str, Any]:
+        """runc's ``state`` document."""
+        st = self.load(container_id)
+        return self._state_doc(st)
+
+    def _state_doc(self, st: ContainerState) -> dict[str, Any]:
+        now = self.status(st)
+        doc: dict[str, Any] = {
+            "ociVersion": "1.2.0",
+            "id": st.id,
+            "pid": st.pid if now not in ("stopped",) else 0,
+            "status": now,
+            "bundle": st.bundle,
+            "rootfs": st.rootfs,
+            "created": st.created,
+        }
+        if st.annotations:
+            doc["annotations"] = st.annotations
+        doc["owner"] = _owner(self.store.dir(st.id))
+        return doc
+
+    def list(self) -> list[dict[str, Any]]:
+        out = []
+        for cid in self.store.ids():
+            try:
+                out.append(self._state_doc(self.load(cid)))
+            except (ContainerNotFound, OSError, ValueError):
+                continue
+        return out
+
+    # ------------------------------------------------------------------ kill / delete
+
+    def kill(self, container_id: str, sig: int, *, all_processes: bool = False) -> None:
+        st = self.load(container_id)
+        now = self.status(st)
+        if now == "stopped" or now == "creating":
+            raise WrongState("container not running")
+        if all_processes:
+            cg = self.cgroup(st)
+            if cg is not None and cg.exists():
+                cg.kill_all(sig)
+                if now == "paused" and sig == signal.SIGKILL:
+                    cg.thaw()
+                return
+        try:
+            os.kill(st.pid, sig)
+        except ProcessLookupError:
+            raise WrongState("container not running") from None
+
+    def delete(self, container_id: str, *, force: bool = False) -> None:
+        try:
+            st = self.load(container_id)
+        except ContainerNotFound:
+            # An aborted create may leave a directory without state.json.
+            d = self.store.dir(container_id)
+            if d.exists():
+                self.store.remove(container_id)
+            if force:
+                return
+            raise
+        now = self.status(st)
+        if now in ("running", "paused", "creating") and not force:
+            raise WrongState(f"cannot delete container {container_id} that is not stopped: {now}")
+        cg = self.cgroup(st)
+        if now != "stopped":
+            if cg is not None and cg.exists():
+                cg.kill_all(signal.SIGKILL)
+                if now == "paused":
+                    cg.thaw()
+            if st.pid:
+                try:
+                    os.kill(st.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                _wait_gone(st.pid, st.pid_start)
+        self._destroy(st, cg)
+
+    def _destroy(self, st: ContainerState, cg: CgroupManager | None) -> None:
+        if cg is not None:
+            _destroy_cgroup(cg)
+        spec = None
+        try:
+            spec = self.spec_of(st.id)
+        except (OSError, SpecError):
+            pass
+        self.store.remove(st.id)
+        if spec is not None and spec.hooks is not None and spec.hooks.poststop:
+            hooks.run_hooks_logged(spec.hooks.poststop, self.hook_state(st, "stopped"), "poststop")
+
+    # ------------------------------------------------------------------ exec
+
+    def exec(
+        self,
+        container_id: str,
+        proc: ProcessPlan,
+        *,
+        console_socket: str | None = None,
+        hold_console: bool = False,
+    ) -> Started:
+        """Start ``proc`` inside the running container; return its pid."""
+        from bulkhead.runtime import init
+
+        st = self.load(container_id)
+        now = self.status(st)
+        if now == "stopped":
+            raise WrongState("cannot exec in a stopped container")
+        if now == "paused":
+            raise WrongState("cannot exec in a paused container")
+        spec = self.spec_of(container_id)
+        plan = ContainerPlan(process=proc)
+        kinds = [ns.type for ns in (spec.linux.namespaces if spec.linux else None) or []]
+        from bulkhead.linux.namespaces import JOIN_ORDER, ns_path
+
+        plan.join_namespaces = [(k, ns_path(st.pid, k)) for k in JOIN_ORDER if k in kinds]
+        _check_lsm(proc)
+        console_parent, console_child = _console_sockets(proc, console_socket, hold_console)
+        from bulkhead.linux import dmz
+
+        dmz_fd = dmz.sealed_trampoline() if dmz.available() else None
+        parent, child = sync.channel()
+        ctx = init.ChildContext(child, console_sock=console_child, dmz_fd=dmz_fd, keep_fds=proc.preserve_fds)
+        cg = self.cgroup(st)
+        init.flush_std()
+        stage1 = os.fork()
+        if stage1 == 0:
+            parent.close()
+            if console_parent is not None:
+                console_parent.close()
+            init.run_child(ctx, lambda c: init.stage1(c, plan, lambda c2: init.exec_child(c2, proc)))
+        pid = 0
+        try:
+            sync.close_quietly(child, dmz_fd, console_child)
+            if cg is not None and cg.exists():
+                cg.add_pid(stage1)
+            sync.send(parent, "go")
+            fields = sync.expect(parent, "pid")
+            pid = int(fields[0])
+            _reap(stage1)
+            stage1 = 0
+            sync.expect(parent, "ready")
+            console = None
+            if console_parent is not None and hold_console:
+                console = _receive_console(console_parent)
+            return Started(pid, console)
+        except BaseException:
+            if pid:
+                _kill_and_reap(pid)
+            raise
+        finally:
+            if stage1:
+                _kill_and_reap(stage1)
+            sync.close_quietly(parent, console_parent)
+
+    def exec_plan(self, container_id: str) -> tuple[Spec, ContainerState]:
+        return self.spec_of(container_id), self.load(container_id)
+
+    # ------------------------------------------------------------------ cgroup verbs
+
+    def _running_cgroup(self, container_id: str, *, allow_created: bool = True) -> tuple[ContainerState, CgroupManager]:
+        st = self.load(container_id)
+        now = self.status(st)
+        if now == "stopped":
+            raise WrongState("container not running")
+        cg = self.cgroup(st)
+        if cg is None or not cg.exists():
+            raise WrongState(f"container {container_id} has no cgroup")
+        return st, cg
+
+    def pause(self, container_id: str) -> None:
+        st, cg = self._running_cgroup(container_id)
+        if self.status(st) not in ("running", "created"):
+            raise WrongState(f"container not running or created: {self.status(st)}")
+        cg.freeze()
+
+    def resume(self, container_id: str) -> None:
+        st, cg = self._running_cgroup(container_id)
+        if self.status(st) != "paused":
+            raise WrongState("container not paused")
+        cg.thaw()
+
+    def pids(self, container_id: str) -> list[int]:
+        st = self.load(container_id)
+        cg = self.cgroup(st)
+        if cg is None or not cg.exists():
+            return []
+        return cg.pids()
+
+    def update(self, container_id: str, resources: Any) -> None:
+        _, cg = self._running_cgroup(container_id)
+        cg.apply(resources)
+
+    def stats(self, container_id: str) -> Any:
+        _, cg = self._running_cgroup(container_id)
+        return cg.stats()
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _cgroup_path(spec: Spec, container_id: str) -> str:
+    path = spec.linux.cgroups_path if spec.linux is not None else None
+    return path or f"/bulkhead/{container_id}"
+
+
+def _check_lsm(proc: ProcessPlan) -> None:
+    """Refuse an AppArmor profile or SELinux label this kernel cannot apply."""
+    if proc.apparmor_profile and not os.path.exists("/sys/kernel/security/apparmor"):
+        raise UnsupportedError(
+            f"apparmor profile {proc.apparmor_profile!r} requested, but AppArmor is not enabled on this host"
+        )
+    if proc.selinux_label:
+        try:
+            enabled = "selinux" in Path("/sys/kernel/security/lsm").read_text()
+        except OSError:
+            enabled = False
+        if not enabled or not os.path.exists("/sys/fs/selinux/enforce"):
+            raise UnsupportedError(
+                f"selinux label {proc.selinux_label!r} requested, but SELinux is not enabled on this host"
+            )
+
+
+def _console_sockets(
+    proc: ProcessPlan, console_socket: str | None, hold_console: bool
+) -> tuple[socket.socket | None, socket.socket | None]:
+    """(our end, the child's end) of where the container's pty master goes."""
+    if not proc.terminal:
+        return None, None
+    if console_socket:
+        try:
+            st = os.stat(console_socket)
+        except OSError as exc:
+            raise SpecError(f"console socket {console_socket}: {exc.strerror}") from None
+        if not stat.S_ISSOCK(st.st_mode):
+            raise SpecError(f"console socket {console_socket} is not a unix socket")
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(console_socket)
+        return None, s
+    if hold_console:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        return ours, theirs
+    raise SpecError("cannot allocate tty without a console socket")
+
+
+def _receive_console(sock: socket.socket) -> int:
+    _, fds, _, _ = socket.recv_fds(sock, 1024, 1)
+    if not fds:
+        raise StartError("container did not send its console")
+    return fds[0]
+
+
+def _reap(pid: int) -> int:
+    """Wait for our child ``pid``; return its exit status as a shell would."""
+    while True:
+        try:
+            _, status_ = os.waitpid(pid, 0)
+        except ChildProcessError:
+            return 0
+        except InterruptedError:
+            continue
+        return os.waitstatus_to_exitcode(status_) if status_ >= 0 else 0
+
+
+def _kill_and_reap(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+
+
+def _wait_gone(pid: int, start: int, timeout: float = 10.0) -> None:
+    from bulkhead.runtime.state import is_alive
+
+    deadline = time.monotonic() + timeout
+    delay = 0.0005
+    while is_alive(pid, start) and time.monotonic() < deadline:
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
+
+
+def _destroy_cgroup(cg: CgroupManager) -> None:
+    try:
+        cg.destroy()
+    except OSError:
+        pass
+
+
+def _owner(path: Path) -> str:
+    try:
+        uid = path.stat().st_uid
+    except OSError:
+        return ""
+    import pwd
+
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return "#" + str(uid)
+
+
+def state_to_json(doc: dict[str, Any]) -> str:
+    return json.dumps(doc, indent=2)
