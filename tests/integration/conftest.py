@@ -6,7 +6,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from tests.integration.runtime_helpers import RuntimeCLI, cgroup_dirs
 
 if os.geteuid() != 0:

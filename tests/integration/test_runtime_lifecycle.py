@@ -36,7 +36,7 @@ def test_run_killed_by_signal_gives_128_plus_signal(rt, bundle, cid):
 
 def test_create_start_states(rt, bundle, cid, tmp_path, cgroup_parent):
     out = tmp_path / "out"
-    b = bundle(["sh", "-c", f"echo started > /proc/1/root/dev/null; sleep 30"])
+    b = bundle(["sh", "-c", "echo started > /proc/1/root/dev/null; sleep 30"])
     pid_file = tmp_path / "pid"
     rt("create", "--bundle", str(b), "--pid-file", str(pid_file), cid)
     st = rt.state(cid)
@@ -48,7 +48,10 @@ def test_create_start_states(rt, bundle, cid, tmp_path, cgroup_parent):
     assert list(st) == ["ociVersion", "id", "pid", "status", "bundle", "rootfs", "created", "owner"]
     # the container's init waits in its cgroup, before exec
     assert alive(st["pid"])
-    assert any(str(st["pid"]) in (d / "cgroup.procs").read_text() for d in cgroup_dirs(f"{cgroup_parent}/{cid}"))
+    assert any(
+        str(st["pid"]) in (d / "cgroup.procs").read_text()
+        for d in cgroup_dirs(f"{cgroup_parent}/{cid}")
+    )
     assert Path(f"/proc/{st['pid']}/exe").resolve() != Path("/bin/busybox")
     # still created, seen from a different process a moment later
     assert rt.state(cid)["status"] == "created"
@@ -140,9 +143,14 @@ def test_run_forwards_signals(rt, bundle, cid, tmp_path):
 
     from tests.integration.runtime_helpers import RUNTIME
 
-    b = bundle(["sh", "-c", "trap 'echo term; exit 7' TERM; echo ready; while true; do sleep 0.1; done"])
-    p = subprocess.Popen([RUNTIME, "--root", str(rt.root), "run", "--bundle", str(b), cid],
-                         stdout=subprocess.PIPE, text=True)
+    b = bundle(
+        ["sh", "-c", "trap 'echo term; exit 7' TERM; echo ready; while true; do sleep 0.1; done"]
+    )
+    p = subprocess.Popen(
+        [RUNTIME, "--root", str(rt.root), "run", "--bundle", str(b), cid],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert p.stdout is not None
     assert p.stdout.readline() == "ready\n"
     p.send_signal(signal.SIGTERM)
@@ -192,7 +200,15 @@ def test_spec_and_features(tmp_path, rt):
     features = json.loads(rt("features").stdout)
     assert features["ociVersionMin"].startswith("1.0")
     assert set(features["linux"]["namespaces"]) == {
-        "mount", "pid", "network", "ipc", "uts", "user", "cgroup", "time"}
+        "mount",
+        "pid",
+        "network",
+        "ipc",
+        "uts",
+        "user",
+        "cgroup",
+        "time",
+    }
     assert "SCMP_ACT_ERRNO" in features["linux"]["seccomp"]["actions"]
 
 

@@ -10,7 +10,6 @@ import threading
 from pathlib import Path
 
 import pytest
-
 from tests.integration.runtime_helpers import RUNTIME, RuntimeCLI
 
 
@@ -28,24 +27,41 @@ def status_field(text: str, name: str) -> str:
 
 
 def test_all_new_namespaces_differ_from_host(rt, bundle, cid):
-    b = bundle(["sh", "-c", "for n in mnt pid net ipc uts user cgroup time; do readlink /proc/self/ns/$n; done"],
-               linux={"namespaces": [{"type": t} for t in
-                                     ("mount", "pid", "network", "ipc", "uts", "user", "cgroup", "time")],
-                      "uidMappings": [{"containerID": 0, "hostID": 100000, "size": 65536}],
-                      "gidMappings": [{"containerID": 0, "hostID": 100000, "size": 65536}]})
+    b = bundle(
+        [
+            "sh",
+            "-c",
+            "for n in mnt pid net ipc uts user cgroup time; do readlink /proc/self/ns/$n; done",
+        ],
+        linux={
+            "namespaces": [
+                {"type": t}
+                for t in ("mount", "pid", "network", "ipc", "uts", "user", "cgroup", "time")
+            ],
+            "uidMappings": [{"containerID": 0, "hostID": 100000, "size": 65536}],
+            "gidMappings": [{"containerID": 0, "hostID": 100000, "size": 65536}],
+        },
+    )
     # a user namespace with a mapping needs a rootfs the mapped root can read
     out = run_out(rt, b, cid).split()
-    host = [os.readlink(f"/proc/self/ns/{n}") for n in ("mnt", "pid", "net", "ipc", "uts", "user", "cgroup", "time")]
+    host = [
+        os.readlink(f"/proc/self/ns/{n}")
+        for n in ("mnt", "pid", "net", "ipc", "uts", "user", "cgroup", "time")
+    ]
     assert len(out) == 8
     for mine, theirs in zip(out, host, strict=True):
         assert mine != theirs
 
 
 def test_user_namespace_maps_ids(rt, bundle, cid):
-    b = bundle(["sh", "-c", "id -u; cat /proc/self/uid_map /proc/self/gid_map"],
-               linux={"namespaces": [{"type": "mount"}, {"type": "pid"}, {"type": "user"}],
-                      "uidMappings": [{"containerID": 0, "hostID": 200000, "size": 1000}],
-                      "gidMappings": [{"containerID": 0, "hostID": 300000, "size": 1000}]})
+    b = bundle(
+        ["sh", "-c", "id -u; cat /proc/self/uid_map /proc/self/gid_map"],
+        linux={
+            "namespaces": [{"type": "mount"}, {"type": "pid"}, {"type": "user"}],
+            "uidMappings": [{"containerID": 0, "hostID": 200000, "size": 1000}],
+            "gidMappings": [{"containerID": 0, "hostID": 300000, "size": 1000}],
+        },
+    )
     lines = run_out(rt, b, cid).splitlines()
     assert lines[0] == "0"
     assert lines[1].split() == ["0", "200000", "1000"]
@@ -53,10 +69,16 @@ def test_user_namespace_maps_ids(rt, bundle, cid):
 
 
 def test_time_namespace_offsets(rt, bundle, cid):
-    b = bundle(["cat", "/proc/uptime"],
-               linux={"namespaces": [{"type": "mount"}, {"type": "pid"}, {"type": "time"}],
-                      "timeOffsets": {"boottime": {"secs": 86400 * 365, "nanosecs": 0},
-                                      "monotonic": {"secs": 1000, "nanosecs": 0}}})
+    b = bundle(
+        ["cat", "/proc/uptime"],
+        linux={
+            "namespaces": [{"type": "mount"}, {"type": "pid"}, {"type": "time"}],
+            "timeOffsets": {
+                "boottime": {"secs": 86400 * 365, "nanosecs": 0},
+                "monotonic": {"secs": 1000, "nanosecs": 0},
+            },
+        },
+    )
     uptime = float(run_out(rt, b, cid).split()[0])
     host = float(Path("/proc/uptime").read_text().split()[0])
     assert uptime - host > 86400 * 364
@@ -67,25 +89,40 @@ def test_join_network_namespace_by_path(rt, bundle, cid):
     subprocess.run(["ip", "netns", "add", name], check=True)
     try:
         subprocess.run(["ip", "-n", name, "link", "add", "bhdummy0", "type", "dummy"], check=True)
-        b = bundle(["cat", "/proc/net/dev"],
-                   linux={"namespaces": [{"type": "mount"}, {"type": "pid"},
-                                         {"type": "network", "path": f"/run/netns/{name}"}]})
+        b = bundle(
+            ["cat", "/proc/net/dev"],
+            linux={
+                "namespaces": [
+                    {"type": "mount"},
+                    {"type": "pid"},
+                    {"type": "network", "path": f"/run/netns/{name}"},
+                ]
+            },
+        )
         assert "bhdummy0" in run_out(rt, b, cid)
     finally:
         subprocess.run(["ip", "netns", "delete", name], check=False)
 
 
 def test_hostname_domainname_and_sysctl(rt, bundle, cid):
-    b = bundle(["sh", "-c", "hostname; cat /proc/sys/kernel/domainname /proc/sys/net/ipv4/ip_forward"],
-               hostname="h1", domainname="example.test",
-               linux={"sysctl": {"net.ipv4.ip_forward": "1"}})
+    b = bundle(
+        ["sh", "-c", "hostname; cat /proc/sys/kernel/domainname /proc/sys/net/ipv4/ip_forward"],
+        hostname="h1",
+        domainname="example.test",
+        linux={"sysctl": {"net.ipv4.ip_forward": "1"}},
+    )
     assert run_out(rt, b, cid).split() == ["h1", "example.test", "1"]
 
 
 def test_user_groups_umask_cwd_env(rt, bundle, cid):
-    b = bundle(["sh", "-c", "id; umask; pwd; echo $FOO $HOME"],
-               process={"user": {"uid": 1000, "gid": 1000, "additionalGids": [29, 44], "umask": 0o027},
-                        "cwd": "/tmp", "env": ["PATH=/bin", "FOO=bar"]})
+    b = bundle(
+        ["sh", "-c", "id; umask; pwd; echo $FOO $HOME"],
+        process={
+            "user": {"uid": 1000, "gid": 1000, "additionalGids": [29, 44], "umask": 0o027},
+            "cwd": "/tmp",
+            "env": ["PATH=/bin", "FOO=bar"],
+        },
+    )
     lines = run_out(rt, b, cid).splitlines()
     assert lines[0].startswith("uid=1000(user) gid=1000(user) groups=29(audio),44(video)")
     assert lines[1] == "0027"
@@ -94,17 +131,30 @@ def test_user_groups_umask_cwd_env(rt, bundle, cid):
 
 
 def test_rlimits_and_oom_score_adj(rt, bundle, cid):
-    b = bundle(["sh", "-c", "ulimit -n; ulimit -Hn; cat /proc/self/oom_score_adj"],
-               process={"rlimits": [{"type": "RLIMIT_NOFILE", "soft": 512, "hard": 777}],
-                        "oomScoreAdj": 123})
+    b = bundle(
+        ["sh", "-c", "ulimit -n; ulimit -Hn; cat /proc/self/oom_score_adj"],
+        process={
+            "rlimits": [{"type": "RLIMIT_NOFILE", "soft": 512, "hard": 777}],
+            "oomScoreAdj": 123,
+        },
+    )
     assert run_out(rt, b, cid).split() == ["512", "777", "123"]
 
 
 def test_capabilities_sets(rt, bundle, cid):
     caps = ["CAP_CHOWN", "CAP_KILL"]
-    b = bundle(["cat", "/proc/self/status"],
-               process={"capabilities": {"bounding": caps, "effective": caps, "permitted": caps,
-                                         "inheritable": caps, "ambient": caps}})
+    b = bundle(
+        ["cat", "/proc/self/status"],
+        process={
+            "capabilities": {
+                "bounding": caps,
+                "effective": caps,
+                "permitted": caps,
+                "inheritable": caps,
+                "ambient": caps,
+            }
+        },
+    )
     status = run_out(rt, b, cid)
     want = f"{(1 << 0) | (1 << 5):016x}"
     for field in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
@@ -127,8 +177,10 @@ def test_seccomp_errno_and_args(rt, bundle, cid):
             {"names": ["chmod", "fchmodat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13},
         ],
     }
-    b = bundle(["sh", "-c", "mkdir /tmp/x; echo mkdir=$?; chmod 700 /tmp; echo chmod=$?"],
-               linux={"seccomp": seccomp})
+    b = bundle(
+        ["sh", "-c", "mkdir /tmp/x; echo mkdir=$?; chmod 700 /tmp; echo chmod=$?"],
+        linux={"seccomp": seccomp},
+    )
     out = run_out(rt, b, cid)
     assert "mkdir=1" in out and "chmod=1" in out
 
@@ -153,9 +205,14 @@ def test_preserve_fds_and_listen_fds(rt, bundle, cid, tmp_path):
     os.write(w, b"through-fd-3\n")
     os.close(w)
     b = bundle(["sh", "-c", "cat <&3; echo $LISTEN_FDS"])
-    proc = subprocess.run([RUNTIME, "--root", str(rt.root), "run", "--preserve-fds", "1",
-                           "--bundle", str(b), cid], pass_fds=(r,), capture_output=True,
-                          text=True, check=False, preexec_fn=lambda: os.dup2(r, 3))
+    proc = subprocess.run(
+        [RUNTIME, "--root", str(rt.root), "run", "--preserve-fds", "1", "--bundle", str(b), cid],
+        pass_fds=(r,),
+        capture_output=True,
+        text=True,
+        check=False,
+        preexec_fn=lambda: os.dup2(r, 3),
+    )
     os.close(r)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines()[0] == "through-fd-3"
@@ -174,6 +231,7 @@ def test_exe_is_not_the_host_interpreter_and_not_dumpable_before_exec(rt, bundle
         os.open(f"/proc/{pid}/exe", os.O_WRONLY)
     rt("start", cid)
     import time
+
     time.sleep(0.2)
     assert os.readlink(f"/proc/{pid}/exe") == "/bin/busybox"
     assert "Name:\tsleep" in Path(f"/proc/{pid}/status").read_text()
@@ -201,8 +259,11 @@ def test_console_socket_receives_pty_master(rt, bundle, cid, tmp_path):
 
     t = threading.Thread(target=accept)
     t.start()
-    b = bundle(["sh", "-c", "tty; echo cols=$(stty size)"], terminal=True,
-               process={"consoleSize": {"height": 30, "width": 100}})
+    b = bundle(
+        ["sh", "-c", "tty; echo cols=$(stty size)"],
+        terminal=True,
+        process={"consoleSize": {"height": 30, "width": 100}},
+    )
     rt("run", "-d", "--console-socket", str(sock_path), "--bundle", str(b), cid)
     t.join(10)
     master = got["fd"]
@@ -226,8 +287,19 @@ def test_console_socket_receives_pty_master(rt, bundle, cid, tmp_path):
 def test_exec_runs_in_container(rt, bundle, cid):
     b = bundle(["sleep", "30"], hostname="exechost")
     rt("run", "-d", "--bundle", str(b), cid)
-    proc = rt("exec", "--env", "X=1", "--cwd", "/tmp", "--user", "1000:1000", cid,
-              "sh", "-c", "echo $X $(hostname) $(pwd) $(id -u):$(id -g); cat /proc/self/cgroup | head -1")
+    proc = rt(
+        "exec",
+        "--env",
+        "X=1",
+        "--cwd",
+        "/tmp",
+        "--user",
+        "1000:1000",
+        cid,
+        "sh",
+        "-c",
+        "echo $X $(hostname) $(pwd) $(id -u):$(id -g); cat /proc/self/cgroup | head -1",
+    )
     lines = proc.stdout.splitlines()
     assert lines[0] == "1 exechost /tmp 1000:1000"
     assert rt("exec", cid, "sh", "-c", "exit 5", check=False).returncode == 5
@@ -240,8 +312,16 @@ def test_exec_process_file_detach_pid_file(rt, bundle, cid, tmp_path):
     b = bundle(["sleep", "30"])
     rt("run", "-d", "--bundle", str(b), cid)
     proc_json = tmp_path / "process.json"
-    proc_json.write_text(json.dumps({"args": ["sleep", "20"], "cwd": "/", "env": ["PATH=/bin"],
-                                     "user": {"uid": 0, "gid": 0}}))
+    proc_json.write_text(
+        json.dumps(
+            {
+                "args": ["sleep", "20"],
+                "cwd": "/",
+                "env": ["PATH=/bin"],
+                "user": {"uid": 0, "gid": 0},
+            }
+        )
+    )
     pid_file = tmp_path / "exec.pid"
     rt("exec", "--process", str(proc_json), "--detach", "--pid-file", str(pid_file), cid)
     pid = int(pid_file.read_text())

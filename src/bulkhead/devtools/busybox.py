@@ -60,8 +60,22 @@ def build_rootfs(dest: str | os.PathLike[str], busybox: Path = BUSYBOX) -> Path:
             f"{busybox} not found: install Debian's busybox-static package (apt install busybox-static)"
         )
     root = Path(dest)
-    for d in ("bin", "sbin", "usr/bin", "usr/sbin", "etc", "dev", "proc", "sys", "tmp",
-              "root", "home/user", "var/run", "run", "mnt"):
+    for d in (
+        "bin",
+        "sbin",
+        "usr/bin",
+        "usr/sbin",
+        "etc",
+        "dev",
+        "proc",
+        "sys",
+        "tmp",
+        "root",
+        "home/user",
+        "var/run",
+        "run",
+        "mnt",
+    ):
         (root / d).mkdir(parents=True, exist_ok=True)
     os.chmod(root / "tmp", 0o1777)
     shutil.copy2(busybox, root / "bin" / "busybox")

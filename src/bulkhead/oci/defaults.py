@@ -129,9 +129,9 @@ def default_spec(rootless: bool = False) -> dict[str, Any]:
 def _make_rootless(spec: dict[str, Any]) -> None:
     """Turn a default spec into ``runc spec --rootless``'s."""
     linux = spec["linux"]
-    linux["namespaces"] = [
-        ns for ns in linux["namespaces"] if ns["type"] != "network"
-    ] + [{"type": "user"}]
+    linux["namespaces"] = [ns for ns in linux["namespaces"] if ns["type"] != "network"] + [
+        {"type": "user"}
+    ]
     linux["uidMappings"] = [{"containerID": 0, "hostID": os.geteuid(), "size": 1}]
     linux["gidMappings"] = [{"containerID": 0, "hostID": os.getegid(), "size": 1}]
     linux.pop("resources", None)

@@ -82,10 +82,18 @@ def _id(p: argparse.ArgumentParser) -> None:
 
 def _create_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bundle", "-b", default=".", help="path to the root of the bundle directory")
-    p.add_argument("--console-socket", help="path to an AF_UNIX socket which will receive the pty master")
+    p.add_argument(
+        "--console-socket", help="path to an AF_UNIX socket which will receive the pty master"
+    )
     p.add_argument("--pid-file", help="file to write the process id to")
-    p.add_argument("--no-pivot", action="store_true", help="do not use pivot root to jail process inside rootfs")
-    p.add_argument("--no-new-keyring", action="store_true", help="do not create a new session keyring")
+    p.add_argument(
+        "--no-pivot",
+        action="store_true",
+        help="do not use pivot root to jail process inside rootfs",
+    )
+    p.add_argument(
+        "--no-new-keyring", action="store_true", help="do not create a new session keyring"
+    )
     p.add_argument("--preserve-fds", type=int, default=0, help="pass N additional file descriptors")
 
 
@@ -95,10 +103,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--debug", action="store_true", help="enable debug logging")
     p.add_argument("--log", default="", help="set the log file to write runtime logs to")
     p.add_argument("--log-format", default="text", choices=["text", "json"])
-    p.add_argument("--root", default="/run/bulkhead-runtime", help="root directory for storage of container state")
+    p.add_argument(
+        "--root",
+        default="/run/bulkhead-runtime",
+        help="root directory for storage of container state",
+    )
     p.add_argument("--criu", default="criu", help=argparse.SUPPRESS)
     p.add_argument("--systemd-cgroup", action="store_true", help="use the systemd cgroup driver")
-    p.add_argument("--rootless", default="auto", help="ignore cgroup permission errors (true, false, auto)")
+    p.add_argument(
+        "--rootless", default="auto", help="ignore cgroup permission errors (true, false, auto)"
+    )
     sub = p.add_subparsers(dest="verb", metavar="COMMAND")
 
     c = sub.add_parser("create", help="create a container")
@@ -107,7 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="create and run a container")
     _create_flags(r)
-    r.add_argument("--detach", "-d", action="store_true", help="detach from the container's process")
+    r.add_argument(
+        "--detach", "-d", action="store_true", help="detach from the container's process"
+    )
     r.add_argument("--keep", action="store_true", help="do not delete the container after it exits")
     _id(r)
 
@@ -118,12 +134,16 @@ def build_parser() -> argparse.ArgumentParser:
     _id(s)
 
     k = sub.add_parser("kill", help="send a signal to the container's init process")
-    k.add_argument("--all", "-a", action="store_true", help="send the signal to all processes in the container")
+    k.add_argument(
+        "--all", "-a", action="store_true", help="send the signal to all processes in the container"
+    )
     _id(k)
     k.add_argument("signal", nargs="?", default="SIGTERM")
 
     d = sub.add_parser("delete", help="delete a container")
-    d.add_argument("--force", "-f", action="store_true", help="kill the container first if it is running")
+    d.add_argument(
+        "--force", "-f", action="store_true", help="kill the container first if it is running"
+    )
     d.add_argument("container_ids", nargs="+", metavar="<container-id>")
 
     e = sub.add_parser("exec", help="execute a new process inside the container")
@@ -167,15 +187,31 @@ def build_parser() -> argparse.ArgumentParser:
     u = sub.add_parser("update", help="update container resource constraints")
     u.add_argument("--resources", "-r", default="")
     for flag in (
-        "blkio-weight", "cpu-period", "cpu-quota", "cpu-share", "cpu-rt-period", "cpu-rt-runtime",
-        "cpuset-cpus", "cpuset-mems", "kernel-memory", "kernel-memory-tcp", "memory",
-        "memory-reservation", "memory-swap", "pids-limit", "l3-cache-schema", "mem-bw-schema",
-        "cpu-idle", "cpu-burst",
+        "blkio-weight",
+        "cpu-period",
+        "cpu-quota",
+        "cpu-share",
+        "cpu-rt-period",
+        "cpu-rt-runtime",
+        "cpuset-cpus",
+        "cpuset-mems",
+        "kernel-memory",
+        "kernel-memory-tcp",
+        "memory",
+        "memory-reservation",
+        "memory-swap",
+        "pids-limit",
+        "l3-cache-schema",
+        "mem-bw-schema",
+        "cpu-idle",
+        "cpu-burst",
     ):
         u.add_argument("--" + flag, default=None)
     _id(u)
 
-    ev = sub.add_parser("events", help="display container events such as OOM notifications and stats")
+    ev = sub.add_parser(
+        "events", help="display container events such as OOM notifications and stats"
+    )
     ev.add_argument("--interval", default="5s")
     ev.add_argument("--stats", action="store_true")
     _id(ev)
@@ -244,8 +280,9 @@ def cmd_create(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from bulkhead.runtime import foreground
 
-    return foreground.run(_runtime(args), args.container_id, _create_options(args),
-                          detach=args.detach, keep=args.keep)
+    return foreground.run(
+        _runtime(args), args.container_id, _create_options(args), detach=args.detach, keep=args.keep
+    )
 
 
 def cmd_start(args: argparse.Namespace) -> int:
@@ -323,10 +360,14 @@ def cmd_list(args: argparse.Namespace) -> int:
         return 0
     rows = [["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"]]
     for doc in docs:
-        rows.append([doc["id"], str(doc["pid"]), doc["status"], doc["bundle"], doc["created"], doc["owner"]])
+        rows.append(
+            [doc["id"], str(doc["pid"]), doc["status"], doc["bundle"], doc["created"], doc["owner"]]
+        )
     widths = [max(12, *(len(r[i]) for r in rows)) + 3 for i in range(len(rows[0]) - 1)]
     for r in rows:
-        sys.stdout.write("".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + r[-1] + "\n")
+        sys.stdout.write(
+            "".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + r[-1] + "\n"
+        )
     return 0
 
 

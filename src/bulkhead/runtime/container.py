@@ -107,7 +107,9 @@ def _listen_fds() -> int:
 class Runtime:
     """An OCI runtime whose containers' state lives under ``root``."""
 
-    def __init__(self, root: str | os.PathLike[str] = DEFAULT_ROOT, *, systemd_cgroup: bool = False) -> None:
+    def __init__(
+        self, root: str | os.PathLike[str] = DEFAULT_ROOT, *, systemd_cgroup: bool = False
+    ) -> None:
         if systemd_cgroup:
             raise UnsupportedError(
                 "--systemd-cgroup: the systemd cgroup driver is not supported "
@@ -152,7 +154,9 @@ class Runtime:
 
     # ------------------------------------------------------------------ create
 
-    def create(self, container_id: str, opts: CreateOptions, *, hold_console: bool = False) -> Started:
+    def create(
+        self, container_id: str, opts: CreateOptions, *, hold_console: bool = False
+    ) -> Started:
         """Create the container: its init ends up waiting for ``start`` (status *created*).
 
         With ``hold_console`` (``run`` in the foreground with a terminal) the
@@ -179,7 +183,9 @@ class Runtime:
         if not os.path.isabs(rootfs):
             rootfs = os.path.join(bundle, rootfs)
         if not os.path.isdir(rootfs):
-            raise SpecError(f"rootfs {rootfs} does not exist or is not a directory", where="$.root.path")
+            raise SpecError(
+                f"rootfs {rootfs} does not exist or is not a directory", where="$.root.path"
+            )
 
         self.store.reserve(container_id)
         me = os.getpid()
@@ -284,7 +290,9 @@ class Runtime:
         fifo = self.store.fifo(st.id)
         os.mkfifo(fifo, 0o622)
         fifo_fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        console_parent, console_child = _console_sockets(plan.process, opts.console_socket, hold_console)
+        console_parent, console_child = _console_sockets(
+            plan.process, opts.console_socket, hold_console
+        )
         dmz_fd = dmz.sealed_trampoline() if dmz.available() else None
         parent, child = sync.channel()
         ctx = init.ChildContext(
@@ -300,7 +308,9 @@ class Runtime:
             parent.close()
             if console_parent is not None:
                 console_parent.close()
-            init.run_child(ctx, lambda c: init.stage1(c, plan, lambda c2: init.container_init(c2, plan)))
+            init.run_child(
+                ctx, lambda c: init.stage1(c, plan, lambda c2: init.container_init(c2, plan))
+            )
         init_pid = 0
         try:
             sync.close_quietly(child, fifo_fd, dmz_fd, console_child)
@@ -355,7 +365,7 @@ class Runtime:
         if now != "created":
             if now == "stopped":
                 raise WrongState("cannot start a container that has stopped")
-            raise WrongState(f"cannot start an already running container")
+            raise WrongState("cannot start an already running container")
         spec = self.spec_of(container_id)
         fifo = self.store.fifo(container_id)
         try:
@@ -370,7 +380,9 @@ class Runtime:
         finally:
             os.close(fd)
         if spec.hooks is not None and spec.hooks.poststart:
-            hooks.run_hooks_logged(spec.hooks.poststart, self.hook_state(st, "running"), "poststart")
+            hooks.run_hooks_logged(
+                spec.hooks.poststart, self.hook_state(st, "running"), "poststart"
+            )
 
     # ------------------------------------------------------------------ state / list
 
@@ -494,7 +506,9 @@ class Runtime:
 
         dmz_fd = dmz.sealed_trampoline() if dmz.available() else None
         parent, child = sync.channel()
-        ctx = init.ChildContext(child, console_sock=console_child, dmz_fd=dmz_fd, keep_fds=proc.preserve_fds)
+        ctx = init.ChildContext(
+            child, console_sock=console_child, dmz_fd=dmz_fd, keep_fds=proc.preserve_fds
+        )
         cg = self.cgroup(st)
         init.flush_std()
         stage1 = os.fork()
@@ -502,7 +516,9 @@ class Runtime:
             parent.close()
             if console_parent is not None:
                 console_parent.close()
-            init.run_child(ctx, lambda c: init.stage1(c, plan, lambda c2: init.exec_child(c2, proc)))
+            init.run_child(
+                ctx, lambda c: init.stage1(c, plan, lambda c2: init.exec_child(c2, proc))
+            )
         pid = 0
         try:
             sync.close_quietly(child, dmz_fd, console_child)
@@ -532,7 +548,9 @@ class Runtime:
 
     # ------------------------------------------------------------------ cgroup verbs
 
-    def _running_cgroup(self, container_id: str, *, allow_created: bool = True) -> tuple[ContainerState, CgroupManager]:
+    def _running_cgroup(
+        self, container_id: str, *, allow_created: bool = True
+    ) -> tuple[ContainerState, CgroupManager]:
         st = self.load(container_id)
         now = self.status(st)
         if now == "stopped":

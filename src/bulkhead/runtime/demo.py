@@ -20,17 +20,29 @@ from bulkhead.devtools.busybox import make_bundle
 
 
 def main() -> int:
-    runtime = shutil.which("bulkhead-runtime") or str(Path(sys.executable).parent / "bulkhead-runtime")
+    runtime = shutil.which("bulkhead-runtime") or str(
+        Path(sys.executable).parent / "bulkhead-runtime"
+    )
     workdir = Path(tempfile.mkdtemp(prefix="bulkhead-demo-"))
     container_id = "demo-" + uuid.uuid4().hex[:8]
     try:
         bundle = make_bundle(
             workdir / "bundle",
             ["sh", "-c", 'echo "hello from $(hostname), I am PID $$"'],
-            config={"hostname": "busybox-demo",
-                    "linux": {"cgroupsPath": f"/bulkhead/{container_id}"}},
+            config={
+                "hostname": "busybox-demo",
+                "linux": {"cgroupsPath": f"/bulkhead/{container_id}"},
+            },
         )
-        cmd = [runtime, "--root", str(workdir / "state"), "run", "--bundle", str(bundle), container_id]
+        cmd = [
+            runtime,
+            "--root",
+            str(workdir / "state"),
+            "run",
+            "--bundle",
+            str(bundle),
+            container_id,
+        ]
         print("$", " ".join(cmd), flush=True)
         return subprocess.run(cmd, check=False).returncode
     finally:

@@ -33,8 +33,16 @@ if TYPE_CHECKING:
     from bulkhead.runtime.plan import ProcessPlan
 
 #: Signals not forwarded: the ones we need ourselves.
-_KEEP = {signal.SIGCHLD, signal.SIGWINCH, signal.SIGURG, signal.SIGKILL, signal.SIGSTOP,
-         signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU}
+_KEEP = {
+    signal.SIGCHLD,
+    signal.SIGWINCH,
+    signal.SIGURG,
+    signal.SIGKILL,
+    signal.SIGSTOP,
+    signal.SIGTSTP,
+    signal.SIGTTIN,
+    signal.SIGTTOU,
+}
 
 
 class SignalRelay:
@@ -209,7 +217,9 @@ def exec_from_cli(rt: Runtime, args: argparse.Namespace) -> int:
     """``exec``: build the process from the flags (or --process) and run it."""
     proc = process_plan_from_cli(rt, args)
     if proc.terminal and args.detach and not args.console_socket:
-        raise SpecError("cannot allocate tty if bulkhead-runtime will detach without setting console socket")
+        raise SpecError(
+            "cannot allocate tty if bulkhead-runtime will detach without setting console socket"
+        )
     hold = proc.terminal and not args.console_socket
     if args.detach:
         started = rt.exec(args.container_id, proc, console_socket=args.console_socket)
@@ -221,7 +231,9 @@ def exec_from_cli(rt: Runtime, args: argparse.Namespace) -> int:
     lxprocess.set_child_subreaper(True)
     relay = SignalRelay()
     try:
-        started = rt.exec(args.container_id, proc, console_socket=args.console_socket, hold_console=hold)
+        started = rt.exec(
+            args.container_id, proc, console_socket=args.console_socket, hold_console=hold
+        )
         if args.pid_file:
             from bulkhead.runtime.container import _write_pid_file
 
@@ -236,11 +248,11 @@ def exec_from_cli(rt: Runtime, args: argparse.Namespace) -> int:
 
 def process_plan_from_cli(rt: Runtime, args: argparse.Namespace) -> ProcessPlan:
     """The exec'd process: --process FILE, or the container's process with the flags applied."""
+    import msgspec
+
     from bulkhead.oci.runtime_spec import Process
     from bulkhead.runtime.container import _listen_fds
     from bulkhead.runtime.plan import plan_process
-
-    import msgspec
 
     spec = rt.spec_of(args.container_id)
     if args.process:
@@ -261,7 +273,9 @@ def process_plan_from_cli(rt: Runtime, args: argparse.Namespace) -> ProcessPlan:
         if args.cwd:
             proc_spec = msgspec.structs.replace(proc_spec, cwd=args.cwd)
         if args.env:
-            proc_spec = msgspec.structs.replace(proc_spec, env=list(base.env or []) + list(args.env))
+            proc_spec = msgspec.structs.replace(
+                proc_spec, env=list(base.env or []) + list(args.env)
+            )
         if args.user:
             uid_s, _, gid_s = args.user.partition(":")
             try:

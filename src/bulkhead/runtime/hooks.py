@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import subprocess
 from collections.abc import Sequence
 from typing import Any
@@ -88,7 +87,10 @@ def run_hook(hook: Any, state: bytes, kind: str) -> None:
     except OSError as exc:
         raise HookError(f"{kind} hook {hook.path}: {exc.strerror}") from None
     if proc.returncode != 0:
-        detail = proc.stderr.decode(errors="replace").strip() or proc.stdout.decode(errors="replace").strip()
+        detail = (
+            proc.stderr.decode(errors="replace").strip()
+            or proc.stdout.decode(errors="replace").strip()
+        )
         status = (
             f"exit status {proc.returncode}"
             if proc.returncode > 0
@@ -112,5 +114,3 @@ def run_hooks_logged(hooks: Sequence[Any] | None, state: bytes, kind: str) -> No
             run_hook(hook, state, kind)
         except HookError as exc:
             log.warning("%s", exc)
-
-

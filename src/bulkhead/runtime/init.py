@@ -245,7 +245,9 @@ def _chdir_checked(cwd: str) -> None:
     try:
         here = os.getcwd()
     except FileNotFoundError:
-        raise StartError(f"current working directory {cwd} is outside of the container's root") from None
+        raise StartError(
+            f"current working directory {cwd} is outside of the container's root"
+        ) from None
     if not here.startswith("/"):
         raise StartError(f"current working directory {cwd} is outside of the container's root")
 
@@ -287,8 +289,13 @@ def finish_process(
         ctx.step = "scheduler"
         s = proc.scheduler
         process.set_scheduler(
-            s.policy, s.nice or 0, s.priority or 0, s.flags or [], s.runtime or 0,
-            s.deadline or 0, s.period or 0,
+            s.policy,
+            s.nice or 0,
+            s.priority or 0,
+            s.flags or [],
+            s.runtime or 0,
+            s.deadline or 0,
+            s.period or 0,
         )
     if proc.apparmor_profile:
         ctx.step = "apparmor"

@@ -63,7 +63,7 @@ def send_error(sock: socket.socket, step: str, exc: BaseException) -> None:
 
 def raise_error(fields: list[str]) -> None:
     """Turn a child's ``error`` message into the matching exception (parent side)."""
-    step, err, message = (fields + ["", "0", ""])[:3]
+    step, err, message = ([*fields, "", "0", ""])[:3]
     errno = int(err or 0)
     if step == "lookup-executable":
         raise ExecutableNotFound(message, step=step, errno=errno)

@@ -9,14 +9,25 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
 import msgspec
 
 from bulkhead.errors import SpecError
 
-_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "m": 1024**2, "mb": 1024**2,
-          "g": 1024**3, "gb": 1024**3, "t": 1024**4, "tb": 1024**4}
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1024,
+    "kb": 1024,
+    "m": 1024**2,
+    "mb": 1024**2,
+    "g": 1024**3,
+    "gb": 1024**3,
+    "t": 1024**4,
+    "tb": 1024**4,
+}
 
 
 def parse_size(flag: str, text: str) -> int:
@@ -25,7 +36,7 @@ def parse_size(flag: str, text: str) -> int:
     if value == "-1":
         return -1
     num = value.rstrip("kmgtb")
-    unit = value[len(num):]
+    unit = value[len(num) :]
     try:
         n = float(num)
     except ValueError:
@@ -48,7 +59,11 @@ def resources_from_cli(args: argparse.Namespace) -> Any:
 
     if args.resources:
         try:
-            data = sys.stdin.buffer.read() if args.resources == "-" else open(args.resources, "rb").read()
+            data = (
+                sys.stdin.buffer.read()
+                if args.resources == "-"
+                else Path(args.resources).read_bytes()
+            )
         except OSError as exc:
             raise SpecError(f"--resources {args.resources}: {exc.strerror}") from None
         try:
@@ -63,15 +78,25 @@ def resources_from_cli(args: argparse.Namespace) -> Any:
         value: str | None = getattr(args, name.replace("-", "_"))
         return value
 
-    for name, key in (("memory", "limit"), ("memory-reservation", "reservation"),
-                      ("memory-swap", "swap"), ("kernel-memory", "kernel"),
-                      ("kernel-memory-tcp", "kernelTCP")):
+    for name, key in (
+        ("memory", "limit"),
+        ("memory-reservation", "reservation"),
+        ("memory-swap", "swap"),
+        ("kernel-memory", "kernel"),
+        ("kernel-memory-tcp", "kernelTCP"),
+    ):
         v = flag(name)
         if v is not None:
             mem[key] = parse_size(name, v)
-    for name, key in (("cpu-period", "period"), ("cpu-quota", "quota"), ("cpu-share", "shares"),
-                      ("cpu-rt-period", "realtimePeriod"), ("cpu-rt-runtime", "realtimeRuntime"),
-                      ("cpu-burst", "burst"), ("cpu-idle", "idle")):
+    for name, key in (
+        ("cpu-period", "period"),
+        ("cpu-quota", "quota"),
+        ("cpu-share", "shares"),
+        ("cpu-rt-period", "realtimePeriod"),
+        ("cpu-rt-runtime", "realtimeRuntime"),
+        ("cpu-burst", "burst"),
+        ("cpu-idle", "idle"),
+    ):
         v = flag(name)
         if v is not None:
             cpu[key] = _int(name, v)
