@@ -388,7 +388,7 @@ def cmd_spec(args: argparse.Namespace) -> int:
 def cmd_features(args: argparse.Namespace) -> int:
     from bulkhead.runtime.features import features_document
 
-    sys.stdout.write(json.dumps(features_document(), indent="    ") + "\n")
+    sys.stdout.write(json.dumps(features_document(), indent=4) + "\n")
     return 0
 
 

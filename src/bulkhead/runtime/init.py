@@ -148,7 +148,7 @@ def container_init(ctx: ChildContext, plan: ContainerPlan) -> None:
             f.write(plan.domainname)
     if not plan.no_new_keyring:
         ctx.step = "join-session-keyring"
-        process.join_session_keyring(None)
+        process.join_session_keyring(None, user_namespace=plan.has_new("user") or plan.joins("user"))
     if plan.rootfs is not None:
         ctx.step = "prepare-rootfs"
         rootfs.prepare_rootfs(plan.rootfs)
