@@ -36,10 +36,17 @@ strings: :func:`validate_spec` checks them, with the JSON path of a bad one.
 
 Functions
 ---------
-:func:`load_spec`      read a bundle's ``config.json`` (the one bit of I/O here)
-:func:`decode_spec`    parse ``config.json`` bytes and check ``ociVersion``
-:func:`encode_spec`    serialize a :class:`Spec` back to JSON
-:func:`validate_spec`  the structural checks runc makes before creating
+:func:`load_spec`          read a bundle's ``config.json`` (the one bit of I/O here)
+:func:`decode_spec`        parse ``config.json`` bytes and check ``ociVersion``
+:func:`check_oci_version`  accept ``1.x.y``, refuse anything else
+:func:`encode_spec`        serialize a :class:`Spec` back to JSON
+:func:`validate_spec`      the structural checks runc makes before creating;
+                           returns warnings, raises :class:`SpecError`
+:func:`validate_process`   the same checks for a lone ``process`` (``exec --process``)
+
+The enumerations the checks use are public constants (:data:`NAMESPACE_TYPES`,
+:data:`CAPABILITIES`, :data:`RLIMITS`, :data:`SECCOMP_ACTIONS`, ...), shared
+with :mod:`bulkhead.oci.features`.
 """
 
 # No ``from __future__ import annotations``: msgspec then gets the types as
