@@ -1,0 +1,200 @@
+"""Block I/O: the v1 ``blkio`` controller and its v2 successor ``io``.
+
+``linux.resources.blockIO`` has two kinds of settings:
+
+weights (proportional)
+    ``weight`` (10..1000) for every device, ``weightDevice`` per device.
+    They need an I/O scheduler that honours them (BFQ, or CFQ on old
+    kernels): v1 ``blkio.weight`` or ``blkio.bfq.weight``; v2
+    ``io.bfq.weight`` (same scale) or else ``io.weight`` (1..10000, converted
+    as runc does: ``1 + (weight - 10) * 9999 // 990``). A host without such a
+    file cannot apply a weight: CgroupError.
+throttles (absolute)
+    bytes or operations per second, per device (``major:minor``), read and
+    write separately: v1 ``blkio.throttle.{read,write}_{bps,iops}_device``
+    (one ``"8:0 1048576"`` line per write; rate 0 removes the rule), v2
+    ``io.max`` (``"8:0 rbps=1048576"``; ``max`` removes it).
+
+Statistics come from ``blkio.throttle.io_service_bytes_recursive`` and
+``..._serviced_recursive`` on v1 and ``io.stat`` on v2.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+from bulkhead.cgroups import fs
+from bulkhead.cgroups.fs import Write
+from bulkhead.cgroups.resources import (
+    PREFIX,
+    BlockIOResources,
+    ThrottleDevice,
+    dev_key,
+    need_int,
+    need_range,
+)
+from bulkhead.cgroups.stats import Blkio, BlkioEntry
+from bulkhead.errors import CgroupError
+
+F = f"{PREFIX}.blockIO"
+WEIGHT_MIN, WEIGHT_MAX = 10, 1000
+
+
+def weight_to_io_weight(weight: int) -> int:
+    """v1 blkio weight (10..1000) to v2 ``io.weight`` (1..10000), runc's formula."""
+    if weight == 0:
+        return 0
+    return 1 + (weight - 10) * 9999 // 990
+
+
+def _weight(value: object, field: str) -> int:
+    return need_range(value, field, WEIGHT_MIN, WEIGHT_MAX)
+
+
+class _Throttle(NamedTuple):
+    field: str  # the spec field, for messages
+    device: str  # "major:minor"
+    v1_file: str  # blkio.throttle.<this>
+    v2_key: str  # the key in an io.max line
+    rate: int  # per second; 0 removes the rule
+
+
+def _throttles(bio: BlockIOResources) -> list[_Throttle]:
+    """Every throttle rule of ``bio``, checked."""
+    lists: tuple[tuple[Sequence[ThrottleDevice] | None, str, str, str], ...] = (
+        (bio.throttle_read_bps_device, "throttleReadBpsDevice", "read_bps_device", "rbps"),
+        (bio.throttle_write_bps_device, "throttleWriteBpsDevice", "write_bps_device", "wbps"),
+        (bio.throttle_read_iops_device, "throttleReadIOPSDevice", "read_iops_device", "riops"),
+        (bio.throttle_write_iops_device, "throttleWriteIOPSDevice", "write_iops_device", "wiops"),
+    )
+    out: list[_Throttle] = []
+    for entries, name, v1_file, v2_key in lists:
+        for i, dev in enumerate(entries or ()):
+            field = f"{F}.{name}[{i}]"
+            key = dev_key(dev.major, dev.minor, field)
+            rate = need_int(dev.rate, f"{field}.rate")
+            if rate < 0:
+                raise CgroupError(f"{field}.rate: {rate} is negative")
+            out.append(_Throttle(field, key, v1_file, v2_key, rate))
+    return out
+
+
+def plan_v1(bio: BlockIOResources | None, d: str) -> list[Write]:
+    """The writes that apply ``bio`` to the v1 blkio cgroup ``d``."""
+    if bio is None:
+        return []
+    writes: list[Write] = []
+    weight_file = next(
+        (f for f in (f"{d}/blkio.weight", f"{d}/blkio.bfq.weight") if fs.exists(f)), None
+    )
+    prefix = weight_file[: -len("weight")] if weight_file else None
+
+    def need_weight_file(field: str) -> str:
+        if prefix is None:
+            raise CgroupError(
+                f"{field}: this kernel's blkio controller has no weight file "
+                "(no CFQ or BFQ I/O scheduler), so weights cannot be applied"
+            )
+        return prefix
+
+    if bio.weight:
+        w = _weight(bio.weight, f"{F}.weight")
+        writes.append(Write(need_weight_file(f"{F}.weight") + "weight", str(w), f"{F}.weight"))
+    if bio.leaf_weight:
+        w = _weight(bio.leaf_weight, f"{F}.leafWeight")
+        writes.append(Write(f"{d}/blkio.leaf_weight", str(w), f"{F}.leafWeight"))
+    for i, dev in enumerate(bio.weight_device or ()):
+        field = f"{F}.weightDevice[{i}]"
+        key = dev_key(dev.major, dev.minor, field)
+        if dev.weight:
+            w = _weight(dev.weight, f"{field}.weight")
+            writes.append(
+                Write(need_weight_file(field) + "weight_device", f"{key} {w}", f"{field}.weight")
+            )
+        if dev.leaf_weight:
+            w = _weight(dev.leaf_weight, f"{field}.leafWeight")
+            writes.append(
+                Write(f"{d}/blkio.leaf_weight_device", f"{key} {w}", f"{field}.leafWeight")
+            )
+    for t in _throttles(bio):
+        writes.append(Write(f"{d}/blkio.throttle.{t.v1_file}", f"{t.device} {t.rate}", t.field))
+    return writes
+
+
+def plan_v2(bio: BlockIOResources | None, d: str) -> list[Write]:
+    """The writes that apply ``bio`` to the v2 cgroup ``d`` (``io.*`` files)."""
+    if bio is None:
+        return []
+    writes: list[Write] = []
+    bfq = fs.exists(f"{d}/io.bfq.weight")
+    if bio.leaf_weight:
+        raise CgroupError(f"{F}.leafWeight: cgroup v2 has no leaf weights")
+    if bio.weight:
+        w = _weight(bio.weight, f"{F}.weight")
+        if bfq:
+            writes.append(Write(f"{d}/io.bfq.weight", str(w), f"{F}.weight"))
+        else:
+            writes.append(Write(f"{d}/io.weight", str(weight_to_io_weight(w)), f"{F}.weight"))
+    for i, dev in enumerate(bio.weight_device or ()):
+        field = f"{F}.weightDevice[{i}]"
+        key = dev_key(dev.major, dev.minor, field)
+        if dev.leaf_weight:
+            raise CgroupError(f"{field}.leafWeight: cgroup v2 has no leaf weights")
+        if dev.weight:
+            w = _weight(dev.weight, f"{field}.weight")
+            if bfq:
+                writes.append(Write(f"{d}/io.bfq.weight", f"{key} {w}", f"{field}.weight"))
+            else:
+                value = f"{key} {weight_to_io_weight(w)}"
+                writes.append(Write(f"{d}/io.weight", value, f"{field}.weight"))
+    for t in _throttles(bio):
+        value = f"{t.device} {t.v2_key}={t.rate if t.rate else 'max'}"
+        writes.append(Write(f"{d}/io.max", value, t.field))
+    return writes
+
+
+def _v1_entries(path: str) -> list[BlkioEntry]:
+    out: list[BlkioEntry] = []
+    for line in (fs.read_opt(path) or "").splitlines():
+        parts = line.split()
+        if len(parts) != 3:
+            continue  # the "Total N" line
+        major, _, minor = parts[0].partition(":")
+        try:
+            out.append(
+                BlkioEntry(major=int(major), minor=int(minor), op=parts[1], value=int(parts[2]))
+            )
+        except ValueError:
+            continue
+    return out
+
+
+def stats_v1(d: str) -> Blkio:
+    """I/O counters of the v1 blkio cgroup ``d``."""
+    return Blkio(
+        io_service_bytes_recursive=_v1_entries(f"{d}/blkio.throttle.io_service_bytes_recursive"),
+        io_serviced_recursive=_v1_entries(f"{d}/blkio.throttle.io_serviced_recursive"),
+    )
+
+
+def stats_v2(d: str) -> Blkio:
+    """I/O counters of the v2 cgroup ``d`` from ``io.stat``, in v1's shape."""
+    out = Blkio()
+    for line in (fs.read_opt(f"{d}/io.stat") or "").splitlines():
+        dev, *pairs = line.split()
+        major, _, minor = dev.partition(":")
+        try:
+            ma, mi = int(major), int(minor)
+            values = dict((k, int(v)) for k, _, v in (p.partition("=") for p in pairs))
+        except ValueError:
+            continue
+        for key, op, target in (
+            ("rbytes", "Read", out.io_service_bytes_recursive),
+            ("wbytes", "Write", out.io_service_bytes_recursive),
+            ("rios", "Read", out.io_serviced_recursive),
+            ("wios", "Write", out.io_serviced_recursive),
+        ):
+            if key in values:
+                target.append(BlkioEntry(major=ma, minor=mi, op=op, value=values[key]))
+    return out

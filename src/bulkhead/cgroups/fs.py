@@ -1,0 +1,252 @@
+"""Reading and writing cgroup files, the cheap way.
+
+A cgroup is a directory; its *control files* (``memory.max``,
+``cgroup.procs`` ...) are read and written whole, one value per
+``write(2)``. Everything here is a plain ``os.open``/``os.read``/
+``os.write``: no buffering layers, no subprocesses, no globbing. A container
+start pays for each of these calls, so they stay few.
+
+:class:`Write` is one planned write. Controllers turn ``linux.resources``
+into a list of them (validating as they go, before anything is written),
+and :func:`apply_writes` carries the list out, turning a kernel refusal
+into a :class:`~bulkhead.errors.CgroupError` that names the spec field.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+from bulkhead.errors import CgroupError
+
+_WRITE_FLAGS = os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC
+_READ_FLAGS = os.O_RDONLY | os.O_CLOEXEC
+
+
+def write(path: str, value: str) -> None:
+    """Write ``value`` to the control file ``path`` in one ``write(2)``."""
+    fd = os.open(path, _WRITE_FLAGS)
+    try:
+        os.write(fd, value.encode())
+    finally:
+        os.close(fd)
+
+
+def read(path: str) -> str:
+    """The whole content of the control file ``path``."""
+    fd = os.open(path, _READ_FLAGS)
+    try:
+        data = os.read(fd, 65536)
+        if len(data) < 4096:
+            return data.decode()
+        chunks = [data]
+        while data:
+            data = os.read(fd, 65536)
+            chunks.append(data)
+    finally:
+        os.close(fd)
+    return b"".join(chunks).decode()
+
+
+def read_opt(path: str) -> str | None:
+    """Like :func:`read`, but ``None`` when the file does not exist."""
+    try:
+        return read(path)
+    except FileNotFoundError:
+        return None
+
+
+def read_int(path: str, max_value: int | None = None) -> int | None:
+    """A file holding one number; ``max`` reads as ``max_value``; ``None`` when absent."""
+    text = read_opt(path)
+    if text is None:
+        return None
+    return parse_int(text.strip(), path, max_value)
+
+
+def parse_int(text: str, where: str, max_value: int | None = None) -> int:
+    """One number of a control file (``max`` is ``max_value``, if given)."""
+    if text == "max" and max_value is not None:
+        return max_value
+    try:
+        return int(text)
+    except ValueError:
+        raise CgroupError(f"{where}: unexpected content {text!r}") from None
+
+
+def read_keyed(path: str) -> dict[str, int]:
+    """A *flat keyed* file (``key value`` per line, as ``memory.stat``); ``{}`` when absent."""
+    text = read_opt(path)
+    out: dict[str, int] = {}
+    if text is None:
+        return out
+    for line in text.splitlines():
+        key, _, value = line.partition(" ")
+        try:
+            out[key] = int(value)
+        except ValueError:
+            continue
+    return out
+
+
+def exists(path: str) -> bool:
+    """Whether ``path`` exists (one ``stat``)."""
+    try:
+        os.stat(path)
+    except OSError:
+        return False
+    return True
+
+
+def mkdir(path: str) -> bool:
+    """Create the cgroup ``path``; True if it was new, False if it was there."""
+    try:
+        os.mkdir(path, 0o755)
+    except FileExistsError:
+        return False
+    return True
+
+
+def rmdir(path: str) -> None:
+    """Remove the (empty) cgroup ``path``: its control files go with it."""
+    os.rmdir(path)
+
+
+def makedirs(top: str, rel: str) -> list[str]:
+    """Create ``top/rel`` and the missing cgroups above it; return the new ones.
+
+    ``top`` (a hierarchy's mountpoint) must exist. Another process may remove
+    an empty parent between our ``mkdir`` calls (our ``/bulkhead`` is shared
+    by every container); we then start again, a few times.
+    """
+    parts = [p for p in rel.split("/") if p]
+    for _attempt in range(5):
+        created: list[str] = []
+        path = top
+        try:
+            for part in parts:
+                path = f"{path}/{part}"
+                if mkdir(path):
+                    created.append(path)
+        except FileNotFoundError:
+            continue
+        return created
+    raise CgroupError(f"cannot create {top}/{rel}: a parent keeps disappearing")
+
+
+def subdirs(path: str) -> list[str]:
+    """The child cgroups of ``path`` (directories only)."""
+    try:
+        with os.scandir(path) as it:
+            return [e.path for e in it if e.is_dir(follow_symlinks=False)]
+    except FileNotFoundError:
+        return []
+
+
+def walk_up(path: str) -> Iterator[str]:
+    """``path`` and every cgroup below it, children before parents."""
+    for child in subdirs(path):
+        yield from walk_up(child)
+    yield path
+
+
+def remove_tree(path: str, deadline: float) -> list[str]:
+    """Remove the cgroup ``path`` and everything below it, leaf first.
+
+    A cgroup whose last process is still exiting refuses ``rmdir`` with
+    EBUSY for a moment; we retry with short, growing sleeps until
+    ``deadline`` (a :func:`time.monotonic` time). Returns the paths that are still there (empty on success).
+    A missing ``path`` is success.
+    """
+    try:
+        rmdir(path)  # the common case: a leaf with no processes left
+        return []
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        if exc.errno not in (errno.EBUSY, errno.ENOTEMPTY, errno.EEXIST):
+            raise
+    delay = 0.0005
+    while True:
+        left = []
+        for p in walk_up(path):
+            try:
+                rmdir(p)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                if exc.errno not in (errno.EBUSY, errno.ENOTEMPTY, errno.EEXIST):
+                    raise
+                left.append(p)
+        if not left or time.monotonic() >= deadline:
+            return left
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
+
+
+def read_procs(path: str, recursive: bool = True) -> list[int]:
+    """The processes in cgroup ``path`` (``cgroup.procs``), and below it when ``recursive``."""
+    out: list[int] = []
+    dirs: Iterable[str] = walk_up(path) if recursive else (path,)
+    for d in dirs:
+        text = read_opt(f"{d}/cgroup.procs")
+        if text:
+            out.extend(int(line) for line in text.split())
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    """One planned write of ``value`` to the control file ``path``.
+
+    ``field`` names the spec field it carries out
+    (``linux.resources.memory.limit``) for error messages.
+    ``retry_on_einval``: if the kernel says EINVAL, try again once after the
+    other writes of the plan (related files such as ``cpu.cfs_period_us`` and
+    ``cpu.cfs_quota_us`` constrain each other, so the right order depends on
+    the old values). ``explain`` may turn the kernel's error into a better
+    sentence (it returns None to keep the default).
+    """
+
+    path: str
+    value: str
+    field: str
+    retry_on_einval: bool = False
+    explain: Callable[[OSError], str | None] | None = None
+
+
+def apply_writes(writes: Iterable[Write]) -> None:
+    """Carry out planned writes in order; raise :class:`CgroupError` on the first refusal."""
+    deferred: list[Write] = []
+    for w in writes:
+        try:
+            write(w.path, w.value)
+        except OSError as exc:
+            if w.retry_on_einval and exc.errno == errno.EINVAL:
+                deferred.append(w)
+                continue
+            raise write_error(w, exc) from exc
+    for w in deferred:
+        try:
+            write(w.path, w.value)
+        except OSError as exc:
+            raise write_error(w, exc) from exc
+
+
+def write_error(w: Write, exc: OSError) -> CgroupError:
+    """The :class:`CgroupError` for a write the kernel refused."""
+    why = w.explain(exc) if w.explain is not None else None
+    if why is None:
+        name = os.path.basename(w.path)
+        if exc.errno == errno.ENOENT:
+            why = f"this kernel or cgroup has no {name} (controller not enabled, or feature not built in)"
+        elif exc.errno == errno.EINVAL:
+            why = f"the kernel refused {w.value!r} for {name} (invalid or out of range)"
+        elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            why = f"not permitted to write {name} ({exc.strerror})"
+        else:
+            why = f"writing {w.value!r} to {name}: {exc.strerror}"
+    return CgroupError(f"{w.field}: {why} [{w.path}]")
