@@ -554,6 +554,11 @@ def _build(plan: _Plan) -> CompiledFilter:
     try:
         for token, arch in zip(tokens, archs, strict=True):
             rc = lib.seccomp_arch_add(ctx, token)
+            if rc == -errno.EDOM:
+                raise SeccompError(
+                    f"linux.seccomp.architectures: {arch} cannot share a filter with "
+                    "this host's architecture (their byte orders differ)"
+                )
             if rc < 0 and rc != -errno.EEXIST:  # the native arch is already there
                 raise SeccompError(f"seccomp_arch_add({arch}): {os.strerror(-rc)}")
         _set_attributes(lib, ctx, plan.flag_names, len(rules))
