@@ -1,0 +1,195 @@
+"""secure_join and open_in_root: scoped path resolution inside a rootfs."""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from bulkhead.runtime.securejoin import (
+    create_in_root,
+    mkdir_all_in_root,
+    open_in_root,
+    secure_join,
+)
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    r = tmp_path / "root"
+    (r / "etc").mkdir(parents=True)
+    (r / "etc" / "passwd").write_text("root:x:0:0\n")
+    (r / "usr" / "lib").mkdir(parents=True)
+    (r / "var").mkdir()
+    return r
+
+
+def test_plain_paths(root: Path) -> None:
+    assert secure_join(str(root), "/etc/passwd") == f"{root}/etc/passwd"
+    assert secure_join(str(root), "etc/passwd") == f"{root}/etc/passwd"
+    assert secure_join(str(root), "") == str(root)
+    assert secure_join(str(root), "/") == str(root)
+    assert secure_join(str(root), "//etc//./passwd/") == f"{root}/etc/passwd"
+
+
+def test_root_is_cleaned(root: Path) -> None:
+    assert secure_join(f"{root}/./etc/..//", "/etc") == f"{root}/etc"
+
+
+def test_dotdot_stays_inside(root: Path) -> None:
+    assert secure_join(str(root), "../../../etc/passwd") == f"{root}/etc/passwd"
+    assert secure_join(str(root), "/usr/../../..") == str(root)
+    assert secure_join(str(root), "usr/lib/../../var") == f"{root}/var"
+
+
+def test_missing_components_are_lexical(root: Path) -> None:
+    assert secure_join(str(root), "/a/b/c") == f"{root}/a/b/c"
+    assert secure_join(str(root), "/a/../b") == f"{root}/b"
+    # below a file: not a directory, treated as missing
+    assert secure_join(str(root), "/etc/passwd/x") == f"{root}/etc/passwd/x"
+
+
+def test_relative_symlink(root: Path) -> None:
+    (root / "lib").symlink_to("usr/lib")
+    assert secure_join(str(root), "/lib/x.so") == f"{root}/usr/lib/x.so"
+
+
+def test_absolute_symlink_is_rooted(root: Path) -> None:
+    (root / "var" / "run").symlink_to("/run")
+    assert secure_join(str(root), "/var/run/x") == f"{root}/run/x"
+
+
+def test_symlink_escape_with_dotdot(root: Path) -> None:
+    (root / "evil").symlink_to("../../../../../../etc")
+    assert secure_join(str(root), "/evil/shadow") == f"{root}/etc/shadow"
+    (root / "var" / "evil2").symlink_to("../../..")
+    assert secure_join(str(root), "/var/evil2") == str(root)
+
+
+def test_symlink_to_host_absolute_path(root: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (root / "out").symlink_to(outside)
+    got = secure_join(str(root), "/out/x")
+    assert got == f"{root}{outside}/x"
+    assert got.startswith(str(root) + "/")
+
+
+def test_symlink_chain(root: Path) -> None:
+    (root / "a").symlink_to("b")
+    (root / "b").symlink_to("/c")
+    (root / "c").symlink_to("etc")
+    assert secure_join(str(root), "/a/passwd") == f"{root}/etc/passwd"
+
+
+def test_dangling_symlink_resolves_lexically(root: Path) -> None:
+    (root / "dangling").symlink_to("/nowhere/deep")
+    assert secure_join(str(root), "/dangling/x") == f"{root}/nowhere/deep/x"
+
+
+def test_symlink_then_dotdot(root: Path) -> None:
+    # ".." applies to the resolved symlink, not to the link's own directory
+    (root / "var" / "lib").symlink_to("/usr/lib")
+    assert secure_join(str(root), "/var/lib/..") == f"{root}/usr"
+
+
+def test_symlink_loop(root: Path) -> None:
+    (root / "loop1").symlink_to("loop2")
+    (root / "loop2").symlink_to("loop1")
+    with pytest.raises(OSError) as info:
+        secure_join(str(root), "/loop1/x")
+    assert info.value.errno == errno.ELOOP
+
+
+def test_self_loop(root: Path) -> None:
+    (root / "self").symlink_to("self")
+    with pytest.raises(OSError) as info:
+        secure_join(str(root), "self")
+    assert info.value.errno == errno.ELOOP
+
+
+def test_symlink_to_root(root: Path) -> None:
+    (root / "r").symlink_to("/")
+    assert secure_join(str(root), "/r/r/r/etc") == f"{root}/etc"
+
+
+def test_root_slash(tmp_path: Path) -> None:
+    assert secure_join("/", "/etc/../tmp") == "/tmp"
+    assert secure_join("/", "..") == "/"
+
+
+def test_open_in_root_existing(root: Path) -> None:
+    fd, resolved = open_in_root(str(root), "/etc/passwd")
+    try:
+        assert resolved == f"{root}/etc/passwd"
+        assert os.path.samestat(os.fstat(fd), os.stat(resolved))
+    finally:
+        os.close(fd)
+
+
+def test_open_in_root_missing_without_create(root: Path) -> None:
+    with pytest.raises(FileNotFoundError) as info:
+        open_in_root(str(root), "/no/such")
+    assert info.value.filename == f"{root}/no/such"
+
+
+def test_create_dir_through_symlink_stays_inside(root: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (root / "mnt").symlink_to(outside)
+    made = mkdir_all_in_root(str(root), "/mnt/data/sub")
+    assert made == f"{root}{outside}/data/sub"
+    assert os.path.isdir(made)
+    assert list(outside.iterdir()) == []
+
+
+def test_create_file(root: Path) -> None:
+    made = create_in_root(str(root), "/etc/new/hosts", directory=False)
+    assert made == f"{root}/etc/new/hosts"
+    assert stat.S_ISREG(os.lstat(made).st_mode)
+    assert os.path.isdir(f"{root}/etc/new")
+
+
+def test_create_existing_is_left_alone(root: Path) -> None:
+    made = create_in_root(str(root), "/etc/passwd", directory=False)
+    assert Path(made).read_text() == "root:x:0:0\n"
+    assert create_in_root(str(root), "/etc", directory=True) == f"{root}/etc"
+
+
+def test_open_in_root_refuses_a_file_as_directory(root: Path) -> None:
+    with pytest.raises(NotADirectoryError):
+        mkdir_all_in_root(str(root), "/etc/passwd/x")
+
+
+def test_open_in_root_refuses_symlink_swapped_in(root: Path, tmp_path: Path) -> None:
+    """A symlink that is *not* resolved by secure_join (a race) is refused by the fd walk."""
+    import bulkhead.runtime.securejoin as sj
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    real = sj.secure_join
+
+    def racy(r: str, p: str) -> str:
+        resolved = real(r, p)
+        # after resolution, swap /var for a symlink to the host
+        os.rename(root / "var", root / "var.old")
+        (root / "var").symlink_to(outside)
+        return resolved
+
+    sj.secure_join = racy
+    try:
+        with pytest.raises(NotADirectoryError):
+            open_in_root(str(root), "/var/x", create="dir")
+    finally:
+        sj.secure_join = real
+    assert list(outside.iterdir()) == []
+
+
+def test_open_in_root_loop(root: Path) -> None:
+    (root / "l").symlink_to("l")
+    with pytest.raises(OSError) as info:
+        mkdir_all_in_root(str(root), "/l/x")
+    assert info.value.errno == errno.ELOOP
