@@ -249,6 +249,8 @@ def join_session_keyring(name: str | None, *, user_namespace: bool = False) -> i
         if exc.errno == 38:  # ENOSYS
             return None
         raise
+    if serial == 0:  # the named keyring is already our session keyring
+        serial = keyctl(KEYCTL_GET_KEYRING_ID, KEY_SPEC_SESSION_KEYRING, 0)
     extra = KEY_OTH_SEARCH if user_namespace else KEY_USR_SEARCH
     keyctl(KEYCTL_SETPERM, serial, keyring_permissions(serial) | extra)
     return serial
