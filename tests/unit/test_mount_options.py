@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from bulkhead.linux import mount as m
@@ -194,7 +196,7 @@ def test_filesystem_type() -> None:
         m.filesystem_type("/nonexistent-bulkhead-path")
 
 
-def test_mount_errors_name_the_target(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_mount_errors_name_the_target(tmp_path: Path) -> None:
     with pytest.raises(OSError) as info:
         m.mount("none", tmp_path / "missing", "tmpfs", 0, None)
     assert info.value.filename == str(tmp_path / "missing")

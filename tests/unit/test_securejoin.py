@@ -164,7 +164,9 @@ def test_open_in_root_refuses_a_file_as_directory(root: Path) -> None:
         mkdir_all_in_root(str(root), "/etc/passwd/x")
 
 
-def test_open_in_root_refuses_symlink_swapped_in(root: Path, tmp_path: Path) -> None:
+def test_open_in_root_refuses_symlink_swapped_in(
+    root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A symlink that is *not* resolved by secure_join (a race) is refused by the fd walk."""
     import bulkhead.runtime.securejoin as sj
 
@@ -179,12 +181,9 @@ def test_open_in_root_refuses_symlink_swapped_in(root: Path, tmp_path: Path) -> 
         (root / "var").symlink_to(outside)
         return resolved
 
-    sj.secure_join = racy
-    try:
-        with pytest.raises(NotADirectoryError):
-            open_in_root(str(root), "/var/x", create="dir")
-    finally:
-        sj.secure_join = real
+    monkeypatch.setattr(sj, "secure_join", racy)
+    with pytest.raises(NotADirectoryError):
+        open_in_root(str(root), "/var/x", create="dir")
     assert list(outside.iterdir()) == []
 
 
