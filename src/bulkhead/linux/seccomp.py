@@ -69,9 +69,9 @@ import errno
 import functools
 import os
 import struct
+import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from bulkhead.errors import SeccompError
 from bulkhead.linux.libc import syscall
@@ -255,16 +255,17 @@ _INSN = struct.Struct("=HBBI")
 # the output
 
 
-@dataclass(frozen=True, slots=True)
-class CompiledFilter:
+class CompiledFilter(NamedTuple):
     """A filter ready to load: plain bytes and numbers, safe to carry over fork.
+
+    A NamedTuple (immutable, picklable, and free to define at import time).
 
     ``program``   the BPF program, ``len(program) // 8`` instructions
     ``flags``     what to pass to seccomp(2) (``NEW_LISTENER`` is added by
                   :func:`load_filter` when ``notify`` is set)
     ``notify``    some rule uses ``SCMP_ACT_NOTIFY``: loading returns a listener
                   fd the runtime must send to ``listener_path``
-    ``unknown_syscalls``  names neither libseccomp nor this kernel knew, skipped
+    ``unknown_syscalls``  names libseccomp's syscall tables lack; their rules were skipped
     """
 
     program: bytes
@@ -272,7 +273,7 @@ class CompiledFilter:
     notify: bool = False
     listener_path: str | None = None
     listener_metadata: str | None = None
-    unknown_syscalls: tuple[str, ...] = field(default=())
+    unknown_syscalls: tuple[str, ...] = ()
 
     @property
     def instructions(self) -> int:
@@ -351,10 +352,14 @@ def libseccomp_version() -> tuple[int, int, int] | None:
 
 
 def _debug(message: str, *args: object) -> None:
-    # logging costs milliseconds to import; only pay when there is something to say.
-    import logging
+    """Log at debug level, without importing :mod:`logging` (milliseconds) ourselves.
 
-    logging.getLogger(__name__).debug(message, *args)
+    If nothing has imported logging, nothing can have configured a handler,
+    and a debug record would go nowhere anyway.
+    """
+    logging = sys.modules.get("logging")
+    if logging is not None:
+        logging.getLogger(__name__).debug(message, *args)
 
 
 # --------------------------------------------------------------------------
@@ -390,8 +395,7 @@ def _action_value(name: str, errno_ret: int | None, where: str) -> int:
     return base
 
 
-@dataclass(frozen=True, slots=True)
-class _Rule:
+class _Rule(NamedTuple):
     """One syscall name's rule, validated: what seccomp_rule_add_array needs."""
 
     name: str
@@ -512,8 +516,7 @@ def compile_filter(seccomp: SeccompSpec) -> CompiledFilter:
     return compiled
 
 
-@dataclass(frozen=True, slots=True)
-class _Plan:
+class _Plan(NamedTuple):
     """A validated seccomp section: everything the compiled program depends on."""
 
     default: int
@@ -759,9 +762,14 @@ def decode_program(program: bytes) -> list[tuple[int, int, int, int]]:
 
 
 class _SockFprog(ctypes.Structure):
-    """``struct sock_fprog``: the length (in instructions) and address of a program."""
+    """``struct sock_fprog``: the length (in instructions) and address of a program.
 
-    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+    ``filter`` is declared ``char *`` so that a bytes object can be assigned
+    to it directly: ctypes then points it at the object's own buffer (and
+    keeps the object alive) without copying.
+    """
+
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_char_p)]
 
 
 def load_filter(compiled: CompiledFilter) -> int | None:
@@ -778,8 +786,7 @@ def load_filter(compiled: CompiledFilter) -> int | None:
     """
     program = compiled.program
     flags = compiled.flags | (FLAG_NEW_LISTENER if compiled.notify else 0)
-    buf = ctypes.c_char_p(program)  # points at the bytes object's own buffer
-    prog = _SockFprog(len(program) // _INSN.size, ctypes.cast(buf, ctypes.c_void_p))
+    prog = _SockFprog(len(program) // _INSN.size, program)
     fd = syscall("seccomp", SECCOMP_SET_MODE_FILTER, flags, ctypes.byref(prog))
     return fd if compiled.notify else None
 
