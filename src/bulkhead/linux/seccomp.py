@@ -42,10 +42,22 @@ child*, see DESIGN.md):
 :func:`load_filter`     in the child, between fork and exec: one seccomp(2) call
                         over those bytes. No libseccomp, nothing that can lock.
 
-Two behaviours are runc's and deliberate:
+These behaviours are runc's, kept on purpose so profiles mean the same here:
 
 * **Unknown syscall names are skipped** (logged at debug level): a profile
   written for a newer kernel must still work on an older libseccomp.
+* A rule whose action equals the default action is dropped (libseccomp
+  refuses it). ``errnoRet`` is part of the action: ``ERRNO(EPERM)`` and
+  ``ERRNO(ENOSYS)`` differ.
+* Conditions of one rule are ANDed, except that when two test the *same*
+  argument each condition becomes a rule of its own, so they are ORed.
+* No ``flags`` member at all (``None``, not ``[]``) means
+  ``SECCOMP_FILTER_FLAG_SPEC_ALLOW`` where the kernel has it. ``TSYNC`` is
+  accepted and not passed (the loading child has one thread).
+* ``SCMP_ACT_NOTIFY`` may not be the default action nor apply to the calls
+  the init needs to hand the listener over (:data:`NOTIFY_FORBIDDEN`).
+* Above 32 rules, libseccomp's binary-tree layout is used: a search over
+  syscall numbers instead of one comparison per rule on every call.
 * **The -ENOSYS stub.** With a denying default action, a syscall newer than
   every syscall the profile names would get the default errno (``EPERM``),
   and programs (glibc's ``clone3``/``faccessat2`` fallbacks ...) take that as
