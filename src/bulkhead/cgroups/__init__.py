@@ -43,12 +43,16 @@ Usage::
 
 from __future__ import annotations
 
-from bulkhead.cgroups.events import OOMWatcher
+from typing import TYPE_CHECKING
+
 from bulkhead.cgroups.layout import Layout, detect
 from bulkhead.cgroups.manager import CgroupManager, FreezerState
 from bulkhead.cgroups.paths import default_path
-from bulkhead.cgroups.resources import Resources
 from bulkhead.cgroups.stats import Stats
+
+if TYPE_CHECKING:
+    from bulkhead.cgroups.events import OOMWatcher
+    from bulkhead.cgroups.resources import Resources
 
 __all__ = [
     "CgroupManager",
@@ -61,6 +65,19 @@ __all__ = [
     "detect",
     "new_manager",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # Imported on first use: the runtime needs these for typing only.
+    if name == "OOMWatcher":
+        from bulkhead.cgroups.events import OOMWatcher
+
+        return OOMWatcher
+    if name == "Resources":
+        from bulkhead.cgroups.resources import Resources
+
+        return Resources
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def new_manager(cgroups_path: str, *, layout: Layout | None = None) -> CgroupManager:

@@ -24,7 +24,7 @@ their capabilities.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from bulkhead.cgroups.fs import Write
 from bulkhead.cgroups.resources import PREFIX, DeviceRule, need_int
@@ -33,8 +33,7 @@ from bulkhead.errors import CgroupError
 F = f"{PREFIX}.devices"
 
 
-@dataclass(frozen=True, slots=True)
-class Rule:
+class Rule(NamedTuple):
     """A device rule of bulkhead's own (same attributes as the spec's)."""
 
     allow: bool

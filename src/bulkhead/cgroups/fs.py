@@ -18,7 +18,6 @@ import errno
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 
 from bulkhead.errors import CgroupError
 
@@ -198,7 +197,6 @@ def read_procs(path: str, recursive: bool = True) -> list[int]:
     return out
 
 
-@dataclass(frozen=True, slots=True)
 class Write:
     """One planned write of ``value`` to the control file ``path``.
 
@@ -211,11 +209,31 @@ class Write:
     sentence (it returns None to keep the default).
     """
 
-    path: str
-    value: str
-    field: str
-    retry_on_einval: bool = False
-    explain: Callable[[OSError], str | None] | None = None
+    __slots__ = ("explain", "field", "path", "retry_on_einval", "value")
+
+    def __init__(
+        self,
+        path: str,
+        value: str,
+        field: str,
+        retry_on_einval: bool = False,
+        explain: Callable[[OSError], str | None] | None = None,
+    ) -> None:
+        self.path = path
+        self.value = value
+        self.field = field
+        self.retry_on_einval = retry_on_einval
+        self.explain = explain
+
+    def __repr__(self) -> str:
+        return f"Write({self.path!r}, {self.value!r}, {self.field!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Write):
+            return NotImplemented
+        return (self.path, self.value, self.field) == (other.path, other.value, other.field)
+
+    __hash__ = None  # type: ignore[assignment]
 
 
 def apply_writes(writes: Iterable[Write]) -> None:

@@ -38,8 +38,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from bulkhead.errors import CgroupError
 
@@ -69,8 +68,7 @@ V1_CONTROLLERS = frozenset(
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Mount:
+class Mount(NamedTuple):
     """One mounted hierarchy.
 
     ``controllers`` are the v1 controllers (or the ``name=...`` of a named
@@ -84,8 +82,7 @@ class Mount:
     controllers: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class Layout:
+class Layout(NamedTuple):
     """The cgroup mounts of this host and the calling process's place in them.
 
     ``v1`` maps each v1 controller (and ``name=systemd`` ...) to its
@@ -96,9 +93,9 @@ class Layout:
     """
 
     mode: Mode
-    v1: Mapping[str, Mount] = field(default_factory=dict)
+    v1: Mapping[str, Mount] = {}
     unified: Mount | None = None
-    own: Mapping[str, str] = field(default_factory=dict)
+    own: Mapping[str, str] = {}
 
     @property
     def version(self) -> Literal[1, 2]:

@@ -22,11 +22,12 @@ escape.
 
 from __future__ import annotations
 
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
-from bulkhead.cgroups.events import OOMWatcher
-from bulkhead.cgroups.resources import Resources
-from bulkhead.cgroups.stats import Stats
+if TYPE_CHECKING:  # imported when used: a container start needs neither
+    from bulkhead.cgroups.events import OOMWatcher
+    from bulkhead.cgroups.resources import Resources
+    from bulkhead.cgroups.stats import Stats
 
 FreezerState = Literal["THAWED", "FROZEN"]
 

@@ -211,9 +211,7 @@ def stats_v2(d: str) -> Memory:
         swap_limit = fs.read_int(f"{d}/memory.swap.max", UNLIMITED) or 0
         swap = MemoryEntry(
             usage=swap_current + usage.usage,
-            limit=swap_limit
-            if swap_limit == UNLIMITED or usage.limit == UNLIMITED
-            else swap_limit + usage.limit,
+            limit=UNLIMITED if UNLIMITED in (swap_limit, usage.limit) else swap_limit + usage.limit,
             failcnt=fs.read_keyed(f"{d}/memory.swap.events").get("max", 0),
         )
     return Memory(cache=raw.get("file", 0), usage=usage, swap=swap, raw=raw)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from bulkhead.cgroups import (
     blkio,
@@ -37,13 +38,15 @@ from bulkhead.cgroups import (
     paths,
     pids,
 )
-from bulkhead.cgroups.events import OOMWatcher, V1OOMWatcher
 from bulkhead.cgroups.fs import Write
 from bulkhead.cgroups.layout import Layout
-from bulkhead.cgroups.manager import FreezerState
 from bulkhead.cgroups.resources import PREFIX, HugepageLimit, Resources
 from bulkhead.cgroups.stats import Stats
 from bulkhead.errors import CgroupError
+
+if TYPE_CHECKING:
+    from bulkhead.cgroups.events import OOMWatcher
+    from bulkhead.cgroups.manager import FreezerState
 
 #: How long destroy() waits for exiting processes to leave.
 DESTROY_TIMEOUT = 2.0
@@ -310,4 +313,6 @@ class V1Manager:
         return s
 
     def oom_events(self) -> OOMWatcher:
+        from bulkhead.cgroups.events import V1OOMWatcher
+
         return V1OOMWatcher(self._need("memory", "watch for OOM kills"))

@@ -29,6 +29,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from typing import TYPE_CHECKING
 
 from bulkhead.cgroups import (
     blkio,
@@ -42,13 +43,15 @@ from bulkhead.cgroups import (
     paths,
     pids,
 )
-from bulkhead.cgroups.events import OOMWatcher, V2OOMWatcher
 from bulkhead.cgroups.fs import Write
 from bulkhead.cgroups.layout import Layout
-from bulkhead.cgroups.manager import FreezerState
 from bulkhead.cgroups.resources import PREFIX, Resources
 from bulkhead.cgroups.stats import Stats
 from bulkhead.errors import CgroupError
+
+if TYPE_CHECKING:
+    from bulkhead.cgroups.events import OOMWatcher
+    from bulkhead.cgroups.manager import FreezerState
 
 #: How long destroy() waits for exiting processes to leave.
 DESTROY_TIMEOUT = 2.0
@@ -281,4 +284,6 @@ class V2Manager:
             raise CgroupError(f"cannot read the statistics of {d}: {exc.strerror}") from exc
 
     def oom_events(self) -> OOMWatcher:
+        from bulkhead.cgroups.events import V2OOMWatcher
+
         return V2OOMWatcher(self._dir)
