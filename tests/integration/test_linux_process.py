@@ -533,14 +533,28 @@ def test_without_keepcaps_setuid_empties_permitted() -> None:
     assert in_child(body) == 0
 
 
-def test_ambient_needs_inheritable() -> None:
+def test_ambient_needs_inheritable_strict() -> None:
     def body() -> None:
-        caps.set_ambient(caps.mask_of(["CAP_NET_RAW"]))  # inheritable is empty
+        caps.set_ambient(caps.mask_of(["CAP_NET_RAW"]), strict=True)  # inheritable is empty
 
     with pytest.raises(ChildError) as info:
         in_child(body)
     assert info.value.errno == errno.EPERM
     assert "CAP_NET_RAW" in str(info.value)
+
+
+def test_ambient_that_cannot_be_raised_is_returned() -> None:
+    """As runc >= 1.2: raise what can be raised, report the rest (runc spec's default case)."""
+    kill = caps.mask_of(["CAP_KILL"])
+    raw = caps.mask_of(["CAP_NET_RAW"])
+
+    def body() -> list[int]:
+        effective, permitted, _ = caps.capget()
+        caps.capset(effective, permitted, kill)  # only CAP_KILL is inheritable
+        failed = caps.set_ambient(kill | raw)
+        return [failed, caps.current().ambient]
+
+    assert in_child(body) == [raw, kill]
 
 
 def test_ambient_clear() -> None:

@@ -31,7 +31,8 @@ The order matters (it is runc's ``finalizeNamespace``)::
     os.setgroups / setresgid / setresuid   # 3. ... the switch to the container's user
     set_keep_caps(False)              # 4.
     capset(sets.effective, sets.permitted, sets.inheritable)   # 5.
-    set_ambient(sets.ambient)         # 6. last: a uid switch clears the ambient set
+    failed = set_ambient(sets.ambient)   # 6. last: a uid switch clears the ambient set;
+                                      #    report `failed` (not raisable) as runc warns
 
 Why: when every uid of a thread goes from 0 to non-0, the kernel empties
 its permitted, effective and ambient sets, unless *keepcaps* is on (then
@@ -350,18 +351,32 @@ def capget() -> tuple[int, int, int]:
     )
 
 
-def set_ambient(mask: int, last: int | None = None) -> None:
-    """Make the ambient set exactly ``mask``: clear it, then raise each capability.
+def set_ambient(mask: int, last: int | None = None, *, strict: bool = False) -> int:
+    """Make the ambient set ``mask``: clear it, then raise each capability in turn.
 
-    Each must already be in the permitted and inheritable sets (EPERM
-    otherwise, reported with the capability's name). Call it last, after
-    :func:`capset`: changing uid clears the ambient set.
+    A capability can only be raised if it is already in both the permitted
+    and the inheritable sets. runc (>= 1.2) warns about each one that cannot
+    be raised and carries on, because specs written by ``runc spec`` list
+    ambient capabilities without inheritable ones; so does this function: it
+    returns the mask of the capabilities it could *not* raise (0 when all
+    went well) for the caller to report. With ``strict=True`` the first such
+    failure raises OSError naming the capability instead.
+
+    Call it last, after :func:`capset`: changing uid clears the ambient set.
     """
     if _prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) == -1:
         if not mask:
-            return  # a kernel without ambient capabilities (< 4.3) has nothing to clear
+            return 0  # a kernel without ambient capabilities (< 4.3) has nothing to clear
+        if not strict:
+            return mask
         check(-1, "prctl(PR_CAP_AMBIENT_CLEAR_ALL)")
     top = last_cap() if last is None else last
-    for cap in range(min(mask.bit_length(), top + 1)):
-        if mask >> cap & 1 and _prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0) == -1:
-            check(-1, f"prctl(PR_CAP_AMBIENT_RAISE, {CAPABILITY_NAMES.get(cap, cap)})")
+    failed = 0
+    for cap in range(mask.bit_length()):
+        if not mask >> cap & 1:
+            continue
+        if cap > top or _prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0) == -1:
+            if strict:
+                check(-1, f"prctl(PR_CAP_AMBIENT_RAISE, {CAPABILITY_NAMES.get(cap, cap)})")
+            failed |= 1 << cap
+    return failed
