@@ -81,6 +81,8 @@ from bulkhead.linux.mount import (
     MNT_DETACH,
     MOUNT_ATTR_IDMAP,
     MOUNT_ATTR_RDONLY,
+    MOVE_MOUNT_F_EMPTY_PATH,
+    MOVE_MOUNT_T_EMPTY_PATH,
     MS_ATIME_FLAGS,
     MS_BIND,
     MS_LOCK_FLAGS,
@@ -775,11 +777,11 @@ class _Root:
     @contextmanager
     def at(
         self, destination: str, create: Literal["dir", "file"] | None = None
-    ) -> Iterator[tuple[str, str]]:
-        """``(target for mount(2), resolved host path)`` of a container path."""
+    ) -> Iterator[tuple[str, str, int]]:
+        """``(target for mount(2), resolved host path, O_PATH fd)`` of a container path."""
         fd, resolved = open_in_root(self.path, destination, create=create)
         try:
-            yield (f"/proc/self/fd/{fd}" if self.procfd else resolved), resolved
+            yield (f"/proc/self/fd/{fd}" if self.procfd else resolved), resolved, fd
         finally:
             os.close(fd)
 
@@ -851,7 +853,7 @@ def _mount_one(root: _Root, m: MountPlan) -> None:
     elif m.kind == "cgroup":
         _mount_cgroup(root, m)
     else:
-        with root.at(m.destination, "dir") as (target, resolved):
+        with root.at(m.destination, "dir") as (target, resolved, _):
             _check_proc(root, m, resolved)
             mount(m.source, target, m.fstype, m.flags, m.data)
         _after_mount(root, m, m.destination)
@@ -860,18 +862,18 @@ def _mount_one(root: _Root, m: MountPlan) -> None:
 def _after_mount(root: _Root, m: MountPlan, destination: str) -> None:
     """Propagation changes, then recursive mount attributes, on the new mount."""
     if m.propagation:
-        with root.at(destination) as (target, _):
+        with root.at(destination) as (target, _, _):
             for prop in m.propagation:
                 make_propagation(target, prop)
     if m.attr_set or m.attr_clr:
-        with root.at(destination) as (target, _):
+        with root.at(destination) as (target, _, _):
             mount_setattr(target, m.attr_set, m.attr_clr, recursive=True)
 
 
 def _mount_bind(root: _Root, m: MountPlan, source: str | None = None) -> None:
     source = source or m.source
     create: Literal["dir", "file"] = "dir" if m.source_is_dir else "file"
-    with root.at(m.destination, create) as (target, resolved):
+    with root.at(m.destination, create) as (target, resolved, target_fd):
         _check_proc(root, m, resolved)
         if m.idmap is not None:
             fd = m.mount_fd
@@ -884,7 +886,13 @@ def _mount_bind(root: _Root, m: MountPlan, source: str | None = None) -> None:
                     )
                 fd = _open_idmapped(m)
             try:
-                move_mount(fd, target)
+                # move_mount(2) does not follow /proc/self/fd magic links: give it the fd
+                move_mount(
+                    fd,
+                    "",
+                    to_dirfd=target_fd,
+                    flags=MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
+                )
             finally:
                 os.close(fd)
                 m.mount_fd = None
@@ -904,7 +912,7 @@ def _bind_remount(root: _Root, m: MountPlan, source: str) -> None:
     if not (m.flags & ~(MS_BIND | MS_REC | MS_REMOUNT) or m.cleared):
         return
     flags = m.flags | MS_BIND | MS_REMOUNT
-    with root.at(m.destination) as (target, _):
+    with root.at(m.destination) as (target, _, _):
         try:
             mount(None, target, None, flags)
         except PermissionError:
@@ -929,7 +937,7 @@ def _mount_pseudo(root: _Root, m: MountPlan) -> None:
             )
     except FileNotFoundError:
         pass
-    with root.at(m.destination, "dir") as (target, resolved):
+    with root.at(m.destination, "dir") as (target, resolved, _):
         if resolved != os.path.normpath(lexical):
             raise StartError(
                 f"filesystem {m.fstype!r} cannot be mounted through a symlink "
@@ -974,13 +982,13 @@ def _mount_tmpfs(root: _Root, m: MountPlan) -> None:
         data = f"mode={mode:04o}" + ("," + data if data else "")
     except FileNotFoundError:
         pass
-    with root.at(m.destination, "dir") as (target, resolved):
+    with root.at(m.destination, "dir") as (target, resolved, _):
         _check_proc(root, m, resolved)
         below = os.open(target, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC) if m.tmpcopyup else -1
         try:
             mount(m.source, target, "tmpfs", m.flags & ~MS_RDONLY, data)
             if m.tmpcopyup:
-                with root.at(m.destination) as (new_target, _):
+                with root.at(m.destination) as (new_target, _, _):
                     top = os.open(new_target, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
                     try:
                         copy_tree(below, top)
@@ -1079,13 +1087,13 @@ def _mount_cgroup(root: _Root, m: MountPlan) -> None:
     if cg.version == 2:
         _mount_cgroup_hierarchy(root, base, m.destination, cg.hierarchies[0], cg.cgroupns)
         return
-    with root.at(m.destination, "dir") as (target, resolved):
+    with root.at(m.destination, "dir") as (target, resolved, _):
         _check_proc(root, m, resolved)
         mount("tmpfs", target, "tmpfs", DEFAULT_MOUNT_FLAGS, "mode=755")
     _after_mount(root, base, m.destination)
     for h in cg.hierarchies:
         _mount_cgroup_hierarchy(root, base, posixpath.join(m.destination, h.name), h, cg.cgroupns)
-    with root.at(m.destination) as (target, _):
+    with root.at(m.destination) as (target, _, _):
         dir_fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             for link, to in cg.symlinks:
@@ -1104,7 +1112,7 @@ def _mount_cgroup_hierarchy(
 ) -> None:
     if cgroupns:
         flags = base.flags | DEFAULT_MOUNT_FLAGS
-        with root.at(destination, "dir") as (target, _):
+        with root.at(destination, "dir") as (target, _, _):
             mount("cgroup", target, h.fstype, flags, h.options)
         _after_mount(root, base, destination)
         return
