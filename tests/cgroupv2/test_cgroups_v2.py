@@ -1,0 +1,258 @@
+"""The v2 cgroup manager on a real cgroup-v2-only kernel (the VM lane).
+
+Each test works below ``/bulkhead/test-<random>``; its fixture kills the
+children it started (and anything left in its cgroup), thaws, and removes
+the cgroups leaf first. Code runs 20-40x slower under the lane's software
+emulation, so children are ``sh`` where possible and waits are generous.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bulkhead.cgroups import CgroupManager, detect, fs, new_manager
+from bulkhead.cgroups.v2 import V2Manager
+from bulkhead.errors import CgroupError
+from bulkhead.oci.runtime_spec import (
+    LinuxCPU,
+    LinuxHugepageLimit,
+    LinuxMemory,
+    LinuxPids,
+    LinuxResources,
+)
+
+ROOT = "/sys/fs/cgroup"
+
+
+class Box:
+    """A test's own cgroup path, its manager, and the children it started."""
+
+    def __init__(self) -> None:
+        self.path = f"/bulkhead/test-{uuid.uuid4().hex[:8]}"
+        self.cg: CgroupManager = new_manager(self.path)
+        self.dir = ROOT + self.path
+        self.children: list[subprocess.Popen[bytes]] = []
+
+    def spawn_gated(self, *argv: str, stdout: int | None = None) -> subprocess.Popen[bytes]:
+        """A child whose program first reads a line from stdin: it waits until :func:`go`."""
+        p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=stdout)
+        self.children.append(p)
+        return p
+
+
+def go(p: subprocess.Popen[bytes]) -> None:
+    assert p.stdin is not None
+    p.stdin.write(b"go\n")
+    p.stdin.close()
+
+
+@pytest.fixture
+def box() -> Iterator[Box]:
+    b = Box()
+    try:
+        yield b
+    finally:
+        for p in b.children:
+            if p.poll() is None:
+                os.kill(p.pid, signal.SIGKILL)
+        if os.path.isdir(b.dir):
+            for pid in fs.read_procs(b.dir):  # our children's children
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            try:
+                fs.write(f"{b.dir}/cgroup.freeze", "0")
+            except OSError:
+                pass
+        for p in b.children:
+            p.wait()
+        assert "/bulkhead/test-" in b.dir
+        fs.remove_tree(b.dir, time.monotonic() + 10)
+        assert not os.path.exists(b.dir)
+
+
+def read(path: str) -> str:
+    return Path(path).read_text().strip()
+
+
+def wait_for(predicate: object, timeout: float = 30.0) -> bool:
+    assert callable(predicate)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return bool(predicate())
+
+
+def test_detect_and_create(box: Box) -> None:
+    assert detect().mode == "unified"
+    assert isinstance(box.cg, V2Manager)
+    box.cg.create()
+    # every controller the root offers is enabled down to our parent
+    offered = set(read(f"{ROOT}/cgroup.controllers").split())
+    assert set(read(f"{ROOT}/bulkhead/cgroup.subtree_control").split()) == offered
+    assert set(read(f"{box.dir}/cgroup.controllers").split()) == offered
+    assert box.cg.paths() == {"": box.dir}
+
+
+def test_limits_read_back_with_conversions(box: Box) -> None:
+    cg = box.cg
+    cg.create()
+    hugepages = []
+    if os.path.exists(f"{box.dir}/hugetlb.2MB.max"):
+        hugepages = [LinuxHugepageLimit(page_size="2MB", limit=4 << 20)]
+    cg.apply(
+        LinuxResources(
+            memory=LinuxMemory(limit=64 << 20, swap=96 << 20, reservation=16 << 20),
+            cpu=LinuxCPU(shares=1024, quota=50000, period=100000, cpus="0"),
+            pids=LinuxPids(limit=42),
+            hugepage_limits=hugepages,
+            unified={"memory.high": str(48 << 20)},
+        ),
+        initial=True,
+    )
+    d = box.dir
+    assert read(f"{d}/memory.max") == str(64 << 20)
+    assert read(f"{d}/memory.low") == str(16 << 20)
+    if os.path.exists(f"{d}/memory.swap.max"):
+        assert read(f"{d}/memory.swap.max") == str(32 << 20)  # memory+swap minus memory
+    assert read(f"{d}/memory.high") == str(48 << 20)
+    assert read(f"{d}/cpu.weight") == "39"  # 1 + (1024 - 2) * 9999 // 262142
+    assert read(f"{d}/cpu.max") == "50000 100000"
+    assert read(f"{d}/cpuset.cpus") == "0"
+    assert read(f"{d}/pids.max") == "42"
+    if hugepages:
+        assert read(f"{d}/hugetlb.2MB.max") == str(4 << 20)
+    # an update of the period alone keeps the quota
+    cg.apply(LinuxResources(cpu=LinuxCPU(period=200000)))
+    assert read(f"{d}/cpu.max") == "50000 200000"
+
+
+def test_bad_update_leaves_the_cgroup_unchanged(box: Box) -> None:
+    cg = box.cg
+    cg.create()
+    cg.apply(LinuxResources(memory=LinuxMemory(limit=64 << 20)))
+    with pytest.raises(CgroupError, match=r"^linux\.resources\.cpu\.cpus: '0-99' names CPUs"):
+        cg.apply(LinuxResources(memory=LinuxMemory(limit=1 << 30), cpu=LinuxCPU(cpus="0-99")))
+    with pytest.raises(CgroupError, match=r"^linux\.resources\.memory\.swappiness: "):
+        cg.apply(LinuxResources(memory=LinuxMemory(limit=1 << 30, swappiness=10)))
+    with pytest.raises(CgroupError, match=r"^linux\.resources\.unified\['memory\.bogus'\]: "):
+        cg.apply(LinuxResources(unified={"memory.bogus": "1"}))
+    assert read(f"{box.dir}/memory.max") == str(64 << 20)
+
+
+def test_child_joins_freezes_and_thaws(box: Box) -> None:
+    cg = box.cg
+    cg.create()
+    # a shell that appends a line to a file every 50 ms once told to go
+    out = f"/tmp/{uuid.uuid4().hex}"
+    script = f"read x; while :; do echo . >> {out}; sleep 0.05; done"
+    child = box.spawn_gated("sh", "-c", script)
+    cg.add_pid(child.pid)
+    go(child)
+    assert child.pid in cg.pids()
+    assert f"0::{box.path}" in Path(f"/proc/{child.pid}/cgroup").read_text()
+
+    def size() -> int:
+        return os.path.getsize(out) if os.path.exists(out) else 0
+
+    assert wait_for(lambda: size() > 2)
+    cg.freeze()
+    assert cg.state() == "FROZEN"
+    assert "frozen 1" in read(f"{box.dir}/cgroup.events")
+    frozen_at = size()
+    time.sleep(1.5)
+    assert size() == frozen_at, "a frozen child made progress"
+    cg.thaw()
+    assert cg.state() == "THAWED"
+    assert wait_for(lambda: size() > frozen_at)
+
+
+def test_kill_all_and_destroy(box: Box) -> None:
+    cg = box.cg
+    cg.create()
+    shell = box.spawn_gated("sh", "-c", "read x; sleep 1000 & sleep 1000 & wait")
+    cg.add_pid(shell.pid)
+    go(shell)
+    assert wait_for(lambda: len(cg.pids()) == 3)
+    # a nested cgroup inside the container's, as an init system in it would make
+    inner = f"{box.dir}/inner"
+    os.mkdir(inner)
+    grandchild = next(p for p in cg.pids() if p != shell.pid)
+    fs.write(f"{inner}/cgroup.procs", str(grandchild))
+    pids = cg.pids()
+    assert len(pids) == 3 and grandchild in pids and shell.pid in pids
+
+    cg.kill_all(signal.SIGTERM)  # freeze, signal each, thaw
+    assert shell.wait(timeout=30) == -signal.SIGTERM
+    assert cg.state() == "THAWED"
+    cg.kill_all(signal.SIGKILL)  # cgroup.kill: whatever is left
+    assert wait_for(lambda: cg.pids() == [])
+    cg.destroy()
+    assert not cg.exists()
+
+
+def test_stats(box: Box) -> None:
+    cg = box.cg
+    cg.create()
+    cg.apply(LinuxResources(memory=LinuxMemory(limit=256 << 20), pids=LinuxPids(limit=50)))
+    code = "import sys, time\nsys.stdin.readline()\nb = bytearray(8 << 20)\n"
+    code += "for i in range(0, len(b), 4096): b[i] = 1\nsys.stdout.write('ok')\n"
+    code += "sys.stdout.flush()\ntime.sleep(1000)\n"
+    child = box.spawn_gated(sys.executable, "-S", "-c", code, stdout=subprocess.PIPE)
+    cg.add_pid(child.pid)
+    go(child)
+    assert child.stdout is not None and child.stdout.read(2) == b"ok"
+    s = cg.stats()
+    assert s.pids.current == 1 and s.pids.limit == 50
+    assert s.memory.usage.limit == 256 << 20
+    assert s.memory.usage.usage >= 8 << 20
+    assert s.memory.raw["anon"] >= 8 << 20
+    assert s.cpu.usage.total > 0 and s.cpu.usage.user > 0
+
+
+def test_oom_kill_is_reported(box: Box) -> None:
+    cg = box.cg
+    cg.create()
+    cg.apply(LinuxResources(memory=LinuxMemory(limit=32 << 20, swap=32 << 20)))
+    code = "import sys\nsys.stdin.readline()\nb = bytearray(200 << 20)\n"
+    code += "for i in range(0, len(b), 4096): b[i] = 1\n"
+    child = box.spawn_gated(sys.executable, "-S", "-c", code)
+    cg.add_pid(child.pid)
+    with cg.oom_events() as watcher:
+        assert watcher.wait(0) == 0
+        go(child)
+        events = watcher.wait(120)
+        assert events is not None and events >= 1
+        assert child.wait(timeout=60) == -signal.SIGKILL
+        cg.destroy()
+        assert watcher.wait(10) is None  # the cgroup is gone
+
+
+def test_sigkill_reaches_a_frozen_container(box: Box) -> None:
+    """``delete --force`` of a paused container: on v2 SIGKILL needs no thaw."""
+    cg = box.cg
+    cg.create()
+    child = box.spawn_gated("sh", "-c", "read x; sleep 1000")
+    cg.add_pid(child.pid)
+    go(child)
+    assert wait_for(
+        lambda: len(cg.pids()) == 1 and "sleep" in Path(f"/proc/{cg.pids()[0]}/cmdline").read_text()
+    )
+    cg.freeze()
+    cg.kill_all(signal.SIGKILL)
+    assert child.wait(timeout=30) == -signal.SIGKILL
+    assert wait_for(lambda: cg.pids() == [])
+    cg.destroy()
+    assert not cg.exists()
