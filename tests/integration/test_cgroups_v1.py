@@ -351,3 +351,18 @@ def test_destroy_is_fast_and_leaves_nothing(box: Box) -> None:
     assert median < 0.02  # the target is 2 ms; generous for a loaded machine
     new_manager(box.path).destroy()
     assert box.leftovers() == []
+
+
+def test_sigkill_of_a_frozen_container_thaws_it(box: Box) -> None:
+    """``delete --force`` of a paused container: v1-frozen tasks die only when thawed."""
+    cg = box.cg
+    cg.create()
+    child = box.spawn_gated("sh", "-c", "read x; exec sleep 1000")
+    cg.add_pid(child.pid)
+    go(child)
+    cg.freeze()
+    cg.kill_all(signal.SIGTERM)  # stays frozen: delivered on resume
+    assert cg.state() == "FROZEN"
+    cg.kill_all(signal.SIGKILL)
+    assert child.wait(timeout=10) in (-signal.SIGKILL, -signal.SIGTERM)
+    assert cg.state() == "THAWED"

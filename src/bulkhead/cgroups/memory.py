@@ -21,6 +21,9 @@ reservation (runc's reading of the spec).
 
 On v1 the memory limit may never exceed the memory+swap limit, so when both
 change the order of the two writes depends on the old limit.
+
+Not yet: ``checkBeforeUpdate`` (refuse a new limit below current usage
+instead of letting the kernel reclaim or OOM) is accepted and ignored.
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ A container without a devices hierarchy would see every device, so
 from __future__ import annotations
 
 import os
+import signal
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -274,10 +275,15 @@ class V1Manager:
             raise CgroupError(f"cannot list the processes of {d}: {exc.strerror}") from exc
 
     def kill_all(self, sig: int) -> None:
+        """Signal every process, frozen meanwhile so that none forks past us.
+
+        A cgroup frozen before stays frozen, except for SIGKILL: a v1-frozen
+        task dies only when thawed, so then the cgroup is thawed (as runc does).
+        """
         can_freeze = "freezer" in self._dirs and fs.exists(self._dirs["freezer"])
-        freeze = can_freeze and self.state() == "THAWED"
-        if freeze:
-            self.freeze()  # no forks while we signal: every process gets it
+        was_thawed = can_freeze and self.state() == "THAWED"
+        if was_thawed:
+            self.freeze()
         try:
             for pid in self.pids():
                 try:
@@ -285,7 +291,7 @@ class V1Manager:
                 except ProcessLookupError:
                     pass
         finally:
-            if freeze:
+            if was_thawed or (can_freeze and sig == signal.SIGKILL):
                 self.thaw()
 
     # ------------------------------------------------------------- observing
