@@ -539,3 +539,22 @@ def test_v2_oom_watcher_sees_new_kills(fake_fs: FakeTree) -> None:
         assert w.wait(1) == 2
         assert time.monotonic() - start < 1
         assert w.wait(0) == 0
+
+
+def test_apply_before_create_says_so(fake_fs: FakeTree) -> None:
+    cg = new_manager("/bulkhead/early", layout=v1_layout(fake_fs))
+    with pytest.raises(CgroupError, match=r"pids\.limit: the cgroup does not exist"):
+        cg.apply(LinuxResources(pids=LinuxPids(limit=3)))
+
+
+def test_v1_hugetlb_nowhere(fake_fs: FakeTree) -> None:
+    root = fake_fs.root
+    cg = new_manager("/bulkhead/hn", layout=v1_layout(fake_fs))
+    cg.create()
+    (root / "unified/cgroup.controllers").write_text("")  # a systemd hybrid: no controllers
+    limits = LinuxResources(hugepage_limits=[LinuxHugepageLimit(page_size="2MB", limit=1)])
+    with pytest.raises(CgroupError, match=r"hugepageLimits: the hugetlb controller is not mounted"):
+        cg.apply(limits)
+    bad = LinuxResources(hugepage_limits=[LinuxHugepageLimit(page_size="3MB", limit=1)])
+    with pytest.raises(CgroupError, match=r"pageSize: 3MB pages are not offered"):
+        cg.apply(bad)

@@ -259,7 +259,9 @@ def write_error(w: Write, exc: OSError) -> CgroupError:
     why = w.explain(exc) if w.explain is not None else None
     if why is None:
         name = os.path.basename(w.path)
-        if exc.errno == errno.ENOENT:
+        if exc.errno == errno.ENOENT and not exists(os.path.dirname(w.path)):
+            why = "the cgroup does not exist (not created yet, or removed)"
+        elif exc.errno == errno.ENOENT:
             why = f"this kernel or cgroup has no {name} (controller not enabled, or feature not built in)"
         elif exc.errno == errno.EINVAL:
             why = f"the kernel refused {w.value!r} for {name} (invalid or out of range)"

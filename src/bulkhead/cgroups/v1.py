@@ -201,14 +201,18 @@ class V1Manager:
         if d is not None:
             return hugetlb.plan_v1(limits, d)
         u = self._unified
-        if u is None or not fs.exists(u.dir):
+
+        def offered(d: str) -> bool:
+            return "hugetlb" in (fs.read_opt(f"{d}/cgroup.controllers") or "").split()
+
+        if u is None or not offered(u.top) or not fs.exists(u.dir):
             hugetlb.plan_v1(limits, _NOWHERE)  # bad values first
             raise CgroupError(f"{field}: the hugetlb controller is not mounted on this host")
-        if "hugetlb" not in fs.read(f"{u.dir}/cgroup.controllers").split():
+        if not offered(u.dir):
             from bulkhead.cgroups.v2 import enable_subtree
 
             enable_subtree(u.top, u.rel, only={"hugetlb"}, include_top=False)
-            if "hugetlb" not in fs.read(f"{u.dir}/cgroup.controllers").split():
+            if not offered(u.dir):
                 hugetlb.plan_v2(limits, u.dir)  # bad values first
                 raise CgroupError(
                     f"{field}: the hugetlb controller is on the cgroup2 hierarchy at {u.top} "
