@@ -94,6 +94,7 @@ from bulkhead.linux.mount import (
     MS_RDONLY,
     MS_REC,
     MS_REMOUNT,
+    MS_SHARED,
     MS_SLAVE,
     OPEN_TREE_CLONE,
     PROC_SUPER_MAGIC,
@@ -269,9 +270,10 @@ class RootfsPlan:
     ``setup_dev`` is false when ``/dev`` is a bind mount; ``bind_devices``
     when device nodes must be bind-mounted (user namespace).
     ``host_pseudo_mounts`` are the host's procfs/sysfs mounts hidden before
-    ``--no-pivot``'s chroot. ``readonly_remounts`` is filled by the child:
-    the tmpfs (and ``/dev``) mounts asked to be read-only, mounted writable
-    until :func:`finalize_rootfs` has no more to create in them.
+    ``--no-pivot``'s chroot. ``readonly_remounts`` and ``root_fd`` are
+    filled in by the child: the tmpfs (and ``/dev``) mounts asked to be
+    read-only, mounted writable until :func:`finalize_rootfs` has no more to
+    create in them; and the fd through which the rootfs is reached.
     """
 
     rootfs: str
@@ -288,7 +290,11 @@ class RootfsPlan:
     rootfs_propagation: int = 0
     mount_label: str = ""
     host_pseudo_mounts: list[str] = field(default_factory=list)
+    #: (st_dev, st_ino) of the rootfs directory, to recognise it from the child
+    rootfs_id: tuple[int, int] = (0, 0)
     readonly_remounts: list[tuple[str, int]] = field(default_factory=list)
+    #: (child) an fd of the rootfs mount, from prepare_rootfs until enter_rootfs
+    root_fd: int | None = None
 
 
 # =========================================================================== planning (parent)
@@ -583,8 +589,10 @@ def plan_rootfs(
     if root == "/":
         raise SpecError("the host's / cannot be a container's rootfs", where="$.root.path")
     linux = spec.linux
+    st = os.stat(root)
     plan = RootfsPlan(
         rootfs=root,
+        rootfs_id=(st.st_dev, st.st_ino),
         readonly=bool(spec.root.readonly),
         no_pivot=no_pivot,
         userns=userns,
@@ -770,9 +778,10 @@ class _Root:
 
     def __init__(self, plan: RootfsPlan) -> None:
         self.plan = plan
-        self.path = plan.rootfs
         #: mount onto /proc/self/fd/N of an O_PATH fd: exactly the inode we resolved
         self.procfd = os.path.isdir("/proc/self/fd")
+        #: how the rootfs is named: /proc/self/fd/<root_fd> once it is mounted
+        self.path = plan.rootfs
 
     @contextmanager
     def at(
@@ -814,8 +823,8 @@ def prepare_rootfs(plan: RootfsPlan) -> None:
     """
     root = _Root(plan)
     make_propagation("/", plan.root_propagation)
-    _make_parent_mount_private(plan.rootfs)
-    mount(plan.rootfs, plan.rootfs, None, MS_BIND | MS_REC)
+    _make_parent_mount_private(plan.rootfs, must=bool(plan.root_propagation & MS_SHARED))
+    _mount_rootfs(root)
     for m in plan.mounts:
         try:
             _mount_one(root, m)
@@ -825,16 +834,78 @@ def prepare_rootfs(plan: RootfsPlan) -> None:
         _setup_dev(root)
 
 
-def _make_parent_mount_private(path: str) -> None:
-    """Make the mount ``path`` is on private (walking up until mount(2) stops saying EINVAL)."""
+def _make_parent_mount_private(path: str, *, must: bool) -> None:
+    """Make the mount ``path`` is on private (walking up until mount(2) stops saying EINVAL).
+
+    pivot_root refuses a new root whose parent mount is shared, and a bind
+    under a shared parent would propagate. After ``/`` became ``rslave`` no
+    mount is shared any more, so unless the rootfs propagation asked for
+    ``shared`` a path the user namespace cannot reach (``EACCES``) is fine.
+    """
     while True:
         try:
             make_propagation(path, MS_PRIVATE)
             return
         except OSError as exc:
+            if exc.errno == errno.EACCES and not must:
+                return
             if exc.errno != errno.EINVAL or path == "/":
                 raise
         path = os.path.dirname(path)
+
+
+def _open_rootfs(plan: RootfsPlan) -> int:
+    """An O_PATH fd of the rootfs directory, as seen in this mount namespace.
+
+    In a user namespace the rootfs path may not be reachable (a directory
+    above it is closed to the mapped root). Then the init must have been
+    started with the rootfs as its working directory (the runtime chdirs
+    there before unsharing the user namespace); unshare(CLONE_NEWNS) carried
+    the working directory into the new mount namespace.
+    """
+    try:
+        fd = os.open(plan.rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    except PermissionError:
+        fd = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    st = os.fstat(fd)
+    if plan.rootfs_id != (0, 0) and (st.st_dev, st.st_ino) != plan.rootfs_id:
+        os.close(fd)
+        raise StartError(
+            f"rootfs {plan.rootfs} cannot be reached from the container's user namespace "
+            "(a directory above it is not searchable by the mapped root, and the init's "
+            "working directory is not the rootfs)",
+            step="rootfs",
+            errno=errno.EACCES,
+        )
+    return fd
+
+
+def _mount_rootfs(root: _Root) -> None:
+    """Bind the rootfs onto itself (recursively): pivot_root needs the new root to be a mount.
+
+    With /proc available this is open_tree(OPEN_TREE_CLONE|AT_RECURSIVE) +
+    move_mount onto the directory, which leaves us an fd of the new mount:
+    every later path in the rootfs is ``/proc/self/fd/<that fd>/...``, which
+    works even where the rootfs's own path is not reachable.
+    """
+    plan = root.plan
+    if not root.procfd:
+        mount(plan.rootfs, plan.rootfs, None, MS_BIND | MS_REC)
+        return
+    below = _open_rootfs(plan)
+    try:
+        tree = open_tree("", OPEN_TREE_CLONE | AT_RECURSIVE | AT_EMPTY_PATH, dirfd=below)
+        try:
+            move_mount(
+                tree, "", to_dirfd=below, flags=MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH
+            )
+        except BaseException:
+            os.close(tree)
+            raise
+    finally:
+        os.close(below)
+    plan.root_fd = tree
+    root.path = f"/proc/self/fd/{tree}"
 
 
 def _check_proc(root: _Root, m: MountPlan, resolved: str) -> None:
@@ -1143,9 +1214,9 @@ def _setup_dev(root: _Root) -> None:
                 step=f"device {dev.path}",
                 errno=exc.errno,
             ) from exc
-    fd, _ = open_in_root(plan.rootfs, "/dev", create="dir")
+    fd, _ = open_in_root(root.path, "/dev", create="dir")
     dev_fd = os.open(
-        f"/proc/self/fd/{fd}" if root.procfd else secure_join(plan.rootfs, "/dev"),
+        f"/proc/self/fd/{fd}" if root.procfd else secure_join(root.path, "/dev"),
         os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC,
     )
     os.close(fd)
@@ -1239,24 +1310,27 @@ def enter_rootfs(plan: RootfsPlan) -> None:
     onto ``/`` and chroot'ed into. Then fds 0-2 pointing at the host's
     ``/dev/null`` are reopened on the container's.
     """
-    os.chdir(plan.rootfs)
-    if plan.no_pivot:
-        _move_root(plan)
-    else:
-        _pivot_root(plan.rootfs)
+    new_root = plan.root_fd
+    if new_root is None:
+        new_root = os.open(plan.rootfs, os.O_DIRECTORY | os.O_RDONLY | os.O_CLOEXEC)
+    plan.root_fd = None
+    try:
+        os.fchdir(new_root)
+        if plan.no_pivot:
+            _move_root(plan)
+        else:
+            _pivot_root()
+    finally:
+        os.close(new_root)
     if plan.setup_dev:
         _reopen_dev_null()
 
 
-def _pivot_root(rootfs: str) -> None:
+def _pivot_root() -> None:
+    """pivot_root(".", ".") with the working directory at the new root."""
     old_root = os.open("/", os.O_DIRECTORY | os.O_RDONLY | os.O_CLOEXEC)
     try:
-        new_root = os.open(rootfs, os.O_DIRECTORY | os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            os.fchdir(new_root)
-            pivot_root(".", ".")
-        finally:
-            os.close(new_root)
+        pivot_root(".", ".")
         # "." is now the old root, stacked on the new one; fchdir to be sure.
         os.fchdir(old_root)
         make_propagation(".", MS_SLAVE | MS_REC)
@@ -1278,7 +1352,7 @@ def _move_root(plan: RootfsPlan) -> None:
             if exc.errno not in (errno.EINVAL, errno.EPERM):
                 raise
             mount("tmpfs", path, "tmpfs", 0, None)
-    mount(plan.rootfs, "/", None, MS_MOVE)
+    mount(".", "/", None, MS_MOVE)
     os.chroot(".")
     os.chdir("/")
 

@@ -109,7 +109,8 @@ def open_in_root(
     resolved = secure_join(root, unsafe_path)
     rel = os.path.relpath(resolved, os.path.normpath(root))
     names = [] if rel == "." else rel.split("/")
-    fd = os.open(root, _O_PATH_NOFOLLOW | os.O_DIRECTORY)
+    # root itself is trusted (and may be a /proc/self/fd/N magic link): follow it
+    fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         for i, name in enumerate(names):
             last = i == len(names) - 1
