@@ -76,9 +76,15 @@ def isolated(
     *,
     flags: int = NAMESPACES,
     userns: bool = False,
+    id_map: str = "0 0 65536\n",
+    cwd: str | None = None,
     timeout: float = 60,
 ) -> Any:
-    """Run ``fn`` in a child with its own namespaces; return what it returned (JSON)."""
+    """Run ``fn`` in a child with its own namespaces; return what it returned (JSON).
+
+    With ``userns`` the child first unshares a user namespace whose uid and
+    gid maps are ``id_map``; ``cwd`` is where it starts (before any unshare).
+    """
     out_r, out_w = os.pipe()
     ready_r, ready_w = os.pipe()
     go_r, go_w = os.pipe()
@@ -88,6 +94,8 @@ def isolated(
             os.close(out_r)
             os.close(ready_r)
             os.close(go_w)
+            if cwd is not None:
+                os.chdir(cwd)
             if userns:
                 ns.unshare(ns.CLONE_NEWUSER)
                 os.write(ready_w, b"u")
@@ -117,7 +125,7 @@ def isolated(
         if userns:
             assert os.read(ready_r, 1) == b"u"
             for name in ("uid_map", "gid_map"):
-                Path(f"/proc/{pid}/{name}").write_text("0 0 65536\n")
+                Path(f"/proc/{pid}/{name}").write_text(id_map)
             os.write(go_w, b"g")
         chunks = []
         while True:
@@ -149,6 +157,8 @@ def in_container(
     after_prepare: Callable[[], Any] | None = None,
     flags: int = NAMESPACES,
     userns: bool = False,
+    id_map: str = "0 0 65536\n",
+    cwd: str | None = None,
 ) -> Any:
     """Build ``plan`` like the init does, then run ``check`` inside the new root."""
 
@@ -162,7 +172,7 @@ def in_container(
         result = check()
         return {"early": early, "check": result} if after_prepare is not None else result
 
-    return isolated(body, flags=flags, userns=userns)
+    return isolated(body, flags=flags, userns=userns, id_map=id_map, cwd=cwd)
 
 
 def mountinfo_here() -> list[dict[str, Any]]:
@@ -1113,6 +1123,59 @@ def test_user_namespace_binds_devices_and_falls_back_for_sysfs(make_spec: Maker)
     assert got["sys"] == "sysfs"
     assert got["sys_write"] == errno.EROFS
     assert got["uid"] == 0
+
+
+def _unreachable_for(uid: int, path: Path) -> bool:
+    """Whether some directory above ``path`` is closed to ``uid`` (not owner, no o+x)."""
+    for parent in path.parents:
+        st = parent.stat()
+        if st.st_uid != uid and not st.st_mode & 0o001:
+            return True
+    return False
+
+
+def test_user_namespace_rootfs_behind_a_closed_directory(make_spec: Maker) -> None:
+    """The mapped root cannot walk to the rootfs: the init starts inside it instead."""
+    spec, bundle = make_spec(
+        mounts=basic_mounts(
+            {"destination": "/sys", "type": "sysfs", "options": ["ro"]},
+            {"destination": "/dev/mqueue", "type": "mqueue"},
+        ),
+        linux={"maskedPaths": ["/proc/timer_list"], "readonlyPaths": ["/proc/sys"]},
+        root={"path": "rootfs", "readonly": True},
+    )
+    rootfs = bundle / "rootfs"
+    if not _unreachable_for(100000, rootfs):
+        pytest.skip("the temporary directory is reachable by everyone here")
+    plan = plan_of(spec, bundle, userns=True)
+
+    def check() -> dict[str, Any]:
+        return {
+            "ls": sorted(os.listdir("/")),
+            "uid": os.getuid(),
+            "null": os.stat("/dev/null").st_rdev == os.makedev(1, 3),
+            "timer_list": open("/proc/timer_list").read(),
+            "root": write_errno("/x"),
+            "echo": busybox("echo", "in userns"),
+        }
+
+    got = in_container(plan, check, userns=True, id_map="0 100000 65536\n", cwd=str(rootfs))
+    assert got["ls"] == sorted(os.listdir(rootfs))
+    assert got["uid"] == 0
+    assert got["null"]
+    assert got["timer_list"] == ""
+    assert got["root"] == errno.EROFS
+    assert got["echo"] == "in userns\n"
+
+    def without_cwd() -> str:
+        try:
+            rf.prepare_rootfs(plan)
+        except StartError as exc:
+            return str(exc)
+        return "prepared"
+
+    message = isolated(without_cwd, userns=True, id_map="0 100000 65536\n")
+    assert "cannot be reached from the container's user namespace" in message
 
 
 # =========================================================================== planning errors
