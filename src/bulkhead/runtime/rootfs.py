@@ -64,14 +64,13 @@ from __future__ import annotations
 import errno
 import os
 import posixpath
-import re
 import stat
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Literal
+
+import msgspec
 
 from bulkhead.errors import SpecError, StartError
 from bulkhead.linux import namespaces
@@ -154,8 +153,7 @@ MountKind = Literal["bind", "proc", "sysfs", "tmpfs", "cgroup", "fs"]
 # =========================================================================== the plan
 
 
-@dataclass(slots=True)
-class IdmapPlan:
+class IdmapPlan(msgspec.Struct):
     """How to make an idmapped bind mount.
 
     ``uid_map``/``gid_map`` are ``(container id, host id, size)`` triples
@@ -170,8 +168,7 @@ class IdmapPlan:
     recursive: bool = False
 
 
-@dataclass(slots=True)
-class CgroupHierarchy:
+class CgroupHierarchy(msgspec.Struct):
     """One cgroup hierarchy to show under a ``cgroup`` mount's destination.
 
     ``name``        directory under the destination (``"cpu,cpuacct"``, ``"systemd"``, ``"unified"``)
@@ -192,8 +189,7 @@ class CgroupHierarchy:
     key: str
 
 
-@dataclass(slots=True)
-class CgroupMount:
+class CgroupMount(msgspec.Struct):
     """What a ``type: cgroup`` mount becomes.
 
     v1: a tmpfs at the destination holding one mount per hierarchy --
@@ -206,11 +202,10 @@ class CgroupMount:
     version: int
     cgroupns: bool
     hierarchies: list[CgroupHierarchy]
-    symlinks: list[tuple[str, str]] = field(default_factory=list)
+    symlinks: list[tuple[str, str]] = msgspec.field(default_factory=list)
 
 
-@dataclass(slots=True)
-class MountPlan:
+class MountPlan(msgspec.Struct):
     """One spec mount, resolved to mount(2) arguments.
 
     ``index`` is the position in ``mounts[]`` (for error messages);
@@ -243,8 +238,7 @@ class MountPlan:
         return f"$.mounts[{self.index}]"
 
 
-@dataclass(slots=True)
-class DeviceNode:
+class DeviceNode(msgspec.Struct):
     """A device node to create: ``kind`` is ``c`` (character), ``b`` (block) or ``p`` (FIFO)."""
 
     path: str
@@ -260,8 +254,7 @@ class DeviceNode:
         return {"c": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}[self.kind]
 
 
-@dataclass(slots=True)
-class RootfsPlan:
+class RootfsPlan(msgspec.Struct):
     """Everything the container's init does to its filesystem, as plain data.
 
     ``root_propagation`` is applied to ``/`` first (``rslave`` unless
@@ -280,19 +273,19 @@ class RootfsPlan:
     readonly: bool = False
     no_pivot: bool = False
     userns: bool = False
-    mounts: list[MountPlan] = field(default_factory=list)
+    mounts: list[MountPlan] = msgspec.field(default_factory=list)
     setup_dev: bool = True
-    devices: list[DeviceNode] = field(default_factory=list)
+    devices: list[DeviceNode] = msgspec.field(default_factory=list)
     bind_devices: bool = False
-    masked_paths: list[str] = field(default_factory=list)
-    readonly_paths: list[str] = field(default_factory=list)
+    masked_paths: list[str] = msgspec.field(default_factory=list)
+    readonly_paths: list[str] = msgspec.field(default_factory=list)
     root_propagation: int = MS_SLAVE | MS_REC
     rootfs_propagation: int = 0
     mount_label: str = ""
-    host_pseudo_mounts: list[str] = field(default_factory=list)
+    host_pseudo_mounts: list[str] = msgspec.field(default_factory=list)
     #: (st_dev, st_ino) of the rootfs directory, to recognise it from the child
     rootfs_id: tuple[int, int] = (0, 0)
-    readonly_remounts: list[tuple[str, int]] = field(default_factory=list)
+    readonly_remounts: list[tuple[str, int]] = msgspec.field(default_factory=list)
     #: (child) an fd of the rootfs mount, from prepare_rootfs until enter_rootfs
     root_fd: int | None = None
 
@@ -300,8 +293,7 @@ class RootfsPlan:
 # =========================================================================== planning (parent)
 
 
-@dataclass(slots=True)
-class MountInfo:
+class MountInfo(msgspec.Struct):
     """One line of /proc/<pid>/mountinfo (see proc(5))."""
 
     mount_id: int
@@ -315,8 +307,20 @@ class MountInfo:
     super_options: str
 
 
-def _unescape(field_: str) -> str:
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), field_)
+def _unescape(text: str) -> str:
+    """Undo mountinfo's octal escapes (``\\040`` for a space, ``\\134`` for a backslash)."""
+    if "\\" not in text:
+        return text
+    out = []
+    i = 0
+    while i < len(text):
+        if text[i] == "\\" and text[i + 1 : i + 4].isdigit() and len(text) >= i + 4:
+            out.append(chr(int(text[i + 1 : i + 4], 8)))
+            i += 4
+        else:
+            out.append(text[i])
+            i += 1
+    return "".join(out)
 
 
 def read_mountinfo(path: str = "/proc/self/mountinfo") -> list[MountInfo]:
@@ -448,7 +452,7 @@ _SPECIAL_KINDS: dict[str, MountKind] = {
 def _plan_mount(
     index: int,
     m: Mount,
-    bundle: Path,
+    bundle: str | os.PathLike[str],
     *,
     userns: bool,
     userns_path: str | None,
@@ -488,7 +492,7 @@ def _plan_mount(
         if not source:
             raise SpecError("a bind mount needs a source", where=f"{where}.source")
         if not source.startswith("/"):
-            source = str(bundle / source)
+            source = os.path.join(os.fspath(bundle), source)
         try:
             source_is_dir = stat.S_ISDIR(os.stat(source).st_mode)
         except OSError as exc:
@@ -565,7 +569,7 @@ def _plan_device(index: int, d: LinuxDevice) -> DeviceNode:
 
 def plan_rootfs(
     spec: Spec,
-    bundle: Path,
+    bundle: str | os.PathLike[str],
     *,
     no_pivot: bool,
     userns: bool,
@@ -582,7 +586,9 @@ def plan_rootfs(
     """
     if spec.root is None or not spec.root.path:
         raise SpecError("root.path is required", where="$.root.path")
-    root = spec.root.path if spec.root.path.startswith("/") else str(bundle / spec.root.path)
+    root = spec.root.path
+    if not root.startswith("/"):
+        root = os.path.join(os.fspath(bundle), root)
     root = os.path.realpath(root)
     if not os.path.isdir(root):
         raise SpecError(f"rootfs {root} does not exist or is not a directory", where="$.root.path")
