@@ -261,6 +261,19 @@ def basic_mounts(*extra: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
+def _unified_host() -> bool:
+    return any(
+        i.fstype == "cgroup2" and i.mountpoint == "/sys/fs/cgroup" for i in rf.read_mountinfo()
+    )
+
+
+UNIFIED = _unified_host()
+needs_cgroup2 = pytest.mark.skipif(
+    not UNIFIED, reason="needs a cgroup v2 only host (shared/vmtest/run-in-cgroup2-vm)"
+)
+needs_cgroup1 = pytest.mark.skipif(UNIFIED, reason="needs cgroup v1 hierarchies")
+
+
 # =========================================================================== the default spec
 
 
@@ -299,8 +312,11 @@ def test_default_spec(make_spec: Maker) -> None:
     assert types["/dev/shm"] == "tmpfs"
     assert types["/dev/mqueue"] == "mqueue"
     assert types["/sys"] == "sysfs"
-    assert types["/sys/fs/cgroup"] == "tmpfs"
-    assert types["/sys/fs/cgroup/pids"] == "cgroup"
+    if UNIFIED:
+        assert types["/sys/fs/cgroup"] == "cgroup2"
+    else:
+        assert types["/sys/fs/cgroup"] == "tmpfs"
+        assert types["/sys/fs/cgroup/pids"] == "cgroup"
     assert types["/proc/acpi"] == "tmpfs"
     assert types["/proc/sys"] == "proc"
     assert "ro" in got["opts"]["/"]
@@ -314,8 +330,11 @@ def test_default_spec(make_spec: Maker) -> None:
     assert got["proc_sys"] == errno.EROFS
     assert got["acpi"] == []
     assert got["timer_list"] == ""
-    assert {"cpu", "cpuacct", "memory", "pids", "systemd", "unified"} <= set(got["cgroups"])
-    assert got["cgroup_write"] == errno.EROFS
+    if UNIFIED:
+        assert "cgroup.controllers" in got["cgroups"]
+    else:
+        assert {"cpu", "cpuacct", "memory", "pids", "systemd", "unified"} <= set(got["cgroups"])
+        assert got["cgroup_write"] == errno.EROFS
     assert got["busybox"] == "hello\n"
 
 
@@ -613,6 +632,7 @@ def test_idmapped_bind_prepared_by_runtime(make_spec: Maker, tmp_path: Path) -> 
 # =========================================================================== cgroups
 
 
+@needs_cgroup1
 def test_cgroup_v1_binds_without_cgroup_namespace(make_spec: Maker) -> None:
     spec, bundle = make_spec(
         mounts=basic_mounts(
@@ -648,6 +668,7 @@ def test_cgroup_v1_binds_without_cgroup_namespace(make_spec: Maker) -> None:
     assert got["write"] == errno.EROFS
 
 
+@needs_cgroup1
 def test_cgroup_v1_fresh_mounts_in_cgroup_namespace(make_spec: Maker) -> None:
     spec, bundle = make_spec(
         mounts=basic_mounts({"destination": "/sys/fs/cgroup", "type": "cgroup", "options": ["ro"]})
@@ -665,6 +686,45 @@ def test_cgroup_v1_fresh_mounts_in_cgroup_namespace(make_spec: Maker) -> None:
     assert got["/sys/fs/cgroup/cpu"] == ["/", "cgroup"]
     assert got["/sys/fs/cgroup/systemd"] == ["/", "cgroup"]
     assert got["/sys/fs/cgroup/unified"] == ["/", "cgroup2"]
+
+
+@needs_cgroup2
+def test_cgroup_v2_fresh_mount_in_cgroup_namespace(make_spec: Maker) -> None:
+    spec, bundle = make_spec(
+        mounts=basic_mounts({"destination": "/sys/fs/cgroup", "type": "cgroup", "options": ["ro"]})
+    )
+    plan = plan_of(spec, bundle, cgroup_path="/whatever", cgroupns=True)
+    cg = plan.mounts[-1].cgroup
+    assert cg is not None and cg.version == 2
+
+    def check() -> dict[str, Any]:
+        m = mount_at(mountinfo_here(), "/sys/fs/cgroup")
+        return {
+            "fstype": m["fstype"],
+            "root": m["root"],
+            "ro": "ro" in m["options"],
+            "controllers": os.path.exists("/sys/fs/cgroup/cgroup.controllers"),
+        }
+
+    got = in_container(plan, check, flags=NAMESPACES | ns.CLONE_NEWCGROUP)
+    assert got == {"fstype": "cgroup2", "root": "/", "ro": True, "controllers": True}
+
+
+@needs_cgroup2
+def test_cgroup_v2_bind_of_own_cgroup(make_spec: Maker) -> None:
+    own = rf._own_cgroups()[frozenset()]
+    spec, bundle = make_spec(
+        mounts=basic_mounts({"destination": "/sys/fs/cgroup", "type": "cgroup", "options": ["ro"]})
+    )
+    # a cgroup that does not exist: the bind falls back to where we are
+    plan = plan_of(spec, bundle, cgroup_path="/bulkhead-no-such-cgroup")
+
+    def check() -> dict[str, Any]:
+        m = mount_at(mountinfo_here(), "/sys/fs/cgroup")
+        return {"fstype": m["fstype"], "root": m["root"], "write": write_errno("/sys/fs/cgroup/x")}
+
+    got = in_container(plan, check)
+    assert got == {"fstype": "cgroup2", "root": own, "write": errno.EROFS}
 
 
 def test_cgroup_plan_merged_hierarchies_get_symlinks() -> None:
@@ -688,6 +748,7 @@ def test_cgroup_plan_unified_host() -> None:
     assert cg.hierarchies[0].source == "/sys/fs/cgroup/x/y"
 
 
+@needs_cgroup1
 def test_cgroup_source_falls_back_to_own_cgroup() -> None:
     h = rf.CgroupHierarchy(
         name="pids",
@@ -1110,6 +1171,9 @@ def test_user_namespace_binds_devices_and_falls_back_for_sysfs(make_spec: Maker)
             "null_mount": mount_at(table, "/dev/null")["fstype"],
             "kmsg": mount_at(table, "/dev/kmsg")["fstype"],
             "sys": mount_at(table, "/sys")["fstype"],
+            "sys_submounts": [
+                m["mountpoint"] for m in table if m["mountpoint"].startswith("/sys/")
+            ],
             "sys_write": write_errno("/sys/kernel/uevent_helper"),
             "uid": os.getuid(),
         }
@@ -1121,6 +1185,8 @@ def test_user_namespace_binds_devices_and_falls_back_for_sysfs(make_spec: Maker)
     assert got["null_mount"] == "devtmpfs"  # the host's node, bind-mounted
     assert got["kmsg"] == "devtmpfs"
     assert got["sys"] == "sysfs"
+    # the host's /sys came along with its submounts: the rbind fallback, not a fresh sysfs
+    assert "/sys/fs/cgroup" in got["sys_submounts"]
     assert got["sys_write"] == errno.EROFS
     assert got["uid"] == 0
 
