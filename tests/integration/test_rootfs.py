@@ -1296,6 +1296,13 @@ def test_plan_rejects_bad_input(make_spec: Maker, config: dict[str, Any], where:
     assert info.value.where == where
 
 
+def test_plan_requires_a_mount_namespace(make_spec: Maker) -> None:
+    spec, bundle = make_spec(linux={"namespaces": [{"type": "pid"}]})
+    with pytest.raises(SpecError) as info:
+        plan_of(spec, bundle)
+    assert info.value.where == "$.linux.namespaces"
+
+
 def test_plan_rejects_missing_rootfs(make_spec: Maker) -> None:
     spec, bundle = make_spec()
     assert spec.root is not None

@@ -607,6 +607,12 @@ def plan_rootfs(
     userns_path = None
     uid_map: IdMap = []
     gid_map: IdMap = []
+    if linux is None or not any(ns.type == "mount" for ns in linux.namespaces or []):
+        # Without one, the mounts below (and "/" becoming rslave) would happen on the host.
+        raise SpecError(
+            "a container with a root filesystem needs a mount namespace",
+            where="$.linux.namespaces",
+        )
     if linux is not None:
         for ns in linux.namespaces or []:
             if ns.type == "user" and ns.path:
