@@ -810,6 +810,17 @@ class CtrForTest:
         """``ctr run [options] ... IMAGE ID CMD...``."""
         return self(*self.run_options(cid, *options), *cmd, **kw)
 
+    def exec_options(self, cid: str, exec_id: str, *options: str) -> list[str]:
+        """``tasks exec [options] --fifo-dir F --exec-id E ID``: append the command."""
+        return ["tasks", "exec", *options, "--fifo-dir", str(self.env.fifo_dir),
+                "--exec-id", exec_id, cid]  # fmt: skip
+
+    def exec(
+        self, cid: str, exec_id: str, *cmd: str, **kw: Any
+    ) -> subprocess.CompletedProcess[str]:
+        """``ctr tasks exec ... ID CMD...`` in a running task."""
+        return self(*self.exec_options(cid, exec_id), *cmd, **kw)
+
 
 @pytest.fixture
 def ctr(containerd_env: ContainerdEnv, runtime_name: str) -> Iterator[CtrForTest]:
