@@ -243,19 +243,6 @@ def private_var_namespace(var_tmp: Path) -> Callable[[], None]:
     return setup
 
 
-def run_checked(
-    cmd: list[str], *, env: dict[str, str] | None = None, timeout: float = 120, **kw: Any
-) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(
-        cmd, env=env, capture_output=True, text=True, timeout=timeout, check=False, **kw
-    )
-    if proc.returncode != 0:
-        raise AssertionError(
-            f"{' '.join(cmd)} exited {proc.returncode}\nstdout: {proc.stdout}\nstderr: {proc.stderr}"
-        )
-    return proc
-
-
 # ------------------------------------------------------------------ Podman
 
 PODMAN = shutil.which("podman") or "/usr/bin/podman"

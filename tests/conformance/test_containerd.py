@@ -12,8 +12,11 @@ started and stopped by the session, see conftest.py). What the shim asks of the 
     R delete <id>            (the shim, after the init exited)
     R delete --force <id>    (``containerd-shim-runc-v2 delete``, run by containerd afterwards)
 
-The shim reads the pid files with ``strconv.Atoi`` (no trailing newline) and, when a verb
-fails, the last ``"level":"error"`` JSON line of ``log.json``.
+The shim reads the pid files with ``strconv.Atoi``: digits only, a trailing newline makes
+the create fail ("failed to retrieve OCI runtime container pid"). When a verb fails it
+parses every line of ``log.json`` as JSON (``time`` must be RFC 3339 if present, or the
+whole error becomes "unable to retrieve OCI runtime error") and reports the ``msg`` of the
+last ``"level":"error"`` line; the runtime's stderr is not shown.
 """
 
 from __future__ import annotations

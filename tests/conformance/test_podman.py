@@ -6,13 +6,18 @@ isolation). What Podman asks of the runtime (argv logged by the wrapper)::
     conmon:  --log-format=json --log <userdata>/oci-log create --bundle <userdata>
              --pid-file <userdata>/pidfile [--console-socket /tmp/conmon-term.XXXXXX] <id>
     podman:  start <id> | kill <id> <signal number> | pause <id> | resume <id>
-             | delete --force <id>
+             | update --resources=<tmp file> <id> | delete --force <id> | --version (podman info)
     conmon:  --log-format=json --log <exec dir>/oci-log exec --pid-file <exec dir>/exec_pid
              --process <exec dir>/exec-process-N --detach [--tty --console-socket S] <id>
 
-On a failed create/exec Podman reads the ``--log`` file as one JSON object
-``{"level":"error","msg":...}`` and maps the message: "no such file or
-directory" / "executable file not found" -> exit 127, "permission denied" -> 126.
+On a failed create/exec, conmon forwards the runtime's stderr and Podman reads the
+``--log`` file: if the whole file parses as ONE JSON object ``{"level":"error","msg":...}``
+its ``msg`` wins, otherwise the stderr text is used (two JSON lines, or a text line, with
+an empty stderr give "container create failed (no logs from conmon)"). The message is
+then mapped: "no such file or directory" / "executable file not found" -> exit 127,
+"permission denied" -> 126, anything else -> 126. So: nothing in the log on success,
+one error line on failure, and the same message on stderr. conmon accepts a pid file
+with or without a trailing newline.
 """
 
 from __future__ import annotations
