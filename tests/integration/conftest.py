@@ -47,10 +47,10 @@ def cgroup_parent() -> Iterator[str]:
 
 
 @pytest.fixture
-def bundle(make_bundle, cgroup_parent, cid):  # type: ignore[no-untyped-def]
+def bundle(make_bundle, cgroup_parent, cid):
     """``bundle(args, terminal=False, **config)``: a busybox bundle whose cgroup is ours."""
 
-    def make(args=None, *, terminal=False, linux=None, **config):  # type: ignore[no-untyped-def]
+    def make(args=None, *, terminal=False, linux=None, **config):
         linux = dict(linux or {})
         linux.setdefault("cgroupsPath", f"{cgroup_parent}/{cid}")
         return make_bundle(args, terminal=terminal, config={"linux": linux, **config})

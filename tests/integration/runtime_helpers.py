@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,6 @@ from typing import Any
 from tests.conftest import VENV_BIN
 
 RUNTIME = str(VENV_BIN / "bulkhead-runtime")
-CGROUP_V1_ROOT = Path("/sys/fs/cgroup")
 
 
 @dataclass
@@ -32,16 +32,29 @@ class RuntimeCLI:
         pass_fds: tuple[int, ...] = (),
     ) -> subprocess.CompletedProcess[str]:
         cmd = [RUNTIME, "--root", str(self.root), *args]
-        proc = subprocess.run(
-            cmd,
-            capture_output=True,
-            input=input.decode() if input is not None else None,
-            text=True,
-            timeout=timeout,
-            env=env,
-            pass_fds=pass_fds,
-            check=False,
-        )
+        # Output goes to files, not pipes: a detached container (create,
+        # run -d) inherits them and would keep a pipe open long after the
+        # runtime exited, as it does for containerd's shim.
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+            completed = subprocess.run(
+                cmd,
+                stdin=subprocess.DEVNULL if input is None else None,
+                stdout=out,
+                stderr=err,
+                input=input,
+                timeout=timeout,
+                env=env,
+                pass_fds=pass_fds,
+                check=False,
+            )
+            out.seek(0)
+            err.seek(0)
+            proc = subprocess.CompletedProcess(
+                cmd,
+                completed.returncode,
+                out.read().decode(errors="replace"),
+                err.read().decode(errors="replace"),
+            )
         if check and proc.returncode != 0:
             raise AssertionError(
                 f"{' '.join(cmd)} exited {proc.returncode}\nstdout: {proc.stdout}\nstderr: {proc.stderr}"
@@ -49,7 +62,8 @@ class RuntimeCLI:
         return proc
 
     def state(self, cid: str) -> dict[str, Any]:
-        return json.loads(self("state", cid).stdout)
+        doc: dict[str, Any] = json.loads(self("state", cid).stdout)
+        return doc
 
     def cleanup(self) -> None:
         proc = self("list", "-q", check=False)
@@ -60,13 +74,10 @@ class RuntimeCLI:
 
 
 def cgroup_dirs(path: str) -> list[Path]:
-    """Where the v1 hierarchies hold cgroup ``path`` (existing ones only)."""
-    out = []
-    for hierarchy in ("memory", "pids", "cpu,cpuacct", "freezer", "devices", "cpuset", "blkio"):
-        d = CGROUP_V1_ROOT / hierarchy / path.lstrip("/")
-        if d.exists():
-            out.append(d)
-    return out
+    """Where the host's hierarchies hold cgroup ``path`` (existing ones only)."""
+    from bulkhead.cgroups import new_manager
+
+    return [Path(d) for d in new_manager(path).paths().values() if os.path.isdir(d)]
 
 
 def mounts_mentioning(text: str) -> int:

@@ -66,7 +66,7 @@ def test_bad_config_names_the_field(rt, bundle, cid, cgroup_parent, mutate, expe
     spec = json.loads((b / "config.json").read_text())
     mutate(spec)
     (b / "config.json").write_text(json.dumps(spec))
-    before = set()
+    before: set[int] = set()
     proc = rt("create", "--bundle", str(b), cid, check=False)
     assert proc.returncode == 1
     assert expect in one_line_error(proc)

@@ -11,7 +11,7 @@ from pathlib import Path
 from tests.integration.runtime_helpers import RuntimeCLI, alive, cgroup_dirs
 
 
-def wait_status(rt: RuntimeCLI, cid: str, status: str, timeout: float = 10) -> dict:
+def wait_status(rt: RuntimeCLI, cid: str, status: str, timeout: float = 10) -> dict[str, object]:
     deadline = time.monotonic() + timeout
     while True:
         st = rt.state(cid)

@@ -340,7 +340,7 @@ def cmd_ps(args: argparse.Namespace) -> int:
         pid_col = header.index("PID")
     except ValueError:
         raise BulkheadError("couldn't find PID field in ps output") from None
-    wanted = set(pids)
+    wanted: set[int] = set(pids)
     sys.stdout.write(lines[0] + "\n")
     for line in lines[1:]:
         fields = line.split()
@@ -350,7 +350,7 @@ def cmd_ps(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    docs = _runtime(args).list()
+    docs = _runtime(args).list_containers()
     if args.quiet:
         for doc in docs:
             sys.stdout.write(doc["id"] + "\n")
@@ -413,7 +413,10 @@ def cmd_update(args: argparse.Namespace) -> int:
 def cmd_events(args: argparse.Namespace) -> int:
     from bulkhead.runtime.events import events
 
-    return events(_runtime(args), args.container_id, stats_only=args.stats, interval=args.interval)
+    status: int = events(
+        _runtime(args), args.container_id, stats_only=args.stats, interval=args.interval
+    )
+    return status
 
 
 VERBS: dict[str, Callable[[argparse.Namespace], int]] = {

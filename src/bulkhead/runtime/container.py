@@ -407,7 +407,7 @@ class Runtime:
         doc["owner"] = _owner(self.store.dir(st.id))
         return doc
 
-    def list(self) -> list[dict[str, Any]]:
+    def list_containers(self) -> list[dict[str, Any]]:
         out = []
         for cid in self.store.ids():
             try:

@@ -148,7 +148,9 @@ def container_init(ctx: ChildContext, plan: ContainerPlan) -> None:
             f.write(plan.domainname)
     if not plan.no_new_keyring:
         ctx.step = "join-session-keyring"
-        process.join_session_keyring(None, user_namespace=plan.has_new("user") or plan.joins("user"))
+        process.join_session_keyring(
+            None, user_namespace=plan.has_new("user") or plan.joins("user")
+        )
     if plan.rootfs is not None:
         ctx.step = "prepare-rootfs"
         rootfs.prepare_rootfs(plan.rootfs)
@@ -368,7 +370,7 @@ def finish_process(
         from bulkhead.linux import dmz
 
         dmz.exec_through(ctx.dmz_fd, path, proc.args, env)
-    os.execve(path, proc.args, env)
+    os.execve(path, proc.args, dict(e.split("=", 1) for e in env if "=" in e))
 
 
 def _load_seccomp(ctx: ChildContext, proc: ProcessPlan) -> None:
