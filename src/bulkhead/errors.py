@@ -83,6 +83,12 @@ class ExecutableNotFound(StartError):
     exit_code = 127
 
 
+class ExecutableNotRunnable(StartError):
+    """The process's executable exists but may not be executed (exit code 126, as a shell)."""
+
+    exit_code = 126
+
+
 class HookError(BulkheadError):
     """An OCI lifecycle hook failed, or did not finish within its timeout."""
 

@@ -19,8 +19,12 @@ def cid() -> str:
 
 
 @pytest.fixture
-def rt(runtime_root: Path) -> Iterator[RuntimeCLI]:
-    """bulkhead-runtime with its own --root; every container is deleted afterwards."""
+def rt(runtime_root: Path, cgroup_parent: str) -> Iterator[RuntimeCLI]:
+    """bulkhead-runtime with its own --root; every container is deleted afterwards.
+
+    It depends on ``cgroup_parent`` so that its clean-up runs first and the
+    parent's leak check sees what the runtime's ``delete`` left behind.
+    """
     cli = RuntimeCLI(runtime_root)
     yield cli
     cli.cleanup()

@@ -7,9 +7,9 @@ import os
 import socket
 import subprocess
 import threading
+import time
 from pathlib import Path
 
-import pytest
 from tests.integration.runtime_helpers import RUNTIME, RuntimeCLI
 
 
@@ -57,7 +57,7 @@ def test_user_namespace_maps_ids(rt, bundle, cid):
     b = bundle(
         ["sh", "-c", "id -u; cat /proc/self/uid_map /proc/self/gid_map"],
         linux={
-            "namespaces": [{"type": "mount"}, {"type": "pid"}, {"type": "user"}],
+            "namespaces": [{"type": t} for t in ("mount", "pid", "ipc", "uts", "user")],
             "uidMappings": [{"containerID": 0, "hostID": 200000, "size": 1000}],
             "gidMappings": [{"containerID": 0, "hostID": 300000, "size": 1000}],
         },
@@ -72,7 +72,7 @@ def test_time_namespace_offsets(rt, bundle, cid):
     b = bundle(
         ["cat", "/proc/uptime"],
         linux={
-            "namespaces": [{"type": "mount"}, {"type": "pid"}, {"type": "time"}],
+            "namespaces": [{"type": t} for t in ("mount", "pid", "uts", "time")],
             "timeOffsets": {
                 "boottime": {"secs": 86400 * 365, "nanosecs": 0},
                 "monotonic": {"secs": 1000, "nanosecs": 0},
@@ -88,13 +88,18 @@ def test_join_network_namespace_by_path(rt, bundle, cid):
     name = "bh-" + cid
     subprocess.run(["ip", "netns", "add", name], check=True)
     try:
-        subprocess.run(["ip", "-n", name, "link", "add", "bhdummy0", "type", "dummy"], check=True)
+        # veth, not dummy: this kernel has no dummy driver.
+        subprocess.run(
+            ["ip", "-n", name, "link", "add", "bhdummy0", "type", "veth", "peer", "bhdummy1"],
+            check=True,
+        )
         b = bundle(
             ["cat", "/proc/net/dev"],
             linux={
                 "namespaces": [
                     {"type": "mount"},
                     {"type": "pid"},
+                    {"type": "uts"},
                     {"type": "network", "path": f"/run/netns/{name}"},
                 ]
             },
@@ -189,7 +194,8 @@ def test_missing_executable_exit_127(rt, bundle, cid):
     b = bundle(["no-such-program"])
     proc = rt("run", "--bundle", str(b), cid, check=False)
     assert proc.returncode == 127
-    assert 'exec: "no-such-program": executable file not found in $PATH' in proc.stderr
+    # runc's text log escapes the quotes: exec: \"no-such-program\": ...
+    assert 'exec: \\"no-such-program\\": executable file not found in $PATH' in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
     assert rt("list", "-q").stdout == ""
     assert not (rt.root / cid).exists()
@@ -207,7 +213,7 @@ def test_preserve_fds_and_listen_fds(rt, bundle, cid, tmp_path):
     b = bundle(["sh", "-c", "cat <&3; echo $LISTEN_FDS"])
     proc = subprocess.run(
         [RUNTIME, "--root", str(rt.root), "run", "--preserve-fds", "1", "--bundle", str(b), cid],
-        pass_fds=(r,),
+        pass_fds=(r, 3),  # 3 too: subprocess closes fds after preexec_fn
         capture_output=True,
         text=True,
         check=False,
@@ -219,23 +225,42 @@ def test_preserve_fds_and_listen_fds(rt, bundle, cid, tmp_path):
 
 
 def test_exe_is_not_the_host_interpreter_and_not_dumpable_before_exec(rt, bundle, cid):
-    b = bundle(["sleep", "30"])
+    """CVE-2019-5736: until exec the init is non-dumpable, and it execs through a sealed memfd.
+
+    The container has a user namespace (host ids 200000+), so /proc/<pid>
+    files of a dumpable process would belong to uid 200000; a non-dumpable
+    one's belong to root. A program that re-executes /proc/self/exe from inside
+    reaches the sealed trampoline, never the host's Python.
+    """
+    b = bundle(
+        ["sleep", "30"],
+        linux={
+            "namespaces": [{"type": t} for t in ("mount", "pid", "ipc", "uts", "user")],
+            "uidMappings": [{"containerID": 0, "hostID": 200000, "size": 65536}],
+            "gidMappings": [{"containerID": 0, "hostID": 200000, "size": 65536}],
+        },
+    )
     rt("create", "--bundle", str(b), cid)
     pid = rt.state(cid)["pid"]
-    exe = os.readlink(f"/proc/{pid}/exe")
-    # waiting init: still the runtime, but not dumpable
-    status = Path(f"/proc/{pid}/status").read_text()
-    assert "python" in exe or "memfd" in exe
-    with pytest.raises(PermissionError):
-        # a non-dumpable process's exe cannot be opened for writing
-        os.open(f"/proc/{pid}/exe", os.O_WRONLY)
+    assert "python" in os.readlink(f"/proc/{pid}/exe")  # still the runtime, waiting
+    assert os.stat(f"/proc/{pid}/status").st_uid == 0  # non-dumpable
     rt("start", cid)
-    import time
-
-    time.sleep(0.2)
+    deadline = time.monotonic() + 5
+    while "Name:\tsleep" not in Path(f"/proc/{pid}/status").read_text():
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
     assert os.readlink(f"/proc/{pid}/exe") == "/bin/busybox"
-    assert "Name:\tsleep" in Path(f"/proc/{pid}/status").read_text()
-    del status
+    assert os.stat(f"/proc/{pid}/status").st_uid == 200000  # dumpable again after exec
+    rt("delete", "--force", cid)
+
+
+def test_proc_self_exe_does_not_reach_the_runtime(rt, bundle, cid):
+    """An exec'd ``/proc/self/exe`` (the CVE-2019-5736 entry point) is not the host's Python."""
+    b = bundle(["sh", "-c", "sleep 30"])
+    rt("run", "-d", "--bundle", str(b), cid)
+    proc = rt("exec", cid, "/proc/self/exe", "-c", "import os; print(os.getpid())", check=False)
+    assert proc.returncode != 0
+    assert "python" not in proc.stdout.lower()
 
 
 def test_cwd_outside_root_is_refused(rt, bundle, cid):

@@ -232,7 +232,9 @@ class Runtime:
         if _listen_fds():
             proc.env += [f"LISTEN_FDS={_listen_fds()}", "LISTEN_PID=1"]
         linux = spec.linux
-        plan = ContainerPlan(process=proc, no_new_keyring=opts.no_new_keyring)
+        plan = ContainerPlan(
+            process=proc, no_new_keyring=opts.no_new_keyring, keyring_name=f"_ses.{st.id}"
+        )
         plan_namespaces(spec, plan)
         if linux is not None:
             if linux.seccomp is not None:
@@ -267,8 +269,9 @@ class Runtime:
         cg = new_manager(st.cgroup_path)
         cg.create()
         try:
-            if spec.linux is not None and spec.linux.resources is not None:
-                cg.apply(spec.linux.resources)
+            # Always applied, even without resources: the default device rules.
+            resources = spec.linux.resources if spec.linux is not None else None
+            cg.apply(resources, initial=True)
         except BaseException:
             _destroy_cgroup(cg)
             raise
@@ -543,9 +546,6 @@ class Runtime:
                 _kill_and_reap(stage1)
             sync.close_quietly(parent, console_parent)
 
-    def exec_plan(self, container_id: str) -> tuple[Spec, ContainerState]:
-        return self.spec_of(container_id), self.load(container_id)
-
     # ------------------------------------------------------------------ cgroup verbs
 
     def _running_cgroup(
@@ -680,9 +680,11 @@ def _wait_gone(pid: int, start: int, timeout: float = 10.0) -> None:
 
 
 def _destroy_cgroup(cg: CgroupManager) -> None:
+    from bulkhead.errors import CgroupError
+
     try:
         cg.destroy()
-    except OSError:
+    except (OSError, CgroupError):
         pass
 
 

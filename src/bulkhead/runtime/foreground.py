@@ -254,6 +254,7 @@ def process_plan_from_cli(rt: Runtime, args: argparse.Namespace) -> ProcessPlan:
     from bulkhead.runtime.container import _listen_fds
     from bulkhead.runtime.plan import plan_process
 
+    rt.load(args.container_id)  # "container does not exist" before anything else
     spec = rt.spec_of(args.container_id)
     if args.process:
         try:

@@ -25,12 +25,16 @@ no root filesystem work.
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import os
 import select
 import signal
 import socket
 import stat
+import struct
 import sys
+import termios
 from collections.abc import Callable
 from typing import TYPE_CHECKING, NoReturn
 
@@ -96,6 +100,11 @@ def stage1(ctx: ChildContext, plan: ContainerPlan, init: Callable[[ChildContext]
     process.set_dumpable(False)
     ctx.step = "wait-for-cgroup"
     sync.expect(ctx.sock, "go")
+    if plan.rootfs is not None:
+        # Reach the rootfs while we are still the host's root: once in a new
+        # user namespace, a 0700 directory above it may be closed to us.
+        ctx.step = "chdir-rootfs"
+        os.chdir(plan.rootfs.rootfs)
     for kind, path in plan.join_namespaces:
         ctx.step = f"join-{kind}-namespace"
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -149,7 +158,7 @@ def container_init(ctx: ChildContext, plan: ContainerPlan) -> None:
     if not plan.no_new_keyring:
         ctx.step = "join-session-keyring"
         process.join_session_keyring(
-            None, user_namespace=plan.has_new("user") or plan.joins("user")
+            plan.keyring_name, user_namespace=plan.has_new("user") or plan.joins("user")
         )
     if plan.rootfs is not None:
         ctx.step = "prepare-rootfs"
@@ -169,13 +178,14 @@ def container_init(ctx: ChildContext, plan: ContainerPlan) -> None:
         slave = setup_console(ctx, proc)
         if plan.rootfs is not None:
             rootfs.bind_console(slave)
-    if plan.rootfs is not None:
-        ctx.step = "finalize-rootfs"
-        rootfs.finalize_rootfs(plan.rootfs)
+    # Sysctls go in before readonlyPaths (usually /proc/sys) turn read-only.
     for key, value in plan.sysctl.items():
         ctx.step = f"sysctl {key}"
         with open("/proc/sys/" + key.replace(".", "/"), "w") as f:
             f.write(value)
+    if plan.rootfs is not None:
+        ctx.step = "finalize-rootfs"
+        rootfs.finalize_rootfs(plan.rootfs)
     if plan.personality is not None:
         ctx.step = "personality"
         process.set_personality(plan.personality)
@@ -188,10 +198,6 @@ def container_init(ctx: ChildContext, plan: ContainerPlan) -> None:
 
 def setup_console(ctx: ChildContext, proc: ProcessPlan) -> str:
     """Create the container's pty, send its master to the console socket, make it our tty."""
-    import fcntl
-    import struct
-    import termios
-
     master, slave = os.openpty()
     slave_path = os.ttyname(slave)
     if proc.console_size is not None:
@@ -224,6 +230,9 @@ def lookup_executable(proc: ProcessPlan) -> str:
             continue
         if stat.S_ISREG(st.st_mode) and st.st_mode & 0o111:
             return path
+        if "/" in name:
+            # It exists but cannot be executed: a shell's 126, not 127.
+            raise StartError(f'exec: "{name}": permission denied', errno=errno.EACCES)
     if "/" in name:
         raise ExecutableNotFound(f'exec: "{name}": stat {name}: no such file or directory', errno=2)
     raise ExecutableNotFound(f'exec: "{name}": executable file not found in $PATH', errno=2)

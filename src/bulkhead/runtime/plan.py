@@ -85,6 +85,8 @@ class ContainerPlan:
     sysctl: dict[str, str] = field(default_factory=dict)
     rootfs: RootfsPlan | None = None
     no_new_keyring: bool = False
+    #: the session keyring the init joins (runc: ``_ses.<container id>``); None: anonymous
+    keyring_name: str | None = None
     personality: str | None = None
     #: createContainer and startContainer hooks, run by the init itself
     create_container_hooks: list[Any] = field(default_factory=list)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 import socket
 
-from bulkhead.errors import ExecutableNotFound, StartError
+from bulkhead.errors import ExecutableNotFound, ExecutableNotRunnable, StartError
 
 MAX_MESSAGE = 65536
 
@@ -66,6 +66,8 @@ def raise_error(fields: list[str]) -> None:
     step, err, message = ([*fields, "", "0", ""])[:3]
     errno = int(err or 0)
     if step == "lookup-executable":
+        if errno == 13:  # EACCES
+            raise ExecutableNotRunnable(message, step=step, errno=errno)
         raise ExecutableNotFound(message, step=step, errno=errno)
     raise StartError(f"{step}: {message}", step=step, errno=errno or None)
 
