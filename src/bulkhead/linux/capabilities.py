@@ -50,14 +50,12 @@ names nobody knows are a :class:`~bulkhead.errors.SpecError`.
 from __future__ import annotations
 
 import ctypes
-import logging
 from collections.abc import Iterable
-from dataclasses import dataclass
+from typing import NamedTuple
 
+from bulkhead import logs
 from bulkhead.errors import SpecError
 from bulkhead.linux.libc import LIBC, check
-
-log = logging.getLogger(__name__)
 
 #: Every capability name with its number, as in linux/capability.h.
 CAPABILITIES: dict[str, int] = {
@@ -161,8 +159,7 @@ def all_capabilities(last: int | None = None) -> int:
     return (1 << (top + 1)) - 1
 
 
-@dataclass(frozen=True, slots=True)
-class CapabilitySets:
+class CapabilitySets(NamedTuple):
     """The five capability sets of a process, each an integer bitmask (bit n = capability n)."""
 
     bounding: int = 0
@@ -223,10 +220,10 @@ def capability_sets_from_spec(
         ambient=convert("ambient", ambient),
     )
     if ignored:
-        log.warning(
-            "ignoring capabilities the running kernel does not know (cap_last_cap=%d): %s",
-            top,
-            ", ".join(ignored),
+        logs.warning(
+            __name__,
+            "ignoring capabilities the running kernel does not know "
+            f"(cap_last_cap={top}): {', '.join(ignored)}",
         )
     return sets
 

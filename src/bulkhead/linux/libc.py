@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import ctypes
 import os
-import platform
 
 LIBC = ctypes.CDLL(None, use_errno=True)
 
-MACHINE = platform.machine()
+MACHINE = os.uname().machine  # what platform.machine() says, without importing it
 
 # System call numbers we call through syscall(2) because glibc 2.36 has no
 # wrapper for them (pivot_root, the new mount API) or because we want the raw

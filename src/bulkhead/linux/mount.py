@@ -54,7 +54,7 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from bulkhead.linux.libc import LIBC, check, syscall
 
@@ -403,8 +403,7 @@ RECURSIVE_ATTRS: dict[str, tuple[bool, int]] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class MountOptions:
+class MountOptions(NamedTuple):
     """A runtime-spec ``options`` list, sorted into what mount(2) and friends take.
 
     ``flags``        ``MS_*`` flags to pass (``MS_BIND``, ``MS_RDONLY`` ...)

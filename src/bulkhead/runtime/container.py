@@ -24,9 +24,9 @@ import signal
 import socket
 import stat
 import time
-from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 from bulkhead.errors import (
     ContainerNotFound,
@@ -51,8 +51,7 @@ if TYPE_CHECKING:
     from bulkhead.oci.runtime_spec import Spec
 
 
-@dataclass
-class CreateOptions:
+class CreateOptions(msgspec.Struct, kw_only=True):
     """The flags of ``create`` (and ``run``)."""
 
     bundle: str = "."
@@ -63,8 +62,7 @@ class CreateOptions:
     preserve_fds: int = 0
 
 
-@dataclass
-class Started:
+class Started(msgspec.Struct):
     """A container process just born: its pid, and the pty master when we hold it."""
 
     pid: int
@@ -125,8 +123,9 @@ class Runtime:
     def spec_of(self, container_id: str) -> Spec:
         from bulkhead.oci.runtime_spec import decode_spec
 
-        path = self.store.dir(container_id) / "config.json"
-        return decode_spec(path.read_bytes(), str(path))
+        path = os.path.join(self.store.dir(container_id), "config.json")
+        with open(path, "rb") as f:
+            return decode_spec(f.read(), path)
 
     def cgroup(self, st: ContainerState) -> CgroupManager | None:
         if not st.cgroup_path:
@@ -203,7 +202,9 @@ class Runtime:
         try:
             self.store.save(st)
             with open(os.path.join(bundle, "config.json"), "rb") as src:
-                (self.store.dir(container_id) / "config.json").write_bytes(src.read())
+                config = src.read()
+            with open(os.path.join(self.store.dir(container_id), "config.json"), "wb") as dst:
+                dst.write(config)
             plan = self._plan_container(spec, st, opts)
             cg = self._make_cgroup(spec, st)
             self.store.save(st)
@@ -255,7 +256,7 @@ class Runtime:
         st.cgroup_path = _cgroup_path(spec, st.id)
         plan.rootfs = rootfs.plan_rootfs(
             spec,
-            Path(st.bundle),
+            st.bundle,
             no_pivot=opts.no_pivot,
             userns=plan.has_new("user") or plan.joins("user"),
             cgroup_path=st.cgroup_path,
@@ -305,6 +306,7 @@ class Runtime:
             dmz_fd=dmz_fd,
             keep_fds=plan.process.preserve_fds,
         )
+        init.preload(plan)
         init.flush_std()
         stage1 = os.fork()
         if stage1 == 0:
@@ -317,8 +319,6 @@ class Runtime:
         init_pid = 0
         try:
             sync.close_quietly(child, fifo_fd, dmz_fd, console_child)
-            cg.add_pid(stage1)
-            sync.send(parent, "go")
             while True:
                 kind, fields = sync.recv(parent)
                 if kind == "idmap":
@@ -328,6 +328,10 @@ class Runtime:
                     sync.send(parent, "go")
                 elif kind == "pid":
                     init_pid = int(fields[0])
+                    # The init goes on with its namespaces and mounts meanwhile
+                    # (init.wait_in_cgroup).
+                    cg.add_pid(init_pid)
+                    sync.send(parent, "placed")
                     _reap(stage1)
                     stage1 = 0
                 elif kind == "hooks":
@@ -444,7 +448,7 @@ class Runtime:
         except ContainerNotFound:
             # An aborted create may leave a directory without state.json.
             d = self.store.dir(container_id)
-            if d.exists():
+            if os.path.exists(d):
                 self.store.remove(container_id)
             if force:
                 return
@@ -513,6 +517,7 @@ class Runtime:
             child, console_sock=console_child, dmz_fd=dmz_fd, keep_fds=proc.preserve_fds
         )
         cg = self.cgroup(st)
+        init.preload(plan)
         init.flush_std()
         stage1 = os.fork()
         if stage1 == 0:
@@ -525,11 +530,11 @@ class Runtime:
         pid = 0
         try:
             sync.close_quietly(child, dmz_fd, console_child)
-            if cg is not None and cg.exists():
-                cg.add_pid(stage1)
-            sync.send(parent, "go")
             fields = sync.expect(parent, "pid")
             pid = int(fields[0])
+            if cg is not None and cg.exists():
+                cg.add_pid(pid)
+            sync.send(parent, "placed")
             _reap(stage1)
             stage1 = 0
             sync.expect(parent, "ready")
@@ -604,7 +609,8 @@ def _check_lsm(proc: ProcessPlan) -> None:
         )
     if proc.selinux_label:
         try:
-            enabled = "selinux" in Path("/sys/kernel/security/lsm").read_text()
+            with open("/sys/kernel/security/lsm") as f:
+                enabled = "selinux" in f.read()
         except OSError:
             enabled = False
         if not enabled or not os.path.exists("/sys/fs/selinux/enforce"):
@@ -688,9 +694,9 @@ def _destroy_cgroup(cg: CgroupManager) -> None:
         pass
 
 
-def _owner(path: Path) -> str:
+def _owner(path: str) -> str:
     try:
-        uid = path.stat().st_uid
+        uid = os.stat(path).st_uid
     except OSError:
         return ""
     import pwd

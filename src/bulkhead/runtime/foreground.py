@@ -21,7 +21,6 @@ import os
 import select
 import signal
 import sys
-import termios
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -86,6 +85,7 @@ def raw_terminal(fd: int) -> Iterator[None]:
     if not os.isatty(fd):
         yield
         return
+    import termios
     import tty
 
     saved = termios.tcgetattr(fd)
@@ -97,6 +97,8 @@ def raw_terminal(fd: int) -> Iterator[None]:
 
 
 def _copy_winsize(src: int, dst: int) -> None:
+    import termios  # only with a terminal: its import costs milliseconds
+
     with contextlib.suppress(OSError):
         size = fcntl.ioctl(src, termios.TIOCGWINSZ, b"\0" * 8)
         fcntl.ioctl(dst, termios.TIOCSWINSZ, size)

@@ -22,14 +22,11 @@ failures are only logged, as the spec says.
 from __future__ import annotations
 
 import json
-import logging
-import subprocess
 from collections.abc import Sequence
 from typing import Any
 
+from bulkhead import logs
 from bulkhead.errors import HookError
-
-log = logging.getLogger("bulkhead.runtime.hooks")
 
 
 def state_json(
@@ -71,6 +68,8 @@ def run_hook(hook: Any, state: bytes, kind: str) -> None:
     timeout = hook.timeout if hook.timeout else None
     if timeout is not None and timeout <= 0:
         raise HookError(f"{kind} hook {hook.path}: timeout must be positive, got {timeout}")
+    import subprocess  # only when there are hooks: it costs a millisecond at start-up
+
     try:
         proc = subprocess.run(
             args,
@@ -113,4 +112,4 @@ def run_hooks_logged(hooks: Sequence[Any] | None, state: bytes, kind: str) -> No
         try:
             run_hook(hook, state, kind)
         except HookError as exc:
-            log.warning("%s", exc)
+            logs.warning(__name__, str(exc))

@@ -10,9 +10,12 @@ Two processes run here, as in runc's ``nsexec``:
 
 *stage 1*  joins namespaces given by path, creates the user namespace (the
            parent writes its id maps), then creates every other new
-           namespace. ``pid`` and ``time`` namespaces only apply to children,
-           so it forks once more and exits.
-*init*     (PID 1 of a new pid namespace) builds the root filesystem, lets
+           namespace but the cgroup one. ``pid`` and ``time`` namespaces
+           only apply to children, so it forks once more and exits.
+*init*     (PID 1 of a new pid namespace) is moved into the container's
+           cgroup by the parent while it starts to work (it waits for that
+           to be done before it creates the cgroup namespace, forks or
+           execs: :func:`wait_in_cgroup`), builds the root filesystem, lets
            the parent run the createRuntime hooks, pivots into the new root,
            sets up the console, sysctls, user, capabilities and seccomp, tells
            the parent it is ready, waits on ``exec.fifo`` until ``start``,
@@ -26,15 +29,12 @@ no root filesystem work.
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
 import select
 import signal
 import socket
 import stat
-import struct
 import sys
-import termios
 from collections.abc import Callable
 from typing import TYPE_CHECKING, NoReturn
 
@@ -90,6 +90,22 @@ def run_child(ctx: ChildContext, body: Callable[[ChildContext], None]) -> NoRetu
         os._exit(code)
 
 
+def preload(plan: ContainerPlan) -> None:
+    """Import, in the parent before fork, every module the child will need.
+
+    After ``pivot_root`` the host's Python library is out of reach, and an
+    import in the child would also be paid on the container's critical
+    path. Modules only some containers need (the terminal's) are imported
+    only for those, so the others do not pay for them.
+    """
+    if plan.process.terminal:
+        import fcntl  # noqa: F401
+        import struct  # noqa: F401
+        import termios  # noqa: F401
+    if plan.rootfs is not None:
+        from bulkhead.runtime import rootfs  # noqa: F401
+
+
 # --------------------------------------------------------------------------
 # stage 1
 
@@ -98,8 +114,6 @@ def stage1(ctx: ChildContext, plan: ContainerPlan, init: Callable[[ChildContext]
     """Enter or create the namespaces, then fork the process that runs ``init``."""
     ctx.step = "set-non-dumpable"
     process.set_dumpable(False)
-    ctx.step = "wait-for-cgroup"
-    sync.expect(ctx.sock, "go")
     if plan.rootfs is not None:
         # Reach the rootfs while we are still the host's root: once in a new
         # user namespace, a 0700 directory above it may be closed to us.
@@ -124,6 +138,8 @@ def stage1(ctx: ChildContext, plan: ContainerPlan, init: Callable[[ChildContext]
         ctx.step = "become-root-in-user-namespace"
         os.setresgid(0, 0, 0)
         os.setresuid(0, 0, 0)
+    # The cgroup namespace waits for the init, once it is in its cgroup.
+    flags &= ~namespaces.CLONE_NEWCGROUP
     if flags:
         ctx.step = "unshare-namespaces"
         namespaces.unshare(flags)
@@ -137,6 +153,22 @@ def stage1(ctx: ChildContext, plan: ContainerPlan, init: Callable[[ChildContext]
     sync.send(ctx.sock, "pid", pid)
 
 
+def wait_in_cgroup(ctx: ChildContext, plan: ContainerPlan | None = None) -> None:
+    """Wait until the parent has moved us into the container's cgroup.
+
+    The parent does that (one write per hierarchy, the first of which waits
+    for an RCU grace period: milliseconds) while we work on the namespaces
+    and mounts, so it costs a start nothing. What must not happen outside
+    the cgroup waits here: a new cgroup namespace (its root is the cgroup
+    we are in when it is made), any fork (hooks), and the user's program.
+    """
+    ctx.step = "wait-for-cgroup"
+    sync.expect(ctx.sock, "placed")
+    if plan is not None and plan.has_new("cgroup"):
+        ctx.step = "unshare-cgroup-namespace"
+        namespaces.unshare(namespaces.CLONE_NEWCGROUP)
+
+
 # --------------------------------------------------------------------------
 # the container's init
 
@@ -146,6 +178,8 @@ def container_init(ctx: ChildContext, plan: ContainerPlan) -> None:
     from bulkhead.runtime import rootfs
 
     proc = plan.process
+    if plan.has_new("cgroup"):
+        wait_in_cgroup(ctx, plan)  # the cgroup mounts need the namespace
     ctx.step = "setsid"
     os.setsid()
     if plan.hostname is not None:
@@ -163,6 +197,8 @@ def container_init(ctx: ChildContext, plan: ContainerPlan) -> None:
     if plan.rootfs is not None:
         ctx.step = "prepare-rootfs"
         rootfs.prepare_rootfs(plan.rootfs)
+    if not plan.has_new("cgroup"):
+        wait_in_cgroup(ctx)
     ctx.step = "createRuntime-hooks"
     sync.send(ctx.sock, "hooks")
     fields = sync.expect(ctx.sock, "go")
@@ -198,6 +234,10 @@ def container_init(ctx: ChildContext, plan: ContainerPlan) -> None:
 
 def setup_console(ctx: ChildContext, proc: ProcessPlan) -> str:
     """Create the container's pty, send its master to the console socket, make it our tty."""
+    import fcntl  # imported by preload() before fork: no module can be found after pivot_root
+    import struct
+    import termios
+
     master, slave = os.openpty()
     slave_path = os.ttyname(slave)
     if proc.console_size is not None:
@@ -428,6 +468,7 @@ def _run_hooks_in_container(ctx: ChildContext, hooks: list[object], status: str)
 
 def exec_child(ctx: ChildContext, proc: ProcessPlan) -> None:
     """The process of ``exec``, once inside every namespace of the container."""
+    wait_in_cgroup(ctx)
     if proc.terminal:
         ctx.step = "setsid"
         os.setsid()

@@ -15,8 +15,9 @@ in interesting ways.
 from __future__ import annotations
 
 import resource
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 from bulkhead.errors import SpecError
 from bulkhead.linux.namespaces import NAMESPACES
@@ -32,8 +33,7 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 IdMap = list[tuple[int, int, int]]
 
 
-@dataclass
-class ProcessPlan:
+class ProcessPlan(msgspec.Struct):
     """The last steps of a container process before it becomes the user's program."""
 
     args: list[str]
@@ -41,10 +41,10 @@ class ProcessPlan:
     cwd: str
     uid: int = 0
     gid: int = 0
-    additional_gids: list[int] = field(default_factory=list)
+    additional_gids: list[int] = []
     umask: int | None = None
     #: (resource number, soft, hard)
-    rlimits: list[tuple[int, int, int]] = field(default_factory=list)
+    rlimits: list[tuple[int, int, int]] = []
     capabilities: CapabilitySets | None = None
     no_new_privileges: bool = False
     seccomp: CompiledFilter | None = None
@@ -67,30 +67,29 @@ class ProcessPlan:
         return DEFAULT_PATH
 
 
-@dataclass
-class ContainerPlan:
+class ContainerPlan(msgspec.Struct):
     """What a container's init does, in order, from fork to exec."""
 
     process: ProcessPlan
     #: CLONE_* flags of the namespaces to create
     new_namespaces: int = 0
     #: (runtime-spec type, path) of namespaces to join, in join order
-    join_namespaces: list[tuple[str, str]] = field(default_factory=list)
-    uid_map: IdMap = field(default_factory=list)
-    gid_map: IdMap = field(default_factory=list)
+    join_namespaces: list[tuple[str, str]] = []
+    uid_map: IdMap = []
+    gid_map: IdMap = []
     #: clock name -> (seconds, nanoseconds)
-    time_offsets: dict[str, tuple[int, int]] = field(default_factory=dict)
+    time_offsets: dict[str, tuple[int, int]] = {}
     hostname: str | None = None
     domainname: str | None = None
-    sysctl: dict[str, str] = field(default_factory=dict)
+    sysctl: dict[str, str] = {}
     rootfs: RootfsPlan | None = None
     no_new_keyring: bool = False
     #: the session keyring the init joins (runc: ``_ses.<container id>``); None: anonymous
     keyring_name: str | None = None
     personality: str | None = None
     #: createContainer and startContainer hooks, run by the init itself
-    create_container_hooks: list[Any] = field(default_factory=list)
-    start_container_hooks: list[Any] = field(default_factory=list)
+    create_container_hooks: list[Any] = []
+    start_container_hooks: list[Any] = []
 
     def has_new(self, kind: str) -> bool:
         return bool(self.new_namespaces & NAMESPACES[kind][0])

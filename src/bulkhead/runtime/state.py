@@ -22,19 +22,18 @@ after the process that created the container is gone:
 
 from __future__ import annotations
 
-import datetime
 import os
-import re
-from pathlib import Path
+import time
 
 import msgspec
 
 from bulkhead.errors import ContainerExists, ContainerNotFound, InvalidContainerId
+from bulkhead.oci.state import rfc3339_nano
 
 DEFAULT_ROOT = "/run/bulkhead-runtime"
 
 # runc's rule: ^[\w+-\.]+$ (the class holds the range '+'..'.', i.e. + , - .)
-_ID_RE = re.compile(r"^[A-Za-z0-9_+,\-.]+$")
+_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_+,-.")
 _ID_MAX = 1024
 
 
@@ -68,15 +67,14 @@ def validate_id(container_id: str) -> None:
         not container_id
         or len(container_id) > _ID_MAX
         or container_id in (".", "..")
-        or not _ID_RE.match(container_id)
+        or not _ID_CHARS.issuperset(container_id)
     ):
         raise InvalidContainerId(f"invalid container id format: {container_id!r}")
 
 
 def now_rfc3339() -> str:
     """The current UTC time in RFC 3339 with nanoseconds, as runc's ``created``."""
-    ns = datetime.datetime.now(datetime.UTC)
-    return ns.strftime("%Y-%m-%dT%H:%M:%S.%f") + "000Z"
+    return rfc3339_nano(time.time_ns())
 
 
 def proc_start_time(pid: int) -> int | None:
@@ -97,21 +95,21 @@ class StateStore:
     """The runtime's root directory: one sub-directory per container."""
 
     def __init__(self, root: str | os.PathLike[str] = DEFAULT_ROOT) -> None:
-        self.root = Path(root)
+        self.root = os.fspath(root)
 
-    def dir(self, container_id: str) -> Path:
-        return self.root / container_id
+    def dir(self, container_id: str) -> str:
+        return os.path.join(self.root, container_id)
 
-    def fifo(self, container_id: str) -> Path:
-        return self.root / container_id / "exec.fifo"
+    def fifo(self, container_id: str) -> str:
+        return os.path.join(self.root, container_id, "exec.fifo")
 
-    def reserve(self, container_id: str) -> Path:
+    def reserve(self, container_id: str) -> str:
         """Create the container's directory, failing if the id is taken."""
         validate_id(container_id)
-        self.root.mkdir(mode=0o711, parents=True, exist_ok=True)
+        os.makedirs(self.root, mode=0o711, exist_ok=True)
         path = self.dir(container_id)
         try:
-            path.mkdir(mode=0o711)
+            os.mkdir(path, mode=0o711)
         except FileExistsError:
             raise ContainerExists(f"container with id exists: {container_id}") from None
         return path
@@ -119,18 +117,19 @@ class StateStore:
     def save(self, state: ContainerState) -> None:
         """Write state.json atomically (write a temporary file, then rename)."""
         path = self.dir(state.id)
-        tmp = path / ".state.json.tmp"
+        tmp = os.path.join(path, ".state.json.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
             os.write(fd, msgspec.json.encode(state))
         finally:
             os.close(fd)
-        os.rename(tmp, path / "state.json")
+        os.rename(tmp, os.path.join(path, "state.json"))
 
     def load(self, container_id: str) -> ContainerState:
         validate_id(container_id)
         try:
-            data = (self.dir(container_id) / "state.json").read_bytes()
+            with open(os.path.join(self.dir(container_id), "state.json"), "rb") as f:
+                data = f.read()
         except FileNotFoundError:
             raise ContainerNotFound(f"container does not exist: {container_id}") from None
         return msgspec.json.decode(data, type=ContainerState)
@@ -140,13 +139,13 @@ class StateStore:
             names = os.listdir(self.root)
         except FileNotFoundError:
             return []
-        return sorted(n for n in names if (self.root / n / "state.json").exists())
+        return sorted(n for n in names if os.path.exists(os.path.join(self.root, n, "state.json")))
 
     def remove(self, container_id: str) -> None:
         path = self.dir(container_id)
         for name in ("state.json", "config.json", "exec.fifo", ".state.json.tmp"):
             try:
-                os.unlink(path / name)
+                os.unlink(os.path.join(path, name))
             except FileNotFoundError:
                 pass
         import shutil
@@ -173,7 +172,7 @@ def status(store: StateStore, state: ContainerState, frozen: bool | None = None)
         return "stopped"
     if not is_alive(state.pid, state.pid_start):
         return "stopped"
-    if store.fifo(state.id).exists():
+    if os.path.exists(store.fifo(state.id)):
         return "created"
     if frozen:
         return "paused"
