@@ -377,8 +377,17 @@ def test_other_platforms_round_trip() -> None:
     doc = {"ociVersion": "1.3.0", **copy.deepcopy(OTHER_PLATFORMS)}
     spec, again = roundtrip(doc)
     assert again == doc
-    assert spec.windows is not None and spec.windows.credential_spec == {"any": ["json", 1]}
-    assert spec.vm is not None and spec.vm.hwconfig is not None
+    windows = rs.platform_section(spec, rs.Windows)
+    assert windows is not None and windows.credential_spec == {"any": ["json", 1]}
+    vm = rs.platform_section(spec, rs.VM)
+    assert vm is not None and vm.hwconfig is not None
+
+
+def test_other_platform_sections_are_checked_with_their_path() -> None:
+    doc = {"ociVersion": "1.2.0", "windows": {"layerFolders": [1]}}
+    with pytest.raises(SpecError) as info:
+        rs.decode_spec(json.dumps(doc).encode())
+    assert "$.windows.layerFolders[0]" in str(info.value)
 
 
 def test_explicit_false_and_empty_values_survive() -> None:
