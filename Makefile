@@ -39,6 +39,9 @@ $(STATE): pyproject.toml
 	fi
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -e '.[dev]'
+	# Bytecode now, so that no container start pays for compiling (and a
+	# PYTHONDONTWRITEBYTECODE environment does not make every start pay).
+	$(PY) -m compileall -q src
 	touch $(STATE)
 
 deps: $(STATE)
