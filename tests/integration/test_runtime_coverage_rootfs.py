@@ -219,7 +219,7 @@ def test_cgroup_v1_mount_with_and_without_cgroup_namespace(rt, bundle, cid, cgro
 @pytest.fixture
 def shared_dir(tmp_path, host_mounts) -> Path:
     """A directory of ours that is a shared mount on the host."""
-    d = tmp_path / "shared"
+    d: Path = tmp_path / "shared"
     (d / "sub").mkdir(parents=True)
     host_mounts("--bind", str(d), str(d))
     host_mounts("--make-rshared", str(d))
@@ -231,7 +231,7 @@ def container_mountinfo(pid: int) -> dict[str, dict[str, Any]]:
 
 
 def test_bind_mount_propagation_flags(rt, bundle, cid, shared_dir, host_mounts):
-    mounts = [{"destination": "/proc", "type": "proc", "source": "proc"}]
+    mounts: list[dict[str, Any]] = [{"destination": "/proc", "type": "proc", "source": "proc"}]
     for name, prop in (("s", "rshared"), ("l", "rslave"), ("p", "rprivate")):
         mounts.append(
             {
