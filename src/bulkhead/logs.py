@@ -1,4 +1,4 @@
-"""Warnings from library code, without importing :mod:`logging` at start-up.
+"""Warnings and debug notes from library code, without importing :mod:`logging` at start-up.
 
 ``import logging`` costs the runtime's CLI about 10 ms, a tenth of a
 container start, so the modules on the start path do not import it. They
@@ -39,3 +39,13 @@ def warning(logger_name: str, message: str) -> None:
         logging.getLogger(logger_name).warning("%s", message)
         return
     sys.stderr.write(f"warning: {message}\n")
+
+
+def debug(logger_name: str, message: str) -> None:
+    """Report ``message`` at debug level (shown by ``bulkhead-runtime --debug``)."""
+    if _sink is not None:
+        _sink("debug", message)
+        return
+    logging = sys.modules.get("logging")
+    if logging is not None:
+        logging.getLogger(logger_name).debug("%s", message)

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from bulkhead import logs
 from bulkhead.errors import (
     ContainerNotFound,
     SpecError,
@@ -187,6 +188,7 @@ class Runtime:
             )
 
         self.store.reserve(container_id)
+        logs.debug(__name__, f"container {container_id}: bundle {bundle}, rootfs {rootfs}")
         me = os.getpid()
         st = ContainerState(
             id=container_id,
@@ -208,6 +210,7 @@ class Runtime:
             plan = self._plan_container(spec, st, opts)
             cg = self._make_cgroup(spec, st)
             self.store.save(st)
+            logs.debug(__name__, f"container {container_id}: cgroup {st.cgroup_path}")
             launched = self._launch(spec, st, plan, cg, opts, hold_console)
             st.pid = launched.pid
             st.pid_start = proc_start_time(launched.pid) or 0
@@ -332,6 +335,7 @@ class Runtime:
                     # (init.wait_in_cgroup).
                     cg.add_pid(init_pid)
                     sync.send(parent, "placed")
+                    logs.debug(__name__, f"container {st.id}: init is pid {init_pid}")
                     _reap(stage1)
                     stage1 = 0
                 elif kind == "hooks":
@@ -341,6 +345,7 @@ class Runtime:
                         hooks.run_hooks(spec.hooks.create_runtime, state, "createRuntime")
                     sync.send(parent, "go", state.decode())
                 elif kind == "ready":
+                    logs.debug(__name__, f"container {st.id}: init ready, waiting for start")
                     break
                 elif kind == "error":
                     sync.raise_error(fields)
@@ -384,6 +389,7 @@ class Runtime:
         try:
             os.unlink(fifo)
             os.write(fd, b"0")
+            logs.debug(__name__, f"container {container_id}: started")
         finally:
             os.close(fd)
         if spec.hooks is not None and spec.hooks.poststart:
@@ -469,6 +475,7 @@ class Runtime:
                     pass
                 _wait_gone(st.pid, st.pid_start)
         self._destroy(st, cg)
+        logs.debug(__name__, f"container {container_id}: deleted")
 
     def _destroy(self, st: ContainerState, cg: CgroupManager | None) -> None:
         if cg is not None:
