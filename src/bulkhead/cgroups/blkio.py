@@ -21,7 +21,8 @@ Statistics come from ``blkio.throttle.io_service_bytes_recursive`` and
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import errno
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 from bulkhead.cgroups import fs
@@ -50,6 +51,29 @@ def weight_to_io_weight(weight: int) -> int:
 
 def _weight(value: object, field: str) -> int:
     return need_range(value, field, WEIGHT_MIN, WEIGHT_MAX)
+
+
+def _explain(
+    device: str, weight: bool = False, iocost: bool = False
+) -> Callable[[OSError], str | None]:
+    """Say what the kernel's ENODEV, or EOPNOTSUPP on a per-device ``weight``, means.
+
+    ``iocost``: the write went to v2's ``io.weight``, which the iocost
+    controller serves (it also takes per-device weights once enabled).
+    """
+
+    def explain(exc: OSError) -> str | None:
+        if exc.errno == errno.ENODEV:
+            return f"no block device {device} on this host (see /sys/dev/block)"
+        if exc.errno == errno.EOPNOTSUPP and weight:
+            return (
+                f"device {device} does not weight I/O per cgroup: per-device weights need "
+                f"the BFQ I/O scheduler on it (/sys/dev/block/{device}/queue/scheduler)"
+                + (" or iocost enabled for it (io.cost.qos)" if iocost else "")
+            )
+        return None
+
+    return explain
 
 
 class _Throttle(NamedTuple):
@@ -110,15 +134,26 @@ def plan_v1(bio: BlockIOResources | None, d: str) -> list[Write]:
         if dev.weight:
             w = _weight(dev.weight, f"{field}.weight")
             writes.append(
-                Write(need_weight_file(field) + "weight_device", f"{key} {w}", f"{field}.weight")
+                Write(
+                    need_weight_file(field) + "weight_device",
+                    f"{key} {w}",
+                    f"{field}.weight",
+                    explain=_explain(key, weight=True),
+                )
             )
         if dev.leaf_weight:
             w = _weight(dev.leaf_weight, f"{field}.leafWeight")
             writes.append(
-                Write(f"{d}/blkio.leaf_weight_device", f"{key} {w}", f"{field}.leafWeight")
+                Write(
+                    f"{d}/blkio.leaf_weight_device",
+                    f"{key} {w}",
+                    f"{field}.leafWeight",
+                    explain=_explain(key, weight=True),
+                )
             )
     for t in _throttles(bio):
-        writes.append(Write(f"{d}/blkio.throttle.{t.v1_file}", f"{t.device} {t.rate}", t.field))
+        path = f"{d}/blkio.throttle.{t.v1_file}"
+        writes.append(Write(path, f"{t.device} {t.rate}", t.field, explain=_explain(t.device)))
     return writes
 
 
@@ -143,14 +178,18 @@ def plan_v2(bio: BlockIOResources | None, d: str) -> list[Write]:
             raise CgroupError(f"{field}.leafWeight: cgroup v2 has no leaf weights")
         if dev.weight:
             w = _weight(dev.weight, f"{field}.weight")
+            explain = _explain(key, weight=True, iocost=not bfq)
             if bfq:
-                writes.append(Write(f"{d}/io.bfq.weight", f"{key} {w}", f"{field}.weight"))
+                value = f"{key} {w}"
+                writes.append(
+                    Write(f"{d}/io.bfq.weight", value, f"{field}.weight", explain=explain)
+                )
             else:
                 value = f"{key} {weight_to_io_weight(w)}"
-                writes.append(Write(f"{d}/io.weight", value, f"{field}.weight"))
+                writes.append(Write(f"{d}/io.weight", value, f"{field}.weight", explain=explain))
     for t in _throttles(bio):
         value = f"{t.device} {t.v2_key}={t.rate if t.rate else 'max'}"
-        writes.append(Write(f"{d}/io.max", value, t.field))
+        writes.append(Write(f"{d}/io.max", value, t.field, explain=_explain(t.device)))
     return writes
 
 
