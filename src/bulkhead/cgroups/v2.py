@@ -200,7 +200,27 @@ class V2Manager:
                 raise CgroupError(
                     f"{w.field}: the {ctrl} controller is not enabled for {self._dir} "
                     f"(its parent's cgroup.subtree_control offers: {' '.join(sorted(offered - {'cgroup'})) or 'nothing'})"
+                    + self._why_not_enabled(ctrl)
                 )
+
+    def _why_not_enabled(self, ctrl: str) -> str:
+        """Why the parent could not enable ``ctrl`` for us, when we can tell."""
+        parent = os.path.dirname(self._dir)
+        if parent == self._top:
+            return ""
+        if ctrl not in (fs.read_opt(f"{parent}/cgroup.controllers") or "").split():
+            return f"; {parent} has no {ctrl} controller itself (not delegated to it)"
+        try:
+            busy = fs.read_procs(parent, recursive=False)
+        except OSError:
+            return ""
+        if busy:
+            return (
+                f"; {parent} holds processes, and cgroup v2 lets a cgroup with processes "
+                "enable no domain controllers (memory, io ...) for its children: give a "
+                "cgroupsPath outside it"
+            )
+        return ""
 
     def destroy(self) -> None:
         try:
