@@ -19,15 +19,19 @@ from pathlib import Path
 
 import pytest
 
-from bulkhead.cgroups import CgroupManager, detect, fs, new_manager
+from bulkhead.cgroups import CgroupManager, blkio, detect, fs, hugetlb, new_manager
+from bulkhead.cgroups.stats import UNLIMITED
 from bulkhead.cgroups.v2 import V2Manager
 from bulkhead.errors import CgroupError
 from bulkhead.oci.runtime_spec import (
+    LinuxBlockIO,
     LinuxCPU,
     LinuxHugepageLimit,
     LinuxMemory,
     LinuxPids,
     LinuxResources,
+    LinuxThrottleDevice,
+    LinuxWeightDevice,
 )
 
 ROOT = "/sys/fs/cgroup"
@@ -220,6 +224,12 @@ def test_stats(box: Box) -> None:
     assert s.memory.usage.usage >= 8 << 20
     assert s.memory.raw["anon"] >= 8 << 20
     assert s.cpu.usage.total > 0 and s.cpu.usage.user > 0
+    assert s.memory.usage.max >= 8 << 20  # memory.peak
+    # no swap limit set: memory+swap is unlimited, its use at least the memory's
+    assert s.memory.swap.limit == UNLIMITED
+    assert s.memory.swap.usage >= s.memory.usage.usage
+    assert set(s.hugetlb) == set(hugetlb.host_sizes())
+    assert all(h.usage == 0 for h in s.hugetlb.values())
 
 
 def test_oom_kill_is_reported(box: Box) -> None:
@@ -256,3 +266,175 @@ def test_sigkill_reaches_a_frozen_container(box: Box) -> None:
     assert wait_for(lambda: cg.pids() == [])
     cg.destroy()
     assert not cg.exists()
+
+
+def test_updates_to_unlimited_and_unified_last(box: Box) -> None:
+    cg = box.cg
+    cg.create()
+    d = box.dir
+    cg.apply(
+        LinuxResources(
+            memory=LinuxMemory(limit=64 << 20, swap=128 << 20),
+            cpu=LinuxCPU(quota=20000, period=100000, burst=10000, idle=1),
+            pids=LinuxPids(limit=10),
+        )
+    )
+    assert read(f"{d}/memory.swap.max") == str(64 << 20)
+    assert read(f"{d}/cpu.max.burst") == "10000"
+    assert read(f"{d}/cpu.idle") == "1"
+    # -1 (and pids 0) mean "no limit": max, and no memory limit lifts the swap one too
+    cg.apply(
+        LinuxResources(
+            memory=LinuxMemory(limit=-1),
+            cpu=LinuxCPU(quota=-1, idle=0),
+            pids=LinuxPids(limit=0),
+            unified={"pids.max": "7", "memory.high": "max"},
+        )
+    )
+    assert read(f"{d}/memory.max") == "max"
+    assert read(f"{d}/memory.swap.max") == "max"
+    assert read(f"{d}/cpu.max") == "max 100000"
+    assert read(f"{d}/cpu.idle") == "0"
+    assert read(f"{d}/pids.max") == "7"  # the unified entry is written last: it wins
+    assert read(f"{d}/memory.high") == "max"
+
+
+def test_destroy_refuses_a_busy_cgroup(box: Box) -> None:
+    cg = box.cg
+    cg.create()
+    child = box.spawn_gated("sh", "-c", "read x; exec sleep 1000")
+    cg.add_pid(child.pid)
+    with pytest.raises(CgroupError, match=rf"still busy \(processes left: \[{child.pid}\]\)"):
+        cg.destroy()
+    assert cg.exists()
+    cg.kill_all(signal.SIGKILL)
+    assert child.wait(timeout=30) == -signal.SIGKILL
+    cg.destroy()
+    assert not cg.exists()
+
+
+def test_relative_path_below_a_cgroup_with_processes(box: Box) -> None:
+    """A runtime started in a service cgroup (its own) with a relative cgroupsPath.
+
+    cgroup v2's "no internal processes" rule: a cgroup that holds processes
+    cannot enable domain controllers for its children, so the container's
+    cgroup below it lacks them, and a limit needing one must say why.
+    """
+    service = f"{box.dir}/svc"
+    box.cg.create()
+    os.mkdir(service)
+    code = (
+        "import sys\n"
+        "sys.stdin.readline()\n"
+        "from bulkhead.cgroups import new_manager\n"
+        "from bulkhead.errors import CgroupError\n"
+        "from bulkhead.oci.runtime_spec import LinuxMemory, LinuxPids, LinuxResources\n"
+        "cg = new_manager('ctr')\n"
+        "print(cg.path())\n"
+        "cg.create()\n"
+        "try:\n"
+        "    cg.apply(LinuxResources(pids=LinuxPids(limit=5)))\n"
+        "    print('pids applied')\n"
+        "    cg.apply(LinuxResources(memory=LinuxMemory(limit=64 << 20)))\n"
+        "    print('memory applied')\n"
+        "except CgroupError as exc:\n"
+        "    print(exc)\n"
+        "cg.destroy()\n"
+    )
+    child = box.spawn_gated(sys.executable, "-c", code, stdout=subprocess.PIPE)
+    fs.write(f"{service}/cgroup.procs", str(child.pid))
+    go(child)
+    assert child.stdout is not None
+    out = child.stdout.read().decode().splitlines()
+    assert child.wait(timeout=60) == 0
+    assert out[0] == f"{service}/ctr"
+    # pids (like cpu and cpuset) is a threaded controller, exempt from the rule
+    assert out[1] == "pids applied"
+    assert out[2].startswith("linux.resources.memory.limit: the memory controller is not enabled")
+    assert f"{service} holds processes" in out[2]
+
+
+# ------------------------------------------------------------------ block I/O (io controller)
+
+
+class BlockDevice:
+    def __init__(self, name: str) -> None:
+        self.node = f"/dev/{name}"
+        major, minor = read(f"/sys/block/{name}/dev").split(":")
+        self.major, self.minor = int(major), int(minor)
+        self.key = f"{major}:{minor}"
+
+
+@pytest.fixture(scope="module")
+def nullb() -> Iterator[BlockDevice]:
+    """null_blk's /dev/nullb0: a block device whose I/O costs nothing (the guest has no disk).
+
+    Only reached in the cgroup2 guest (the conftest skips this suite elsewhere).
+    """
+    if not os.path.exists("/sys/block/nullb0"):
+        r = subprocess.run(["modprobe", "null_blk", "nr_devices=1", "gb=1"], capture_output=True)
+        if r.returncode != 0:
+            pytest.skip(f"no null_blk module: {r.stderr.decode().strip()}")
+    assert wait_for(lambda: os.path.exists("/dev/nullb0"), 10)
+    yield BlockDevice("nullb0")
+
+
+def test_io_throttles_weights_and_stats(box: Box, nullb: BlockDevice) -> None:
+    cg = box.cg
+    cg.create()
+    d = box.dir
+    dev = (nullb.major, nullb.minor)
+    cg.apply(
+        LinuxResources(
+            block_io=LinuxBlockIO(
+                weight=500,
+                throttle_read_bps_device=[LinuxThrottleDevice(*dev, rate=64 << 20)],
+                throttle_write_iops_device=[LinuxThrottleDevice(*dev, rate=100)],
+            )
+        )
+    )
+    limits = f"{nullb.key} rbps={64 << 20} wbps=max riops=max wiops=100"
+    assert read(f"{d}/io.max") == limits
+    weight_file = f"{d}/io.bfq.weight" if os.path.exists(f"{d}/io.bfq.weight") else f"{d}/io.weight"
+    want = "500" if weight_file.endswith("bfq.weight") else str(blkio.weight_to_io_weight(500))
+    assert read(weight_file).splitlines()[0] == f"default {want}"
+    # rate 0 removes a throttle
+    cg.apply(
+        LinuxResources(
+            block_io=LinuxBlockIO(throttle_write_iops_device=[LinuxThrottleDevice(*dev, rate=0)])
+        )
+    )
+    assert read(f"{d}/io.max") == f"{nullb.key} rbps={64 << 20} wbps=max riops=max wiops=max"
+    # reads in the cgroup are counted per device
+    child = box.spawn_gated(
+        "sh", "-c", f"read x; dd if={nullb.node} of=/dev/null bs=4096 count=16 iflag=direct"
+    )
+    cg.add_pid(child.pid)
+    go(child)
+    assert child.wait(timeout=60) == 0
+    s = cg.stats().blkio
+    assert [(e.major, e.minor, e.op, e.value) for e in s.io_service_bytes_recursive] == [
+        (*dev, "Read", 16 * 4096),
+        (*dev, "Write", 0),
+    ]
+    assert (*dev, "Read", 16) in [
+        (e.major, e.minor, e.op, e.value) for e in s.io_serviced_recursive
+    ]
+
+
+def test_io_errors_name_the_device_and_the_reason(box: Box, nullb: BlockDevice) -> None:
+    cg = box.cg
+    cg.create()
+    no_such = LinuxThrottleDevice(major=nullb.major, minor=200, rate=1000)
+    with pytest.raises(
+        CgroupError,
+        match=rf"^linux\.resources\.blockIO\.throttleReadBpsDevice\[0\]: no block device {nullb.major}:200 ",
+    ):
+        cg.apply(LinuxResources(block_io=LinuxBlockIO(throttle_read_bps_device=[no_such])))
+    # a per-device weight needs BFQ on that device (or iocost enabled on it)
+    per_device = LinuxWeightDevice(major=nullb.major, minor=nullb.minor, weight=300)
+    with pytest.raises(
+        CgroupError,
+        match=r"^linux\.resources\.blockIO\.weightDevice\[0\]\.weight: .*BFQ",
+    ):
+        cg.apply(LinuxResources(block_io=LinuxBlockIO(weight_device=[per_device])))
