@@ -6,28 +6,48 @@ Podman (through conmon) and Kubernetes can use this runtime in its place::
     bulkhead-runtime [--root DIR] [--log FILE] [--log-format text|json] [--debug]
                      [--systemd-cgroup] VERB [flags] ID ...
 
-Like runc (whose flag parser is Go's), long flags may also be written with
-a single dash (``-bundle``) and with ``=`` (``--bundle=DIR``).
+The grammar is runc's too (Go's ``flag`` package under urfave/cli:
+``-bundle x`` and ``--bundle=x`` alike, flags stop at the first positional
+of ``exec`` and ``ps``, ``--detach=false``): :mod:`bulkhead.runtime.flags`
+parses it from the table :data:`APP` below.
 
 Start-up time matters (``create``/``start``/``delete`` are three fresh
-processes per container): this module imports only what every verb needs;
-each verb imports the rest when it runs.
+processes per container): this module imports only what every verb needs
+(not even ``json``, which imports ``re``); each verb imports the rest when
+it runs.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, NoReturn
 
 from bulkhead import __version__
 from bulkhead.errors import BulkheadError, SpecError
+from bulkhead.runtime.flags import (
+    BOOL,
+    INT,
+    LIST,
+    OPTIONAL,
+    REST,
+    SOME,
+    STRING,
+    App,
+    Arg,
+    Command,
+    Flag,
+    Namespace,
+    UsageError,
+)
 
+# Not ``typing``: on Python 3.11 it imports ``re``. mypy takes any name
+# TYPE_CHECKING as true.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from typing import Any, NoReturn
+
     from bulkhead.runtime.container import Runtime
 
 PROG = "bulkhead-runtime"
@@ -49,12 +69,12 @@ class Logger:
             return
         ts = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         if self.format == "json":
-            line = json.dumps({"level": level, "msg": msg, "time": ts})
+            line = f'{{"level":"{level}","msg":{_quote(msg)},"time":"{ts}"}}'
         else:
-            line = f'time="{ts}" level={level} msg={json.dumps(msg)}'
+            line = f'time="{ts}" level={level} msg={_quote(msg)}'
         if self.path:
             try:
-                with open(self.path, "a") as f:
+                with open(self.path, "a", encoding="utf-8") as f:
                     f.write(line + "\n")
             except OSError:
                 sys.stderr.write(line + "\n")
@@ -72,270 +92,307 @@ class Logger:
 
 LOG = Logger()
 
-
-# ---------------------------------------------------------------------- parser
-
-
-def _id(p: argparse.ArgumentParser) -> None:
-    p.add_argument("container_id", metavar="<container-id>")
-
-
-def _create_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--bundle", "-b", default=".", help="path to the root of the bundle directory")
-    p.add_argument(
-        "--console-socket", help="path to an AF_UNIX socket which will receive the pty master"
-    )
-    p.add_argument("--pid-file", help="file to write the process id to")
-    p.add_argument(
-        "--no-pivot",
-        action="store_true",
-        help="do not use pivot root to jail process inside rootfs",
-    )
-    p.add_argument(
-        "--no-new-keyring", action="store_true", help="do not create a new session keyring"
-    )
-    p.add_argument("--preserve-fds", type=int, default=0, help="pass N additional file descriptors")
-
-
-#: Global flags that take a value (so the word after them is not the verb).
-_GLOBAL_VALUE_FLAGS = ("log", "log-format", "root", "criu", "rootless")
-
-
-def find_verb(argv: Sequence[str]) -> str | None:
-    """The verb of a command line: the first word that is not a global flag or its value."""
-    skip = False
-    for arg in argv:
-        if skip:
-            skip = False
-            continue
-        if arg == "--":
-            return None
-        if arg.startswith("-"):
-            if "=" not in arg and arg.lstrip("-") in _GLOBAL_VALUE_FLAGS:
-                skip = True
-            continue
-        return arg
-    return None
-
-
-def build_parser(only: str | None = None) -> argparse.ArgumentParser:
-    """The whole command line grammar, or the global flags and just the verb ``only``.
-
-    Building one sub-parser instead of sixteen saves milliseconds of every
-    container start; ``--help`` and unknown verbs get the full parser.
-    """
-    p = argparse.ArgumentParser(prog=PROG, description="runc-compatible OCI runtime of bulkhead")
-    p.add_argument("--version", "-v", action="store_true", help="print the version")
-    p.add_argument("--debug", action="store_true", help="enable debug logging")
-    p.add_argument("--log", default="", help="set the log file to write runtime logs to")
-    p.add_argument("--log-format", default="text", choices=["text", "json"])
-    p.add_argument(
-        "--root",
-        default="/run/bulkhead-runtime",
-        help="root directory for storage of container state",
-    )
-    p.add_argument("--criu", default="criu", help=argparse.SUPPRESS)
-    p.add_argument("--systemd-cgroup", action="store_true", help="use the systemd cgroup driver")
-    p.add_argument(
-        "--rootless", default="auto", help="ignore cgroup permission errors (true, false, auto)"
-    )
-    sub = p.add_subparsers(dest="verb", metavar="COMMAND")
-    if only is not None and only in VERBS:
-        _VERB_PARSERS[only](sub)
-    else:
-        for add in _VERB_PARSERS.values():
-            add(sub)
-    return p
-
-
-_Sub = Any  # argparse's private _SubParsersAction
-
-
-def _add_create(sub: _Sub) -> None:
-    c = sub.add_parser("create", help="create a container")
-    _create_flags(c)
-    _id(c)
-
-
-def _add_run(sub: _Sub) -> None:
-    r = sub.add_parser("run", help="create and run a container")
-    _create_flags(r)
-    r.add_argument(
-        "--detach", "-d", action="store_true", help="detach from the container's process"
-    )
-    r.add_argument("--keep", action="store_true", help="do not delete the container after it exits")
-    _id(r)
-
-
-def _add_start(sub: _Sub) -> None:
-    _id(sub.add_parser("start", help="start a created container"))
-
-
-def _add_state(sub: _Sub) -> None:
-    _id(sub.add_parser("state", help="output the state of a container"))
-
-
-def _add_kill(sub: _Sub) -> None:
-    k = sub.add_parser("kill", help="send a signal to the container's init process")
-    k.add_argument(
-        "--all", "-a", action="store_true", help="send the signal to all processes in the container"
-    )
-    _id(k)
-    k.add_argument("signal", nargs="?", default="SIGTERM")
-
-
-def _add_delete(sub: _Sub) -> None:
-    d = sub.add_parser("delete", help="delete a container")
-    d.add_argument(
-        "--force", "-f", action="store_true", help="kill the container first if it is running"
-    )
-    d.add_argument("container_ids", nargs="+", metavar="<container-id>")
-
-
-def _add_exec(sub: _Sub) -> None:
-    e = sub.add_parser("exec", help="execute a new process inside the container")
-    e.add_argument("--console-socket")
-    e.add_argument("--cwd", default="")
-    e.add_argument("--env", "-e", action="append", default=[])
-    e.add_argument("--tty", "-t", action="store_true")
-    e.add_argument("--user", "-u", default="")
-    e.add_argument("--additional-gids", "-g", action="append", default=[])
-    e.add_argument("--process", "-p", default="")
-    e.add_argument("--detach", "-d", action="store_true")
-    e.add_argument("--pid-file")
-    e.add_argument("--process-label", default="")
-    e.add_argument("--apparmor", default="")
-    e.add_argument("--no-new-privs", action="store_true")
-    e.add_argument("--cap", "-c", action="append", default=[])
-    e.add_argument("--preserve-fds", type=int, default=0)
-    e.add_argument("--cgroup", action="append", default=[], help=argparse.SUPPRESS)
-    e.add_argument("--ignore-paused", action="store_true", help=argparse.SUPPRESS)
-    _id(e)
-    e.add_argument("command", nargs=argparse.REMAINDER)
-
-
-def _add_ps(sub: _Sub) -> None:
-    ps = sub.add_parser("ps", help="list the processes running inside a container")
-    ps.add_argument("--format", "-f", default="table", choices=["table", "json"])
-    _id(ps)
-    ps.add_argument("ps_args", nargs=argparse.REMAINDER)
-
-
-def _add_list(sub: _Sub) -> None:
-    ls = sub.add_parser("list", help="list containers")
-    ls.add_argument("--format", "-f", default="table", choices=["table", "json"])
-    ls.add_argument("--quiet", "-q", action="store_true")
-
-
-def _add_spec(sub: _Sub) -> None:
-    sp = sub.add_parser("spec", help="create a new specification file")
-    sp.add_argument("--bundle", "-b", default="")
-    sp.add_argument("--rootless", action="store_true")
-
-
-def _add_features(sub: _Sub) -> None:
-    sub.add_parser("features", help="show the enabled features")
-
-
-def _add_pause(sub: _Sub) -> None:
-    _id(sub.add_parser("pause", help="pause all processes in the container"))
-
-
-def _add_resume(sub: _Sub) -> None:
-    _id(sub.add_parser("resume", help="resume all processes in the container"))
-
-
-def _add_update(sub: _Sub) -> None:
-    u = sub.add_parser("update", help="update container resource constraints")
-    u.add_argument("--resources", "-r", default="")
-    for flag in (
-        "blkio-weight",
-        "cpu-period",
-        "cpu-quota",
-        "cpu-share",
-        "cpu-rt-period",
-        "cpu-rt-runtime",
-        "cpuset-cpus",
-        "cpuset-mems",
-        "kernel-memory",
-        "kernel-memory-tcp",
-        "memory",
-        "memory-reservation",
-        "memory-swap",
-        "pids-limit",
-        "l3-cache-schema",
-        "mem-bw-schema",
-        "cpu-idle",
-        "cpu-burst",
-    ):
-        u.add_argument("--" + flag, default=None)
-    _id(u)
-
-
-def _add_events(sub: _Sub) -> None:
-    ev = sub.add_parser(
-        "events", help="display container events such as OOM notifications and stats"
-    )
-    ev.add_argument("--interval", default="5s")
-    ev.add_argument("--stats", action="store_true")
-    _id(ev)
-
-
-_VERB_PARSERS: dict[str, Callable[[_Sub], None]] = {
-    "create": _add_create,
-    "run": _add_run,
-    "start": _add_start,
-    "state": _add_state,
-    "kill": _add_kill,
-    "delete": _add_delete,
-    "exec": _add_exec,
-    "ps": _add_ps,
-    "list": _add_list,
-    "spec": _add_spec,
-    "features": _add_features,
-    "pause": _add_pause,
-    "resume": _add_resume,
-    "update": _add_update,
-    "events": _add_events,
+_ESCAPES = {
+    '"': '\\"',
+    "\\": "\\\\",
+    "\n": "\\n",
+    "\r": "\\r",
+    "\t": "\\t",
+    "\b": "\\b",
+    "\f": "\\f",
 }
 
 
-def normalize_argv(argv: Sequence[str], parser: argparse.ArgumentParser) -> list[str]:
-    """Accept Go-style single-dash long flags (``-bundle x``) as runc does."""
-    names: set[str] = set()
-    stack = [parser]
-    while stack:
-        cur = stack.pop()
-        for action in cur._actions:
-            names.update(o[2:] for o in action.option_strings if o.startswith("--"))
-            if isinstance(action, argparse._SubParsersAction):
-                stack.extend(action.choices.values())
+def _quote(text: str) -> str:
+    """``text`` as a JSON string literal: logrus's quoting in either format, near enough.
+
+    (Not ``json.dumps``: ``json`` imports ``re``, milliseconds of every start.)
+    """
     out = []
-    passthrough = False
-    for arg in argv:
-        if passthrough:
-            out.append(arg)
-            continue
-        if arg.startswith("-") and not arg.startswith("--") and len(arg) > 2:
-            name = arg[1:].split("=", 1)[0]
-            if name in names:
-                arg = "-" + arg
-        out.append(arg)
-        if arg == "--":
-            passthrough = True
-    return out
+    for ch in text:
+        esc = _ESCAPES.get(ch)
+        if esc is None and (ch < " " or "\ud800" <= ch <= "\udfff"):
+            esc = f"\\u{ord(ch):04x}"
+        out.append(esc or ch)
+    return '"' + "".join(out) + '"'
+
+
+# ---------------------------------------------------------------------- parser
+
+#: The flags of ``create`` and ``run``.
+_CREATE_FLAGS = (
+    Flag(
+        "bundle, b",
+        STRING,
+        ".",
+        "path to the root of the bundle directory, defaults to the current directory",
+    ),
+    Flag(
+        "console-socket",
+        help="path to an AF_UNIX socket which will receive a file descriptor referencing"
+        " the master end of the console's pseudoterminal",
+    ),
+    Flag("pid-file", help="specify the file to write the process id to"),
+    Flag("no-pivot", BOOL, help="do not use pivot root to jail process inside rootfs"),
+    Flag("no-new-keyring", BOOL, help="do not create a new session keyring for the container"),
+    Flag(
+        "preserve-fds",
+        INT,
+        0,
+        "Pass N additional file descriptors to the container (stdio + $LISTEN_FDS + N in total)",
+    ),
+)
+
+_ID = Arg("container_id")
+_FORMAT = Flag(
+    "format, f",
+    STRING,
+    "table",
+    "select one of: table or json",
+    choices=("table", "json"),
+    invalid="invalid format option",
+)
+
+#: ``update``'s resource flags: strings (None: not given), parsed by :mod:`.update`.
+_UPDATE_FLAGS = (
+    ("blkio-weight", "Specifies per cgroup weight, range is from 10 to 1000"),
+    ("cpu-period", "CPU CFS period to be used for hardcapping (in usecs). 0 to use system default"),
+    ("cpu-quota", "CPU CFS hardcap limit (in usecs). Allowed cpu time in a given period"),
+    ("cpu-share", "CPU shares (relative weight vs. other containers)"),
+    ("cpu-rt-period", "CPU realtime period to be used for hardcapping (in usecs)"),
+    ("cpu-rt-runtime", "CPU realtime hardcap limit (in usecs). Allowed cpu time in a given period"),
+    ("cpuset-cpus", "CPU(s) to use"),
+    ("cpuset-mems", "Memory node(s) to use"),
+    ("kernel-memory", "Kernel memory limit (in bytes)"),
+    ("kernel-memory-tcp", "Kernel memory limit for tcp buffer (in bytes)"),
+    ("memory", "Memory limit (in bytes)"),
+    ("memory-reservation", "Memory reservation or soft_limit (in bytes)"),
+    ("memory-swap", "Total memory usage (memory + swap); set '-1' to enable unlimited swap"),
+    ("pids-limit", "Maximum number of pids allowed in the container"),
+    ("l3-cache-schema", "The string of Intel RDT/CAT L3 cache schema"),
+    ("mem-bw-schema", "The string of Intel RDT/MBA memory bandwidth schema"),
+    ("cpu-idle", "set cgroup SCHED_IDLE or not, 0: default behavior, 1: SCHED_IDLE"),
+    ("cpu-burst", "CPU CFS hardcap burst limit (in usecs). Allowed accumulated cpu time"),
+)
+
+#: The whole command line: runc's verbs, flags, defaults and argument counts.
+APP = App(
+    PROG,
+    "runc-compatible OCI runtime of bulkhead",
+    __version__,
+    flags=(
+        Flag("debug", BOOL, help="enable debug logging"),
+        Flag(
+            "log",
+            STRING,
+            "",
+            "set the log file to write runtime logs to (default is '/dev/stderr')",
+        ),
+        Flag(
+            "log-format",
+            STRING,
+            "text",
+            "set the log format ('text' (default), or 'json')",
+            choices=("text", "json", ""),
+            invalid="invalid log-format: {value}",
+        ),
+        Flag(
+            "root",
+            STRING,
+            "/run/bulkhead-runtime",
+            "root directory for storage of container state (this should be located in tmpfs)",
+        ),
+        Flag("criu", STRING, "criu", "path to the criu binary (unused)", hidden=True),
+        Flag(
+            "systemd-cgroup",
+            BOOL,
+            help='enable systemd cgroup support, expects cgroupsPath to be of form "slice:prefix:name"',
+        ),
+        Flag(
+            "rootless",
+            STRING,
+            "auto",
+            "ignore cgroup permission errors ('true', 'false', or 'auto')",
+        ),
+        Flag("version, v", BOOL, help="print the version"),
+    ),
+    commands=(
+        Command("create", "create a container", "<container-id>", _CREATE_FLAGS, (_ID,)),
+        Command(
+            "delete",
+            "delete any resources held by the container",
+            "<container-id>...",
+            (
+                Flag(
+                    "force, f",
+                    BOOL,
+                    help="Forcibly deletes the container if it is still running (uses SIGKILL)",
+                ),
+            ),
+            (Arg("container_ids", SOME),),
+        ),
+        Command(
+            "events",
+            "display container events such as OOM notifications and stats",
+            "<container-id>",
+            (
+                Flag("interval", STRING, "5s", "set the stats collection interval"),
+                Flag("stats", BOOL, help="display the container's stats then exit"),
+            ),
+            (_ID,),
+        ),
+        Command(
+            "exec",
+            "execute new process inside the container",
+            "<container-id> <command> [command options]  || -p process.json <container-id>",
+            (
+                Flag(
+                    "console-socket",
+                    help="path to an AF_UNIX socket which will receive a file descriptor"
+                    " referencing the master end of the console's pseudoterminal",
+                ),
+                Flag("cwd", STRING, "", "current working directory in the container"),
+                Flag("env, e", LIST, help="set environment variables"),
+                Flag("tty, t", BOOL, help="allocate a pseudo-TTY"),
+                Flag("user, u", STRING, "", "UID (format: <uid>[:<gid>])"),
+                Flag("additional-gids, g", LIST, help="additional gids"),
+                Flag("process, p", STRING, "", "path to the process.json"),
+                Flag("detach, d", BOOL, help="detach from the container's process"),
+                Flag("pid-file", help="specify the file to write the process id to"),
+                Flag(
+                    "process-label",
+                    STRING,
+                    "",
+                    "set the asm process label for the process commonly used with selinux",
+                ),
+                Flag("apparmor", STRING, "", "set the apparmor profile for the process"),
+                Flag("no-new-privs", BOOL, help="set the no new privileges value for the process"),
+                Flag("cap, c", LIST, help="add a capability to the bounding set for the process"),
+                Flag(
+                    "preserve-fds",
+                    INT,
+                    0,
+                    "Pass N additional file descriptors to the container"
+                    " (stdio + $LISTEN_FDS + N in total)",
+                ),
+                Flag(
+                    "cgroup", LIST, help="run the process in an (existing) sub-cgroup", hidden=True
+                ),
+                Flag("ignore-paused", BOOL, help="allow exec in a paused container", hidden=True),
+            ),
+            (_ID, Arg("command", REST)),
+            reorder=False,
+        ),
+        Command(
+            "kill",
+            "send a signal (default: SIGTERM) to the container's init process",
+            "<container-id> [signal]",
+            (
+                Flag(
+                    "all, a",
+                    BOOL,
+                    help="send the specified signal to all processes inside the container",
+                ),
+            ),
+            (_ID, Arg("signal", OPTIONAL, "SIGTERM")),
+        ),
+        Command(
+            "list",
+            "lists containers started with the given root",
+            "",
+            (_FORMAT, Flag("quiet, q", BOOL, help="display only container IDs")),
+        ),
+        Command(
+            "pause",
+            "pause suspends all processes inside the container",
+            "<container-id>",
+            args=(_ID,),
+        ),
+        Command(
+            "ps",
+            "ps displays the processes running inside a container",
+            "<container-id> [ps options]",
+            (_FORMAT,),
+            (_ID, Arg("ps_args", REST)),
+            reorder=False,
+        ),
+        Command(
+            "resume",
+            "resumes all processes that have been previously paused",
+            "<container-id>",
+            args=(_ID,),
+        ),
+        Command(
+            "run",
+            "create and run a container",
+            "<container-id>",
+            (
+                *_CREATE_FLAGS[:2],
+                Flag("detach, d", BOOL, help="detach from the container's process"),
+                Flag("keep", BOOL, help="do not delete the container after it exits"),
+                *_CREATE_FLAGS[2:],
+            ),
+            (_ID,),
+        ),
+        Command(
+            "spec",
+            "create a new specification file",
+            "",
+            (
+                Flag("bundle, b", STRING, "", "path to the root of the bundle directory"),
+                Flag("rootless", BOOL, help="generate a configuration for a rootless container"),
+            ),
+        ),
+        Command(
+            "start",
+            "executes the user defined process in a created container",
+            "<container-id>",
+            args=(_ID,),
+        ),
+        Command("state", "output the state of a container", "<container-id>", args=(_ID,)),
+        Command(
+            "update",
+            "update container resource constraints",
+            "<container-id>",
+            (
+                Flag(
+                    "resources, r",
+                    STRING,
+                    "",
+                    "path to the file containing the resources to update"
+                    " or '-' to read from the standard input",
+                ),
+                *(Flag(name, help=text) for name, text in _UPDATE_FLAGS),
+            ),
+            (_ID,),
+        ),
+        Command("features", "show the enabled features", "", args=()),
+        Command(
+            "help",
+            "Shows a list of commands or help for one command",
+            "[command]",
+            args=(Arg("topic", OPTIONAL), Arg("help_args", REST)),
+            aliases=("h",),
+        ),
+    ),
+)
+
+
+def parse_args(argv: Sequence[str]) -> Namespace:
+    """The command line ``argv`` (without the program name); raises :class:`UsageError`."""
+    return APP.parse(argv)
 
 
 # ---------------------------------------------------------------------- verbs
 
 
-def _runtime(args: argparse.Namespace) -> Runtime:
+def _runtime(args: Namespace) -> Runtime:
     from bulkhead.runtime.container import Runtime
 
     return Runtime(args.root, systemd_cgroup=args.systemd_cgroup)
 
 
-def _create_options(args: argparse.Namespace) -> Any:
+def _create_options(args: Namespace) -> Any:
     from bulkhead.runtime.container import CreateOptions
 
     return CreateOptions(
@@ -348,12 +405,12 @@ def _create_options(args: argparse.Namespace) -> Any:
     )
 
 
-def cmd_create(args: argparse.Namespace) -> int:
+def cmd_create(args: Namespace) -> int:
     _runtime(args).create(args.container_id, _create_options(args))
     return 0
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def cmd_run(args: Namespace) -> int:
     from bulkhead.runtime import foreground
 
     return foreground.run(
@@ -361,18 +418,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
 
 
-def cmd_start(args: argparse.Namespace) -> int:
+def cmd_start(args: Namespace) -> int:
     _runtime(args).start(args.container_id)
     return 0
 
 
-def cmd_state(args: argparse.Namespace) -> int:
+def cmd_state(args: Namespace) -> int:
+    import json
+
     doc = _runtime(args).state(args.container_id)
     sys.stdout.write(json.dumps(doc, indent=2) + "\n")
     return 0
 
 
-def cmd_kill(args: argparse.Namespace) -> int:
+def cmd_kill(args: Namespace) -> int:
     from bulkhead.runtime.container import signal_number
 
     sig = signal_number(args.signal)
@@ -380,20 +439,21 @@ def cmd_kill(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_delete(args: argparse.Namespace) -> int:
+def cmd_delete(args: Namespace) -> int:
     rt = _runtime(args)
     for cid in args.container_ids:
         rt.delete(cid, force=args.force)
     return 0
 
 
-def cmd_exec(args: argparse.Namespace) -> int:
+def cmd_exec(args: Namespace) -> int:
     from bulkhead.runtime import foreground
 
     return foreground.exec_from_cli(_runtime(args), args)
 
 
-def cmd_ps(args: argparse.Namespace) -> int:
+def cmd_ps(args: Namespace) -> int:
+    import json
     import subprocess
 
     rt = _runtime(args)
@@ -425,7 +485,9 @@ def cmd_ps(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_list(args: argparse.Namespace) -> int:
+def cmd_list(args: Namespace) -> int:
+    import json
+
     docs = _runtime(args).list_containers()
     if args.quiet:
         for doc in docs:
@@ -447,7 +509,9 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_spec(args: argparse.Namespace) -> int:
+def cmd_spec(args: Namespace) -> int:
+    import json
+
     from bulkhead.oci.defaults import default_spec
 
     path = os.path.join(args.bundle or ".", "config.json")
@@ -461,24 +525,26 @@ def cmd_spec(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_features(args: argparse.Namespace) -> int:
+def cmd_features(args: Namespace) -> int:
+    import json
+
     from bulkhead.runtime.features import features_document
 
     sys.stdout.write(json.dumps(features_document(), indent=4) + "\n")
     return 0
 
 
-def cmd_pause(args: argparse.Namespace) -> int:
+def cmd_pause(args: Namespace) -> int:
     _runtime(args).pause(args.container_id)
     return 0
 
 
-def cmd_resume(args: argparse.Namespace) -> int:
+def cmd_resume(args: Namespace) -> int:
     _runtime(args).resume(args.container_id)
     return 0
 
 
-def cmd_update(args: argparse.Namespace) -> int:
+def cmd_update(args: Namespace) -> int:
     from bulkhead.runtime.update import resources_from_cli
 
     rt = _runtime(args)
@@ -486,7 +552,7 @@ def cmd_update(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_events(args: argparse.Namespace) -> int:
+def cmd_events(args: Namespace) -> int:
     from bulkhead.runtime.events import events
 
     status: int = events(
@@ -495,7 +561,7 @@ def cmd_events(args: argparse.Namespace) -> int:
     return status
 
 
-VERBS: dict[str, Callable[[argparse.Namespace], int]] = {
+VERBS: dict[str, Callable[[Namespace], int]] = {
     "create": cmd_create,
     "run": cmd_run,
     "start": cmd_start,
@@ -542,23 +608,31 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
 
 
 def run_cli(argv: Sequence[str] | None = None) -> NoReturn:
-    """Parse ``argv`` (default: ``sys.argv[1:]``) and run the verb; ends in SystemExit."""
+    """Parse ``argv`` (default: ``sys.argv[1:]``) and run the verb; ends in SystemExit.
+
+    Usage errors are runc's: the usage text on stdout, the error through the
+    log, exit status 1 (3 for an unknown verb).
+    """
     raw = list(sys.argv[1:] if argv is None else argv)
     # msgspec uses typing_extensions when it can import it, for nothing the
     # runtime needs, at ~7 ms a start: a dev venv has it (mypy), a plain
     # install does not. Make both behave like the plain install.
     sys.modules.setdefault("typing_extensions", None)  # type: ignore[arg-type]
-    verb = find_verb(raw)
-    parser = build_parser(None if "-h" in raw or "--help" in raw else verb)
-    args = parser.parse_args(normalize_argv(raw, parser))
-    LOG.path = args.log or None
-    LOG.format = args.log_format
-    LOG.debug = args.debug
-    if args.version:
-        sys.stdout.write(version_text())
+    try:
+        args = parse_args(raw)
+    except UsageError as exc:
+        if exc.namespace is not None:
+            _configure_log(exc.namespace)
+        if exc.usage:
+            sys.stdout.write(exc.usage)
+            sys.stdout.flush()
+        LOG.fatal(exc.message, exc.code)
+    if args.verb is None:  # --help or --version before the verb
+        sys.stdout.write(APP.help_text() if args.help else version_text())
         raise SystemExit(0)
-    if not args.verb:
-        parser.print_help()
+    _configure_log(args)
+    if args.help or args.verb == "help":
+        sys.stdout.write(APP.help_text(args.verb if args.help else args.topic))
         raise SystemExit(0)
     try:
         code = VERBS[args.verb](args)
@@ -570,6 +644,13 @@ def run_cli(argv: Sequence[str] | None = None) -> NoReturn:
         raise SystemExit(130) from None
     sys.stdout.flush()
     raise SystemExit(code)
+
+
+def _configure_log(args: Namespace) -> None:
+    """runc's ``Before``: the global flags that say where and how to log."""
+    LOG.path = args.log or None
+    LOG.format = args.log_format
+    LOG.debug = args.debug
 
 
 def _error_text(verb: str, exc: BulkheadError) -> str:

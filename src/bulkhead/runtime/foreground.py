@@ -12,7 +12,6 @@ subreaper* first: orphans of its descendants are reparented to it.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import errno
 import fcntl
@@ -29,6 +28,7 @@ from bulkhead.linux import process as lxprocess
 
 if TYPE_CHECKING:
     from bulkhead.runtime.container import CreateOptions, Runtime
+    from bulkhead.runtime.flags import Namespace
     from bulkhead.runtime.plan import ProcessPlan
 
 #: Signals not forwarded: the ones we need ourselves.
@@ -215,7 +215,7 @@ def run(rt: Runtime, container_id: str, opts: CreateOptions, *, detach: bool, ke
     return code
 
 
-def exec_from_cli(rt: Runtime, args: argparse.Namespace) -> int:
+def exec_from_cli(rt: Runtime, args: Namespace) -> int:
     """``exec``: build the process from the flags (or --process) and run it."""
     proc = process_plan_from_cli(rt, args)
     if proc.terminal and args.detach and not args.console_socket:
@@ -248,7 +248,7 @@ def exec_from_cli(rt: Runtime, args: argparse.Namespace) -> int:
         relay.close()
 
 
-def process_plan_from_cli(rt: Runtime, args: argparse.Namespace) -> ProcessPlan:
+def process_plan_from_cli(rt: Runtime, args: Namespace) -> ProcessPlan:
     """The exec'd process: --process FILE, or the container's process with the flags applied."""
     import msgspec
 

@@ -7,14 +7,16 @@ document instead. Sizes accept the suffixes ``docker`` does (``512m``, ``1g``).
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from bulkhead.errors import SpecError
+
+if TYPE_CHECKING:
+    from bulkhead.runtime.flags import Namespace
 
 _UNITS = {
     "": 1,
@@ -53,7 +55,7 @@ def _int(flag: str, text: str) -> int:
         raise SpecError(f"invalid value {text!r} for --{flag}: not an integer") from None
 
 
-def resources_from_cli(args: argparse.Namespace) -> Any:
+def resources_from_cli(args: Namespace) -> Any:
     """The ``LinuxResources`` that ``update``'s flags (or --resources) describe."""
     from bulkhead.oci.runtime_spec import LinuxResources
 
