@@ -478,7 +478,7 @@ def test_device_rules_bad(tmp_path: Path, rule: LinuxDeviceCgroup, message: str)
     with pytest.raises(CgroupError, match=message):
         devices.plan_v1([rule], str(tmp_path))
     with pytest.raises(CgroupError, match=message):
-        devices.plan_v2([rule], str(tmp_path))
+        devices.plan_v2([rule])
 
 
 # ---------------------------------------------------------------------- network

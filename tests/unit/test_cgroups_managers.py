@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from bulkhead.cgroups import fs, hugetlb, new_manager
+from bulkhead.cgroups import devicefilter, fs, hugetlb, new_manager
 from bulkhead.cgroups.layout import Layout, layout_from_text
 from bulkhead.cgroups.v1 import V1Manager
 from bulkhead.cgroups.v2 import V2Manager
@@ -110,6 +110,7 @@ class FakeTree:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.log: list[tuple[str, str]] = []
+        self.device_programs: dict[str, bytes] = {}  # v2: what devicefilter.attach was given
 
     def rel(self, path: str) -> str:
         return os.path.relpath(path, self.root)
@@ -176,6 +177,9 @@ def fake_fs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeTre
     monkeypatch.setattr(fs, "rmdir", rmdir)
     monkeypatch.setattr(fs, "write", write)
     monkeypatch.setattr(hugetlb, "host_sizes", lambda: ("2MB", "1GB"))
+    monkeypatch.setattr(
+        devicefilter, "attach", lambda d, program: tree.device_programs.__setitem__(d, program)
+    )
     yield tree
 
 
@@ -474,6 +478,25 @@ def test_v2_apply_converts(fake_fs: FakeTree) -> None:
     assert (d / "pids.max").read_text() == "100"
     assert (d / "memory.high").read_text() == "50M"
     assert fake_fs.writes()[-1] == ("v2/bulkhead/a2/memory.high", "50M")  # unified wins: last
+    program = fake_fs.device_programs.pop(str(d))
+    assert devicefilter.run(program, "c", 1, 3, "rw")  # /dev/null
+    assert not devicefilter.run(program, "b", 8, 0, "r")  # /dev/sda
+
+
+def test_v2_device_rules_replace_on_update_only_when_given(fake_fs: FakeTree) -> None:
+    d = str(fake_fs.root / "v2/bulkhead/d2")
+    cg = new_manager("/bulkhead/d2", layout=v2_layout(fake_fs))
+    cg.create()
+    cg.apply(None, initial=True)  # no resources: the default rules
+    assert not devicefilter.run(fake_fs.device_programs.pop(d), "c", 10, 229, "rw")
+    cg.apply(LinuxResources(pids=LinuxPids(limit=5)))  # no devices: left alone
+    assert fake_fs.device_programs == {}
+    fuse = LinuxDeviceCgroup(allow=True, type="c", major=10, minor=229, access="rw")
+    cg.apply(LinuxResources(devices=[fuse]))
+    assert devicefilter.run(fake_fs.device_programs.pop(d), "c", 10, 229, "rw")
+    with pytest.raises(CgroupError, match=r"devices\[0\]\.access"):
+        cg.apply(LinuxResources(devices=[LinuxDeviceCgroup(allow=True, access="x")]))
+    assert fake_fs.device_programs == {}
 
 
 def test_v2_refuses_what_it_cannot_do(fake_fs: FakeTree) -> None:

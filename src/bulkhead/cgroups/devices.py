@@ -15,10 +15,9 @@ and ``mknod`` of anything). A host without a devices hierarchy is refused
 outright: it would leave every device open.
 
 v2 has no devices files: the same rules become an eBPF program of type
-``BPF_PROG_TYPE_CGROUP_DEVICE`` attached to the cgroup. That is not written
-yet (:func:`plan_v2` returns nothing); until it is, containers on a v2 host
-are not confined by device rules, only by what their ``/dev`` holds and
-their capabilities.
+``BPF_PROG_TYPE_CGROUP_DEVICE`` (:func:`plan_v2`, :mod:`.devicefilter`)
+that the manager attaches to the cgroup; the kernel runs it at each open or
+mknod of a device node and denies what it does not allow.
 """
 
 from __future__ import annotations
@@ -59,26 +58,34 @@ DEFAULT_RULES: tuple[Rule, ...] = (
 )
 
 
-def rule_text(rule: DeviceRule, field: str) -> str:
-    """A rule as the kernel reads it: ``"c 1:3 rwm"``; ``*`` for any number."""
+def normalize(rule: DeviceRule, field: str) -> Rule:
+    """``rule`` checked, with ``None`` for "any" major/minor and ``rwm`` for no access given."""
     kind = rule.type or "a"
     if kind not in ("a", "b", "c"):
         raise CgroupError(f"{field}.type: {kind!r} is not a, b or c")
     access = rule.access or "rwm"
     if not set(access) <= set("rwm") or len(set(access)) != len(access):
         raise CgroupError(f"{field}.access: {access!r} is not a combination of r, w and m")
-    numbers = []
+    numbers: list[int | None] = []
     for name, value in (("major", rule.major), ("minor", rule.minor)):
         if value is None or value == -1:
-            numbers.append("*")
+            numbers.append(None)
             continue
         n = need_int(value, f"{field}.{name}")
         if n < 0:
             raise CgroupError(f"{field}.{name}: {n} is not a device number")
-        numbers.append(str(n))
-    if kind == "a":
+        numbers.append(n)
+    return Rule(bool(rule.allow), kind, numbers[0], numbers[1], access)
+
+
+def rule_text(rule: DeviceRule, field: str) -> str:
+    """A rule as the kernel reads it: ``"c 1:3 rwm"``; ``*`` for any number."""
+    r = normalize(rule, field)
+    if r.type == "a":
         return "a"
-    return f"{kind} {numbers[0]}:{numbers[1]} {access}"
+    major = "*" if r.major is None else r.major
+    minor = "*" if r.minor is None else r.minor
+    return f"{r.type} {major}:{minor} {r.access}"
 
 
 def plan_v1(rules: Sequence[DeviceRule], d: str) -> list[Write]:
@@ -93,8 +100,17 @@ def plan_v1(rules: Sequence[DeviceRule], d: str) -> list[Write]:
     return writes
 
 
-def plan_v2(rules: Sequence[DeviceRule], d: str) -> list[Write]:
-    """Check the rules; v2 device control (an eBPF program) is not implemented yet."""
-    for i, rule in enumerate(rules):
-        rule_text(rule, f"{F}[{i}]")
-    return []
+def plan_v2(rules: Sequence[DeviceRule]) -> bytes:
+    """The eBPF program (``BPF_PROG_TYPE_CGROUP_DEVICE``) for the rules, as v1 would apply them.
+
+    The same list as :func:`plan_v1` writes (deny everything, the spec's
+    rules, :data:`DEFAULT_RULES`) goes through :mod:`.devicefilter`'s
+    emulation of the v1 kernel's rule handling, so both versions let a
+    container open the same devices.
+    """
+    from bulkhead.cgroups import devicefilter
+
+    checked = [Rule(False, "a")]
+    checked += [normalize(rule, f"{F}[{i}]") for i, rule in enumerate(rules)]
+    checked += DEFAULT_RULES
+    return devicefilter.compile_rules(checked)

@@ -18,6 +18,8 @@ no internal processes
     race against forks (kernels >= 5.14).
 ``cgroup.freeze``, ``cgroup.events``
     Freezing without a separate controller (see :mod:`.freezer`).
+devices
+    No files: an eBPF program attached to the cgroup (:mod:`.devicefilter`).
 ``unified``
     ``linux.resources.unified`` maps v2 file names to values
     (``{"memory.high": "1G"}``) for settings the spec has no field for; they
@@ -35,6 +37,7 @@ from bulkhead.cgroups import (
     blkio,
     cpu,
     cpuset,
+    devicefilter,
     devices,
     freezer,
     fs,
@@ -159,7 +162,15 @@ class V2Manager:
             ) from exc
 
     def apply(self, resources: Resources | None, *, initial: bool = False) -> None:
-        fs.apply_writes(self._plan(resources, initial))
+        writes = self._plan(resources, initial)
+        # like v1's devices files, the rules are applied whole: at the start
+        # (deny all but the standard nodes when the spec gives none) and when
+        # an update gives rules
+        rules = resources.devices if resources is not None else None
+        program = devices.plan_v2(rules or ()) if rules is not None or initial else None
+        fs.apply_writes(writes)
+        if program is not None:
+            devicefilter.attach(self._dir, program)
 
     def _plan(self, r: Resources | None, initial: bool) -> list[Write]:
         d = self._dir
@@ -180,7 +191,6 @@ class V2Manager:
         writes += blkio.plan_v2(r.block_io, d)
         if r.hugepage_limits:
             writes += hugetlb.plan_v2(list(r.hugepage_limits), d)
-        devices.plan_v2(r.devices or (), d)
         writes += check_unified(dict(r.unified) if r.unified else None, d)
         self._check_controllers(writes)
         return writes
