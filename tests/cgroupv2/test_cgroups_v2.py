@@ -8,6 +8,7 @@ emulation, so children are ``sh`` where possible and waits are generous.
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import subprocess
@@ -19,13 +20,14 @@ from pathlib import Path
 
 import pytest
 
-from bulkhead.cgroups import CgroupManager, blkio, detect, fs, hugetlb, new_manager
+from bulkhead.cgroups import CgroupManager, blkio, detect, devicefilter, fs, hugetlb, new_manager
 from bulkhead.cgroups.stats import UNLIMITED
 from bulkhead.cgroups.v2 import V2Manager
 from bulkhead.errors import CgroupError
 from bulkhead.oci.runtime_spec import (
     LinuxBlockIO,
     LinuxCPU,
+    LinuxDeviceCgroup,
     LinuxHugepageLimit,
     LinuxMemory,
     LinuxPids,
@@ -352,6 +354,63 @@ def test_relative_path_below_a_cgroup_with_processes(box: Box) -> None:
     assert out[1] == "pids applied"
     assert out[2].startswith("linux.resources.memory.limit: the memory controller is not enabled")
     assert f"{service} holds processes" in out[2]
+
+
+# ------------------------------------------------------------------ devices (eBPF)
+
+# A child that, once told to go, tries to open each path read-only and prints errno (0: opened).
+_OPEN_CODE = """
+import os, sys
+sys.stdin.readline()
+for path in sys.argv[1:]:
+    try:
+        os.close(os.open(path, os.O_RDONLY | os.O_NONBLOCK))
+        print(0)
+    except OSError as exc:
+        print(exc.errno)
+"""
+
+
+def try_open(box: Box, *paths: str) -> list[int]:
+    child = box.spawn_gated(sys.executable, "-S", "-c", _OPEN_CODE, *paths, stdout=subprocess.PIPE)
+    box.cg.add_pid(child.pid)
+    go(child)
+    assert child.stdout is not None
+    out = child.stdout.read().decode().split()
+    assert child.wait(timeout=60) == 0
+    return [int(x) for x in out]
+
+
+def test_device_rules_are_enforced(box: Box) -> None:
+    """The default rules: the standard nodes open, others (here /dev/kmsg, c 1:11) do not."""
+    cg = box.cg
+    cg.create()
+    assert devicefilter.attached(box.dir) == []
+    cg.apply(None, initial=True)
+    assert len(devicefilter.attached(box.dir)) == 1
+    assert try_open(box, "/dev/null", "/dev/zero", "/dev/kmsg") == [0, 0, errno.EPERM]
+    # a node made inside: mknod is allowed, opening it is not
+    node = f"/dev/bulkhead-test-{uuid.uuid4().hex[:8]}"
+    try:
+        mknod = box.spawn_gated("sh", "-c", f"read x; exec mknod {node} c 1 11")
+        cg.add_pid(mknod.pid)
+        go(mknod)
+        assert mknod.wait(timeout=30) == 0
+        assert try_open(box, node) == [errno.EPERM]
+    finally:
+        if os.path.exists(node):
+            os.unlink(node)
+    # an update with rules replaces the program (one stays attached)
+    kmsg = LinuxDeviceCgroup(allow=True, type="c", major=1, minor=11, access="r")
+    cg.apply(LinuxResources(devices=[LinuxDeviceCgroup(allow=False, access="rwm"), kmsg]))
+    assert len(devicefilter.attached(box.dir)) == 1
+    assert try_open(box, "/dev/kmsg", "/dev/null") == [0, 0]
+    # an update without rules leaves them alone
+    cg.apply(LinuxResources(pids=LinuxPids(limit=20)))
+    assert try_open(box, "/dev/kmsg") == [0]
+    # allow all (a privileged container)
+    cg.apply(LinuxResources(devices=[LinuxDeviceCgroup(allow=True, access="rwm")]))
+    assert try_open(box, "/dev/kmsg", "/dev/mem") == [0, 0]
 
 
 # ------------------------------------------------------------------ block I/O (io controller)
