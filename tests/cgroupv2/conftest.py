@@ -1,9 +1,13 @@
 """The cgroup v2 suite: runs only where ``/sys/fs/cgroup`` is cgroup2 (and as root).
 
 This project's machines are cgroup v1 hybrids, so these tests run in the VM
-lane: ``shared/vmtest/run-in-cgroup2-vm --timeout 900 -- .venv/bin/python -m
-pytest -q tests/cgroupv2`` (``make test-cgroupv2``). Anywhere else every
-test here is skipped.
+lane, ``make test-cgroupv2`` (part of ``make test``), which boots one
+cgroup-v2-only guest for them and the cgroup2 tests of
+``tests/integration/test_rootfs.py``: ``../shared/vmtest/run-in-cgroup2-vm
+--timeout 600 -- $PWD/.venv/bin/python -m pytest -q tests/cgroupv2 ...``
+(about 30 s under software emulation). Anywhere else every test here is
+skipped. The guest is thrown away afterwards, so tests here may load kernel
+modules (null_blk) and make device nodes; they must never run on a host.
 """
 
 from __future__ import annotations
