@@ -577,9 +577,6 @@ def test_log_format_rejects_unknown(rt):
     assert proc.returncode != 0
 
 
-@pytest.mark.xfail(
-    reason="BUG: --debug is accepted but nothing is ever logged at debug level", strict=True
-)
 def test_debug_logs_debug_lines(rt, bundle, cid, tmp_path):
     log = tmp_path / "debug.log"
     b = bundle(["true"])
@@ -604,3 +601,18 @@ def test_single_dash_long_flags_as_runc(rt, bundle, cid):
     b = bundle(["sh", "-c", "echo equals"])
     proc = rt("run", f"--bundle={b}", cid + "x")
     assert proc.stdout == "equals\n"
+
+
+# ----------------------------------------------------------------------------- keyring
+
+
+@pytest.mark.parametrize("flag", [None, "--no-new-keyring"])
+def test_session_keyring(rt, bundle, cid, flag):
+    """A session keyring of its own named ``_ses.<id>`` (runc's), unless --no-new-keyring."""
+    b = bundle(["cat", "/proc/keys"], linux={"maskedPaths": []})
+    args = ["run", *([flag] if flag else []), "--bundle", str(b), cid]
+    keys = rt(*args).stdout
+    if flag is None:
+        assert f" _ses.{cid}: " in keys
+    else:
+        assert f" _ses.{cid}: " not in keys
