@@ -77,6 +77,16 @@ BAD_CONFIGS: list[tuple[str, Callable[[Path], object], str]] = [
     ("no-process", lambda b: edit(b, lambda s: s.pop("process")), "process"),
     ("no-rootfs", lambda b: edit(b, lambda s: s["root"].__setitem__("path", "nope")), "nope"),
     (
+        "hostname-without-uts-namespace",
+        lambda b: edit(
+            b,
+            lambda s: s["linux"].__setitem__(
+                "namespaces", [ns for ns in s["linux"]["namespaces"] if ns["type"] != "uts"]
+            ),
+        ),
+        "hostname",
+    ),
+    (
         "unknown-capability",
         lambda b: edit(
             b,
