@@ -325,9 +325,6 @@ SECCOMP_IOCTL_NOTIF_RECV = 0xC0502100
 SECCOMP_IOCTL_NOTIF_SEND = 0xC0182101
 
 
-@pytest.mark.xfail(
-    reason="BUG: SCMP_ACT_NOTIFY: the listener fd never reaches listenerPath", strict=True
-)
 @pytest.mark.parametrize("nnp", [True, False], ids=["nnp", "no-nnp"])
 def test_seccomp_notify_sends_the_listener_to_listener_path(rt, bundle, cid, tmp_path, nnp):
     """As runc: the state (fds ["seccompFd"]) and the listener go to listenerPath; the agent answers."""
@@ -591,3 +588,27 @@ def test_process_env_is_exactly_the_spec_env(rt, bundle, cid):
     b = bundle(["env"], process={"env": ["PATH=/bin", "A=1", "B=two words"]})
     env = sorted(run_out(rt, b, cid).splitlines())
     assert env == ["A=1", "B=two words", "HOME=/root", "PATH=/bin"]
+
+
+# ----------------------------------------------------------------------------- exec inherits
+
+
+def test_exec_gets_the_container_seccomp_and_capabilities(rt, bundle, cid):
+    b = bundle(
+        ["sleep", "60"],
+        linux={
+            "seccomp": {
+                "defaultAction": "SCMP_ACT_ALLOW",
+                "syscalls": [
+                    {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 18}
+                ],
+            }
+        },
+        process={"capabilities": {k: ["CAP_KILL", "CAP_CHOWN"] for k in ("bounding", "permitted")}},
+    )
+    rt("run", "-d", "--bundle", str(b), cid)
+    proc = rt("exec", cid, "mkdir", "/tmp/x", check=False)
+    assert proc.returncode == 1 and "cross-device link" in proc.stderr
+    init = cap_fields(Path(f"/proc/{rt.state(cid)['pid']}/status").read_text())
+    execd = cap_fields(rt("exec", cid, "cat", "/proc/self/status").stdout)
+    assert execd["CapBnd"] == init["CapBnd"] == mask("CAP_KILL", "CAP_CHOWN")
