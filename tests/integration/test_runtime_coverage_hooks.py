@@ -170,10 +170,6 @@ def test_failing_start_container_hook_stops_the_container(rt, bundle, cid):
     assert "program-ran" not in proc.stdout
 
 
-@pytest.mark.xfail(
-    reason="BUG: a failing startContainer hook is silent (the error goes to the gone parent)",
-    strict=True,
-)
 def test_failing_start_container_hook_says_so(rt, bundle, cid):
     """runc prints 'error running hook #0: ...' on the container's stderr."""
     b = bundle(
@@ -187,10 +183,6 @@ def test_failing_start_container_hook_says_so(rt, bundle, cid):
     assert "hook" in proc.stderr and "exit status 1" in proc.stderr
 
 
-@pytest.mark.xfail(
-    reason="BUG: startContainer hooks alone fail: No module named 'subprocess' after pivot_root",
-    strict=True,
-)
 def test_start_container_hook_without_other_hooks(rt, bundle, cid):
     b = bundle(
         ["sh", "-c", "cat /tmp/started"],
@@ -203,10 +195,6 @@ def test_start_container_hook_without_other_hooks(rt, bundle, cid):
     assert proc.stdout == "hi\n"
 
 
-@pytest.mark.xfail(
-    reason="BUG: run + startContainer hook: Python 'Exception ignored ... wakeup fd' on stderr",
-    strict=True,
-)
 def test_start_container_hook_leaves_no_python_noise(rt, bundle, cid):
     b = bundle(
         ["sh", "-c", "echo main"],

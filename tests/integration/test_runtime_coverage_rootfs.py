@@ -269,10 +269,6 @@ def shared_bundle(bundle, host_mounts) -> Callable[..., Path]:
     return make
 
 
-@pytest.mark.xfail(
-    reason="BUG: rootfs parent mount made private unconditionally; runc keeps the rslave link",
-    strict=True,
-)
 @pytest.mark.parametrize("propagation", [None, "rslave"], ids=["default", "rslave"])
 def test_rootfs_propagation_slave_receives_host_mounts(
     rt, shared_bundle, cid, host_mounts, propagation

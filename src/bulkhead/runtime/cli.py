@@ -23,7 +23,7 @@ import os
 import sys
 import time
 
-from bulkhead import __version__
+from bulkhead import __version__, logs
 from bulkhead.errors import BulkheadError, SpecError
 from bulkhead.runtime.flags import (
     BOOL,
@@ -651,6 +651,7 @@ def _configure_log(args: Namespace) -> None:
     LOG.path = args.log or None
     LOG.format = args.log_format
     LOG.debug = args.debug
+    logs.set_sink(LOG.write)  # library warnings and debug notes go to --log, formatted
 
 
 def _error_text(verb: str, exc: BulkheadError) -> str:

@@ -64,10 +64,16 @@ class CreateOptions(msgspec.Struct, kw_only=True):
 
 
 class Started(msgspec.Struct):
-    """A container process just born: its pid, and the pty master when we hold it."""
+    """A container process just born: its pid, and the pty master when we hold it.
+
+    ``channel`` (when asked for) is our end of the sync socket, kept open so
+    that :meth:`Runtime.confirm_exec` can tell whether the process reached
+    the user's program or why it did not.
+    """
 
     pid: int
     console: int | None = None
+    channel: socket.socket | None = None
 
 
 def signal_number(value: str | int) -> int:
@@ -155,12 +161,19 @@ class Runtime:
     # ------------------------------------------------------------------ create
 
     def create(
-        self, container_id: str, opts: CreateOptions, *, hold_console: bool = False
+        self,
+        container_id: str,
+        opts: CreateOptions,
+        *,
+        hold_console: bool = False,
+        watch_start: bool = False,
     ) -> Started:
         """Create the container: its init ends up waiting for ``start`` (status *created*).
 
         With ``hold_console`` (``run`` in the foreground with a terminal) the
         pty master comes back to us instead of going to a console socket.
+        With ``watch_start`` the sync channel comes back too, for
+        :meth:`confirm_exec` after :meth:`start`.
         """
         from bulkhead.oci.runtime_spec import load_spec, validate_spec
 
@@ -211,7 +224,7 @@ class Runtime:
             cg = self._make_cgroup(spec, st)
             self.store.save(st)
             logs.debug(__name__, f"container {container_id}: cgroup {st.cgroup_path}")
-            launched = self._launch(spec, st, plan, cg, opts, hold_console)
+            launched = self._launch(spec, st, plan, cg, opts, hold_console, watch_start)
             st.pid = launched.pid
             st.pid_start = proc_start_time(launched.pid) or 0
             st.creator_pid = st.creator_start = 0
@@ -221,8 +234,7 @@ class Runtime:
         except BaseException:
             if launched is not None:
                 _kill_and_reap(launched.pid)
-                if launched.console is not None:
-                    os.close(launched.console)
+                sync.close_quietly(launched.console, launched.channel)
             if cg is not None:
                 _destroy_cgroup(cg)
             self.store.remove(container_id)
@@ -289,6 +301,7 @@ class Runtime:
         cg: CgroupManager,
         opts: CreateOptions,
         hold_console: bool,
+        watch_start: bool,
     ) -> Started:
         """Fork the container's processes and walk them to *created*."""
         from bulkhead.linux import dmz
@@ -320,21 +333,29 @@ class Runtime:
                 ctx, lambda c: init.stage1(c, plan, lambda c2: init.container_init(c2, plan))
             )
         init_pid = 0
+        handed_over = False
         try:
             sync.close_quietly(child, fifo_fd, dmz_fd, console_child)
             while True:
-                kind, fields = sync.recv(parent)
+                kind, fields, fds = sync.recv_with_fds(parent)
+                if kind == "seccomp-listener":
+                    _send_seccomp_listener(
+                        spec, fds, self.hook_state(st, "creating", init_pid), init_pid
+                    )
+                    sync.send(parent, "go")
+                    continue
+                sync.close_quietly(*fds)
                 if kind == "idmap":
                     from bulkhead.linux.namespaces import write_id_maps
 
                     write_id_maps(stage1, plan.uid_map, plan.gid_map)
-                    sync.send(parent, "go")
+                    sync.send_unless_gone(parent, "go")
                 elif kind == "pid":
                     init_pid = int(fields[0])
                     # The init goes on with its namespaces and mounts meanwhile
                     # (init.wait_in_cgroup).
                     cg.add_pid(init_pid)
-                    sync.send(parent, "placed")
+                    sync.send_unless_gone(parent, "placed")
                     logs.debug(__name__, f"container {st.id}: init is pid {init_pid}")
                     _reap(stage1)
                     stage1 = 0
@@ -343,7 +364,7 @@ class Runtime:
                     if spec.hooks is not None:
                         hooks.run_hooks(spec.hooks.prestart, state, "prestart")
                         hooks.run_hooks(spec.hooks.create_runtime, state, "createRuntime")
-                    sync.send(parent, "go", state.decode())
+                    sync.send_unless_gone(parent, "go", state.decode())
                 elif kind == "ready":
                     logs.debug(__name__, f"container {st.id}: init ready, waiting for start")
                     break
@@ -358,7 +379,9 @@ class Runtime:
             console = None
             if console_parent is not None and hold_console:
                 console = _receive_console(console_parent)
-            return Started(init_pid, console)
+            started = Started(init_pid, console, parent if watch_start else None)
+            handed_over = watch_start
+            return started
         except BaseException:
             if init_pid:
                 _kill_and_reap(init_pid)
@@ -366,7 +389,25 @@ class Runtime:
         finally:
             if stage1:
                 _kill_and_reap(stage1)
-            sync.close_quietly(parent, console_parent)
+            sync.close_quietly(None if handed_over else parent, console_parent)
+
+    def confirm_exec(self, started: Started) -> None:
+        """After ``start``: wait until the process has exec'd the user's program.
+
+        Its end of the channel closes on exec (close-on-exec); what fails
+        before that (a startContainer hook, the last seccomp step, execve
+        itself) arrives as an error instead, and is raised here, as runc's
+        ``run`` reports it.
+        """
+        if started.channel is None:
+            return
+        try:
+            kind, fields = sync.recv(started.channel)
+        finally:
+            started.channel.close()
+            started.channel = None
+        if kind == "error":
+            sync.raise_error(fields)
 
     # ------------------------------------------------------------------ start
 
@@ -498,8 +539,12 @@ class Runtime:
         *,
         console_socket: str | None = None,
         hold_console: bool = False,
+        watch_start: bool = False,
     ) -> Started:
-        """Start ``proc`` inside the running container; return its pid."""
+        """Start ``proc`` inside the running container; return its pid.
+
+        ``watch_start``: keep the channel for :meth:`confirm_exec`.
+        """
         from bulkhead.runtime import init
 
         st = self.load(container_id)
@@ -535,20 +580,37 @@ class Runtime:
                 ctx, lambda c: init.stage1(c, plan, lambda c2: init.exec_child(c2, proc))
             )
         pid = 0
+        handed_over = False
         try:
             sync.close_quietly(child, dmz_fd, console_child)
             fields = sync.expect(parent, "pid")
             pid = int(fields[0])
             if cg is not None and cg.exists():
                 cg.add_pid(pid)
-            sync.send(parent, "placed")
+            sync.send_unless_gone(parent, "placed")
             _reap(stage1)
             stage1 = 0
-            sync.expect(parent, "ready")
+            while True:
+                kind, fields, fds = sync.recv_with_fds(parent)
+                if kind != "seccomp-listener":
+                    sync.close_quietly(*fds)
+                    break
+                _send_seccomp_listener(spec, fds, self.hook_state(st, "running"), pid)
+                sync.send(parent, "go")
+            if kind == "error":
+                sync.raise_error(fields)
+            if kind != "ready":
+                raise StartError(
+                    "the exec'd process ended during setup"
+                    if kind == "eof"
+                    else f"unexpected message from the exec'd process: {kind}"
+                )
             console = None
             if console_parent is not None and hold_console:
                 console = _receive_console(console_parent)
-            return Started(pid, console)
+            started = Started(pid, console, parent if watch_start else None)
+            handed_over = watch_start
+            return started
         except BaseException:
             if pid:
                 _kill_and_reap(pid)
@@ -556,7 +618,7 @@ class Runtime:
         finally:
             if stage1:
                 _kill_and_reap(stage1)
-            sync.close_quietly(parent, console_parent)
+            sync.close_quietly(None if handed_over else parent, console_parent)
 
     # ------------------------------------------------------------------ cgroup verbs
 
@@ -606,6 +668,40 @@ class Runtime:
 def _cgroup_path(spec: Spec, container_id: str) -> str:
     path = spec.linux.cgroups_path if spec.linux is not None else None
     return path or f"/bulkhead/{container_id}"
+
+
+def _send_seccomp_listener(spec: Spec, fds: list[int], state: bytes, pid: int) -> None:
+    """Hand a seccomp listener fd to the agent at ``linux.seccomp.listenerPath``.
+
+    runtime-spec (config-linux.md, seccomp): one connection per container
+    process, a *container process state* document, and the fd (SCM_RIGHTS),
+    named ``seccompFd`` in ``fds``. Failing to deliver it fails the start.
+    """
+    try:
+        if len(fds) != 1:
+            raise StartError("seccomp: the init sent no listener fd")
+        seccomp = spec.linux.seccomp if spec.linux is not None else None
+        path = seccomp.listener_path if seccomp is not None else None
+        if not path:
+            raise StartError("seccomp: a listener fd but no linux.seccomp.listenerPath")
+        doc: dict[str, Any] = {
+            "ociVersion": "1.2.0",
+            "fds": ["seccompFd"],
+            "pid": pid,
+            "metadata": (seccomp.listener_metadata if seccomp is not None else None) or "",
+            "state": json.loads(state),
+        }
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as agent:
+                agent.connect(path)
+                socket.send_fds(agent, [json.dumps(doc).encode()], fds)
+        except OSError as exc:
+            raise StartError(
+                f"seccomp: cannot send the listener to {path}: {exc.strerror}",
+                errno=exc.errno,
+            ) from None
+    finally:
+        sync.close_quietly(*fds)
 
 
 def _check_lsm(proc: ProcessPlan) -> None:

@@ -198,9 +198,12 @@ def run(rt: Runtime, container_id: str, opts: CreateOptions, *, detach: bool, ke
     lxprocess.set_child_subreaper(True)
     relay = SignalRelay()
     try:
-        started = rt.create(container_id, opts, hold_console=not opts.console_socket)
+        started = rt.create(
+            container_id, opts, hold_console=not opts.console_socket, watch_start=True
+        )
         try:
             rt.start(container_id)
+            rt.confirm_exec(started)
             if started.console is not None:
                 with raw_terminal(0):
                     code = wait_process(started.pid, relay, started.console)
@@ -234,8 +237,13 @@ def exec_from_cli(rt: Runtime, args: Namespace) -> int:
     relay = SignalRelay()
     try:
         started = rt.exec(
-            args.container_id, proc, console_socket=args.console_socket, hold_console=hold
+            args.container_id,
+            proc,
+            console_socket=args.console_socket,
+            hold_console=hold,
+            watch_start=True,
         )
+        rt.confirm_exec(started)
         if args.pid_file:
             from bulkhead.runtime.container import _write_pid_file
 

@@ -82,12 +82,29 @@ def run_child(ctx: ChildContext, body: Callable[[ChildContext], None]) -> NoRetu
     """Run ``body`` in a forked child; report any failure and never return."""
     code = 1
     try:
+        _forget_parent_signal_handlers()
         body(ctx)
         code = 0
     except BaseException as exc:
         sync.send_error(ctx.sock, ctx.step, exc)
     finally:
         os._exit(code)
+
+
+def _forget_parent_signal_handlers() -> None:
+    """Drop the runtime's Python signal handlers and wakeup fd, inherited by fork.
+
+    ``run`` relays every signal through a wakeup pipe; in the container's
+    processes those handlers would swallow signals (a SIGTERM to a waiting
+    init must kill it) and write into a pipe that is closed there.
+    """
+    signal.set_wakeup_fd(-1)
+    for sig in signal.valid_signals():
+        try:
+            if callable(signal.getsignal(sig)):
+                signal.signal(sig, signal.SIG_DFL)
+        except (OSError, ValueError):
+            pass
 
 
 def preload(plan: ContainerPlan) -> None:
@@ -104,6 +121,12 @@ def preload(plan: ContainerPlan) -> None:
         import termios  # noqa: F401
     if plan.rootfs is not None:
         from bulkhead.runtime import rootfs  # noqa: F401
+    if plan.create_container_hooks or plan.start_container_hooks:
+        import subprocess  # noqa: F401  (hooks run after pivot_root)
+
+        from bulkhead.runtime import hooks  # noqa: F401
+    if plan.process.seccomp is not None:
+        from bulkhead.linux import seccomp  # noqa: F401
 
 
 # --------------------------------------------------------------------------
@@ -209,6 +232,10 @@ def container_init(ctx: ChildContext, plan: ContainerPlan) -> None:
     if plan.rootfs is not None:
         ctx.step = "pivot-root"
         rootfs.enter_rootfs(plan.rootfs)
+        # As runc: a missing working directory is created (inside the new
+        # root, before it may turn read-only).
+        ctx.step = "create-cwd"
+        os.makedirs(proc.cwd, 0o755, exist_ok=True)
     if proc.terminal:
         ctx.step = "console"
         slave = setup_console(ctx, proc)
@@ -402,6 +429,10 @@ def finish_process(
     if proc.no_new_privileges:
         ctx.step = "no-new-privileges"
         process.set_no_new_privs()
+    if proc.seccomp is not None and proc.no_new_privileges and proc.seccomp.notify:
+        # The listener must reach the parent while it still listens.
+        ctx.step = "seccomp"
+        _load_seccomp(ctx, proc)
     ctx.step = "ready"
     sync.send(ctx.sock, "ready")
     if ctx.fifo_fd is not None:
@@ -410,7 +441,8 @@ def finish_process(
         if start_hooks:
             ctx.step = "startContainer-hooks"
             _run_hooks_in_container(ctx, start_hooks, "created")
-    if proc.seccomp is not None and proc.no_new_privileges:
+    if proc.seccomp is not None and proc.no_new_privileges and not proc.seccomp.notify:
+        # As late as possible: fewer calls for the profile to allow.
         ctx.step = "seccomp"
         _load_seccomp(ctx, proc)
     ctx.step = "exec"
@@ -428,9 +460,10 @@ def _load_seccomp(ctx: ChildContext, proc: ProcessPlan) -> None:
     assert proc.seccomp is not None
     listener = seccomp.load_filter(proc.seccomp)
     if listener is not None:
-        # The parent forwards the listener fd to listenerPath.
+        # The parent forwards the listener fd to listenerPath; wait until it has.
         socket.send_fds(ctx.sock, [b"seccomp-listener"], [listener])
         os.close(listener)
+        sync.expect(ctx.sock, "go")
 
 
 def _wait_for_start(fifo_fd: int) -> None:
@@ -463,7 +496,8 @@ def _run_hooks_in_container(ctx: ChildContext, hooks: list[object], status: str)
     """Run createContainer/startContainer hooks from inside the container's namespaces."""
     from bulkhead.runtime import hooks as hooks_mod
 
-    hooks_mod.run_hooks(hooks, hooks_mod.with_status(ctx.hook_state, status), "container")
+    kind = "createContainer" if status == "creating" else "startContainer"
+    hooks_mod.run_hooks(hooks, hooks_mod.with_status(ctx.hook_state, status), kind)
 
 
 def exec_child(ctx: ChildContext, proc: ProcessPlan) -> None:

@@ -95,6 +95,7 @@ from bulkhead.linux.mount import (
     MS_REMOUNT,
     MS_SHARED,
     MS_SLAVE,
+    MS_UNBINDABLE,
     OPEN_TREE_CLONE,
     PROC_SUPER_MAGIC,
     PROPAGATION_FLAGS,
@@ -827,7 +828,8 @@ def prepare_rootfs(plan: RootfsPlan) -> None:
     """Build the container's filesystem tree under the rootfs (child, new mount namespace).
 
     1. ``/`` gets ``plan.root_propagation`` (``rslave``), so nothing we mount
-       reaches the host; the rootfs's parent mount becomes private.
+       reaches the host; if that left it shared, the rootfs's parent mount
+       becomes private.
     2. The rootfs is bind-mounted onto itself (pivot_root needs a mount).
     3. Every spec mount, in order, its destination resolved inside the rootfs.
     4. Unless ``/dev`` is a bind mount: device nodes, ``/dev/ptmx``, the
@@ -835,7 +837,12 @@ def prepare_rootfs(plan: RootfsPlan) -> None:
     """
     root = _Root(plan)
     make_propagation("/", plan.root_propagation)
-    _make_parent_mount_private(plan.rootfs, must=bool(plan.root_propagation & MS_SHARED))
+    if plan.root_propagation & (MS_SHARED | MS_UNBINDABLE):
+        # As runc 1.1, only a shared parent is made private (an unbindable
+        # one too: it could not be bound onto itself). After an ``rslave``
+        # / nothing is shared, and the rootfs keeps its slave link to the
+        # host (rootfsPropagation ``rslave`` sees host mounts).
+        _make_parent_mount_private(plan.rootfs, must=True)
     _mount_rootfs(root)
     for m in plan.mounts:
         try:

@@ -10,12 +10,14 @@ Messages from the child:
 ``idmap``              my new user namespace needs its uid/gid maps: write them
 ``pid <n>``            (stage 1) the container's init was born with host pid n
 ``hooks``              my mounts are done: run prestart and createRuntime hooks
+``seccomp-listener``   (with the listener fd attached) hand it to listenerPath
 ``ready``              set up, waiting to be started (or, for exec, about to exec)
 ``error <step> <errno> <message>``   step failed; I exit
 
 Messages from the parent:
 
-``go``                 continue (the cgroup is ready, the maps are written, the hooks ran)
+``placed``             you are in the container's cgroup
+``go``                 continue (the maps are written, the hooks ran, the listener went out)
 ``abort <message>``    stop; something failed on the runtime's side
 """
 
@@ -42,11 +44,31 @@ def send(sock: socket.socket, kind: str, *fields: str | int) -> None:
 
 def recv(sock: socket.socket) -> tuple[str, list[str]]:
     """The next message as (kind, fields); ``("eof", [])`` when the other side is gone."""
-    data = sock.recv(MAX_MESSAGE)
-    if not data:
-        return "eof", []
-    kind, *fields = data.decode("utf-8", "surrogateescape").split("\0")
+    kind, fields, fds = recv_with_fds(sock)
+    close_quietly(*fds)
     return kind, fields
+
+
+def recv_with_fds(sock: socket.socket) -> tuple[str, list[str], list[int]]:
+    """The next message and the file descriptors that came with it (SCM_RIGHTS)."""
+    data, fds, _, _ = socket.recv_fds(sock, MAX_MESSAGE, 1)
+    if not data:
+        close_quietly(*fds)
+        return "eof", [], []
+    kind, *fields = data.decode("utf-8", "surrogateescape").split("\0")
+    return kind, fields, list(fds)
+
+
+def send_unless_gone(sock: socket.socket, kind: str, *fields: str | int) -> None:
+    """``send``, except that a child already gone is not an error here.
+
+    It died for a reason it reported first: that message is still waiting
+    to be read, and the next ``recv`` tells it.
+    """
+    try:
+        send(sock, kind, *fields)
+    except (BrokenPipeError, ConnectionResetError):
+        pass
 
 
 def send_error(sock: socket.socket, step: str, exc: BaseException) -> None:
