@@ -18,7 +18,6 @@ The life of a container (runtime-spec runtime.md)::
 from __future__ import annotations
 
 import errno
-import json
 import os
 import signal
 import socket
@@ -214,17 +213,20 @@ class Runtime:
         )
         cg: CgroupManager | None = None
         launched: Started | None = None
+        primer = 0
         try:
+            st.cgroup_path = _cgroup_path(spec, st.id)
             self.store.save(st)
             with open(os.path.join(bundle, "config.json"), "rb") as src:
                 config = src.read()
             with open(os.path.join(self.store.dir(container_id), "config.json"), "wb") as dst:
                 dst.write(config)
-            plan = self._plan_container(spec, st, opts)
             cg = self._make_cgroup(spec, st)
-            self.store.save(st)
             logs.debug(__name__, f"container {container_id}: cgroup {st.cgroup_path}")
-            launched = self._launch(spec, st, plan, cg, opts, hold_console, watch_start)
+            primer = _start_cgroup_primer(cg)
+            plan = self._plan_container(spec, st, opts)
+            handed, primer = primer, 0  # _launch reaps it, whatever happens
+            launched = self._launch(spec, st, plan, cg, opts, hold_console, watch_start, handed)
             st.pid = launched.pid
             st.pid_start = proc_start_time(launched.pid) or 0
             st.creator_pid = st.creator_start = 0
@@ -232,6 +234,8 @@ class Runtime:
             if opts.pid_file:
                 _write_pid_file(opts.pid_file, launched.pid)
         except BaseException:
+            if primer:
+                _kill_and_reap(primer)
             if launched is not None:
                 _kill_and_reap(launched.pid)
                 sync.close_quietly(launched.console, launched.channel)
@@ -268,7 +272,6 @@ class Runtime:
             plan.start_container_hooks = list(spec.hooks.start_container or [])
         from bulkhead.runtime import rootfs
 
-        st.cgroup_path = _cgroup_path(spec, st.id)
         plan.rootfs = rootfs.plan_rootfs(
             spec,
             st.bundle,
@@ -302,8 +305,13 @@ class Runtime:
         opts: CreateOptions,
         hold_console: bool,
         watch_start: bool,
+        primer: int = 0,
     ) -> Started:
-        """Fork the container's processes and walk them to *created*."""
+        """Fork the container's processes and walk them to *created*.
+
+        ``primer`` is the pid of :func:`_start_cgroup_primer`'s child, reaped
+        here once the init is in its cgroup.
+        """
         from bulkhead.linux import dmz
         from bulkhead.runtime import init
 
@@ -355,6 +363,9 @@ class Runtime:
                     # The init goes on with its namespaces and mounts meanwhile
                     # (init.wait_in_cgroup).
                     cg.add_pid(init_pid)
+                    if primer:
+                        _reap(primer)
+                        primer = 0
                     sync.send_unless_gone(parent, "placed")
                     logs.debug(__name__, f"container {st.id}: init is pid {init_pid}")
                     _reap(stage1)
@@ -389,6 +400,8 @@ class Runtime:
         finally:
             if stage1:
                 _kill_and_reap(stage1)
+            if primer:
+                _kill_and_reap(primer)
             sync.close_quietly(None if handed_over else parent, console_parent)
 
     def confirm_exec(self, started: Started) -> None:
@@ -670,6 +683,32 @@ def _cgroup_path(spec: Spec, container_id: str) -> str:
     return path or f"/bulkhead/{container_id}"
 
 
+def _start_cgroup_primer(cg: CgroupManager) -> int:
+    """Fork a throwaway child that moves itself into ``cg``; return its pid (0: none).
+
+    Why: the kernel serialises every move of a process between cgroups with
+    one lock (``cgroup_threadgroup_rwsem``), and taking it for writing first
+    waits for an RCU grace period -- several milliseconds, the largest
+    single cost of a start on a cgroup v1 host. After a move, the lock stays
+    cheap for about one grace period. The primer pays that wait while we
+    plan and fork, so the init's own move, a little later, does not.
+    It exits at once; :meth:`Runtime._launch` reaps it before the init may
+    fork or exec, so it is never counted among the container's processes.
+    """
+    try:
+        pid = os.fork()
+    except OSError:
+        return 0
+    if pid == 0:
+        code = 0
+        try:
+            cg.add_pid(0)  # 0: the writer itself
+        except BaseException:
+            code = 1
+        os._exit(code)
+    return pid
+
+
 def _send_seccomp_listener(spec: Spec, fds: list[int], state: bytes, pid: int) -> None:
     """Hand a seccomp listener fd to the agent at ``linux.seccomp.listenerPath``.
 
@@ -689,12 +728,12 @@ def _send_seccomp_listener(spec: Spec, fds: list[int], state: bytes, pid: int) -
             "fds": ["seccompFd"],
             "pid": pid,
             "metadata": (seccomp.listener_metadata if seccomp is not None else None) or "",
-            "state": json.loads(state),
+            "state": msgspec.json.decode(state),
         }
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as agent:
                 agent.connect(path)
-                socket.send_fds(agent, [json.dumps(doc).encode()], fds)
+                socket.send_fds(agent, [msgspec.json.encode(doc)], fds)
         except OSError as exc:
             raise StartError(
                 f"seccomp: cannot send the listener to {path}: {exc.strerror}",
@@ -808,7 +847,3 @@ def _owner(path: str) -> str:
         return pwd.getpwuid(uid).pw_name
     except KeyError:
         return "#" + str(uid)
-
-
-def state_to_json(doc: dict[str, Any]) -> str:
-    return json.dumps(doc, indent=2)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import json
 import os
 import select
 import signal
@@ -326,10 +325,6 @@ def process_plan_from_cli(rt: Runtime, args: Namespace) -> ProcessPlan:
 
         plan.seccomp = compile_filter(spec.linux.seccomp)
     return plan
-
-
-def dump(doc: object) -> str:
-    return json.dumps(doc)
 
 
 def stdout_is_tty() -> bool:

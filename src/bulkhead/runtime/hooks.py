@@ -21,9 +21,10 @@ failures are only logged, as the spec says.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
+
+import msgspec
 
 from bulkhead import logs
 from bulkhead.errors import HookError
@@ -48,16 +49,16 @@ def state_json(
     }
     if annotations:
         doc["annotations"] = annotations
-    return json.dumps(doc).encode()
+    return msgspec.json.encode(doc)
 
 
 def with_status(state: bytes, status: str) -> bytes:
     """The same state document with another ``status``."""
     if not state:
         return state
-    doc = json.loads(state)
+    doc = msgspec.json.decode(state)
     doc["status"] = status
-    return json.dumps(doc).encode()
+    return msgspec.json.encode(doc)
 
 
 def run_hook(hook: Any, state: bytes, kind: str) -> None:

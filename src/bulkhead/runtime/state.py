@@ -143,14 +143,25 @@ class StateStore:
 
     def remove(self, container_id: str) -> None:
         path = self.dir(container_id)
-        for name in ("state.json", "config.json", "exec.fifo", ".state.json.tmp"):
+        try:
+            names = os.listdir(path)
+        except FileNotFoundError:
+            return
+        # Only our own files live here (state.json, config.json, exec.fifo,
+        # a temporary file): no tree to walk, and no shutil to import.
+        for name in names:
             try:
                 os.unlink(os.path.join(path, name))
             except FileNotFoundError:
                 pass
-        import shutil
+            except IsADirectoryError:
+                import shutil
 
-        shutil.rmtree(path, ignore_errors=True)
+                shutil.rmtree(os.path.join(path, name), ignore_errors=True)
+        try:
+            os.rmdir(path)
+        except FileNotFoundError:
+            pass
 
 
 def is_alive(pid: int, start: int) -> bool:
