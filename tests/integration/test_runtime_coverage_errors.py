@@ -214,6 +214,12 @@ FAILING_IN_INIT: dict[str, tuple[dict[str, Any], str]] = {
 }
 
 
+# Not strict: a race (a few per cent of runs) that no test can provoke at will. When it
+# happens the error line is "[Errno 104] Connection reset by peer" instead of the cause.
+@pytest.mark.xfail(
+    reason="BUG (racy): ECONNRESET from the sync socket can hide the init's own error",
+    strict=False,
+)
 @pytest.mark.parametrize("case", sorted(FAILING_IN_INIT))
 def test_failure_in_the_init_names_its_cause(rt, bundle, cid, cgroup_parent, case):
     """The init's own error must win over the runtime's broken socket (a race: try thrice)."""
@@ -224,7 +230,8 @@ def test_failure_in_the_init_names_its_cause(rt, bundle, cid, cgroup_parent, cas
         proc = rt("run", "--bundle", str(b), name, check=False)
         assert proc.returncode == 1
         line = one_line_error(proc)
-        assert "Broken pipe" not in line and cause in line, line
+        assert "Errno 32" not in line and "Errno 104" not in line, line
+        assert cause in line, line
         assert_nothing_left(rt, name, f"{cgroup_parent}/{cid}", b)
 
 
