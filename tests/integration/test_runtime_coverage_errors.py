@@ -216,10 +216,6 @@ FAILING_IN_INIT: dict[str, tuple[dict[str, Any], str]] = {
 
 # Not strict: a race (a few per cent of runs) that no test can provoke at will. When it
 # happens the error line is "[Errno 104] Connection reset by peer" instead of the cause.
-@pytest.mark.xfail(
-    reason="BUG (racy): ECONNRESET from the sync socket can hide the init's own error",
-    strict=False,
-)
 @pytest.mark.parametrize("case", sorted(FAILING_IN_INIT))
 def test_failure_in_the_init_names_its_cause(rt, bundle, cid, cgroup_parent, case):
     """The init's own error must win over the runtime's broken socket (a race: try thrice)."""

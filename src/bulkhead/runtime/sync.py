@@ -51,7 +51,16 @@ def recv(sock: socket.socket) -> tuple[str, list[str]]:
 
 def recv_with_fds(sock: socket.socket) -> tuple[str, list[str], list[int]]:
     """The next message and the file descriptors that came with it (SCM_RIGHTS)."""
-    data, fds, _, _ = socket.recv_fds(sock, MAX_MESSAGE, 1)
+    try:
+        data, fds, _, _ = socket.recv_fds(sock, MAX_MESSAGE, 1)
+    except ConnectionResetError:
+        # The child died with a message of ours unread: the kernel reports
+        # that first, once (ECONNRESET); what it said before dying (its
+        # ``error``) is still queued behind it.
+        try:
+            data, fds, _, _ = socket.recv_fds(sock, MAX_MESSAGE, 1)
+        except ConnectionResetError:
+            return "eof", [], []
     if not data:
         close_quietly(*fds)
         return "eof", [], []
