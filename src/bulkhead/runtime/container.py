@@ -47,8 +47,11 @@ from bulkhead.runtime.state import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from bulkhead.cgroups import CgroupManager
     from bulkhead.oci.runtime_spec import Spec
+    from bulkhead.runtime.init import ChildContext
 
 
 class CreateOptions(msgspec.Struct, kw_only=True):
@@ -330,16 +333,9 @@ class Runtime:
             dmz_fd=dmz_fd,
             keep_fds=plan.process.preserve_fds,
         )
-        init.preload(plan)
-        init.flush_std()
-        stage1 = os.fork()
-        if stage1 == 0:
-            parent.close()
-            if console_parent is not None:
-                console_parent.close()
-            init.run_child(
-                ctx, lambda c: init.stage1(c, plan, lambda c2: init.container_init(c2, plan))
-            )
+        stage1 = _fork_stage1(
+            ctx, plan, lambda c: init.container_init(c, plan), parent, console_parent
+        )
         init_pid = 0
         handed_over = False
         try:
@@ -582,16 +578,7 @@ class Runtime:
             child, console_sock=console_child, dmz_fd=dmz_fd, keep_fds=proc.preserve_fds
         )
         cg = self.cgroup(st)
-        init.preload(plan)
-        init.flush_std()
-        stage1 = os.fork()
-        if stage1 == 0:
-            parent.close()
-            if console_parent is not None:
-                console_parent.close()
-            init.run_child(
-                ctx, lambda c: init.stage1(c, plan, lambda c2: init.exec_child(c2, proc))
-            )
+        stage1 = _fork_stage1(ctx, plan, lambda c: init.exec_child(c, proc), parent, console_parent)
         pid = 0
         handed_over = False
         try:
@@ -681,6 +668,31 @@ class Runtime:
 def _cgroup_path(spec: Spec, container_id: str) -> str:
     path = spec.linux.cgroups_path if spec.linux is not None else None
     return path or f"/bulkhead/{container_id}"
+
+
+def _fork_stage1(
+    ctx: ChildContext,
+    plan: ContainerPlan,
+    body: Callable[[ChildContext], None],
+    parent: socket.socket,
+    console_parent: socket.socket | None,
+) -> int:
+    """Fork stage 1 (:func:`bulkhead.runtime.init.stage1`), whose child runs ``body``.
+
+    The child never returns here: it closes our ends of the sockets, walks
+    the namespaces and ends in exec or ``os._exit``. Returns its pid.
+    """
+    from bulkhead.runtime import init
+
+    init.preload(plan)
+    init.flush_std()
+    pid = os.fork()
+    if pid == 0:
+        parent.close()
+        if console_parent is not None:
+            console_parent.close()
+        init.run_child(ctx, lambda c: init.stage1(c, plan, body))
+    return pid
 
 
 def _start_cgroup_primer(cg: CgroupManager) -> int:
