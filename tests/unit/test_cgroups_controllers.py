@@ -12,7 +12,8 @@ from typing import Any
 import msgspec
 import pytest
 
-from bulkhead.cgroups import blkio, cpu, cpuset, devices, hugetlb, memory, network, pids
+from bulkhead import logs
+from bulkhead.cgroups import blkio, cpu, cpuset, devices, hugetlb, memory, network, pids, rdma
 from bulkhead.cgroups.fs import Write
 from bulkhead.cgroups.resources import format_id_list, parse_id_list
 from bulkhead.errors import CgroupError
@@ -40,6 +41,37 @@ def files(d: Path, **content: str) -> str:
 
 def pairs(writes: list[Write], base: str) -> list[tuple[str, str]]:
     return [(w.path.removeprefix(base + "/"), w.value) for w in writes]
+
+
+@pytest.fixture(autouse=True)
+def block_devices(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Path:
+    """A fake /sys/dev/block: disks 8:0 (mq-deadline) and 8:16 (bfq), partition 8:1 of 8:0."""
+    top = tmp_path_factory.mktemp("sys")
+    for disk, dev, sched in (
+        ("sda", "8:0", "[mq-deadline] bfq none"),
+        ("sdb", "8:16", "mq-deadline [bfq] none"),
+    ):
+        files(top / "devices" / disk, dev=dev)
+        (top / "devices" / disk / "queue").mkdir()
+        (top / "devices" / disk / "queue" / "scheduler").write_text(sched + "\n")
+    files(top / "devices" / "sda" / "sda1", dev="8:1", partition="1")
+    (top / "block").mkdir()
+    (top / "block" / "8:0").symlink_to("../devices/sda")
+    (top / "block" / "8:16").symlink_to("../devices/sdb")
+    (top / "block" / "8:1").symlink_to("../devices/sda/sda1")
+    monkeypatch.setattr(blkio, "SYS_DEV_BLOCK", str(top / "block"))
+    return top
+
+
+@pytest.fixture
+def warnings() -> Any:
+    """The warnings library code reports while the test runs."""
+    seen: list[str] = []
+    logs.set_sink(lambda level, message: seen.append(message))
+    yield seen
+    logs.set_sink(None)
 
 
 # ---------------------------------------------------------------------- memory
@@ -70,14 +102,14 @@ def test_memory_v1_limit_swap_order_when_lowering(tmp_path: Path) -> None:
 
 
 def test_memory_v1_all_fields(tmp_path: Path) -> None:
-    d = files(tmp_path, memory__memsw__limit_in_bytes="0")
+    d = files(tmp_path, memory__memsw__limit_in_bytes="0", memory__kmem__tcp__limit_in_bytes="0")
     w = memory.plan_v1(
         LinuxMemory(
             limit=-1,
             reservation=1 << 20,
             swappiness=10,
             disable_oom_killer=True,
-            kernel=123,  # ignored: deprecated
+            kernel=123,  # ignored (with a warning): deprecated
             kernel_tcp=2 << 20,
         ),
         d,
@@ -119,6 +151,92 @@ def test_memory_v1_swap_without_accounting(tmp_path: Path) -> None:
     assert pairs(memory.plan_v1(LinuxMemory(limit=-1), d), d) == [("memory.limit_in_bytes", "-1")]
 
 
+def test_memory_swap_unlimited_without_accounting_is_fine(tmp_path: Path) -> None:
+    d = files(tmp_path, memory__limit_in_bytes="1048576")
+    assert memory.plan_v1(LinuxMemory(swap=-1), d) == []  # no swap limit to lift
+    assert pairs(memory.plan_v2(LinuxMemory(limit=1 << 20, swap=-1), d), d) == [
+        ("memory.max", str(1 << 20))
+    ]
+    with pytest.raises(CgroupError, match=r"memory\.swap: this kernel does not account swap"):
+        memory.plan_v2(LinuxMemory(limit=1 << 20, swap=2 << 20), d)
+
+
+def test_memory_v1_swap_alone_must_cover_the_current_limit(tmp_path: Path) -> None:
+    d = files(
+        tmp_path,
+        memory__limit_in_bytes=str(64 << 20),
+        memory__memsw__limit_in_bytes=str(64 << 20),
+    )
+    assert pairs(memory.plan_v1(LinuxMemory(swap=128 << 20), d), d) == [
+        ("memory.memsw.limit_in_bytes", str(128 << 20))
+    ]
+    with pytest.raises(CgroupError, match=r"^linux\.resources\.memory\.swap: .* current memory"):
+        memory.plan_v1(LinuxMemory(swap=32 << 20), d)
+
+
+def test_memory_kernel_fields_are_ignored_with_a_warning(
+    tmp_path: Path, warnings: list[str]
+) -> None:
+    d = files(tmp_path, memory__kmem__tcp__limit_in_bytes="0", memory__swap__max="max")
+    assert memory.plan_v1(LinuxMemory(kernel=1 << 20), d) == []
+    assert warnings == [
+        "linux.resources.memory.kernel: ignored (kernel memory limits are deprecated)"
+    ]
+    warnings.clear()
+    # v2: kernelTCP too (runc); kernel memory is part of memory.max there
+    assert memory.plan_v2(LinuxMemory(kernel=1 << 20, kernel_tcp=1 << 20), d) == []
+    assert len(warnings) == 1
+    assert warnings[0].startswith(
+        "linux.resources.memory.kernel and linux.resources.memory.kernelTCP: ignored"
+    )
+    # v1 still has kernelTCP; a kernel without it says so
+    assert pairs(memory.plan_v1(LinuxMemory(kernel_tcp=1 << 20), d), d) == [
+        ("memory.kmem.tcp.limit_in_bytes", str(1 << 20))
+    ]
+    (tmp_path / "memory.kmem.tcp.limit_in_bytes").unlink()
+    with pytest.raises(CgroupError, match=r"memory\.kernelTCP: this kernel has no memory\.kmem"):
+        memory.plan_v1(LinuxMemory(kernel_tcp=1 << 20), d)
+    with pytest.raises(CgroupError, match=r"memory\.kernel: -3 is not a valid limit"):
+        memory.plan_v1(LinuxMemory(kernel=-3), d)
+
+
+def test_memory_check_before_update(tmp_path: Path) -> None:
+    v1 = files(
+        tmp_path / "v1",
+        memory__limit_in_bytes=str(64 << 20),
+        memory__memsw__limit_in_bytes=str(64 << 20),
+        memory__usage_in_bytes=str(10 << 20),
+        memory__memsw__usage_in_bytes=str(12 << 20),
+    )
+    v2 = files(
+        tmp_path / "v2",
+        memory__max=str(64 << 20),
+        memory__swap__max="0",
+        memory__current=str(10 << 20),
+        memory__swap__current=str(2 << 20),
+    )
+    for plan, d in ((memory.plan_v1, v1), (memory.plan_v2, v2)):
+        with pytest.raises(CgroupError, match=r"^linux\.resources\.memory\.limit: 8388608 is not "):
+            plan(LinuxMemory(limit=8 << 20, check_before_update=True), d)
+        with pytest.raises(CgroupError, match=r"memory\.limit: 10485760 is not above"):
+            plan(LinuxMemory(limit=10 << 20, check_before_update=True), d)  # equal: refused
+        with pytest.raises(CgroupError, match=r"memory\.swap: 11534336 is not above .*12582912"):
+            plan(LinuxMemory(limit=11 << 20, swap=11 << 20, check_before_update=True), d)
+        assert plan(LinuxMemory(limit=16 << 20, swap=16 << 20, check_before_update=True), d)
+        assert plan(LinuxMemory(limit=8 << 20), d)  # without the flag: the kernel's call
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("disable_oom_killer", 1), ("use_hierarchy", "yes"), ("check_before_update", 0)],
+)
+def test_memory_flags_must_be_booleans(tmp_path: Path, field: str, value: object) -> None:
+    mem = LinuxMemory()
+    setattr(mem, field, value)
+    with pytest.raises(CgroupError, match=r"is not true or false"):
+        memory.plan_v1(mem, str(tmp_path))
+
+
 @pytest.mark.parametrize(
     ("swap", "limit", "expect"),
     [
@@ -127,17 +245,29 @@ def test_memory_v1_swap_without_accounting(tmp_path: Path) -> None:
         (None, 100, None),
         (300, 100, 200),
         (100, 100, 0),
+        (300, -1, 300),  # unlimited memory: swap as is (runc)
+        (-1, -1, -1),
+        (-1, None, -1),
     ],
 )
 def test_swap_v2_conversion(swap: int | None, limit: int | None, expect: int | None) -> None:
     assert memory.swap_v2(swap, limit) == expect
 
 
-def test_swap_v2_needs_a_memory_limit() -> None:
+def test_swap_v2_needs_a_memory_limit(tmp_path: Path) -> None:
     with pytest.raises(CgroupError, match="needs a memory limit"):
         memory.swap_v2(100, None)
-    with pytest.raises(CgroupError, match="needs a memory limit"):
-        memory.swap_v2(100, -1)
+    # an update of swap alone converts against the limit the cgroup has ...
+    d = files(tmp_path, memory__swap__max="max", memory__max=str(100 << 20))
+    assert pairs(memory.plan_v2(LinuxMemory(swap=300 << 20), d), d) == [
+        ("memory.swap.max", str(200 << 20))
+    ]
+    with pytest.raises(CgroupError, match=r"memory\.swap: .* below the current memory limit"):
+        memory.plan_v2(LinuxMemory(swap=50 << 20), d)
+    # ... and needs one
+    (tmp_path / "memory.max").write_text("max\n")
+    with pytest.raises(CgroupError, match=r"^linux\.resources\.memory\.swap: .*needs a memory"):
+        memory.plan_v2(LinuxMemory(swap=300 << 20), d)
 
 
 def test_memory_v2(tmp_path: Path) -> None:
@@ -200,10 +330,33 @@ def test_memory_stats_v2(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("shares", "weight"), [(2, 1), (1024, 39), (262144, 10000), (0, 0), (512, 20)]
+    ("shares", "weight"),
+    # opencontainers/cgroups' own table (utils_test.go), and a few between
+    [
+        (0, 0),
+        (1, 1),
+        (2, 1),
+        (3, 2),
+        (1024, 100),
+        (262143, 10000),
+        (262144, 10000),
+        (262145, 10000),
+        (512, 59),
+        (2048, 174),
+    ],
 )
 def test_shares_to_weight(shares: int, weight: int) -> None:
     assert cpu.shares_to_weight(shares) == weight
+
+
+@pytest.mark.parametrize(("shares", "weight"), [(2, 1), (1024, 39), (262144, 10000), (0, 0)])
+def test_shares_to_weight_linear(shares: int, weight: int) -> None:
+    assert cpu.shares_to_weight_linear(shares) == weight
+
+
+def test_shares_to_weight_is_monotonic() -> None:
+    weights = [cpu.shares_to_weight(s) for s in range(2, 262145, 97)]
+    assert weights == sorted(weights) and weights[0] >= 1 and weights[-1] <= 10000
 
 
 def test_cpu_v1(tmp_path: Path) -> None:
@@ -250,7 +403,7 @@ def test_cpu_v2(tmp_path: Path) -> None:
     d = files(tmp_path, cpu__max="max 100000")
     w = cpu.plan_v2(LinuxCPU(shares=1024, quota=50000, period=200000, burst=100), d)
     assert pairs(w, d) == [
-        ("cpu.weight", "39"),
+        ("cpu.weight", "100"),
         ("cpu.max", "50000 200000"),
         ("cpu.max.burst", "100"),
     ]
@@ -261,8 +414,33 @@ def test_cpu_v2(tmp_path: Path) -> None:
 
 
 def test_cpu_v2_has_no_realtime(tmp_path: Path) -> None:
-    with pytest.raises(CgroupError, match="realtime"):
+    with pytest.raises(CgroupError, match=r"^linux\.resources\.cpu\.realtimeRuntime: .*v2"):
         cpu.plan_v2(LinuxCPU(realtime_runtime=1000), str(tmp_path))
+    with pytest.raises(CgroupError, match=r"^linux\.resources\.cpu\.realtimePeriod: .*v2"):
+        cpu.plan_v2(LinuxCPU(realtime_period=1000), str(tmp_path))
+    assert cpu.plan_v2(LinuxCPU(realtime_period=0, realtime_runtime=0), str(tmp_path)) == []
+
+
+def test_cpu_v1_realtime(tmp_path: Path) -> None:
+    parent = files(tmp_path, cpu__rt_runtime_us="950000", cpu__rt_period_us="1000000")
+    d = files(tmp_path / "c", cpu__rt_runtime_us="0", cpu__rt_period_us="1000000")
+    w = cpu.plan_v1(LinuxCPU(realtime_period=500000, realtime_runtime=100000), d)
+    assert pairs(w, d) == [("cpu.rt_period_us", "500000"), ("cpu.rt_runtime_us", "100000")]
+    assert all(x.retry_on_einval for x in w)  # period and runtime constrain each other
+    # a parent without realtime time of its own: refused before any write, naming it
+    (tmp_path / "cpu.rt_runtime_us").write_text("0\n")
+    with pytest.raises(CgroupError, match=rf"realtimeRuntime: the parent cgroup {parent} has no"):
+        cpu.plan_v1(LinuxCPU(realtime_runtime=100000), d)
+    for bad, message in [
+        (LinuxCPU(realtime_runtime=-2), r"realtimeRuntime: -2 is not a runtime"),
+        (LinuxCPU(realtime_period=10, realtime_runtime=20), r"realtimeRuntime: 20 is more than"),
+    ]:
+        with pytest.raises(CgroupError, match=r"^linux\.resources\.cpu\." + message):
+            cpu.plan_v1(bad, d)
+    # a kernel without RT group scheduling
+    (tmp_path / "c" / "cpu.rt_runtime_us").unlink()
+    with pytest.raises(CgroupError, match=r"realtimePeriod: this kernel has no realtime group"):
+        cpu.plan_v1(LinuxCPU(realtime_period=500000), d)
 
 
 def test_cpu_stats(tmp_path: Path) -> None:
@@ -336,6 +514,8 @@ def test_pids(tmp_path: Path) -> None:
     assert pairs(pids.plan(LinuxPids(limit=-1), d), d) == [("pids.max", "max")]
     assert pairs(pids.plan(LinuxPids(limit=0), d), d) == [("pids.max", "max")]
     assert pids.plan(LinuxPids(), d) == []
+    with pytest.raises(CgroupError, match=r"^linux\.resources\.pids\.limit: -5 is not a valid"):
+        pids.plan(LinuxPids(limit=-5), d)
     files(tmp_path, pids__current="3", pids__max="max")
     assert pids.stats(d).current == 3 and pids.stats(d).limit == 0
 
@@ -369,10 +549,10 @@ def test_blkio_v1_weight_needs_a_weight_file(tmp_path: Path) -> None:
     with pytest.raises(CgroupError, match=r"blockIO\.weight: .*no weight file"):
         blkio.plan_v1(LinuxBlockIO(weight=500), d)
     files(tmp_path, blkio__bfq__weight="100")
-    bio = LinuxBlockIO(weight=500, weight_device=[LinuxWeightDevice(major=8, minor=0, weight=20)])
+    bio = LinuxBlockIO(weight=500, weight_device=[LinuxWeightDevice(major=8, minor=16, weight=20)])
     assert pairs(blkio.plan_v1(bio, d), d) == [
         ("blkio.bfq.weight", "500"),
-        ("blkio.bfq.weight_device", "8:0 20"),
+        ("blkio.bfq.weight_device", "8:16 20"),
     ]
     with pytest.raises(CgroupError, match=r"blockIO\.weight: 5 is out of range 10\.\.1000"):
         blkio.plan_v1(LinuxBlockIO(weight=5), d)
@@ -395,6 +575,65 @@ def test_blkio_bad_device(tmp_path: Path) -> None:
     bio = LinuxBlockIO(throttle_read_bps_device=[LinuxThrottleDevice(major=-1, minor=0, rate=1)])
     with pytest.raises(CgroupError, match=r"throttleReadBpsDevice\[0\]"):
         blkio.plan_v1(bio, str(tmp_path))
+
+
+def test_blkio_devices_are_checked_before_any_write(tmp_path: Path) -> None:
+    d = files(tmp_path, blkio__bfq__weight="100")
+    for bio, message in [
+        (
+            LinuxBlockIO(
+                throttle_write_bps_device=[LinuxThrottleDevice(major=8, minor=99, rate=1)]
+            ),
+            r"throttleWriteBpsDevice\[0\]: no block device 8:99 on this host",
+        ),
+        (
+            LinuxBlockIO(throttle_read_iops_device=[LinuxThrottleDevice(major=8, minor=1, rate=1)]),
+            r"throttleReadIOPSDevice\[0\]: 8:1 is a partition; .*\(its disk is 8:0\)",
+        ),
+        (
+            LinuxBlockIO(
+                weight=100,
+                throttle_read_bps_device=[LinuxThrottleDevice(major=8, minor=0, rate=-1)],
+            ),
+            r"throttleReadBpsDevice\[0\]\.rate: -1 is negative",
+        ),
+    ]:
+        for plan in (blkio.plan_v1, blkio.plan_v2):
+            with pytest.raises(CgroupError, match=r"^linux\.resources\.blockIO\." + message):
+                plan(bio, d)
+    # a per-device weight through BFQ's file needs a disk on BFQ
+    bio = LinuxBlockIO(weight_device=[LinuxWeightDevice(major=8, minor=0, weight=100)])
+    with pytest.raises(CgroupError, match=r"weightDevice\[0\]: device 8:0 does not use the BFQ"):
+        blkio.plan_v1(bio, d)
+    bio = LinuxBlockIO(weight_device=[LinuxWeightDevice(major=8, minor=16, weight=100)])
+    assert pairs(blkio.plan_v1(bio, d), d) == [("blkio.bfq.weight_device", "8:16 100")]
+
+
+def test_blkio_v1_leaf_weights_need_cfq(tmp_path: Path) -> None:
+    d = files(tmp_path, blkio__bfq__weight="100")
+    with pytest.raises(CgroupError, match=r"blockIO\.leafWeight: this kernel has no blkio\.leaf_w"):
+        blkio.plan_v1(LinuxBlockIO(leaf_weight=100), d)
+    bio = LinuxBlockIO(weight_device=[LinuxWeightDevice(major=8, minor=16, leaf_weight=100)])
+    with pytest.raises(CgroupError, match=r"weightDevice\[0\]\.leafWeight: this kernel has no"):
+        blkio.plan_v1(bio, d)
+    files(tmp_path, blkio__leaf_weight="100", blkio__leaf_weight_device="")
+    assert pairs(blkio.plan_v1(LinuxBlockIO(leaf_weight=200), d), d) == [
+        ("blkio.leaf_weight", "200")
+    ]
+    with pytest.raises(CgroupError, match=r"blockIO\.leafWeight: cgroup v2 has no leaf weights"):
+        blkio.plan_v2(LinuxBlockIO(leaf_weight=200), d)
+
+
+def test_blkio_v2_device_weights(tmp_path: Path) -> None:
+    d = str(tmp_path)
+    bio = LinuxBlockIO(weight_device=[LinuxWeightDevice(major=8, minor=0, weight=1000)])
+    # no BFQ files: iocost's io.weight, converted as the default weight is
+    assert pairs(blkio.plan_v2(bio, d), d) == [("io.weight", "8:0 10000")]
+    files(tmp_path, io__bfq__weight="default 100\n")
+    with pytest.raises(CgroupError, match=r"does not use the BFQ"):
+        blkio.plan_v2(bio, d)
+    bio = LinuxBlockIO(weight_device=[LinuxWeightDevice(major=8, minor=16, weight=1000)])
+    assert pairs(blkio.plan_v2(bio, d), d) == [("io.bfq.weight", "8:16 1000")]
 
 
 def test_blkio_stats(tmp_path: Path) -> None:
@@ -494,3 +733,38 @@ def test_network_v1(tmp_path: Path) -> None:
     bad = LinuxNetwork(priorities=[LinuxInterfacePriority(name="a b", priority=1)])
     with pytest.raises(CgroupError, match=r"priorities\[0\]\.name"):
         network.plan_net_prio(bad, d)
+
+
+# ---------------------------------------------------------------------- rdma
+
+
+class Rdma(msgspec.Struct):
+    hca_handles: int | None = None
+    hca_objects: int | None = None
+
+
+def test_rdma(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ib = tmp_path / "infiniband"
+    (ib / "mlx5_0").mkdir(parents=True)
+    monkeypatch.setattr(rdma, "SYS_CLASS_INFINIBAND", str(ib))
+    d = str(tmp_path)
+    plan = rdma.plan({"mlx5_0": Rdma(hca_handles=2, hca_objects=2000)}, d)
+    assert pairs(plan, d) == [("rdma.max", "mlx5_0 hca_handle=2 hca_object=2000")]
+    assert pairs(rdma.plan({"mlx5_0": Rdma(hca_objects=0)}, d), d) == [
+        ("rdma.max", "mlx5_0 hca_object=0")
+    ]
+    assert rdma.plan(None, d) == [] and rdma.plan({}, d) == []
+    for entries, message in [
+        ({"mlx5_0": Rdma()}, r"\['mlx5_0'\]: give hcaHandles or hcaObjects"),
+        ({"mlx5_0": Rdma(hca_handles=-1)}, r"\['mlx5_0'\]\.hcaHandles: -1 is out of range"),
+        (
+            {"mlx5_0": Rdma(hca_objects=2**31)},
+            r"\['mlx5_0'\]\.hcaObjects: 2147483648 is out of range",
+        ),
+        ({"mlx5_0": Rdma(hca_objects="x")}, r"\['mlx5_0'\]\.hcaObjects: 'x' is not an integer"),  # type: ignore[arg-type]
+        ({"mlx9": Rdma(hca_handles=1)}, r"\['mlx9'\]: no RDMA device mlx9 on this host"),
+        ({"a b": Rdma(hca_handles=1)}, r"\['a b'\]: not an RDMA device name"),
+        ({"../x": Rdma(hca_handles=1)}, r"\['\.\./x'\]: not an RDMA device name"),
+    ]:
+        with pytest.raises(CgroupError, match=r"^linux\.resources\.rdma" + message):
+            rdma.plan(entries, d)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from bulkhead.cgroups import devicefilter, fs, hugetlb, new_manager
+from bulkhead.cgroups import devicefilter, fs, hugetlb, new_manager, rdma
 from bulkhead.cgroups.layout import Layout, layout_from_text
 from bulkhead.cgroups.v1 import V1Manager
 from bulkhead.cgroups.v2 import V2Manager
@@ -32,6 +32,7 @@ from bulkhead.oci.runtime_spec import (
     LinuxMemory,
     LinuxNetwork,
     LinuxPids,
+    LinuxRdma,
     LinuxResources,
 )
 
@@ -472,7 +473,7 @@ def test_v2_apply_converts(fake_fs: FakeTree) -> None:
     d = root / "bulkhead/a2"
     assert (d / "memory.max").read_text() == str(64 << 20)
     assert (d / "memory.swap.max").read_text() == str(32 << 20)
-    assert (d / "cpu.weight").read_text() == "20"
+    assert (d / "cpu.weight").read_text() == "59"  # 512 shares (runc >= 1.3.2's curve)
     assert (d / "cpu.max").read_text() == "20000"
     assert (d / "cpuset.cpus").read_text() == "1"
     assert (d / "pids.max").read_text() == "100"
@@ -581,3 +582,189 @@ def test_v1_hugetlb_nowhere(fake_fs: FakeTree) -> None:
     bad = LinuxResources(hugepage_limits=[LinuxHugepageLimit(page_size="3MB", limit=1)])
     with pytest.raises(CgroupError, match=r"pageSize: 3MB pages are not offered"):
         cg.apply(bad)
+
+
+# ---------------------------------------------------------------------- updates: all or nothing
+
+
+def refuse(fake: FakeTree, monkeypatch: pytest.MonkeyPatch, name: str, err: int) -> None:
+    """Make the fake kernel refuse writes to files called ``name`` with ``err``."""
+    inner = fs.write
+
+    def write(path: str, value: str) -> None:
+        if os.path.basename(path) == name:
+            fake.log.append((path, f"REFUSED {value}"))
+            raise OSError(err, os.strerror(err), path)
+        inner(path, value)
+
+    monkeypatch.setattr(fs, "write", write)
+
+
+def test_v1_update_refused_half_way_is_undone(
+    fake_fs: FakeTree, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = fake_fs.root
+    cg = new_manager("/bulkhead/undo", layout=v1_layout(fake_fs))
+    cg.create()
+    cg.apply(resources(), initial=True)
+    mem = root / "memory/bulkhead/undo"
+    before = {
+        f.name: f.read_text()
+        for h in ("memory", "cpu", "pids", "devices")
+        for f in (root / h / "bulkhead/undo").iterdir()
+    }
+    refuse(fake_fs, monkeypatch, "pids.max", errno.EINVAL)
+    update = LinuxResources(
+        memory=LinuxMemory(limit=128 << 20, swappiness=5, disable_oom_killer=True),
+        cpu=LinuxCPU(shares=2048),
+        pids=LinuxPids(limit=7),
+        devices=[LinuxDeviceCgroup(allow=True, type="c", major=10, minor=229, access="rw")],
+    )
+    with pytest.raises(CgroupError) as info:
+        cg.apply(update)
+    message = str(info.value)
+    assert message.startswith("linux.resources.pids.limit: the kernel refused '7' for pids.max")
+    assert "earlier write(s) of this update were undone" in message
+    after = {
+        f.name: f.read_text()
+        for h in ("memory", "cpu", "pids", "devices")
+        for f in (root / h / "bulkhead/undo").iterdir()
+    }
+    changed = {k for k in before if before[k].strip() != after[k].strip()}
+    # the write-only devices files show the replayed devices.list, and the fake
+    # oom_control holds the flag written back (the kernel shows it in its table)
+    assert changed <= {"devices.allow", "devices.deny", "memory.oom_control"}, changed
+    assert (mem / "memory.limit_in_bytes").read_text().strip() == str(64 << 20)
+    assert (mem / "memory.oom_control").read_text().strip() == "0"
+    # the device rules went back to what devices.list said
+    deny = [v for p, v in fake_fs.writes("devices.deny")]
+    assert deny[-1] == "a"
+
+
+def test_v1_update_of_a_missing_file_writes_nothing(fake_fs: FakeTree) -> None:
+    root = fake_fs.root
+    cg = new_manager("/bulkhead/mf", layout=v1_layout(fake_fs))
+    cg.create()
+    (root / "cpu/bulkhead/mf/cpu.idle").unlink()  # an older kernel
+    before = len(fake_fs.log)
+    with pytest.raises(
+        CgroupError, match=r"^linux\.resources\.cpu\.idle: this kernel or cgroup has no"
+    ):
+        cg.apply(LinuxResources(memory=LinuxMemory(limit=1 << 20), cpu=LinuxCPU(idle=1)))
+    assert len(fake_fs.log) == before
+
+
+def test_v1_undo_failure_is_reported(fake_fs: FakeTree, monkeypatch: pytest.MonkeyPatch) -> None:
+    cg = new_manager("/bulkhead/uf", layout=v1_layout(fake_fs))
+    cg.create()
+    inner = fs.write
+    calls: list[str] = []
+
+    def write(path: str, value: str) -> None:
+        calls.append(os.path.basename(path))
+        if os.path.basename(path) == "pids.max":
+            raise OSError(errno.EINVAL, "Invalid argument", path)
+        if os.path.basename(path) == "cpu.shares" and calls.count("cpu.shares") > 1:
+            raise OSError(errno.EBUSY, "Device or resource busy", path)
+        inner(path, value)
+
+    monkeypatch.setattr(fs, "write", write)
+    with pytest.raises(
+        CgroupError,
+        match=r"pids\.limit: .*putting back .* failed too \(cpu\.shares = '1024': Device or resource busy\): the cgroup is partly updated",
+    ):
+        cg.apply(LinuxResources(cpu=LinuxCPU(shares=512), pids=LinuxPids(limit=3)))
+
+
+def test_v2_update_refused_half_way_is_undone(
+    fake_fs: FakeTree, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = fake_fs.root / "v2"
+    cg = new_manager("/bulkhead/u2", layout=v2_layout(fake_fs))
+    cg.create()
+    d = root / "bulkhead/u2"
+    (d / "io.max").write_text("8:16 rbps=100 wbps=max riops=max wiops=max\n")
+    monkeypatch.setattr("bulkhead.cgroups.blkio.check_device", lambda key, field, bfq=False: None)
+    refuse(fake_fs, monkeypatch, "hugetlb.2MB.max", errno.EINVAL)
+    update = LinuxResources(
+        memory=LinuxMemory(limit=1 << 30, swap=2 << 30),
+        cpu=LinuxCPU(shares=2048, quota=50000),
+        block_io=LinuxBlockIO(
+            weight=500,
+            throttle_read_bps_device=[
+                {"major": 8, "minor": 0, "rate": 1000},  # type: ignore[list-item]
+                {"major": 8, "minor": 16, "rate": 2000},  # type: ignore[list-item]
+            ],
+        ),
+        hugepage_limits=[LinuxHugepageLimit(page_size="2MB", limit=2 << 20)],
+    )
+    update = msgspec_convert(update)
+    with pytest.raises(CgroupError, match=r"hugepageLimits\[0\]\.limit: .* were undone"):
+        cg.apply(update)
+    assert (d / "memory.max").read_text() == "max"
+    assert (d / "memory.swap.max").read_text() == "max"
+    assert (d / "cpu.max").read_text() == "max 100000"
+    assert (d / "cpu.weight").read_text() == "100"
+    # io.max is a table: each touched device gets its old line, or loses its rule
+    undo = [v for _, v in fake_fs.writes("io.max")][-2:]
+    assert sorted(undo) == [
+        "8:0 rbps=max wbps=max riops=max wiops=max",
+        "8:16 rbps=100 wbps=max riops=max wiops=max",
+    ]
+    assert [v for _, v in fake_fs.writes("io.weight")][-1] == "default 100"
+
+
+def msgspec_convert(res: LinuxResources) -> LinuxResources:
+    import msgspec
+
+    return msgspec.convert(msgspec.to_builtins(res), type=LinuxResources)
+
+
+def test_v2_device_program_failure_undoes_the_writes(
+    fake_fs: FakeTree, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = fake_fs.root / "v2"
+    cg = new_manager("/bulkhead/dp", layout=v2_layout(fake_fs))
+    cg.create()
+
+    def attach(d: str, program: bytes) -> None:
+        raise CgroupError("linux.resources.devices: cannot attach the device program: EPERM")
+
+    monkeypatch.setattr(devicefilter, "attach", attach)
+    rule = LinuxDeviceCgroup(allow=True, type="c", major=10, minor=229, access="rw")
+    with pytest.raises(CgroupError, match=r"^linux\.resources\.devices: .*were undone"):
+        cg.apply(LinuxResources(pids=LinuxPids(limit=9), devices=[rule]))
+    assert (root / "bulkhead/dp/pids.max").read_text() == "max"
+
+
+def test_v2_rdma(fake_fs: FakeTree, monkeypatch: pytest.MonkeyPatch) -> None:
+    ib = fake_fs.root / "infiniband"
+    (ib / "siw0").mkdir(parents=True)
+    monkeypatch.setattr(rdma, "SYS_CLASS_INFINIBAND", str(ib))
+    root = fake_fs.root / "v2"
+    layout = v2_layout(fake_fs)
+    (root / "cgroup.controllers").write_text(V2_CONTROLLERS + " rdma\n")
+    cg = new_manager("/bulkhead/rd", layout=layout)
+    cg.create()
+    (root / "bulkhead/rd/rdma.max").write_text("")
+    res = LinuxResources(rdma={"siw0": LinuxRdma(hca_handles=1, hca_objects=10)})
+    cg.apply(res)
+    assert fake_fs.writes("rdma.max") == [
+        ("v2/bulkhead/rd/rdma.max", "siw0 hca_handle=1 hca_object=10")
+    ]
+    with pytest.raises(CgroupError, match=r"^linux\.resources\.rdma\['mlx5_0'\]: no RDMA device"):
+        cg.apply(LinuxResources(rdma={"mlx5_0": LinuxRdma(hca_handles=1)}))
+    (root / "bulkhead/rd/cgroup.controllers").write_text("memory pids\n")
+    with pytest.raises(CgroupError, match=r"rdma\['siw0'\]: the rdma controller is not enabled"):
+        cg.apply(res)
+
+
+def test_v1_rdma_and_network_name_what_is_missing(fake_fs: FakeTree) -> None:
+    cg = new_manager("/bulkhead/rn", layout=v1_layout(fake_fs))
+    cg.create()
+    with pytest.raises(
+        CgroupError,
+        match=r"^linux\.resources\.rdma: (this kernel has no rdma controller|the rdma controller is not mounted)",
+    ):
+        cg.apply(LinuxResources(rdma={"mlx5_0": LinuxRdma(hca_handles=1)}))
+    cg.apply(LinuxResources(rdma={}))  # nothing asked: fine

@@ -25,6 +25,7 @@ blkio        blkio / io (weights, throttles)
 hugetlb      hugetlb (huge pages per size)
 devices      devices (v1 allow/deny lists)
 network      net_cls, net_prio (v1 only)
+rdma         rdma (RDMA handles and objects per device)
 freezer      freezer / cgroup.freeze (pause, resume)
 events       OOM notifications
 ===========  ==================================================
@@ -39,6 +40,13 @@ Usage::
     cg.add_pid(pid)
     ...
     cg.destroy()
+
+Every field is checked before the first write, and an error names the
+field (``linux.resources.memory.limit: ...``). An update (``apply``
+without ``initial``) is all or nothing: the files are read first, and if
+the kernel refuses a write half-way, what was written is put back
+(:func:`.fs.apply_writes`). The field-by-field status of both versions is
+in ``docs/cgroups-resources.md``.
 """
 
 from __future__ import annotations

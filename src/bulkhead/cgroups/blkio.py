@@ -15,6 +15,13 @@ throttles (absolute)
     (one ``"8:0 1048576"`` line per write; rate 0 removes the rule), v2
     ``io.max`` (``"8:0 rbps=1048576"``; ``max`` removes it).
 
+Every device is checked before anything is written: it must exist
+(``/sys/dev/block/<major>:<minor>``), be a whole disk (the kernel keeps
+I/O rules per disk, and refuses a partition with ENODEV), and, for a
+per-device weight through a BFQ file, use the BFQ scheduler. The kernel
+has the last word all the same (iocost for per-device ``io.weight`` ...);
+what it refuses during an update is undone (:func:`.fs.apply_writes`).
+
 Statistics come from ``blkio.throttle.io_service_bytes_recursive`` and
 ``..._serviced_recursive`` on v1 and ``io.stat`` on v2.
 """
@@ -22,6 +29,7 @@ Statistics come from ``blkio.throttle.io_service_bytes_recursive`` and
 from __future__ import annotations
 
 import errno
+import os
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
@@ -40,6 +48,30 @@ from bulkhead.errors import CgroupError
 
 F = f"{PREFIX}.blockIO"
 WEIGHT_MIN, WEIGHT_MAX = 10, 1000
+
+#: Where the kernel lists block devices by number (a setting for the tests).
+SYS_DEV_BLOCK = "/sys/dev/block"
+
+
+def check_device(key: str, field: str, bfq: bool = False) -> None:
+    """Refuse a ``major:minor`` that is no block device here, a partition, or (``bfq``) not on BFQ."""
+    where = f"{SYS_DEV_BLOCK}/{key}"
+    if not fs.exists(where):
+        raise CgroupError(f"{field}: no block device {key} on this host (see {SYS_DEV_BLOCK})")
+    if fs.exists(f"{where}/partition"):
+        disk = (fs.read_opt(os.path.join(os.path.realpath(where), "..", "dev")) or "").strip()
+        raise CgroupError(
+            f"{field}: {key} is a partition; the kernel keeps I/O limits and weights per "
+            f"whole disk" + (f" (its disk is {disk})" if disk else "")
+        )
+    if bfq:
+        sched = fs.read_opt(f"{where}/queue/scheduler")
+        if sched is not None and "[bfq]" not in sched:
+            raise CgroupError(
+                f"{field}: device {key} does not use the BFQ I/O scheduler "
+                f"(it has: {sched.strip()}), and per-device weights need it "
+                f"({where}/queue/scheduler)"
+            )
 
 
 def weight_to_io_weight(weight: int) -> int:
@@ -100,6 +132,7 @@ def _throttles(bio: BlockIOResources) -> list[_Throttle]:
             rate = need_int(dev.rate, f"{field}.rate")
             if rate < 0:
                 raise CgroupError(f"{field}.rate: {rate} is negative")
+            check_device(key, field)
             out.append(_Throttle(field, key, v1_file, v2_key, rate))
     return out
 
@@ -125,12 +158,25 @@ def plan_v1(bio: BlockIOResources | None, d: str) -> list[Write]:
     if bio.weight:
         w = _weight(bio.weight, f"{F}.weight")
         writes.append(Write(need_weight_file(f"{F}.weight") + "weight", str(w), f"{F}.weight"))
+
+    def need_leaf(field: str, name: str) -> str:
+        path = f"{d}/{name}"
+        if fs.exists(d) and not fs.exists(path):
+            raise CgroupError(
+                f"{field}: this kernel has no {name}: leaf weights were a feature of the CFQ "
+                "I/O scheduler, which Linux 5.0 removed"
+            )
+        return path
+
     if bio.leaf_weight:
         w = _weight(bio.leaf_weight, f"{F}.leafWeight")
-        writes.append(Write(f"{d}/blkio.leaf_weight", str(w), f"{F}.leafWeight"))
+        path = need_leaf(f"{F}.leafWeight", "blkio.leaf_weight")
+        writes.append(Write(path, str(w), f"{F}.leafWeight"))
     for i, dev in enumerate(bio.weight_device or ()):
         field = f"{F}.weightDevice[{i}]"
         key = dev_key(dev.major, dev.minor, field)
+        if dev.weight or dev.leaf_weight:
+            check_device(key, field, bfq=bool(dev.weight) and prefix == f"{d}/blkio.bfq.")
         if dev.weight:
             w = _weight(dev.weight, f"{field}.weight")
             writes.append(
@@ -145,7 +191,7 @@ def plan_v1(bio: BlockIOResources | None, d: str) -> list[Write]:
             w = _weight(dev.leaf_weight, f"{field}.leafWeight")
             writes.append(
                 Write(
-                    f"{d}/blkio.leaf_weight_device",
+                    need_leaf(f"{field}.leafWeight", "blkio.leaf_weight_device"),
                     f"{key} {w}",
                     f"{field}.leafWeight",
                     explain=_explain(key, weight=True),
@@ -178,6 +224,7 @@ def plan_v2(bio: BlockIOResources | None, d: str) -> list[Write]:
             raise CgroupError(f"{field}.leafWeight: cgroup v2 has no leaf weights")
         if dev.weight:
             w = _weight(dev.weight, f"{field}.weight")
+            check_device(key, field, bfq=bfq)
             explain = _explain(key, weight=True, iocost=not bfq)
             if bfq:
                 value = f"{key} {w}"

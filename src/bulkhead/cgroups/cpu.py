@@ -6,8 +6,16 @@ shares / weight
     *Proportional*: under contention a cgroup gets CPU time in proportion to
     its weight among its siblings; idle CPUs are used freely. v1
     ``cpu.shares`` ranges 2..262144 (default 1024); v2 ``cpu.weight`` ranges
-    1..10000 (default 100). bulkhead converts as runc does:
-    ``weight = 1 + ((shares - 2) * 9999) // 262142``.
+    1..10000 (default 100). bulkhead converts as runc >= 1.3.2 and crun >=
+    1.23 do (opencontainers/cgroups ``ConvertCPUSharesToCgroupV2Value``): a
+    quadratic curve in log2(shares) through the three points that matter,
+    min 2 -> 1, default 1024 -> 100, max 262144 -> 10000
+    (:func:`shares_to_weight`). The older linear formula,
+    ``1 + ((shares - 2) * 9999) // 262142`` (:func:`shares_to_weight_linear`,
+    runc < 1.3.2, crun < 1.23, still in Kubernetes' own arithmetic), maps the
+    default 1024 shares to weight 39, so a container that asked for the
+    default got less than an unconfigured cgroup beside it; the new one does
+    not, which is why we use it.
 quota / period / burst (CFS bandwidth control)
     *Absolute*: in each ``period`` microseconds the cgroup may run ``quota``
     microseconds (summed over all CPUs; -1 for no limit); ``burst`` lets it
@@ -18,8 +26,11 @@ idle
     1 puts the cgroup in the ``SCHED_IDLE`` class: it runs only when
     nothing else wants the CPU (``cpu.idle``, kernels >= 5.15).
 realtimeRuntime / realtimePeriod
-    v1 RT group scheduling (``cpu.rt_runtime_us``, ``cpu.rt_period_us``);
-    v2 has none.
+    v1 RT group scheduling (``cpu.rt_runtime_us``, ``cpu.rt_period_us``;
+    kernels with ``CONFIG_RT_GROUP_SCHED``). A cgroup's realtime runtime
+    must fit in its parent's, and a new parent (``/bulkhead``) has none, so
+    a runtime given there is refused up front, naming the parent. v2 has no
+    realtime group scheduling: an error, as with runc and crun.
 
 Accounting is cpuacct's on v1 (``cpuacct.usage`` ... in nanoseconds) and
 ``cpu.stat`` on v2 (microseconds). Values of 0 mean "not set" for shares,
@@ -28,6 +39,7 @@ quota and period (runc's reading).
 
 from __future__ import annotations
 
+import math
 import os
 
 from bulkhead.cgroups import fs
@@ -44,7 +56,24 @@ QUOTA_MIN = 1000
 
 
 def shares_to_weight(shares: int) -> int:
-    """v1 ``cpu.shares`` to v2 ``cpu.weight`` (runc's formula; 0 stays 0, unset)."""
+    """v1 ``cpu.shares`` to v2 ``cpu.weight``: runc >= 1.3.2's and crun >= 1.23's curve.
+
+    ``10 ** ((l*l + 125*l) / 612 - 7/34)`` rounded up, with ``l = log2(shares)``:
+    2 -> 1, 1024 -> 100, 262144 -> 10000. 0 stays 0 (unset); values beyond
+    the range clamp to its ends.
+    """
+    if shares == 0:
+        return 0
+    if shares <= SHARES_MIN:
+        return 1
+    if shares >= SHARES_MAX:
+        return 10000
+    lg = math.log2(shares)
+    return math.ceil(10 ** ((lg * lg + 125 * lg) / 612.0 - 7.0 / 34.0))
+
+
+def shares_to_weight_linear(shares: int) -> int:
+    """The old linear conversion (runc < 1.3.2, crun < 1.23): 1024 shares -> weight 39."""
     if shares == 0:
         return 0
     return 1 + ((shares - 2) * 9999) // 262142
@@ -101,14 +130,51 @@ def plan_v1(cpu: CPUResources | None, d: str) -> list[Write]:
         writes.append(Write(f"{d}/cpu.cfs_quota_us", str(quota), f"{F}.quota", burst is not None))
     if burst is not None:
         writes.append(Write(f"{d}/cpu.cfs_burst_us", str(burst), f"{F}.burst", True))
-    if _set(cpu.realtime_period):
-        rt = need_range(cpu.realtime_period, f"{F}.realtimePeriod", 1, 2**31 - 1)
-        writes.append(Write(f"{d}/cpu.rt_period_us", str(rt), f"{F}.realtimePeriod"))
-    if _set(cpu.realtime_runtime):
-        rt = need_int(cpu.realtime_runtime, f"{F}.realtimeRuntime")
-        writes.append(Write(f"{d}/cpu.rt_runtime_us", str(rt), f"{F}.realtimeRuntime", True))
+    writes += _plan_realtime(cpu, d)
     if cpu.idle == 1:
         writes.append(Write(f"{d}/cpu.idle", "1", f"{F}.idle"))
+    return writes
+
+
+def _plan_realtime(cpu: CPUResources, d: str) -> list[Write]:
+    """``cpu.rt_period_us`` and ``cpu.rt_runtime_us`` (v1), checked against the parent's budget."""
+    writes: list[Write] = []
+    period = runtime = None
+    if _set(cpu.realtime_period):
+        period = need_range(
+            cpu.realtime_period, f"{F}.realtimePeriod", 1, 2**31 - 1, "microseconds"
+        )
+    if _set(cpu.realtime_runtime):
+        runtime = need_int(cpu.realtime_runtime, f"{F}.realtimeRuntime")
+        if runtime < -1:
+            raise CgroupError(
+                f"{F}.realtimeRuntime: {runtime} is not a runtime (microseconds, or -1 for no limit)"
+            )
+        if period is not None and runtime > period:
+            raise CgroupError(
+                f"{F}.realtimeRuntime: {runtime} is more than realtimePeriod {period}"
+            )
+    if period is None and runtime is None:
+        return writes
+    if fs.exists(d):
+        field = f"{F}.realtimeRuntime" if runtime is not None else f"{F}.realtimePeriod"
+        if not fs.exists(f"{d}/cpu.rt_runtime_us"):
+            raise CgroupError(
+                f"{field}: this kernel has no realtime group scheduling "
+                "(no cpu.rt_runtime_us: CONFIG_RT_GROUP_SCHED is off)"
+            )
+        parent = os.path.dirname(d)
+        budget = fs.read_int(f"{parent}/cpu.rt_runtime_us")
+        if runtime is not None and runtime != 0 and budget is not None and budget == 0:
+            raise CgroupError(
+                f"{F}.realtimeRuntime: the parent cgroup {parent} has no realtime runtime "
+                "(its cpu.rt_runtime_us is 0), and a cgroup's realtime runtime must fit in "
+                "its parent's"
+            )
+    if period is not None:
+        writes.append(Write(f"{d}/cpu.rt_period_us", str(period), f"{F}.realtimePeriod", True))
+    if runtime is not None:
+        writes.append(Write(f"{d}/cpu.rt_runtime_us", str(runtime), f"{F}.realtimeRuntime", True))
     return writes
 
 
@@ -117,8 +183,15 @@ def plan_v2(cpu: CPUResources | None, d: str) -> list[Write]:
     if cpu is None:
         return []
     shares, quota, period, burst = _check(cpu)
-    if _set(cpu.realtime_period) or _set(cpu.realtime_runtime):
-        raise CgroupError(f"{F}.realtimeRuntime: cgroup v2 has no realtime group scheduling")
+    for name, rt in (
+        ("realtimeRuntime", cpu.realtime_runtime),
+        ("realtimePeriod", cpu.realtime_period),
+    ):
+        if _set(rt):
+            raise CgroupError(
+                f"{F}.{name}: cgroup v2 has no realtime group scheduling (runc and crun "
+                "refuse it too)"
+            )
     writes: list[Write] = []
     if cpu.idle == 0:
         writes.append(Write(f"{d}/cpu.idle", "0", f"{F}.idle"))

@@ -236,22 +236,188 @@ class Write:
     __hash__ = None  # type: ignore[assignment]
 
 
-def apply_writes(writes: Iterable[Write]) -> None:
-    """Carry out planned writes in order; raise :class:`CgroupError` on the first refusal."""
+def apply_writes(
+    writes: Iterable[Write], *, undo: bool = False, then: Callable[[], None] | None = None
+) -> None:
+    """Carry out planned writes in order; raise :class:`CgroupError` on the first refusal.
+
+    ``undo=True`` (an ``update`` of a running container) makes the plan all
+    or nothing: every file is read first (a file this kernel lacks is an
+    error before anything is written), and when the kernel refuses a write
+    half-way, what was already written is put back as it was (see
+    :func:`restore_writes`). The error then says so. A new cgroup needs
+    none of this: the runtime removes it when its first apply fails.
+    ``then`` runs after the last write, as part of the plan: when it raises
+    CgroupError the writes are undone too (v2's device program).
+    """
+    plan = list(writes)
+    saved = snapshot(plan) if undo else None
+    done: list[Write] = []
     deferred: list[Write] = []
+    try:
+        for w in plan:
+            try:
+                write(w.path, w.value)
+            except OSError as exc:
+                if w.retry_on_einval and exc.errno == errno.EINVAL:
+                    deferred.append(w)
+                    continue
+                raise write_error(w, exc) from exc
+            done.append(w)
+        for w in deferred:
+            try:
+                write(w.path, w.value)
+            except OSError as exc:
+                raise write_error(w, exc) from exc
+            done.append(w)
+        if then is not None:
+            then()
+    except CgroupError as err:
+        if saved is None or not done:
+            raise
+        failed = restore_writes(done, saved)
+        if failed:
+            raise CgroupError(
+                f"{err}; putting back what this update had already written failed too "
+                f"({'; '.join(failed)}): the cgroup is partly updated"
+            ) from err.__cause__
+        raise CgroupError(
+            f"{err} (the {len(done)} earlier write(s) of this update were undone)"
+        ) from err.__cause__
+
+
+# ------------------------------------------------------------------ undoing writes
+#
+# Most control files hold one value, and writing back what was read restores
+# it. Some are tables edited one line per write: what was read is the whole
+# table, and restoring means writing back the old line of each key (device)
+# this update touched, or the line that removes the key's rule when there
+# was none. The v1 devices files are write-only: their state is devices.list.
+
+#: Table files: the line that removes a key's setting (``{key}`` filled in).
+_TABLES: dict[str, str] = {
+    "blkio.throttle.read_bps_device": "{key} 0",
+    "blkio.throttle.write_bps_device": "{key} 0",
+    "blkio.throttle.read_iops_device": "{key} 0",
+    "blkio.throttle.write_iops_device": "{key} 0",
+    "blkio.weight_device": "{key} 0",
+    "blkio.bfq.weight_device": "{key} 0",
+    "blkio.leaf_weight_device": "{key} 0",
+    "io.max": "{key} rbps=max wbps=max riops=max wiops=max",
+    "io.weight": "{key} default",
+    "io.bfq.weight": "{key} default",
+    "rdma.max": "{key} hca_handle=max hca_object=max",
+    "net_prio.ifpriomap": "{key} 0",
+}
+
+#: Tables whose keys are names rather than ``major:minor``.
+_NAMED_KEYS = frozenset({"rdma.max", "net_prio.ifpriomap"})
+
+_DEVICES_FILES = frozenset({"devices.allow", "devices.deny"})
+
+
+def _state_file(path: str) -> str:
+    """The file whose content is the state that a write to ``path`` changes."""
+    if os.path.basename(path) in _DEVICES_FILES:
+        return os.path.join(os.path.dirname(path), "devices.list")
+    return path
+
+
+def snapshot(writes: list[Write]) -> dict[str, str | None]:
+    """What every file the plan writes holds now (``None``: cannot be read back).
+
+    A missing file is a :class:`CgroupError` naming the first field that
+    needs it: nothing has been written yet.
+    """
+    saved: dict[str, str | None] = {}
     for w in writes:
+        src = _state_file(w.path)
+        if src in saved:
+            continue
         try:
-            write(w.path, w.value)
+            saved[src] = read(src)
+        except FileNotFoundError as exc:
+            raise write_error(w, exc) from exc
+        except OSError:
+            saved[src] = None  # write-only (memory.reclaim ...): an action, not a setting
+    return saved
+
+
+def _table_key(name: str, value: str) -> str:
+    first = value.split(None, 1)[0] if value.strip() else ""
+    if name in _NAMED_KEYS or ":" in first:
+        return first
+    return "default"  # io.weight "200": the default weight, read back as "default 100"
+
+
+def _undo_plan(done: list[Write], saved: dict[str, str | None]) -> list[tuple[str, str]]:
+    """The writes that put back each file ``done`` changed, last changed first."""
+    order: list[str] = []
+    touched: dict[str, list[str]] = {}
+    for w in done:
+        src = _state_file(w.path)
+        if src in order:
+            order.remove(src)
+        order.append(src)
+        name = os.path.basename(w.path)
+        if name in _TABLES:
+            keys = touched.setdefault(src, [])
+            key = _table_key(name, w.value)
+            if key not in keys:
+                keys.append(key)
+    out: list[tuple[str, str]] = []
+    for src in reversed(order):
+        old = saved.get(src)
+        if old is None:
+            continue
+        name = os.path.basename(src)
+        d = os.path.dirname(src)
+        if name == "devices.list":
+            out.append((f"{d}/devices.deny", "a"))
+            for line in old.splitlines():
+                if line.strip():
+                    out.append((f"{d}/devices.allow", "a" if line.startswith("a ") else line))
+        elif name in _TABLES:
+            rows = {ln.split(None, 1)[0]: ln for ln in old.splitlines() if ln.strip()}
+            for key in touched.get(src, []):
+                out.append((src, rows.get(key) or _TABLES[name].format(key=key)))
+        elif name == "memory.oom_control":
+            flag = next(
+                (ln.split()[1] for ln in old.splitlines() if ln.startswith("oom_kill_disable ")),
+                "0",
+            )
+            out.append((src, flag))
+        else:
+            lines = old.rstrip("\n").split("\n")
+            for line in lines if len(lines) > 1 else [lines[0] or "\n"]:
+                out.append((src, line))
+    return out
+
+
+def restore_writes(done: list[Write], saved: dict[str, str | None]) -> list[str]:
+    """Put back what ``done`` changed (see :func:`snapshot`); return what could not be.
+
+    A write refused with EINVAL is tried again after the others (limits that
+    constrain each other, such as memory and memory+swap on v1).
+    """
+    undo = _undo_plan(done, saved)
+    failed: list[tuple[str, str, OSError]] = []
+    for path, value in undo:
+        try:
+            write(path, value)
         except OSError as exc:
-            if w.retry_on_einval and exc.errno == errno.EINVAL:
-                deferred.append(w)
+            failed.append((path, value, exc))
+    still: list[str] = []
+    for path, value, first in failed:
+        error = first
+        if first.errno == errno.EINVAL:
+            try:
+                write(path, value)
                 continue
-            raise write_error(w, exc) from exc
-    for w in deferred:
-        try:
-            write(w.path, w.value)
-        except OSError as exc:
-            raise write_error(w, exc) from exc
+            except OSError as again:
+                error = again
+        still.append(f"{os.path.basename(path)} = {value!r}: {error.strerror}")
+    return still
 
 
 def write_error(w: Write, exc: OSError) -> CgroupError:

@@ -2,28 +2,38 @@
 
 Spec fields (``linux.resources.memory``) and where they land:
 
-=====================  ==============================  ==========================
+=====================  ==============================  ===================================
 field                  v1 file                          v2 file
-=====================  ==============================  ==========================
+=====================  ==============================  ===================================
 limit                  memory.limit_in_bytes            memory.max
 reservation            memory.soft_limit_in_bytes       memory.low
 swap                   memory.memsw.limit_in_bytes      memory.swap.max (swap - limit)
 swappiness             memory.swappiness                (none: error)
-disableOOMKiller       memory.oom_control               (none: error)
-kernelTCP              memory.kmem.tcp.limit_in_bytes   (ignored: v2 counts it in memory.max)
-kernel                 (ignored, deprecated by kernel)  (ignored)
-=====================  ==============================  ==========================
+disableOOMKiller       memory.oom_control               (none: error when true)
+useHierarchy           (always on: error when false)    (always on: error when false)
+kernelTCP              memory.kmem.tcp.limit_in_bytes   (ignored with a warning, as runc)
+kernel                 (ignored with a warning, as runc: deprecated by the kernel and the spec)
+checkBeforeUpdate      usage_in_bytes (+ memsw.usage)   memory.current (+ memory.swap.current)
+=====================  ==============================  ===================================
 
 ``swap`` in the spec is *memory plus swap* (v1's ``memsw``). v2 limits swap
-alone, so bulkhead writes ``swap - limit`` there, as runc does; ``-1``
-means no limit. A value of 0 means "not set" for limit, swap and
-reservation (runc's reading of the spec).
+alone, so bulkhead writes ``swap - limit`` there, as runc's
+``ConvertMemorySwapToCgroupV2Value`` does; ``-1`` means no limit, and with
+an unlimited memory the swap value is taken as is. A value of 0 means "not
+set" for limit, swap and reservation (runc's reading of the spec). An update
+that gives only ``swap`` converts against the cgroup's current memory limit.
+A ``swap`` of -1 on a kernel that does not account swap asks for nothing
+(there is no limit to lift), so it is accepted; a positive one is an error.
 
 On v1 the memory limit may never exceed the memory+swap limit, so when both
 change the order of the two writes depends on the old limit.
 
-Not yet: ``checkBeforeUpdate`` (refuse a new limit below current usage
-instead of letting the kernel reclaim or OOM) is accepted and ignored.
+``checkBeforeUpdate``: a new limit at or below what the cgroup uses now is
+refused before anything is written (runc and crun do this on v2; bulkhead on
+both, so the answer does not depend on the host). Without it, a limit below
+the usage is the kernel's to judge: v1 reclaims and, if it cannot, refuses
+(EBUSY: a CgroupError, and the update is undone); v2 reclaims and, if it
+cannot, OOM-kills (the spec's documented v2 behaviour).
 """
 
 from __future__ import annotations
@@ -32,6 +42,7 @@ import errno
 import os
 from collections.abc import Callable
 
+from bulkhead import logs
 from bulkhead.cgroups import fs
 from bulkhead.cgroups.fs import Write
 from bulkhead.cgroups.resources import PREFIX, MemoryResources, need_limit, need_range
@@ -43,6 +54,19 @@ F = f"{PREFIX}.memory"
 
 def _set(value: int | None) -> bool:
     return value is not None and value != 0
+
+
+def _warn_kernel(mem: MemoryResources, version: int) -> None:
+    """runc ignores kernel memory limits (and kernelTCP on v2), with a warning: so do we."""
+    names = [f"{F}.kernel"] if _set(mem.kernel) else []
+    if version == 2 and _set(mem.kernel_tcp):
+        names.append(f"{F}.kernelTCP")
+    if names:
+        logs.warning(
+            __name__,
+            f"{' and '.join(names)}: ignored (kernel memory limits are deprecated"
+            + (")" if version == 1 else "; cgroup v2 counts kernel memory in memory.max)"),
+        )
 
 
 def _check(mem: MemoryResources) -> tuple[int | None, int | None, int | None]:
@@ -57,13 +81,40 @@ def _check(mem: MemoryResources) -> tuple[int | None, int | None, int | None]:
         )
     if mem.swappiness is not None:
         need_range(mem.swappiness, f"{F}.swappiness", 0, 100)
+    if _set(mem.kernel):
+        need_limit(mem.kernel, f"{F}.kernel")
     if _set(mem.kernel_tcp):
         need_limit(mem.kernel_tcp, f"{F}.kernelTCP")
+    for name, value in (
+        ("disableOOMKiller", mem.disable_oom_killer),
+        ("useHierarchy", mem.use_hierarchy),
+        ("checkBeforeUpdate", mem.check_before_update),
+    ):
+        if value is not None and not isinstance(value, bool):
+            raise CgroupError(f"{F}.{name}: {value!r} is not true or false")
     if mem.use_hierarchy is False:
         raise CgroupError(
             f"{F}.useHierarchy: false is not possible: this kernel always accounts hierarchically"
         )
     return limit, swap, reservation
+
+
+def _check_usage(
+    mem: MemoryResources, limit: int | None, swap: int | None, usage: int, swap_usage: int | None
+) -> None:
+    """``checkBeforeUpdate``: refuse a limit at or below the current usage."""
+    if not mem.check_before_update:
+        return
+    if limit is not None and 0 < limit <= usage:
+        raise CgroupError(
+            f"{F}.limit: {limit} is not above the current usage of {usage} bytes "
+            "(checkBeforeUpdate refuses such a limit)"
+        )
+    if swap is not None and swap > 0 and swap_usage is not None and swap <= usage + swap_usage:
+        raise CgroupError(
+            f"{F}.swap: {swap} is not above the current memory+swap usage of "
+            f"{usage + swap_usage} bytes (checkBeforeUpdate refuses such a limit)"
+        )
 
 
 def _busy(d: str, value: str) -> Callable[[OSError], str | None]:
@@ -74,8 +125,8 @@ def _busy(d: str, value: str) -> Callable[[OSError], str | None]:
             return None
         usage = fs.read_opt(f"{d}/memory.usage_in_bytes") or fs.read_opt(f"{d}/memory.current")
         return (
-            f"cannot lower the limit to {value}: the cgroup uses more "
-            f"(usage {(usage or '?').strip()} bytes)"
+            f"cannot lower the limit to {value}: the cgroup uses more and the kernel "
+            f"could not reclaim enough (usage {(usage or '?').strip()} bytes)"
         )
 
     return explain
@@ -86,17 +137,30 @@ def plan_v1(mem: MemoryResources | None, d: str) -> list[Write]:
     if mem is None:
         return []
     limit, swap, reservation = _check(mem)
+    _warn_kernel(mem, 1)
+    memsw = f"{d}/memory.memsw.limit_in_bytes"
+    accounts_swap = fs.exists(memsw)
+    if mem.check_before_update and (limit is not None or swap is not None):
+        usage = fs.read_int(f"{d}/memory.usage_in_bytes") or 0
+        sw = fs.read_int(f"{d}/memory.memsw.usage_in_bytes") if accounts_swap else None
+        _check_usage(mem, limit, swap, usage, None if sw is None else sw - usage)
     if limit == -1 and swap is None:
         swap = -1  # "no memory limit" means no memory+swap limit either (runc)
     writes: list[Write] = []
-    memsw = f"{d}/memory.memsw.limit_in_bytes"
-    if swap is not None and not fs.exists(memsw):
-        if _set(mem.swap):
+    if swap is not None and not accounts_swap:
+        if swap != -1:
             raise CgroupError(
                 f"{F}.swap: this kernel does not account swap "
                 "(no memory.memsw.limit_in_bytes; boot with swapaccount=1)"
             )
-        swap = None
+        swap = None  # no swap limit to lift
+    if swap is not None and swap > 0 and limit is None:
+        current = fs.read_int(f"{d}/memory.limit_in_bytes")
+        if current is not None and swap < current:
+            raise CgroupError(
+                f"{F}.swap: {swap} is below the current memory limit {current}; "
+                "swap is memory+swap and must be at least the limit (give memory.limit too)"
+            )
     w_limit = (
         Write(f"{d}/memory.limit_in_bytes", str(limit), f"{F}.limit", explain=_busy(d, str(limit)))
         if limit is not None
@@ -125,9 +189,13 @@ def plan_v1(mem: MemoryResources | None, d: str) -> list[Write]:
         value = "1" if mem.disable_oom_killer else "0"
         writes.append(Write(f"{d}/memory.oom_control", value, f"{F}.disableOOMKiller"))
     if _set(mem.kernel_tcp):
-        writes.append(
-            Write(f"{d}/memory.kmem.tcp.limit_in_bytes", str(mem.kernel_tcp), f"{F}.kernelTCP")
-        )
+        tcp = f"{d}/memory.kmem.tcp.limit_in_bytes"
+        if fs.exists(d) and not fs.exists(tcp):
+            raise CgroupError(
+                f"{F}.kernelTCP: this kernel has no memory.kmem.tcp.limit_in_bytes "
+                "(TCP buffer accounting not built in)"
+            )
+        writes.append(Write(tcp, str(mem.kernel_tcp), f"{F}.kernelTCP"))
     return writes
 
 
@@ -135,13 +203,16 @@ def swap_v2(swap: int | None, limit: int | None) -> int | None:
     """runc's conversion of the spec's memory+swap to v2's swap-only ``memory.swap.max``.
 
     Returns None for "leave it", -1 for ``max``. An unlimited memory with no
-    swap given means unlimited swap too.
+    swap given means unlimited swap too; with an unlimited memory a swap
+    value is taken as is (there is no memory limit to subtract).
     """
     if limit == -1 and swap is None:
         return -1
     if swap is None or swap == -1:
         return swap
-    if limit is None or limit == -1:
+    if limit == -1:
+        return swap
+    if limit is None:
         raise CgroupError(f"{F}.swap: a swap limit needs a memory limit (memory.limit)")
     return swap - limit
 
@@ -155,14 +226,31 @@ def plan_v2(mem: MemoryResources | None, d: str) -> list[Write]:
         raise CgroupError(f"{F}.swappiness: cgroup v2 has no per-cgroup swappiness")
     if mem.disable_oom_killer:
         raise CgroupError(f"{F}.disableOOMKiller: cgroup v2 cannot turn off the OOM killer")
+    _warn_kernel(mem, 2)
+    swap_file = f"{d}/memory.swap.max"
+    accounts_swap = fs.exists(swap_file)
+    if mem.check_before_update and (limit is not None or swap is not None):
+        usage = fs.read_int(f"{d}/memory.current") or 0
+        sw = fs.read_int(f"{d}/memory.swap.current") if accounts_swap else None
+        _check_usage(mem, limit, swap, usage, sw)
+    base = limit
+    if swap is not None and swap > 0 and limit is None:
+        # an update of swap alone: memory+swap against the limit there is now
+        current = (fs.read_opt(f"{d}/memory.max") or "max").strip()
+        if current != "max":
+            base = int(current)
+            if swap < base:
+                raise CgroupError(
+                    f"{F}.swap: {swap} is below the current memory limit {base}; "
+                    "swap is memory+swap and must be at least the limit (give memory.limit too)"
+                )
     writes: list[Write] = []
-    swap_max = swap_v2(swap, limit)
+    swap_max = swap_v2(swap, base)
     if swap_max is not None:
-        path = f"{d}/memory.swap.max"
-        if fs.exists(path):
+        if accounts_swap:
             value = "max" if swap_max == -1 else str(swap_max)
-            writes.append(Write(path, value, f"{F}.swap"))
-        elif swap is not None:
+            writes.append(Write(swap_file, value, f"{F}.swap"))
+        elif swap is not None and swap != -1:
             raise CgroupError(
                 f"{F}.swap: this kernel does not account swap (no memory.swap.max; "
                 "boot with swapaccount=1)"

@@ -1,8 +1,9 @@
 """The pids controller: a cap on how many tasks (processes and threads) a cgroup holds.
 
 ``linux.resources.pids.limit`` goes to ``pids.max`` (same file on v1 and
-v2): a positive number, or ``max``, which bulkhead writes for 0 or a
-negative limit as runc does. A ``fork``/``clone`` beyond the cap fails with
+v2): a positive number, or ``max``, which bulkhead writes for -1 and for
+0 (the spec's "no limit"; runc reads both so). Other negative numbers are
+an error. A ``fork``/``clone`` beyond the cap fails with
 EAGAIN inside the container. ``pids.current`` counts the tasks now.
 """
 
@@ -12,6 +13,7 @@ from bulkhead.cgroups import fs
 from bulkhead.cgroups.fs import Write
 from bulkhead.cgroups.resources import PREFIX, PidsResources, need_int
 from bulkhead.cgroups.stats import Pids
+from bulkhead.errors import CgroupError
 
 F = f"{PREFIX}.pids.limit"
 
@@ -21,6 +23,8 @@ def plan(pids: PidsResources | None, d: str) -> list[Write]:
     if pids is None or pids.limit is None:
         return []
     limit = need_int(pids.limit, F)
+    if limit < -1:
+        raise CgroupError(f"{F}: {limit} is not a valid limit (a positive number, or -1 for none)")
     return [Write(f"{d}/pids.max", str(limit) if limit > 0 else "max", F)]
 
 

@@ -166,6 +166,15 @@ class NetworkResources(Protocol):
     def priorities(self) -> Sequence[InterfacePriority] | None: ...
 
 
+class RdmaLimit(Protocol):
+    """One value of ``linux.resources.rdma`` (keyed by device name): None means "leave it"."""
+
+    @property
+    def hca_handles(self) -> int | None: ...
+    @property
+    def hca_objects(self) -> int | None: ...
+
+
 class Resources(Protocol):
     """``linux.resources`` as the cgroup managers read it."""
 
@@ -184,7 +193,7 @@ class Resources(Protocol):
     @property
     def network(self) -> NetworkResources | None: ...
     @property
-    def rdma(self) -> Mapping[str, object] | None: ...
+    def rdma(self) -> Mapping[str, RdmaLimit] | None: ...
     @property
     def unified(self) -> Mapping[str, str] | None: ...
 

@@ -38,6 +38,7 @@ from bulkhead.cgroups import (
     network,
     paths,
     pids,
+    rdma,
 )
 from bulkhead.cgroups.fs import Write
 from bulkhead.cgroups.layout import Layout
@@ -57,6 +58,22 @@ _NOWHERE = "/proc/self/.bulkhead-controller-not-mounted"
 
 # The hierarchy whose cgroup.procs lists the container's processes (any will do).
 _PROCS_FROM = ("pids", "freezer", "memory", "devices", "cpu", "cpuacct")
+
+
+def _kernel_controllers() -> set[str] | None:
+    """The controllers this kernel has (``/proc/cgroups``), None if unknown."""
+    text = fs.read_opt("/proc/cgroups")
+    if text is None:
+        return None
+    return {ln.split()[0] for ln in text.splitlines() if ln.strip() and not ln.startswith("#")}
+
+
+def _not_mounted(ctrl: str) -> str:
+    """Why a v1 controller cannot be used: not built into the kernel, or not mounted."""
+    known = _kernel_controllers()
+    if known is not None and ctrl not in known:
+        return f"this kernel has no {ctrl} controller (see /proc/cgroups)"
+    return f"the {ctrl} controller is not mounted on this host (no {ctrl} hierarchy)"
 
 
 class _Hierarchy:
@@ -149,7 +166,9 @@ class V1Manager:
                 ) from exc
 
     def apply(self, resources: Resources | None, *, initial: bool = False) -> None:
-        fs.apply_writes(self._plan(resources, initial))
+        # an update is all or nothing: files read first, undone if the kernel
+        # refuses a write half-way; a new cgroup is removed by the runtime instead
+        fs.apply_writes(self._plan(resources, initial), undo=not initial)
 
     def _section(self, ctrl: str, field: str, plan: Callable[[str], list[Write]]) -> list[Write]:
         """``plan`` against the ``ctrl`` cgroup, or an error if it would write to a missing one."""
@@ -161,7 +180,7 @@ class V1Manager:
         except CgroupError:
             wanted = True
         if wanted:
-            raise CgroupError(f"{field}: the {ctrl} controller is not mounted on this host")
+            raise CgroupError(f"{field}: {_not_mounted(ctrl)}")
         return []
 
     def _plan(self, r: Resources | None, initial: bool) -> list[Write]:
@@ -171,8 +190,7 @@ class V1Manager:
                 raise CgroupError(
                     f"{PREFIX}.unified: these are cgroup v2 settings, and this host uses cgroup v1"
                 )
-            if r.rdma:
-                raise CgroupError(f"{PREFIX}.rdma: rdma limits are not supported by bulkhead yet")
+            writes += self._section("rdma", f"{PREFIX}.rdma", lambda d: rdma.plan(r.rdma, d))
             c, b, n = r.cpu, r.block_io, r.network
             writes += self._section(
                 "memory", f"{PREFIX}.memory", lambda d: memory.plan_v1(r.memory, d)
@@ -207,7 +225,7 @@ class V1Manager:
 
         if u is None or not offered(u.top) or not fs.exists(u.dir):
             hugetlb.plan_v1(limits, _NOWHERE)  # bad values first
-            raise CgroupError(f"{field}: the hugetlb controller is not mounted on this host")
+            raise CgroupError(f"{field}: {_not_mounted('hugetlb')}")
         if not offered(u.dir):
             from bulkhead.cgroups.v2 import enable_subtree
 

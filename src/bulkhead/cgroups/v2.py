@@ -23,7 +23,10 @@ devices
 ``unified``
     ``linux.resources.unified`` maps v2 file names to values
     (``{"memory.high": "1G"}``) for settings the spec has no field for; they
-    are written last, so they win.
+    are written last, so they win. A key whose controller this cgroup lacks
+    is an error before any write (runc and crun check the same).
+rdma
+    ``rdma.max`` per device (:mod:`.rdma`).
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from bulkhead.cgroups import (
     memory,
     paths,
     pids,
+    rdma,
 )
 from bulkhead.cgroups.fs import Write
 from bulkhead.cgroups.layout import Layout
@@ -168,9 +172,15 @@ class V2Manager:
         # an update gives rules
         rules = resources.devices if resources is not None else None
         program = devices.plan_v2(rules or ()) if rules is not None or initial else None
-        fs.apply_writes(writes)
-        if program is not None:
-            devicefilter.attach(self._dir, program)
+        d = self._dir
+        # an update is all or nothing: files read first, undone if the kernel
+        # refuses a write (or the device program) half-way; a new cgroup is
+        # removed by the runtime instead
+        fs.apply_writes(
+            writes,
+            undo=not initial,
+            then=None if program is None else lambda: devicefilter.attach(d, program),
+        )
 
     def _plan(self, r: Resources | None, initial: bool) -> list[Write]:
         d = self._dir
@@ -182,8 +192,6 @@ class V2Manager:
                 f"{PREFIX}.network: cgroup v2 has no net_cls/net_prio controllers "
                 "(match the cgroup path in nftables instead)"
             )
-        if r.rdma:
-            raise CgroupError(f"{PREFIX}.rdma: rdma limits are not supported by bulkhead yet")
         writes += memory.plan_v2(r.memory, d)
         writes += cpu.plan_v2(r.cpu, d)
         writes += cpuset.plan(r.cpu, d, 2)
@@ -191,6 +199,7 @@ class V2Manager:
         writes += blkio.plan_v2(r.block_io, d)
         if r.hugepage_limits:
             writes += hugetlb.plan_v2(list(r.hugepage_limits), d)
+        writes += rdma.plan(r.rdma, d)
         writes += check_unified(dict(r.unified) if r.unified else None, d)
         self._check_controllers(writes)
         return writes
