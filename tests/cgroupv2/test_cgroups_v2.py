@@ -138,7 +138,7 @@ def test_limits_read_back_with_conversions(box: Box) -> None:
     if os.path.exists(f"{d}/memory.swap.max"):
         assert read(f"{d}/memory.swap.max") == str(32 << 20)  # memory+swap minus memory
     assert read(f"{d}/memory.high") == str(48 << 20)
-    assert read(f"{d}/cpu.weight") == "39"  # 1 + (1024 - 2) * 9999 // 262142
+    assert read(f"{d}/cpu.weight") == "100"  # the default 1024 shares: the default weight
     assert read(f"{d}/cpu.max") == "50000 100000"
     assert read(f"{d}/cpuset.cpus") == "0"
     assert read(f"{d}/pids.max") == "42"

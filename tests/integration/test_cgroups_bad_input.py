@@ -223,7 +223,7 @@ def test_values_of_the_wrong_type(made: Box) -> None:
         made.cg.apply(r)
     r = res({"memory": {"limit": 1 << 20}})
     assert r.memory is not None
-    r.memory.limit = True  # type: ignore[assignment]
+    r.memory.limit = True
     with pytest.raises(CgroupError, match=r"^linux\.resources\.memory\.limit: True is not an int"):
         made.cg.apply(r)
     assert made.settings() == before

@@ -603,7 +603,9 @@ def test_blkio_devices_are_checked_before_any_write(tmp_path: Path) -> None:
                 plan(bio, d)
     # a per-device weight through BFQ's file needs a disk on BFQ
     bio = LinuxBlockIO(weight_device=[LinuxWeightDevice(major=8, minor=0, weight=100)])
-    with pytest.raises(CgroupError, match=r"weightDevice\[0\]: device 8:0 does not use the BFQ"):
+    with pytest.raises(
+        CgroupError, match=r"weightDevice\[0\]\.weight: device 8:0 does not use the BFQ"
+    ):
         blkio.plan_v1(bio, d)
     bio = LinuxBlockIO(weight_device=[LinuxWeightDevice(major=8, minor=16, weight=100)])
     assert pairs(blkio.plan_v1(bio, d), d) == [("blkio.bfq.weight_device", "8:16 100")]

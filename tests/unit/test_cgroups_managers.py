@@ -684,7 +684,9 @@ def test_v2_update_refused_half_way_is_undone(
     cg.create()
     d = root / "bulkhead/u2"
     (d / "io.max").write_text("8:16 rbps=100 wbps=max riops=max wiops=max\n")
-    monkeypatch.setattr("bulkhead.cgroups.blkio.check_device", lambda key, field, bfq=False: None)
+    monkeypatch.setattr(
+        "bulkhead.cgroups.blkio.check_device", lambda key, field, bfq_field=None: None
+    )
     refuse(fake_fs, monkeypatch, "hugetlb.2MB.max", errno.EINVAL)
     update = LinuxResources(
         memory=LinuxMemory(limit=1 << 30, swap=2 << 30),

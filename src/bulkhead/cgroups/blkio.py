@@ -53,8 +53,12 @@ WEIGHT_MIN, WEIGHT_MAX = 10, 1000
 SYS_DEV_BLOCK = "/sys/dev/block"
 
 
-def check_device(key: str, field: str, bfq: bool = False) -> None:
-    """Refuse a ``major:minor`` that is no block device here, a partition, or (``bfq``) not on BFQ."""
+def check_device(key: str, field: str, bfq_field: str | None = None) -> None:
+    """Refuse a ``major:minor`` that is no block device here, a partition, or not on BFQ.
+
+    ``bfq_field``: the entry sets a per-device weight through a BFQ file; a
+    device on another scheduler is then an error naming that field.
+    """
     where = f"{SYS_DEV_BLOCK}/{key}"
     if not fs.exists(where):
         raise CgroupError(f"{field}: no block device {key} on this host (see {SYS_DEV_BLOCK})")
@@ -64,11 +68,11 @@ def check_device(key: str, field: str, bfq: bool = False) -> None:
             f"{field}: {key} is a partition; the kernel keeps I/O limits and weights per "
             f"whole disk" + (f" (its disk is {disk})" if disk else "")
         )
-    if bfq:
+    if bfq_field is not None:
         sched = fs.read_opt(f"{where}/queue/scheduler")
         if sched is not None and "[bfq]" not in sched:
             raise CgroupError(
-                f"{field}: device {key} does not use the BFQ I/O scheduler "
+                f"{bfq_field}: device {key} does not use the BFQ I/O scheduler "
                 f"(it has: {sched.strip()}), and per-device weights need it "
                 f"({where}/queue/scheduler)"
             )
@@ -176,7 +180,8 @@ def plan_v1(bio: BlockIOResources | None, d: str) -> list[Write]:
         field = f"{F}.weightDevice[{i}]"
         key = dev_key(dev.major, dev.minor, field)
         if dev.weight or dev.leaf_weight:
-            check_device(key, field, bfq=bool(dev.weight) and prefix == f"{d}/blkio.bfq.")
+            on_bfq = bool(dev.weight) and prefix == f"{d}/blkio.bfq."
+            check_device(key, field, f"{field}.weight" if on_bfq else None)
         if dev.weight:
             w = _weight(dev.weight, f"{field}.weight")
             writes.append(
@@ -224,7 +229,7 @@ def plan_v2(bio: BlockIOResources | None, d: str) -> list[Write]:
             raise CgroupError(f"{field}.leafWeight: cgroup v2 has no leaf weights")
         if dev.weight:
             w = _weight(dev.weight, f"{field}.weight")
-            check_device(key, field, bfq=bfq)
+            check_device(key, field, f"{field}.weight" if bfq else None)
             explain = _explain(key, weight=True, iocost=not bfq)
             if bfq:
                 value = f"{key} {w}"
