@@ -366,3 +366,115 @@ def test_sigkill_of_a_frozen_container_thaws_it(box: Box) -> None:
     cg.kill_all(signal.SIGKILL)
     assert child.wait(timeout=10) in (-signal.SIGKILL, -signal.SIGTERM)
     assert cg.state() == "THAWED"
+
+
+def test_every_v1_field_this_host_has_reads_back(box: Box) -> None:
+    """Each linux.resources field with a v1 file here, written and read back from the kernel."""
+    import msgspec
+
+    cg = box.cg
+    cg.create()
+    vda = next(
+        (k for k in ("254:0", "253:0", "8:0") if os.path.exists(f"/sys/dev/block/{k}/queue")),
+        None,
+    )
+    throttles = (
+        {
+            f"throttle{kind}Device": [
+                {"major": int(vda.split(":")[0]), "minor": int(vda.split(":")[1]), "rate": rate}
+            ]
+            for kind, rate in (
+                ("ReadBps", 1 << 20),
+                ("WriteBps", 2 << 20),
+                ("ReadIOPS", 100),
+                ("WriteIOPS", 200),
+            )
+        }
+        if vda
+        else {}
+    )
+    blk = cg.path("blkio")
+    weight = {"weight": 500} if os.path.exists(f"{blk}/blkio.bfq.weight") else {}
+    doc = {
+        "memory": {
+            "limit": 64 << 20,
+            "reservation": 32 << 20,
+            "swap": 96 << 20,
+            "swappiness": 20,
+            "disableOOMKiller": True,
+            "kernelTCP": 16 << 20,
+            "useHierarchy": True,
+            "checkBeforeUpdate": True,
+        },
+        "cpu": {
+            "shares": 300,
+            "quota": 30000,
+            "period": 60000,
+            "burst": 10000,
+            "idle": 0,
+            "cpus": "0",
+            "mems": "0",
+            "realtimePeriod": 500000,
+        },
+        "pids": {"limit": 33},
+        "blockIO": {**weight, **throttles},
+    }
+    cg.apply(msgspec.convert(doc, type=LinuxResources))
+    mem, cpu = cg.path("memory"), cg.path("cpu")
+    assert read(f"{mem}/memory.limit_in_bytes") == str(64 << 20)
+    assert read(f"{mem}/memory.soft_limit_in_bytes") == str(32 << 20)
+    assert read(f"{mem}/memory.memsw.limit_in_bytes") == str(96 << 20)
+    assert read(f"{mem}/memory.swappiness") == "20"
+    assert read(f"{mem}/memory.oom_control").splitlines()[0] == "oom_kill_disable 1"
+    if os.path.exists(f"{mem}/memory.kmem.tcp.limit_in_bytes"):
+        assert read(f"{mem}/memory.kmem.tcp.limit_in_bytes") == str(16 << 20)
+    assert read(f"{cpu}/cpu.shares") == "300"
+    assert read(f"{cpu}/cpu.cfs_quota_us") == "30000"
+    assert read(f"{cpu}/cpu.cfs_period_us") == "60000"
+    if os.path.exists(f"{cpu}/cpu.cfs_burst_us"):
+        assert read(f"{cpu}/cpu.cfs_burst_us") == "10000"
+    assert read(f"{cpu}/cpu.rt_period_us") == "500000"
+    assert read(f"{cg.path('cpuset')}/cpuset.cpus") == "0"
+    assert read(f"{cg.path('cpuset')}/cpuset.mems") == "0"
+    assert read(f"{cg.path('pids')}/pids.max") == "33"
+    if weight:
+        assert read(f"{blk}/blkio.bfq.weight") == "500"
+    if vda:
+        for name, rate in (
+            ("read_bps_device", 1 << 20),
+            ("write_bps_device", 2 << 20),
+            ("read_iops_device", 100),
+            ("write_iops_device", 200),
+        ):
+            assert f"{vda} {rate}" in read(f"{blk}/blkio.throttle.{name}")
+        # rate 0 removes a rule
+        cg.apply(
+            msgspec.convert(
+                {
+                    "blockIO": {
+                        "throttleReadBpsDevice": [
+                            {**throttles["throttleReadBpsDevice"][0], "rate": 0}
+                        ]
+                    }
+                },
+                type=LinuxResources,
+            )
+        )
+        assert vda not in read(f"{blk}/blkio.throttle.read_bps_device")
+        # a per-device weight needs BFQ on the disk: refused by name when it is not
+        sched = read(f"/sys/dev/block/{vda}/queue/scheduler")
+        if weight and "[bfq]" not in sched:
+            per = {"major": int(vda.split(":")[0]), "minor": int(vda.split(":")[1]), "weight": 100}
+            with pytest.raises(CgroupError, match=r"weightDevice\[0\]\.weight: device .* BFQ"):
+                cg.apply(msgspec.convert({"blockIO": {"weightDevice": [per]}}, type=LinuxResources))
+    # -1 lifts the limits (memory+swap with it), 0 for pids too
+    cg.apply(
+        msgspec.convert(
+            {"memory": {"limit": -1}, "cpu": {"quota": -1}, "pids": {"limit": 0}},
+            type=LinuxResources,
+        )
+    )
+    assert int(read(f"{mem}/memory.limit_in_bytes")) > 1 << 60
+    assert int(read(f"{mem}/memory.memsw.limit_in_bytes")) > 1 << 60
+    assert read(f"{cpu}/cpu.cfs_quota_us") == "-1"
+    assert read(f"{cg.path('pids')}/pids.max") == "max"
