@@ -30,7 +30,8 @@ realtimeRuntime / realtimePeriod
     kernels with ``CONFIG_RT_GROUP_SCHED``). A cgroup's realtime runtime
     must fit in its parent's, and a new parent (``/bulkhead``) has none, so
     a runtime given there is refused up front, naming the parent. v2 has no
-    realtime group scheduling: an error, as with runc and crun.
+    realtime group scheduling: an error, as with crun (upstream runc drops
+    the fields on v2 without a word).
 
 Accounting is cpuacct's on v1 (``cpuacct.usage`` ... in nanoseconds) and
 ``cpu.stat`` on v2 (microseconds). Values of 0 mean "not set" for shares,
@@ -189,8 +190,8 @@ def plan_v2(cpu: CPUResources | None, d: str) -> list[Write]:
     ):
         if _set(rt):
             raise CgroupError(
-                f"{F}.{name}: cgroup v2 has no realtime group scheduling (runc and crun "
-                "refuse it too)"
+                f"{F}.{name}: cgroup v2 has no realtime group scheduling (crun refuses "
+                "it too; runc drops it without a word)"
             )
     writes: list[Write] = []
     if cpu.idle == 0:
