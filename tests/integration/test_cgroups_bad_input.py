@@ -404,3 +404,50 @@ def test_runtime_create_with_bad_resources(
     assert cgroup_dirs(f"{cgroup_parent}/{cid}") == []
     for top in {m.mountpoint for m in LAYOUT.v1_mounts()}:
         assert not os.path.exists(f"{top}/escape")
+
+
+def test_kernel_refusal_after_tables_and_device_rules_is_undone(box: Box) -> None:
+    """The last write of an update fails: block I/O tables and device rules go back too.
+
+    The container's cgroup sits below one whose device rules are the default
+    ones only; an update that allows /dev/kmsg (c 1:11) there is refused by
+    the kernel (EPERM: a child cannot get more than its parent) after the
+    blkio throttle lines and the new device rules were written.
+    """
+    vda = next(
+        (k for k in ("254:0", "253:0", "8:0") if os.path.exists(f"/sys/dev/block/{k}/queue")), None
+    )
+    if vda is None:
+        pytest.skip("no whole disk to throttle here")
+    major, minor = (int(x) for x in vda.split(":"))
+    box.cg.create()
+    box.cg.apply(None, initial=True)  # the parent: default device rules only
+    child = new_manager(f"{box.path}/ctr")
+    child.create()
+    dev = {"major": major, "minor": minor}
+    child.apply(
+        res(
+            {
+                "blockIO": {"throttleReadBpsDevice": [{**dev, "rate": 1 << 20}]},
+                "pids": {"limit": 20},
+            }
+        ),
+        initial=True,
+    )
+    dirs = [f"{d}/ctr" for d in box.dirs()]
+    before = settings(dirs)
+    assert f"{vda} 1048576" in next(v for k, v in before.items() if k.endswith("read_bps_device"))
+    update = {
+        "pids": {"limit": 9},
+        "blockIO": {
+            "throttleReadBpsDevice": [{**dev, "rate": 5 << 20}],
+            "throttleWriteIOPSDevice": [{**dev, "rate": 10}],
+        },
+        "devices": [{"allow": True, "type": "c", "major": 1, "minor": 11, "access": "r"}],
+    }
+    with pytest.raises(CgroupError) as info:
+        child.apply(res(update))
+    message = str(info.value)
+    assert message.startswith("linux.resources.devices[0]: not permitted to write devices.allow")
+    assert "were undone" in message
+    assert settings(dirs) == before
