@@ -29,7 +29,7 @@ CGROUPV2_TESTS := tests/cgroupv2 \
 	tests/integration/test_rootfs.py::test_cgroup_v2_fresh_mount_in_cgroup_namespace \
 	tests/integration/test_rootfs.py::test_cgroup_v2_bind_of_own_cgroup
 
-.PHONY: run test deps test-deps lint typecheck pytest test-cgroupv2 bench clean
+.PHONY: run test deps test-deps lint typecheck pytest test-cgroupv2 bench bench-cgroups clean
 
 $(STATE): pyproject.toml
 	@need=""; for p in $(RUN_DEBS); do dpkg -s $$p >/dev/null 2>&1 || need="$$need $$p"; done; \
@@ -74,6 +74,10 @@ test: test-deps lint typecheck pytest test-cgroupv2
 
 bench: test-deps
 	$(PY) bench/runtime_start.py
+
+# What a container's cgroup adds to a start: bulkhead in-process and vs crun/runc.
+bench-cgroups: test-deps
+	$(PY) bench/cgroup_overhead.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info
