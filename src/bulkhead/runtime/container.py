@@ -696,29 +696,33 @@ def _fork_stage1(
 
 
 def _start_cgroup_primer(cg: CgroupManager) -> int:
-    """Fork a throwaway child that moves itself into ``cg``; return its pid (0: none).
+    """Start a throwaway process that moves itself into ``cg``; return its pid (0: none).
 
     Why: the kernel serialises every move of a process between cgroups with
-    one lock (``cgroup_threadgroup_rwsem``), and taking it for writing first
-    waits for an RCU grace period -- several milliseconds, the largest
-    single cost of a start on a cgroup v1 host. After a move, the lock stays
-    cheap for about one grace period. The primer pays that wait while we
-    plan and fork, so the init's own move, a little later, does not.
-    It exits at once; :meth:`Runtime._launch` reaps it before the init may
-    fork or exec, so it is never counted among the container's processes.
+    one lock (``cgroup_threadgroup_rwsem``, shared by every hierarchy), and
+    taking it for writing first waits for an RCU grace period -- 5 to 35 ms
+    on these machines, the largest single cost of a start. After a move the
+    lock stays cheap for about one grace period. The primer pays that wait
+    while we plan and fork, so the init's own move, a little later, does not.
+
+    It is ``/bin/sh`` started with posix_spawn (vfork and exec: forking this
+    interpreter instead would turn our next milliseconds of work into
+    copy-on-write faults), writing ``0`` (itself) into one hierarchy's
+    ``cgroup.procs`` of the container's own cgroup, then exiting.
+    :meth:`Runtime._launch` reaps it before the init may fork or exec, so it
+    is never counted among the container's processes.
     """
+    procs = next(iter(cg.paths().values()), None)
+    if procs is None:
+        return 0
     try:
-        pid = os.fork()
+        return os.posix_spawn(
+            "/bin/sh",
+            ["sh", "-c", 'echo 0 > "$1"', "sh", procs + "/cgroup.procs"],
+            {"PATH": "/usr/bin:/bin"},
+        )
     except OSError:
         return 0
-    if pid == 0:
-        code = 0
-        try:
-            cg.add_pid(0)  # 0: the writer itself
-        except BaseException:
-            code = 1
-        os._exit(code)
-    return pid
 
 
 def _send_seccomp_listener(spec: Spec, fds: list[int], state: bytes, pid: int) -> None:
