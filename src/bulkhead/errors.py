@@ -16,7 +16,26 @@ with another (httpx's exception tree is the model)::
     ├── HookError                 an OCI hook failed or timed out
     ├── CgroupError               a cgroup could not be created or configured
     ├── SeccompError              a seccomp profile could not be compiled or loaded
-    └── UnsupportedError          asked for something this host cannot do
+    ├── UnsupportedError          asked for something this host cannot do
+    ├── ImageError                images: references, manifests, content, registries, layers
+    │   ├── InvalidReference      a name that is not a valid image reference
+    │   ├── ManifestError         a manifest, index or image config that cannot be used
+    │   │   ├── UnsupportedMediaType  a media type bulkhead does not handle
+    │   │   ├── Schema1Unsupported    Docker's removed schema1 manifests
+    │   │   └── PlatformNotFound      no manifest of an index matches the platform
+    │   ├── ContentError          blobs in the content store
+    │   │   ├── DigestMismatch    content does not hash to the digest it claims
+    │   │   ├── SizeMismatch      content is not as long as its descriptor says
+    │   │   └── BlobNotFound      no blob with this digest
+    │   ├── RegistryError         talking to a registry (distribution spec)
+    │   │   ├── AuthenticationError  credentials missing or refused (401/403)
+    │   │   ├── NotFoundError     repository, manifest or blob unknown (404)
+    │   │   └── RegistryUnavailable  cannot connect, 5xx, timeouts
+    │   └── LayerError            a layer tar that cannot be applied
+    │       └── UnsafeLayer       an entry would escape the root (.., symlinks, hardlinks)
+    └── SnapshotError             snapshots (prepare / commit / remove / mounts)
+        ├── SnapshotNotFound
+        └── SnapshotExists
 
 Each class carries ``exit_code``: what a command-line front end exits with.
 This module imports nothing, so every package (``oci`` and ``linux``
@@ -103,3 +122,138 @@ class SeccompError(BulkheadError):
 
 class UnsupportedError(BulkheadError):
     """Something was asked for that this host (kernel, LSM, init system) lacks."""
+
+
+# --- images and snapshots (issue 4) ------------------------------------------
+
+
+class ImageError(BulkheadError):
+    """Something about an image went wrong: its name, manifests, blobs, registry or layers."""
+
+
+class InvalidReference(ImageError):
+    """A string that is not a valid image reference (``name[:tag][@digest]``).
+
+    Messages follow Docker's: ``invalid reference format: repository name
+    must be lowercase``. ``reference`` is the text that was refused.
+    """
+
+    def __init__(self, message: str, reference: str | None = None) -> None:
+        self.reference = reference
+        super().__init__(message)
+
+
+class ManifestError(ImageError):
+    """A manifest, index or image config that is malformed or cannot be used."""
+
+
+class UnsupportedMediaType(ManifestError):
+    """A document or blob whose media type bulkhead does not handle (named in ``media_type``)."""
+
+    def __init__(self, message: str, media_type: str | None = None) -> None:
+        self.media_type = media_type
+        super().__init__(message)
+
+
+class Schema1Unsupported(UnsupportedMediaType):
+    """A Docker schema1 manifest: Docker removed support for them, and so does bulkhead."""
+
+
+class PlatformNotFound(ManifestError):
+    """No manifest of an index matches the requested platform (``available`` lists them)."""
+
+    def __init__(self, message: str, available: list[str] | None = None) -> None:
+        self.available = available or []
+        super().__init__(message)
+
+
+class ContentError(ImageError):
+    """A blob in (or on its way into) the content store is missing or not what it claims."""
+
+    def __init__(self, message: str, digest: str | None = None) -> None:
+        self.digest = digest
+        super().__init__(message)
+
+
+class DigestMismatch(ContentError):
+    """Content does not hash to the digest it was expected to have."""
+
+    def __init__(
+        self,
+        message: str,
+        digest: str | None = None,
+        *,
+        expected: str | None = None,
+        actual: str | None = None,
+    ) -> None:
+        self.expected = expected
+        self.actual = actual
+        super().__init__(message, digest if digest is not None else expected)
+
+
+class SizeMismatch(ContentError):
+    """Content is not as long as its descriptor says."""
+
+    def __init__(
+        self,
+        message: str,
+        digest: str | None = None,
+        *,
+        expected: int | None = None,
+        actual: int | None = None,
+    ) -> None:
+        self.expected = expected
+        self.actual = actual
+        super().__init__(message, digest)
+
+
+class BlobNotFound(ContentError):
+    """No blob with this digest is in the content store."""
+
+
+class RegistryError(ImageError):
+    """A registry refused a request or could not be reached.
+
+    ``status`` is the HTTP status when there was a response, ``code`` the
+    distribution spec's error code (``MANIFEST_UNKNOWN``, ``DENIED``, ...).
+    """
+
+    def __init__(self, message: str, status: int | None = None, code: str | None = None) -> None:
+        self.status = status
+        self.code = code
+        super().__init__(message)
+
+
+class AuthenticationError(RegistryError):
+    """Credentials are missing or were refused (401/403, or the token server said no)."""
+
+
+AuthError = AuthenticationError
+
+
+class NotFoundError(RegistryError):
+    """The registry does not know the repository, manifest or blob (404)."""
+
+
+class RegistryUnavailable(RegistryError):
+    """The registry could not be reached, timed out or answered with a server error."""
+
+
+class LayerError(ImageError):
+    """A layer (a tar stream of filesystem changes) that cannot be read or applied."""
+
+
+class UnsafeLayer(LayerError):
+    """A layer entry that would write outside the root: ``..``, absolute links, link escapes."""
+
+
+class SnapshotError(BulkheadError):
+    """A snapshot (a filesystem a snapshotter prepared, committed or mounts) operation failed."""
+
+
+class SnapshotNotFound(SnapshotError):
+    """No snapshot with this key or name exists."""
+
+
+class SnapshotExists(SnapshotError):
+    """A snapshot with this key or name already exists."""
