@@ -41,6 +41,7 @@ from collections.abc import Mapping
 from typing import Literal, NamedTuple
 
 from bulkhead.errors import CgroupError
+from bulkhead.linux import mountinfo
 
 Mode = Literal["legacy", "hybrid", "unified"]
 
@@ -124,25 +125,18 @@ def parse_mountinfo(text: str) -> tuple[dict[str, Mount], list[Mount]]:
     """
     v1: dict[str, Mount] = {}
     v2: list[Mount] = []
-    for line in text.splitlines():
-        fields = line.split()
-        try:
-            sep = fields.index("-", 6)
-        except ValueError:
-            continue
-        if len(fields) < sep + 4:
-            continue
-        fstype = fields[sep + 1]
+    for info in mountinfo.parse(text):
+        fstype = info.fstype
         if fstype not in ("cgroup", "cgroup2"):
             continue
-        root = _unescape(fields[3])
-        mountpoint = _unescape(fields[4])
+        root = info.root
+        mountpoint = info.mountpoint
         if fstype == "cgroup2":
             v2.append(Mount(mountpoint, root, "cgroup2"))
             continue
         ctrls = tuple(
             opt
-            for opt in fields[sep + 3].split(",")
+            for opt in info.super_options.split(",")
             if opt in V1_CONTROLLERS or opt.startswith("name=")
         )
         if not ctrls:
@@ -241,19 +235,3 @@ def _relative_to_root(cgroup: str, root: str) -> str:
     if cgroup.startswith(root + "/"):
         return cgroup[len(root) :]
     return "/"
-
-
-def _unescape(text: str) -> str:
-    """mountinfo escapes space, tab, newline and backslash as ``\\ooo``."""
-    if "\\" not in text:
-        return text
-    out = []
-    i = 0
-    while i < len(text):
-        if text[i] == "\\" and i + 4 <= len(text) and text[i + 1 : i + 4].isdigit():
-            out.append(chr(int(text[i + 1 : i + 4], 8)))
-            i += 4
-        else:
-            out.append(text[i])
-            i += 1
-    return "".join(out)

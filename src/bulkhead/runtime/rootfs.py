@@ -73,7 +73,7 @@ from typing import TYPE_CHECKING, Literal
 import msgspec
 
 from bulkhead.errors import SpecError, StartError
-from bulkhead.linux import namespaces
+from bulkhead.linux import mountinfo, namespaces
 from bulkhead.linux.mount import (
     AT_EMPTY_PATH,
     AT_RECURSIVE,
@@ -110,6 +110,7 @@ from bulkhead.linux.mount import (
     pivot_root,
     umount2,
 )
+from bulkhead.linux.mountinfo import MountInfo as MountInfo
 from bulkhead.runtime.securejoin import open_in_root, secure_join
 
 if TYPE_CHECKING:
@@ -294,57 +295,9 @@ class RootfsPlan(msgspec.Struct):
 # =========================================================================== planning (parent)
 
 
-class MountInfo(msgspec.Struct):
-    """One line of /proc/<pid>/mountinfo (see proc(5))."""
-
-    mount_id: int
-    parent_id: int
-    root: str
-    mountpoint: str
-    options: str
-    optional: list[str]
-    fstype: str
-    source: str
-    super_options: str
-
-
-def _unescape(text: str) -> str:
-    """Undo mountinfo's octal escapes (``\\040`` for a space, ``\\134`` for a backslash)."""
-    if "\\" not in text:
-        return text
-    out = []
-    i = 0
-    while i < len(text):
-        if text[i] == "\\" and text[i + 1 : i + 4].isdigit() and len(text) >= i + 4:
-            out.append(chr(int(text[i + 1 : i + 4], 8)))
-            i += 4
-        else:
-            out.append(text[i])
-            i += 1
-    return "".join(out)
-
-
 def read_mountinfo(path: str = "/proc/self/mountinfo") -> list[MountInfo]:
     """Parse a mountinfo file into :class:`MountInfo` records (octal escapes decoded)."""
-    out = []
-    with open(path, encoding="utf-8", errors="surrogateescape") as f:
-        for line in f:
-            parts = line.split()
-            sep = parts.index("-", 6)
-            out.append(
-                MountInfo(
-                    mount_id=int(parts[0]),
-                    parent_id=int(parts[1]),
-                    root=_unescape(parts[3]),
-                    mountpoint=_unescape(parts[4]),
-                    options=parts[5],
-                    optional=parts[6:sep],
-                    fstype=parts[sep + 1],
-                    source=_unescape(parts[sep + 2]),
-                    super_options=parts[sep + 3] if len(parts) > sep + 3 else "",
-                )
-            )
-    return out
+    return mountinfo.read(path)
 
 
 def _v1_controllers() -> set[str]:
