@@ -24,6 +24,7 @@ with another (httpx's exception tree is the model)::
     │   │   ├── Schema1Unsupported    Docker's removed schema1 manifests
     │   │   └── PlatformNotFound      no manifest of an index matches the platform
     │   ├── ContentError          blobs in the content store
+    │   │   ├── InvalidDigest     not ``algorithm:hex`` of a supported algorithm
     │   │   ├── DigestMismatch    content does not hash to the digest it claims
     │   │   ├── SizeMismatch      content is not as long as its descriptor says
     │   │   └── BlobNotFound      no blob with this digest
@@ -173,6 +174,10 @@ class ContentError(ImageError):
     def __init__(self, message: str, digest: str | None = None) -> None:
         self.digest = digest
         super().__init__(message)
+
+
+class InvalidDigest(ContentError):
+    """A digest string that is malformed (``algorithm:encoded``) or of an unsupported algorithm."""
 
 
 class DigestMismatch(ContentError):
