@@ -32,8 +32,10 @@ with another (httpx's exception tree is the model)::
     │   │   ├── AuthenticationError  credentials missing or refused (401/403)
     │   │   ├── NotFoundError     repository, manifest or blob unknown (404)
     │   │   └── RegistryUnavailable  cannot connect, 5xx, timeouts
-    │   └── LayerError            a layer tar that cannot be applied
-    │       └── UnsafeLayer       an entry would escape the root (.., symlinks, hardlinks)
+    │   ├── LayerError            a layer tar that cannot be applied
+    │   │   └── UnsafeLayer       an entry would escape the root (.., symlinks, hardlinks)
+    │   ├── ImageNotFound         no image by this name, id or id prefix
+    │   └── ImageInUse            removal refused: containers use it, or several names (force)
     └── SnapshotError             snapshots (prepare / commit / remove / mounts)
         ├── SnapshotNotFound
         └── SnapshotExists
@@ -250,6 +252,14 @@ class LayerError(ImageError):
 
 class UnsafeLayer(LayerError):
     """A layer entry that would write outside the root: ``..``, absolute links, link escapes."""
+
+
+class ImageNotFound(ImageError):
+    """No image in the image store has this name, repo digest, id or id prefix."""
+
+
+class ImageInUse(ImageError):
+    """An image cannot be removed without force: containers use it, or it has several names."""
 
 
 class SnapshotError(BulkheadError):
