@@ -54,6 +54,8 @@ test-deps: deps
 	fi
 
 run: deps
+	# The offline default image busybox:latest (Debian's busybox-static) in the engine's image store.
+	$(PY) -m bulkhead.images.busybox --store /var/lib/bulkhead/images
 	$(PY) -m bulkhead.runtime.demo
 
 lint: deps

@@ -1,0 +1,1 @@
+"""Images: content store, references, registry client, layers, image store and archives."""

@@ -1,0 +1,961 @@
+"""The image store: which images exist, their names, and who uses them.
+
+Vocabulary (Docker's and containerd's):
+
+*blob*
+    bytes in the content store (:mod:`bulkhead.images.content`), addressed by
+    digest: layers, image configs, manifests, indexes.
+*image*
+    an image config plus the layers it lists. Its **id** is the digest of
+    its config (``sha256:...``; ``docker images`` shows the first 12 hex
+    digits). The manifest that named the config and layers is kept with it:
+    it is how the blobs are found again and what garbage collection starts
+    from.
+*tag*
+    a name for an image (``docker.io/library/busybox:latest``), always
+    normalised as Docker does: ``busybox`` means
+    ``docker.io/library/busybox:latest``. A name points to one image; an image
+    may have many names. An image with no name is *dangling*.
+*repo digest*
+    ``name@sha256:...``: the image as a registry knew it, by the digest of the
+    manifest (or index) it was pulled by.
+*diff_id* / *chain id*
+    the digest of a layer's *uncompressed* tar, as listed in the config's
+    ``rootfs.diff_ids``; a chain id names a layer *with all the layers below
+    it* (``chain[0] = diff_id[0]``, ``chain[n] = sha256(chain[n-1] + " " +
+    diff_id[n])``). Snapshots of unpacked layers are committed under their
+    chain id, so images sharing a base share its snapshots.
+*use*
+    a container (or anything else) that registered it needs an image; an
+    image in use is not removed unless forced.
+
+Metadata lives in SQLite (``<root>/images.db``, WAL, one transaction per
+change); blobs in a :class:`ContentStore` at ``<root>/content``. Removal
+deletes metadata first, then collects blobs no remaining image reaches (mark
+and sweep from every image's manifest). The engine's default root is
+``/var/lib/bulkhead/images``.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import hashlib
+import importlib
+import json
+import os
+import sqlite3
+import tempfile
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bulkhead.errors import (
+    BlobNotFound,
+    DigestMismatch,
+    ImageError,
+    ImageInUse,
+    ImageNotFound,
+    ManifestError,
+    UnsupportedMediaType,
+)
+
+DEFAULT_ROOT = "/var/lib/bulkhead/images"
+
+MT_OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+MT_OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+MT_DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+MT_DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+MT_DOCKER_SCHEMA1 = (
+    "application/vnd.docker.distribution.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.v1+prettyjws",
+)
+LAYER_MEDIA_TYPES = frozenset(
+    {
+        "application/vnd.oci.image.layer.v1.tar",
+        "application/vnd.oci.image.layer.v1.tar+gzip",
+        "application/vnd.oci.image.layer.v1.tar+zstd",
+        "application/vnd.oci.image.layer.nondistributable.v1.tar",
+        "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+        "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd",
+        "application/vnd.docker.image.rootfs.diff.tar",
+        "application/vnd.docker.image.rootfs.diff.tar.gzip",
+        "application/vnd.docker.image.rootfs.diff.tar.zstd",
+        "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+    }
+)
+CONFIG_MEDIA_TYPES = frozenset(
+    {
+        "application/vnd.oci.image.config.v1+json",
+        "application/vnd.docker.container.image.v1+json",
+    }
+)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS images (
+    id TEXT PRIMARY KEY,              -- config digest
+    manifest TEXT NOT NULL,           -- manifest digest
+    target TEXT NOT NULL,             -- what was added: the manifest, or the index naming it
+    created TEXT NOT NULL,            -- the config's "created"
+    size INTEGER NOT NULL,            -- config + layers, as stored
+    added REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tags (
+    name TEXT PRIMARY KEY,            -- normalised reference with a tag
+    image TEXT NOT NULL REFERENCES images(id),
+    tagged REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS repo_digests (
+    name TEXT PRIMARY KEY,            -- repository@digest
+    image TEXT NOT NULL REFERENCES images(id)
+);
+CREATE TABLE IF NOT EXISTS uses (
+    image TEXT NOT NULL REFERENCES images(id),
+    user TEXT NOT NULL,               -- e.g. a container id
+    PRIMARY KEY (image, user)
+);
+"""
+
+
+# --- stand-ins for the other modules' APIs (used until they are importable) ---
+
+
+def _optional(module: str) -> Any:
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        return None
+
+
+def sha256_digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def chain_ids(diff_ids: list[str]) -> list[str]:
+    """Chain ids of a layer stack: each names a layer with everything below it."""
+    spec = _optional("bulkhead.oci.image_spec")
+    if spec is not None and hasattr(spec, "chain_ids"):
+        return list(spec.chain_ids(diff_ids))
+    out: list[str] = []
+    for diff_id in diff_ids:
+        out.append(diff_id if not out else sha256_digest(f"{out[-1]} {diff_id}".encode()))
+    return out
+
+
+def normalize_reference(text: str) -> str:
+    """``busybox`` → ``docker.io/library/busybox:latest`` (Docker's normalisation)."""
+    ref_mod = _optional("bulkhead.images.reference")
+    if ref_mod is not None and hasattr(ref_mod, "parse_reference"):
+        return str(ref_mod.parse_reference(text))
+    name, _, digest = text.partition("@")
+    slash = name.find("/")
+    first = name[:slash] if slash >= 0 else ""
+    if slash < 0 or ("." not in first and ":" not in first and first != "localhost"):
+        name = "docker.io/" + (name if "/" in name else "library/" + name)
+    last = name.rsplit("/", 1)[-1]
+    if ":" not in last and not digest:
+        name += ":latest"
+    return f"{name}@{digest}" if digest else name
+
+
+def familiar(name: str) -> str:
+    """``docker.io/library/busybox:latest`` → ``busybox:latest`` (how Docker shows names)."""
+    ref_mod = _optional("bulkhead.images.reference")
+    if ref_mod is not None and hasattr(ref_mod, "parse_reference"):
+        return str(ref_mod.parse_reference(name).familiar())
+    if name.startswith("docker.io/library/"):
+        return name[len("docker.io/library/") :]
+    if name.startswith("docker.io/"):
+        return name[len("docker.io/") :]
+    return name
+
+
+def host_platform() -> dict[str, str]:
+    from bulkhead.images.busybox import host_platform as hp
+
+    return hp()
+
+
+class _LocalWriter:
+    def __init__(self, store: _LocalContent, ref: str) -> None:
+        self._store = store
+        self._tmp = store.root / "ingest" / hashlib.sha256(ref.encode()).hexdigest()
+        self._tmp.parent.mkdir(parents=True, exist_ok=True)
+        self._f = open(self._tmp, "ab")  # noqa: SIM115
+        self.offset = self._f.tell()
+
+    def write(self, data: bytes) -> int:
+        self._f.write(data)
+        self.offset += len(data)
+        return len(data)
+
+    def commit(self, expected_digest: str, expected_size: int | None = None) -> None:
+        self._f.close()
+        h = hashlib.new(expected_digest.split(":", 1)[0])
+        with open(self._tmp, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        actual = f"{h.name}:{h.hexdigest()}"
+        if actual != expected_digest:
+            os.unlink(self._tmp)
+            raise DigestMismatch(
+                f"content is {actual}, expected {expected_digest}",
+                expected=expected_digest,
+                actual=actual,
+            )
+        dest = self._store.path(expected_digest)
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
+        os.replace(self._tmp, dest)
+
+    def abort(self) -> None:
+        self._f.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._tmp)
+
+
+class _LocalContent:
+    """A minimal content store, used only while :mod:`bulkhead.images.content` is missing."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+        (self.root / "blobs").mkdir(parents=True, exist_ok=True)
+
+    def path(self, digest: str) -> str:
+        algo, hexd = digest.split(":", 1)
+        return str(self.root / "blobs" / algo / hexd)
+
+    def exists(self, digest: str) -> bool:
+        return os.path.exists(self.path(digest))
+
+    def writer(self, ref: str, expected: str | None = None, size: int | None = None) -> Any:
+        return _LocalWriter(self, ref)
+
+    def read(self, digest: str) -> bytes:
+        try:
+            with open(self.path(digest), "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            raise BlobNotFound(f"blob {digest} not found", digest) from None
+
+    def open(self, digest: str) -> Any:
+        try:
+            return open(self.path(digest), "rb")
+        except FileNotFoundError:
+            raise BlobNotFound(f"blob {digest} not found", digest) from None
+
+    def delete(self, digest: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path(digest))
+
+    def walk(self) -> Iterator[str]:
+        for algo_dir in (self.root / "blobs").iterdir():
+            for blob in algo_dir.iterdir():
+                yield f"{algo_dir.name}:{blob.name}"
+
+    def gc(self, roots: Iterable[str], children: Any) -> list[str]:
+        marked: set[str] = set()
+        todo = list(roots)
+        while todo:
+            d = todo.pop()
+            if d in marked or not self.exists(d):
+                continue
+            marked.add(d)
+            todo.extend(children(d, self.read(d)))
+        removed = [d for d in self.walk() if d not in marked]
+        for d in removed:
+            self.delete(d)
+        return removed
+
+
+def open_content_store(root: str | os.PathLike[str]) -> Any:
+    """H2's :class:`ContentStore` at ``root`` (a minimal stand-in while it is missing)."""
+    mod = _optional("bulkhead.images.content")
+    if mod is not None and hasattr(mod, "ContentStore"):
+        return mod.ContentStore(root)
+    return _LocalContent(root)
+
+
+def blob_digest(info: Any) -> str:
+    return info if isinstance(info, str) else str(info.digest)
+
+
+# --- manifests -----------------------------------------------------------------
+
+
+def read_json(content: Any, digest: str) -> dict[str, Any]:
+    """A JSON document from the content store, its digest checked."""
+    data = content.read(digest)
+    actual = sha256_digest(data) if digest.startswith("sha256:") else digest
+    if actual != digest:
+        raise DigestMismatch(
+            f"blob {digest} is corrupt: its content hashes to {actual}",
+            expected=digest,
+            actual=actual,
+        )
+    try:
+        doc = json.loads(data)
+    except ValueError as exc:
+        raise ManifestError(f"{digest} is not valid JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise ManifestError(f"{digest} is not a JSON object")
+    return doc
+
+
+def document_kind(doc: dict[str, Any]) -> str:
+    """``"index"`` or ``"manifest"``; schema1 and unknown media types refused."""
+    mt = doc.get("mediaType")
+    if mt in MT_DOCKER_SCHEMA1 or doc.get("schemaVersion") == 1:
+        raise UnsupportedMediaType(
+            "schema1 manifests are not supported (deprecated by Docker, removed in Docker 28)",
+            mt,
+        )
+    if mt in (MT_OCI_INDEX, MT_DOCKER_LIST) or (mt is None and "manifests" in doc):
+        return "index"
+    if mt in (MT_OCI_MANIFEST, MT_DOCKER_MANIFEST) or (mt is None and "config" in doc):
+        return "manifest"
+    raise UnsupportedMediaType(f"unsupported manifest media type {mt!r}", mt)
+
+
+def _norm_arch(arch: str, variant: str | None) -> tuple[str, str | None]:
+    arch = {"x86_64": "amd64", "x86-64": "amd64", "aarch64": "arm64"}.get(arch, arch)
+    if arch == "arm64" and variant in (None, "", "v8"):
+        variant = None
+    return arch, variant or None
+
+
+def select_platform(index: dict[str, Any], platform: dict[str, str] | None = None) -> str:
+    """The digest of the manifest of ``index`` matching ``platform`` (this host's by default)."""
+    want = platform or host_platform()
+    want_arch = _norm_arch(want["architecture"], want.get("variant"))
+    for desc in index.get("manifests") or []:
+        plat = desc.get("platform") or {}
+        if desc.get("mediaType") not in (None, MT_OCI_MANIFEST, MT_DOCKER_MANIFEST):
+            continue
+        if plat.get("os", "linux") != want.get("os", "linux"):
+            continue
+        arch = _norm_arch(plat.get("architecture", ""), plat.get("variant"))
+        if arch[0] == want_arch[0] and (want_arch[1] is None or arch[1] == want_arch[1]):
+            return str(desc["digest"])
+    available = [
+        "/".join(
+            str(x)
+            for x in (
+                d.get("platform", {}).get("os"),
+                d.get("platform", {}).get("architecture"),
+                d.get("platform", {}).get("variant"),
+            )
+            if x
+        )
+        for d in index.get("manifests") or []
+    ]
+    from bulkhead.errors import PlatformNotFound
+
+    raise PlatformNotFound(
+        f"no matching manifest for {want.get('os', 'linux')}/{want['architecture']} "
+        f"in the manifest list entries (available: {', '.join(available) or 'none'})",
+        available,
+    )
+
+
+# --- the store ---------------------------------------------------------------
+
+
+@dataclass
+class Image:
+    """One image: its id (config digest), manifest, config and names."""
+
+    id: str
+    manifest_digest: str
+    target: str
+    created: str
+    size: int
+    config: dict[str, Any] = field(repr=False)
+    manifest: dict[str, Any] = field(repr=False)
+    tags: list[str] = field(default_factory=list)
+    repo_digests: list[str] = field(default_factory=list)
+
+    @property
+    def short_id(self) -> str:
+        return self.id.split(":", 1)[1][:12]
+
+    @property
+    def diff_ids(self) -> list[str]:
+        return list((self.config.get("rootfs") or {}).get("diff_ids") or [])
+
+    @property
+    def chain_ids(self) -> list[str]:
+        return chain_ids(self.diff_ids)
+
+    @property
+    def layers(self) -> list[dict[str, Any]]:
+        return list(self.manifest.get("layers") or [])
+
+
+class ImageStore:
+    """Images over a root directory: blobs in a content store, names in SQLite.
+
+    ``content`` may be given (a :class:`bulkhead.images.content.ContentStore`
+    shared with a registry client); by default one is opened at
+    ``<root>/content``.
+    """
+
+    def __init__(self, root: str | os.PathLike[str] = DEFAULT_ROOT, content: Any = None) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.content = content if content is not None else open_content_store(self.root / "content")
+        self._db = sqlite3.connect(
+            self.root / "images.db", isolation_level=None, timeout=30, check_same_thread=False
+        )
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> ImageStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    # -- adding -------------------------------------------------------------
+
+    def resolve_manifest(
+        self, digest: str, platform: dict[str, str] | None = None
+    ) -> tuple[str, dict[str, Any]]:
+        """The manifest ``digest`` names: itself, or the platform's entry of an index."""
+        doc = read_json(self.content, digest)
+        seen = 0
+        while document_kind(doc) == "index":
+            seen += 1
+            if seen > 4:
+                raise ManifestError(f"{digest}: indexes nested too deeply")
+            digest = select_platform(doc, platform)
+            doc = read_json(self.content, digest)
+        return digest, doc
+
+    def check_manifest(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        """Check a manifest's blobs are present and agree with it; return the config."""
+        config_desc = manifest.get("config") or {}
+        if not isinstance(config_desc.get("digest"), str):
+            raise ManifestError("manifest has no config descriptor")
+        cmt = config_desc.get("mediaType")
+        if cmt is not None and cmt not in CONFIG_MEDIA_TYPES:
+            raise UnsupportedMediaType(f"unsupported image config media type {cmt!r}", cmt)
+        for layer in manifest.get("layers") or []:
+            lmt = layer.get("mediaType")
+            if lmt not in LAYER_MEDIA_TYPES:
+                raise UnsupportedMediaType(f"unsupported layer media type {lmt!r}", lmt)
+            if not self.content.exists(layer["digest"]):
+                raise BlobNotFound(
+                    f"layer {layer['digest']} is not in the content store", layer["digest"]
+                )
+        config = read_json(self.content, config_desc["digest"])
+        if len(config_bytes := self.content.read(config_desc["digest"])) != config_desc.get(
+            "size", len(config_bytes)
+        ):
+            raise ManifestError(
+                f"config {config_desc['digest']} is {len(config_bytes)} bytes, "
+                f"the manifest says {config_desc.get('size')}"
+            )
+        diff_ids = (config.get("rootfs") or {}).get("diff_ids") or []
+        layers = manifest.get("layers") or []
+        if len(diff_ids) != len(layers):
+            raise ManifestError(
+                f"image config lists {len(diff_ids)} diff_ids for {len(layers)} layers"
+            )
+        return config
+
+    def add(
+        self,
+        manifest_digest: str,
+        *,
+        platform: dict[str, str] | None = None,
+        repo_digest: str | None = None,
+    ) -> Image:
+        """Record the image a manifest (or an index, for ``platform``) describes.
+
+        Every blob must already be in the content store. Adding an image
+        again is harmless. ``repo_digest`` (``name@sha256:...``) records how a
+        registry named it.
+        """
+        manifest_d, manifest = self.resolve_manifest(manifest_digest, platform)
+        config = self.check_manifest(manifest)
+        image_id = str(manifest["config"]["digest"])
+        size = int(manifest["config"].get("size", 0)) + sum(
+            int(layer.get("size", 0)) for layer in manifest.get("layers") or []
+        )
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO images (id, manifest, target, created, size, added) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
+                "manifest=excluded.manifest, target=excluded.target",
+                (
+                    image_id,
+                    manifest_d,
+                    manifest_digest,
+                    str(config.get("created") or ""),
+                    size,
+                    time.time(),
+                ),
+            )
+            if repo_digest is not None:
+                db.execute(
+                    "INSERT OR REPLACE INTO repo_digests (name, image) VALUES (?, ?)",
+                    (repo_digest, image_id),
+                )
+        return self._load(image_id)
+
+    # -- names ------------------------------------------------------------------
+
+    def tag(self, image: Image | str, ref: str) -> str:
+        """Point the name ``ref`` at ``image`` (moving it from any other image); return the name."""
+        image_id = self.get(image).id if isinstance(image, str) else image.id
+        name = normalize_reference(ref)
+        if "@" in name:
+            raise ImageError(f"cannot tag with a digest reference: {ref}")
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO tags (name, image, tagged) VALUES (?, ?, ?)",
+                (name, image_id, time.time()),
+            )
+        return name
+
+    def untag(self, ref: str) -> str:
+        """Remove the name ``ref``; return the id of the image it named."""
+        name = normalize_reference(ref)
+        with self._tx() as db:
+            row = db.execute("SELECT image FROM tags WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                raise ImageNotFound(f"No such image: {ref}")
+            db.execute("DELETE FROM tags WHERE name = ?", (name,))
+        return str(row[0])
+
+    # -- lookup --------------------------------------------------------------------
+
+    def _load(self, image_id: str) -> Image:
+        row = self._db.execute(
+            "SELECT id, manifest, target, created, size FROM images WHERE id = ?", (image_id,)
+        ).fetchone()
+        if row is None:
+            raise ImageNotFound(f"No such image: {image_id}")
+        manifest = read_json(self.content, row[1])
+        config = read_json(self.content, manifest["config"]["digest"])
+        tags = [
+            r[0]
+            for r in self._db.execute(
+                "SELECT name FROM tags WHERE image = ? ORDER BY tagged, name", (image_id,)
+            )
+        ]
+        digests = [
+            r[0]
+            for r in self._db.execute(
+                "SELECT name FROM repo_digests WHERE image = ? ORDER BY name", (image_id,)
+            )
+        ]
+        return Image(
+            id=row[0],
+            manifest_digest=row[1],
+            target=row[2],
+            created=row[3],
+            size=row[4],
+            config=config,
+            manifest=manifest,
+            tags=tags,
+            repo_digests=digests,
+        )
+
+    def _resolve_id(self, ref: str) -> str:
+        # 1. a full id (with or without "sha256:")
+        candidate = ref if ref.startswith("sha256:") else f"sha256:{ref}"
+        if len(candidate) == 71:
+            row = self._db.execute("SELECT id FROM images WHERE id = ?", (candidate,)).fetchone()
+            if row is not None:
+                return str(row[0])
+        # 2. a name (tag or repo digest)
+        try:
+            name = normalize_reference(ref)
+        except ImageError:
+            name = None
+        if name is not None:
+            table = "repo_digests" if "@" in name else "tags"
+            row = self._db.execute(f"SELECT image FROM {table} WHERE name = ?", (name,)).fetchone()
+            if row is not None:
+                return str(row[0])
+            if "@" in name:  # by manifest digest of a known image, under any name
+                digest = name.split("@", 1)[1]
+                row = self._db.execute(
+                    "SELECT id FROM images WHERE manifest = ? OR target = ?", (digest, digest)
+                ).fetchone()
+                if row is not None:
+                    return str(row[0])
+        # 3. a short id prefix
+        hexpart = ref.removeprefix("sha256:")
+        if hexpart and all(c in "0123456789abcdef" for c in hexpart):
+            rows = self._db.execute(
+                "SELECT id FROM images WHERE id LIKE ?", (f"sha256:{hexpart}%",)
+            ).fetchall()
+            if len(rows) == 1:
+                return str(rows[0][0])
+            if len(rows) > 1:
+                raise ImageError(f"{ref}: ambiguous image id prefix ({len(rows)} images)")
+        raise ImageNotFound(f"No such image: {ref}")
+
+    def get(self, ref: str) -> Image:
+        """An image by name, repo digest, id or unique id prefix (Docker's order)."""
+        return self._load(self._resolve_id(ref))
+
+    def list(self, *, dangling: bool | None = None) -> builtins.list[Image]:
+        """Every image, newest first; ``dangling`` filters on having no name."""
+        ids = [r[0] for r in self._db.execute("SELECT id FROM images ORDER BY created DESC, id")]
+        images = [self._load(i) for i in ids]
+        if dangling is not None:
+            images = [i for i in images if (not i.tags) == dangling]
+        return images
+
+    # -- use ------------------------------------------------------------------------
+
+    def register_use(self, image: Image | str, user: str) -> None:
+        """Record that ``user`` (a container id) needs ``image``."""
+        image_id = self.get(image).id if isinstance(image, str) else image.id
+        with self._tx() as db:
+            db.execute("INSERT OR IGNORE INTO uses (image, user) VALUES (?, ?)", (image_id, user))
+
+    def unregister_use(self, image: Image | str, user: str) -> None:
+        image_id = image if isinstance(image, str) and image.startswith("sha256:") else None
+        if image_id is None:
+            image_id = self.get(image).id if isinstance(image, str) else image.id
+        with self._tx() as db:
+            db.execute("DELETE FROM uses WHERE image = ? AND user = ?", (image_id, user))
+
+    def users(self, image: Image | str) -> builtins.list[str]:
+        image_id = self.get(image).id if isinstance(image, str) else image.id
+        return [
+            r[0]
+            for r in self._db.execute(
+                "SELECT user FROM uses WHERE image = ? ORDER BY user", (image_id,)
+            )
+        ]
+
+    # -- Docker's views -------------------------------------------------------------------
+
+    def inspect(self, ref: str) -> dict[str, Any]:
+        """The image as Docker's ``GET /images/{name}/json`` shows it (ImageInspect)."""
+        image = self.get(ref)
+        cfg = image.config.get("config") or {}
+        config = {
+            "Hostname": "",
+            "Domainname": "",
+            "User": cfg.get("User", ""),
+            "AttachStdin": False,
+            "AttachStdout": False,
+            "AttachStderr": False,
+            "ExposedPorts": cfg.get("ExposedPorts"),
+            "Tty": False,
+            "OpenStdin": False,
+            "StdinOnce": False,
+            "Env": cfg.get("Env"),
+            "Cmd": cfg.get("Cmd"),
+            "Healthcheck": cfg.get("Healthcheck"),
+            "ArgsEscaped": cfg.get("ArgsEscaped"),
+            "Image": "",
+            "Volumes": cfg.get("Volumes"),
+            "WorkingDir": cfg.get("WorkingDir", ""),
+            "Entrypoint": cfg.get("Entrypoint"),
+            "OnBuild": cfg.get("OnBuild"),
+            "Labels": cfg.get("Labels"),
+            "StopSignal": cfg.get("StopSignal"),
+            "Shell": cfg.get("Shell"),
+        }
+        config = {k: v for k, v in config.items() if v is not None}
+        last_tag = self._db.execute(
+            "SELECT MAX(tagged) FROM tags WHERE image = ?", (image.id,)
+        ).fetchone()[0]
+        repo_digests = list(image.repo_digests)
+        return {
+            "Id": image.id,
+            "RepoTags": [familiar(t) for t in image.tags],
+            "RepoDigests": [familiar(d) for d in repo_digests],
+            "Parent": "",
+            "Comment": str((image.config.get("history") or [{}])[-1].get("comment", "")),
+            "Created": image.created or None,
+            "DockerVersion": image.config.get("docker_version", ""),
+            "Author": image.config.get("author", ""),
+            "Config": config,
+            "Architecture": image.config.get("architecture", ""),
+            **({"Variant": image.config["variant"]} if image.config.get("variant") else {}),
+            "Os": image.config.get("os", ""),
+            **({"OsVersion": image.config["os.version"]} if image.config.get("os.version") else {}),
+            "Size": image.size,
+            "GraphDriver": {"Name": "", "Data": None},
+            "RootFS": {"Type": "layers", "Layers": image.diff_ids},
+            "Metadata": {
+                "LastTagTime": (
+                    time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(last_tag)) if last_tag else None
+                )
+            },
+            "Descriptor": {
+                "mediaType": image.manifest.get("mediaType", MT_OCI_MANIFEST),
+                "digest": image.manifest_digest,
+                "size": len(self.content.read(image.manifest_digest)),
+            },
+        }
+
+    def history(self, ref: str) -> builtins.list[dict[str, Any]]:
+        """Docker's ``GET /images/{name}/history``: one entry per history step, newest first."""
+        image = self.get(ref)
+        layers = image.layers
+        entries: builtins.list[dict[str, Any]] = []
+        layer_i = 0
+        for h in image.config.get("history") or []:
+            size = 0
+            if not h.get("empty_layer"):
+                if layer_i < len(layers):
+                    size = int(layers[layer_i].get("size", 0))
+                layer_i += 1
+            entries.append(
+                {
+                    "Id": "<missing>",
+                    "Created": _unix(h.get("created")),
+                    "CreatedBy": h.get("created_by", ""),
+                    "Tags": None,
+                    "Size": size,
+                    "Comment": h.get("comment", ""),
+                }
+            )
+        entries.reverse()
+        if entries:
+            entries[0]["Id"] = image.id
+            entries[0]["Tags"] = [familiar(t) for t in image.tags]
+        return entries
+
+    # -- removal --------------------------------------------------------------
+
+    def remove(self, ref: str, force: bool = False) -> builtins.list[dict[str, str]]:
+        """``docker rmi``: untag, and delete the image when no name is left.
+
+        By a name with other names on the image: only that name goes. By
+        its last name or by id: the image goes, unless containers use it
+        (:class:`ImageInUse` names them) or, by id, it has several names;
+        ``force`` overrides both. Returns Docker's list of
+        ``{"Untagged": name}`` / ``{"Deleted": id}``. Blobs no remaining image
+        reaches are then garbage-collected.
+        """
+        image_id = self._resolve_id(ref)
+        image = self._load(image_id)
+        by_name = False
+        name = None
+        try:
+            name = normalize_reference(ref)
+            by_name = name in image.tags
+        except ImageError:
+            pass
+        users = self.users(image)
+        out: builtins.list[dict[str, str]] = []
+        if by_name and name is not None and len(image.tags) > 1:
+            self.untag(name)
+            return [{"Untagged": familiar(name)}]
+        if users and not force:
+            raise ImageInUse(
+                f"conflict: unable to remove repository reference {ref!r} (must force) - "
+                f"image {image.short_id} is being used by {', '.join(users)}"
+                if by_name
+                else f"conflict: unable to delete {image.short_id} (must be forced) - "
+                f"image is being used by {', '.join(users)}"
+            )
+        if not by_name and len(image.tags) > 1 and not force:
+            raise ImageInUse(
+                f"conflict: unable to delete {image.short_id} (must be forced) - "
+                "image is referenced in multiple repositories"
+            )
+        with self._tx() as db:
+            for t in image.tags:
+                out.append({"Untagged": familiar(t)})
+            for d in image.repo_digests:
+                out.append({"Untagged": familiar(d)})
+            db.execute("DELETE FROM tags WHERE image = ?", (image_id,))
+            db.execute("DELETE FROM repo_digests WHERE image = ?", (image_id,))
+            db.execute("DELETE FROM uses WHERE image = ?", (image_id,))
+            db.execute("DELETE FROM images WHERE id = ?", (image_id,))
+        out.append({"Deleted": image_id})
+        self.gc()
+        return out
+
+    def prune(self, dangling_only: bool = True) -> dict[str, Any]:
+        """Remove images nothing uses: the dangling ones, or (``dangling_only=False``) all.
+
+        Returns Docker's ``{"ImagesDeleted": [...], "SpaceReclaimed": bytes}``.
+        """
+        deleted: builtins.list[dict[str, str]] = []
+        reclaimed = 0
+        for image in self.list():
+            if self.users(image):
+                continue
+            if dangling_only and image.tags:
+                continue
+            with self._tx() as db:
+                for t in image.tags:
+                    deleted.append({"Untagged": familiar(t)})
+                db.execute("DELETE FROM tags WHERE image = ?", (image.id,))
+                db.execute("DELETE FROM repo_digests WHERE image = ?", (image.id,))
+                db.execute("DELETE FROM images WHERE id = ?", (image.id,))
+            deleted.append({"Deleted": image.id})
+        before = self._content_bytes()
+        self.gc()
+        reclaimed = before - self._content_bytes()
+        return {"ImagesDeleted": deleted or None, "SpaceReclaimed": max(reclaimed, 0)}
+
+    def _content_bytes(self) -> int:
+        total = 0
+        for info in self.content.walk():
+            size = getattr(info, "size", None)
+            if size is None:
+                with contextlib.suppress(OSError):
+                    size = os.path.getsize(self.content.path(blob_digest(info)))
+            total += int(size or 0)
+        return total
+
+    def roots(self) -> builtins.list[str]:
+        """What garbage collection starts from: every image's manifest and index."""
+        out: set[str] = set()
+        for manifest, target in self._db.execute("SELECT manifest, target FROM images"):
+            out.add(manifest)
+            out.add(target)
+        return sorted(out)
+
+    def gc(self) -> builtins.list[str]:
+        """Delete blobs no image reaches; return their digests."""
+        return list(self.content.gc(self.roots(), blob_children))
+
+    # -- unpacking ------------------------------------------------------------
+
+    def unpack(self, image: Image | str, snapshotter: Any) -> str:
+        """Unpack ``image``'s layers as committed snapshots; return the top chain id.
+
+        For each layer in order: when a committed snapshot named by its chain
+        id exists it is reused; otherwise an active snapshot is prepared on
+        the previous one, mounted, the layer applied (whiteouts in the
+        snapshotter's form), its diff_id checked against the config,
+        unmounted and committed under the chain id. A container's root is then
+        ``snapshotter.prepare(container_key, parent=<returned chain id>)``.
+        """
+        img = self.get(image) if isinstance(image, str) else image
+        layers = img.layers
+        diff_ids = img.diff_ids
+        chains = chain_ids(diff_ids)
+        layer_mod = importlib.import_module("bulkhead.images.layer")
+        mount_mod = importlib.import_module("bulkhead.snapshots.mount")
+        whiteouts = _whiteout_mode(snapshotter)
+        parent: str | None = None
+        for layer, diff_id, chain in zip(layers, diff_ids, chains, strict=True):
+            if _committed(snapshotter, chain):
+                parent = chain
+                continue
+            key = f"extract-{uuid.uuid4().hex[:12]} {chain}"
+            mounts = snapshotter.prepare(key, parent=parent)
+            try:
+                with tempfile.TemporaryDirectory(prefix="bulkhead-unpack-") as target:
+                    mount_mod.mount_all(mounts, target)
+                    try:
+                        with self.content.open(layer["digest"]) as blob:
+                            applied = layer_mod.apply_layer(
+                                blob,
+                                target,
+                                whiteouts=whiteouts,
+                                media_type=layer.get("mediaType"),
+                            )
+                    finally:
+                        mount_mod.unmount_all(target)
+                if applied.diff_id != diff_id:
+                    raise DigestMismatch(
+                        f"layer {layer['digest']} unpacks to {applied.diff_id}, "
+                        f"the image config says {diff_id}",
+                        expected=diff_id,
+                        actual=applied.diff_id,
+                    )
+                try:
+                    snapshotter.commit(chain, key)
+                except Exception:
+                    if not _committed(snapshotter, chain):  # not lost to a concurrent unpack
+                        raise
+                    snapshotter.remove(key)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    snapshotter.remove(key)
+                raise
+            parent = chain
+        if parent is None:
+            raise ImageError(f"image {img.short_id} has no layers")
+        return parent
+
+
+def _committed(snapshotter: Any, name: str) -> bool:
+    try:
+        info = snapshotter.stat(name)
+    except Exception:
+        return False
+    kind = getattr(info, "kind", None)
+    return str(getattr(kind, "value", kind)).lower() == "committed"
+
+
+def _whiteout_mode(snapshotter: Any) -> str:
+    mode = getattr(snapshotter, "whiteouts", None)
+    if isinstance(mode, str):
+        return mode
+    return "overlay" if "overlay" in type(snapshotter).__name__.lower() else "delete"
+
+
+def blob_children(digest: str, data: bytes) -> list[str]:
+    """What a blob links to, for garbage collection: an index its manifests, a manifest its config and layers."""
+    if data[:1] != b"{" or len(data) > 4 << 20:
+        return []
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        return []
+    if not isinstance(doc, dict):
+        return []
+    out: list[str] = []
+    for desc in doc.get("manifests") or []:
+        if isinstance(desc, dict) and isinstance(desc.get("digest"), str):
+            out.append(desc["digest"])
+    config = doc.get("config")
+    if isinstance(config, dict) and isinstance(config.get("digest"), str):
+        out.append(config["digest"])
+    for desc in doc.get("layers") or []:
+        if isinstance(desc, dict) and isinstance(desc.get("digest"), str):
+            out.append(desc["digest"])
+    return out
+
+
+def _unix(created: Any) -> int:
+    if not isinstance(created, str) or not created:
+        return 0
+    import datetime
+
+    text = created.replace("Z", "+00:00")
+    if "." in text:  # Go writes nanoseconds; Python takes at most microseconds
+        head, rest = text.split(".", 1)
+        digits = "".join(c for c in rest if c.isdigit())
+        text = f"{head}.{digits[:6]}{rest[len(digits) :]}"
+    try:
+        when = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        return 0
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.UTC)
+    return int(when.timestamp())
