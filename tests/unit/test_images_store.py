@@ -21,7 +21,8 @@ from bulkhead.errors import (
     UnsupportedMediaType,
 )
 from bulkhead.images import busybox
-from bulkhead.images.store import ImageStore, blob_children, chain_ids, normalize_reference
+from bulkhead.images.store import ImageStore, blob_children, normalize_reference
+from bulkhead.oci.image_spec import chain_ids
 
 
 def _layer(files: dict[str, bytes]) -> tuple[bytes, str]:

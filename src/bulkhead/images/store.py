@@ -62,6 +62,15 @@ from bulkhead.errors import (
     ManifestError,
     UnsupportedMediaType,
 )
+from bulkhead.images.reference import parse_reference
+from bulkhead.oci.image_spec import (
+    Index,
+    Platform,
+    chain_ids,
+    parse_manifest,
+    parse_platform,
+    select_manifest,
+)
 
 DEFAULT_ROOT = "/var/lib/bulkhead/images"
 
@@ -69,10 +78,6 @@ MT_OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 MT_OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 MT_DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 MT_DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-MT_DOCKER_SCHEMA1 = (
-    "application/vnd.docker.distribution.manifest.v1+json",
-    "application/vnd.docker.distribution.manifest.v1+prettyjws",
-)
 LAYER_MEDIA_TYPES = frozenset(
     {
         "application/vnd.oci.image.layer.v1.tar",
@@ -134,43 +139,21 @@ def sha256_digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-def chain_ids(diff_ids: list[str]) -> list[str]:
-    """Chain ids of a layer stack: each names a layer with everything below it."""
-    spec = _optional("bulkhead.oci.image_spec")
-    if spec is not None and hasattr(spec, "chain_ids"):
-        return list(spec.chain_ids(diff_ids))
-    out: list[str] = []
-    for diff_id in diff_ids:
-        out.append(diff_id if not out else sha256_digest(f"{out[-1]} {diff_id}".encode()))
-    return out
-
-
 def normalize_reference(text: str) -> str:
-    """``busybox`` → ``docker.io/library/busybox:latest`` (Docker's normalisation)."""
-    ref_mod = _optional("bulkhead.images.reference")
-    if ref_mod is not None and hasattr(ref_mod, "parse_reference"):
-        return str(ref_mod.parse_reference(text))
-    name, _, digest = text.partition("@")
-    slash = name.find("/")
-    first = name[:slash] if slash >= 0 else ""
-    if slash < 0 or ("." not in first and ":" not in first and first != "localhost"):
-        name = "docker.io/" + (name if "/" in name else "library/" + name)
-    last = name.rsplit("/", 1)[-1]
-    if ":" not in last and not digest:
-        name += ":latest"
-    return f"{name}@{digest}" if digest else name
+    """``busybox`` → ``docker.io/library/busybox:latest`` (Docker's normalisation).
+
+    A reference with a digest becomes ``repository@digest`` (a tag next to a
+    digest is ignored, as Docker does).
+    """
+    ref = parse_reference(text)
+    if ref.digest:
+        return f"{ref.repository}@{ref.digest}"
+    return str(ref)
 
 
 def familiar(name: str) -> str:
     """``docker.io/library/busybox:latest`` → ``busybox:latest`` (how Docker shows names)."""
-    ref_mod = _optional("bulkhead.images.reference")
-    if ref_mod is not None and hasattr(ref_mod, "parse_reference"):
-        return str(ref_mod.parse_reference(name).familiar())
-    if name.startswith("docker.io/library/"):
-        return name[len("docker.io/library/") :]
-    if name.startswith("docker.io/"):
-        return name[len("docker.io/") :]
-    return name
+    return parse_reference(name).familiar()
 
 
 def host_platform() -> dict[str, str]:
@@ -285,16 +268,23 @@ def blob_digest(info: Any) -> str:
 # --- manifests -----------------------------------------------------------------
 
 
-def read_json(content: Any, digest: str) -> dict[str, Any]:
-    """A JSON document from the content store, its digest checked."""
-    data = content.read(digest)
-    actual = sha256_digest(data) if digest.startswith("sha256:") else digest
+def read_verified(content: Any, digest: str) -> bytes:
+    """A blob from the content store, its digest checked (for manifests and configs)."""
+    data: bytes = content.read(digest)
+    algorithm = digest.split(":", 1)[0]
+    actual = f"{algorithm}:{hashlib.new(algorithm, data).hexdigest()}"
     if actual != digest:
         raise DigestMismatch(
             f"blob {digest} is corrupt: its content hashes to {actual}",
             expected=digest,
             actual=actual,
         )
+    return data
+
+
+def read_json(content: Any, digest: str) -> dict[str, Any]:
+    """A JSON document from the content store, its digest checked."""
+    data = read_verified(content, digest)
     try:
         doc = json.loads(data)
     except ValueError as exc:
@@ -304,60 +294,29 @@ def read_json(content: Any, digest: str) -> dict[str, Any]:
     return doc
 
 
-def document_kind(doc: dict[str, Any]) -> str:
-    """``"index"`` or ``"manifest"``; schema1 and unknown media types refused."""
-    mt = doc.get("mediaType")
-    if mt in MT_DOCKER_SCHEMA1 or doc.get("schemaVersion") == 1:
-        raise UnsupportedMediaType(
-            "schema1 manifests are not supported (deprecated by Docker, removed in Docker 28)",
-            mt,
-        )
-    if mt in (MT_OCI_INDEX, MT_DOCKER_LIST) or (mt is None and "manifests" in doc):
-        return "index"
-    if mt in (MT_OCI_MANIFEST, MT_DOCKER_MANIFEST) or (mt is None and "config" in doc):
-        return "manifest"
-    raise UnsupportedMediaType(f"unsupported manifest media type {mt!r}", mt)
+def document_kind(data: bytes, media_type: str | None = None) -> str:
+    """``"index"`` or ``"manifest"``: schema1, unknown media types and malformed documents refused."""
+    return "index" if isinstance(parse_manifest(data, media_type), Index) else "manifest"
 
 
-def _norm_arch(arch: str, variant: str | None) -> tuple[str, str | None]:
-    arch = {"x86_64": "amd64", "x86-64": "amd64", "aarch64": "arm64"}.get(arch, arch)
-    if arch == "arm64" and variant in (None, "", "v8"):
-        variant = None
-    return arch, variant or None
-
-
-def select_platform(index: dict[str, Any], platform: dict[str, str] | None = None) -> str:
-    """The digest of the manifest of ``index`` matching ``platform`` (this host's by default)."""
-    want = platform or host_platform()
-    want_arch = _norm_arch(want["architecture"], want.get("variant"))
-    for desc in index.get("manifests") or []:
-        plat = desc.get("platform") or {}
-        if desc.get("mediaType") not in (None, MT_OCI_MANIFEST, MT_DOCKER_MANIFEST):
-            continue
-        if plat.get("os", "linux") != want.get("os", "linux"):
-            continue
-        arch = _norm_arch(plat.get("architecture", ""), plat.get("variant"))
-        if arch[0] == want_arch[0] and (want_arch[1] is None or arch[1] == want_arch[1]):
-            return str(desc["digest"])
-    available = [
-        "/".join(
-            str(x)
-            for x in (
-                d.get("platform", {}).get("os"),
-                d.get("platform", {}).get("architecture"),
-                d.get("platform", {}).get("variant"),
-            )
-            if x
-        )
-        for d in index.get("manifests") or []
-    ]
-    from bulkhead.errors import PlatformNotFound
-
-    raise PlatformNotFound(
-        f"no matching manifest for {want.get('os', 'linux')}/{want['architecture']} "
-        f"in the manifest list entries (available: {', '.join(available) or 'none'})",
-        available,
+def as_platform(platform: Platform | str | dict[str, str] | None) -> Platform | None:
+    """A platform given as ``"linux/arm64/v8"``, a dict or a :class:`Platform`."""
+    if platform is None or isinstance(platform, Platform):
+        return platform
+    if isinstance(platform, str):
+        return parse_platform(platform)
+    return Platform(
+        architecture=platform["architecture"],
+        os=platform.get("os", "linux"),
+        variant=platform.get("variant"),
     )
+
+
+def select_platform(data: bytes, platform: Platform | str | dict[str, str] | None = None) -> str:
+    """The digest of the manifest of an index matching ``platform`` (this host's by default)."""
+    index = parse_manifest(data)
+    assert isinstance(index, Index)
+    return select_manifest(index, as_platform(platform)).digest
 
 
 # --- the store ---------------------------------------------------------------
@@ -435,18 +394,18 @@ class ImageStore:
     # -- adding -------------------------------------------------------------
 
     def resolve_manifest(
-        self, digest: str, platform: dict[str, str] | None = None
+        self, digest: str, platform: Platform | str | dict[str, str] | None = None
     ) -> tuple[str, dict[str, Any]]:
         """The manifest ``digest`` names: itself, or the platform's entry of an index."""
-        doc = read_json(self.content, digest)
+        data = read_verified(self.content, digest)
         seen = 0
-        while document_kind(doc) == "index":
+        while document_kind(data) == "index":
             seen += 1
             if seen > 4:
                 raise ManifestError(f"{digest}: indexes nested too deeply")
-            digest = select_platform(doc, platform)
-            doc = read_json(self.content, digest)
-        return digest, doc
+            digest = select_platform(data, platform)
+            data = read_verified(self.content, digest)
+        return digest, read_json(self.content, digest)
 
     def check_manifest(self, manifest: dict[str, Any]) -> dict[str, Any]:
         """Check a manifest's blobs are present and agree with it; return the config."""
@@ -484,7 +443,7 @@ class ImageStore:
         self,
         manifest_digest: str,
         *,
-        platform: dict[str, str] | None = None,
+        platform: Platform | str | dict[str, str] | None = None,
         repo_digest: str | None = None,
     ) -> Image:
         """Record the image a manifest (or an index, for ``platform``) describes.
@@ -913,10 +872,8 @@ def _committed(snapshotter: Any, name: str) -> bool:
 
 
 def _whiteout_mode(snapshotter: Any) -> str:
-    mode = getattr(snapshotter, "whiteouts", None)
-    if isinstance(mode, str):
-        return mode
-    return "overlay" if "overlay" in type(snapshotter).__name__.lower() else "delete"
+    """Overlay-form whiteouts for snapshotters storing only changes, deletions for full copies."""
+    return "overlay" if getattr(snapshotter, "stores_changes_only", False) else "delete"
 
 
 def blob_children(digest: str, data: bytes) -> list[str]:
