@@ -818,7 +818,6 @@ class ImageStore:
         chains = chain_ids(diff_ids)
         layer_mod = importlib.import_module("bulkhead.images.layer")
         mount_mod = importlib.import_module("bulkhead.snapshots.mount")
-        whiteouts = _whiteout_mode(snapshotter)
         parent: str | None = None
         for layer, diff_id, chain in zip(layers, diff_ids, chains, strict=True):
             if _committed(snapshotter, chain):
@@ -827,18 +826,24 @@ class ImageStore:
             key = f"extract-{uuid.uuid4().hex[:12]} {chain}"
             mounts = snapshotter.prepare(key, parent=parent)
             try:
-                with tempfile.TemporaryDirectory(prefix="bulkhead-unpack-") as target:
-                    mount_mod.mount_all(mounts, target)
-                    try:
-                        with self.content.open(layer["digest"]) as blob:
-                            applied = layer_mod.apply_layer(
-                                blob,
-                                target,
-                                whiteouts=whiteouts,
-                                media_type=layer.get("mediaType"),
-                            )
-                    finally:
-                        mount_mod.unmount_all(target)
+                direct, whiteouts = apply_target(mounts)
+                with self.content.open(layer["digest"]) as blob:
+                    if direct is not None:
+                        applied = layer_mod.apply_layer(
+                            blob, direct, whiteouts=whiteouts, media_type=layer.get("mediaType")
+                        )
+                    else:
+                        with tempfile.TemporaryDirectory(prefix="bulkhead-unpack-") as target:
+                            mount_mod.mount_all(mounts, target)
+                            try:
+                                applied = layer_mod.apply_layer(
+                                    blob,
+                                    target,
+                                    whiteouts="delete",
+                                    media_type=layer.get("mediaType"),
+                                )
+                            finally:
+                                mount_mod.unmount_all(target)
                 if applied.diff_id != diff_id:
                     raise DigestMismatch(
                         f"layer {layer['digest']} unpacks to {applied.diff_id}, "
@@ -871,9 +876,24 @@ def _committed(snapshotter: Any, name: str) -> bool:
     return str(getattr(kind, "value", kind)).lower() == "committed"
 
 
-def _whiteout_mode(snapshotter: Any) -> str:
-    """Overlay-form whiteouts for snapshotters storing only changes, deletions for full copies."""
-    return "overlay" if getattr(snapshotter, "stores_changes_only", False) else "delete"
+def apply_target(mounts: builtins.list[Any]) -> tuple[str | None, str]:
+    """Where a layer can be applied without mounting, and in which whiteout form.
+
+    A single bind mount (vfs, or the first layer of overlay) is applied to
+    its source directory with whiteouts as deletions; a single overlay
+    mount to its ``upperdir`` with overlay-form whiteouts (what overlayfs
+    reads; containerd does the same). Anything else is mounted first and
+    applied through the mount with deletions (``(None, "delete")``).
+    """
+    if len(mounts) == 1:
+        m = mounts[0]
+        if m.type == "bind" and not getattr(m, "target", ""):
+            return m.source, "delete"
+        if m.type == "overlay" and not getattr(m, "target", ""):
+            for option in m.options:
+                if option.startswith("upperdir="):
+                    return option[len("upperdir=") :], "overlay"
+    return None, "delete"
 
 
 def blob_children(digest: str, data: bytes) -> list[str]:
