@@ -354,8 +354,11 @@ class ContainerConfig(msgspec.Struct, kw_only=True, omit_defaults=True, rename="
     stop_timeout: int | None = None
 
 
-class RootFS(msgspec.Struct, kw_only=True, omit_defaults=True):
-    """The image's layers by their diff ids (digests of the uncompressed tars), bottom first."""
+class RootFS(msgspec.Struct, kw_only=True):
+    """The image's layers by their diff ids (digests of the uncompressed tars), bottom first.
+
+    Both members are REQUIRED in the JSON, so both are always encoded.
+    """
 
     type: str = "layers"
     diff_ids: list[str] = field(default_factory=list)
