@@ -32,7 +32,7 @@ import contextlib
 import errno
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Literal
 
 from bulkhead.errors import SnapshotError
@@ -164,13 +164,13 @@ def split_overlay_options(options: list[str]) -> tuple[int, list[tuple[str, str 
     return flags, words
 
 
-def overlay_data(words: list[tuple[str, str | None]]) -> str:
+def overlay_data(words: Sequence[tuple[str, str | None]]) -> str:
     """The mount(2) option text of ``words``."""
     return ",".join(k if v is None else f"{k}={v}" for k, v in words)
 
 
 def shorten_paths(
-    words: list[tuple[str, str | None]], fd: int, common: str
+    words: Sequence[tuple[str, str | None]], fd: int, common: str
 ) -> list[tuple[str, str | None]]:
     """``words`` with ``common`` replaced by ``/proc/self/fd/<fd>`` in every path."""
     prefix = f"/proc/self/fd/{fd}"
@@ -186,7 +186,7 @@ def shorten_paths(
     return out
 
 
-def common_directory(words: list[tuple[str, str | None]]) -> str | None:
+def common_directory(words: Sequence[tuple[str, str | None]]) -> str | None:
     """The deepest directory containing every path of ``words`` (None if there is none)."""
     paths = [p for key, v in words if key in _PATH_KEYS and v for p in v.split(":")]
     if not paths or not all(os.path.isabs(p) for p in paths):
