@@ -849,15 +849,29 @@ def _variant_number(variant: str) -> int | None:
     return int(text) if text.isdigit() else None
 
 
-def _same_platform(want: Platform, have: Platform) -> bool:
-    """containerd's matcher: equal os, architecture and variant after normalisation,
-    ``have``'s os.features a subset of ``want``'s; os.version is ignored (it only
-    matters for Windows, which bulkhead does not run).
+def _key(platform: Platform) -> tuple[str, str, str | None, frozenset[str]]:
+    """What containerd's matcher compares: normalised os, architecture, variant, os.features.
+
+    os.version is left out: it only matters for Windows, which bulkhead does not run.
     """
-    want, have = normalize_platform(want), normalize_platform(have)
-    if (want.os, want.architecture, want.variant) != (have.os, have.architecture, have.variant):
-        return False
-    return set(have.os_features or ()) <= set(want.os_features or ())
+    p = normalize_platform(platform)
+    return p.os, p.architecture, p.variant, frozenset(p.os_features or ())
+
+
+def _wanted(want: Platform) -> list[tuple[str, str, str | None, frozenset[str]]]:
+    return [_key(candidate) for candidate in _platform_vector(normalize_platform(want))]
+
+
+def _rank_in(
+    wanted: list[tuple[str, str, str | None, frozenset[str]]], have: Platform
+) -> int | None:
+    """The position of ``have`` in a platform vector: equal os, architecture and
+    variant, and ``have``'s os.features a subset of the wanted ones."""
+    os_name, arch, variant, features = _key(have)
+    for i, (w_os, w_arch, w_variant, w_features) in enumerate(wanted):
+        if (w_os, w_arch, w_variant) == (os_name, arch, variant) and features <= w_features:
+            return i
+    return None
 
 
 def platform_matches(want: Platform, have: Platform) -> bool:
@@ -866,14 +880,7 @@ def platform_matches(want: Platform, have: Platform) -> bool:
     ``linux/arm64`` matches ``linux/arm64/v8`` and ``linux/aarch64``;
     ``linux/amd64`` also runs ``linux/386``; ``linux/arm/v7`` also runs v6 and v5.
     """
-    return _rank(want, have) is not None
-
-
-def _rank(want: Platform, have: Platform) -> int | None:
-    for i, candidate in enumerate(_platform_vector(normalize_platform(want))):
-        if _same_platform(candidate, have):
-            return i
-    return None
+    return _rank_in(_wanted(want), have) is not None
 
 
 def select_manifest(index: Index, platform: Platform | None = None) -> Descriptor:
@@ -888,6 +895,7 @@ def select_manifest(index: Index, platform: Platform | None = None) -> Descripto
     as Docker does, listing what the index has.
     """
     want = platform if platform is not None else host_platform()
+    wanted = _wanted(want)
     usable = MANIFEST_MEDIA_TYPES | INDEX_MEDIA_TYPES
     best: tuple[int, int] | None = None
     chosen: Descriptor | None = None
@@ -900,7 +908,7 @@ def select_manifest(index: Index, platform: Platform | None = None) -> Descripto
         else:
             if desc.platform.os != "unknown":
                 available.append(format_platform(desc.platform))
-            rank = _rank(want, desc.platform)
+            rank = _rank_in(wanted, desc.platform)
         if rank is not None and (best is None or (rank, position) < best):
             best, chosen = (rank, position), desc
     if chosen is None:
