@@ -488,7 +488,9 @@ def _num(field_: bytes) -> int:
     try:
         return int(text, 8)
     except ValueError:
-        raise LayerError(f"invalid number in a tar header: {field_!r}") from None
+        raise LayerError(
+            f"invalid tar header (a number field reads {field_!r}): not a tar, or corrupt"
+        ) from None
 
 
 def _pax_records(data: bytes) -> dict[bytes, bytes]:
