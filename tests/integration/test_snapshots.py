@@ -613,3 +613,61 @@ def test_diff_of_unchanged_snapshot_is_empty(sn: BaseSnapshotter, mnt: MountFn) 
     with pytest.raises(SnapshotError, match="view"):
         sn.view("v", "base")
         diff(sn, "v", io.BytesIO())
+
+
+# --------------------------------------------------------------------------- choosing a driver
+
+
+def test_overlay_supported_here_and_auto_picks_it(tmp_path: Path) -> None:
+    from bulkhead.snapshots import open_snapshotter
+    from bulkhead.snapshots.overlay import supported
+
+    assert supported(str(tmp_path)) is None
+    assert os.listdir(tmp_path) == []  # the check cleans up
+    s = open_snapshotter("auto", str(tmp_path / "state"))
+    try:
+        assert isinstance(s, OverlaySnapshotter) and s.root == str(tmp_path / "state" / "overlay")
+    finally:
+        s.close()
+    assert mounted_under(tmp_path) == []
+
+
+def test_overlay_not_supported_on_overlay_upper(tmp_path: Path) -> None:
+    """An overlay's merged tree cannot be another overlay's upper: auto falls back to vfs."""
+    from bulkhead.snapshots import open_snapshotter
+    from bulkhead.snapshots.overlay import supported
+
+    for d in ("lower", "upper", "work", "merged"):
+        (tmp_path / d).mkdir()
+    mount_overlay(
+        [
+            f"lowerdir={tmp_path}/lower",
+            f"upperdir={tmp_path}/upper",
+            f"workdir={tmp_path}/work",
+        ],
+        str(tmp_path / "merged"),
+    )
+    try:
+        reason = supported(str(tmp_path / "merged"))
+        assert reason is not None and "overlay cannot be mounted" in reason
+        s = open_snapshotter("auto", str(tmp_path / "merged"))
+        try:
+            assert isinstance(s, VfsSnapshotter)
+        finally:
+            s.close()
+    finally:
+        unmount_all(str(tmp_path / "merged"))
+
+
+def test_mounted_context_manager(tmp_path: Path) -> None:
+    from bulkhead.snapshots.mount import mounted
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_text("x")
+    with mounted([Mount("bind", str(src), options=["ro", "rbind"])]) as where:
+        assert Path(where, "f").read_text() == "x"
+        with pytest.raises(OSError):
+            Path(where, "g").write_text("y")
+    assert not os.path.exists(where)
+    assert mounted_under(tmp_path) == []

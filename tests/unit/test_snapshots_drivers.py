@@ -152,3 +152,15 @@ def test_disk_usage_counts_hard_links_once(tmp_path: Path) -> None:
     assert u.inodes == 3
     assert 10000 <= u.size <= 10000 + 3 * 8192
     assert disk_usage(str(tmp_path / "missing")).inodes == 0
+
+
+def test_open_snapshotter(tmp_path: Path) -> None:
+    from bulkhead.snapshots import open_snapshotter
+
+    s = open_snapshotter("vfs", str(tmp_path))
+    try:
+        assert isinstance(s, VfsSnapshotter) and s.root == str(tmp_path / "vfs")
+    finally:
+        s.close()
+    with pytest.raises(SnapshotError, match="unknown snapshotter"):
+        open_snapshotter("btrfs", str(tmp_path))

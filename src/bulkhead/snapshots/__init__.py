@@ -43,12 +43,14 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 __all__ = [
+    "DRIVERS",
     "Info",
     "Kind",
     "Mount",
     "Snapshotter",
     "Usage",
     "WalkFilter",
+    "open_snapshotter",
 ]
 
 
@@ -164,3 +166,35 @@ class Snapshotter(Protocol):
     def close(self) -> None:
         """Release the metadata store."""
         ...
+
+
+#: the snapshotter names :func:`open_snapshotter` knows
+DRIVERS = ("overlay", "vfs")
+
+
+def open_snapshotter(driver: str, state_dir: str) -> Snapshotter:
+    """Open snapshotter ``driver`` (``"overlay"``, ``"vfs"`` or ``"auto"``) in ``state_dir/<driver>``.
+
+    ``"auto"`` picks overlay when a test mount under ``state_dir`` works
+    (:func:`bulkhead.snapshots.overlay.supported`) and vfs otherwise. Each
+    driver keeps its own directory, so switching drivers never mixes them.
+    """
+    import os
+
+    from bulkhead.errors import SnapshotError
+
+    if driver == "auto":
+        from bulkhead.snapshots import overlay
+
+        os.makedirs(state_dir, mode=0o700, exist_ok=True)
+        driver = "overlay" if overlay.supported(state_dir) is None else "vfs"
+    root = os.path.join(state_dir, driver)
+    if driver == "overlay":
+        from bulkhead.snapshots.overlay import OverlaySnapshotter
+
+        return OverlaySnapshotter(root)
+    if driver == "vfs":
+        from bulkhead.snapshots.vfs import VfsSnapshotter
+
+        return VfsSnapshotter(root)
+    raise SnapshotError(f"unknown snapshotter {driver!r}: known are {', '.join(DRIVERS)} and auto")

@@ -24,6 +24,8 @@ takes care of that (new mount API, or short ``/proc/self/fd`` paths).
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 
 from bulkhead.errors import SnapshotError
 from bulkhead.snapshots import Kind, Mount
@@ -49,9 +51,10 @@ class OverlaySnapshotter(BaseSnapshotter):
         super().__init__(path)
 
     def _populate(self, new_dir: str, kind: Kind, parent_ids: tuple[int, ...]) -> None:
-        if len(parent_ids) + 1 > MAX_LAYERS:
+        if len(parent_ids) > MAX_LAYERS:
             raise SnapshotError(
-                f"too many layers: {len(parent_ids)} parents, overlayfs stacks at most {MAX_LAYERS}"
+                f"too many layers: {len(parent_ids)} parents, overlayfs stacks at most"
+                f" {MAX_LAYERS} lower directories"
             )
         os.mkdir(os.path.join(new_dir, "fs"), 0o755)
         if kind == Kind.ACTIVE:
@@ -93,3 +96,37 @@ class OverlaySnapshotter(BaseSnapshotter):
             os.rmdir(work)
         except OSError:
             pass
+
+
+def supported(root: str | os.PathLike[str]) -> str | None:
+    """Can overlay snapshots live under ``root``? None if so, else the reason why not.
+
+    Mounts a throw-away overlay (two lowers, an upper and a work directory)
+    in a temporary directory under ``root``, as containerd's
+    ``overlayutils.Supported`` does: this catches a missing overlay module,
+    a filesystem overlay cannot use as upper (NFS, another overlay) and a
+    lack of privilege. Needs ``root`` to exist.
+    """
+    from bulkhead.snapshots.mount import mount_overlay, unmount_all
+
+    try:
+        base = tempfile.mkdtemp(prefix="overlay-check-", dir=os.fspath(root))
+    except OSError as exc:
+        return f"cannot create a directory under {os.fspath(root)}: {exc.strerror}"
+    try:
+        for d in ("l1", "l2", "upper", "work", "merged"):
+            os.mkdir(os.path.join(base, d))
+        opts = [
+            "index=off",
+            f"lowerdir={base}/l2:{base}/l1",
+            f"upperdir={base}/upper",
+            f"workdir={base}/work",
+        ]
+        try:
+            mount_overlay(opts, os.path.join(base, "merged"), method="legacy")
+        except OSError as exc:
+            return f"overlay cannot be mounted under {os.fspath(root)}: {exc.strerror}"
+        unmount_all(os.path.join(base, "merged"))
+        return None
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
