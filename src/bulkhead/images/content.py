@@ -106,7 +106,7 @@ ALGORITHMS: dict[str, int] = {"sha256": 64, "sha512": 128}
 
 #: Read and write size of streaming copies: large enough that per-call
 #: overhead vanishes, small enough to stay in the CPU's caches.
-BUFFER_SIZE = 1 << 20
+BUFFER_SIZE = 4 << 20
 
 #: Blobs larger than this are never read by :meth:`ContentStore.gc` to find
 #: children: no manifest, index or config is that large (registries refuse
