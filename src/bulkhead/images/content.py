@@ -88,6 +88,17 @@ from bulkhead.errors import (
     InvalidDigest,
     SizeMismatch,
 )
+from bulkhead.oci.image_spec import (
+    DIGEST_ALGORITHMS,
+    MEDIA_TYPE_DOCKER_MANIFEST,
+    MEDIA_TYPE_DOCKER_MANIFEST_LIST,
+    MEDIA_TYPE_DOCKER_SCHEMA1_MANIFEST,
+    MEDIA_TYPE_DOCKER_SCHEMA1_SIGNED_MANIFEST,
+    MEDIA_TYPE_OCI_INDEX,
+    MEDIA_TYPE_OCI_MANIFEST,
+    digest_of,
+    validate_digest,
+)
 
 __all__ = [
     "ALGORITHMS",
@@ -102,7 +113,7 @@ __all__ = [
 ]
 
 #: Digest algorithms the store accepts, with the length of their hex encoding.
-ALGORITHMS: dict[str, int] = {"sha256": 64, "sha512": 128}
+ALGORITHMS: dict[str, int] = DIGEST_ALGORITHMS
 
 #: Read and write size of streaming copies: large enough that per-call
 #: overhead vanishes, small enough to stay in the CPU's caches.
@@ -137,33 +148,12 @@ class IngestLocked(ContentError):
 def split_digest(digest: str) -> tuple[str, str]:
     """``"sha256:ab..."`` -> ``("sha256", "ab...")``, or :class:`InvalidDigest`.
 
-    Only the algorithms of :data:`ALGORITHMS` are accepted, with lowercase
-    hex of the algorithm's exact length (the OCI image spec's rule for
-    registered algorithms).
+    :func:`bulkhead.oci.image_spec.validate_digest` decides (go-digest's
+    rules: a supported algorithm, exactly its number of lowercase hex
+    digits), which also keeps ``sha256:../..`` out of the store's paths.
     """
-    algorithm, sep, encoded = digest.partition(":")
-    if not sep:
-        raise InvalidDigest(f"invalid digest {digest!r}: not algorithm:encoded", digest)
-    length = ALGORITHMS.get(algorithm)
-    if length is None:
-        raise InvalidDigest(
-            f"invalid digest {digest!r}: unsupported algorithm {algorithm!r}"
-            f" (supported: {', '.join(ALGORITHMS)})",
-            digest,
-        )
-    if len(encoded) != length or not _HEX.issuperset(encoded):
-        raise InvalidDigest(
-            f"invalid digest {digest!r}: {algorithm} needs {length} lowercase hex digits",
-            digest,
-        )
+    algorithm, _, encoded = validate_digest(digest).partition(":")
     return algorithm, encoded
-
-
-def digest_of(data: bytes | bytearray | memoryview, algorithm: str = "sha256") -> str:
-    """The digest of ``data``: ``digest_of(b"") == "sha256:e3b0c442..."``."""
-    if algorithm not in ALGORITHMS:
-        raise InvalidDigest(f"unsupported digest algorithm {algorithm!r}")
-    return f"{algorithm}:{hashlib.new(algorithm, data).hexdigest()}"
 
 
 # --- models --------------------------------------------------------------------
@@ -1153,24 +1143,16 @@ def _valid(digest: str) -> bool:
 
 # --- children of image blobs ---------------------------------------------------------
 
-_INDEX_TYPES = frozenset(
-    {
-        "application/vnd.oci.image.index.v1+json",
-        "application/vnd.docker.distribution.manifest.list.v2+json",
-    }
-)
+_INDEX_TYPES = frozenset({MEDIA_TYPE_OCI_INDEX, MEDIA_TYPE_DOCKER_MANIFEST_LIST})
 _MANIFEST_TYPES = frozenset(
     {
-        "application/vnd.oci.image.manifest.v1+json",
-        "application/vnd.docker.distribution.manifest.v2+json",
-        "application/vnd.oci.artifact.manifest.v1+json",
+        MEDIA_TYPE_OCI_MANIFEST,
+        MEDIA_TYPE_DOCKER_MANIFEST,
+        "application/vnd.oci.artifact.manifest.v1+json",  # image-spec 1.1-rc only
     }
 )
 _SCHEMA1_TYPES = frozenset(
-    {
-        "application/vnd.docker.distribution.manifest.v1+json",
-        "application/vnd.docker.distribution.manifest.v1+prettyjws",
-    }
+    {MEDIA_TYPE_DOCKER_SCHEMA1_MANIFEST, MEDIA_TYPE_DOCKER_SCHEMA1_SIGNED_MANIFEST}
 )
 
 
