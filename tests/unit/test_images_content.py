@@ -305,6 +305,12 @@ def test_context_manager_keeps_progress(store: ContentStore) -> None:
     assert store.ingests()[0].offset == 3
 
 
+def test_close_of_empty_ingest_removes_it(store: ContentStore) -> None:
+    store.writer("r", sha(b"x"), 1).close()
+    assert store.ingests() == []
+    assert os.listdir(os.path.join(store.root, "ingest")) == []
+
+
 def test_ingest_from_resumes_seekable_stream(store: ContentStore) -> None:
     data = os.urandom(100_000)
     d = sha(data)
@@ -360,6 +366,7 @@ def test_same_ref_waits_then_sees_blob(store: ContentStore) -> None:
     first.commit()
     t.join(5)
     assert result == {"exists": True, "offset": 0}
+    assert store.ingests() == []  # closing an empty ingest leaves nothing behind
 
 
 def test_different_refs_same_blob(store: ContentStore) -> None:

@@ -569,10 +569,13 @@ class Writer:
         self._finish(remove=True)
 
     def close(self) -> None:
-        """Release the ref, keeping the ingest on disk so that it can be resumed."""
+        """Release the ref, keeping the ingest on disk so that it can be resumed.
+
+        An ingest with no bytes yet is removed: there is nothing to resume.
+        """
         if self._lock_fd is None:
             return
-        self._finish(remove=False)
+        self._finish(remove=self.offset == 0)
 
     def _finish(self, remove: bool) -> None:
         if self._fd is not None:
