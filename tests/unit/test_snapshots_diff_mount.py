@@ -194,3 +194,25 @@ def test_fd_paths_fit_128_layers_of_long_paths(layers: int) -> None:
     ]
     assert len(overlay_data(words)) > MAX_OPTIONS
     assert len(overlay_data(shorten_paths(words, 12, root))) <= MAX_OPTIONS
+
+
+def test_deep_trees_need_no_recursion(tmp_path: Path) -> None:
+    """A tree deeper than Python's recursion limit (a hostile image can make one)."""
+    upper = tmp_path / "u"
+    upper.mkdir()
+    fd = os.open(upper, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for _ in range(1100):
+            os.mkdir("d", dir_fd=fd)
+            new = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = new
+    finally:
+        os.close(fd)
+    members, _ = layer(DiffDirs(str(upper), (), overlay=False))
+    assert len(members) == 1100
+    members, _ = layer(DiffDirs(str(upper), (), overlay=True))
+    assert len(members) == 1100
+    from bulkhead.snapshots.base import disk_usage
+
+    assert disk_usage(str(upper)).inodes == 1101

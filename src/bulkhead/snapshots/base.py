@@ -46,22 +46,20 @@ def disk_usage(path: str) -> Usage:
     """Bytes allocated (``st_blocks``) and inodes under ``path``, hard links counted once."""
     seen: set[tuple[int, int]] = set()
     size = 0
-
-    def visit(p: str) -> None:
-        nonlocal size
+    if not os.path.lexists(path):
+        return Usage()
+    stack = [path]  # iterative: trees of any depth
+    while stack:
+        p = stack.pop()
         st = os.lstat(p)
         ident = (st.st_dev, st.st_ino)
         if ident in seen:
-            return
+            continue
         seen.add(ident)
         size += st.st_blocks * 512
         if stat.S_ISDIR(st.st_mode):
             with os.scandir(p) as it:
-                for entry in it:
-                    visit(entry.path)
-
-    if os.path.lexists(path):
-        visit(path)
+                stack.extend(entry.path for entry in it)
     return Usage(size=size, inodes=len(seen))
 
 

@@ -31,8 +31,9 @@ import hashlib
 import os
 import stat
 import tarfile
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 from bulkhead.errors import SnapshotError
 from bulkhead.snapshots.base import DiffDirs
@@ -91,9 +92,9 @@ def diff_dirs(dirs: DiffDirs, out: BinaryIO) -> LayerDiff:
     with tarfile.open(fileobj=writer, mode="w|", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]
         layer = _LayerWriter(tar)
         if dirs.overlay:
-            _walk_upper(layer, dirs.upper, "")
+            _walk_upper(layer, dirs.upper)
         else:
-            _compare(layer, dirs.lowers[0] if dirs.lowers else None, dirs.upper, "")
+            _compare(layer, dirs.lowers[0] if dirs.lowers else None, dirs.upper)
     return LayerDiff("sha256:" + writer.hash.hexdigest(), writer.size, layer.entries)
 
 
@@ -190,8 +191,15 @@ def _is_opaque(path: str) -> bool:
         return False
 
 
-def _walk_upper(layer: _LayerWriter, directory: str, rel: str) -> None:
-    for name in _sorted_names(directory):
+def _walk_upper(layer: _LayerWriter, top: str) -> None:
+    """Every entry of an overlay upper directory, depth first (iterative: no depth limit)."""
+    stack: list[tuple[str, str, Iterator[str]]] = [(top, "", iter(_sorted_names(top)))]
+    while stack:
+        directory, rel, names = stack[-1]
+        name = next(names, None)
+        if name is None:
+            stack.pop()
+            continue
         path = os.path.join(directory, name)
         entry = _join(rel, name)
         st = os.lstat(path)
@@ -211,38 +219,55 @@ def _walk_upper(layer: _LayerWriter, directory: str, rel: str) -> None:
         if stat.S_ISDIR(st.st_mode):
             if _is_opaque(path):
                 layer.marker(_join(entry, OPAQUE_MARKER))
-            _walk_upper(layer, path, entry)
+            stack.append((path, entry, iter(_sorted_names(path))))
 
 
-def _add_tree(layer: _LayerWriter, path: str, entry: str, st: os.stat_result) -> None:
-    layer.add(path, entry, st)
-    if stat.S_ISDIR(st.st_mode):
-        for name in _sorted_names(path):
-            child = os.path.join(path, name)
-            _add_tree(layer, child, _join(entry, name), os.lstat(child))
+class _Frame(NamedTuple):
+    lower: str | None  # None: everything below is new
+    upper: str
+    rel: str
+    lower_names: set[str]
+    upper_names: set[str]
+    names: Iterator[str]
 
 
-def _compare(layer: _LayerWriter, lower: str | None, upper: str, rel: str) -> None:
+def _frame(lower: str | None, upper: str, rel: str) -> _Frame:
     lower_names = set(os.listdir(lower)) if lower is not None else set()
     upper_names = set(os.listdir(upper))
-    for name in sorted(lower_names | upper_names, key=os.fsencode):
-        entry = _join(rel, name)
-        if name not in upper_names:
-            layer.marker(_join(rel, WHITEOUT_PREFIX + name))
+    names = iter(sorted(lower_names | upper_names, key=os.fsencode))
+    return _Frame(lower, upper, rel, lower_names, upper_names, names)
+
+
+def _compare(layer: _LayerWriter, lower: str | None, upper: str) -> None:
+    """The changes from tree ``lower`` to tree ``upper``, depth first (iterative)."""
+    stack = [_frame(lower, upper, "")]
+    while stack:
+        frame = stack[-1]
+        name = next(frame.names, None)
+        if name is None:
+            stack.pop()
             continue
-        upath = os.path.join(upper, name)
+        entry = _join(frame.rel, name)
+        if name not in frame.upper_names:
+            layer.marker(_join(frame.rel, WHITEOUT_PREFIX + name))
+            continue
+        upath = os.path.join(frame.upper, name)
         ust = os.lstat(upath)
-        if name not in lower_names or lower is None:
-            _add_tree(layer, upath, entry, ust)
+        udir = stat.S_ISDIR(ust.st_mode)
+        if frame.lower is None or name not in frame.lower_names:
+            layer.add(upath, entry, ust)
+            if udir:
+                stack.append(_frame(None, upath, entry))
             continue
-        lpath = os.path.join(lower, name)
+        lpath = os.path.join(frame.lower, name)
         lst = os.lstat(lpath)
-        if stat.S_ISDIR(ust.st_mode) and stat.S_ISDIR(lst.st_mode):
+        if udir and stat.S_ISDIR(lst.st_mode):
             if _changed(lpath, lst, upath, ust):
                 layer.add(upath, entry, ust)
-            _compare(layer, lpath, upath, entry)
-        elif stat.S_ISDIR(ust.st_mode):
-            _add_tree(layer, upath, entry, ust)
+            stack.append(_frame(lpath, upath, entry))
+        elif udir:
+            layer.add(upath, entry, ust)  # a directory where a file was: all of it is new
+            stack.append(_frame(None, upath, entry))
         elif _changed(lpath, lst, upath, ust):
             layer.add(upath, entry, ust)
 
