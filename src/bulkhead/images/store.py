@@ -41,14 +41,13 @@ from __future__ import annotations
 import builtins
 import contextlib
 import hashlib
-import importlib
 import json
 import os
 import sqlite3
 import tempfile
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,6 +61,8 @@ from bulkhead.errors import (
     ManifestError,
     UnsupportedMediaType,
 )
+from bulkhead.images.content import ContentStore
+from bulkhead.images.layer import Whiteouts, apply_layer
 from bulkhead.images.reference import parse_reference
 from bulkhead.oci.image_spec import (
     Index,
@@ -71,6 +72,7 @@ from bulkhead.oci.image_spec import (
     parse_platform,
     select_manifest,
 )
+from bulkhead.snapshots.mount import mount_all, unmount_all
 
 DEFAULT_ROOT = "/var/lib/bulkhead/images"
 
@@ -125,14 +127,7 @@ CREATE TABLE IF NOT EXISTS uses (
 """
 
 
-# --- stand-ins for the other modules' APIs (used until they are importable) ---
-
-
-def _optional(module: str) -> Any:
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        return None
+# --- helpers ---------------------------------------------------------------------
 
 
 def sha256_digest(data: bytes) -> str:
@@ -162,103 +157,9 @@ def host_platform() -> dict[str, str]:
     return hp()
 
 
-class _LocalWriter:
-    def __init__(self, store: _LocalContent, ref: str) -> None:
-        self._store = store
-        self._tmp = store.root / "ingest" / hashlib.sha256(ref.encode()).hexdigest()
-        self._tmp.parent.mkdir(parents=True, exist_ok=True)
-        self._f = open(self._tmp, "ab")  # noqa: SIM115
-        self.offset = self._f.tell()
-
-    def write(self, data: bytes) -> int:
-        self._f.write(data)
-        self.offset += len(data)
-        return len(data)
-
-    def commit(self, expected_digest: str, expected_size: int | None = None) -> None:
-        self._f.close()
-        h = hashlib.new(expected_digest.split(":", 1)[0])
-        with open(self._tmp, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        actual = f"{h.name}:{h.hexdigest()}"
-        if actual != expected_digest:
-            os.unlink(self._tmp)
-            raise DigestMismatch(
-                f"content is {actual}, expected {expected_digest}",
-                expected=expected_digest,
-                actual=actual,
-            )
-        dest = self._store.path(expected_digest)
-        os.makedirs(os.path.dirname(dest), exist_ok=True)
-        os.replace(self._tmp, dest)
-
-    def abort(self) -> None:
-        self._f.close()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self._tmp)
-
-
-class _LocalContent:
-    """A minimal content store, used only while :mod:`bulkhead.images.content` is missing."""
-
-    def __init__(self, root: str | os.PathLike[str]) -> None:
-        self.root = Path(root)
-        (self.root / "blobs").mkdir(parents=True, exist_ok=True)
-
-    def path(self, digest: str) -> str:
-        algo, hexd = digest.split(":", 1)
-        return str(self.root / "blobs" / algo / hexd)
-
-    def exists(self, digest: str) -> bool:
-        return os.path.exists(self.path(digest))
-
-    def writer(self, ref: str, expected: str | None = None, size: int | None = None) -> Any:
-        return _LocalWriter(self, ref)
-
-    def read(self, digest: str) -> bytes:
-        try:
-            with open(self.path(digest), "rb") as f:
-                return f.read()
-        except FileNotFoundError:
-            raise BlobNotFound(f"blob {digest} not found", digest) from None
-
-    def open(self, digest: str) -> Any:
-        try:
-            return open(self.path(digest), "rb")
-        except FileNotFoundError:
-            raise BlobNotFound(f"blob {digest} not found", digest) from None
-
-    def delete(self, digest: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path(digest))
-
-    def walk(self) -> Iterator[str]:
-        for algo_dir in (self.root / "blobs").iterdir():
-            for blob in algo_dir.iterdir():
-                yield f"{algo_dir.name}:{blob.name}"
-
-    def gc(self, roots: Iterable[str], children: Any) -> list[str]:
-        marked: set[str] = set()
-        todo = list(roots)
-        while todo:
-            d = todo.pop()
-            if d in marked or not self.exists(d):
-                continue
-            marked.add(d)
-            todo.extend(children(d, self.read(d)))
-        removed = [d for d in self.walk() if d not in marked]
-        for d in removed:
-            self.delete(d)
-        return removed
-
-
-def open_content_store(root: str | os.PathLike[str]) -> Any:
-    """H2's :class:`ContentStore` at ``root`` (a minimal stand-in while it is missing)."""
-    mod = _optional("bulkhead.images.content")
-    if mod is not None and hasattr(mod, "ContentStore"):
-        return mod.ContentStore(root)
-    return _LocalContent(root)
+def open_content_store(root: str | os.PathLike[str]) -> ContentStore:
+    """The content store at ``root``."""
+    return ContentStore(root)
 
 
 def blob_digest(info: Any) -> str:
@@ -361,7 +262,9 @@ class ImageStore:
     ``<root>/content``.
     """
 
-    def __init__(self, root: str | os.PathLike[str] = DEFAULT_ROOT, content: Any = None) -> None:
+    def __init__(
+        self, root: str | os.PathLike[str] = DEFAULT_ROOT, content: ContentStore | None = None
+    ) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.content = content if content is not None else open_content_store(self.root / "content")
@@ -816,8 +719,6 @@ class ImageStore:
         layers = img.layers
         diff_ids = img.diff_ids
         chains = chain_ids(diff_ids)
-        layer_mod = importlib.import_module("bulkhead.images.layer")
-        mount_mod = importlib.import_module("bulkhead.snapshots.mount")
         parent: str | None = None
         for layer, diff_id, chain in zip(layers, diff_ids, chains, strict=True):
             if _committed(snapshotter, chain):
@@ -829,21 +730,21 @@ class ImageStore:
                 direct, whiteouts = apply_target(mounts)
                 with self.content.open(layer["digest"]) as blob:
                     if direct is not None:
-                        applied = layer_mod.apply_layer(
+                        applied = apply_layer(
                             blob, direct, whiteouts=whiteouts, media_type=layer.get("mediaType")
                         )
                     else:
                         with tempfile.TemporaryDirectory(prefix="bulkhead-unpack-") as target:
-                            mount_mod.mount_all(mounts, target)
+                            mount_all(mounts, target)
                             try:
-                                applied = layer_mod.apply_layer(
+                                applied = apply_layer(
                                     blob,
                                     target,
                                     whiteouts="delete",
                                     media_type=layer.get("mediaType"),
                                 )
                             finally:
-                                mount_mod.unmount_all(target)
+                                unmount_all(target)
                 if applied.diff_id != diff_id:
                     raise DigestMismatch(
                         f"layer {layer['digest']} unpacks to {applied.diff_id}, "
@@ -876,7 +777,7 @@ def _committed(snapshotter: Any, name: str) -> bool:
     return str(getattr(kind, "value", kind)).lower() == "committed"
 
 
-def apply_target(mounts: builtins.list[Any]) -> tuple[str | None, str]:
+def apply_target(mounts: builtins.list[Any]) -> tuple[str | None, Whiteouts]:
     """Where a layer can be applied without mounting, and in which whiteout form.
 
     A single bind mount (vfs, or the first layer of overlay) is applied to
