@@ -290,6 +290,16 @@ def test_resume_other_blob_starts_over(store: ContentStore) -> None:
     assert w.commit() == sha(b"two!")
 
 
+def test_resume_other_blob_does_not_take_its_expectations(store: ContentStore) -> None:
+    w = store.writer("r", sha(b"one"), 3)
+    w.write(b"on")
+    w.close()
+    w = store.writer("r", sha(b"four"))  # size not given: must not become the old 3
+    assert (w.offset, w.total) == (0, None)
+    w.write(b"four")
+    assert w.commit() == sha(b"four")
+
+
 def test_resume_longer_than_expected_starts_over(store: ContentStore) -> None:
     w = store.writer("r")
     w.write(b"123456789")

@@ -390,25 +390,31 @@ class Writer:
         self._fd = os.open(data, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
 
     def _resumable(self) -> bool:
-        """Whether the ingest on disk is for this ref and this blob."""
+        """Whether the ingest on disk is for this ref and this blob.
+
+        Expectations the caller left out are taken from the ingest (a
+        resumed pull need not remember the size and digest it asked for).
+        """
         if not os.path.exists(os.path.join(self._path, "data")):
             return False
         if _read_text(os.path.join(self._path, "ref")) != self.ref:
             return False
-        total = _read_text(os.path.join(self._path, "total"))
-        expected = _read_text(os.path.join(self._path, "expected"))
-        if self.total is None and total is not None and total.isdigit():
-            self.total = int(total)
-        if self.expected is None and expected:
-            try:
-                self.algorithm = split_digest(expected)[0]
-            except InvalidDigest:
-                return False
-            self.expected = expected
-            self._hash = hashlib.new(self.algorithm)
-        if total is not None and total != str(self.total):
+        text = _read_text(os.path.join(self._path, "total"))
+        total = int(text) if text is not None and text.isdigit() else None
+        expected = _read_text(os.path.join(self._path, "expected")) or None
+        if expected is not None and not _valid(expected):
             return False
-        return not (expected is not None and expected != self.expected)
+        if self.total is not None and total is not None and total != self.total:
+            return False
+        if self.expected is not None and expected is not None and expected != self.expected:
+            return False
+        if self.total is None:
+            self.total = total
+        if self.expected is None and expected is not None:
+            self.expected = expected
+            self.algorithm = split_digest(expected)[0]
+            self._hash = hashlib.new(self.algorithm)
+        return True
 
     # -- writing -----------------------------------------------------------------
 
