@@ -209,10 +209,14 @@ def test_deep_trees_need_no_recursion(tmp_path: Path) -> None:
             fd = new
     finally:
         os.close(fd)
-    members, _ = layer(DiffDirs(str(upper), (), overlay=False))
-    assert len(members) == 1100
-    members, _ = layer(DiffDirs(str(upper), (), overlay=True))
-    assert len(members) == 1100
-    from bulkhead.snapshots.base import disk_usage
+    try:
+        members, _ = layer(DiffDirs(str(upper), (), overlay=False))
+        assert len(members) == 1100
+        members, _ = layer(DiffDirs(str(upper), (), overlay=True))
+        assert len(members) == 1100
+        from bulkhead.snapshots.base import disk_usage
 
-    assert disk_usage(str(upper)).inodes == 1101
+        assert disk_usage(str(upper)).inodes == 1101
+    finally:
+        # shutil.rmtree (pytest's clean-up) recurses: GNU rm does not
+        subprocess.run(["rm", "-rf", str(upper)], check=True)

@@ -85,12 +85,23 @@ class BaseSnapshotter:
         return os.path.join(self.snapshots_dir, str(sid), "fs")
 
     def _clean_leftovers(self) -> None:
-        with self._store.read() as tx:
+        # Under the write lock, so that no other process is between creating
+        # a directory and recording it.
+        with self._store.transaction() as tx:
             ids = tx.ids()
+            doomed = [
+                name
+                for name in os.listdir(self.snapshots_dir)
+                if not (name.isdigit() and int(name) in ids) and not name.startswith("rm-")
+            ]
+            for name in doomed:
+                os.rename(
+                    os.path.join(self.snapshots_dir, name),
+                    os.path.join(self.snapshots_dir, f"rm-{name}"),
+                )
         for name in os.listdir(self.snapshots_dir):
-            if name.isdigit() and int(name) in ids:
-                continue
-            shutil.rmtree(os.path.join(self.snapshots_dir, name), ignore_errors=True)
+            if name.startswith("rm-"):
+                shutil.rmtree(os.path.join(self.snapshots_dir, name), ignore_errors=True)
 
     # ------------------------------------------------------------------ hooks
 
@@ -117,15 +128,17 @@ class BaseSnapshotter:
     def _create(
         self, kind: Kind, key: str, parent: str | None, labels: dict[str, str] | None
     ) -> list[Mount]:
-        new_dir = tempfile.mkdtemp(prefix="new-", dir=self.snapshots_dir)
-        try:
-            with self._store.transaction() as tx:
-                record = tx.create(kind, key, parent, labels)
+        with self._store.transaction() as tx:
+            record = tx.create(kind, key, parent, labels)
+            # Made under the store's write lock: another process's clean-up
+            # (which also holds it) never sees a directory still being built.
+            new_dir = tempfile.mkdtemp(prefix="new-", dir=self.snapshots_dir)
+            try:
                 self._populate(new_dir, kind, record.parent_ids)
                 os.rename(new_dir, self._dir(record.id))
-        except BaseException:
-            shutil.rmtree(new_dir, ignore_errors=True)
-            raise
+            except BaseException:
+                shutil.rmtree(new_dir, ignore_errors=True)
+                raise
         return self._mounts(record)
 
     def mounts(self, key: str) -> list[Mount]:
