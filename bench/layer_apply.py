@@ -61,16 +61,25 @@ def make_large(path: Path, count: int, mib: int) -> int:
 
 
 class _RandomFile:
+    """``size`` bytes that do not compress: 1 MiB of urandom, each pass shifted."""
+
     def __init__(self, size: int) -> None:
         self.left = size
         self.block = os.urandom(1 << 20)
+        self.pos = 0
 
     def read(self, n: int = -1) -> bytes:
         n = self.left if n < 0 else min(n, self.left)
+        out = bytearray()
+        while len(out) < n:
+            take = min(n - len(out), len(self.block) - self.pos)
+            out += self.block[self.pos : self.pos + take]
+            self.pos += take
+            if self.pos == len(self.block):
+                self.block = self.block[1:] + self.block[:1]
+                self.pos = 0
         self.left -= n
-        out = (self.block * (n // len(self.block) + 1))[:n]
-        self.block = hashlib.sha256(self.block[:64]).digest() + self.block[32:]  # vary
-        return out
+        return bytes(out)
 
 
 def make_small(path: Path, count: int) -> int:

@@ -15,7 +15,13 @@ import pytest
 import zstandard
 
 from bulkhead.errors import LayerError, UnsafeLayer, UnsupportedMediaType
-from bulkhead.images.layer import AppliedLayer, apply_layer, detect_compression
+from bulkhead.images.layer import (
+    AppliedLayer,
+    Change,
+    apply_layer,
+    detect_compression,
+    write_layer,
+)
 
 Entry = tuple[tarfile.TarInfo, bytes | None]
 MTIME = 1_600_000_000
@@ -485,3 +491,61 @@ def test_devices_when_not_root_are_skipped(tmp_path: Path, target: Path) -> None
     assert not (target / "dev/null").exists()
     assert any("dev/null" in s for s in applied.skipped)
     assert (target / "after").read_bytes() == b"a"
+
+
+# --- write_layer: a snapshot's changes as a layer ---------------------------------------------
+
+
+def test_write_layer_round_trip(tmp_path: Path) -> None:
+    snap = tmp_path / "snap"
+    (snap / "etc").mkdir(parents=True)
+    (snap / "etc/conf").write_bytes(b"conf")
+    os.link(snap / "etc/conf", snap / "etc/conf2")
+    os.symlink("conf", snap / "etc/link")
+    os.mkfifo(snap / "fifo")
+    os.chmod(snap / "etc/conf", 0o4750)
+    changes = [
+        Change("add", "etc"),
+        Change("add", "etc/conf"),
+        Change("add", "etc/conf2"),
+        Change("add", "etc/link"),
+        Change("delete", "etc/old"),
+        Change("add", "fifo"),
+        Change("opaque", "var"),
+    ]
+    buf = io.BytesIO()
+    written = write_layer(changes, str(snap), buf)
+    data = buf.getvalue()
+    assert written.diff_id == "sha256:" + hashlib.sha256(data).hexdigest()
+    assert written.size == len(data)
+    with tarfile.open(fileobj=io.BytesIO(data)) as tf:
+        members = {m.name: m for m in tf.getmembers()}
+    assert members["etc/conf2"].islnk() and members["etc/conf2"].linkname == "etc/conf"
+    assert "etc/.wh.old" in members
+    assert "var/.wh..wh..opq" in members
+    # applied (vfs style) on a parent that had the deleted files
+    parent = tmp_path / "parent"
+    (parent / "etc").mkdir(parents=True)
+    (parent / "etc/old").write_text("old")
+    (parent / "var").mkdir()
+    (parent / "var/lib").write_text("lib")
+    applied = apply_layer(io.BytesIO(data), str(parent), whiteouts="delete")
+    assert applied.diff_id == written.diff_id
+    assert not (parent / "etc/old").exists()
+    assert os.listdir(parent / "var") == []
+    assert (parent / "etc/conf2").read_bytes() == b"conf"
+    assert stat.S_IMODE((parent / "etc/conf").stat().st_mode) == 0o4750
+    assert os.readlink(parent / "etc/link") == "conf"
+    assert stat.S_ISFIFO((parent / "fifo").lstat().st_mode)
+
+
+def test_write_layer_does_not_follow_symlinks_out_of_the_snapshot(
+    tmp_path: Path, outside: Path
+) -> None:
+    snap = tmp_path / "snap"
+    snap.mkdir()
+    os.symlink(outside, snap / "evil")
+    with pytest.raises(OSError):
+        write_layer([Change("add", "evil/victim")], str(snap), io.BytesIO())
+    with pytest.raises(LayerError):
+        write_layer([Change("add", "../outside/victim")], str(snap), io.BytesIO())

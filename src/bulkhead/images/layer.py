@@ -76,15 +76,23 @@ import os
 import queue
 import shutil
 import stat
+import tarfile
 import threading
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO, Literal
 
 from bulkhead.errors import LayerError, UnsafeLayer
 
-__all__ = ["AppliedLayer", "apply_layer", "detect_compression"]
+__all__ = [
+    "AppliedLayer",
+    "Change",
+    "WrittenLayer",
+    "apply_layer",
+    "detect_compression",
+    "write_layer",
+]
 
 Whiteouts = Literal["overlay", "delete"]
 Compression = Literal["gzip", "zstd", "none"]
@@ -1136,3 +1144,161 @@ def apply_layer(
         whiteouts=applier.whiteout_count,
         skipped=tuple(applier.skipped),
     )
+
+
+# --- writing a layer (the other direction: a snapshot's changes as a tar) ---------------------
+
+ChangeKind = Literal["add", "modify", "delete", "opaque"]
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One change of a snapshot against its parent, as a diff finds it.
+
+    ``path`` is relative to the snapshot's root, ``/``-separated. ``add`` and
+    ``modify`` are written as the entry found at ``path``; ``delete`` as a
+    whiteout ``.wh.<name>``; ``opaque`` (a directory whose older contents are
+    all gone) as ``<path>/.wh..wh..opq``.
+    """
+
+    kind: ChangeKind
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class WrittenLayer:
+    """``diff_id`` and ``size`` of the uncompressed tar :func:`write_layer` wrote."""
+
+    diff_id: str
+    size: int
+
+
+class _HashingWriter:
+    def __init__(self, out: BinaryIO) -> None:
+        self.out = out
+        self.digest = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.digest.update(data)
+        self.size += len(data)
+        self.out.write(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self.size
+
+
+def _open_parent(root_fd: int, parts: list[str]) -> int:
+    """The fd of ``parts``' parent, walked without following any symlink."""
+    fd = os.dup(root_fd)
+    try:
+        for name in parts[:-1]:
+            nfd = os.open(name, _DIR_FLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = nfd
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def write_layer(
+    changes: Iterable[Change], root: str | os.PathLike[str], out: BinaryIO
+) -> WrittenLayer:
+    """Write ``changes`` (found under ``root``) as an uncompressed PAX tar layer to ``out``.
+
+    Give the changes in lexical path order, parents before children (the
+    order a diff walks). Entries are read from ``root`` without following
+    symlinks in any path component (the snapshot's content is the
+    container's, so it is not trusted); hardlinked files become hardlink
+    entries after their first name; xattrs are kept except ``trusted.*``
+    (overlay's own bookkeeping lives there). Owners are numeric, user and
+    group names empty, as Docker's layers.
+    """
+    writer = _HashingWriter(out)
+    root_fd = os.open(os.fspath(root), _DIR_FLAGS)
+    seen: dict[tuple[int, int], str] = {}
+    try:
+        with tarfile.TarFile(
+            fileobj=writer,  # type: ignore[arg-type]
+            mode="w",
+            format=tarfile.PAX_FORMAT,
+        ) as tf:
+            for change in changes:
+                parts = [p for p in change.path.split("/") if p and p != "."]
+                if not parts or ".." in parts:
+                    raise LayerError(f"{change.path!r}: not a path inside the snapshot")
+                name = "/".join(parts)
+                if change.kind in ("delete", "opaque"):
+                    if change.kind == "delete":
+                        wname = "/".join([*parts[:-1], ".wh." + parts[-1]])
+                    else:
+                        wname = name + "/" + WHITEOUT_OPAQUE.decode()
+                    ti = tarfile.TarInfo(wname)
+                    ti.mode = 0o644
+                    tf.addfile(ti)
+                    continue
+                pfd = _open_parent(root_fd, parts)
+                try:
+                    _add_entry(tf, pfd, parts[-1], name, seen)
+                finally:
+                    os.close(pfd)
+    finally:
+        os.close(root_fd)
+    return WrittenLayer("sha256:" + writer.digest.hexdigest(), writer.size)
+
+
+def _add_entry(
+    tf: tarfile.TarFile, pfd: int, base: str, name: str, seen: dict[tuple[int, int], str]
+) -> None:
+    st = os.stat(base, dir_fd=pfd, follow_symlinks=False)
+    ti = tarfile.TarInfo(name)
+    ti.mode = stat.S_IMODE(st.st_mode)
+    ti.uid, ti.gid = st.st_uid, st.st_gid
+    ti.uname = ti.gname = ""
+    ti.mtime = st.st_mtime_ns // 1_000_000_000
+    kind = stat.S_IFMT(st.st_mode)
+    fd = -1
+    try:
+        if kind == stat.S_IFREG:
+            key = (st.st_dev, st.st_ino)
+            if st.st_nlink > 1 and key in seen:
+                ti.type = tarfile.LNKTYPE
+                ti.linkname = seen[key]
+                tf.addfile(ti)
+                return
+            if st.st_nlink > 1:
+                seen[key] = name
+            fd = os.open(base, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=pfd)
+            ti.size = st.st_size
+        elif kind == stat.S_IFDIR:
+            ti.type = tarfile.DIRTYPE
+            fd = os.open(base, _DIR_FLAGS, dir_fd=pfd)
+        elif kind == stat.S_IFLNK:
+            ti.type = tarfile.SYMTYPE
+            ti.linkname = os.readlink(base, dir_fd=pfd)
+        elif kind in (stat.S_IFCHR, stat.S_IFBLK):
+            ti.type = tarfile.CHRTYPE if kind == stat.S_IFCHR else tarfile.BLKTYPE
+            ti.devmajor, ti.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
+        elif kind == stat.S_IFIFO:
+            ti.type = tarfile.FIFOTYPE
+        else:
+            return  # sockets are not carried by layers
+        if fd >= 0:
+            pax: dict[str, str] = {}
+            for key_ in os.listxattr(fd):
+                if key_.startswith("trusted."):
+                    continue
+                value = os.getxattr(fd, key_)
+                pax["SCHILY.xattr." + key_] = value.decode("utf-8", "surrogateescape")
+            if pax:
+                ti.pax_headers = pax
+        if kind == stat.S_IFREG:
+            with os.fdopen(fd, "rb", closefd=False) as fh:
+                tf.addfile(ti, fh)
+        else:
+            tf.addfile(ti)
+    finally:
+        if fd >= 0:
+            os.close(fd)
