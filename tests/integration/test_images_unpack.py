@@ -187,3 +187,66 @@ def test_diff_id_mismatch_refused_and_cleaned(store: ImageStore, snapshotter: An
     names = [(i.name, i.kind) for i in snapshotter.walk()]
     # The first (good) layer stays committed; nothing of the bad one is left.
     assert names == [(image.chain_ids[0], Kind.COMMITTED)]
+
+
+def test_remove_collects_unpacked_layers(store: ImageStore, snapshotter: Any) -> None:
+    base = _tar([("base", b"b")])
+    a = store.add(_add_layered_image(store, [base, _tar([("a", b"a")])]))
+    b = store.add(_add_layered_image(store, [base, _tar([("b", b"b")])]))
+    store.tag(a, "a")
+    store.tag(b, "b")
+    store.unpack(a, snapshotter)
+    top_b = store.unpack(b, snapshotter)
+    snapshotter.prepare("container-of-b", parent=top_b)
+    store.remove("a", snapshotter=snapshotter)
+    names = {i.name for i in snapshotter.walk()}
+    # a's top layer went; the shared base and b's layers stay.
+    assert a.chain_ids[1] not in names
+    assert {*b.chain_ids, "container-of-b"} <= names
+    # b removed while a container is built on its top layer: the layer stays until it goes.
+    store.remove("b", snapshotter=snapshotter)
+    assert {*b.chain_ids} <= {i.name for i in snapshotter.walk()}
+    snapshotter.remove("container-of-b")
+    assert store.gc_snapshots(snapshotter) == [b.chain_ids[1], b.chain_ids[0]]
+    assert list(snapshotter.walk()) == []
+
+
+def test_export_filesystem_from_mounts(store: ImageStore, snapshotter: Any, tmp_path: Path) -> None:
+    from bulkhead.images import archive
+
+    manifest_digest, _ = busybox.build_busybox_image(store.content)
+    top = store.unpack(store.add(manifest_digest), snapshotter)
+    mounts = snapshotter.prepare("c", parent=top)
+    n = archive.export_filesystem(mounts, tmp_path / "export.tar")
+    with tarfile.open(tmp_path / "export.tar") as tar:
+        names = set(tar.getnames())
+    assert n == len(names)
+    assert {"bin/busybox", "bin/sh", "etc/passwd", "tmp"} <= names
+    assert not any(os.path.ismount(p) for p in tmp_path.iterdir())
+
+
+def test_concurrent_unpacks_share_one_chain(tmp_path: Path, snapshotter: Any) -> None:
+    """Two stores (as two engines' threads would) unpacking the same image at once."""
+    import threading
+
+    with ImageStore(tmp_path / "images") as s:
+        manifest_digest, _ = busybox.build_busybox_image(s.content)
+        image = s.add(manifest_digest)
+    errors: list[BaseException] = []
+    tops: list[str] = []
+
+    def run() -> None:
+        try:
+            with ImageStore(tmp_path / "images") as s:
+                tops.append(s.unpack(image.id, snapshotter))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len(set(tops)) == 1
+    assert [(i.name, i.kind) for i in snapshotter.walk()] == [(tops[0], Kind.COMMITTED)]

@@ -47,7 +47,6 @@ import hashlib
 import io
 import json
 import os
-import platform
 import stat
 import sys
 import tarfile
@@ -57,32 +56,19 @@ from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 from bulkhead.devtools.busybox import BUSYBOX, build_rootfs, busybox_applets
+from bulkhead.oci import image_spec
 
 #: The reference ``make run`` and the tests find the image under.
 REFERENCE = "docker.io/library/busybox:latest"
 #: Where the engine keeps its images unless told otherwise.
 DEFAULT_STORE = "/var/lib/bulkhead/images"
 
-MEDIA_TYPE_OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-MEDIA_TYPE_OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-MEDIA_TYPE_OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
-MEDIA_TYPE_OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
+MEDIA_TYPE_OCI_INDEX = image_spec.MEDIA_TYPE_OCI_INDEX
+MEDIA_TYPE_OCI_MANIFEST = image_spec.MEDIA_TYPE_OCI_MANIFEST
+MEDIA_TYPE_OCI_CONFIG = image_spec.MEDIA_TYPE_OCI_CONFIG
+MEDIA_TYPE_OCI_LAYER_GZIP = image_spec.MEDIA_TYPE_OCI_LAYER_GZIP
 
 PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-
-_GOARCH = {
-    "x86_64": ("amd64", None),
-    "amd64": ("amd64", None),
-    "aarch64": ("arm64", "v8"),
-    "arm64": ("arm64", "v8"),
-    "armv7l": ("arm", "v7"),
-    "armv6l": ("arm", "v6"),
-    "i386": ("386", None),
-    "i686": ("386", None),
-    "ppc64le": ("ppc64le", None),
-    "s390x": ("s390x", None),
-    "riscv64": ("riscv64", None),
-}
 
 
 class BlobSink(Protocol):
@@ -94,11 +80,11 @@ class BlobSink(Protocol):
 
 
 def host_platform() -> dict[str, str]:
-    """This host's platform in the image spec's words (Go's GOARCH names)."""
-    arch, variant = _GOARCH.get(platform.machine(), (platform.machine(), None))
-    out = {"architecture": arch, "os": "linux"}
-    if variant is not None:
-        out["variant"] = variant
+    """This host's platform in the image spec's words (Go's GOARCH names), as JSON."""
+    plat = image_spec.host_platform()
+    out = {"architecture": plat.architecture, "os": plat.os}
+    if plat.variant:
+        out["variant"] = plat.variant
     return out
 
 

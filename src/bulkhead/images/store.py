@@ -45,6 +45,7 @@ import json
 import os
 import sqlite3
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -59,6 +60,7 @@ from bulkhead.errors import (
     ImageInUse,
     ImageNotFound,
     ManifestError,
+    SnapshotError,
     UnsupportedMediaType,
 )
 from bulkhead.images.content import ContentStore
@@ -75,6 +77,8 @@ from bulkhead.oci.image_spec import (
 from bulkhead.snapshots.mount import mount_all, unmount_all
 
 DEFAULT_ROOT = "/var/lib/bulkhead/images"
+#: The label :meth:`ImageStore.unpack` puts on the snapshots it commits (value: the diff_id).
+UNPACKED_LABEL = "bulkhead.images.unpacked"
 
 MT_OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 MT_OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -271,6 +275,7 @@ class ImageStore:
         self._db = sqlite3.connect(
             self.root / "images.db", isolation_level=None, timeout=30, check_same_thread=False
         )
+        self._lock = threading.RLock()
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(_SCHEMA)
@@ -286,13 +291,15 @@ class ImageStore:
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+        """One write transaction (other processes wait for it; threads of this one too)."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
 
     # -- adding -------------------------------------------------------------
 
@@ -410,6 +417,10 @@ class ImageStore:
     # -- lookup --------------------------------------------------------------------
 
     def _load(self, image_id: str) -> Image:
+        with self._lock:
+            return self._load_locked(image_id)
+
+    def _load_locked(self, image_id: str) -> Image:
         row = self._db.execute(
             "SELECT id, manifest, target, created, size FROM images WHERE id = ?", (image_id,)
         ).fetchone()
@@ -479,7 +490,8 @@ class ImageStore:
 
     def get(self, ref: str) -> Image:
         """An image by name, repo digest, id or unique id prefix (Docker's order)."""
-        return self._load(self._resolve_id(ref))
+        with self._lock:
+            return self._load(self._resolve_id(ref))
 
     def list(self, *, dangling: bool | None = None) -> builtins.list[Image]:
         """Every image, newest first; ``dangling`` filters on having no name."""
@@ -607,7 +619,9 @@ class ImageStore:
 
     # -- removal --------------------------------------------------------------
 
-    def remove(self, ref: str, force: bool = False) -> builtins.list[dict[str, str]]:
+    def remove(
+        self, ref: str, force: bool = False, *, snapshotter: Any = None
+    ) -> builtins.list[dict[str, str]]:
         """``docker rmi``: untag, and delete the image when no name is left.
 
         By a name with other names on the image: only that name goes. By
@@ -615,71 +629,128 @@ class ImageStore:
         (:class:`ImageInUse` names them) or, by id, it has several names;
         ``force`` overrides both. Returns Docker's list of
         ``{"Untagged": name}`` / ``{"Deleted": id}``. Blobs no remaining image
-        reaches are then garbage-collected.
+        reaches are then garbage-collected, and with ``snapshotter`` the
+        unpacked layers no remaining image needs (:meth:`gc_snapshots`).
+
+        The checks and the deletion are one transaction: a container that
+        registers its use concurrently either wins (and the removal is
+        refused) or finds the image gone.
         """
-        image_id = self._resolve_id(ref)
-        image = self._load(image_id)
-        by_name = False
-        name = None
-        try:
-            name = normalize_reference(ref)
-            by_name = name in image.tags
-        except ImageError:
-            pass
-        users = self.users(image)
         out: builtins.list[dict[str, str]] = []
-        if by_name and name is not None and len(image.tags) > 1:
-            self.untag(name)
-            return [{"Untagged": familiar(name)}]
-        if users and not force:
-            raise ImageInUse(
-                f"conflict: unable to remove repository reference {ref!r} (must force) - "
-                f"image {image.short_id} is being used by {', '.join(users)}"
-                if by_name
-                else f"conflict: unable to delete {image.short_id} (must be forced) - "
-                f"image is being used by {', '.join(users)}"
-            )
-        if not by_name and len(image.tags) > 1 and not force:
-            raise ImageInUse(
-                f"conflict: unable to delete {image.short_id} (must be forced) - "
-                "image is referenced in multiple repositories"
-            )
         with self._tx() as db:
-            for t in image.tags:
-                out.append({"Untagged": familiar(t)})
-            for d in image.repo_digests:
-                out.append({"Untagged": familiar(d)})
-            db.execute("DELETE FROM tags WHERE image = ?", (image_id,))
-            db.execute("DELETE FROM repo_digests WHERE image = ?", (image_id,))
-            db.execute("DELETE FROM uses WHERE image = ?", (image_id,))
-            db.execute("DELETE FROM images WHERE id = ?", (image_id,))
+            image_id = self._resolve_id(ref)
+            tags = [r[0] for r in db.execute("SELECT name FROM tags WHERE image = ?", (image_id,))]
+            short = image_id.split(":", 1)[1][:12]
+            name = None
+            with contextlib.suppress(ImageError):
+                name = normalize_reference(ref)
+            by_name = name is not None and name in tags
+            if by_name and name is not None and len(tags) > 1:
+                db.execute("DELETE FROM tags WHERE name = ?", (name,))
+                return [{"Untagged": familiar(name)}]
+            users = [
+                r[0]
+                for r in db.execute(
+                    "SELECT user FROM uses WHERE image = ? ORDER BY user", (image_id,)
+                )
+            ]
+            if users and not force:
+                raise ImageInUse(
+                    f"conflict: unable to remove repository reference {ref!r} (must force) - "
+                    f"image {short} is being used by {', '.join(users)}"
+                    if by_name
+                    else f"conflict: unable to delete {short} (must be forced) - "
+                    f"image is being used by {', '.join(users)}"
+                )
+            if not by_name and len(tags) > 1 and not force:
+                raise ImageInUse(
+                    f"conflict: unable to delete {short} (must be forced) - "
+                    "image is referenced in multiple repositories"
+                )
+            digests = [
+                r[0]
+                for r in db.execute(
+                    "SELECT name FROM repo_digests WHERE image = ? ORDER BY name", (image_id,)
+                )
+            ]
+            out.extend({"Untagged": familiar(t)} for t in tags)
+            out.extend({"Untagged": familiar(d)} for d in digests)
+            self._delete(db, image_id)
         out.append({"Deleted": image_id})
         self.gc()
+        if snapshotter is not None:
+            self.gc_snapshots(snapshotter)
         return out
 
-    def prune(self, dangling_only: bool = True) -> dict[str, Any]:
+    @staticmethod
+    def _delete(db: sqlite3.Connection, image_id: str) -> None:
+        for table in ("tags", "repo_digests", "uses"):
+            db.execute(f"DELETE FROM {table} WHERE image = ?", (image_id,))
+        db.execute("DELETE FROM images WHERE id = ?", (image_id,))
+
+    def prune(self, dangling_only: bool = True, *, snapshotter: Any = None) -> dict[str, Any]:
         """Remove images nothing uses: the dangling ones, or (``dangling_only=False``) all.
 
-        Returns Docker's ``{"ImagesDeleted": [...], "SpaceReclaimed": bytes}``.
+        Returns Docker's ``{"ImagesDeleted": [...], "SpaceReclaimed": bytes}``
+        (bytes of blobs collected). With ``snapshotter`` its unpacked layers
+        no remaining image needs go too.
         """
         deleted: builtins.list[dict[str, str]] = []
-        reclaimed = 0
-        for image in self.list():
-            if self.users(image):
-                continue
-            if dangling_only and image.tags:
-                continue
-            with self._tx() as db:
-                for t in image.tags:
-                    deleted.append({"Untagged": familiar(t)})
-                db.execute("DELETE FROM tags WHERE image = ?", (image.id,))
-                db.execute("DELETE FROM repo_digests WHERE image = ?", (image.id,))
-                db.execute("DELETE FROM images WHERE id = ?", (image.id,))
-            deleted.append({"Deleted": image.id})
         before = self._content_bytes()
+        with self._tx() as db:
+            for (image_id,) in db.execute("SELECT id FROM images ORDER BY id").fetchall():
+                if db.execute("SELECT 1 FROM uses WHERE image = ?", (image_id,)).fetchone():
+                    continue
+                tags = [
+                    r[0] for r in db.execute("SELECT name FROM tags WHERE image = ?", (image_id,))
+                ]
+                if dangling_only and tags:
+                    continue
+                deleted.extend({"Untagged": familiar(t)} for t in tags)
+                self._delete(db, image_id)
+                deleted.append({"Deleted": image_id})
         self.gc()
+        if snapshotter is not None:
+            self.gc_snapshots(snapshotter)
         reclaimed = before - self._content_bytes()
         return {"ImagesDeleted": deleted or None, "SpaceReclaimed": max(reclaimed, 0)}
+
+    def gc_snapshots(self, snapshotter: Any) -> builtins.list[str]:
+        """Remove unpacked layer snapshots no image needs; return their names.
+
+        Only committed snapshots this store made (labelled
+        :data:`UNPACKED_LABEL` by :meth:`unpack`), whose chain id no image
+        has, and that no other snapshot (a container's, another layer) is
+        built on, are removed; repeated until nothing more goes, so a chain
+        is taken down from its top.
+        """
+        with self._lock:
+            wanted: set[str] = set()
+            for (image_id,) in self._db.execute("SELECT id FROM images").fetchall():
+                with contextlib.suppress(ImageError):
+                    wanted.update(self._load(image_id).chain_ids)
+        removed: builtins.list[str] = []
+        while True:
+            infos = list(snapshotter.walk())
+            parents = {i.parent for i in infos if i.parent}
+            victims = [
+                i.name
+                for i in infos
+                if str(i.kind) == "committed"
+                and UNPACKED_LABEL in (i.labels or {})
+                and i.name not in wanted
+                and i.name not in parents
+            ]
+            gone = 0
+            for victim in victims:
+                try:
+                    snapshotter.remove(victim)
+                except SnapshotError:
+                    continue  # someone built on it meanwhile
+                removed.append(victim)
+                gone += 1
+            if not gone:
+                return removed
 
     def _content_bytes(self) -> int:
         total = 0
@@ -753,7 +824,7 @@ class ImageStore:
                         actual=applied.diff_id,
                     )
                 try:
-                    snapshotter.commit(chain, key)
+                    snapshotter.commit(chain, key, labels={UNPACKED_LABEL: diff_id})
                 except Exception:
                     if not _committed(snapshotter, chain):  # not lost to a concurrent unpack
                         raise
