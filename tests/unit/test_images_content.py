@@ -390,6 +390,31 @@ def test_different_refs_same_blob(store: ContentStore) -> None:
     assert store.ingests() == []
 
 
+def test_commit_replaces_damaged_copy_of_same_blob(store: ContentStore) -> None:
+    # A blob file cut short on disk (say, by a crash of a filesystem without
+    # a journal) is replaced by the next good commit instead of being kept.
+    data = os.urandom(10_000)
+    d = store.write_blob(data)
+    p = store.path(d)
+    os.chmod(p, 0o644)
+    os.truncate(p, 5000)
+    w = store.writer("again", d, len(data))
+    assert w.exists
+    w.write(data)
+    assert w.commit() == d
+    assert store.read(d, verify=True) == data
+    assert stat.S_IMODE(os.stat(p).st_mode) == 0o444
+
+
+def test_commit_keeps_existing_whole_blob(store: ContentStore) -> None:
+    d = store.write_blob(b"first")
+    ino = os.stat(store.path(d)).st_ino
+    w = store.writer("second", d)
+    w.write(b"first")
+    w.commit()
+    assert os.stat(store.path(d)).st_ino == ino
+
+
 # --- reading ------------------------------------------------------------------------
 
 
@@ -597,6 +622,7 @@ def test_fsck_corrupt_missing_size_stray(store: ContentStore) -> None:
     # Junk under blobs/.
     Path(store.root, "blobs", "sha256", "not-a-digest").write_text("x")
     Path(store.root, "blobs", "md5").mkdir()
+    os.symlink("/etc/passwd", Path(store.root, "blobs", "sha256", "f" * 64))
     referenced = {img["config"]: 10, img["manifest"]: 1, img["index"]: None}
     problems = store.fsck(referenced)
     by_kind = {(p.kind, p.digest) for p in problems}
@@ -605,7 +631,12 @@ def test_fsck_corrupt_missing_size_stray(store: ContentStore) -> None:
     assert ("size", img["manifest"]) in by_kind
     assert ("stray-file", "blobs/sha256/not-a-digest") in by_kind
     assert ("stray-file", "blobs/md5") in by_kind
-    assert len(problems) == 5
+    assert ("stray-file", "blobs/sha256/" + "f" * 64) in by_kind  # a symlink is no blob
+    assert len(problems) == 6
+    assert not store.exists("sha256:" + "f" * 64)
+    for f in (store.open, store.info, store.path):
+        with pytest.raises(BlobNotFound):
+            f("sha256:" + "f" * 64)
     (corrupt,) = [p for p in problems if p.kind == "corrupt"]
     assert "hashes to sha256:" in corrupt.detail and not corrupt.repaired
     assert store.exists(img["layer"])

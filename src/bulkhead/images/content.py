@@ -66,6 +66,7 @@ writer's process dies, and an interrupted ingest can be resumed at once.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import os
@@ -264,6 +265,13 @@ def _hash_file(path: str, algorithm: str) -> tuple[str, int]:
     finally:
         os.close(fd)
     return h.hexdigest(), size
+
+
+def _is_file(path: str) -> bool:
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except FileNotFoundError:
+        return False
 
 
 def _fsync_dir(path: str) -> None:
@@ -638,30 +646,35 @@ class ContentStore:
     # -- reading -----------------------------------------------------------------
 
     def exists(self, digest: str) -> bool:
-        """Whether the blob is in the store."""
-        return os.path.isfile(self._blob_path(digest))
+        """Whether the blob is in the store (a regular file: a symlink there is no blob)."""
+        return _is_file(self._blob_path(digest))
 
     def path(self, digest: str) -> str:
         """The blob's file (read-only: never write to it), or :class:`BlobNotFound`."""
         p = self._blob_path(digest)
-        if not os.path.isfile(p):
+        if not _is_file(p):
             raise BlobNotFound(f"blob {digest} not found", digest)
         return p
 
     def info(self, digest: str) -> BlobInfo:
         """Size and commit time of a blob, or :class:`BlobNotFound`."""
         try:
-            st = os.stat(self._blob_path(digest))
+            st = os.lstat(self._blob_path(digest))
         except FileNotFoundError:
-            raise BlobNotFound(f"blob {digest} not found", digest) from None
+            st = None
+        if st is None or not stat.S_ISREG(st.st_mode):
+            raise BlobNotFound(f"blob {digest} not found", digest)
         return BlobInfo(digest=digest, size=st.st_size, created=_from_ns(st.st_mtime_ns))
 
     def open(self, digest: str) -> BinaryIO:
         """The blob, open for reading (the caller closes it), or :class:`BlobNotFound`."""
         try:
-            return open(self._blob_path(digest), "rb")
-        except FileNotFoundError:
-            raise BlobNotFound(f"blob {digest} not found", digest) from None
+            fd = os.open(self._blob_path(digest), os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except (FileNotFoundError, OSError) as e:
+            if isinstance(e, FileNotFoundError) or e.errno == errno.ELOOP:
+                raise BlobNotFound(f"blob {digest} not found", digest) from None
+            raise
+        return os.fdopen(fd, "rb")
 
     def read(self, digest: str, *, verify: bool = False) -> bytes:
         """The whole blob; ``verify=True`` checks its digest (for manifests and configs)."""
