@@ -309,3 +309,46 @@ def test_busybox_into_store_and_cli(tmp_path: Path, capsys: pytest.CaptureFixtur
         assert images[0].tags == ["docker.io/library/busybox:latest"]
         assert s.inspect("busybox")["Config"]["Cmd"] == ["sh"]
     assert "busybox:latest sha256:" in capsys.readouterr().out
+
+
+def test_pull_records_tag_and_repo_digest(store: ImageStore) -> None:
+    from types import SimpleNamespace
+
+    from bulkhead.images.reference import parse_reference
+
+    manifest_digest = make_image(store, {"pulled": b"1"})
+    index = busybox.canonical_json(
+        {
+            "schemaVersion": 2,
+            "mediaType": busybox.MEDIA_TYPE_OCI_INDEX,
+            "manifests": [
+                {
+                    "mediaType": busybox.MEDIA_TYPE_OCI_MANIFEST,
+                    "digest": manifest_digest,
+                    "size": len(store.content.read(manifest_digest)),
+                    "platform": busybox.host_platform(),
+                }
+            ],
+        }
+    )
+    index_digest = busybox.put_blob(store.content, index)
+
+    class Client:
+        def pull(self, ref: str, content: Any, platform: Any = None, progress: Any = None) -> Any:
+            assert content is store.content
+            return SimpleNamespace(
+                reference=parse_reference(ref),
+                digest=index_digest,
+                manifest_digest=manifest_digest,
+            )
+
+    image = store.pull(Client(), "localhost:5000/app:1")
+    assert image.tags == ["localhost:5000/app:1"]
+    assert image.repo_digests == [f"localhost:5000/app@{index_digest}"]
+    assert store.get(f"localhost:5000/app@{index_digest}").id == image.id
+    assert store.inspect("localhost:5000/app:1")["RepoDigests"] == [
+        f"localhost:5000/app@{index_digest}"
+    ]
+    # The index is kept as a root: gc does not sweep it.
+    store.gc()
+    assert store.content.exists(index_digest)

@@ -358,9 +358,10 @@ def main(argv: list[str] | None = None) -> int:
 
             store = ImageStore(args.store)
             try:
-                manifest_digest, config_digest = build_busybox_image(store.content, binary)
-                image = store.add(manifest_digest)
-                store.tag(image, REFERENCE)
+                with store.content.lease():  # no gc between the blobs and the image
+                    manifest_digest, config_digest = build_busybox_image(store.content, binary)
+                    image = store.add(manifest_digest, index_digest=None)
+                    store.tag(image, REFERENCE)
             finally:
                 store.close()
             print(f"busybox:latest {config_digest} in {args.store}")

@@ -355,12 +355,14 @@ class ImageStore:
         *,
         platform: Platform | str | dict[str, str] | None = None,
         repo_digest: str | None = None,
+        index_digest: str | None = None,
     ) -> Image:
         """Record the image a manifest (or an index, for ``platform``) describes.
 
         Every blob must already be in the content store. Adding an image
         again is harmless. ``repo_digest`` (``name@sha256:...``) records how a
-        registry named it.
+        registry named it; ``index_digest`` is the index a manifest was chosen
+        from (kept, and findable as ``name@<index digest>``).
         """
         manifest_d, manifest = self.resolve_manifest(manifest_digest, platform)
         config = self.check_manifest(manifest)
@@ -376,7 +378,7 @@ class ImageStore:
                 (
                     image_id,
                     manifest_d,
-                    manifest_digest,
+                    index_digest or manifest_digest,
                     str(config.get("created") or ""),
                     size,
                     time.time(),
@@ -388,6 +390,38 @@ class ImageStore:
                     (repo_digest, image_id),
                 )
         return self._load(image_id)
+
+    def record_pull(self, pulled: Any) -> Image:
+        """Record what :meth:`RegistryClient.pull <bulkhead.images.registry.RegistryClient.pull>` stored.
+
+        The image gets the pulled reference's tag (when it has one) and the
+        repo digest ``repository@<digest the reference resolved to>``.
+        """
+        ref = pulled.reference
+        image = self.add(
+            pulled.manifest_digest,
+            repo_digest=f"{ref.repository}@{pulled.digest}",
+            index_digest=pulled.digest,
+        )
+        if ref.tag and not ref.digest:
+            self.tag(image, str(ref))
+        return self.get(image.id)
+
+    def pull(
+        self,
+        client: Any,
+        ref: str,
+        platform: Platform | str | None = None,
+        progress: Any = None,
+    ) -> Image:
+        """``docker pull``: fetch ``ref`` with a registry client and record it, under a lease.
+
+        The lease keeps a concurrent garbage collection from sweeping the
+        new blobs before the image that refers to them is recorded.
+        """
+        with self.content.lease():
+            pulled = client.pull(ref, self.content, platform=platform, progress=progress)
+            return self.record_pull(pulled)
 
     # -- names ------------------------------------------------------------------
 
