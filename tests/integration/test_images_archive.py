@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import tarfile
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -390,3 +391,62 @@ def test_export_filesystem_dir(tmp_path: Path) -> None:
     assert members["d/link"].issym() and members["d/link"].linkname == "f"
     assert members["fifo"].isfifo()
     assert members["d/f"].uname == ""
+
+
+@pytest.fixture
+def podman(tmp_path: Path) -> Iterator[Any]:
+    """podman with its storage in the test's directory (vfs: no mounts to clean up)."""
+    if shutil.which("podman") is None or os.geteuid() != 0:
+        pytest.skip("needs podman and root")
+    # podman refuses a runroot longer than 50 characters: pytest's are longer.
+    runroot = tempfile.mkdtemp(prefix="bh-podman-", dir="/tmp")
+    base = [
+        "podman",
+        "--root",
+        str(tmp_path / "podman-root"),
+        "--runroot",
+        runroot,
+        "--storage-driver",
+        "vfs",
+        "--cgroup-manager",
+        "cgroupfs",
+        "--events-backend",
+        "none",
+    ]
+
+    def run(*args: str) -> str:
+        done = subprocess.run([*base, *args], capture_output=True, text=True, timeout=120)
+        if done.returncode != 0:
+            raise AssertionError(f"podman {' '.join(args)}: {done.stderr.strip()}")
+        return done.stdout
+
+    yield run
+    shutil.rmtree(runroot, ignore_errors=True)
+
+
+def test_podman_loads_what_we_save(store: ImageStore, bb: Any, podman: Any, tmp_path: Path) -> None:
+    archive.save(store, ["busybox"], tmp_path / "bb.tar")
+    assert "Loaded image: docker.io/library/busybox:latest" in podman(
+        "load", "-i", str(tmp_path / "bb.tar")
+    )
+    assert podman("image", "inspect", "--format", "{{.Id}}", "busybox:latest").strip() == bb.id[7:]
+    archive.save_oci(store, ["busybox"], tmp_path / "oci.tar")
+    podman("load", "-i", str(tmp_path / "oci.tar"))
+
+
+def test_we_load_what_podman_saves(
+    store: ImageStore, other: ImageStore, bb: Any, podman: Any, tmp_path: Path
+) -> None:
+    archive.save(store, ["busybox"], tmp_path / "bb.tar")
+    podman("load", "-i", str(tmp_path / "bb.tar"))
+    podman("tag", "busybox:latest", "localhost/mine:2")
+    # docker save's own layout (<id>.json, <layer>/layer.tar), as podman writes it.
+    podman(
+        "save", "--format", "docker-archive", "-o", str(tmp_path / "docker.tar"), "localhost/mine:2"
+    )
+    assert archive.load(other, tmp_path / "docker.tar") == ["localhost/mine:2"]
+    assert other.get("localhost/mine:2").id == bb.id
+    podman("save", "--format", "oci-archive", "-o", str(tmp_path / "oci.tar"), "localhost/mine:2")
+    with ImageStore(tmp_path / "c") as third:
+        loaded = archive.load(third, tmp_path / "oci.tar")
+        assert third.get(loaded[0]).id == bb.id
