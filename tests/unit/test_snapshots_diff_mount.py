@@ -220,3 +220,51 @@ def test_deep_trees_need_no_recursion(tmp_path: Path) -> None:
     finally:
         # shutil.rmtree (pytest's clean-up) recurses: GNU rm does not
         subprocess.run(["rm", "-rf", str(upper)], check=True)
+
+
+def test_tar_writer_edge_cases_read_back_by_tarfile_and_gnu_tar(tmp_path: Path) -> None:
+    upper = tmp_path / "u"
+    upper.mkdir()
+    long_dir = upper / ("d" * 120)
+    long_dir.mkdir()
+    (long_dir / "f").write_bytes(os.urandom(3 << 20))  # > one read chunk, not block aligned
+    (upper / "naïve").write_text("utf-8 name")
+    raw = os.fsencode(str(upper)) + b"/bad-\xff-name"
+    with open(raw, "wb") as f:
+        f.write(b"not utf-8 name")
+    os.symlink("t" * 300, upper / "long-link")
+    (upper / "empty").write_bytes(b"")
+    os.utime(upper / "empty", ns=(0, 1_234_567_890_999_999_999))
+    members, data = layer(DiffDirs(str(upper), (), overlay=False))
+    by = {m.name: m for m in members}
+    assert by["d" * 120 + "/f"].size == 3 << 20
+    assert by["long-link"].linkname == "t" * 300
+    assert "naïve" in by
+    assert "bad-\udcff-name" in by
+    assert by["empty"].mtime == 1_234_567_890
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        member = tar.extractfile("d" * 120 + "/f")
+        assert member is not None
+        assert member.read() == (long_dir / "f").read_bytes()
+    out = tmp_path / "l.tar"
+    out.write_bytes(data)
+    listing = subprocess.run(
+        ["tar", "--quoting-style=literal", "-tf", str(out)], capture_output=True, check=True
+    ).stdout.splitlines()
+    assert b"long-link" in listing and b"bad-\xff-name" in listing
+    assert len(data) % 512 == 0 and data.endswith(bytes(1024))
+
+
+def test_pax_records_for_what_ustar_cannot_hold() -> None:
+    from bulkhead.snapshots.diff import _HashingWriter, _pax_record, _TarWriter
+
+    assert _pax_record(b"path", b"x") == b"9 path=x\n"
+    assert _pax_record(b"k", b"v" * 95) == b"102 k=" + b"v" * 95 + b"\n"  # length counts itself
+    buf = io.BytesIO()
+    w = _TarWriter(_HashingWriter(buf))
+    w.entry("f", tarfile.REGTYPE, uid=3_000_000, gid=5, mtime=-5)
+    w.close()
+    buf.seek(0)
+    with tarfile.open(fileobj=buf) as tar:
+        (m,) = tar.getmembers()
+    assert (m.uid, m.gid, m.mtime) == (3_000_000, 5, -5)
