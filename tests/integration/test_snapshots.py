@@ -583,6 +583,15 @@ def test_diff_round_trip(sn: BaseSnapshotter, mnt: MountFn, tmp_path: Path) -> N
         # the tree compare finds exactly the same layer again (overlay's differs:
         # the opaque directory became single whiteouts when applied through a mount)
         assert diff(sn, "unpacked", io.BytesIO()).diff_id == result.diff_id
+    else:
+        # Applied into the upper directory in overlay form (how the image
+        # store unpacks), the overlay diff gives back the very same layer.
+        sn.prepare("unpack-upper", "base")
+        apply_layer(str(out), sn.diff_dirs("unpack-upper").upper, whiteouts="overlay")
+        assert diff(sn, "unpack-upper", io.BytesIO()).diff_id == result.diff_id
+        sn.commit("unpacked-upper", "unpack-upper")
+        view = mnt(sn.view("upper-view", "unpacked-upper"), "upper-view")
+        assert tree(view) == tree(active)
 
 
 def test_diff_of_a_committed_base_is_its_whole_tree(
