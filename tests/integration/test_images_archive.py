@@ -450,3 +450,78 @@ def test_we_load_what_podman_saves(
     with ImageStore(tmp_path / "c") as third:
         loaded = archive.load(third, tmp_path / "oci.tar")
         assert third.get(loaded[0]).id == bb.id
+
+
+def _tar_of(path: Path, files: dict[str, bytes]) -> Path:
+    with tarfile.open(path, "w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_load_refuses_paths_leaving_the_archive(store: ImageStore, tmp_path: Path) -> None:
+    secret = tmp_path / "secret.json"
+    secret.write_text("{}")
+    manifest = json.dumps([{"Config": "../secret.json", "RepoTags": ["x:1"], "Layers": []}])
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "dir" / "manifest.json").write_text(manifest)
+    with pytest.raises(ImageError, match="leaves"):
+        archive.load(store, tmp_path / "dir")
+    tar = _tar_of(tmp_path / "evil.tar", {"manifest.json": manifest.encode()})
+    with pytest.raises(ImageError, match="leaves"):
+        archive.load(store, tar)
+    with pytest.raises(ImageError, match="not an image archive"):
+        archive.load(store, _tar_of(tmp_path / "empty.tar", {"hello": b"x"}))
+    assert store.list() == []
+
+
+def test_load_multi_platform_layout_with_one_platform_present(
+    other: ImageStore, tmp_path: Path
+) -> None:
+    """An index of two platforms where only this host's blobs were copied (skopeo without --all)."""
+    layout = tmp_path / "layout"
+    busybox.write_oci_layout(layout)
+    image = busybox.make_busybox_image()
+    index = busybox.canonical_json(
+        {
+            "schemaVersion": 2,
+            "mediaType": busybox.MEDIA_TYPE_OCI_INDEX,
+            "manifests": [
+                {
+                    "mediaType": busybox.MEDIA_TYPE_OCI_MANIFEST,
+                    "digest": "sha256:" + "e" * 64,
+                    "size": 500,
+                    "platform": {"architecture": "s390x", "os": "linux"},
+                },
+                {
+                    "mediaType": busybox.MEDIA_TYPE_OCI_MANIFEST,
+                    "digest": image.manifest_digest,
+                    "size": len(image.manifest),
+                    "platform": busybox.host_platform(),
+                },
+            ],
+        }
+    )
+    index_digest = busybox.sha256_digest(index)
+    (layout / "blobs" / "sha256" / index_digest[7:]).write_bytes(index)
+    (layout / "index.json").write_bytes(
+        busybox.canonical_json(
+            {
+                "schemaVersion": 2,
+                "manifests": [
+                    {
+                        "mediaType": busybox.MEDIA_TYPE_OCI_INDEX,
+                        "digest": index_digest,
+                        "size": len(index),
+                        "annotations": {"io.containerd.image.name": "example.com/multi:1"},
+                    }
+                ],
+            }
+        )
+    )
+    assert archive.load(other, layout) == ["example.com/multi:1"]
+    loaded = other.get("example.com/multi:1")
+    assert loaded.manifest_digest == image.manifest_digest
+    assert loaded.target == index_digest
