@@ -680,3 +680,33 @@ def test_mounted_context_manager(tmp_path: Path) -> None:
             Path(where, "g").write_text("y")
     assert not os.path.exists(where)
     assert mounted_under(tmp_path) == []
+
+
+def test_owners_modes_xattrs_devices_links_survive_the_chain(
+    sn: BaseSnapshotter, mnt: MountFn
+) -> None:
+    capability = bytes.fromhex("0100000220000000000000000000000000000000")  # cap_net_bind_service
+
+    def l1(t: Path) -> None:
+        write(t / "f", "x")
+        os.chown(t / "f", 5, 6)
+        os.chmod(t / "f", 0o4755)
+        os.setxattr(t / "f", "security.capability", capability)
+        os.setxattr(t / "f", "trusted.mine", b"kept")
+        os.link(t / "f", t / "g")
+        os.mknod(t / "dev", 0o600 | stat.S_IFCHR, os.makedev(1, 3))
+        os.mkfifo(t / "fifo")
+        os.symlink("f", t / "sym")
+
+    commit_layer(sn, mnt, "l1", None, l1)
+    commit_layer(sn, mnt, "l2", "l1", lambda t: write(t / "other", "y"))
+    for name, mounts in (("view", sn.view("v", "l2")), ("active", sn.prepare("a", "l2"))):
+        t = mnt(mounts, name)
+        st = os.lstat(t / "f")
+        assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o4755, 5, 6)
+        assert st.st_nlink == 2 and os.lstat(t / "g").st_ino == st.st_ino
+        assert os.getxattr(t / "f", "security.capability") == capability
+        assert os.getxattr(t / "f", "trusted.mine") == b"kept"
+        assert os.lstat(t / "dev").st_rdev == os.makedev(1, 3)
+        assert stat.S_ISFIFO(os.lstat(t / "fifo").st_mode)
+        assert os.readlink(t / "sym") == "f"
