@@ -479,6 +479,12 @@ def test_128_layer_chain(
                 )
         with pytest.raises(SnapshotError, match="mount options"):
             mount_overlay(mounts[0].options, str(top.parent / "fsconfig"), method="legacy")
+        # a read-only view of all 128 (overlay with lower dirs only, "ro")
+        view = mnt(sn.view("top-view", parent), "top-view")
+        assert len(os.listdir(view)) == layers
+        with pytest.raises(OSError) as e:
+            (view / "x").write_text("x")
+        assert e.value.errno == errno.EROFS
     with capsys.disabled():
         print(
             f"\n  {type(sn).__name__} ({sn.root}): {layers} x (prepare+mount+write+commit)"
