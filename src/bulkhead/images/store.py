@@ -67,9 +67,12 @@ from bulkhead.images.content import ContentStore
 from bulkhead.images.layer import Whiteouts, apply_layer
 from bulkhead.images.reference import parse_reference
 from bulkhead.oci.image_spec import (
+    CONFIG_MEDIA_TYPES,
+    MEDIA_TYPE_OCI_MANIFEST,
     Index,
     Platform,
     chain_ids,
+    is_layer_media_type,
     parse_manifest,
     parse_platform,
     select_manifest,
@@ -79,31 +82,6 @@ from bulkhead.snapshots.mount import mount_all, unmount_all
 DEFAULT_ROOT = "/var/lib/bulkhead/images"
 #: The label :meth:`ImageStore.unpack` puts on the snapshots it commits (value: the diff_id).
 UNPACKED_LABEL = "bulkhead.images.unpacked"
-
-MT_OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-MT_OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-MT_DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-MT_DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-LAYER_MEDIA_TYPES = frozenset(
-    {
-        "application/vnd.oci.image.layer.v1.tar",
-        "application/vnd.oci.image.layer.v1.tar+gzip",
-        "application/vnd.oci.image.layer.v1.tar+zstd",
-        "application/vnd.oci.image.layer.nondistributable.v1.tar",
-        "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
-        "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd",
-        "application/vnd.docker.image.rootfs.diff.tar",
-        "application/vnd.docker.image.rootfs.diff.tar.gzip",
-        "application/vnd.docker.image.rootfs.diff.tar.zstd",
-        "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
-    }
-)
-CONFIG_MEDIA_TYPES = frozenset(
-    {
-        "application/vnd.oci.image.config.v1+json",
-        "application/vnd.docker.container.image.v1+json",
-    }
-)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS images (
@@ -155,39 +133,20 @@ def familiar(name: str) -> str:
     return parse_reference(name).familiar()
 
 
-def host_platform() -> dict[str, str]:
-    from bulkhead.images.busybox import host_platform as hp
-
-    return hp()
-
-
 def open_content_store(root: str | os.PathLike[str]) -> ContentStore:
     """The content store at ``root``."""
     return ContentStore(root)
 
 
-def blob_digest(info: Any) -> str:
-    return info if isinstance(info, str) else str(info.digest)
-
-
 # --- manifests -----------------------------------------------------------------
 
 
-def read_verified(content: Any, digest: str) -> bytes:
+def read_verified(content: ContentStore, digest: str) -> bytes:
     """A blob from the content store, its digest checked (for manifests and configs)."""
-    data: bytes = content.read(digest)
-    algorithm = digest.split(":", 1)[0]
-    actual = f"{algorithm}:{hashlib.new(algorithm, data).hexdigest()}"
-    if actual != digest:
-        raise DigestMismatch(
-            f"blob {digest} is corrupt: its content hashes to {actual}",
-            expected=digest,
-            actual=actual,
-        )
-    return data
+    return content.read(digest, verify=True)
 
 
-def read_json(content: Any, digest: str) -> dict[str, Any]:
+def read_json(content: ContentStore, digest: str) -> dict[str, Any]:
     """A JSON document from the content store, its digest checked."""
     data = read_verified(content, digest)
     try:
@@ -327,7 +286,7 @@ class ImageStore:
             raise UnsupportedMediaType(f"unsupported image config media type {cmt!r}", cmt)
         for layer in manifest.get("layers") or []:
             lmt = layer.get("mediaType")
-            if lmt not in LAYER_MEDIA_TYPES:
+            if not isinstance(lmt, str) or not is_layer_media_type(lmt):
                 raise UnsupportedMediaType(f"unsupported layer media type {lmt!r}", lmt)
             if not self.content.exists(layer["digest"]):
                 raise BlobNotFound(
@@ -617,7 +576,7 @@ class ImageStore:
                 )
             },
             "Descriptor": {
-                "mediaType": image.manifest.get("mediaType", MT_OCI_MANIFEST),
+                "mediaType": image.manifest.get("mediaType", MEDIA_TYPE_OCI_MANIFEST),
                 "digest": image.manifest_digest,
                 "size": len(self.content.read(image.manifest_digest)),
             },
@@ -787,14 +746,7 @@ class ImageStore:
                 return removed
 
     def _content_bytes(self) -> int:
-        total = 0
-        for info in self.content.walk():
-            size = getattr(info, "size", None)
-            if size is None:
-                with contextlib.suppress(OSError):
-                    size = os.path.getsize(self.content.path(blob_digest(info)))
-            total += int(size or 0)
-        return total
+        return sum(info.size for info in self.content.walk())
 
     def roots(self) -> builtins.list[str]:
         """What garbage collection starts from: every image's manifest and index."""
