@@ -109,6 +109,23 @@ def test_load_gzipped_and_from_stream(
     assert other.get(bb.id).tags == []
     buf.seek(0)
     assert archive.load(other, buf) == [bb.id]
+    # docker load also takes xz and bzip2, and a pipe (not seekable).
+    import bz2
+    import lzma
+    import threading
+
+    for n, data in enumerate([lzma.compress(buf.getvalue()), bz2.compress(buf.getvalue())]):
+        read_fd, write_fd = os.pipe()
+
+        def feed(fd: int = write_fd, payload: bytes = data) -> None:
+            with os.fdopen(fd, "wb") as w:
+                w.write(payload)
+
+        feeder = threading.Thread(target=feed)
+        feeder.start()
+        with ImageStore(tmp_path / f"s{n}") as s, os.fdopen(read_fd, "rb") as pipe:
+            assert archive.load(s, pipe) == [bb.id]
+        feeder.join()
 
 
 def _legacy_archive(tmp_path: Path, *, corrupt: bool = False) -> tuple[Path, str]:
