@@ -1,4 +1,6 @@
-"""The content store across processes (tests/unit/test_images_content.py: one process): SIGKILLed writers, concurrent writers, gc vs leases.
+"""The content store across processes: SIGKILLed writers, concurrent writers, gc vs leases.
+
+(tests/unit/test_images_content.py has the single-process tests.)
 
 Also measures ingest throughput on tmpfs (printed; run with ``-s`` to see it).
 """
