@@ -549,3 +549,15 @@ def test_write_layer_does_not_follow_symlinks_out_of_the_snapshot(
         write_layer([Change("add", "evil/victim")], str(snap), io.BytesIO())
     with pytest.raises(LayerError):
         write_layer([Change("add", "../outside/victim")], str(snap), io.BytesIO())
+
+
+def test_many_directories_and_links_across_them(tmp_path: Path, target: Path) -> None:
+    """More directories than the fd cache holds: entries still land where they belong."""
+    entries = []
+    for i in range(2200):
+        entries += [d(f"d{i}"), f(f"d{i}/f", str(i).encode())]
+    entries += [hard(f"d{i}/h", f"d{(i * 7) % 2200}/f") for i in range(0, 2200, 3)]
+    apply_bytes(tmp_path, make_tar(entries), target)
+    assert (target / "d2199/f").read_bytes() == b"2199"
+    for i in range(0, 2200, 3):
+        assert (target / f"d{i}/h").read_bytes() == str((i * 7) % 2200).encode()

@@ -600,9 +600,6 @@ class _Applier:
             return fd
         if key and key in self.sgid:
             self.sgid.discard(key)
-        if len(self.dirs) > _MAX_CACHED_DIRS:
-            for k in [k for k in self.dirs if k]:
-                os.close(self.dirs.pop(k))
         pkey, _, base = key.rpartition(b"/")
         pfd = self._dir(pkey)
         try:
@@ -764,6 +761,10 @@ class _Applier:
         os_fchmod = os.fchmod
         os_utime = os.utime
         while True:
+            if len(dirs) > _MAX_CACHED_DIRS:
+                # between entries only: an entry's code holds fds from the cache
+                for k in [k for k in dirs if k]:
+                    os_close(dirs.pop(k))
             hdr = read(_BLOCK)
             if hdr == _ZERO_BLOCK or not hdr:
                 break  # end of archive (or a clean EOF without one, as Go's reader accepts)
@@ -987,9 +988,6 @@ class _Applier:
                 self._remove(pfd, base, key)
                 os.mkdir(base, 0o700, dir_fd=pfd)
                 fd = os.open(base, _DIR_FLAGS, dir_fd=pfd)
-            if len(self.dirs) > _MAX_CACHED_DIRS:
-                for k in [k for k in self.dirs if k]:
-                    os.close(self.dirs.pop(k))
             self.dirs[key] = fd
         if self.is_root or uid != self.euid or gid != self.egid:
             self._own(fd, uid, gid)
