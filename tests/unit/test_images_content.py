@@ -588,7 +588,10 @@ def test_gc_ingests(store: ContentStore) -> None:
         for f in os.listdir(d):
             os.utime(os.path.join(d, f), (past, past))
     Path(store.root, "ingest", ".trash-leftover").mkdir()
+    Path(store.root, "ingest", "a-file").write_text("not an ingest")
+    os.utime(Path(store.root, "ingest", "a-file"), (past, past))
     store.gc([])
+    assert Path(store.root, "ingest", "a-file").exists()
     assert sorted(s.ref for s in store.ingests()) == ["held", "recent"]
     assert not Path(store.root, "ingest", ".trash-leftover").exists()
     held.write(b"y")

@@ -1037,6 +1037,8 @@ class ContentStore:
                 # Left by a process that died between rename and delete.
                 shutil.rmtree(path, ignore_errors=True)
                 continue
+            if not os.path.isdir(path) or os.path.islink(path):
+                continue  # not ours: leave it alone
             try:
                 mtime = max(
                     (
@@ -1052,7 +1054,7 @@ class ContentStore:
                 continue
             try:
                 fd = _lock(os.path.join(path, "lock"), True, 0)
-            except FileNotFoundError:
+            except OSError:
                 continue
             if fd is None:
                 continue  # a writer holds it: in progress, keep
