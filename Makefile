@@ -14,7 +14,7 @@ STATE := $(VENV)/.installed
 # What `make run` needs on a fresh machine.
 RUN_DEBS := python3 python3-venv python3-pip busybox-static libseccomp2 procps
 # What the test suite needs on top: real peers to compare with and drive us.
-TEST_DEBS := $(RUN_DEBS) runc crun podman containerd uidmap iproute2 nftables hyperfine docker-registry apache2-utils skopeo
+TEST_DEBS := $(RUN_DEBS) runc crun podman containerd uidmap iproute2 nftables hyperfine docker-registry apache2-utils skopeo umoci
 
 # The cgroup v2 lane: this project's machines are cgroup v1 hybrids, so the
 # tests that need a cgroup-v2-only kernel run in a throwaway QEMU guest (see
@@ -29,7 +29,7 @@ CGROUPV2_TESTS := tests/cgroupv2 \
 	tests/integration/test_rootfs.py::test_cgroup_v2_fresh_mount_in_cgroup_namespace \
 	tests/integration/test_rootfs.py::test_cgroup_v2_bind_of_own_cgroup
 
-.PHONY: run test deps test-deps lint typecheck pytest test-cgroupv2 bench bench-cgroups clean
+.PHONY: run test deps test-deps lint typecheck pytest test-cgroupv2 bench bench-cgroups bench-layers clean
 
 $(STATE): pyproject.toml
 	@need=""; for p in $(RUN_DEBS); do dpkg -s $$p >/dev/null 2>&1 || need="$$need $$p"; done; \
@@ -80,6 +80,10 @@ bench: test-deps
 # What a container's cgroup adds to a start: bulkhead in-process and vs crun/runc.
 bench-cgroups: test-deps
 	$(PY) bench/cgroup_overhead.py
+
+# Layer apply vs GNU tar, umoci and podman import, on a fresh journaled ext4 loop device.
+bench-layers: test-deps
+	$(PY) bench/layer_apply.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info
