@@ -630,7 +630,9 @@ def save(store: ImageStore, refs: Sequence[str], out: PathOrFile) -> None:
                         ANNOTATION_REF_NAME: ref.tag or "latest",
                     }
                     repo = familiar(n).rsplit(":", 1)[0]
-                    repositories.setdefault(repo, {})[ref.tag or "latest"] = image.diff_ids[-1][7:]
+                    if image.diff_ids:
+                        top = image.diff_ids[-1][7:]
+                        repositories.setdefault(repo, {})[ref.tag or "latest"] = top
                 index_entries.append(entry)
             manifest_json.append(
                 {
