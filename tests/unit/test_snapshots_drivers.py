@@ -164,3 +164,51 @@ def test_open_snapshotter(tmp_path: Path) -> None:
         s.close()
     with pytest.raises(SnapshotError, match="unknown snapshotter"):
         open_snapshotter("btrfs", str(tmp_path))
+
+
+def test_slow_copy_does_not_block_other_calls(
+    vfs: VfsSnapshotter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    vfs.prepare("a")
+    vfs.commit("A", "a")
+    started, release = threading.Event(), threading.Event()
+    real = copy_tree
+
+    def slow(src: str, dst: str) -> None:
+        started.set()
+        assert release.wait(10)
+        real(src, dst)
+
+    monkeypatch.setattr("bulkhead.snapshots.vfs.copy_tree", slow)
+    worker = threading.Thread(target=vfs.prepare, args=("b", "A"))
+    worker.start()
+    try:
+        assert started.wait(10)
+        # the store is not locked while the copy runs
+        assert vfs.stat("A").kind == Kind.COMMITTED
+        vfs.prepare("c")
+        assert [i.name for i in vfs.walk()] == ["A", "c"]
+        # and another process opening the root leaves the copy in progress alone
+        other = VfsSnapshotter(vfs.root)
+        other.close()
+    finally:
+        release.set()
+        worker.join()
+    assert [i.name for i in vfs.walk()] == ["A", "c", "b"]
+
+
+def test_leftovers_of_dead_processes_are_removed(tmp_path: Path) -> None:
+    import subprocess
+
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    snaps = tmp_path / "r" / "snapshots"
+    snaps.mkdir(parents=True)
+    (snaps / f"new-{proc.pid}-abc").mkdir()
+    (snaps / f"new-{os.getpid()}-live").mkdir()
+    (snaps / "rm-7").mkdir()
+    (snaps / "12").mkdir()
+    VfsSnapshotter(tmp_path / "r").close()
+    assert os.listdir(snaps) == [f"new-{os.getpid()}-live"]

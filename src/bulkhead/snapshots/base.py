@@ -63,6 +63,20 @@ def disk_usage(path: str) -> Usage:
     return Usage(size=size, inodes=len(seen))
 
 
+def _building(name: str) -> bool:
+    """Is ``name`` (``new-<pid>-*``) a directory a live process is still building?"""
+    parts = name.split("-")
+    if len(parts) < 3 or parts[0] != "new" or not parts[1].isdigit():
+        return False
+    try:
+        os.kill(int(parts[1]), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class BaseSnapshotter:
     """The bookkeeping of a snapshotter whose snapshots are directories under ``root``."""
 
@@ -85,14 +99,17 @@ class BaseSnapshotter:
         return os.path.join(self.snapshots_dir, str(sid), "fs")
 
     def _clean_leftovers(self) -> None:
-        # Under the write lock, so that no other process is between creating
-        # a directory and recording it.
+        # Under the write lock, so that no other process is between renaming
+        # a directory and recording it; ``new-<pid>-*`` directories of live
+        # processes are still being built and stay.
         with self._store.transaction() as tx:
             ids = tx.ids()
             doomed = [
                 name
                 for name in os.listdir(self.snapshots_dir)
-                if not (name.isdigit() and int(name) in ids) and not name.startswith("rm-")
+                if not (name.isdigit() and int(name) in ids)
+                and not name.startswith("rm-")
+                and not _building(name)
             ]
             for name in doomed:
                 os.rename(
@@ -128,17 +145,22 @@ class BaseSnapshotter:
     def _create(
         self, kind: Kind, key: str, parent: str | None, labels: dict[str, str] | None
     ) -> list[Mount]:
-        with self._store.transaction() as tx:
-            record = tx.create(kind, key, parent, labels)
-            # Made under the store's write lock: another process's clean-up
-            # (which also holds it) never sees a directory still being built.
-            new_dir = tempfile.mkdtemp(prefix="new-", dir=self.snapshots_dir)
-            try:
-                self._populate(new_dir, kind, record.parent_ids)
+        # The directory is built outside the store's lock (a vfs copy can
+        # take seconds; nothing else should wait for it), then recorded and
+        # renamed to its id in one transaction that checks everything again.
+        with self._store.read() as tx:
+            parent_ids = tx.check_create(key, parent)
+        new_dir = tempfile.mkdtemp(prefix=f"new-{os.getpid()}-", dir=self.snapshots_dir)
+        try:
+            self._populate(new_dir, kind, parent_ids)
+            with self._store.transaction() as tx:
+                record = tx.create(kind, key, parent, labels)
+                if record.parent_ids != parent_ids:  # cannot happen: ids are never reused
+                    raise SnapshotError(f"parent of {key!r} changed while it was prepared")
                 os.rename(new_dir, self._dir(record.id))
-            except BaseException:
-                shutil.rmtree(new_dir, ignore_errors=True)
-                raise
+        except BaseException:
+            shutil.rmtree(new_dir, ignore_errors=True)
+            raise
         return self._mounts(record)
 
     def mounts(self, key: str) -> list[Mount]:
@@ -151,9 +173,12 @@ class BaseSnapshotter:
         return self._mounts(record)
 
     def commit(self, name: str, key: str, labels: dict[str, str] | None = None) -> None:
-        with self._store.transaction() as tx:
+        with self._store.read() as tx:
             record = tx.get(key)
-            usage = disk_usage(self._fs(record.id))
+        usage = disk_usage(self._fs(record.id))  # outside the lock: a vfs tree can be large
+        with self._store.transaction() as tx:
+            if tx.get(key).id != record.id:  # removed and prepared again meanwhile
+                usage = disk_usage(self._fs(tx.get(key).id))
             tx.commit(name, key, usage, labels)
 
     def remove(self, key: str) -> None:

@@ -105,23 +105,30 @@ class Tx:
         """The record of ``key``; SnapshotNotFound if there is none."""
         return self._record(self._row(key))
 
-    def create(
-        self, kind: Kind, key: str, parent: str | None, labels: dict[str, str] | None
-    ) -> Record:
-        """Add an active snapshot or a view; the parent must be committed."""
+    def _check_create(self, key: str, parent: str | None) -> int | None:
         if not key:
             raise SnapshotError("a snapshot key must not be empty")
         if self._c.execute("SELECT 1 FROM snapshots WHERE key = ?", (key,)).fetchone():
             raise SnapshotExists(f"snapshot {key!r} already exists")
-        parent_id: int | None = None
-        if parent:
-            prow = self._row(parent)
-            if prow[2] != Kind.COMMITTED:
-                raise SnapshotError(
-                    f"parent {parent!r} of {key!r} is {prow[2]}, not committed: only"
-                    " committed snapshots can be parents"
-                )
-            parent_id = prow[0]
+        if not parent:
+            return None
+        prow = self._row(parent)
+        if prow[2] != Kind.COMMITTED:
+            raise SnapshotError(
+                f"parent {parent!r} of {key!r} is {prow[2]}, not committed: only"
+                " committed snapshots can be parents"
+            )
+        return prow[0]
+
+    def check_create(self, key: str, parent: str | None) -> tuple[int, ...]:
+        """Would :meth:`create` succeed now? Raise as it would; else the parent chain's ids."""
+        return self._parents(self._check_create(key, parent))
+
+    def create(
+        self, kind: Kind, key: str, parent: str | None, labels: dict[str, str] | None
+    ) -> Record:
+        """Add an active snapshot or a view; the parent must be committed."""
+        parent_id = self._check_create(key, parent)
         now = time.time()
         cur = self._c.execute(
             "INSERT INTO snapshots (key, kind, parent, labels, created, updated)"
