@@ -6,11 +6,12 @@ Layout of a snapshotter's root::
     <root>/snapshots/<id>/fs    the snapshot's own tree (overlay: its upper dir)
     <root>/snapshots/<id>/work  overlay's work dir (overlay only)
 
-A new snapshot's directory is built as ``snapshots/new-*`` and renamed to
-its id inside the metadata transaction; a removed one is renamed to
+A new snapshot's directory is built as ``snapshots/new-<pid>-*`` (outside
+the store's lock: a vfs copy may take seconds) and renamed to its id inside
+the metadata transaction that records it; a removed one is renamed to
 ``snapshots/rm-<id>`` inside the transaction and deleted after it. What a
-crash leaves behind (``new-*``, ``rm-*``, ids without a row) is deleted when
-the snapshotter is next opened.
+crash leaves behind (``new-*`` of dead processes, ``rm-*``, ids without a
+row) is deleted when the snapshotter is next opened.
 """
 
 from __future__ import annotations
