@@ -716,3 +716,22 @@ def test_owners_modes_xattrs_devices_links_survive_the_chain(
         assert os.lstat(t / "dev").st_rdev == os.makedev(1, 3)
         assert stat.S_ISFIFO(os.lstat(t / "fifo").st_mode)
         assert os.readlink(t / "sym") == "f"
+
+
+def test_unmount_all_detaches_a_busy_mount(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_text("x")
+    target = tmp_path / "busy"
+    target.mkdir()
+    mount_all([Mount("bind", str(src), options=["rbind"])] * 2, str(target))  # two stacked
+    try:
+        with open(target / "f") as busy:  # keeps the top mount busy: umount2 says EBUSY
+            with pytest.raises(OSError) as e:
+                lm.umount2(str(target))
+            assert e.value.errno == errno.EBUSY
+            unmount_all(str(target))
+            assert mounted_under(tmp_path) == []
+            assert busy.read() == "x"  # a detached mount lives on for its users
+    finally:
+        unmount_all(str(target))
