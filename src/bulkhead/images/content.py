@@ -75,10 +75,11 @@ import stat
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import IO, Any, BinaryIO, Literal, Protocol
+from typing import IO, BinaryIO, Literal, Protocol
 
 import msgspec
 
@@ -119,6 +120,9 @@ ALGORITHMS: dict[str, int] = DIGEST_ALGORITHMS
 #: Read and write size of streaming copies: large enough that per-call
 #: overhead vanishes, small enough to stay in the CPU's caches.
 BUFFER_SIZE = 4 << 20
+
+#: Buffers being hashed while the next one is read and written.
+PIPELINE_DEPTH = 3
 
 #: Blobs larger than this are never read by :meth:`ContentStore.gc` to find
 #: children: no manifest, index or config is that large (registries refuse
@@ -454,24 +458,30 @@ class Writer:
 
         Hashing runs in a second thread while the main one reads and writes
         (``hashlib`` and ``os.write`` release the GIL), so a large copy goes
-        at the speed of the slower of the two rather than their sum. Reads
-        stop at end of stream, or after ``limit`` bytes.
+        at the speed of the slower of the two rather than their sum; a few
+        buffers in flight (:data:`PIPELINE_DEPTH`) absorb scheduling jitter.
+        Reads stop at end of stream, or after ``limit`` bytes.
         """
         fd = self._check_open()
         readinto = getattr(stream, "readinto", None)
-        bufs = [bytearray(BUFFER_SIZE), bytearray(BUFFER_SIZE)]
+        depth = max(1, PIPELINE_DEPTH)
+        bufs: list[bytearray] = []
         copied = 0
         pool: ThreadPoolExecutor | None = None
-        pending: Any = None
+        pending: deque[Future[None]] = deque()
         i = 0
         try:
             while True:
                 want = BUFFER_SIZE if limit is None else min(BUFFER_SIZE, limit - copied)
                 if want <= 0:
                     break
+                if len(pending) >= depth:
+                    pending.popleft().result()  # the buffer about to be reused is hashed
+                if len(bufs) <= i:
+                    bufs.append(bytearray(BUFFER_SIZE))
                 view = memoryview(bufs[i])[:want]
                 if readinto is not None:
-                    n = readinto(view)
+                    n = readinto(view) or 0
                 else:
                     chunk = stream.read(want)
                     n = len(chunk)
@@ -480,31 +490,27 @@ class Writer:
                     break
                 chunk_view = view[:n]
                 if self.total is not None and self.offset + n > self.total:
-                    if pending is not None:
-                        pending.result()
-                        pending = None
+                    while pending:
+                        pending.popleft().result()
                     self.write(chunk_view)  # raises SizeMismatch, removes the ingest
-                if pending is not None:
-                    pending.result()
-                    pending = None
                 if pool is None and n == BUFFER_SIZE:
                     pool = ThreadPoolExecutor(1, thread_name_prefix="content-hash")
                 if pool is not None:
-                    pending = pool.submit(self._hash.update, chunk_view)
+                    # One worker: the hash sees the chunks in order.
+                    pending.append(pool.submit(self._hash.update, chunk_view))
                     _write_all(fd, chunk_view)
                 else:
                     _write_all(fd, chunk_view)
                     self._hash.update(chunk_view)
                 self.offset += n
                 copied += n
-                i ^= 1
-            if pending is not None:
-                pending.result()
-                pending = None
+                i = (i + 1) % (depth + 1)
+            while pending:
+                pending.popleft().result()
         finally:
-            if pending is not None:
+            for f in pending:
                 with contextlib.suppress(BaseException):
-                    pending.result()
+                    f.result()
             if pool is not None:
                 pool.shutdown()
         return copied
