@@ -194,6 +194,18 @@ def test_ingest_from(store: ContentStore) -> None:
     assert store.ingest_from(io.BytesIO(small)) == sha(small)
 
 
+def test_write_from_limit_and_pipeline(store: ContentStore) -> None:
+    data = os.urandom(10 * content.BUFFER_SIZE + 7)  # more buffers than the pipeline holds
+    f = io.BytesIO(data)
+    w = store.writer("r")
+    assert w.write_from(f, limit=100) == 100
+    assert w.offset == 100 and f.tell() == 100
+    assert w.write_from(f) == len(data) - 100
+    assert w.digest() == sha(data)
+    assert w.commit(sha(data), len(data)) == sha(data)
+    assert store.read(sha(data)) == data
+
+
 def test_ingest_from_without_readinto(store: ContentStore) -> None:
     class Chunks:
         def __init__(self, data: bytes) -> None:
