@@ -814,14 +814,17 @@ class ContentStore:
         """Link a checked, fsynced, read-only ingest file into ``blobs/``."""
         target = self._blob_path(digest)
         parent = os.path.dirname(target)
-        os.makedirs(parent, mode=0o755, exist_ok=True)
+        if not os.path.isdir(parent):
+            os.makedirs(parent, mode=0o755, exist_ok=True)
+            _fsync_dir(self._blobs)
         with self._shared_lock():
             try:
                 os.link(data_path, target)
             except FileExistsError:
                 # Someone else committed the same blob first. Keep theirs if it
-                # is whole; a truncated one (damaged on disk) is replaced.
-                if os.stat(target).st_size != size:
+                # is whole; a short one (damaged on disk) or a non-file is replaced.
+                st = os.lstat(target)
+                if not stat.S_ISREG(st.st_mode) or st.st_size != size:
                     os.rename(data_path, target)
             _fsync_dir(parent)
 
