@@ -561,3 +561,31 @@ def test_many_directories_and_links_across_them(tmp_path: Path, target: Path) ->
     assert (target / "d2199/f").read_bytes() == b"2199"
     for i in range(0, 2200, 3):
         assert (target / f"d{i}/h").read_bytes() == str((i * 7) % 2200).encode()
+
+
+@pytest.mark.parametrize("key", ["size", "uid", "mtime"])
+def test_bad_pax_numbers(tmp_path: Path, target: Path, key: str) -> None:
+    data = make_tar([f("x", b"1", pax={key: "-5" if key != "mtime" else "x"})])
+    with pytest.raises(LayerError, match="invalid PAX"):
+        apply_bytes(tmp_path, data, target)
+
+
+def test_negative_size_in_header(tmp_path: Path, target: Path) -> None:
+    raw = bytearray(make_tar([f("x", b"")], tarfile.USTAR_FORMAT))
+    raw[124:136] = b"-0000000001\0"
+    raw[148:156] = b"        "
+    raw[148:156] = b"%06o\0 " % sum(raw[:512])
+    with pytest.raises(LayerError, match="negative size"):
+        apply_bytes(tmp_path, bytes(raw), target)
+
+
+def test_base256_numbers(tmp_path: Path, target: Path) -> None:
+    big_uid = 1 << 22
+    ti, data = f("x", b"1")
+    ti.uid = big_uid if os.geteuid() == 0 else os.geteuid()
+    ti.mtime = 8**11 + 5  # too large for 11 octal digits: GNU base-256
+    raw = make_tar([(ti, data)], tarfile.GNU_FORMAT)
+    apply_bytes(tmp_path, raw, target)
+    assert (target / "x").stat().st_mtime == 8**11 + 5
+    if os.geteuid() == 0:
+        assert (target / "x").stat().st_uid == big_uid
