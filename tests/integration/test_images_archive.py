@@ -389,6 +389,14 @@ def test_import_compressed_and_bad(store: ImageStore, tmp_path: Path) -> None:
     junk.write_bytes(b"this is not a tar" * 100)
     with pytest.raises(LayerError, match="not a tar"):
         archive.import_rootfs(store, junk, ref="junk")
+    # Truncated: plain (cut inside busybox's data) and gzip.
+    data = tar.read_bytes()
+    (tmp_path / "cut.tar").write_bytes(data[: len(data) // 2])
+    with pytest.raises(LayerError, match="not a valid tar"):
+        archive.import_rootfs(store, tmp_path / "cut.tar")
+    (tmp_path / "cut.tar.gz").write_bytes(gz.read_bytes()[:-2000])
+    with pytest.raises(LayerError, match="truncated"):
+        archive.import_rootfs(store, tmp_path / "cut.tar.gz")
     assert [i.id for i in store.list()] == [image.id]
 
 

@@ -52,6 +52,7 @@ import stat
 import tarfile
 import tempfile
 import uuid
+import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -162,15 +163,64 @@ class _Peek(io.RawIOBase):
         return len(data)
 
 
-def _diff_id(stream: BinaryIO) -> tuple[str, int]:
-    """sha256 and length of a layer's uncompressed tar."""
-    h = hashlib.sha256()
-    size = 0
-    with contextlib.closing(decompressed(stream)) as plain:
-        while chunk := plain.read(_CHUNK):
-            h.update(chunk)
-            size += len(chunk)
-    return f"sha256:{h.hexdigest()}", size
+def _decompression_errors() -> tuple[type[BaseException], ...]:
+    errors: list[type[BaseException]] = [EOFError, zlib.error, lzma.LZMAError, gzip.BadGzipFile]
+    with contextlib.suppress(ImportError):
+        import zstandard
+
+        errors.append(zstandard.ZstdError)
+    return tuple(errors)
+
+
+class _Hashing(io.RawIOBase):
+    """Reads through ``raw``, hashing (sha256) and counting what passes."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self._raw = raw
+        self.hash = hashlib.sha256()
+        self.size = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        data = self._raw.read(len(view))
+        n = len(data)
+        view[:n] = data
+        self.hash.update(data)
+        self.size += n
+        return n
+
+    def drain(self) -> None:
+        while self.read(_CHUNK):
+            pass
+
+
+def _diff_id(stream: BinaryIO, *, check_tar: bool = False, what: str = "layer") -> tuple[str, int]:
+    """sha256 and length of a layer's uncompressed tar.
+
+    With ``check_tar`` the tar is also read entry by entry, so a truncated
+    or corrupt one is refused (:class:`LayerError`) here rather than when
+    it is unpacked. A corrupt compressed stream always is.
+    """
+    try:
+        with contextlib.closing(decompressed(stream)) as plain:
+            hashing = _Hashing(plain)
+            if check_tar:
+                reader = io.BufferedReader(hashing, _CHUNK)
+                _check_tar_head(reader.peek(512)[:512], what)
+                with tarfile.open(fileobj=reader, mode="r|") as tar:
+                    for _ in tar:
+                        pass
+                while reader.read(_CHUNK):  # trailing zero blocks count too
+                    pass
+            hashing.drain()
+    except tarfile.TarError as exc:
+        raise LayerError(f"{what}: not a valid tar archive: {exc}") from None
+    except _decompression_errors() as exc:
+        raise LayerError(f"{what}: corrupt or truncated compressed data: {exc}") from None
+    return f"sha256:{hashing.hash.hexdigest()}", hashing.size
 
 
 def _check_tar_head(head: bytes, what: str) -> None:
@@ -424,7 +474,7 @@ def _load_docker(store: ImageStore, src: _Source, entries: list[Any]) -> list[_P
             with store.content.open(digest) as blob:
                 kind = compression_of(blob.read(8))
                 blob.seek(0)
-                actual, _ = _diff_id(blob)
+                actual, _ = _diff_id(blob, what=f"layer {path}")
             if actual != diff_id:
                 raise DigestMismatch(
                     f"layer {path} unpacks to {actual}, the image config says {diff_id}",
@@ -907,10 +957,8 @@ def import_rootfs(
                 stream = decompressed(stream)
                 kind = None
             digest = str(store.content.ingest_from(stream))
-        with store.content.open(digest) as blob, contextlib.closing(decompressed(blob)) as plain:
-            _check_tar_head(plain.read(512), described)
         with store.content.open(digest) as blob:
-            diff_id, _ = _diff_id(blob)
+            diff_id, _ = _diff_id(blob, check_tar=True, what=described)
         media_type = {
             None: MEDIA_TYPE_OCI_LAYER,
             "gzip": MEDIA_TYPE_OCI_LAYER_GZIP,
