@@ -369,6 +369,7 @@ def test_import_with_changes(store: ImageStore, tmp_path: Path) -> None:
     assert cfg["Volumes"] == {"/data": {}, "/cache": {}, "/logs": {}}
     assert cfg["StopSignal"] == "SIGINT"
     assert store.history("imported:1")[0]["Comment"] == "from a test"
+    assert store.inspect("imported:1")["Comment"] == "from a test"
     # The layer is the tar as given, its diff_id its sha256.
     assert image.diff_ids == ["sha256:" + hashlib.sha256(tar.read_bytes()).hexdigest()]
 

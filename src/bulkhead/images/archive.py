@@ -973,6 +973,7 @@ def import_rootfs(
                 **({"variant": plat["variant"]} if plat.get("variant") else {}),
                 "os": plat.get("os", "linux"),
                 "config": config_obj,
+                **({"comment": message} if message else {}),
                 "rootfs": {"type": "layers", "diff_ids": [diff_id]},
                 "history": [
                     {

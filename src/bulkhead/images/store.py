@@ -558,7 +558,8 @@ class ImageStore:
             "RepoTags": [familiar(t) for t in image.tags],
             "RepoDigests": [familiar(d) for d in repo_digests],
             "Parent": "",
-            "Comment": str((image.config.get("history") or [{}])[-1].get("comment", "")),
+            # Docker keeps `docker import -m`/`commit -m` messages in the config's "comment".
+            "Comment": str(image.config.get("comment") or ""),
             "Created": image.created or None,
             "DockerVersion": image.config.get("docker_version", ""),
             "Author": image.config.get("author", ""),
