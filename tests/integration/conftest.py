@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.integration.registry_fixtures import registry, registry_factory  # noqa: F401
 from tests.integration.runtime_helpers import RuntimeCLI, cgroup_dirs
 
 if os.geteuid() != 0:
