@@ -29,7 +29,7 @@ CGROUPV2_TESTS := tests/cgroupv2 \
 	tests/integration/test_rootfs.py::test_cgroup_v2_fresh_mount_in_cgroup_namespace \
 	tests/integration/test_rootfs.py::test_cgroup_v2_bind_of_own_cgroup
 
-.PHONY: run test deps test-deps lint typecheck pytest test-cgroupv2 bench bench-cgroups bench-layers clean
+.PHONY: run test deps test-deps lint typecheck pytest test-cgroupv2 bench bench-cgroups bench-layers bench-pull clean
 
 $(STATE): pyproject.toml
 	@need=""; for p in $(RUN_DEBS); do dpkg -s $$p >/dev/null 2>&1 || need="$$need $$p"; done; \
@@ -84,6 +84,10 @@ bench-cgroups: test-deps
 # Layer apply vs GNU tar, umoci and podman import, on a fresh journaled ext4 loop device.
 bench-layers: test-deps
 	$(PY) bench/layer_apply.py
+
+# Pull of a ~200 MB image from a local docker-registry: bulkhead vs skopeo copy.
+bench-pull: test-deps
+	$(PY) bench/pull.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info

@@ -244,6 +244,70 @@ def _wait_ready(reg: Registry, deadline: float) -> None:
     raise RuntimeError(f"docker-registry did not answer on {reg.host}: {reg.log()}")
 
 
+def start_registry(
+    root: Path,
+    auth: str | None = None,
+    *,
+    anonymous_pull: bool = False,
+    started: list[Registry] | None = None,
+) -> Registry:
+    """Start docker-registry with its files under ``root`` (created); see the module doc.
+
+    Each process started is appended to ``started`` at once, so that a caller's
+    clean-up finds it even when it never became ready.
+    """
+    if REGISTRY_BIN is None:
+        raise RuntimeError("docker-registry is not installed (make test-deps)")
+    started = started if started is not None else []
+    root.mkdir(parents=True)
+    token = None
+    if auth == "htpasswd":
+        subprocess.run(
+            ["htpasswd", "-Bbc", str(root / "htpasswd"), USER, PASSWORD],
+            check=True,
+            capture_output=True,
+        )
+    elif auth == "token":
+        token = TokenServer(root, {USER: PASSWORD}, anonymous_pull=anonymous_pull)
+        token.start()
+    for _ in range(5):
+        port = free_port()
+        (root / "config.yml").write_text(_config(root, port, auth, token))
+        log_path = root / "registry.log"
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(
+                [REGISTRY_BIN, "serve", str(root / "config.yml")],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(root)},
+                start_new_session=True,
+            )
+        reg = Registry(f"127.0.0.1:{port}", root, proc, auth, token, log_path)
+        started.append(reg)
+        try:
+            _wait_ready(reg, time.monotonic() + 15)
+            return reg
+        except RuntimeError:
+            if proc.poll() is None or "address already in use" not in reg.log():
+                raise
+    raise RuntimeError("no free port for docker-registry")
+
+
+def stop_registry(reg: Registry) -> None:
+    """Stop the registry (and its token server) and remove its files."""
+    if reg.process.poll() is None:
+        reg.process.send_signal(signal.SIGTERM)
+        try:
+            reg.process.wait(10)
+        except subprocess.TimeoutExpired:
+            reg.process.kill()
+            reg.process.wait()
+    if reg.token_server is not None:
+        reg.token_server.stop()
+    shutil.rmtree(reg.root, ignore_errors=True)
+
+
 @pytest.fixture
 def registry_factory(tmp_path: Path) -> Iterator[Callable[..., Registry]]:
     """Start registries on demand; all are stopped and their files removed afterwards."""
@@ -253,54 +317,13 @@ def registry_factory(tmp_path: Path) -> Iterator[Callable[..., Registry]]:
 
     def start(auth: str | None = None, *, anonymous_pull: bool = False) -> Registry:
         root = tmp_path / f"registry-{len(started)}"
-        root.mkdir()
-        token = None
-        if auth == "htpasswd":
-            subprocess.run(
-                ["htpasswd", "-Bbc", str(root / "htpasswd"), USER, PASSWORD],
-                check=True,
-                capture_output=True,
-            )
-        elif auth == "token":
-            token = TokenServer(root, {USER: PASSWORD}, anonymous_pull=anonymous_pull)
-            token.start()
-        for _ in range(5):
-            port = free_port()
-            (root / "config.yml").write_text(_config(root, port, auth, token))
-            log_path = root / "registry.log"
-            with open(log_path, "wb") as log:
-                proc = subprocess.Popen(
-                    [str(REGISTRY_BIN), "serve", str(root / "config.yml")],
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(root)},
-                    start_new_session=True,
-                )
-            reg = Registry(f"127.0.0.1:{port}", root, proc, auth, token, log_path)
-            started.append(reg)
-            try:
-                _wait_ready(reg, time.monotonic() + 15)
-                return reg
-            except RuntimeError:
-                if proc.poll() is None or "address already in use" not in reg.log():
-                    raise
-        raise RuntimeError("no free port for docker-registry")
+        return start_registry(root, auth, anonymous_pull=anonymous_pull, started=started)
 
     try:
         yield start
     finally:
         for reg in started:
-            if reg.process.poll() is None:
-                reg.process.send_signal(signal.SIGTERM)
-                try:
-                    reg.process.wait(10)
-                except subprocess.TimeoutExpired:
-                    reg.process.kill()
-                    reg.process.wait()
-            if reg.token_server is not None:
-                reg.token_server.stop()
-            shutil.rmtree(reg.root, ignore_errors=True)
+            stop_registry(reg)
 
 
 @pytest.fixture
