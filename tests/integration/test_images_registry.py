@@ -614,3 +614,23 @@ def test_server_errors_retried_then_reported(
         client.pull(ref, store)
     blob_paths = [r.url.path for r in t.requests if is_blob(r)]
     assert len(blob_paths) == len(set(blob_paths)) == 3  # config and two layers, once each
+
+
+@pytest.mark.parametrize("lie", [+1000, -1000], ids=["size-too-large", "size-too-small"])
+def test_manifest_lying_about_a_layer_size(
+    registry: Registry, src_store: ContentStore, dst_store: ContentStore, lie: int
+) -> None:
+    ref, mdigest, layers = pushed_image(registry, src_store, 20_000)
+    manifest = json.loads(src_store.read(mdigest))
+    manifest["layers"][0]["size"] += lie
+    data = json.dumps(manifest).encode()
+    lying = registry.ref("faults/img:lying")
+    with anon() as client:
+        client.put_manifest(lying, data, MEDIA_TYPE_OCI_MANIFEST, "lying")
+        with pytest.raises(SizeMismatch, match=digest_of(layers[0])):
+            client.pull(lying, dst_store)
+    bad = digest_of(layers[0])
+    assert not dst_store.exists(bad) and not dst_store.exists(digest_of(data))
+    assert [i for i in dst_store.ingests() if i.expected == bad] == []
+    with anon() as client:  # the honest tag still pulls
+        assert client.pull(ref, dst_store).manifest_digest == mdigest

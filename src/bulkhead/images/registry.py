@@ -573,6 +573,17 @@ class RegistryClient:
         headers = {"Range": f"bytes={offset}-"} if offset else {}
         resp = self._send(ep, "GET", url, [self._scope(ref)], headers=headers, stream=True)
         try:
+            if resp.status_code == 416 and offset:
+                # We have `offset` bytes and the registry has no more: the
+                # descriptor promised a blob larger than the registry's. (The
+                # body is not read: distribution sends a wrong Content-Length.)
+                raise SizeMismatch(
+                    f"blob {desc.digest}: the registry has only {offset} bytes, "
+                    f"its descriptor says {desc.size}",
+                    desc.digest,
+                    expected=desc.size,
+                    actual=offset,
+                )
             if resp.status_code >= 400:
                 self._raise_for(resp, f"blob {desc.digest} of {ref.domain}/{ref.path}")
             skip = 0
