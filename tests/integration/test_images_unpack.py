@@ -250,3 +250,33 @@ def test_concurrent_unpacks_share_one_chain(tmp_path: Path, snapshotter: Any) ->
     assert errors == []
     assert len(set(tops)) == 1
     assert [(i.name, i.kind) for i in snapshotter.walk()] == [(tops[0], Kind.COMMITTED)]
+
+
+def test_push_pull_unpack_end_to_end(
+    store: ImageStore, snapshotter: Any, mountpoint: Path, tmp_path: Path, registry: Any
+) -> None:
+    """busybox built offline, pushed to a real registry, pulled into a fresh store, run."""
+    from bulkhead.images.registry import RegistryClient
+
+    manifest_digest, config_digest = busybox.build_busybox_image(store.content)
+    image = store.add(manifest_digest)
+    ref = registry.ref("library/busybox:e2e")
+    with RegistryClient() as client:
+        client.push(ref, store.content, image.manifest_digest)
+        with ImageStore(tmp_path / "pulled") as fresh:
+            pulled = fresh.pull(client, ref)
+            assert pulled.id == config_digest
+            assert pulled.tags == [ref]
+            assert pulled.repo_digests == [f"{registry.host}/library/busybox@{manifest_digest}"]
+            top = fresh.unpack(ref, snapshotter)
+    mount_all(snapshotter.prepare("c", parent=top), str(mountpoint))
+    try:
+        out = subprocess.run(
+            [str(mountpoint / "bin" / "sh"), "-c", "echo pulled and running"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert out.stdout == "pulled and running\n"
+    finally:
+        unmount_all(str(mountpoint))
