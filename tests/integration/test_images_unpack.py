@@ -280,3 +280,22 @@ def test_push_pull_unpack_end_to_end(
         assert out.stdout == "pulled and running\n"
     finally:
         unmount_all(str(mountpoint))
+
+
+def test_pull_of_an_index_keeps_it(store: ImageStore, tmp_path: Path, registry: Any) -> None:
+    """A multi-platform push (the busybox index): the repo digest is the index's, gc keeps it."""
+    from bulkhead.images.registry import RegistryClient
+
+    busybox.build_busybox_image(store.content)
+    built = busybox.make_busybox_image()
+    ref = registry.ref("library/busybox:multi")
+    with RegistryClient() as client, ImageStore(tmp_path / "pulled") as fresh:
+        client.push(ref, store.content, built.index_digest)
+        image = fresh.pull(client, ref)
+        assert image.manifest_digest == built.manifest_digest
+        assert image.repo_digests == [f"{registry.host}/library/busybox@{built.index_digest}"]
+        assert fresh.get(f"{registry.host}/library/busybox@{built.index_digest}").id == image.id
+        fresh.gc()
+        assert fresh.content.exists(built.index_digest)
+        assert fresh.remove(ref)[-1] == {"Deleted": image.id}
+        assert list(fresh.content.walk()) == []
