@@ -6,7 +6,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.integration.registry_fixtures import registry, registry_factory  # noqa: F401
+from tests.integration.registry_fixtures import (  # noqa: F401
+    cutting_proxy,
+    registry,
+    registry_factory,
+)
 from tests.integration.runtime_helpers import RuntimeCLI, cgroup_dirs
 
 if os.geteuid() != 0:

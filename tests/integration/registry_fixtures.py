@@ -330,3 +330,110 @@ def registry_factory(tmp_path: Path) -> Iterator[Callable[..., Registry]]:
 def registry(registry_factory: Callable[..., Registry]) -> Registry:
     """A registry without authentication."""
     return registry_factory()
+
+
+class CuttingProxy:
+    """A TCP proxy on 127.0.0.1 in front of a registry that drops connections mid-answer.
+
+    The first ``cuts`` connections whose answers pass ``cut_after`` bytes are
+    closed right there (both ways, as a reset would), which httpx sees as the
+    peer closing the connection in the middle of a body. ``sent`` keeps what
+    clients sent (request lines and headers: to find ``Range:`` requests).
+    """
+
+    def __init__(self, upstream: str, cut_after: int, cuts: int = 1) -> None:
+        host, _, port = upstream.rpartition(":")
+        self._upstream = (host, int(port))
+        self.cut_after = cut_after
+        self.cuts = cuts
+        self.cuts_done = 0
+        self.sent = bytearray()
+        self._lock = threading.Lock()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.host = f"127.0.0.1:{self._listener.getsockname()[1]}"
+        self._sockets: list[socket.socket] = []
+        self._threads: list[threading.Thread] = []
+        self._stopped = False
+        t = threading.Thread(target=self._accept, daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    def _accept(self) -> None:
+        while not self._stopped:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(self._upstream, timeout=10)
+            except OSError:
+                client.close()
+                continue
+            upstream.settimeout(None)
+            with self._lock:
+                self._sockets += [client, upstream]
+            for args in ((client, upstream, False), (upstream, client, True)):
+                t = threading.Thread(target=self._pump, args=args, daemon=True)
+                t.start()
+                self._threads.append(t)
+
+    def _pump(self, src: socket.socket, dst: socket.socket, downstream: bool) -> None:
+        passed = 0
+        try:
+            while data := src.recv(65536):
+                if downstream:
+                    with self._lock:
+                        cut = self.cuts_done < self.cuts and passed + len(data) > self.cut_after
+                        if cut:
+                            self.cuts_done += 1
+                    if cut:
+                        dst.sendall(data[: max(0, self.cut_after - passed)])
+                        break
+                    passed += len(data)
+                else:
+                    with self._lock:
+                        self.sent += data
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def stop(self) -> None:
+        self._stopped = True
+        try:
+            self._listener.shutdown(socket.SHUT_RDWR)  # wakes accept()
+        except OSError:
+            pass
+        self._listener.close()
+        with self._lock:
+            sockets = list(self._sockets)
+        for s in sockets:  # shutdown, not close: it wakes a thread blocked in recv
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        for t in self._threads:
+            t.join(5)
+        for s in sockets:
+            s.close()
+
+
+@pytest.fixture
+def cutting_proxy() -> Iterator[Callable[..., CuttingProxy]]:
+    """Make CuttingProxy instances; all are stopped afterwards."""
+    made: list[CuttingProxy] = []
+
+    def make(upstream: str, cut_after: int, cuts: int = 1) -> CuttingProxy:
+        proxy = CuttingProxy(upstream, cut_after, cuts)
+        made.append(proxy)
+        return proxy
+
+    try:
+        yield make
+    finally:
+        for p in made:
+            p.stop()

@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.integration.registry_fixtures import PASSWORD, USER, Registry
+from tests.integration.registry_fixtures import PASSWORD, USER, CuttingProxy, Registry
 
 from bulkhead.errors import (
     AuthenticationError,
@@ -634,3 +634,35 @@ def test_manifest_lying_about_a_layer_size(
     assert [i for i in dst_store.ingests() if i.expected == bad] == []
     with anon() as client:  # the honest tag still pulls
         assert client.pull(ref, dst_store).manifest_digest == mdigest
+
+
+def test_connection_dropped_mid_blob_by_a_proxy(
+    registry: Registry,
+    src_store: ContentStore,
+    dst_store: ContentStore,
+    cutting_proxy: Callable[..., CuttingProxy],
+) -> None:
+    """A real connection closed mid-body (a TCP proxy drops it), then a resumed pull."""
+    _, mdigest, layers = pushed_image(registry, src_store, 400_000)
+    proxy = cutting_proxy(registry.host, cut_after=300_000, cuts=1)
+    ref = f"{proxy.host}/faults/img:1"
+    with (
+        anon(retries=0, max_workers=1) as client,
+        pytest.raises(RegistryUnavailable, match="next pull resumes"),
+    ):
+        client.pull(ref, dst_store)
+    assert proxy.cuts_done == 1
+    partial = [i for i in dst_store.ingests() if i.offset > 0]
+    assert len(partial) == 1 and not dst_store.exists(mdigest)
+
+    # Cut twice more during the next pull: retried within it, each attempt
+    # continuing where the last one stopped.
+    proxy.cuts += 2
+    proxy.sent.clear()
+    with anon(max_workers=1) as client:
+        assert client.pull(ref, dst_store).manifest_digest == mdigest
+    assert proxy.cuts_done == 3
+    assert f"bytes={partial[0].offset}-".encode() in proxy.sent.lower()
+    for layer in layers:
+        assert dst_store.read(digest_of(layer)) == layer
+    assert dst_store.ingests() == []
