@@ -76,14 +76,16 @@ import os
 import queue
 import shutil
 import stat
-import tarfile
 import threading
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import BinaryIO, Literal
+from typing import TYPE_CHECKING, BinaryIO, Literal
 
 from bulkhead.errors import LayerError, UnsafeLayer
+
+if TYPE_CHECKING:
+    import tarfile
 
 __all__ = [
     "AppliedLayer",
@@ -1238,6 +1240,8 @@ def write_layer(
     (overlay's own bookkeeping lives there). Owners are numeric, user and
     group names empty, as Docker's layers.
     """
+    import tarfile  # here: apply_layer does not need it, and a CLI start should not pay for it
+
     writer = _HashingWriter(out)
     root_fd = os.open(os.fspath(root), _DIR_FLAGS)
     seen: dict[tuple[int, int], str] = {}
@@ -1274,6 +1278,8 @@ def write_layer(
 def _add_entry(
     tf: tarfile.TarFile, pfd: int, base: str, name: str, seen: dict[tuple[int, int], str]
 ) -> None:
+    import tarfile
+
     st = os.stat(base, dir_fd=pfd, follow_symlinks=False)
     ti = tarfile.TarInfo(name)
     ti.mode = stat.S_IMODE(st.st_mode)
