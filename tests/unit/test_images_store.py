@@ -192,6 +192,13 @@ def test_inspect_and_history(store: ImageStore) -> None:
     assert doc["Created"] == "2024-01-02T03:04:05Z"
     assert doc["Size"] == image.size > 0
     assert doc["Descriptor"]["digest"] == image.manifest_digest
+    summary = store.summaries()
+    assert summary[0]["Id"] == image.id
+    assert summary[0]["RepoTags"] == ["busybox:latest"]
+    assert summary[0]["Created"] == 1704164645
+    assert summary[0]["Containers"] == 0
+    store.register_use(image, "c1")
+    assert store.summaries()[0]["Containers"] == 1
     hist = store.history("busybox")
     assert hist[0]["Id"] == image.id
     assert hist[0]["CreatedBy"] == "test layer"

@@ -583,6 +583,34 @@ class ImageStore:
             },
         }
 
+    def summaries(self) -> builtins.list[dict[str, Any]]:
+        """Docker's ``GET /images/json`` (ImageSummary): one entry per image, newest first.
+
+        ``Containers`` counts the registered uses; ``SharedSize`` is -1, as
+        Docker reports it unless asked to compute it.
+        """
+        out: builtins.list[dict[str, Any]] = []
+        for image in self.list():
+            out.append(
+                {
+                    "Id": image.id,
+                    "ParentId": "",
+                    "RepoTags": [familiar(t) for t in image.tags],
+                    "RepoDigests": [familiar(d) for d in image.repo_digests],
+                    "Created": _unix(image.created),
+                    "Size": image.size,
+                    "SharedSize": -1,
+                    "Labels": (image.config.get("config") or {}).get("Labels") or {},
+                    "Containers": len(self.users(image)),
+                    "Descriptor": {
+                        "mediaType": image.manifest.get("mediaType", MEDIA_TYPE_OCI_MANIFEST),
+                        "digest": image.manifest_digest,
+                        "size": self.content.info(image.manifest_digest).size,
+                    },
+                }
+            )
+        return out
+
     def history(self, ref: str) -> builtins.list[dict[str, Any]]:
         """Docker's ``GET /images/{name}/history``: one entry per history step, newest first."""
         image = self.get(ref)
