@@ -359,3 +359,31 @@ def test_pull_records_tag_and_repo_digest(store: ImageStore) -> None:
     # The index is kept as a root: gc does not sweep it.
     store.gc()
     assert store.content.exists(index_digest)
+
+
+def _tag_many(root: str, image_id: str, worker: int) -> None:
+    with ImageStore(root) as s:
+        for n in range(25):
+            s.tag(image_id, f"w{worker}:{n}")
+        s.register_use(image_id, f"container-{worker}")
+
+
+def test_concurrent_processes(tmp_path: Path) -> None:
+    """Several processes naming and using one image at once: every change lands."""
+    import multiprocessing
+
+    root = str(tmp_path / "s")
+    with ImageStore(root) as s:
+        image = s.add(make_image(s, {"a": b"1"}))
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_tag_many, args=(root, image.id, w)) for w in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    with ImageStore(root) as s:
+        assert len(s.get(image.id).tags) == 100
+        assert len(s.users(image)) == 4
+        with pytest.raises(ImageInUse):
+            s.remove(image.id, force=False)
