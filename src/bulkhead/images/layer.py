@@ -355,13 +355,10 @@ class _StreamSource(_Source):
 
     def _produce(self, gen: Iterator[bytes]) -> None:
         put = self.queue.put
-        update = self.digest.update
         try:
             for chunk in gen:
                 if self.stop:
                     return
-                update(chunk)
-                self.size += len(chunk)
                 put(chunk)
         except zlib.error as e:
             put(LayerError(f"corrupt gzip stream: {e}"))
@@ -381,6 +378,10 @@ class _StreamSource(_Source):
         if isinstance(item, BaseException):
             self.eof = True
             raise item
+        # Hashed here, not by the producer: decompression keeps that thread
+        # busy, and sha256 lets go of the GIL while the producer works.
+        self.digest.update(item)
+        self.size += len(item)
         self.buf = item
         self.off = 0
         return True
