@@ -589,3 +589,28 @@ def test_base256_numbers(tmp_path: Path, target: Path) -> None:
     assert (target / "x").stat().st_mtime == 8**11 + 5
     if os.geteuid() == 0:
         assert (target / "x").stat().st_uid == big_uid
+
+
+def test_corrupt_zstd(tmp_path: Path, target: Path) -> None:
+    """A zstd frame without a checksum may decode to other bytes: the diff_id tells."""
+    data = layer_tar()
+    blob = bytearray(zstandard.ZstdCompressor().compress(data))
+    blob[len(blob) // 2 : len(blob) // 2 + 64] = bytes(64)
+    try:
+        applied = apply_layer(io.BytesIO(bytes(blob)), str(target))
+    except LayerError:
+        return
+    assert applied.diff_id != "sha256:" + hashlib.sha256(data).hexdigest()
+    # a damaged frame header is refused outright
+    blob = bytearray(zstandard.ZstdCompressor().compress(data))
+    blob[4:12] = b"\xff" * 8
+    with pytest.raises(LayerError, match="zstd"):
+        apply_layer(io.BytesIO(bytes(blob)), str(target))
+
+
+def test_corrupt_gzip(tmp_path: Path, target: Path) -> None:
+    blob = bytearray(gzip.compress(layer_tar()))
+    blob[len(blob) // 2 : len(blob) // 2 + 64] = bytes(64)
+    (tmp_path / "l.gz").write_bytes(bytes(blob))
+    with pytest.raises(LayerError):
+        apply_layer(str(tmp_path / "l.gz"), str(target))
