@@ -211,6 +211,8 @@ def _config(root: Path, port: int, auth: str | None, token: TokenServer | None) 
             "maintenance": {"uploadpurging": {"enabled": False}},
         },
         "http": {"addr": f"127.0.0.1:{port}", "secret": uuid.uuid4().hex},
+        # Foreign layers' urls: only ones on loopback (distribution refuses all without a list).
+        "validation": {"manifests": {"urls": {"allow": [r"^http://127\.0\.0\.1:[0-9]+/"]}}},
     }
     if auth == "htpasswd":
         cfg["auth"] = {"htpasswd": {"realm": "bulkhead-test", "path": str(root / "htpasswd")}}

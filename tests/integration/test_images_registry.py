@@ -25,6 +25,7 @@ from bulkhead.errors import (
     AuthenticationError,
     DigestMismatch,
     NotFoundError,
+    RegistryError,
     RegistryUnavailable,
     SizeMismatch,
 )
@@ -33,6 +34,7 @@ from bulkhead.images.content import ContentStore
 from bulkhead.images.registry import Progress, RegistryClient, RegistryConfig
 from bulkhead.oci.image_spec import (
     MEDIA_TYPE_DOCKER_CONFIG,
+    MEDIA_TYPE_DOCKER_FOREIGN_LAYER_GZIP,
     MEDIA_TYPE_DOCKER_LAYER_GZIP,
     MEDIA_TYPE_DOCKER_MANIFEST,
     MEDIA_TYPE_DOCKER_MANIFEST_LIST,
@@ -177,8 +179,11 @@ class FaultTransport(httpx.BaseTransport):
         count = self._counts.get(key, 0)
         self._counts[key] = count + 1
         action = self._rule(request, count)
+        if isinstance(action, httpx.Response):
+            return action
         if isinstance(action, int):
-            return httpx.Response(action, json={"errors": [{"code": "INJECTED", "message": "x"}]})
+            code = "UNAVAILABLE" if action >= 500 else "INJECTED"
+            return httpx.Response(action, json={"errors": [{"code": code, "message": "x"}]})
         resp = self._inner.handle_request(request)
         if action is None:
             return resp
@@ -604,7 +609,7 @@ def test_server_errors_retried_then_reported(
     t = FaultTransport(lambda req, n: 503 if is_blob(req) else None)
     with (
         anon(transport=t, retries=2) as client,
-        pytest.raises(RegistryUnavailable, match=r"HTTP 503.*3 attempts"),
+        pytest.raises(RegistryUnavailable, match=r"HTTP 503 UNAVAILABLE.*3 attempts"),
     ):
         client.pull(ref, store)
     assert blobs_of(store) == set()
@@ -666,3 +671,79 @@ def test_connection_dropped_mid_blob_by_a_proxy(
     for layer in layers:
         assert dst_store.read(digest_of(layer)) == layer
     assert dst_store.ingests() == []
+
+
+def test_bearer_cross_repository_mount(
+    registry_factory: Factory, src_store: ContentStore, dst_store: ContentStore
+) -> None:
+    """A mount needs a token for two repositories: push to the target, pull from the source."""
+    reg = registry_factory("token")
+    assert reg.token_server is not None
+    mdigest, _ = build_image(src_store, sample_layers(2, 2000))
+    creds = Credentials(USER, PASSWORD)
+    statuses: list[str] = []
+    with RegistryClient(credentials=lambda h: creds) as client:
+        client.push(reg.ref("src/img:1"), src_store, mdigest)
+        client.push(
+            reg.ref("dst/img:1"),
+            src_store,
+            mdigest,
+            mount_from=reg.ref("src/img"),
+            progress=lambda p: statuses.append(p.status),
+        )
+        assert statuses and set(statuses) == {"mounted"}
+        assert client.pull(reg.ref("dst/img:1"), dst_store).manifest_digest == mdigest
+    scopes = [s for r in reg.token_server.requests for s in r["query"].get("scope", [])]
+    assert "repository:src/img:pull" in scopes and "repository:dst/img:pull,push" in scopes
+
+
+def test_foreign_layer_not_pushed_and_pulled_from_its_urls(
+    registry: Registry, src_store: ContentStore, dst_store: ContentStore, tmp_path: Path
+) -> None:
+    import functools
+    import http.server
+    import threading
+
+    base, foreign = sample_layers(2, 3000)
+    served = tmp_path / "served"
+    served.mkdir()
+    (served / "layer.tar.gz").write_bytes(foreign)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    handler.log_message = lambda *a: None  # type: ignore[attr-defined]
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/layer.tar.gz"
+        mdigest, mdata = build_image(src_store, [base, foreign], docker=True)
+        manifest = json.loads(mdata)
+        manifest["layers"][1]["mediaType"] = MEDIA_TYPE_DOCKER_FOREIGN_LAYER_GZIP
+        manifest["layers"][1]["urls"] = [url]
+        mdigest = src_store.write_blob(json.dumps(manifest).encode())
+        ref = registry.ref("foreign/img:1")
+        with anon() as client:
+            client.push(ref, src_store, mdigest)
+            assert not client.blob_exists(ref, digest_of(foreign))
+            assert client.blob_exists(ref, digest_of(base))
+            assert client.pull(ref, dst_store).manifest_digest == mdigest
+        assert dst_store.read(digest_of(foreign)) == foreign
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_server_error_naming_a_permanent_problem_is_not_retried(
+    registry: Registry, src_store: ContentStore, dst_store: ContentStore
+) -> None:
+    ref, _, _ = pushed_image(registry, src_store, 1000)
+    body = {"errors": [{"code": "MANIFEST_BLOB_UNKNOWN", "message": "blob unknown to registry"}]}
+
+    def rule(req: httpx.Request, n: int) -> Any:
+        return httpx.Response(500, json=body) if "/manifests/" in req.url.path else None
+
+    t = FaultTransport(rule)
+    with anon(transport=t) as client, pytest.raises(RegistryError) as info:
+        client.pull(ref, dst_store)
+    assert not isinstance(info.value, RegistryUnavailable)
+    assert info.value.status == 500 and info.value.code == "MANIFEST_BLOB_UNKNOWN"
+    assert len(t.requests) == 1

@@ -71,6 +71,7 @@ from bulkhead.images.auth import Authenticator, Credentials, DockerCredentialSto
 from bulkhead.images.content import ContentStore, Writer
 from bulkhead.images.reference import Reference, parse_reference
 from bulkhead.oci.image_spec import (
+    MEDIA_TYPE_DOCKER_FOREIGN_LAYER_GZIP,
     MEDIA_TYPE_DOCKER_MANIFEST,
     MEDIA_TYPE_DOCKER_MANIFEST_LIST,
     MEDIA_TYPE_OCI_INDEX,
@@ -341,6 +342,10 @@ class RegistryClient:
                 resp.read()
                 resp.close()
                 detail, _ = _error_detail(resp)
+                if _permanent(resp):
+                    # A 5xx that names what is wrong (distribution answers a
+                    # manifest with unknown blobs so): asking again won't help.
+                    return resp
                 last = _Retry(f"HTTP {resp.status_code} {detail}".strip(), status=resp.status_code)
                 attempt += 1
                 self._sleep(attempt, attempts, resp.headers.get("retry-after"))
@@ -502,14 +507,33 @@ class RegistryClient:
         """Download a blob into ``store``, verified; False when it was already there.
 
         A partial download left by an earlier attempt (of this or an earlier
-        pull) is continued with a ``Range`` request.
+        pull) is continued with a ``Range`` request. A blob with ``urls``
+        (a *foreign* or *non-distributable* layer, which registries usually do
+        not hold) is fetched from those first, then from the registry.
         """
         r = parse_reference(ref) if isinstance(ref, str) else ref
         if store.exists(desc.digest):
             if progress:
                 progress(Progress(desc.digest, desc.media_type, "exists", desc.size, desc.size))
             return False
-        self._with_endpoints(r, lambda ep: self._fetch_blob_from(ep, r, desc, store, progress))
+        errors: list[str] = []
+        for url in desc.urls or []:
+            parts = urllib.parse.urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                errors.append(f"{url}: not an http(s) URL")
+                continue
+            ep = Endpoint(parts.netloc, f"{parts.scheme}://{parts.netloc}", mirror=True)
+            try:
+                self._fetch_blob_from(ep, r, desc, store, progress, url=url)
+                return True
+            except (RegistryError, ContentError) as e:
+                errors.append(f"{url}: {e}")
+        try:
+            self._with_endpoints(r, lambda ep: self._fetch_blob_from(ep, r, desc, store, progress))
+        except (RegistryError, ContentError) as e:
+            if errors:
+                e.args = (f"{e} (its urls: {'; '.join(errors)})",)
+            raise
         return True
 
     def _fetch_blob_from(
@@ -519,8 +543,10 @@ class RegistryClient:
         desc: Descriptor,
         store: ContentStore,
         progress: ProgressCallback | None,
+        *,
+        url: str | None = None,
     ) -> None:
-        url = ep.url(f"{ref.path}/blobs/{desc.digest}")
+        url = url or ep.url(f"{ref.path}/blobs/{desc.digest}")
         attempts = self.retries + 1
         # One writer (one lock on the ingest) for all attempts; each attempt
         # continues at writer.offset.
@@ -758,7 +784,8 @@ class RegistryClient:
                     ref, store, child.digest, child.media_type, src, chunk_size, progress
                 )
         else:
-            blobs = [doc.config, *doc.layers]
+            # Foreign / non-distributable layers stay where their urls say, as in Docker.
+            blobs = [doc.config, *(x for x in doc.layers if not _is_foreign(x))]
             for b in blobs:
                 self.push_blob(
                     ref, store, b, mount_from=src, chunk_size=chunk_size, progress=progress
@@ -910,6 +937,31 @@ def _manifest_media_type(data: bytes, header: str) -> str:
         if "layers" in doc or "config" in doc:
             return header if header in MANIFEST_MEDIA_TYPES else MEDIA_TYPE_OCI_MANIFEST
     return header
+
+
+#: Distribution error codes of a 5xx that a retry may cure.
+_TRANSIENT_CODES = frozenset({"UNKNOWN", "UNAVAILABLE", "TOOMANYREQUESTS"})
+
+
+def _permanent(resp: httpx.Response) -> bool:
+    """A 5xx whose body names only errors that are not transient."""
+    try:
+        body = resp.json()
+    except (ValueError, UnicodeDecodeError):
+        return False
+    errors = body.get("errors") if isinstance(body, dict) else None
+    if not isinstance(errors, list) or not errors:
+        return False
+    codes = {str(e.get("code", "")) for e in errors if isinstance(e, dict)}
+    return bool(codes - _TRANSIENT_CODES)
+
+
+def _is_foreign(desc: Descriptor) -> bool:
+    """A layer that is not to be pushed: foreign (Docker) or non-distributable (OCI), with urls."""
+    return bool(desc.urls) and (
+        desc.media_type == MEDIA_TYPE_DOCKER_FOREIGN_LAYER_GZIP
+        or ".nondistributable." in desc.media_type
+    )
 
 
 def _content_range_start(value: str) -> int | None:
