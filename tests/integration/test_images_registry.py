@@ -747,3 +747,22 @@ def test_server_error_naming_a_permanent_problem_is_not_retried(
     assert not isinstance(info.value, RegistryUnavailable)
     assert info.value.status == 500 and info.value.code == "MANIFEST_BLOB_UNKNOWN"
     assert len(t.requests) == 1
+
+
+def test_concurrent_pulls_of_one_image_into_one_store(
+    registry: Registry, src_store: ContentStore, dst_store: ContentStore
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    ref, mdigest, layers = pushed_image(registry, src_store, 300_000)
+    t = FaultTransport(lambda req, n: None)
+    with anon(transport=t) as client, ThreadPoolExecutor(3) as pool:
+        results = list(pool.map(lambda _: client.pull(ref, dst_store), range(3)))
+    assert {r.manifest_digest for r in results} == {mdigest}
+    for layer in layers:
+        assert dst_store.read(digest_of(layer)) == layer
+    # Each layer was downloaded once: the others waited for its ingest, then found it.
+    for layer in layers:
+        gets = [r for r in t.requests if is_blob(r, digest_of(layer))]
+        assert len(gets) == 1
+    assert dst_store.ingests() == []
