@@ -343,8 +343,13 @@ class CuttingProxy:
     clients sent (request lines and headers: to find ``Range:`` requests).
     """
 
-    def __init__(self, upstream: str, cut_after: int, cuts: int = 1) -> None:
+    def __init__(
+        self, upstream: str, cut_after: int, cuts: int = 1, *, stall: bool = False
+    ) -> None:
         host, _, port = upstream.rpartition(":")
+        #: Instead of closing the connection, stop forwarding (a stalled server).
+        self.stall = stall
+        self._stop_event = threading.Event()
         self._upstream = (host, int(port))
         self.cut_after = cut_after
         self.cuts = cuts
@@ -390,6 +395,8 @@ class CuttingProxy:
                             self.cuts_done += 1
                     if cut:
                         dst.sendall(data[: max(0, self.cut_after - passed)])
+                        if self.stall:
+                            self._stop_event.wait(30)
                         break
                     passed += len(data)
                 else:
@@ -406,6 +413,7 @@ class CuttingProxy:
 
     def stop(self) -> None:
         self._stopped = True
+        self._stop_event.set()
         try:
             self._listener.shutdown(socket.SHUT_RDWR)  # wakes accept()
         except OSError:
@@ -429,8 +437,8 @@ def cutting_proxy() -> Iterator[Callable[..., CuttingProxy]]:
     """Make CuttingProxy instances; all are stopped afterwards."""
     made: list[CuttingProxy] = []
 
-    def make(upstream: str, cut_after: int, cuts: int = 1) -> CuttingProxy:
-        proxy = CuttingProxy(upstream, cut_after, cuts)
+    def make(upstream: str, cut_after: int, cuts: int = 1, *, stall: bool = False) -> CuttingProxy:
+        proxy = CuttingProxy(upstream, cut_after, cuts, stall=stall)
         made.append(proxy)
         return proxy
 

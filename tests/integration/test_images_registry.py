@@ -766,3 +766,19 @@ def test_concurrent_pulls_of_one_image_into_one_store(
         gets = [r for r in t.requests if is_blob(r, digest_of(layer))]
         assert len(gets) == 1
     assert dst_store.ingests() == []
+
+
+def test_stalled_connection_times_out_and_is_retried(
+    registry: Registry,
+    src_store: ContentStore,
+    dst_store: ContentStore,
+    cutting_proxy: Callable[..., CuttingProxy],
+) -> None:
+    _, mdigest, layers = pushed_image(registry, src_store, 400_000)
+    proxy = cutting_proxy(registry.host, cut_after=300_000, cuts=1, stall=True)
+    with anon(timeout=0.5, max_workers=1) as client:
+        pulled = client.pull(f"{proxy.host}/faults/img:1", dst_store)
+    assert pulled.manifest_digest == mdigest and proxy.cuts_done == 1
+    assert b"range: bytes=" in proxy.sent.lower()
+    for layer in layers:
+        assert dst_store.read(digest_of(layer)) == layer
