@@ -261,7 +261,9 @@ def test_fork_bomb_stops_at_the_pids_limit(ctr: StartCtr, rt: RuntimeCLI) -> Non
         cant_fork_messages=errors.count(eagain),
         message=eagain,
     )
-    assert reached_at is not None
+    # Sampling may miss the moment on a loaded machine; the kernel's own
+    # pids.peak (where it exists) records that the limit was reached.
+    assert reached_at is not None or peak == limit
     assert max(tasks) <= limit
     assert peak is None or peak == limit
     assert fork_failures > 0
