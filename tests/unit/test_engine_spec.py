@@ -13,12 +13,14 @@ from bulkhead.engine.options import (
     DeviceMapping,
     RunOptions,
     ThrottleDevice,
+    host_devices,
     parse_cpus,
     parse_device,
     parse_memory,
     parse_security_opt,
     parse_tmpfs,
     parse_ulimit,
+    stat_device,
 )
 from bulkhead.engine.spec import (
     DEFAULT_CAPABILITIES,
@@ -28,7 +30,7 @@ from bulkhead.engine.spec import (
 )
 from bulkhead.errors import SpecError
 from bulkhead.oci.image_spec import ContainerConfig, ImageConfig, RootFS
-from bulkhead.oci.runtime_spec import decode_spec
+from bulkhead.oci.runtime_spec import decode_spec, validate_spec
 from bulkhead.oci.seccomp_profile import load_profile
 
 PROFILE = Path("/work/shared/reference/docker-default-seccomp.json")
@@ -105,7 +107,7 @@ def build(
         kernel_release="6.1.0",
         **kw,
     )
-    decode_spec(msgspec.json.encode(spec))  # the runtime accepts it
+    validate_spec(decode_spec(msgspec.json.encode(spec)))  # the runtime accepts it
     return spec
 
 
@@ -566,3 +568,16 @@ def test_parse_cpus():
         with pytest.raises(SpecError) as exc:
             parse_cpus(bad)
         assert exc.value.where == "--cpus"
+
+
+def test_stat_device_and_host_devices():
+    null = stat_device(parse_device("/dev/null:/dev/mynull"))
+    assert (null.type, null.major, null.minor, null.path_in_container) == ("c", 1, 3, "/dev/mynull")
+    with pytest.raises(SpecError, match="--device"):
+        stat_device(parse_device("/dev/does-not-exist"))
+    with pytest.raises(SpecError, match="--device"):
+        stat_device(parse_device(os.path.abspath(__file__)))
+    devs = host_devices()
+    paths = {d.path_on_host for d in devs}
+    assert "/dev/null" in paths and "/dev/console" not in paths
+    assert not any(p.startswith("/dev/pts/") for p in paths)

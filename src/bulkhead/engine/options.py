@@ -372,3 +372,52 @@ def parse_cpus(value: str | float) -> tuple[int, int]:
     if quota < 1000:
         raise SpecError(f"range of CPUs is from 0.01 to the host's CPUs: {value}", where="--cpus")
     return quota, CPU_PERIOD
+
+
+#: What runc's ``devices.HostDevices`` skips under /dev (``--privileged``).
+_HOST_DEV_SKIP_DIRS = frozenset({"pts", "shm", "fd", "mqueue", ".lxc", ".lxd-mounts", ".udev"})
+
+
+def host_devices(root: str = "/dev") -> list[DeviceMapping]:
+    """Every device node under ``root`` (not following symlinks), as ``--privileged`` adds them.
+
+    The caller puts them in :attr:`RunOptions.devices` of a privileged container.
+    """
+    out: list[DeviceMapping] = []
+    stack = [root]
+    while stack:
+        current = stack.pop()
+        try:
+            entries = sorted(os.scandir(current), key=lambda e: e.name)
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                if entry.name not in _HOST_DEV_SKIP_DIRS:
+                    stack.append(entry.path)
+                continue
+            if entry.name == "console":
+                continue
+            if stat.S_ISCHR(st.st_mode):
+                kind = "c"
+            elif stat.S_ISBLK(st.st_mode):
+                kind = "b"
+            else:
+                continue
+            out.append(
+                DeviceMapping(
+                    path_on_host=entry.path,
+                    path_in_container=entry.path,
+                    type=kind,
+                    major=os.major(st.st_rdev),
+                    minor=os.minor(st.st_rdev),
+                    file_mode=stat.S_IMODE(st.st_mode),
+                    uid=st.st_uid,
+                    gid=st.st_gid,
+                )
+            )
+    return out

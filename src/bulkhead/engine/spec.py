@@ -596,7 +596,7 @@ def _resources(opts: RunOptions) -> dict[str, Any]:
     if opts.cpu_shares:
         if opts.cpu_shares < 0:
             raise SpecError("invalid CPU shares", where="--cpu-shares")
-        cpu["shares"] = max(opts.cpu_shares, 2)
+        cpu["shares"] = opts.cpu_shares
     if opts.cpu_period:
         if not 1000 <= opts.cpu_period <= 1_000_000:
             raise SpecError(
