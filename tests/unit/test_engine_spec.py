@@ -581,3 +581,17 @@ def test_stat_device_and_host_devices():
     paths = {d.path_on_host for d in devs}
     assert "/dev/null" in paths and "/dev/console" not in paths
     assert not any(p.startswith("/dev/pts/") for p in paths)
+
+
+def test_default_profile_found_without_caller(rootfs, profile):
+    spec = build_spec(
+        image(Cmd=["sh"]),
+        RunOptions(),
+        rootfs=rootfs,
+        container_id=CID,
+        host_rlimit_nofile_hard=20000,
+        cgroup_v2=False,
+        arch="x86_64",
+        kernel_release="6.1.0",
+    )
+    assert spec["linux"]["seccomp"] == build(rootfs, profile)["linux"]["seccomp"]

@@ -30,7 +30,7 @@ from bulkhead.engine.options import (
 )
 from bulkhead.errors import SpecError
 from bulkhead.oci.image_spec import ImageConfig
-from bulkhead.oci.seccomp_profile import docker_default_profile, load_profile, render_profile
+from bulkhead.oci.seccomp_profile import load_profile, render_profile
 
 OCI_VERSION = "1.2.0"
 
@@ -135,10 +135,30 @@ RLIM_INFINITY = 2**64 - 1
 #: Docker refuses a memory limit below this.
 MIN_MEMORY = 6 * 1024 * 1024
 
-#: Where Docker's default seccomp profile is read from when the caller names none.
-DEFAULT_SECCOMP_PROFILE = os.environ.get(
-    "BULKHEAD_SECCOMP_PROFILE", "/work/shared/reference/docker-default-seccomp.json"
+#: Where Docker's default seccomp profile is looked for when the caller passes none:
+#: ``$BULKHEAD_SECCOMP_PROFILE``, then the project's shared reference copy.
+SECCOMP_PROFILE_CANDIDATES = (
+    os.environ.get("BULKHEAD_SECCOMP_PROFILE", ""),
+    "/work/shared/reference/docker-default-seccomp.json",
+    os.path.join(
+        os.path.dirname(os.path.abspath(__file__)),
+        "../../../../shared/reference/docker-default-seccomp.json",
+    ),
 )
+
+_profile_cache: dict[str, dict[str, Any]] = {}
+
+
+def default_seccomp_profile() -> dict[str, Any]:
+    """Docker's default profile (unrendered), read once per process."""
+    for candidate in SECCOMP_PROFILE_CANDIDATES:
+        if candidate and os.path.isfile(candidate):
+            path = os.path.normpath(candidate)
+            if path not in _profile_cache:
+                _profile_cache[path] = load_profile(path)
+            return _profile_cache[path]
+    raise SpecError("Docker's default seccomp profile was not found", where="--security-opt")
+
 
 _NS_OPTIONS = {
     "pid": "--pid",
@@ -171,7 +191,7 @@ def build_spec(
     ``uts``, ``network``, ``cgroup``, ``user``) to the path of one to join,
     which a ``container:<id>`` mode requires. ``hostname_default`` defaults to
     the first 12 characters of ``container_id``. ``seccomp_profile`` is
-    Docker's default profile as data (read from :data:`DEFAULT_SECCOMP_PROFILE`
+    Docker's default profile as data (:func:`default_seccomp_profile`
     when None). Errors are :class:`SpecError` naming the option.
     """
     cfg = image_config.config
@@ -658,8 +678,6 @@ def _seccomp(
     machine = arch or platform.machine()
     if setting is not None:
         return render_profile(load_profile(setting), caps, machine, kernel_release)
-    if profile is not None:
-        return render_profile(profile, caps, machine, kernel_release)
-    return docker_default_profile(
-        caps, machine, path=DEFAULT_SECCOMP_PROFILE, kernel_release=kernel_release
-    )
+    if profile is None:
+        profile = default_seccomp_profile()
+    return render_profile(profile, caps, machine, kernel_release)
