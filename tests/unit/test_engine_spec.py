@@ -595,3 +595,25 @@ def test_default_profile_found_without_caller(rootfs, profile):
         kernel_release="6.1.0",
     )
     assert spec["linux"]["seccomp"] == build(rootfs, profile)["linux"]["seccomp"]
+
+
+def test_apparmor_only_when_the_host_has_it(rootfs, profile):
+    opts = RunOptions(security_opt=["apparmor=custom"])
+    assert "apparmorProfile" not in build(rootfs, profile, opts)["process"]
+    got = build(rootfs, profile, opts, apparmor_enabled=True)["process"]["apparmorProfile"]
+    assert got == "custom"
+    got = build(rootfs, profile, apparmor_enabled=True)["process"]["apparmorProfile"]
+    assert got == "docker-default"
+
+
+def test_network_modes(rootfs, profile):
+    with pytest.raises(SpecError) as exc:
+        build(rootfs, profile, RunOptions(network_mode="bridge"))
+    assert exc.value.where == "--network"
+    spec = build(
+        rootfs,
+        profile,
+        RunOptions(network_mode="bridge"),
+        namespaces={"network": "/run/bulkhead/netns/x"},
+    )
+    assert {"type": "network", "path": "/run/bulkhead/netns/x"} in spec["linux"]["namespaces"]

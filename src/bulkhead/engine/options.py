@@ -137,7 +137,6 @@ class RunOptions(msgspec.Struct, kw_only=True):
     memory_reservation: int | None = None
     memory_swap: int | None = None
     memory_swappiness: int | None = None
-    kernel_memory_tcp: int | None = None
     oom_kill_disable: bool = False
     oom_score_adj: int | None = None
     cpus: float | None = None

@@ -183,6 +183,7 @@ def build_spec(
     seccomp_profile: Mapping[str, Any] | None = None,
     arch: str | None = None,
     kernel_release: str | None = None,
+    apparmor_enabled: bool = False,
 ) -> dict[str, Any]:
     """The config.json document (plain JSON data) for a container of ``image_config``.
 
@@ -192,7 +193,9 @@ def build_spec(
     which a ``container:<id>`` mode requires. ``hostname_default`` defaults to
     the first 12 characters of ``container_id``. ``seccomp_profile`` is
     Docker's default profile as data (:func:`default_seccomp_profile`
-    when None). Errors are :class:`SpecError` naming the option.
+    when None). ``apparmor_enabled`` (the host has AppArmor) sets Docker's
+    ``docker-default`` profile or ``--security-opt apparmor=``; without it
+    AppArmor options are ignored, as Docker does. Errors are :class:`SpecError` naming the option.
     """
     cfg = image_config.config
     ns_paths = dict(namespaces or {})
@@ -226,8 +229,10 @@ def build_spec(
         process["oomScoreAdj"] = opts.oom_score_adj
     if not process["cwd"].startswith("/"):
         raise SpecError(f"the working directory {process['cwd']!r} is not absolute", where="-w")
-    if sec.apparmor and sec.apparmor != "unconfined":
-        process["apparmorProfile"] = sec.apparmor
+    if apparmor_enabled and not opts.privileged:
+        aa = sec.apparmor or "docker-default"
+        if aa != "unconfined":
+            process["apparmorProfile"] = aa
 
     ns_list = _namespaces(opts, ns_paths, cgroup_v2)
     linux: dict[str, Any] = {
