@@ -136,13 +136,14 @@ RLIM_INFINITY = 2**64 - 1
 MIN_MEMORY = 6 * 1024 * 1024
 
 #: Where Docker's default seccomp profile is looked for when the caller passes none:
-#: ``$BULKHEAD_SECCOMP_PROFILE``, then the project's shared reference copy.
+#: ``$BULKHEAD_SECCOMP_PROFILE``, then the copy shipped in the package (oci/data/).
 SECCOMP_PROFILE_CANDIDATES = (
     os.environ.get("BULKHEAD_SECCOMP_PROFILE", ""),
-    "/work/shared/reference/docker-default-seccomp.json",
     os.path.join(
-        os.path.dirname(os.path.abspath(__file__)),
-        "../../../../shared/reference/docker-default-seccomp.json",
+        os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        "oci",
+        "data",
+        "docker-default-seccomp.json",
     ),
 )
 
