@@ -24,15 +24,15 @@ from pathlib import Path
 
 import pytest
 
+import bulkhead.oci
 from bulkhead.linux import seccomp
 from bulkhead.linux.libc import LIBC
 from bulkhead.linux.seccomp import CompiledFilter, compile_filter
 
 pytestmark = pytest.mark.skipif(not seccomp.available(), reason="libseccomp is not installed")
 
-PROFILE = Path("/work/shared/reference/docker-default-seccomp.json")
-if not PROFILE.exists():
-    PROFILE = Path(__file__).resolve().parents[3] / "shared/reference/docker-default-seccomp.json"
+# Docker's default profile as the package ships it (a copy of the project's reference data).
+PROFILE = Path(bulkhead.oci.__file__).parent / "data" / "docker-default-seccomp.json"
 
 PR_SET_NO_NEW_PRIVS = 38
 

@@ -9,6 +9,7 @@ from typing import Any
 import msgspec
 import pytest
 
+import bulkhead.oci
 from bulkhead.engine.options import (
     DeviceMapping,
     RunOptions,
@@ -33,9 +34,8 @@ from bulkhead.oci.image_spec import ContainerConfig, ImageConfig, RootFS
 from bulkhead.oci.runtime_spec import decode_spec, validate_spec
 from bulkhead.oci.seccomp_profile import load_profile
 
-PROFILE = Path("/work/shared/reference/docker-default-seccomp.json")
-if not PROFILE.exists():
-    PROFILE = Path(__file__).resolve().parents[3] / "shared/reference/docker-default-seccomp.json"
+# Docker's default profile as the package ships it (a copy of the project's reference data).
+PROFILE = Path(bulkhead.oci.__file__).parent / "data" / "docker-default-seccomp.json"
 
 CID = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 

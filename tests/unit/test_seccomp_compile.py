@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+import bulkhead.oci
 from bulkhead.errors import SeccompError
 from bulkhead.linux import seccomp
 from bulkhead.linux.seccomp import (
@@ -37,9 +38,8 @@ from bulkhead.linux.seccomp import (
     compile_filter,
 )
 
-PROFILE = Path("/work/shared/reference/docker-default-seccomp.json")
-if not PROFILE.exists():  # the repository's own copy, wherever it is checked out
-    PROFILE = Path(__file__).resolve().parents[3] / "shared/reference/docker-default-seccomp.json"
+# Docker's default profile as the package ships it (a copy of the project's reference data).
+PROFILE = Path(bulkhead.oci.__file__).parent / "data" / "docker-default-seccomp.json"
 
 pytestmark = pytest.mark.skipif(not seccomp.available(), reason="libseccomp is not installed")
 

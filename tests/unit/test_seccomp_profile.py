@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+import bulkhead.oci
 from bulkhead.errors import SpecError
 from bulkhead.oci.seccomp_profile import (
     docker_default_profile,
@@ -19,9 +20,8 @@ from bulkhead.oci.seccomp_profile import (
     render_profile,
 )
 
-PROFILE = Path("/work/shared/reference/docker-default-seccomp.json")
-if not PROFILE.exists():
-    PROFILE = Path(__file__).resolve().parents[3] / "shared/reference/docker-default-seccomp.json"
+# Docker's default profile as the package ships it (a copy of the project's reference data).
+PROFILE = Path(bulkhead.oci.__file__).parent / "data" / "docker-default-seccomp.json"
 
 pytestmark = pytest.mark.skipif(not PROFILE.exists(), reason="Docker's profile is not available")
 
