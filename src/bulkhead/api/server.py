@@ -1,0 +1,267 @@
+"""The Engine API's HTTP/1.1 server: h11 on asyncio streams, on a unix socket.
+
+Why this stack: Docker's attach and exec ``start`` end HTTP on the
+connection (``Connection: Upgrade``, ``Upgrade: tcp``, then a raw or
+8-byte-framed multiplexed stream in both directions, with half-close).
+h11 is a sans-I/O HTTP/1.1 state machine: we own the socket, so handing the
+raw reader/writer (and whatever bytes h11 had already buffered) to a handler
+is a few lines, and nothing else runs per request: no middleware chain, no
+per-request task, no thread. aiohttp could do it too, but is a far larger
+import (start-up counts when the CLI spawns the daemon) and hides the
+transport behind its own abstractions. h11 is already installed (httpx
+depends on it).
+
+No threads: the daemon's process must stay single-threaded, because
+forking from a multi-threaded process is unsafe; the engine spawns the
+runtime (or a helper) as fresh processes rather than forking from this
+event loop. Do not use ``run_in_executor`` here either.
+
+Request bodies are read in full before the handler runs (limited by
+``max_body``); endpoints that take large uploads (image load, build
+contexts) will need a streaming variant.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import traceback
+from email.utils import formatdate
+from http import HTTPStatus
+
+import h11
+
+from bulkhead import __version__
+from bulkhead.api.errors import status_for
+from bulkhead.api.routes import (
+    API_VERSION,
+    Hijack,
+    RawStream,
+    Reply,
+    Request,
+    Response,
+    Router,
+    StreamResponse,
+    error_response,
+    parse_target,
+)
+
+log = logging.getLogger("bulkhead.api")
+
+SERVER_HEADER = f"bulkhead/{__version__}"
+_READ_SIZE = 65536
+MAX_BODY = 64 * 1024 * 1024
+
+
+def _reason(status: int) -> bytes:
+    try:
+        return HTTPStatus(status).phrase.encode("ascii")
+    except ValueError:
+        return b""
+
+
+def _common_headers() -> list[tuple[str, str]]:
+    return [
+        ("Api-Version", API_VERSION),
+        ("Docker-Experimental", "false"),
+        ("Ostype", "linux"),
+        ("Server", SERVER_HEADER),
+        ("Date", formatdate(usegmt=True)),
+    ]
+
+
+class APIServer:
+    """Serves a :class:`Router` on asyncio streams (one h11 connection per client)."""
+
+    def __init__(self, router: Router, *, max_body: int = MAX_BODY) -> None:
+        self.router = router
+        self.max_body = max_body
+        self._server: asyncio.AbstractServer | None = None
+        self._connections: set[asyncio.StreamWriter] = set()
+
+    async def start_unix(self, path: str) -> asyncio.AbstractServer:
+        self._server = await asyncio.start_unix_server(self.handle_connection, path=path)
+        return self._server
+
+    async def close(self) -> None:
+        """Stop accepting, close idle and hijacked connections."""
+        if self._server is not None:
+            self._server.close()
+        for writer in list(self._connections):
+            writer.close()
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 2)
+
+    async def handle_connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        self._connections.add(writer)
+        conn = h11.Connection(h11.SERVER)
+        try:
+            while True:
+                request = await self._read_request(conn, reader, writer)
+                if request is None:
+                    return
+                reply = await self._dispatch(request)
+                if isinstance(reply, Hijack):
+                    await self._hijack(conn, request, reply, reader, writer)
+                    return
+                await self._send(conn, writer, request.method, reply)
+                if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
+                    return
+                try:
+                    conn.start_next_cycle()
+                except h11.LocalProtocolError:
+                    return
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        except h11.RemoteProtocolError as exc:
+            await self._send_raw_error(conn, writer, exc.error_status_hint, str(exc))
+        except Exception:
+            log.error("connection failed:\n%s", traceback.format_exc())
+        finally:
+            self._connections.discard(writer)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _read_request(
+        self, conn: h11.Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> Request | None:
+        head: h11.Request | None = None
+        body = bytearray()
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                data = await reader.read(_READ_SIZE)
+                conn.receive_data(data)
+                continue
+            if isinstance(event, h11.Request):
+                head = event
+                continue
+            if isinstance(event, h11.Data):
+                body += event.data
+                if len(body) > self.max_body:
+                    await self._send_raw_error(conn, writer, 413, "request body too large")
+                    return None
+                continue
+            if isinstance(event, h11.EndOfMessage) or event is h11.PAUSED:
+                break
+            if isinstance(event, h11.ConnectionClosed):
+                return None
+        if head is None:
+            return None
+        headers: dict[str, str] = {}
+        for name, value in head.headers:
+            key = name.decode("latin-1")
+            text = value.decode("latin-1")
+            headers[key] = f"{headers[key]}, {text}" if key in headers else text
+        return Request(
+            method=head.method.decode("ascii"),
+            path=head.target.decode("latin-1"),  # replaced by _dispatch
+            version=API_VERSION,
+            query={},
+            headers=headers,
+            body=bytes(body),
+        )
+
+    async def _dispatch(self, request: Request) -> Reply:
+        try:
+            request.version, request.path, request.query = parse_target(request.path)
+            handler, request.params = self.router.match(request.method, request.path)
+            return await handler(request)
+        except Exception as exc:
+            status = status_for(exc)
+            if status >= 500:
+                log.error("%s %s failed:\n%s", request.method, request.path, traceback.format_exc())
+            if status == 304:
+                return Response(304, b"", None)
+            return error_response(status, str(exc) or type(exc).__name__)
+
+    async def _send(
+        self,
+        conn: h11.Connection,
+        writer: asyncio.StreamWriter,
+        method: str,
+        reply: Response | StreamResponse,
+    ) -> None:
+        headers = _common_headers()
+        if reply.content_type:
+            headers.append(("Content-Type", reply.content_type))
+        headers.extend(reply.headers)
+        if isinstance(reply, Response):
+            no_body = method == "HEAD" or reply.status in (204, 304)
+            if not no_body:
+                headers.append(("Content-Length", str(len(reply.body))))
+            elif method == "HEAD":
+                headers.append(("Content-Length", "0"))
+            out = (
+                conn.send(
+                    h11.Response(
+                        status_code=reply.status, headers=headers, reason=_reason(reply.status)
+                    )
+                )
+                or b""
+            )
+            if reply.body and not no_body:
+                out += conn.send(h11.Data(data=reply.body)) or b""
+            out += conn.send(h11.EndOfMessage()) or b""
+            writer.write(out)
+            await writer.drain()
+            return
+        # StreamResponse: chunked (h11 picks it for an HTTP/1.1 client without a length).
+        writer.write(
+            conn.send(
+                h11.Response(
+                    status_code=reply.status, headers=headers, reason=_reason(reply.status)
+                )
+            )
+            or b""
+        )
+        await writer.drain()
+        try:
+            async for chunk in reply.chunks:
+                if chunk and method != "HEAD":
+                    writer.write(conn.send(h11.Data(data=chunk)) or b"")
+                    await writer.drain()
+        finally:
+            aclose = getattr(reply.chunks, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        writer.write(conn.send(h11.EndOfMessage()) or b"")
+        await writer.drain()
+
+    async def _hijack(
+        self,
+        conn: h11.Connection,
+        request: Request,
+        reply: Hijack,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> None:
+        # Headers written by hand, as Docker's hijack does: h11 would insist on
+        # a framing for a 200, and the connection leaves HTTP here anyway.
+        upgrade = "upgrade" in request.headers.get("connection", "").lower()
+        lines = [
+            "HTTP/1.1 101 UPGRADED" if upgrade else "HTTP/1.1 200 OK",
+            f"Content-Type: {reply.content_type}",
+        ]
+        if upgrade:
+            lines += ["Connection: Upgrade", "Upgrade: tcp"]
+        lines += [f"{k}: {v}" for k, v in _common_headers()]
+        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        await writer.drain()
+        pending, _closed = conn.trailing_data
+        await reply.handler(RawStream(reader, writer, bytes(pending)))
+
+    async def _send_raw_error(
+        self, conn: h11.Connection, writer: asyncio.StreamWriter, status: int, message: str
+    ) -> None:
+        if conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+            return
+        reply = error_response(status, message)
+        reply.headers.append(("Connection", "close"))
+        with contextlib.suppress(Exception):
+            await self._send(conn, writer, "GET", reply)
