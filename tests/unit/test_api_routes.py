@@ -120,11 +120,15 @@ async def _serve(router: Router, path: str) -> APIServer:
     return server
 
 
-async def _http(path: str, raw: bytes) -> bytes:
+async def _http(path: str, raw: bytes, until: bytes | None = None) -> bytes:
+    """The server's answer to ``raw``: up to EOF, or up to ``until`` on a kept-alive connection."""
     reader, writer = await asyncio.open_unix_connection(path)
     writer.write(raw)
     await writer.drain()
-    data = await asyncio.wait_for(reader.read(), 10)
+    if until is None:
+        data = await asyncio.wait_for(reader.read(), 10)
+    else:
+        data = await asyncio.wait_for(reader.readuntil(until), 10)
     writer.close()
     return data
 
@@ -228,6 +232,51 @@ def test_hijack_echo_multiplexed() -> None:
                 assert (stream, await reader.readexactly(length)) == (2, b"bye")
                 assert await reader.read() == b""
                 writer.close()
+            finally:
+                await server.close()
+
+    asyncio.run(main())
+
+
+def test_hijack_without_upgrade_and_upgrade_refused() -> None:
+    router = Router()
+
+    @router.post("/exec/{id}/start")
+    async def start(req: Request) -> Response | Hijack:
+        if req.params["id"] == "missing":
+            raise errors.ContainerNotFound("No such exec instance: missing")
+        assert req.json() == {"Detach": False, "Tty": True}
+
+        async def pump(stream: RawStream) -> None:
+            await stream.write(req.body)  # raw: as a TTY session would
+
+        return Hijack(pump, multiplexed=False)
+
+    async def main() -> None:
+        with tempfile.TemporaryDirectory() as d:
+            sock = str(Path(d) / "api.sock")
+            server = await _serve(router, sock)
+            try:
+                payload = b'{"Detach":false,"Tty":true}'
+                head = (
+                    b"POST /v1.50/exec/%s/start HTTP/1.1\r\nHost: x\r\n"
+                    b"Content-Type: application/json\r\nContent-Length: %d\r\n"
+                )
+                # No Upgrade asked: 200 OK, then the raw stream, then close.
+                out = await _http(sock, head % (b"e1", len(payload)) + b"\r\n" + payload)
+                assert out.startswith(b"HTTP/1.1 200 OK\r\n")
+                assert b"Content-Type: application/vnd.docker.raw-stream" in out
+                assert out.endswith(b"\r\n\r\n" + payload)
+                # Upgrade asked but refused by an error: a normal JSON error.
+                out = await _http(
+                    sock,
+                    head % (b"missing", len(payload))
+                    + b"Connection: Upgrade\r\nUpgrade: tcp\r\n\r\n"
+                    + payload,
+                    until=b"}\n",
+                )
+                assert out.startswith(b"HTTP/1.1 404 Not Found\r\n")
+                assert out.endswith(b'{"message":"No such exec instance: missing"}\n')
             finally:
                 await server.close()
 
