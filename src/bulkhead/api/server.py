@@ -98,7 +98,8 @@ class APIServer:
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         self._connections.add(writer)
-        conn = h11.Connection(h11.SERVER)
+        # 1 MiB of headers: X-Registry-Config (build) carries every credential.
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=1 << 20)
         try:
             while True:
                 request = await self._read_request(conn, reader, writer)
