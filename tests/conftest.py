@@ -3,6 +3,11 @@
 ``busybox_rootfs``  one offline busybox root filesystem per test session (read it, do not write it)
 ``make_bundle``     a factory of OCI bundles in the test's own temporary directory
 ``runtime_root``    a fresh ``--root`` directory for bulkhead-runtime state
+
+Every session, as root, also checks that it leaves no cgroup behind under
+``/bulkhead`` (the subtree all our cgroups live in): a cgroup a test created
+and did not remove fails the session, and the ``/bulkhead`` parents the
+session itself created are removed at the end.
 """
 
 from __future__ import annotations
@@ -25,6 +30,43 @@ def is_root() -> bool:
 
 
 needs_root = pytest.mark.skipif(not is_root(), reason="needs root")
+
+
+def _our_cgroup_roots() -> list[Path]:
+    """``/bulkhead`` in every cgroup hierarchy of this host (existing or not)."""
+    from bulkhead.cgroups import new_manager
+
+    return sorted({Path(d) for d in new_manager("/bulkhead").paths().values()})
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_leaked_cgroups() -> Iterator[None]:
+    """Fail the session if it leaves a cgroup under /bulkhead; remove the parents it made."""
+    if not is_root():
+        yield
+        return
+    roots = _our_cgroup_roots()
+    before = {r: {c.name for c in r.iterdir() if c.is_dir()} for r in roots if r.is_dir()}
+    yield
+    leaked: list[str] = []
+    for root in roots:
+        if not root.is_dir():
+            continue
+        for child in sorted(c for c in root.iterdir() if c.is_dir()):
+            if child.name in before.get(root, set()):
+                continue
+            leaked.append(str(child))
+            for d in sorted(child.glob("**/"), key=lambda p: -len(p.parts)):
+                try:
+                    d.rmdir()
+                except OSError:
+                    pass
+        if root not in before:
+            try:
+                root.rmdir()
+            except OSError:
+                pass
+    assert not leaked, f"cgroups left behind by this test session: {leaked}"
 
 
 @pytest.fixture(scope="session")
