@@ -76,6 +76,7 @@ from bulkhead.oci.image_spec import (
     MEDIA_TYPE_OCI_LAYER_GZIP,
     MEDIA_TYPE_OCI_LAYER_ZSTD,
     MEDIA_TYPE_OCI_MANIFEST,
+    digest_of,
 )
 
 ANNOTATION_REF_NAME = "org.opencontainers.image.ref.name"
@@ -449,7 +450,7 @@ def _load_docker(store: ImageStore, src: _Source, entries: list[Any]) -> list[_P
         if not isinstance(entry, dict) or not isinstance(entry.get("Config"), str):
             raise ManifestError("manifest.json: an entry without Config")
         config_bytes = src.read(entry["Config"])
-        config_digest = "sha256:" + hashlib.sha256(config_bytes).hexdigest()
+        config_digest = digest_of(config_bytes)
         stem = posixpath.basename(entry["Config"]).removesuffix(".json")
         if len(stem) == 64 and stem != config_digest[7:]:
             raise DigestMismatch(
@@ -664,7 +665,7 @@ def save(store: ImageStore, refs: Sequence[str], out: PathOrFile) -> None:
                     "layers": layer_descs,
                 }
             )
-            manifest_digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
+            manifest_digest = digest_of(manifest)
             tar.add_bytes(_blob_name(manifest_digest), manifest)
             desc = {
                 "mediaType": MEDIA_TYPE_OCI_MANIFEST,

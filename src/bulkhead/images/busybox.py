@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import hashlib
 import io
 import json
 import os
@@ -93,9 +92,8 @@ def busybox_applets_list(busybox: Path = BUSYBOX) -> list[str]:
     return [a for a in busybox_applets(busybox) if a != "busybox"]
 
 
-def sha256_digest(data: bytes) -> str:
-    """The ``sha256:<hex>`` digest of ``data``."""
-    return "sha256:" + hashlib.sha256(data).hexdigest()
+#: The ``sha256:<hex>`` digest of some bytes (the image spec's :func:`digest_of`).
+sha256_digest = image_spec.digest_of
 
 
 def put_blob(content: BlobSink, data: bytes) -> str:

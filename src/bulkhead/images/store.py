@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-import hashlib
 import json
 import os
 import sqlite3
@@ -110,10 +109,6 @@ CREATE TABLE IF NOT EXISTS uses (
 
 
 # --- helpers ---------------------------------------------------------------------
-
-
-def sha256_digest(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def normalize_reference(text: str) -> str:
