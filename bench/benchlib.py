@@ -8,6 +8,7 @@ See bench/README.md.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -79,6 +80,19 @@ def save_result(out_dir: str | Path, name: str, result: dict[str, Any]) -> Path:
     return path
 
 
+def select_runtimes(ap: argparse.ArgumentParser, text: str) -> list[str]:
+    """The runtimes a comma-separated ``--runtimes`` names that are installed (say which are not)."""
+    wanted = [r.strip() for r in text.split(",") if r.strip()]
+    unknown = [r for r in wanted if r not in RUNTIMES]
+    if unknown:
+        ap.error(f"unknown runtimes: {unknown}")
+    present = [r for r in wanted if RUNTIMES[r].exists()]
+    for r in wanted:
+        if r not in present:
+            print(f"skipping {r}: {RUNTIMES[r]} does not exist")
+    return present
+
+
 # ---------------------------------------------------------------- cgroups
 
 
@@ -103,8 +117,9 @@ def remove_cgroup(path: str) -> list[str]:
 
 
 def is_mountpoint(path: Path) -> bool:
-    with open("/proc/self/mountinfo") as f:
-        return any(line.split()[4] == str(path) for line in f)
+    from bulkhead.linux import mountinfo
+
+    return any(m.mountpoint == str(path) for m in mountinfo.read())
 
 
 @contextlib.contextmanager

@@ -77,6 +77,7 @@ from benchlib import (
     round_robin,
     run_once,
     save_result,
+    select_runtimes,
     summary,
     version_of,
     works,
@@ -913,14 +914,7 @@ def main(argv: list[str] | None = None) -> int:
     if os.geteuid() != 0:
         print("cgroup_overhead.py needs root", file=sys.stderr)
         return 2
-    wanted = [r.strip() for r in args.runtimes.split(",") if r.strip()]
-    unknown = [r for r in wanted if r not in RUNTIMES]
-    if unknown:
-        ap.error(f"unknown runtimes: {unknown}")
-    present = [r for r in wanted if RUNTIMES[r].exists()]
-    for r in wanted:
-        if r not in present:
-            print(f"skipping {r}: {RUNTIMES[r]} does not exist")
+    present = select_runtimes(ap, args.runtimes)
 
     from bulkhead.cgroups import detect
     from bulkhead.oci.runtime_spec import decode_spec

@@ -51,6 +51,7 @@ from benchlib import (
     round_robin,
     run_once,
     save_result,
+    select_runtimes,
     summary,
     version_of,
     works,
@@ -126,14 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         print("runtime_start.py needs root", file=sys.stderr)
         return 2
 
-    wanted = [r.strip() for r in args.runtimes.split(",") if r.strip()]
-    unknown = [r for r in wanted if r not in RUNTIMES]
-    if unknown:
-        ap.error(f"unknown runtimes: {unknown}")
-    present = [r for r in wanted if RUNTIMES[r].exists()]
-    for r in wanted:
-        if r not in present:
-            print(f"skipping {r}: {RUNTIMES[r]} does not exist")
+    present = select_runtimes(ap, args.runtimes)
 
     bytecode = fresh_bytecode()
     work = Path(tempfile.mkdtemp(prefix="bulkhead-bench-", dir=args.tmp))
