@@ -29,6 +29,7 @@ from bulkhead.engine.options import (
     parse_security_opt,
 )
 from bulkhead.errors import SpecError
+from bulkhead.oci import defaults as oci_defaults
 from bulkhead.oci.image_spec import ImageConfig
 from bulkhead.oci.runtime_spec import CAPABILITIES
 from bulkhead.oci.seccomp_profile import load_profile, render_profile
@@ -56,23 +57,12 @@ DEFAULT_CAPABILITIES = (
 #: Every capability the kernel knows, in number order (the runtime spec's list).
 ALL_CAPABILITIES = CAPABILITIES
 
-#: Docker's masked paths (moby ``oci/defaults.go``, plus powercap from later releases).
-DEFAULT_MASKED_PATHS = (
-    "/proc/asound",
-    "/proc/acpi",
-    "/proc/kcore",
-    "/proc/keys",
-    "/proc/latency_stats",
-    "/proc/timer_list",
-    "/proc/timer_stats",
-    "/proc/sched_debug",
-    "/proc/scsi",
-    "/sys/firmware",
-    "/sys/devices/virtual/powercap",
-)
+#: Docker's masked paths: runc's defaults (moby ``oci/defaults.go`` has the same list) plus
+#: powercap, which later Docker releases mask.
+DEFAULT_MASKED_PATHS = (*oci_defaults.DEFAULT_MASKED_PATHS, "/sys/devices/virtual/powercap")
 
-#: Docker's read-only paths.
-DEFAULT_READONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
+#: Docker's read-only paths (the same as runc's).
+DEFAULT_READONLY_PATHS = tuple(oci_defaults.DEFAULT_READONLY_PATHS)
 
 #: The devices cgroup of an unprivileged container (moby ``oci/defaults.go``).
 DEFAULT_DEVICE_RULES: tuple[dict[str, Any], ...] = (
