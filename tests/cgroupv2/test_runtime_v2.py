@@ -10,55 +10,27 @@ the host (cgroup v1) in tests/integration.
 from __future__ import annotations
 
 import json
-import subprocess
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.conftest import VENV_BIN, BundleFactory
+from tests.conftest import BundleFactory
+from tests.integration.runtime_helpers import RuntimeCLI
 
-RUNTIME = str(VENV_BIN / "bulkhead-runtime")
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 MiB = 1024 * 1024
 
 
-class CLI:
-    def __init__(self, root: Path) -> None:
-        self.root = root
-
-    def __call__(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-            done = subprocess.run(
-                [RUNTIME, "--root", str(self.root), *args],
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=err,
-                timeout=300,
-                check=False,
-            )
-            out.seek(0)
-            err.seek(0)
-            proc = subprocess.CompletedProcess(
-                args, done.returncode, out.read().decode(), err.read().decode()
-            )
-        if check and proc.returncode != 0:
-            raise AssertionError(f"{args} exited {proc.returncode}: {proc.stderr}")
-        return proc
-
-
 @pytest.fixture
-def cli(tmp_path: Path) -> Iterator[CLI]:
-    runtime = CLI(tmp_path / "state")
+def cli(tmp_path: Path) -> Iterator[RuntimeCLI]:
+    runtime = RuntimeCLI(tmp_path / "state", timeout=300)
     yield runtime
-    listed = runtime("list", "-q", check=False).stdout.split()
-    for cid in listed:
-        runtime("delete", "--force", cid, check=False)
+    runtime.cleanup()
 
 
-def test_container_lifecycle_on_cgroup_v2(cli: CLI, make_bundle: BundleFactory) -> None:
+def test_container_lifecycle_on_cgroup_v2(cli: RuntimeCLI, make_bundle: BundleFactory) -> None:
     cid = "v2-" + uuid.uuid4().hex[:8]
     cgroup = f"/bulkhead/test-{uuid.uuid4().hex[:8]}/{cid}"
     bundle = make_bundle(

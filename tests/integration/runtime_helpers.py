@@ -21,13 +21,15 @@ class RuntimeCLI:
 
     root: Path
     created: list[str] = field(default_factory=list)
+    #: seconds one call may take (the emulated cgroup v2 VM needs more)
+    timeout: float = 60
 
     def __call__(
         self,
         *args: str,
         check: bool = True,
         input: bytes | None = None,
-        timeout: float = 60,
+        timeout: float | None = None,
         env: dict[str, str] | None = None,
         pass_fds: tuple[int, ...] = (),
     ) -> subprocess.CompletedProcess[str]:
@@ -42,7 +44,7 @@ class RuntimeCLI:
                 stdout=out,
                 stderr=err,
                 input=input,
-                timeout=timeout,
+                timeout=self.timeout if timeout is None else timeout,
                 env=env,
                 pass_fds=pass_fds,
                 check=False,
