@@ -113,6 +113,12 @@ def remove_cgroup(path: str) -> list[str]:
         left.append(str(top))
         with contextlib.suppress(OSError):
             top.rmdir()
+        # and the parents of ``path`` (``/bulkhead``) once nothing else is in them
+        parent = top.parent
+        for _ in range(len(Path(path.strip("/")).parts) - 1):
+            with contextlib.suppress(OSError):
+                parent.rmdir()
+            parent = parent.parent
     return left
 
 
