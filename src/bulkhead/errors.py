@@ -272,3 +272,46 @@ class SnapshotNotFound(SnapshotError):
 
 class SnapshotExists(SnapshotError):
     """A snapshot with this key or name already exists."""
+
+
+# --- engine (issue 5) ---------------------------------------------------------
+
+
+class ContainerError(BulkheadError):
+    """Something about an engine container (the daemon's, not the runtime's) is wrong."""
+
+
+class NoSuchContainer(ContainerError):
+    """No container has this id, id prefix or name (HTTP 404)."""
+
+
+class NameConflict(ContainerError):
+    """The container name is taken (HTTP 409)."""
+
+
+class ContainerNotRunning(ContainerError):
+    """The operation needs a running container (HTTP 409)."""
+
+
+class ContainerRunning(ContainerError):
+    """The operation needs a stopped container, e.g. removal without force (HTTP 409)."""
+
+
+class ExecError(ContainerError):
+    """An exec instance could not be created or started."""
+
+
+class NoSuchExec(ExecError):
+    """No exec instance has this id (HTTP 404)."""
+
+
+class VolumeError(BulkheadError):
+    """A volume could not be created, found, mounted or removed."""
+
+
+class NoSuchVolume(VolumeError):
+    """No volume has this name (HTTP 404)."""
+
+
+class VolumeInUse(VolumeError):
+    """The volume is used by a container (HTTP 409)."""
