@@ -277,8 +277,7 @@ class SnapshotExists(SnapshotError):
 # --- engine (issue 5) ---------------------------------------------------------
 
 
-class ContainerError(BulkheadError):
-    """Something about an engine container (the daemon's, not the runtime's) is wrong."""
+# ContainerError (above) is the root for the engine's container errors too.
 
 
 class NoSuchContainer(ContainerError):
