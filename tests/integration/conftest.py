@@ -65,3 +65,6 @@ def bundle(make_bundle, cgroup_parent, cid):
         return make_bundle(args, terminal=terminal, config={"linux": linux, **config})
 
     return make
+
+
+from tests.integration.engine_fixtures import daemon, daemon_factory  # noqa: E402, F401

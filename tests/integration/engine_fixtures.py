@@ -1,0 +1,306 @@
+"""A bulkhead daemon for a test: fresh roots, the offline busybox image, and a full clean-up.
+
+Use the ``daemon`` fixture (registered in ``tests/integration/conftest.py``)::
+
+    def test_run(daemon: Daemon) -> None:
+        r = daemon.docker("run", "--rm", "busybox", "echo", "hi")
+        assert r.stdout == "hi\\n"
+
+The daemon runs as ``python -m bulkhead.daemon`` with its data root under
+pytest's ``tmp_path`` and its exec root as a short directory under ``/run``
+(unix socket paths must fit in 108 bytes). The clean-up, run even when the
+test fails, stops the daemon, deletes every runtime container left in the
+exec root (through each runtime's own ``delete --force``), kills the monitor
+zygote and monitors it started (by PID, checked against their command line),
+unmounts everything under both roots and removes them; it then asserts that
+no mount and no process of the test is left.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bulkhead.linux import mountinfo
+
+DOCKER = shutil.which("docker")
+RUNTIME_CLI = str(Path(sys.executable).with_name("bulkhead-runtime"))
+_BUSYBOX_CACHE: dict[str, Path] = {}
+
+
+def _http_ping(sock: str) -> bool:
+    import socket
+
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(2)
+        try:
+            s.connect(sock)
+            s.sendall(b"GET /_ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            return s.recv(16).startswith(b"HTTP/1.1 200")
+        except OSError:
+            return False
+
+
+def busybox_image_store(cache_dir: Path) -> Path:
+    """An image store holding busybox:latest, built once per session and copied per test."""
+    key = str(cache_dir)
+    if key not in _BUSYBOX_CACHE:
+        store = cache_dir / "busybox-images"
+        subprocess.run(
+            [sys.executable, "-m", "bulkhead.images.busybox", "--store", str(store)],
+            check=True,
+            capture_output=True,
+        )
+        _BUSYBOX_CACHE[key] = store
+    return _BUSYBOX_CACHE[key]
+
+
+class Daemon:
+    """One daemon process and its roots; see the module docstring."""
+
+    def __init__(self, root: Path, exec_root: Path, extra_args: list[str] | None = None) -> None:
+        self.root = root
+        self.exec_root = exec_root
+        self.socket = str(exec_root / "bulkhead.sock")
+        self.extra_args = list(extra_args or [])
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = root.parent / "daemon.log"
+
+    @property
+    def host(self) -> str:
+        return f"unix://{self.socket}"
+
+    def env(self) -> dict[str, str]:
+        """The environment for a client of this daemon (docker CLI, docker-py, bulkhead)."""
+        return dict(
+            os.environ,
+            DOCKER_HOST=self.host,
+            BULKHEAD_HOST=self.host,
+            DOCKER_CONFIG=str(self.root.parent / "docker-config"),
+        )
+
+    def start(self) -> None:
+        assert self.proc is None or self.proc.poll() is not None, "already running"
+        cmd = [
+            sys.executable,
+            "-m",
+            "bulkhead.daemon",
+            "--host",
+            self.host,
+            "--data-root",
+            str(self.root),
+            "--exec-root",
+            str(self.exec_root),
+            "--config-file",
+            str(self.config_file()),
+            *self.extra_args,
+        ]
+        log = open(self.log_path, "ab")  # noqa: SIM115 - the child keeps it
+        try:
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, start_new_session=True)
+        finally:
+            log.close()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"daemon exited {self.proc.returncode}:\n{self.log()}")
+            if _http_ping(self.socket):
+                return
+            time.sleep(0.02)
+        raise RuntimeError(f"daemon did not answer within 20 s:\n{self.log()}")
+
+    def config_file(self) -> Path:
+        path = self.root.parent / "daemon.json"
+        if not path.exists():
+            path.write_text("{}\n")
+        return path
+
+    def stop(self, *, kill: bool = False, timeout: float = 20) -> None:
+        """Stop the daemon (SIGTERM, or SIGKILL with ``kill``); containers stay running."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def restart(self, *, kill: bool = False) -> None:
+        self.stop(kill=kill)
+        self.start()
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-8000:]
+        except OSError:
+            return ""
+
+    def docker(
+        self, *args: str, input: str | None = None, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the real ``docker`` CLI against this daemon."""
+        if DOCKER is None:
+            pytest.skip("docker CLI not installed")
+        return subprocess.run(
+            [DOCKER, *args],
+            env=self.env(),
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    def bulkhead(
+        self, *args: str, input: str | None = None, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        """Run bulkhead's own CLI against this daemon."""
+        exe = str(Path(sys.executable).with_name("bulkhead"))
+        return subprocess.run(
+            [exe, *args],
+            env=self.env(),
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    def client(self) -> Any:
+        """A docker-py client of this daemon (closed by the fixture)."""
+        import docker  # type: ignore[import-untyped]
+
+        c = docker.DockerClient(base_url=self.host, timeout=60)
+        self._clients.append(c)
+        return c
+
+    _clients: list[Any]
+
+    # -- clean-up ---------------------------------------------------------------
+
+    def cleanup(self) -> list[str]:
+        """Stop everything this daemon started; return what had to be forced (leaks)."""
+        problems: list[str] = []
+        for c in getattr(self, "_clients", []):
+            with contextlib.suppress(Exception):
+                c.close()
+        self.stop()
+        runtime_base = self.exec_root / "runtime"
+        if runtime_base.is_dir():
+            for rt_dir in sorted(runtime_base.iterdir()):
+                binary = _runtime_binary(rt_dir.name)
+                for state in sorted(p for p in rt_dir.iterdir() if p.is_dir()):
+                    subprocess.run(
+                        [binary, "--root", str(rt_dir), "delete", "--force", state.name],
+                        capture_output=True,
+                        timeout=30,
+                        check=False,
+                    )
+        # The zygote and the monitors it forked name the exec root on their
+        # command line; they outlive the daemon on purpose (live restore).
+        for pid in {*_processes_mentioning(str(self.exec_root)), *_monitor_pids(self.exec_root)}:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while _processes_mentioning(str(self.exec_root)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for pid in _processes_mentioning(str(self.exec_root)):
+            problems.append(f"process {pid} ({_cmdline(pid)!r}) survived SIGKILL")
+        for mount_point in _mounts_under(self.root, self.exec_root):
+            subprocess.run(["umount", "-l", mount_point], capture_output=True, check=False)
+        return problems
+
+
+def _runtime_binary(name: str) -> str:
+    if name == "bulkhead":
+        return RUNTIME_CLI
+    return shutil.which(name) or RUNTIME_CLI
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    """PIDs whose command line names ``text`` (our zygote and daemon pass the exec root)."""
+    me = os.getpid()
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) != me and text in _cmdline(int(entry)):
+            found.append(int(entry))
+    return found
+
+
+def _monitor_pids(exec_root: Path) -> list[int]:
+    """Monitor PIDs from ``<exec_root>/<id>/monitor.json`` still alive with a Python cmdline."""
+    pids = []
+    for doc in exec_root.glob("*/monitor.json"):
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            pid = int(json.loads(doc.read_text())["monitor_pid"])
+            if "python" in _cmdline(pid) or "bulkhead" in _cmdline(pid):
+                pids.append(pid)
+    return pids
+
+
+def _mounts_under(*roots: Path) -> list[str]:
+    prefixes = [str(r.resolve()) + "/" for r in roots] + [str(r.resolve()) for r in roots]
+    points = [
+        m.mountpoint
+        for m in mountinfo.read()
+        if any(m.mountpoint == p or m.mountpoint.startswith(p) for p in prefixes)
+    ]
+    return sorted(set(points), key=lambda p: -p.count("/"))
+
+
+@pytest.fixture
+def daemon_factory(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """``daemon_factory(extra_args=[...], start=True) -> Daemon``; all cleaned up afterwards."""
+    made: list[tuple[Daemon, Path]] = []
+    images = busybox_image_store(tmp_path_factory.getbasetemp())
+
+    def make(extra_args: list[str] | None = None, *, start: bool = True) -> Daemon:
+        base = tmp_path / f"daemon{len(made)}"
+        base.mkdir()
+        root = base / "root"
+        root.mkdir()
+        shutil.copytree(images, root / "images", symlinks=True)
+        exec_root = Path(tempfile.mkdtemp(prefix="bh-", dir="/run"))
+        d = Daemon(root, exec_root, extra_args)
+        d._clients = []
+        made.append((d, exec_root))
+        if start:
+            d.start()
+        return d
+
+    yield make
+    problems: list[str] = []
+    for d, exec_root in made:
+        problems += d.cleanup()
+        left = _mounts_under(d.root, exec_root)
+        if left:
+            problems.append(f"mounts left: {left}")
+        shutil.rmtree(exec_root, ignore_errors=True)
+    assert not problems, "daemon test leaked: " + "; ".join(problems)
+
+
+@pytest.fixture
+def daemon(daemon_factory: Any) -> Daemon:
+    """A started daemon on fresh roots with busybox:latest (see :class:`Daemon`)."""
+    d: Daemon = daemon_factory()
+    return d
