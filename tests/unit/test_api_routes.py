@@ -13,6 +13,7 @@ import pytest
 from bulkhead import errors
 from bulkhead.api.errors import BadRequest, NotFound, status_for
 from bulkhead.api.routes import (
+    BodyStream,
     Hijack,
     RawStream,
     Request,
@@ -114,8 +115,8 @@ def test_frame_header() -> None:
     assert parse_frame_header(frame(2, b"x" * 300)[:8]) == (2, 300)
 
 
-async def _serve(router: Router, path: str) -> APIServer:
-    server = APIServer(router)
+async def _serve(router: Router, path: str, max_body: int | None = None) -> APIServer:
+    server = APIServer(router) if max_body is None else APIServer(router, max_body=max_body)
     await server.start_unix(path)
     return server
 
@@ -277,6 +278,111 @@ def test_hijack_without_upgrade_and_upgrade_refused() -> None:
                 )
                 assert out.startswith(b"HTTP/1.1 404 Not Found\r\n")
                 assert out.endswith(b'{"message":"No such exec instance: missing"}\n')
+            finally:
+                await server.close()
+
+    asyncio.run(main())
+
+
+def test_body_stream_reads() -> None:
+    async def main() -> None:
+        body = BodyStream.of([b"abc", b"", b"defgh"])
+        assert await body.read(2) == b"ab"
+        assert await body.read(10) == b"c"
+        assert [c async for c in body] == [b"defgh"]
+        assert await body.read() == b"" and body.at_end and body.received == 8
+        assert await BodyStream.of(b"xyz").read() == b"xyz"
+        assert await BodyStream.of([b"a", b"b"]).discard() == 2
+
+    asyncio.run(main())
+
+
+def test_streamed_request_bodies() -> None:
+    """Handlers with stream_body get the body as it arrives, past the buffered cap."""
+    router = Router()
+    seen: list[int] = []
+
+    @router.post("/images/load", stream_body=True)
+    async def load(req: Request) -> Response:
+        assert req.stream is not None and req.body == b""
+        total = 0
+        async for chunk in req.body_stream():
+            total += len(chunk)
+        seen.append(total)
+        return json_response({"bytes": total})
+
+    @router.put("/containers/{id}/archive", stream_body=True)
+    async def put_archive(req: Request) -> Response:
+        assert req.stream is not None
+        head = await req.stream.read(4)  # the rest is left unread: the server drains it
+        if req.params["id"] == "missing":
+            raise errors.ContainerNotFound("No such container: missing")
+        return json_response({"head": head.decode()})
+
+    @router.post("/echo")
+    async def echo(req: Request) -> Response:
+        return json_response({"len": len(req.body)})
+
+    async def main() -> None:
+        with tempfile.TemporaryDirectory() as d:
+            sock = str(Path(d) / "api.sock")
+            server = await _serve(router, sock, max_body=1000)
+            try:
+                big = b"x" * 300_000
+                out = await _http(
+                    sock,
+                    b"POST /v1.50/images/load?quiet=1 HTTP/1.1\r\nHost: x\r\n"
+                    b"Content-Length: %d\r\n\r\n"
+                    % len(big)
+                    + big
+                    # chunked, as the docker CLI sends a tar from a pipe
+                    + b"POST /images/load HTTP/1.1\r\nHost: x\r\n"
+                    b"Transfer-Encoding: chunked\r\n\r\n"
+                    b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+                    # half read, then an error: the rest is drained, the connection goes on
+                     + b"PUT /containers/missing/archive?path=/ HTTP/1.1\r\nHost: x\r\n"
+                    b"Content-Length: 5000\r\n\r\n"
+                    + b"y"
+                    * 5000
+                    + b"PUT /containers/c1/archive?path=/ HTTP/1.1\r\nHost: x\r\n"
+                    b"Content-Length: 5000\r\n\r\n"
+                    + b"z" * 5000
+                    # the buffered cap still holds for the others
+                    + b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n0123456789"
+                    + b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2000\r\n\r\n"
+                    + b"e" * 2000,
+                )
+                assert seen == [300_000, 11]
+                assert b'{"bytes":300000}' in out and b'{"bytes":11}' in out
+                assert b"404 Not Found" in out and b"No such container: missing" in out
+                assert b'{"head":"zzzz"}' in out
+                assert b'{"len":10}' in out
+                assert out.count(b"HTTP/1.1 ") == 6
+                assert b"HTTP/1.1 413" in out and b"request body too large" in out
+                # Expect: 100-continue is answered before the body is read.
+                reader, writer = await asyncio.open_unix_connection(sock)
+                writer.write(
+                    b"POST /images/load HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                    b"Expect: 100-continue\r\nContent-Length: 3\r\n\r\n"
+                )
+                await writer.drain()
+                interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+                assert interim.startswith(b"HTTP/1.1 100 ")
+                writer.write(b"abc")
+                await writer.drain()
+                rest = await asyncio.wait_for(reader.read(), 10)
+                assert rest.startswith(b"HTTP/1.1 200 OK") and b'{"bytes":3}' in rest
+                writer.close()
+                # A client that goes away mid-body: the handler sees a clear error.
+                reader, writer = await asyncio.open_unix_connection(sock)
+                writer.write(
+                    b"POST /images/load HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc"
+                )
+                await writer.drain()
+                writer.write_eof()
+                rest = await asyncio.wait_for(reader.read(), 10)
+                assert b"400 Bad Request" in rest and b"incomplete request body" in rest
+                writer.close()
             finally:
                 await server.close()
 

@@ -21,6 +21,18 @@ segment, ``{name:path}`` one or more (image names hold slashes:
 :class:`Response`, a :class:`StreamResponse` (chunked, for pull progress,
 logs ``--follow``, events) or a :class:`Hijack`; they raise errors from
 :mod:`bulkhead.errors` or :mod:`bulkhead.api.errors`.
+
+A request body is read in full before the handler runs (``Request.body``,
+capped by the server), unless the handler was registered with
+``stream_body=True`` (image load and import, ``PUT .../archive``): then
+``Request.stream`` is a :class:`BodyStream` the handler reads as it goes,
+with no size cap, and whatever it leaves unread is discarded after it
+returns::
+
+    @router.post("/images/load", stream_body=True)
+    async def load(req: Request) -> Response:
+        async for chunk in req.body_stream():
+            spool.write(chunk)
 """
 
 from __future__ import annotations
@@ -28,7 +40,7 @@ from __future__ import annotations
 import json
 import re
 import struct
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, unquote
@@ -81,9 +93,82 @@ _TRUE = frozenset({"1", "true", "True", "TRUE", "t", "T"})
 _FALSE = frozenset({"0", "false", "False", "FALSE", "f", "F"})
 
 
+class BodyStream:
+    """A request body read as it arrives (for handlers registered with ``stream_body``).
+
+    ``next_chunk`` gives the next piece of the body, ``b""`` at its end;
+    the server builds one over its HTTP parser. :meth:`of` makes one from
+    bytes (tests, or a handler called directly).
+    """
+
+    def __init__(self, next_chunk: Callable[[], Awaitable[bytes]]) -> None:
+        self._next = next_chunk
+        self._buffer = b""
+        self._done = False
+        self.received = 0  # bytes handed out so far
+
+    @classmethod
+    def of(cls, chunks: bytes | Iterable[bytes]) -> BodyStream:
+        pieces = [chunks] if isinstance(chunks, bytes) else list(chunks)
+
+        async def next_chunk() -> bytes:
+            while pieces:
+                piece = pieces.pop(0)
+                if piece:
+                    return piece
+            return b""
+
+        return cls(next_chunk)
+
+    @property
+    def at_end(self) -> bool:
+        """Whether the whole body has been read."""
+        return self._done and not self._buffer
+
+    async def _fill(self) -> bytes:
+        if self._buffer:
+            data, self._buffer = self._buffer, b""
+            return data
+        if self._done:
+            return b""
+        data = await self._next()
+        if not data:
+            self._done = True
+        return data
+
+    async def read(self, n: int = -1) -> bytes:
+        """Up to ``n`` bytes (all the rest when ``n < 0``); ``b""`` at the end of the body."""
+        if n < 0:
+            parts = []
+            while data := await self._fill():
+                parts.append(data)
+            out = b"".join(parts)
+        else:
+            out = await self._fill()
+            if len(out) > n:
+                out, self._buffer = out[:n], out[n:]
+        self.received += len(out)
+        return out
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._chunks()
+
+    async def _chunks(self) -> AsyncIterator[bytes]:
+        while data := await self._fill():
+            self.received += len(data)
+            yield data
+
+    async def discard(self) -> int:
+        """Read and drop the rest of the body; return how many bytes that was."""
+        dropped = 0
+        while data := await self._fill():
+            dropped += len(data)
+        return dropped
+
+
 @dataclass(slots=True)
 class Request:
-    """One API request, its body read in full."""
+    """One API request: its body read in full, or (``stream_body`` handlers) as a stream."""
 
     method: str
     path: str  # without the version prefix and the query string
@@ -92,6 +177,13 @@ class Request:
     headers: dict[str, str]  # lower-case names; repeated headers joined with ", "
     body: bytes = b""
     params: dict[str, str] = field(default_factory=dict)
+    stream: BodyStream | None = None  # set for handlers registered with stream_body=True
+
+    def body_stream(self) -> BodyStream:
+        """The body as a :class:`BodyStream` (from ``body`` when it was read in full)."""
+        if self.stream is None:
+            self.stream = BodyStream.of(self.body)
+        return self.stream
 
     def version_at_least(self, version: str) -> bool:
         """Whether the client asked for ``version`` or later (behaviour that changed)."""
@@ -278,17 +370,29 @@ class Router:
     def __init__(self) -> None:
         self._static: dict[tuple[str, str], Handler] = {}
         self._patterns: dict[str, list[tuple[re.Pattern[str], Handler]]] = {}
+        self._streaming: set[Handler] = set()
 
-    def add(self, method: str, pattern: str, handler: Handler) -> None:
+    def add(
+        self, method: str, pattern: str, handler: Handler, *, stream_body: bool = False
+    ) -> None:
+        """Route ``method pattern`` to ``handler``; ``stream_body``: see the module doc."""
         method = method.upper()
         if "{" not in pattern:
             self._static[method, pattern] = handler
         else:
             self._patterns.setdefault(method, []).append((_compile(pattern), handler))
+        if stream_body:
+            self._streaming.add(handler)
 
-    def route(self, method: str, pattern: str) -> Callable[[Handler], Handler]:
+    def streams_body(self, handler: Handler) -> bool:
+        """Whether ``handler`` reads its request body as a stream."""
+        return handler in self._streaming
+
+    def route(
+        self, method: str, pattern: str, *, stream_body: bool = False
+    ) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
-            self.add(method, pattern, handler)
+            self.add(method, pattern, handler, stream_body=stream_body)
             return handler
 
         return register
@@ -296,11 +400,11 @@ class Router:
     def get(self, pattern: str) -> Callable[[Handler], Handler]:
         return self.route("GET", pattern)
 
-    def post(self, pattern: str) -> Callable[[Handler], Handler]:
-        return self.route("POST", pattern)
+    def post(self, pattern: str, *, stream_body: bool = False) -> Callable[[Handler], Handler]:
+        return self.route("POST", pattern, stream_body=stream_body)
 
-    def put(self, pattern: str) -> Callable[[Handler], Handler]:
-        return self.route("PUT", pattern)
+    def put(self, pattern: str, *, stream_body: bool = False) -> Callable[[Handler], Handler]:
+        return self.route("PUT", pattern, stream_body=stream_body)
 
     def delete(self, pattern: str) -> Callable[[Handler], Handler]:
         return self.route("DELETE", pattern)

@@ -11,14 +11,18 @@ import (start-up counts when the CLI spawns the daemon) and hides the
 transport behind its own abstractions. h11 is already installed (httpx
 depends on it).
 
-No threads: the daemon's process must stay single-threaded, because
-forking from a multi-threaded process is unsafe; the engine spawns the
-runtime (or a helper) as fresh processes rather than forking from this
-event loop. Do not use ``run_in_executor`` here either.
+The daemon never forks: it starts processes only with ``posix_spawn`` (or
+subprocess without ``preexec_fn``), so handlers may push blocking work
+(SQLite, pulls, tar) to threads with ``asyncio.to_thread``; this module
+itself runs everything on the event loop.
 
 Request bodies are read in full before the handler runs (limited by
-``max_body``); endpoints that take large uploads (image load, build
-contexts) will need a streaming variant.
+``max_body``, 413 beyond it), except for handlers registered with
+``stream_body=True`` (image load and import, archive uploads): those get
+``Request.stream`` and read the body as it arrives, without a cap; what
+they leave unread is discarded before the response goes out, so the
+connection stays usable. A client that waits for ``100 Continue`` gets it
+when the handler first reads.
 """
 
 from __future__ import annotations
@@ -27,15 +31,18 @@ import asyncio
 import contextlib
 import logging
 import traceback
+from collections.abc import Awaitable, Callable
 from email.utils import formatdate
 from http import HTTPStatus
 
 import h11
 
 from bulkhead import __version__
-from bulkhead.api.errors import status_for
+from bulkhead.api.errors import BadRequest, status_for
 from bulkhead.api.routes import (
     API_VERSION,
+    BodyStream,
+    Handler,
     Hijack,
     RawStream,
     Reply,
@@ -102,14 +109,34 @@ class APIServer:
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=1 << 20)
         try:
             while True:
-                request = await self._read_request(conn, reader, writer)
+                request = await self._read_head(conn, reader)
                 if request is None:
                     return
-                reply = await self._dispatch(request)
+                handler, failure = self._resolve(request)
+                if handler is not None and self.router.streams_body(handler):
+                    request.stream = BodyStream(self._body_reader(conn, reader, writer))
+                else:
+                    body = await self._read_body(conn, reader, writer)
+                    if body is None:
+                        return
+                    request.body = body
+                if handler is None:
+                    assert failure is not None
+                    reply = failure
+                else:
+                    reply = await self._call(handler, request)
+                broken = False
+                if request.stream is not None and not isinstance(reply, Hijack):
+                    try:
+                        await request.stream.discard()
+                    except BadRequest:
+                        broken = True  # the client stopped mid-body: answer, then close
                 if isinstance(reply, Hijack):
                     await self._hijack(conn, request, reply, reader, writer)
                     return
                 await self._send(conn, writer, request.method, reply)
+                if broken:
+                    return
                 if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
                     return
                 try:
@@ -128,19 +155,42 @@ class APIServer:
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
 
-    async def _read_request(
-        self, conn: h11.Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    async def _read_head(
+        self, conn: h11.Connection, reader: asyncio.StreamReader
     ) -> Request | None:
-        head: h11.Request | None = None
+        """The next request's line and headers; ``None`` when the client is done."""
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                conn.receive_data(await reader.read(_READ_SIZE))
+                continue
+            if isinstance(event, h11.Request):
+                break
+            if isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
+                return None
+        headers: dict[str, str] = {}
+        for name, value in event.headers:
+            key = name.decode("latin-1")
+            text = value.decode("latin-1")
+            headers[key] = f"{headers[key]}, {text}" if key in headers else text
+        return Request(
+            method=event.method.decode("ascii"),
+            path=event.target.decode("latin-1"),  # replaced by _resolve
+            version=API_VERSION,
+            query={},
+            headers=headers,
+        )
+
+    async def _read_body(
+        self, conn: h11.Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> bytes | None:
+        """The whole body (up to ``max_body``; 413 and ``None`` beyond it)."""
         body = bytearray()
         while True:
             event = conn.next_event()
             if event is h11.NEED_DATA:
-                data = await reader.read(_READ_SIZE)
-                conn.receive_data(data)
-                continue
-            if isinstance(event, h11.Request):
-                head = event
+                self._continue(conn, writer)
+                conn.receive_data(await reader.read(_READ_SIZE))
                 continue
             if isinstance(event, h11.Data):
                 body += event.data
@@ -149,37 +199,73 @@ class APIServer:
                     return None
                 continue
             if isinstance(event, h11.EndOfMessage) or event is h11.PAUSED:
-                break
+                return bytes(body)
             if isinstance(event, h11.ConnectionClosed):
                 return None
-        if head is None:
-            return None
-        headers: dict[str, str] = {}
-        for name, value in head.headers:
-            key = name.decode("latin-1")
-            text = value.decode("latin-1")
-            headers[key] = f"{headers[key]}, {text}" if key in headers else text
-        return Request(
-            method=head.method.decode("ascii"),
-            path=head.target.decode("latin-1"),  # replaced by _dispatch
-            version=API_VERSION,
-            query={},
-            headers=headers,
-            body=bytes(body),
-        )
 
-    async def _dispatch(self, request: Request) -> Reply:
+    @staticmethod
+    def _continue(conn: h11.Connection, writer: asyncio.StreamWriter) -> None:
+        """Answer ``Expect: 100-continue`` before waiting for the body."""
+        if conn.they_are_waiting_for_100_continue:
+            writer.write(conn.send(h11.InformationalResponse(status_code=100, headers=[])) or b"")
+
+    def _body_reader(
+        self, conn: h11.Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> Callable[[], Awaitable[bytes]]:
+        """The next-chunk function of a streamed body (``b""`` at its end)."""
+
+        async def next_chunk() -> bytes:
+            while True:
+                try:
+                    event = conn.next_event()
+                except h11.RemoteProtocolError as exc:
+                    raise BadRequest(f"incomplete request body: {exc}") from None
+                if event is h11.NEED_DATA:
+                    self._continue(conn, writer)
+                    conn.receive_data(await reader.read(_READ_SIZE))
+                    continue
+                if isinstance(event, h11.Data):
+                    if event.data:
+                        return bytes(event.data)
+                    continue
+                if isinstance(event, h11.EndOfMessage) or event is h11.PAUSED:
+                    return b""
+                if isinstance(event, h11.ConnectionClosed):
+                    raise BadRequest("incomplete request body: the client closed the connection")
+
+        return next_chunk
+
+    def _resolve(self, request: Request) -> tuple[Handler | None, Reply | None]:
+        """The handler for ``request`` (its version, path, query and params filled in), or an error reply."""
         try:
             request.version, request.path, request.query = parse_target(request.path)
             handler, request.params = self.router.match(request.method, request.path)
+        except Exception as exc:
+            return None, self._error_reply(request, exc)
+        return handler, None
+
+    async def _call(self, handler: Handler, request: Request) -> Reply:
+        try:
             return await handler(request)
         except Exception as exc:
-            status = status_for(exc)
-            if status >= 500:
-                log.error("%s %s failed:\n%s", request.method, request.path, traceback.format_exc())
-            if status == 304:
-                return Response(304, b"", None)
-            return error_response(status, str(exc) or type(exc).__name__)
+            return self._error_reply(request, exc)
+
+    async def _dispatch(self, request: Request) -> Reply:
+        """Resolve and call (a request whose body is already in ``request.body``)."""
+        handler, failure = self._resolve(request)
+        if handler is None:
+            assert failure is not None
+            return failure
+        return await self._call(handler, request)
+
+    @staticmethod
+    def _error_reply(request: Request, exc: Exception) -> Response:
+        status = status_for(exc)
+        if status >= 500:
+            log.error("%s %s failed:\n%s", request.method, request.path, traceback.format_exc())
+        if status == 304:
+            return Response(304, b"", None)
+        return error_response(status, str(exc) or type(exc).__name__)
 
     async def _send(
         self,
