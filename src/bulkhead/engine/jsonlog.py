@@ -1,0 +1,347 @@
+"""Docker's ``json-file`` log driver: the writer (monitor side) and the reader (daemon side).
+
+A container's log is a file of JSON lines, one per *message*::
+
+    {"log":"hello\\n","stream":"stdout","time":"2024-05-01T12:00:00.123456789Z"}
+
+*message*
+    what the container wrote up to and including a newline. A line longer
+    than 16 KiB is cut into 16 KiB messages without a newline, the last
+    piece keeps it (Docker's ``partial`` messages); what is left without a
+    newline when the stream closes is written as it is.
+*stream*
+    ``stdout`` or ``stderr`` (a container with a terminal has only
+    ``stdout``).
+*rotation*
+    with ``max_size`` > 0 the file is rotated before it would grow past that
+    size: ``path`` → ``path.1`` → ``path.2`` ... and at most ``max_files``
+    files exist in all (``max_files`` = 1 truncates instead).
+
+:class:`JsonLogWriter` is the monitor's (synchronous, unbuffered: every
+message reaches the file before the next read of the container's output);
+:func:`follow_logs` is the daemon's ``docker logs``: the rotated files
+oldest first, ``tail``, ``since``/``until`` and ``follow`` (polling, so the
+writer needs no cooperation).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import calendar
+import collections
+import os
+import time
+from collections.abc import AsyncIterator
+
+import msgspec
+
+#: Docker cuts messages at 16 KiB (``bufio`` size of its log copier).
+MAX_MESSAGE = 16 * 1024
+
+STREAM_NAMES = {1: "stdout", 2: "stderr"}
+STREAM_NUMBERS = {"stdout": 1, "stderr": 2}
+
+
+def log_time(ns: int | None = None) -> str:
+    """``ns`` (default: now) as RFC 3339 UTC with all nine fraction digits, as the log stores it."""
+    if ns is None:
+        ns = time.time_ns()
+    secs, nanos = divmod(ns, 1_000_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{nanos:09d}Z"
+
+
+def parse_time(text: str) -> int:
+    """An RFC 3339 time (``Z`` or ``±hh:mm``, any fraction length) as nanoseconds since the epoch.
+
+    Raises ValueError naming the text when it is not one.
+    """
+    try:
+        base, rest = text[:19], text[19:]
+        secs = calendar.timegm(time.strptime(base, "%Y-%m-%dT%H:%M:%S"))
+        nanos = 0
+        if rest.startswith("."):
+            digits = ""
+            i = 1
+            while i < len(rest) and rest[i].isdigit():
+                digits += rest[i]
+                i += 1
+            nanos = int((digits + "000000000")[:9]) if digits else 0
+            rest = rest[i:]
+        if rest in ("Z", "z", ""):
+            offset = 0
+        else:
+            sign = 1 if rest[0] == "+" else -1
+            if rest[0] not in "+-":
+                raise ValueError(rest)
+            hh, mm = rest[1:].split(":")
+            offset = sign * (int(hh) * 3600 + int(mm) * 60)
+        return (secs - offset) * 1_000_000_000 + nanos
+    except (ValueError, IndexError):
+        raise ValueError(f"invalid log time {text!r}: expected RFC 3339") from None
+
+
+class LogEntry(msgspec.Struct):
+    """One line of a json-file log."""
+
+    log: str
+    stream: str
+    time: str
+
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(LogEntry)
+
+
+class JsonLogWriter:
+    """Append a container's output to ``path`` in Docker's json-file format, rotating it."""
+
+    def __init__(self, path: str | os.PathLike[str], max_size: int = 0, max_files: int = 1) -> None:
+        self.path = os.fspath(path)
+        self.max_size = max(0, max_size)
+        self.max_files = max(1, max_files)
+        self._fd = self._open(truncate=False)
+        self.size = os.fstat(self._fd).st_size
+        self._partial: dict[int, bytearray] = {1: bytearray(), 2: bytearray()}
+
+    def _open(self, *, truncate: bool) -> int:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+        if truncate:
+            flags |= os.O_TRUNC
+        return os.open(self.path, flags, 0o640)
+
+    def write(self, stream: int, data: bytes, now_ns: int | None = None) -> None:
+        """Take a chunk of output of ``stream`` (1 stdout, 2 stderr); write its whole messages."""
+        buf = self._partial[stream]
+        buf += data
+        stamp = log_time(now_ns)
+        start = 0
+        while True:
+            nl = buf.find(b"\n", start)
+            end = nl + 1 if nl >= 0 else -1
+            if end < 0 or end - start > MAX_MESSAGE:
+                if len(buf) - start >= MAX_MESSAGE:
+                    self._emit(stream, bytes(buf[start : start + MAX_MESSAGE]), stamp)
+                    start += MAX_MESSAGE
+                    continue
+                break
+            self._emit(stream, bytes(buf[start:end]), stamp)
+            start = end
+        del buf[:start]
+
+    def flush(self, stream: int | None = None, now_ns: int | None = None) -> None:
+        """Write what is left without a newline (the stream closed)."""
+        for s in (1, 2) if stream is None else (stream,):
+            buf = self._partial[s]
+            if buf:
+                self._emit(s, bytes(buf), log_time(now_ns))
+                buf.clear()
+
+    def _emit(self, stream: int, message: bytes, stamp: str) -> None:
+        entry = LogEntry(message.decode("utf-8", "replace"), STREAM_NAMES[stream], stamp)
+        line = _encoder.encode(entry) + b"\n"
+        if self.max_size and self.size and self.size + len(line) > self.max_size:
+            self.rotate()
+        view = memoryview(line)
+        while view:
+            n = os.write(self._fd, view)
+            view = view[n:]
+        self.size += len(line)
+
+    def rotate(self) -> None:
+        """``path`` → ``path.1`` → ... (keeping ``max_files`` files), then a fresh ``path``."""
+        os.close(self._fd)
+        if self.max_files > 1:
+            for i in range(self.max_files - 1, 1, -1):
+                older = f"{self.path}.{i - 1}"
+                if os.path.exists(older):
+                    os.replace(older, f"{self.path}.{i}")
+            os.replace(self.path, self.path + ".1")
+            self._fd = self._open(truncate=False)
+        else:
+            self._fd = self._open(truncate=True)
+        self.size = 0
+
+    def close(self) -> None:
+        self.flush()
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+# ---------------------------------------------------------------------- reading
+
+
+def log_files(path: str | os.PathLike[str]) -> list[str]:
+    """The files of a log, oldest first: ``path.N`` ... ``path.1``, ``path`` (those that exist)."""
+    base = os.fspath(path)
+    rotated: list[tuple[int, str]] = []
+    directory = os.path.dirname(base) or "."
+    prefix = os.path.basename(base) + "."
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        names = []
+    for name in names:
+        if name.startswith(prefix) and name[len(prefix) :].isdigit():
+            rotated.append((int(name[len(prefix) :]), os.path.join(directory, name)))
+    out = [p for _, p in sorted(rotated, reverse=True)]
+    if os.path.exists(base):
+        out.append(base)
+    return out
+
+
+class _Filter:
+    def __init__(
+        self,
+        since: float | None,
+        until: float | None,
+        stdout: bool,
+        stderr: bool,
+        timestamps: bool,
+    ) -> None:
+        self.since = int(since * 1e9) if since else None
+        self.until = int(until * 1e9) if until else None
+        self.streams = {n for n, want in ((1, stdout), (2, stderr)) if want}
+        self.timestamps = timestamps
+        #: an entry later than ``until`` was seen: stop
+        self.past_until = False
+
+    def apply(self, raw: bytes) -> tuple[int, bytes] | None:
+        try:
+            entry = _decoder.decode(raw)
+        except msgspec.DecodeError:
+            return None  # a torn or foreign line: skip it, as Docker does
+        stream = STREAM_NUMBERS.get(entry.stream, 1)
+        if stream not in self.streams:
+            return None
+        if self.since is not None or self.until is not None:
+            try:
+                when = parse_time(entry.time)
+            except ValueError:
+                return None
+            if self.since is not None and when < self.since:
+                return None
+            if self.until is not None and when > self.until:
+                self.past_until = True
+                return None
+        data = entry.log.encode("utf-8", "surrogateescape")
+        if self.timestamps:
+            data = entry.time.encode() + b" " + data
+        return stream, data
+
+
+async def follow_logs(
+    path: str | os.PathLike[str],
+    *,
+    since: float | None = None,
+    until: float | None = None,
+    tail: int | None = None,
+    follow: bool = False,
+    stdout: bool = True,
+    stderr: bool = True,
+    timestamps: bool = False,
+    stop_event: asyncio.Event | None = None,
+    poll_interval: float = 0.1,
+) -> AsyncIterator[tuple[int, bytes]]:
+    """Yield ``(stream, message)`` from a json-file log, oldest first.
+
+    ``since``/``until`` are seconds since the epoch (0/None: unbounded);
+    ``tail`` keeps only the last N messages already written (None or < 0:
+    all); ``follow`` then waits for new messages, across rotations, until
+    ``stop_event`` is set and what was written by then is drained.
+    ``timestamps`` prefixes each message with its time and a space.
+    """
+    filt = _Filter(since, until, stdout, stderr, timestamps)
+    files = log_files(path)
+    base = os.fspath(path)
+    pending: collections.deque[tuple[int, bytes]] | None = (
+        collections.deque(maxlen=tail) if tail is not None and tail >= 0 else None
+    )
+    current_fd = -1
+    current_ino = 0
+    leftover = b""
+    for name in files:
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            continue
+        is_current = name == base
+        leftover = b""
+        keep = False
+        try:
+            while True:
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    break
+                data = leftover + chunk
+                lines = data.split(b"\n")
+                leftover = lines.pop()
+                for raw in lines:
+                    item = filt.apply(raw)
+                    if item is None:
+                        if filt.past_until:
+                            break
+                        continue
+                    if pending is not None:
+                        pending.append(item)
+                    else:
+                        yield item
+                if filt.past_until:
+                    break
+                await asyncio.sleep(0)
+            keep = is_current and follow and not filt.past_until
+        finally:
+            if not keep:
+                os.close(fd)
+        if keep:
+            current_fd = fd
+            current_ino = os.fstat(fd).st_ino
+        if filt.past_until:
+            break
+    try:
+        if pending is not None:
+            for item in pending:
+                yield item
+        if not follow or filt.past_until:
+            return
+        while True:
+            chunk = os.read(current_fd, 65536) if current_fd >= 0 else b""
+            if chunk:
+                data = leftover + chunk
+                lines = data.split(b"\n")
+                leftover = lines.pop()
+                for raw in lines:
+                    item = filt.apply(raw)
+                    if item is not None:
+                        yield item
+                    elif filt.past_until:
+                        return
+                continue
+            # Drained what is there: was the file rotated or (re)created meanwhile?
+            try:
+                st = os.stat(base)
+            except FileNotFoundError:
+                st = None
+            if st is not None and (current_fd < 0 or st.st_ino != current_ino):
+                if current_fd >= 0:
+                    os.close(current_fd)
+                current_fd = os.open(base, os.O_RDONLY | os.O_CLOEXEC)
+                current_ino = os.fstat(current_fd).st_ino
+                leftover = b""
+                continue
+            if current_fd >= 0 and st is not None and st.st_size < os.lseek(current_fd, 0, 1):
+                os.lseek(current_fd, 0, 0)  # truncated in place (max_files = 1)
+                leftover = b""
+                continue
+            if stop_event is not None and stop_event.is_set():
+                return
+            if stop_event is not None:
+                try:
+                    await asyncio.wait_for(stop_event.wait(), poll_interval)
+                except TimeoutError:
+                    pass
+            else:
+                await asyncio.sleep(poll_interval)
+    finally:
+        if current_fd >= 0:
+            os.close(current_fd)

@@ -1,0 +1,1512 @@
+"""The container monitor: one small process per running container (conmon's job).
+
+The daemon never forks (it has threads), and a container must outlive the
+daemon (live restore). So between them sits the *monitor*, forked by the
+zygote (:mod:`bulkhead.engine.zygote`) for each container. It is
+single-threaded: one ``selectors`` loop, no asyncio, no threads.
+
+What the monitor does, in order:
+
+1. becomes a *child subreaper* (``PR_SET_CHILD_SUBREAPER``): the container's
+   init (and every ``exec``'d process), orphaned when the runtime's
+   intermediate processes exit, is reparented to it, so it can ``waitpid``
+   for their exit status;
+2. makes the container's stdio: pipes (stdin only with ``-i``, else
+   ``/dev/null``), or a pseudo-terminal whose master the runtime hands over
+   (``--console-socket`` for a runc-compatible binary, ``hold_console`` for
+   the in-process runtime);
+3. ``create`` through the runtime: the init waits at ``exec.fifo``;
+4. writes ``monitor.json`` {monitor_pid, monitor_start, init_pid}, listens on
+   ``ctl.sock`` and ``attach.sock`` and replies to its spawner;
+5. waits for ``{"op":"start"}`` on ``ctl.sock`` (so that an attach made
+   between create and start misses no output), then ``start``;
+6. copies every chunk of output to the json-file log
+   (:class:`~bulkhead.engine.jsonlog.JsonLogWriter`) and to every attached
+   client, and attached clients' input to the container's stdin;
+7. when the init exits: drains the output, reads the cgroup's ``oom_kill``
+   counter, writes ``exit.json`` {exit_code, oom_killed, finished_at, error}
+   atomically, ``delete --force``\\ s the runtime container, closes the
+   clients and exits.
+
+Protocols (all on unix sockets under the monitor's *state dir*,
+``<exec_root>/<id>/``):
+
+``ctl.sock``
+    one JSON line request, one JSON line reply: ``start``, ``kill``
+    {signal, all}, ``resize`` {height, width}, ``exec`` {exec_id, process
+    (OCI process JSON), tty, stdin}, ``exec_resize`` {exec_id, height,
+    width}, ``ping``. Errors are ``{"error": message, "kind": kind}`` with
+    kind ``not_found`` (exit 127), ``not_executable`` (126),
+    ``bad_request``, ``not_running`` or ``runtime``. After an ``exec``
+    reply ``{"pid": N}`` the same connection is the exec's stream: output as
+    Docker's 8-byte frames (raw with a tty), input is the exec's stdin
+    (half-close = EOF); ``exec/<exec_id>.json`` {pid, exit_code} is written
+    before the stream closes.
+``attach.sock``
+    the client sends one JSON line {stdin, stdout, stderr}; the monitor
+    answers one line ``{"ok": true, "tty": bool}`` once the client is
+    registered (no output after it is missed), then output (8-byte frames,
+    raw with a tty) flows to the client and the client's bytes to the
+    container's stdin. With ``stdin_once`` the client's half-close closes
+    the container's stdin. Closed after the container exited and its output
+    was drained.
+
+The client side, used by the engine in the daemon, is :class:`MonitorClient`
+(asyncio) together with :class:`~bulkhead.engine.zygote.ZygoteClient`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import re
+import selectors
+import signal
+import socket
+import struct
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import msgspec
+
+from bulkhead.errors import ContainerError, ContainerNotRunning
+
+# ---------------------------------------------------------------------- shared models
+
+
+class MonitorConfig(msgspec.Struct, kw_only=True):
+    """What a monitor needs to know about its container.
+
+    ``runtime``: ``"bulkhead"`` is the in-process runtime library; anything
+    else is the path (or PATH name) of a runc-compatible binary (runc, crun,
+    bulkhead-runtime). ``state_dir`` is ``<exec_root>/<id>``; ``log_path``
+    None means no log. ``log_max_size`` in bytes, 0 = unlimited.
+    """
+
+    container_id: str
+    bundle: str
+    runtime: str = "bulkhead"
+    runtime_root: str
+    state_dir: str
+    log_path: str | None = None
+    log_max_size: int = 0
+    log_max_files: int = 1
+    tty: bool = False
+    stdin_open: bool = False
+    stdin_once: bool = False
+
+
+class ExitStatus(msgspec.Struct, kw_only=True):
+    """``exit.json``: how the container's init ended (exit code 128+N for signal N)."""
+
+    exit_code: int
+    oom_killed: bool = False
+    #: RFC 3339 with nanoseconds, UTC
+    finished_at: str = ""
+    #: why the monitor could not observe a normal exit ("" when it did)
+    error: str = ""
+
+
+class ExecStatus(msgspec.Struct, kw_only=True):
+    """``exec/<exec_id>.json``: how an exec'd process ended."""
+
+    pid: int
+    exit_code: int
+
+
+class MonitorInfo(msgspec.Struct, kw_only=True):
+    """``monitor.json``: who the monitor is (pid + start time, against pid reuse)."""
+
+    monitor_pid: int
+    monitor_start: int = 0
+    init_pid: int = 0
+
+
+class MonitorError(ContainerError):
+    """The monitor (or the runtime it drives) refused or failed an operation.
+
+    ``kind`` is the wire's error kind; ``exit_code`` what ``docker run``
+    exits with for it (125: the engine's failure; 126/127 as a shell).
+    """
+
+    exit_code = 125
+    kind = "runtime"
+
+    def __init__(self, message: str, kind: str | None = None) -> None:
+        if kind is not None:
+            self.kind = kind
+        super().__init__(message)
+
+
+class ProcessNotFound(MonitorError):
+    """The container's (or exec's) program does not exist (Docker's exit code 127)."""
+
+    exit_code = 127
+    kind = "not_found"
+
+
+class ProcessNotExecutable(MonitorError):
+    """The program exists but cannot be executed (Docker's exit code 126)."""
+
+    exit_code = 126
+    kind = "not_executable"
+
+
+class MonitorBadRequest(MonitorError):
+    """A request the monitor does not understand, or that does not fit the container."""
+
+    kind = "bad_request"
+
+
+class MonitorNotRunning(MonitorError, ContainerNotRunning):
+    """The container (or its monitor) is not running."""
+
+    kind = "not_running"
+
+
+_KINDS: dict[str, type[MonitorError]] = {
+    "not_found": ProcessNotFound,
+    "not_executable": ProcessNotExecutable,
+    "bad_request": MonitorBadRequest,
+    "not_running": MonitorNotRunning,
+}
+
+
+def error_from_reply(reply: dict[str, Any]) -> MonitorError:
+    """The exception for an ``{"error", "kind"}`` reply."""
+    kind = str(reply.get("kind") or "runtime")
+    cls = _KINDS.get(kind, MonitorError)
+    return cls(str(reply.get("error") or "monitor error"), kind)
+
+
+def classify_runtime_message(message: str) -> type[MonitorError]:
+    """Docker's reading of a runtime's start error: 127 for a missing program, 126 for denied."""
+    low = message.lower()
+    if "executable file not found" in low or "no such file or directory" in low:
+        return ProcessNotFound
+    if "permission denied" in low or "exec format error" in low or "is a directory" in low:
+        return ProcessNotExecutable
+    return MonitorError
+
+
+EXIT_FILE = "exit.json"
+INFO_FILE = "monitor.json"
+CTL_SOCK = "ctl.sock"
+ATTACH_SOCK = "attach.sock"
+_EXEC_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+def frame(stream: int, data: bytes) -> bytes:
+    """Docker's multiplexed stream frame: [stream, 0, 0, 0, big-endian length] + data."""
+    return struct.pack(">BxxxI", stream, len(data)) + data
+
+
+def write_atomic(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file and rename (readers see all or nothing)."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def _proc_start(pid: int) -> int | None:
+    from bulkhead.runtime.state import proc_start_time
+
+    return proc_start_time(pid)
+
+
+# ---------------------------------------------------------------------- client (daemon side)
+
+
+class MonitorClient:
+    """Talk to the monitor of one container (``state_dir`` = ``<exec_root>/<id>``)."""
+
+    def __init__(self, state_dir: str | os.PathLike[str]) -> None:
+        self.state_dir = os.fspath(state_dir)
+        self.ctl_path = os.path.join(self.state_dir, CTL_SOCK)
+        self.attach_path = os.path.join(self.state_dir, ATTACH_SOCK)
+
+    async def _open(self, path: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        try:
+            return await asyncio.open_unix_connection(path, limit=1 << 20)
+        except (FileNotFoundError, ConnectionRefusedError) as exc:
+            raise MonitorNotRunning(
+                f"the container's monitor does not answer at {path}: {exc.strerror}"
+            ) from None
+
+    async def _request(
+        self, request: dict[str, Any], timeout: float | None = 60.0
+    ) -> tuple[dict[str, Any], asyncio.StreamReader, asyncio.StreamWriter]:
+        reader, writer = await self._open(self.ctl_path)
+        try:
+            writer.write(json.dumps(request).encode() + b"\n")
+            await writer.drain()
+            line = await asyncio.wait_for(reader.readline(), timeout)
+        except BaseException:
+            writer.close()
+            raise
+        if not line:
+            writer.close()
+            raise MonitorNotRunning("the container's monitor closed the connection")
+        reply = json.loads(line)
+        if not isinstance(reply, dict):
+            writer.close()
+            raise MonitorError(f"unexpected reply from the monitor: {line!r}")
+        if "error" in reply:
+            writer.close()
+            raise error_from_reply(reply)
+        return reply, reader, writer
+
+    async def call(self, request: dict[str, Any]) -> dict[str, Any]:
+        """One request, one reply (raises :class:`MonitorError` for an error reply)."""
+        reply, _, writer = await self._request(request)
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        return reply
+
+    async def ping(self) -> dict[str, Any]:
+        return await self.call({"op": "ping"})
+
+    async def start(self) -> None:
+        """Release the created container (its program starts)."""
+        await self.call({"op": "start"})
+
+    async def kill(self, sig: int, all: bool = False) -> None:
+        """Send ``sig`` to the init (``all``: to every process of the container)."""
+        await self.call({"op": "kill", "signal": int(sig), "all": bool(all)})
+
+    async def resize(self, height: int, width: int) -> None:
+        """Set the container's terminal size."""
+        await self.call({"op": "resize", "height": int(height), "width": int(width)})
+
+    async def attach(
+        self, stdin: bool, stdout: bool, stderr: bool
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """Attach to the container's stdio; output (frames, raw with a tty) comes on the reader.
+
+        Returns once the monitor registered the client: no output after
+        that is missed. Write stdin to the writer (``write_eof`` = EOF).
+        """
+        reader, writer = await self._open(self.attach_path)
+        try:
+            writer.write(
+                json.dumps({"stdin": stdin, "stdout": stdout, "stderr": stderr}).encode() + b"\n"
+            )
+            await writer.drain()
+            line = await asyncio.wait_for(reader.readline(), 30)
+        except BaseException:
+            writer.close()
+            raise
+        if not line:
+            writer.close()
+            raise MonitorNotRunning("the container's monitor closed the attach connection")
+        reply = json.loads(line)
+        if "error" in reply:
+            writer.close()
+            raise error_from_reply(reply)
+        return reader, writer
+
+    async def exec(
+        self, exec_id: str, process: dict[str, Any], tty: bool, stdin: bool
+    ) -> tuple[int, asyncio.StreamReader, asyncio.StreamWriter]:
+        """Start ``process`` (OCI process JSON) in the container; its stream is returned.
+
+        The reader carries its output (8-byte frames, raw with a tty) and
+        ends when it exited; :meth:`exec_status` then has its exit code.
+        """
+        reply, reader, writer = await self._request(
+            {"op": "exec", "exec_id": exec_id, "process": process, "tty": tty, "stdin": stdin}
+        )
+        return int(reply["pid"]), reader, writer
+
+    async def exec_resize(self, exec_id: str, height: int, width: int) -> None:
+        await self.call(
+            {"op": "exec_resize", "exec_id": exec_id, "height": int(height), "width": int(width)}
+        )
+
+    def exit_status(self) -> ExitStatus | None:
+        """``exit.json``, once the container has exited (None before)."""
+        try:
+            with open(os.path.join(self.state_dir, EXIT_FILE), "rb") as f:
+                return msgspec.json.decode(f.read(), type=ExitStatus)
+        except FileNotFoundError:
+            return None
+
+    def exec_status(self, exec_id: str) -> ExecStatus | None:
+        """``exec/<exec_id>.json``, once that exec'd process has exited (None before)."""
+        if not _EXEC_ID.match(exec_id):
+            return None
+        try:
+            with open(os.path.join(self.state_dir, "exec", exec_id + ".json"), "rb") as f:
+                return msgspec.json.decode(f.read(), type=ExecStatus)
+        except FileNotFoundError:
+            return None
+
+    def info(self) -> MonitorInfo | None:
+        """``monitor.json`` (None when the monitor never got that far)."""
+        try:
+            with open(os.path.join(self.state_dir, INFO_FILE), "rb") as f:
+                return msgspec.json.decode(f.read(), type=MonitorInfo)
+        except (FileNotFoundError, msgspec.DecodeError):
+            return None
+
+    def alive(self) -> bool:
+        """Whether the monitor of ``monitor.json`` runs (its pid with the same start time)."""
+        info = self.info()
+        if info is None or info.monitor_pid <= 0:
+            return False
+        now = _proc_start(info.monitor_pid)
+        return now is not None and (info.monitor_start == 0 or now == info.monitor_start)
+
+
+# ---------------------------------------------------------------------- runtimes (monitor side)
+
+
+@contextlib.contextmanager
+def _as_stdio(fds: tuple[int, int, int]) -> Iterator[None]:
+    """Make ``fds`` our fds 0/1/2 for the duration: the in-process runtime's children inherit them."""
+    saved = [os.dup(i) for i in (0, 1, 2)]
+    try:
+        for i, fd in enumerate(fds):
+            os.dup2(fd, i)
+        yield
+    finally:
+        for i, fd in enumerate(saved):
+            os.dup2(fd, i)
+            os.close(fd)
+
+
+class _Backend:
+    """How the monitor drives one OCI runtime."""
+
+    def create(self, stdio: tuple[int, int, int], tty: bool) -> tuple[int, int | None]:
+        """Create the container: (init pid, pty master when ``tty``)."""
+        raise NotImplementedError
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def kill(self, sig: int, all_processes: bool) -> None:
+        raise NotImplementedError
+
+    def exec(
+        self, exec_id: str, process: dict[str, Any], stdio: tuple[int, int, int], tty: bool
+    ) -> tuple[int, int | None]:
+        raise NotImplementedError
+
+    def delete(self) -> None:
+        raise NotImplementedError
+
+
+def _map_runtime_error(exc: Exception) -> MonitorError:
+    from bulkhead import errors as e
+
+    text = str(exc)
+    if isinstance(exc, MonitorError):
+        return exc
+    if isinstance(exc, e.ExecutableNotFound):
+        return ProcessNotFound(text)
+    if isinstance(exc, e.ExecutableNotRunnable) or (
+        isinstance(exc, e.StartError) and exc.errno == errno.EACCES
+    ):
+        return ProcessNotExecutable(text)
+    if isinstance(exc, e.StartError):
+        return classify_runtime_message(text)(text)
+    if isinstance(exc, e.WrongState | e.ContainerNotFound):
+        return MonitorNotRunning(text)
+    if isinstance(exc, e.SpecError):
+        return MonitorBadRequest(text)
+    return MonitorError(text or type(exc).__name__)
+
+
+class _InProcess(_Backend):
+    """bulkhead's own runtime, as a library, in the monitor's process."""
+
+    def __init__(self, cfg: MonitorConfig) -> None:
+        from bulkhead.runtime.container import Runtime
+
+        self.cfg = cfg
+        self.rt = Runtime(cfg.runtime_root)
+
+    def create(self, stdio: tuple[int, int, int], tty: bool) -> tuple[int, int | None]:
+        from bulkhead.runtime.container import CreateOptions
+
+        try:
+            with _as_stdio(stdio):
+                started = self.rt.create(
+                    self.cfg.container_id, CreateOptions(bundle=self.cfg.bundle), hold_console=tty
+                )
+        except Exception as exc:
+            raise _map_runtime_error(exc) from None
+        return started.pid, started.console
+
+    def start(self) -> None:
+        try:
+            self.rt.start(self.cfg.container_id)
+        except Exception as exc:
+            raise _map_runtime_error(exc) from None
+
+    def kill(self, sig: int, all_processes: bool) -> None:
+        try:
+            self.rt.kill(self.cfg.container_id, sig, all_processes=all_processes)
+        except Exception as exc:
+            raise _map_runtime_error(exc) from None
+
+    def exec(
+        self, exec_id: str, process: dict[str, Any], stdio: tuple[int, int, int], tty: bool
+    ) -> tuple[int, int | None]:
+        from bulkhead.oci.runtime_spec import Process, validate_process
+        from bulkhead.runtime.plan import plan_process
+
+        try:
+            proc = msgspec.convert(dict(process, terminal=tty), type=Process, from_attributes=False)
+        except msgspec.ValidationError as exc:
+            raise MonitorBadRequest(f"exec process: {exc}") from None
+        try:
+            validate_process(proc)
+            plan = plan_process(proc)
+            spec = self.rt.spec_of(self.cfg.container_id)
+            if spec.linux is not None and spec.linux.seccomp is not None:
+                from bulkhead.linux.seccomp import compile_filter
+
+                plan.seccomp = compile_filter(spec.linux.seccomp)
+            with _as_stdio(stdio):
+                started = self.rt.exec(self.cfg.container_id, plan, hold_console=tty)
+        except Exception as exc:
+            raise _map_runtime_error(exc) from None
+        return started.pid, started.console
+
+    def delete(self) -> None:
+        self.rt.delete(self.cfg.container_id, force=True)
+
+
+class _Binary(_Backend):
+    """A runc-compatible binary (runc, crun, bulkhead-runtime), one command per verb."""
+
+    def __init__(self, cfg: MonitorConfig) -> None:
+        import shutil
+
+        self.cfg = cfg
+        path = cfg.runtime if "/" in cfg.runtime else shutil.which(cfg.runtime)
+        if not path or not os.access(path, os.X_OK):
+            raise MonitorBadRequest(f"runtime {cfg.runtime!r}: no such executable")
+        self.path = path
+        self.log = os.path.join(cfg.state_dir, "runtime.log")
+
+    def _run(self, args: list[str], stdio: tuple[int, int, int] | None = None) -> None:
+        argv = [self.path, "--root", self.cfg.runtime_root, "--log", self.log]
+        argv += ["--log-format", "json", *args]
+        null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+        try:
+            fds = stdio or (null, null, null)
+            actions = [(os.POSIX_SPAWN_DUP2, fd, i) for i, fd in enumerate(fds)]
+            with contextlib.suppress(FileNotFoundError):
+                os.truncate(self.log, 0)
+            pid = os.posix_spawn(self.path, argv, dict(os.environ), file_actions=actions)
+        finally:
+            os.close(null)
+        _, status = os.waitpid(pid, 0)
+        code = os.waitstatus_to_exitcode(status)
+        if code != 0:
+            message = self._last_error() or f"{os.path.basename(self.path)} {args[0]}: exit {code}"
+            raise classify_runtime_message(message)(message)
+
+    def _last_error(self) -> str:
+        try:
+            with open(self.log, "rb") as f:
+                lines = f.read().splitlines()
+        except OSError:
+            return ""
+        for raw in reversed(lines):
+            try:
+                doc = json.loads(raw)
+            except ValueError:
+                continue
+            if isinstance(doc, dict) and doc.get("level") in ("error", "fatal"):
+                return str(doc.get("msg", ""))
+        return ""
+
+    def _console(self, listener: socket.socket | None) -> int | None:
+        if listener is None:
+            return None
+        listener.settimeout(10)
+        conn, _ = listener.accept()
+        with conn:
+            conn.settimeout(10)
+            _, fds, _, _ = socket.recv_fds(conn, 1024, 1)
+        if not fds:
+            raise MonitorError("the runtime sent no terminal on the console socket")
+        return fds[0]
+
+    def _listener(self, name: str) -> tuple[socket.socket, str]:
+        path = os.path.join(self.cfg.state_dir, name)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        s.bind(path)
+        s.listen(1)
+        return s, path
+
+    def create(self, stdio: tuple[int, int, int], tty: bool) -> tuple[int, int | None]:
+        pid_file = os.path.join(self.cfg.state_dir, "init.pid")
+        args = ["create", "--bundle", self.cfg.bundle, "--pid-file", pid_file]
+        listener = None
+        try:
+            if tty:
+                listener, path = self._listener("console.sock")
+                args += ["--console-socket", path]
+            self._run([*args, self.cfg.container_id], stdio)
+            with open(pid_file) as f:
+                pid = int(f.read().strip())
+            return pid, self._console(listener)
+        finally:
+            if listener is not None:
+                listener.close()
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(self.cfg.state_dir, "console.sock"))
+
+    def start(self) -> None:
+        self._run(["start", self.cfg.container_id])
+
+    def kill(self, sig: int, all_processes: bool) -> None:
+        try:
+            self._run(
+                ["kill", *(["--all"] if all_processes else []), self.cfg.container_id, str(sig)]
+            )
+        except MonitorError as exc:
+            if "not running" in str(exc) or "process already finished" in str(exc):
+                raise MonitorNotRunning(str(exc)) from None
+            raise
+
+    def exec(
+        self, exec_id: str, process: dict[str, Any], stdio: tuple[int, int, int], tty: bool
+    ) -> tuple[int, int | None]:
+        exec_dir = os.path.join(self.cfg.state_dir, "exec")
+        proc_file = os.path.join(exec_dir, exec_id + ".process.json")
+        pid_file = os.path.join(exec_dir, exec_id + ".pid")
+        write_atomic(proc_file, json.dumps(dict(process, terminal=tty)).encode())
+        args = ["exec", "--process", proc_file, "--detach", "--pid-file", pid_file]
+        listener = None
+        try:
+            if tty:
+                listener, path = self._listener(f"exec-{exec_id[:12]}.sock")
+                args += ["--console-socket", path]
+            self._run([*args, self.cfg.container_id], stdio)
+            with open(pid_file) as f:
+                pid = int(f.read().strip())
+            return pid, self._console(listener)
+        finally:
+            if listener is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(listener.getsockname())
+                listener.close()
+            for leftover in (proc_file, pid_file):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(leftover)
+
+    def delete(self) -> None:
+        self._run(["delete", "--force", self.cfg.container_id])
+
+
+def backend_for(cfg: MonitorConfig) -> _Backend:
+    return _InProcess(cfg) if cfg.runtime == "bulkhead" else _Binary(cfg)
+
+
+# ---------------------------------------------------------------------- the event loop
+
+
+_Callback = Callable[[], None]
+
+
+class _Reactor:
+    """A minimal select loop: read and write callbacks per fd."""
+
+    def __init__(self) -> None:
+        self.sel = selectors.DefaultSelector()
+        self.readers: dict[int, _Callback] = {}
+        self.writers: dict[int, _Callback] = {}
+
+    def _update(self, fd: int) -> None:
+        events = (selectors.EVENT_READ if fd in self.readers else 0) | (
+            selectors.EVENT_WRITE if fd in self.writers else 0
+        )
+        try:
+            self.sel.get_key(fd)
+            registered = True
+        except KeyError:
+            registered = False
+        if not events:
+            if registered:
+                self.sel.unregister(fd)
+        elif registered:
+            self.sel.modify(fd, events)
+        else:
+            self.sel.register(fd, events)
+
+    def add_reader(self, fd: int, cb: _Callback) -> None:
+        self.readers[fd] = cb
+        self._update(fd)
+
+    def remove_reader(self, fd: int) -> None:
+        if self.readers.pop(fd, None) is not None:
+            self._update(fd)
+
+    def add_writer(self, fd: int, cb: _Callback) -> None:
+        self.writers[fd] = cb
+        self._update(fd)
+
+    def remove_writer(self, fd: int) -> None:
+        if self.writers.pop(fd, None) is not None:
+            self._update(fd)
+
+    def forget(self, fd: int) -> None:
+        self.readers.pop(fd, None)
+        self.writers.pop(fd, None)
+        self._update(fd)
+
+    def run_once(self, timeout: float | None) -> None:
+        for key, events in self.sel.select(timeout):
+            fd = key.fd
+            if events & selectors.EVENT_READ:
+                cb = self.readers.get(fd)
+                if cb is not None:
+                    cb()
+            if events & selectors.EVENT_WRITE:
+                cb = self.writers.get(fd)
+                if cb is not None:
+                    cb()
+
+
+#: A client that lets this much output pile up is dropped (the container never waits for it).
+_MAX_CLIENT_BUFFER = 8 << 20
+#: How long output is drained after the process exited (descendants may hold the pipes).
+_DRAIN_SECONDS = 2.0
+
+
+class _Conn:
+    """A client socket with an output buffer, read by callback."""
+
+    def __init__(
+        self,
+        mon: Monitor,
+        sock: socket.socket,
+        on_data: Callable[[bytes], None],
+        on_eof: Callable[[], None],
+    ) -> None:
+        self.mon = mon
+        self.sock = sock
+        sock.setblocking(False)
+        self.fd = sock.fileno()
+        self.out = bytearray()
+        self.on_data = on_data
+        self.on_eof = on_eof
+        self.closed = False
+        self.closing = False
+        self.reading = True
+        mon.reactor.add_reader(self.fd, self._readable)
+
+    def _readable(self) -> None:
+        try:
+            data = self.sock.recv(65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            self.close()
+            return
+        if not data:
+            self.reading = False
+            self.mon.reactor.remove_reader(self.fd)
+            self.on_eof()
+            return
+        self.on_data(data)
+
+    def send(self, data: bytes) -> None:
+        if self.closed or self.closing:
+            return
+        if not self.out:
+            try:
+                n = self.sock.send(data)
+            except BlockingIOError:
+                n = 0
+            except OSError:
+                self.close()
+                return
+            data = data[n:]
+            if not data:
+                return
+            self.mon.reactor.add_writer(self.fd, self._writable)
+        self.out += data
+        if len(self.out) > _MAX_CLIENT_BUFFER:
+            self.close()
+
+    def _writable(self) -> None:
+        try:
+            n = self.sock.send(self.out)
+        except BlockingIOError:
+            return
+        except OSError:
+            self.close()
+            return
+        del self.out[:n]
+        if not self.out:
+            self.mon.reactor.remove_writer(self.fd)
+            if self.closing:
+                self.close()
+
+    def close_after_flush(self) -> None:
+        if self.closed:
+            return
+        if not self.out:
+            self.close()
+        else:
+            self.closing = True
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.mon.reactor.forget(self.fd)
+        self.sock.close()
+        self.mon.conns.discard(self)
+
+
+class _Sink:
+    """A pipe we write to (a process's stdin), buffered, closed on request after flushing."""
+
+    def __init__(self, mon: Monitor, fd: int) -> None:
+        self.mon = mon
+        self.fd = fd
+        os.set_blocking(fd, False)
+        self.out = bytearray()
+        self.eof = False
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        if self.closed or self.eof:
+            return
+        self.out += data
+        self._flush()
+
+    def _flush(self) -> None:
+        while self.out:
+            try:
+                n = os.write(self.fd, self.out)
+            except BlockingIOError:
+                self.mon.reactor.add_writer(self.fd, self._flush)
+                return
+            except OSError:
+                self.close()
+                return
+            del self.out[:n]
+        self.mon.reactor.remove_writer(self.fd)
+        if self.eof:
+            self.close()
+
+    def close_after_flush(self) -> None:
+        self.eof = True
+        if not self.out:
+            self.close()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.mon.reactor.forget(self.fd)
+        os.close(self.fd)
+
+
+class _Source:
+    """A pipe or pty master we read a process's output from."""
+
+    def __init__(
+        self, mon: Monitor, fd: int, stream: int, on_data: Callable[[int, bytes], None]
+    ) -> None:
+        self.mon = mon
+        self.fd = fd
+        self.stream = stream
+        self.on_data = on_data
+        self.open = True
+        os.set_blocking(fd, False)
+        mon.reactor.add_reader(fd, self._readable)
+
+    def _readable(self) -> None:
+        try:
+            data = os.read(self.fd, 65536)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            if exc.errno != errno.EIO:  # EIO: a pty whose slave side is all closed
+                raise
+            data = b""
+        if data:
+            self.on_data(self.stream, data)
+        else:
+            self.close()
+
+    def drain(self) -> None:
+        """Read what is there now without waiting (the process is gone)."""
+        while self.open:
+            try:
+                data = os.read(self.fd, 65536)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if data:
+                self.on_data(self.stream, data)
+            else:
+                self.close()
+
+    def close(self) -> None:
+        if not self.open:
+            return
+        self.open = False
+        self.mon.reactor.forget(self.fd)
+        os.close(self.fd)
+        self.mon.on_source_closed(self)
+
+
+class _Attach:
+    """An attached client of the container's stdio."""
+
+    def __init__(self, mon: Monitor, sock: socket.socket) -> None:
+        self.mon = mon
+        self.header = bytearray()
+        self.registered = False
+        self.stdin = self.stdout = self.stderr = False
+        self.conn = _Conn(mon, sock, self._data, self._eof)
+        mon.conns.add(self.conn)
+
+    def _data(self, data: bytes) -> None:
+        if not self.registered:
+            self.header += data
+            nl = self.header.find(b"\n")
+            if nl < 0:
+                if len(self.header) > 65536:
+                    self.conn.close()
+                return
+            try:
+                opts = json.loads(bytes(self.header[:nl]))
+                if not isinstance(opts, dict):
+                    raise ValueError("not an object")
+            except ValueError as exc:
+                self.conn.send(_reply({"error": f"attach: {exc}", "kind": "bad_request"}))
+                self.conn.close_after_flush()
+                return
+            rest = bytes(self.header[nl + 1 :])
+            self.header.clear()
+            self.stdin = bool(opts.get("stdin"))
+            self.stdout = bool(opts.get("stdout", True))
+            self.stderr = bool(opts.get("stderr", True))
+            self.registered = True
+            self.mon.attached.append(self)
+            self.conn.send(_reply({"ok": True, "tty": self.mon.cfg.tty}))
+            if self.mon.exited:
+                # Nothing more will come: close once this reply went out.
+                self.conn.close_after_flush()
+            data = rest
+            if not data:
+                return
+        if self.stdin and self.mon.stdin is not None:
+            self.mon.stdin.write(data)
+
+    def _eof(self) -> None:
+        if self.registered and self.stdin and self.mon.cfg.stdin_once and self.mon.stdin:
+            self.mon.stdin.close_after_flush()
+
+    def deliver(self, stream: int, data: bytes) -> None:
+        if (stream == 1 and self.stdout) or (stream == 2 and self.stderr):
+            self.conn.send(data if self.mon.cfg.tty else frame(stream, data))
+
+
+class _Exec:
+    """A process started by ``exec``, and the ctl connection that became its stream."""
+
+    def __init__(self, mon: Monitor, exec_id: str, conn: _Conn, tty: bool) -> None:
+        self.mon = mon
+        self.exec_id = exec_id
+        self.conn = conn
+        self.tty = tty
+        self.pid = 0
+        self.master: int | None = None
+        self.sources: list[_Source] = []
+        self.stdin: _Sink | None = None
+        self.exit_code: int | None = None
+        self.deadline: float | None = None
+        self.done = False
+
+    def output(self, stream: int, data: bytes) -> None:
+        self.conn.send(data if self.tty else frame(stream, data))
+
+    def input(self, data: bytes) -> None:
+        if self.stdin is not None:
+            self.stdin.write(data)
+
+    def input_eof(self) -> None:
+        if self.stdin is not None:
+            self.stdin.close_after_flush()
+
+    def maybe_finish(self, force: bool = False) -> None:
+        if self.done or self.exit_code is None:
+            return
+        if any(s.open for s in self.sources) and not force:
+            return
+        self.done = True
+        for s in self.sources:
+            s.drain()
+            s.close()
+        if self.stdin is not None:
+            self.stdin.close()
+        status = ExecStatus(pid=self.pid, exit_code=self.exit_code)
+        with contextlib.suppress(OSError):
+            write_atomic(
+                os.path.join(self.mon.exec_dir, self.exec_id + ".json"),
+                msgspec.json.encode(status),
+            )
+        self.conn.close_after_flush()
+        self.mon.execs.pop(self.exec_id, None)
+
+
+def _reply(doc: dict[str, Any]) -> bytes:
+    return json.dumps(doc).encode() + b"\n"
+
+
+def _pipe() -> tuple[int, int]:
+    return os.pipe2(os.O_CLOEXEC)
+
+
+def _set_winsize(fd: int, height: int, width: int) -> None:
+    import termios
+
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", height, width, 0, 0))
+
+
+def _memory_cgroup(pid: int) -> str | None:
+    """The directory of ``pid``'s memory cgroup (v1 ``memory`` hierarchy, else the v2 one)."""
+    try:
+        with open(f"/proc/{pid}/cgroup") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    v2: str | None = None
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if "memory" in controllers.split(","):
+            return "/sys/fs/cgroup/memory" + path
+        if controllers == "":
+            v2 = path
+    if v2 is not None and os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
+        return "/sys/fs/cgroup" + v2
+    return None
+
+
+def oom_kill_count(cgroup_dir: str | None) -> int:
+    """The ``oom_kill`` counter of a memory cgroup (v1 ``memory.oom_control``, v2 ``memory.events``)."""
+    if not cgroup_dir:
+        return 0
+    for name in ("memory.oom_control", "memory.events"):
+        try:
+            with open(os.path.join(cgroup_dir, name)) as f:
+                for line in f:
+                    key, _, value = line.partition(" ")
+                    if key == "oom_kill":
+                        return int(value)
+        except (OSError, ValueError):
+            continue
+    return 0
+
+
+class Monitor:
+    """The monitor of one container, in its own process (see the module docstring)."""
+
+    def __init__(self, cfg: MonitorConfig) -> None:
+        self.cfg = cfg
+        self.reactor = _Reactor()
+        self.conns: set[_Conn] = set()
+        self.attached: list[_Attach] = []
+        self.execs: dict[str, _Exec] = {}
+        self.exec_dir = os.path.join(cfg.state_dir, "exec")
+        self.sources: list[_Source] = []
+        self.stdin: _Sink | None = None
+        self.master: int | None = None
+        self.log: Any = None
+        self.backend: _Backend | None = None
+        self.init_pid = 0
+        self.started = False
+        self.exited = False
+        self.exit_code: int | None = None
+        self.exit_deadline = 0.0
+        self.memory_cgroup: str | None = None
+        self.oom_base = 0
+        self.error = ""
+        self.listeners: list[socket.socket] = []
+        self.sig_r = -1
+
+    # -- set-up -------------------------------------------------------------
+
+    def setup(self) -> tuple[int, int]:
+        """Create the container and start listening; returns (monitor pid, init pid)."""
+        cfg = self.cfg
+        os.makedirs(self.exec_dir, exist_ok=True)
+        for name in (EXIT_FILE, INFO_FILE):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(cfg.state_dir, name))
+        if cfg.log_path:
+            from bulkhead.engine.jsonlog import JsonLogWriter
+
+            self.log = JsonLogWriter(cfg.log_path, cfg.log_max_size, cfg.log_max_files)
+        self.backend = backend_for(cfg)
+        null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+        ours: list[int] = []
+        theirs: list[int] = [null]
+        try:
+            if cfg.tty:
+                stdio = (null, null, null)
+            else:
+                if cfg.stdin_open:
+                    r, w = _pipe()
+                    ours.append(w)
+                    theirs.append(r)
+                    stdin_fd, stdin_w = r, w
+                else:
+                    stdin_fd, stdin_w = null, -1
+                out_r, out_w = _pipe()
+                err_r, err_w = _pipe()
+                ours += [out_r, err_r]
+                theirs += [out_w, err_w]
+                stdio = (stdin_fd, out_w, err_w)
+            pid, master = self.backend.create(stdio, cfg.tty)
+        except BaseException:
+            for fd in ours:
+                os.close(fd)
+            raise
+        finally:
+            for fd in theirs:
+                os.close(fd)
+        self.init_pid = pid
+        self.memory_cgroup = _memory_cgroup(pid)
+        self.oom_base = oom_kill_count(self.memory_cgroup)
+        if cfg.tty:
+            assert master is not None
+            self.master = master
+            self.sources.append(_Source(self, os.dup(master), 1, self._output))
+            if cfg.stdin_open:
+                self.stdin = _Sink(self, os.dup(master))
+        else:
+            if cfg.stdin_open:
+                self.stdin = _Sink(self, stdin_w)
+            self.sources.append(_Source(self, out_r, 1, self._output))
+            self.sources.append(_Source(self, err_r, 2, self._output))
+        for name, cb in ((CTL_SOCK, self._accept_ctl), (ATTACH_SOCK, self._accept_attach)):
+            path = os.path.join(cfg.state_dir, name)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+            s.bind(path)
+            s.listen(64)
+            s.setblocking(False)
+            self.listeners.append(s)
+            self.reactor.add_reader(s.fileno(), lambda s=s, cb=cb: cb(s))  # type: ignore[misc]
+        me = os.getpid()
+        info = MonitorInfo(monitor_pid=me, monitor_start=_proc_start(me) or 0, init_pid=pid)
+        write_atomic(os.path.join(cfg.state_dir, INFO_FILE), msgspec.json.encode(info))
+        return me, pid
+
+    # -- output -------------------------------------------------------------
+
+    def _output(self, stream: int, data: bytes) -> None:
+        if self.log is not None:
+            try:
+                self.log.write(stream, data)
+            except OSError as exc:
+                self.error = self.error or f"log: {exc}"
+        for a in self.attached:
+            a.deliver(stream, data)
+
+    def on_source_closed(self, src: _Source) -> None:
+        if self.log is not None and src in self.sources:
+            with contextlib.suppress(OSError):
+                self.log.flush(src.stream)
+        for ex in list(self.execs.values()):
+            if src in ex.sources:
+                ex.maybe_finish()
+
+    # -- connections --------------------------------------------------------
+
+    def _accept_ctl(self, listener: socket.socket) -> None:
+        try:
+            sock, _ = listener.accept()
+        except BlockingIOError:
+            return
+        buf = bytearray()
+        holder: dict[str, Any] = {}
+
+        def on_data(data: bytes) -> None:
+            ex = holder.get("exec")
+            if ex is not None:
+                ex.input(data)
+                return
+            buf.extend(data)
+            nl = buf.find(b"\n")
+            if nl < 0:
+                if len(buf) > (4 << 20):
+                    conn.close()
+                return
+            line, rest = bytes(buf[:nl]), bytes(buf[nl + 1 :])
+            buf.clear()
+            self._request(conn, line, holder)
+            ex = holder.get("exec")
+            if ex is not None and rest:
+                ex.input(rest)
+
+        def on_eof() -> None:
+            ex = holder.get("exec")
+            if ex is not None:
+                ex.input_eof()
+            elif not buf:
+                conn.close_after_flush()
+
+        conn = _Conn(self, sock, on_data, on_eof)
+        self.conns.add(conn)
+
+    def _accept_attach(self, listener: socket.socket) -> None:
+        try:
+            sock, _ = listener.accept()
+        except BlockingIOError:
+            return
+        _Attach(self, sock)
+
+    def _request(self, conn: _Conn, line: bytes, holder: dict[str, Any]) -> None:
+        try:
+            req = json.loads(line)
+            if not isinstance(req, dict):
+                raise MonitorBadRequest("a request is a JSON object")
+            op = req.get("op")
+            if op == "exec":
+                holder["exec"] = self._exec(conn, req)
+                return
+            handler = {
+                "ping": self._op_ping,
+                "start": self._op_start,
+                "kill": self._op_kill,
+                "resize": self._op_resize,
+                "exec_resize": self._op_exec_resize,
+            }.get(str(op))
+            if handler is None:
+                raise MonitorBadRequest(f"unknown op {op!r}")
+            reply = handler(req)
+        except ValueError as exc:
+            reply = {"error": f"bad request: {exc}", "kind": "bad_request"}
+        except MonitorError as exc:
+            reply = {"error": str(exc), "kind": exc.kind}
+        except Exception as exc:  # the monitor must survive any one request
+            reply = {"error": f"{type(exc).__name__}: {exc}", "kind": "runtime"}
+        conn.send(_reply(reply))
+        conn.close_after_flush()
+
+    def _op_ping(self, req: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "ok": True,
+            "monitor_pid": os.getpid(),
+            "init_pid": self.init_pid,
+            "started": self.started,
+            "exited": self.exited,
+        }
+
+    def _op_start(self, req: dict[str, Any]) -> dict[str, Any]:
+        if self.exited:
+            raise MonitorNotRunning("the container has exited")
+        if self.started:
+            raise MonitorBadRequest("the container is already started")
+        assert self.backend is not None
+        self.backend.start()
+        self.started = True
+        return {"ok": True}
+
+    def _op_kill(self, req: dict[str, Any]) -> dict[str, Any]:
+        if self.exited:
+            raise MonitorNotRunning("the container is not running")
+        sig = req.get("signal", signal.SIGTERM)
+        if not isinstance(sig, int) or not 0 < sig < 65:
+            raise MonitorBadRequest(f"invalid signal {sig!r}")
+        assert self.backend is not None
+        self.backend.kill(sig, bool(req.get("all")))
+        return {"ok": True}
+
+    def _size(self, req: dict[str, Any]) -> tuple[int, int]:
+        h, w = req.get("height"), req.get("width")
+        if (
+            not isinstance(h, int)
+            or not isinstance(w, int)
+            or not (0 <= h < 65536 and 0 <= w < 65536)
+        ):
+            raise MonitorBadRequest(f"invalid terminal size {h!r}x{w!r}")
+        return h, w
+
+    def _op_resize(self, req: dict[str, Any]) -> dict[str, Any]:
+        h, w = self._size(req)
+        if self.master is None:
+            raise MonitorBadRequest("the container has no terminal")
+        _set_winsize(self.master, h, w)
+        return {"ok": True}
+
+    def _op_exec_resize(self, req: dict[str, Any]) -> dict[str, Any]:
+        h, w = self._size(req)
+        ex = self.execs.get(str(req.get("exec_id")))
+        if ex is None:
+            raise MonitorNotRunning(f"no running exec {req.get('exec_id')!r}")
+        if ex.master is None:
+            raise MonitorBadRequest("the exec has no terminal")
+        _set_winsize(ex.master, h, w)
+        return {"ok": True}
+
+    def _exec(self, conn: _Conn, req: dict[str, Any]) -> _Exec | None:
+        try:
+            exec_id = req.get("exec_id")
+            if not isinstance(exec_id, str) or not _EXEC_ID.match(exec_id):
+                raise MonitorBadRequest(f"invalid exec_id {exec_id!r}")
+            if exec_id in self.execs:
+                raise MonitorBadRequest(f"exec {exec_id} is already running")
+            process = req.get("process")
+            if not isinstance(process, dict):
+                raise MonitorBadRequest("exec: process must be an OCI process object")
+            if self.exited or not self.started:
+                raise MonitorNotRunning(f"container {self.cfg.container_id} is not running")
+            tty = bool(req.get("tty"))
+            want_stdin = bool(req.get("stdin"))
+            ex = _Exec(self, exec_id, conn, tty)
+            assert self.backend is not None
+            null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+            ours: list[int] = []
+            theirs = [null]
+            try:
+                if tty:
+                    stdio = (null, null, null)
+                else:
+                    if want_stdin:
+                        r, w = _pipe()
+                        ours.append(w)
+                        theirs.append(r)
+                        stdin_fd = r
+                    else:
+                        stdin_fd, w = null, -1
+                    out_r, out_w = _pipe()
+                    err_r, err_w = _pipe()
+                    ours += [out_r, err_r]
+                    theirs += [out_w, err_w]
+                    stdio = (stdin_fd, out_w, err_w)
+                pid, master = self.backend.exec(exec_id, process, stdio, tty)
+            except BaseException:
+                for fd in ours:
+                    os.close(fd)
+                raise
+            finally:
+                for fd in theirs:
+                    os.close(fd)
+        except MonitorError as exc:
+            conn.send(_reply({"error": str(exc), "kind": exc.kind}))
+            conn.close_after_flush()
+            return None
+        except Exception as exc:
+            conn.send(_reply({"error": f"{type(exc).__name__}: {exc}", "kind": "runtime"}))
+            conn.close_after_flush()
+            return None
+        ex.pid = pid
+        self.execs[exec_id] = ex
+        if tty:
+            assert master is not None
+            ex.master = master
+            ex.sources.append(_Source(self, os.dup(master), 1, ex.output))
+            if want_stdin:
+                ex.stdin = _Sink(self, os.dup(master))
+        else:
+            if want_stdin:
+                ex.stdin = _Sink(self, w)
+            ex.sources.append(_Source(self, out_r, 1, ex.output))
+            ex.sources.append(_Source(self, err_r, 2, ex.output))
+        conn.send(_reply({"pid": pid}))
+        # Reap now: the process may be gone already (its SIGCHLD came while we were busy).
+        self._reap()
+        return ex
+
+    # -- children -----------------------------------------------------------
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            code = os.waitstatus_to_exitcode(status)
+            if code < 0:
+                code = 128 - code
+            if pid == self.init_pid and not self.exited:
+                self.exited = True
+                self.exit_code = code
+                self.exit_deadline = time.monotonic() + _DRAIN_SECONDS
+                continue
+            for ex in self.execs.values():
+                if ex.pid == pid and ex.exit_code is None:
+                    ex.exit_code = code
+                    ex.deadline = time.monotonic() + _DRAIN_SECONDS
+                    ex.maybe_finish()
+                    break
+
+    def _signals(self) -> None:
+        try:
+            while os.read(self.sig_r, 512):
+                pass
+        except BlockingIOError:
+            pass
+        self._reap()
+
+    # -- the loop -----------------------------------------------------------
+
+    def run(self) -> int:
+        """Serve until the container exited and everything is written; the process's exit code."""
+        self.reactor.add_reader(self.sig_r, self._signals)
+        self._reap()
+        while True:
+            now = time.monotonic()
+            if self.exited and (all(not s.open for s in self.sources) or now >= self.exit_deadline):
+                break
+            timeout: float | None = None
+            deadlines = [ex.deadline for ex in self.execs.values() if ex.deadline is not None]
+            if self.exited:
+                deadlines.append(self.exit_deadline)
+            if deadlines:
+                timeout = max(0.0, min(deadlines) - now)
+            self.reactor.run_once(timeout)
+            now = time.monotonic()
+            for ex in list(self.execs.values()):
+                if ex.deadline is not None and now >= ex.deadline:
+                    ex.maybe_finish(force=True)
+        self.finish()
+        return 0
+
+    def finish(self, error: str = "") -> None:
+        """The init has exited (or the monitor failed): record it, delete, close everything."""
+        for s in self.sources:
+            s.drain()
+            s.close()
+        for ex in list(self.execs.values()):
+            if ex.exit_code is None:
+                ex.exit_code = 137
+            ex.maybe_finish(force=True)
+        if self.log is not None:
+            with contextlib.suppress(OSError):
+                self.log.close()
+        oom = oom_kill_count(self.memory_cgroup) > self.oom_base
+        from bulkhead.oci.state import rfc3339_nano
+
+        status = ExitStatus(
+            exit_code=self.exit_code if self.exit_code is not None else 255,
+            oom_killed=oom,
+            finished_at=rfc3339_nano(time.time_ns()),
+            error=error or self.error,
+        )
+        write_atomic(os.path.join(self.cfg.state_dir, EXIT_FILE), msgspec.json.encode(status))
+        if self.stdin is not None:
+            self.stdin.close()
+        for listener in self.listeners:
+            self.reactor.forget(listener.fileno())
+            listener.close()
+        for name in (CTL_SOCK, ATTACH_SOCK):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(self.cfg.state_dir, name))
+        if self.backend is not None:
+            try:
+                self.backend.delete()
+            except Exception as exc:
+                print(f"monitor: delete: {exc}", file=sys.stderr)
+        self._reap()
+        for conn in list(self.conns):
+            conn.close_after_flush()
+        deadline = time.monotonic() + 5.0
+        while any(c.out and not c.closed for c in self.conns) and time.monotonic() < deadline:
+            self.reactor.run_once(0.1)
+        for conn in list(self.conns):
+            conn.close()
+        if self.master is not None:
+            os.close(self.master)
+            self.master = None
+
+
+def _noop(signum: int, frame: object) -> None:
+    pass
+
+
+def serve(cfg: MonitorConfig, reply: socket.socket) -> int:
+    """The monitor's life, in a fresh child of the zygote: set up, reply, run. Returns an exit code.
+
+    ``reply`` is the spawner's connection: it gets ``{"monitor_pid",
+    "init_pid"}`` or ``{"error", "kind"}``, then is closed.
+    """
+    from bulkhead.linux import process as lxprocess
+
+    os.setsid()
+    lxprocess.set_child_subreaper(True)
+    with contextlib.suppress(OSError):
+        lxprocess.set_name(f"bh-mon {cfg.container_id[:12]}")
+    os.makedirs(cfg.state_dir, mode=0o711, exist_ok=True)
+    # Our own stdio: nothing in, our complaints to monitor.log.
+    null = os.open(os.devnull, os.O_RDWR)
+    log_fd = os.open(
+        os.path.join(cfg.state_dir, "monitor.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640
+    )
+    os.dup2(null, 0)
+    os.dup2(null, 1)
+    os.dup2(log_fd, 2)
+    os.close(null)
+    os.close(log_fd)
+    sig_r, sig_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(sig_w)
+    signal.signal(signal.SIGCHLD, _noop)
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    mon = Monitor(cfg)
+    mon.sig_r = sig_r
+    try:
+        monitor_pid, init_pid = mon.setup()
+    except MonitorError as exc:
+        _send_reply(reply, {"error": str(exc), "kind": exc.kind})
+        return 1
+    except Exception as exc:
+        traceback.print_exc()
+        _send_reply(reply, {"error": f"{type(exc).__name__}: {exc}", "kind": "runtime"})
+        return 1
+    _send_reply(reply, {"monitor_pid": monitor_pid, "init_pid": init_pid})
+    try:
+        return mon.run()
+    except BaseException as exc:
+        traceback.print_exc()
+        with contextlib.suppress(Exception):
+            mon.finish(error=f"monitor failed: {type(exc).__name__}: {exc}")
+        return 1
+
+
+def _send_reply(sock: socket.socket, doc: dict[str, Any]) -> None:
+    try:
+        sock.setblocking(True)
+        sock.sendall(_reply(doc))
+    except OSError:
+        pass
+    finally:
+        sock.close()

@@ -1,0 +1,376 @@
+"""The monitor zygote: one long-lived process that forks a monitor per container.
+
+Why a zygote: the daemon must not fork (it runs threads), and a fresh
+``python`` per container would pay the interpreter's start-up and the
+runtime's imports every time and keep its own copy of every page. The
+zygote imports the runtime library and the monitor once, calls
+``gc.freeze()`` (so the collector never writes to those objects' pages) and
+then ``fork``\\ s: each monitor shares the zygote's pages copy-on-write and
+costs only what it dirties.
+
+::
+
+    python -m bulkhead.engine.zygote --socket <exec_root>/zygote.sock [--daemonize]
+
+It is single-threaded (a ``selectors`` loop), ``setsid``\\ s so that it
+survives its spawner (the daemon), writes its pid to ``zygote.pid`` next to
+the socket and reaps the monitors it forked.
+
+Protocol (one JSON line each way): ``{"op": "spawn", "config":
+<MonitorConfig>}`` → ``{"monitor_pid", "init_pid"}`` (written by the new
+monitor once the container is *created*) or ``{"error", "kind"}``;
+``{"op": "ping"}`` → ``{"ok": true, "pid": N}``.
+
+:class:`ZygoteClient` is the daemon's side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import gc
+import json
+import os
+import selectors
+import signal
+import socket
+import sys
+import time
+from typing import Any
+
+import msgspec
+
+from bulkhead.engine.monitor import MonitorConfig, MonitorError, error_from_reply
+
+ZYGOTE_SOCK = "zygote.sock"
+ZYGOTE_PID = "zygote.pid"
+
+
+class Spawned(msgspec.Struct, kw_only=True):
+    """A monitor just forked, and its container's init (waiting for ``start``)."""
+
+    monitor_pid: int
+    init_pid: int
+
+
+class ZygoteClient:
+    """The daemon's handle on the zygote of ``exec_root`` (``zygote.sock``, ``zygote.pid``)."""
+
+    def __init__(self, exec_root: str | os.PathLike[str]) -> None:
+        self.exec_root = os.fspath(exec_root)
+        self.socket_path = os.path.join(self.exec_root, ZYGOTE_SOCK)
+        self.pid_path = os.path.join(self.exec_root, ZYGOTE_PID)
+
+    async def _call(self, request: dict[str, Any], timeout: float) -> dict[str, Any]:
+        reader, writer = await asyncio.open_unix_connection(self.socket_path, limit=1 << 20)
+        try:
+            writer.write(json.dumps(request).encode() + b"\n")
+            await writer.drain()
+            line = await asyncio.wait_for(reader.readline(), timeout)
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+        if not line:
+            raise MonitorError("the monitor zygote closed the connection without a reply")
+        reply = json.loads(line)
+        if not isinstance(reply, dict):
+            raise MonitorError(f"unexpected reply from the monitor zygote: {line!r}")
+        if "error" in reply:
+            raise error_from_reply(reply)
+        return reply
+
+    async def ping(self) -> int | None:
+        """The zygote's pid, or None when nothing answers."""
+        try:
+            reply = await self._call({"op": "ping"}, 5.0)
+        except (OSError, MonitorError, TimeoutError, ValueError):
+            return None
+        return int(reply.get("pid", 0)) or None
+
+    async def ensure_running(self, timeout: float = 10.0) -> int:
+        """Start the zygote (posix_spawn, daemonized) unless one answers; return its pid."""
+        pid = await self.ping()
+        if pid is not None:
+            return pid
+        os.makedirs(self.exec_root, mode=0o711, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.socket_path)
+        log = os.open(
+            os.path.join(self.exec_root, "zygote.log"),
+            os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
+            0o640,
+        )
+        null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            child = os.posix_spawn(
+                sys.executable,
+                [
+                    sys.executable,
+                    "-m",
+                    "bulkhead.engine.zygote",
+                    "--socket",
+                    self.socket_path,
+                    "--daemonize",
+                ],
+                dict(os.environ),
+                file_actions=[
+                    (os.POSIX_SPAWN_DUP2, null, 0),
+                    (os.POSIX_SPAWN_DUP2, log, 1),
+                    (os.POSIX_SPAWN_DUP2, log, 2),
+                ],
+                setsid=True,
+            )
+        finally:
+            os.close(log)
+            os.close(null)
+        # The intermediate process exits as soon as the real zygote is forked.
+        deadline = time.monotonic() + timeout
+        while True:
+            done, _ = os.waitpid(child, os.WNOHANG)
+            if done:
+                break
+            if time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.005)
+        while time.monotonic() < deadline:
+            pid = await self.ping()
+            if pid is not None:
+                return pid
+            await asyncio.sleep(0.01)
+        raise MonitorError(
+            f"the monitor zygote did not start (see {os.path.join(self.exec_root, 'zygote.log')})"
+        )
+
+    async def spawn(self, cfg: MonitorConfig, timeout: float = 120.0) -> Spawned:
+        """Fork a monitor for ``cfg``; returns once the container is created.
+
+        Raises :class:`~bulkhead.engine.monitor.MonitorError` (a
+        ContainerError) with the runtime's message: ProcessNotFound (exit
+        127), ProcessNotExecutable (126), MonitorBadRequest ...
+        """
+        reply = await self._call({"op": "spawn", "config": msgspec.to_builtins(cfg)}, timeout)
+        return Spawned(monitor_pid=int(reply["monitor_pid"]), init_pid=int(reply["init_pid"]))
+
+    def pid(self) -> int | None:
+        """The pid in ``zygote.pid`` if that process is alive."""
+        try:
+            with open(self.pid_path) as f:
+                pid = int(f.read().strip())
+        except (OSError, ValueError):
+            return None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        return pid
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the zygote (SIGTERM, then SIGKILL); monitors it forked keep running."""
+        pid = self.pid()
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                try:
+                    os.kill(pid, 0)
+                except ProcessLookupError:
+                    break
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, os.WNOHANG)
+                time.sleep(0.01)
+            else:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        for path in (self.socket_path, self.pid_path):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+
+
+# ---------------------------------------------------------------------- the zygote process
+
+
+def _preload() -> None:
+    """Import what monitors and the runtime's forked children use, once, before any fork."""
+    import bulkhead.engine.jsonlog
+    import bulkhead.linux.process
+    import bulkhead.oci.runtime_spec
+    import bulkhead.oci.state
+    import bulkhead.runtime.container
+    import bulkhead.runtime.init
+    import bulkhead.runtime.plan
+    import bulkhead.runtime.rootfs
+    import bulkhead.runtime.state
+
+    with contextlib.suppress(ImportError):
+        import fcntl  # noqa: F401
+        import struct  # noqa: F401
+        import termios  # noqa: F401
+
+        import bulkhead.cgroups
+        import bulkhead.linux.dmz
+        import bulkhead.linux.seccomp  # noqa: F401
+
+
+def _read_request(sock: socket.socket, timeout: float = 2.0) -> dict[str, Any] | None:
+    sock.settimeout(timeout)
+    buf = b""
+    try:
+        while b"\n" not in buf:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return None
+            buf += chunk
+            if len(buf) > (4 << 20):
+                return None
+    except OSError:
+        return None
+    try:
+        doc = json.loads(buf.split(b"\n", 1)[0])
+    except ValueError:
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def _answer(sock: socket.socket, doc: dict[str, Any]) -> None:
+    with contextlib.suppress(OSError):
+        sock.sendall(json.dumps(doc).encode() + b"\n")
+    sock.close()
+
+
+def _noop(signum: int, frame: object) -> None:
+    pass
+
+
+class Zygote:
+    def __init__(self, socket_path: str) -> None:
+        self.socket_path = socket_path
+        self.pid_path = os.path.join(os.path.dirname(socket_path), ZYGOTE_PID)
+        self.children: set[int] = set()
+        self.stopping = False
+
+    def serve(self) -> int:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.socket_path)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        listener.bind(self.socket_path)
+        listener.listen(128)
+        sig_r, sig_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(sig_w)
+        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, _noop)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+        from bulkhead.engine.monitor import write_atomic
+
+        write_atomic(self.pid_path, str(os.getpid()).encode())
+        sel = selectors.DefaultSelector()
+        sel.register(listener, selectors.EVENT_READ, "accept")
+        sel.register(sig_r, selectors.EVENT_READ, "signal")
+        gc.collect()
+        gc.freeze()
+        try:
+            while not self.stopping:
+                for key, _ in sel.select():
+                    if key.data == "signal":
+                        self._signals(sig_r)
+                    else:
+                        self._accept(listener, sel, (sig_r, sig_w))
+        finally:
+            listener.close()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.socket_path)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.pid_path)
+        return 0
+
+    def _signals(self, sig_r: int) -> None:
+        try:
+            data = os.read(sig_r, 512)
+        except BlockingIOError:
+            data = b""
+        if signal.SIGTERM in data or signal.SIGINT in data:
+            self.stopping = True
+        while True:
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            self.children.discard(pid)
+
+    def _accept(
+        self, listener: socket.socket, sel: selectors.BaseSelector, sig: tuple[int, int]
+    ) -> None:
+        try:
+            conn, _ = listener.accept()
+        except BlockingIOError:
+            return
+        req = _read_request(conn)
+        if req is None:
+            _answer(
+                conn, {"error": "bad request: one JSON object line expected", "kind": "bad_request"}
+            )
+            return
+        op = req.get("op")
+        if op == "ping":
+            _answer(conn, {"ok": True, "pid": os.getpid(), "monitors": len(self.children)})
+            return
+        if op != "spawn":
+            _answer(conn, {"error": f"unknown op {op!r}", "kind": "bad_request"})
+            return
+        try:
+            cfg = msgspec.convert(req.get("config"), type=MonitorConfig)
+        except msgspec.ValidationError as exc:
+            _answer(conn, {"error": f"bad monitor config: {exc}", "kind": "bad_request"})
+            return
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                sel.close()
+                listener.close()
+                signal.set_wakeup_fd(-1)
+                os.close(sig[0])
+                os.close(sig[1])
+                for s in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                    signal.signal(s, signal.SIG_DFL)
+                from bulkhead.engine.monitor import serve
+
+                code = serve(cfg, conn)
+            except BaseException:
+                import traceback
+
+                traceback.print_exc()
+            finally:
+                os._exit(code)
+        conn.close()
+        self.children.add(pid)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="bulkhead.engine.zygote", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--socket", required=True, help="the unix socket to listen on")
+    parser.add_argument(
+        "--daemonize",
+        action="store_true",
+        help="fork, let the parent exit (no zombie for the spawner)",
+    )
+    args = parser.parse_args(argv)
+    with contextlib.suppress(PermissionError):
+        os.setsid()
+    _preload()
+    if args.daemonize and os.fork() != 0:
+        os._exit(0)
+    return Zygote(os.path.abspath(args.socket)).serve()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
