@@ -632,7 +632,22 @@ def _seccomp(
         return None
     machine = arch or platform.machine()
     if setting is not None:
-        return render_profile(load_profile(setting), caps, machine, kernel_release)
+        return render_profile(_custom_profile(setting), caps, machine, kernel_release)
     if profile is None:
         profile = default_seccomp_profile()
     return render_profile(profile, caps, machine, kernel_release)
+
+
+def _custom_profile(setting: str) -> dict[str, Any]:
+    """``--security-opt seccomp=...``: the docker CLI sends the file's JSON content, others a path."""
+    if not setting.lstrip().startswith("{"):
+        return load_profile(setting)
+    import json
+
+    try:
+        data = json.loads(setting)
+    except ValueError as exc:
+        raise SpecError(f"invalid seccomp profile JSON: {exc}", where="--security-opt") from None
+    if not isinstance(data, dict):
+        raise SpecError("a seccomp profile must be a JSON object", where="--security-opt")
+    return data

@@ -1,0 +1,1211 @@
+"""The engine: containers with a lifecycle, as the Docker Engine API sees them.
+
+Lifecycle (Docker's states, :mod:`bulkhead.engine.containers`)::
+
+    create ──► created ──start──► running ──exit──► exited ──start──► running ...
+                  │                  │ stop = stop signal, timeout, SIGKILL
+                  └──────────────────┴──remove──► (gone)
+
+*create*
+    look the image up, unpack it into committed snapshots, prepare the
+    container's writable snapshot (key ``container-<id>``), mount it, resolve
+    volumes and binds (copy-up happens here), build the OCI spec
+    (:func:`bulkhead.engine.spec.build_spec`), write the bundle, unmount,
+    then record the container. The row is written last: a daemon killed
+    half-way leaves files with no row, which :meth:`Engine.start_up` collects.
+*monitor*
+    every started container has one (:mod:`bulkhead.engine.monitor`), forked
+    by the zygote, not by this process (the daemon has threads and never
+    forks). It runs the OCI runtime's create, waits for the ``start`` order,
+    owns the container's stdio and log, records the exit in ``exit.json`` and
+    exits. The engine watches each monitor through a *pidfd* (readable when
+    the process ends) and then records the exit.
+*attach before start*
+    ``docker run`` attaches, then starts. :meth:`Engine.attach_monitor`
+    spawns the monitor (the runtime's create) early, so an attach
+    connection exists before the process runs and misses no output;
+    :meth:`Engine.start` then only sends ``start``.
+*live restore*
+    monitors outlive the daemon. :meth:`Engine.start_up` adopts the live
+    ones, records the exits that happened meanwhile, and removes what a
+    killed daemon left half-made.
+*network hook*
+    :meth:`Engine._network_namespaces` is where a later network issue
+    prepares the container's network namespace before its spec is written
+    (today ``none`` = a fresh empty namespace made by the runtime, ``host``
+    = none at all).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal as signal_mod
+import subprocess
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import msgspec
+
+from bulkhead.engine import bundle
+from bulkhead.engine.containers import (
+    ZERO_TIME,
+    Container,
+    ContainerStore,
+    check_name,
+    new_container_id,
+    now_rfc3339,
+    parse_rfc3339,
+    random_name,
+)
+from bulkhead.engine.options import RunOptions, host_devices, stat_device
+from bulkhead.engine.runtimes import BUILTIN, Runtimes
+from bulkhead.errors import (
+    BulkheadError,
+    ContainerError,
+    ContainerNotRunning,
+    ContainerRunning,
+    NoSuchContainer,
+    SpecError,
+)
+
+if TYPE_CHECKING:
+    from bulkhead.engine.context import DaemonConfig
+    from bulkhead.engine.monitor import MonitorClient
+    from bulkhead.engine.volumes import VolumeStore
+    from bulkhead.images.store import Image, ImageStore
+
+log = logging.getLogger("bulkhead.engine")
+
+#: Docker's default ``docker stop`` timeout (seconds).
+DEFAULT_STOP_TIMEOUT = 10
+#: How long a SIGKILLed container may take to be reported gone.
+KILL_GRACE = 30.0
+
+
+class CreateRequestLike(Protocol):
+    """What :meth:`Engine.create` needs of ``bulkhead.engine.hostconfig.CreateRequest``."""
+
+    config: dict[str, Any]
+    host_config: dict[str, Any]
+    options: RunOptions
+
+
+def parse_signal(value: str | int) -> int:
+    """``SIGTERM``, ``TERM``, ``term``, ``15`` -> 15; 400 ``Invalid signal: x`` otherwise."""
+    if isinstance(value, int):
+        num = value
+    else:
+        text = value.strip()
+        if text.isdigit():
+            num = int(text)
+        else:
+            name = text.upper()
+            if not name.startswith("SIG"):
+                name = "SIG" + name
+            try:
+                num = int(signal_mod.Signals[name])
+            except KeyError:
+                if name.startswith("SIGRTMIN+") and name[9:].isdigit():
+                    num = signal_mod.SIGRTMIN + int(name[9:])
+                elif name.startswith("SIGRTMAX-") and name[9:].isdigit():
+                    num = signal_mod.SIGRTMAX - int(name[9:])
+                else:
+                    raise SpecError(f"Invalid signal: {value}") from None
+    if not 0 < num <= signal_mod.SIGRTMAX:
+        raise SpecError(f"Invalid signal: {value}")
+    return num
+
+
+def _merge_env(image_env: list[str] | None, env: list[str] | None) -> list[str]:
+    merged: dict[str, str] = {}
+    for entry in [*(image_env or []), *(env or [])]:
+        key = entry.partition("=")[0]
+        merged[key] = entry
+    return list(merged.values())
+
+
+def merged_config(image: Image, config: dict[str, Any], hostname: str) -> dict[str, Any]:
+    """Docker's container ``Config``: the request's, with the image's defaults filled in."""
+    img = dict(image.config.get("config") or {})
+    out = dict(config)
+    out["Hostname"] = hostname
+    out.setdefault("Domainname", "")
+    out["Env"] = _merge_env(img.get("Env"), config.get("Env"))
+    if not config.get("Entrypoint") and config.get("Entrypoint") != []:
+        out["Entrypoint"] = img.get("Entrypoint")
+        if not config.get("Cmd"):
+            out["Cmd"] = img.get("Cmd")
+    elif config.get("Entrypoint") == []:
+        out["Entrypoint"] = None
+    for key in ("WorkingDir", "User", "StopSignal", "Healthcheck", "OnBuild", "Shell"):
+        if not out.get(key) and img.get(key):
+            out[key] = img[key]
+    labels = dict(img.get("Labels") or {})
+    labels.update(config.get("Labels") or {})
+    out["Labels"] = labels
+    for key in ("ExposedPorts", "Volumes"):
+        both = dict(img.get(key) or {})
+        both.update(config.get(key) or {})
+        out[key] = both or None
+    for key, default in (
+        ("User", ""),
+        ("AttachStdin", False),
+        ("AttachStdout", False),
+        ("AttachStderr", False),
+        ("Tty", False),
+        ("OpenStdin", False),
+        ("StdinOnce", False),
+        ("WorkingDir", ""),
+    ):
+        out.setdefault(key, default)
+    return out
+
+
+class _Watch:
+    """One monitor watched through its pidfd."""
+
+    def __init__(self, pid: int, fd: int) -> None:
+        self.pid = pid
+        self.fd = fd
+
+
+class Engine:
+    """Containers of one daemon; see the module docstring.
+
+    Built by the daemon as ``Engine(config, images, snapshotter, volumes)``.
+    Every method taking ``ref`` accepts a full id, a name or an id prefix.
+    Errors are :mod:`bulkhead.errors` classes the API maps to Docker's
+    statuses (NoSuchContainer 404, NameConflict/ContainerRunning/
+    ContainerNotRunning 409, SpecError 400).
+    """
+
+    def __init__(
+        self,
+        config: DaemonConfig,
+        images: ImageStore,
+        snapshotter: Any,
+        volumes: VolumeStore | None = None,
+    ) -> None:
+        self.config = config
+        self.images = images
+        self.snapshotter = snapshotter
+        self.volumes = volumes
+        config.root.mkdir(parents=True, exist_ok=True)
+        config.containers_root.mkdir(parents=True, exist_ok=True)
+        self.store = ContainerStore(config.root)
+        self.runtimes = Runtimes(config.default_runtime, config.runtimes)
+        self._zygote: Any = None
+        self._watches: dict[str, _Watch] = {}
+        self._exit_futures: dict[str, asyncio.Future[tuple[int, str | None]]] = {}
+        self._removed_futures: dict[str, asyncio.Future[tuple[int, str | None]]] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._creating: set[str] = set()
+
+    @property
+    def driver(self) -> str:
+        return os.path.basename(str(getattr(self.snapshotter, "root", "overlay"))) or "overlay"
+
+    # -- small helpers ----------------------------------------------------------
+
+    def paths(self, container_id: str) -> bundle.ContainerPaths:
+        return bundle.ContainerPaths(self.config.containers_root, container_id)
+
+    def state_dir(self, container_id: str) -> Path:
+        """The monitor's directory for this container (exec root)."""
+        return self.config.exec_root / container_id
+
+    def runtime_root(self, runtime_name: str) -> Path:
+        return self.config.runtime_root / runtime_name
+
+    def _lock(self, container_id: str) -> asyncio.Lock:
+        lock = self._locks.get(container_id)
+        if lock is None:
+            lock = self._locks[container_id] = asyncio.Lock()
+        return lock
+
+    def _exit_future(self, container_id: str) -> asyncio.Future[tuple[int, str | None]]:
+        fut = self._exit_futures.get(container_id)
+        if fut is None or fut.done():
+            fut = self._exit_futures[container_id] = asyncio.get_running_loop().create_future()
+        return fut
+
+    def _removed_future(self, container_id: str) -> asyncio.Future[tuple[int, str | None]]:
+        fut = self._removed_futures.get(container_id)
+        if fut is None:
+            fut = self._removed_futures[container_id] = asyncio.get_running_loop().create_future()
+        return fut
+
+    def _spawn_task(self, coro: Awaitable[Any]) -> None:
+        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("engine task failed", exc_info=task.exception())
+
+    def _zygote_client(self) -> Any:
+        if self._zygote is None:
+            from bulkhead.engine.zygote import ZygoteClient
+
+            self._zygote = ZygoteClient(self.config.exec_root)
+        return self._zygote
+
+    def _monitor_client(self, container_id: str) -> MonitorClient:
+        from bulkhead.engine.monitor import MonitorClient
+
+        return MonitorClient(self.state_dir(container_id))
+
+    # -- lookups ----------------------------------------------------------------
+
+    def get(self, ref: str) -> Container:
+        """A container by id, name or id prefix; NoSuchContainer (404) otherwise."""
+        return self.store.get(ref)
+
+    def monitor(self, ref: str) -> MonitorClient:
+        """The monitor client of a running container (ContainerNotRunning otherwise)."""
+        c = self.get(ref)
+        if not c.state.running:
+            raise ContainerNotRunning(f"Container {c.id} is not running")
+        return self._monitor_client(c.id)
+
+    # -- create -------------------------------------------------------------------
+
+    async def create(
+        self, req: CreateRequestLike, name: str | None = None
+    ) -> tuple[str, builtins.list[str]]:
+        """Create a container; return (id, warnings). See the module docstring."""
+        if name is None:
+            name = getattr(req, "name", None) or None
+        if name:
+            name = check_name(name)
+            self.store.check_name_free(name)
+        else:
+            name = random_name(lambda n: self.store.name_in_use(n) is not None)
+        config = dict(req.config or {})
+        host_config = dict(req.host_config or {})
+        image_ref = str(getattr(req, "image", "") or config.get("Image") or "")
+        if not image_ref:
+            raise SpecError("No image was specified", where="Config.Image")
+        image = await asyncio.to_thread(self.images.get, image_ref)
+        runtime_name, _ = self.runtimes.resolve(host_config.get("Runtime") or None)
+        host_config["Runtime"] = runtime_name
+        opts = msgspec.structs.replace(req.options)
+        cid = new_container_id()
+        warnings: builtins.list[str] = list(getattr(req, "warnings", None) or [])
+        log_opts: tuple[str, int | None, int | None] = (
+            str(getattr(req, "log_driver", "json-file")),
+            getattr(req, "log_max_size", None),
+            getattr(req, "log_max_files", None),
+        )
+        self._creating.add(cid)
+        try:
+            c = await asyncio.to_thread(
+                self._create_sync, cid, name, image, image_ref, config, host_config, opts,
+                runtime_name, log_opts,
+            )  # fmt: skip
+        finally:
+            self._creating.discard(cid)
+        log.info("created container %s (%s) from %s", cid[:12], name, image_ref)
+        return c.id, warnings
+
+    def _create_sync(
+        self,
+        cid: str,
+        name: str,
+        image: Image,
+        image_ref: str,
+        config: dict[str, Any],
+        host_config: dict[str, Any],
+        opts: RunOptions,
+        runtime_name: str,
+        log_opts: tuple[str, int | None, int | None],
+    ) -> Container:
+        from bulkhead.engine.spec import build_spec
+        from bulkhead.oci.image_spec import parse_image_config
+
+        paths = self.paths(cid)
+        key = f"container-{cid}"
+        undo: builtins.list[Callable[[], object]] = []
+        try:
+            parent = self.images.unpack(image, self.snapshotter)
+            bundle.make_dirs(paths)
+            undo.append(lambda: bundle.remove_dir(paths))
+            self.snapshotter.prepare(key, parent=parent)
+            undo.insert(0, lambda: self.snapshotter.remove(key))
+            bundle.mount_rootfs(self.snapshotter, key, paths.rootfs)
+            undo.insert(0, lambda: bundle.unmount_rootfs(paths.rootfs))
+
+            network_mode = opts.network_mode or "none"
+            hostname = bundle.container_hostname(network_mode, opts.uts_mode, opts.hostname, cid)
+            merged = merged_config(image, config, hostname)
+            if opts.privileged:
+                have = {d.path_in_container for d in opts.devices}
+                opts.devices = [d for d in host_devices() if d.path_in_container not in have] + [
+                    d for d in opts.devices
+                ]
+            opts.devices = [stat_device(d) if d.type is None else d for d in opts.devices]
+            extra: builtins.list[dict[str, Any]] = []
+            if opts.init:
+                opts.init_path = bundle.INIT_PATH
+                extra.append(bundle.init_mount())
+            if opts.stop_signal is None and merged.get("StopSignal"):
+                opts.stop_signal = str(merged["StopSignal"])
+
+            image_config = parse_image_config(json.dumps(image.config).encode())
+            spec = build_spec(
+                image_config,
+                opts,
+                rootfs=str(paths.rootfs),
+                container_id=cid,
+                hostname_default=hostname,
+                namespaces=self._network_namespaces(cid, network_mode),
+            )
+            # volumes, binds, --volumes-from (copy-up reads the mounted rootfs)
+            resolved = None
+            vmounts: Any = None
+            if self.volumes is not None:
+                with contextlib.suppress(ImportError):  # the volumes helper lands separately
+                    from bulkhead.engine import mounts as vmounts
+            if vmounts is not None and self.volumes is not None:
+                resolved = vmounts.resolve_mounts(
+                    host_config,
+                    merged.get("Volumes") or {},
+                    cid,
+                    str(paths.rootfs),
+                    self.volumes,
+                    self.store.get,
+                )
+                vs = self.volumes
+                undo.insert(0, lambda: vs.release_container(cid, remove_anonymous=True))
+                vmounts.apply_to_spec(spec, resolved)
+            user_dests = {os.path.normpath(m["destination"]) for m in spec["mounts"]}
+            etc = [
+                m
+                for m in bundle.etc_mounts(paths, opts.read_only)
+                if m["destination"] not in user_dests
+            ]
+            spec["mounts"] = bundle.merge_mounts(spec["mounts"], [], etc, extra)
+            bundle.write_etc_files(
+                paths, hostname=hostname, network_mode=network_mode, host_config=host_config
+            )
+            bundle.write_config(paths, spec)
+            bundle.unmount_rootfs(paths.rootfs)
+
+            args = list(spec["process"]["args"])
+            if opts.init:
+                args = args[2:]  # [init, "--", cmd...]
+            log_driver, log_max_size, log_max_files = log_opts
+            if (host_config.get("LogConfig") or {}).get("Type") == "none":
+                log_driver = "none"
+            log_path = "" if log_driver == "none" else str(paths.log)
+            host_config.setdefault("LogConfig", {"Type": "json-file", "Config": {}})
+            c = Container(
+                id=cid,
+                name=name,
+                created=now_rfc3339(),
+                path=args[0] if args else "",
+                args=args[1:],
+                image=image.id,
+                image_ref=image_ref,
+                config=merged,
+                host_config=host_config,
+                runtime=runtime_name,
+                driver=self.driver,
+                snapshot_key=key,
+                log_path=log_path,
+                log_max_size=log_max_size,
+                log_max_files=log_max_files,
+                auto_remove=bool(host_config.get("AutoRemove")),
+                mount_points=list(resolved.mount_points) if resolved is not None else [],
+                volumes=list(resolved.volumes_used) if resolved is not None else [],
+                hostname_path=str(paths.hostname),
+                hosts_path=str(paths.hosts),
+                resolv_conf_path=str(paths.resolv_conf),
+            )
+            self.images.register_use(image, cid)
+            undo.insert(0, lambda: self.images.unregister_use(image, cid))
+            self.store.add(c)  # the commit point
+            return c
+        except BaseException:
+            for step in undo:
+                try:
+                    step()
+                except Exception:  # pragma: no cover - best effort
+                    log.exception("undoing a failed create of %s", cid)
+            raise
+
+    def _network_namespaces(self, container_id: str, network_mode: str) -> dict[str, str]:
+        """The namespace paths a container joins, prepared before its spec is written.
+
+        The hook for networking: ``none`` gets a fresh namespace from the
+        runtime, ``host`` none at all (build_spec handles both). A later
+        bridge driver creates ``/run/bulkhead/netns/<id>`` here and returns
+        ``{"network": path}``. ``container:<ref>`` joins a running
+        container's namespaces.
+        """
+        if network_mode.startswith("container:"):
+            other = self.get(network_mode.split(":", 1)[1])
+            if not other.state.running or not other.state.pid:
+                raise ContainerNotRunning(f"Container {other.id} is not running")
+            return {
+                "network": f"/proc/{other.state.pid}/ns/net",
+            }
+        if network_mode not in ("none", "host", "default", "bridge", ""):
+            raise SpecError(
+                f"network {network_mode} not found (only none and host exist yet)",
+                where="HostConfig.NetworkMode",
+            )
+        return {}
+
+    # -- monitors ------------------------------------------------------------------
+
+    def _monitor_config(self, c: Container) -> Any:
+        from bulkhead.engine.monitor import MonitorConfig
+
+        _, runtime = self.runtimes.resolve(c.runtime)
+        max_size = self.config.log_max_size if c.log_max_size is None else c.log_max_size
+        max_files = self.config.log_max_files if c.log_max_files is None else c.log_max_files
+        return MonitorConfig(
+            container_id=c.id,
+            bundle=str(self.paths(c.id).bundle),
+            runtime=runtime,
+            runtime_root=str(self.runtime_root(c.runtime)),
+            state_dir=str(self.state_dir(c.id)),
+            log_path=c.log_path or None,
+            log_max_size=max_size,
+            log_max_files=max_files,
+            tty=bool(c.config.get("Tty")),
+            stdin_open=bool(c.config.get("OpenStdin")),
+            stdin_once=bool(c.config.get("StdinOnce")),
+        )
+
+    def _monitor_live(self, c: Container) -> bool:
+        if not c.state.monitor_pid:
+            return False
+        client = self._monitor_client(c.id)
+        return bool(client.alive()) and client.exit_status() is None
+
+    async def _ensure_monitor(self, c: Container) -> MonitorClient:
+        """The container's live monitor, spawned (runtime create, no start) if it has none."""
+        if self._monitor_live(c):
+            return self._monitor_client(c.id)
+        cfg = self._monitor_config(c)
+        state_dir = self.state_dir(c.id)
+        paths = self.paths(c.id)
+        await asyncio.to_thread(self._prepare_spawn, c, state_dir, paths)
+        zygote = self._zygote_client()
+        await zygote.ensure_running()
+        try:
+            spawned = await zygote.spawn(cfg)
+        except BaseException:
+            await asyncio.to_thread(bundle.unmount_rootfs, paths.rootfs)
+            raise
+        monitor_pid = int(spawned.monitor_pid)
+
+        def mark(x: Container) -> None:
+            x.state.monitor_pid = monitor_pid
+            x.state.pid = int(getattr(spawned, "init_pid", 0) or 0)
+
+        self.store.update(c.id, mark)
+        self._watch(c.id, monitor_pid)
+        return self._monitor_client(c.id)
+
+    def _prepare_spawn(self, c: Container, state_dir: Path, paths: bundle.ContainerPaths) -> None:
+        shutil.rmtree(state_dir, ignore_errors=True)
+        self._delete_runtime_state(c.runtime, c.id)
+        bundle.mount_rootfs(self.snapshotter, c.snapshot_key, paths.rootfs)
+
+    def _watch(self, container_id: str, monitor_pid: int) -> None:
+        """Call :meth:`_on_monitor_exit` when the monitor process ends (pidfd readable)."""
+        old = self._watches.pop(container_id, None)
+        if old is not None:
+            self._unwatch_fd(old)
+        try:
+            fd = os.pidfd_open(monitor_pid)
+        except ProcessLookupError:
+            self._spawn_task(self._on_monitor_exit(container_id, monitor_pid))
+            return
+        w = _Watch(monitor_pid, fd)
+        self._watches[container_id] = w
+        loop = asyncio.get_running_loop()
+        loop.add_reader(fd, self._pidfd_readable, container_id, w)
+
+    def _unwatch_fd(self, w: _Watch) -> None:
+        with contextlib.suppress(Exception):
+            asyncio.get_running_loop().remove_reader(w.fd)
+        with contextlib.suppress(OSError):
+            os.close(w.fd)
+        w.fd = -1
+
+    def _pidfd_readable(self, container_id: str, w: _Watch) -> None:
+        self._unwatch_fd(w)
+        if self._watches.get(container_id) is w:
+            del self._watches[container_id]
+        self._spawn_task(self._on_monitor_exit(container_id, w.pid))
+
+    async def _on_monitor_exit(self, container_id: str, monitor_pid: int) -> None:
+        """Record a monitor's end: the exit status, the unmount, waiters, ``--rm``."""
+        client = self._monitor_client(container_id)
+        status = client.exit_status()
+        if status is None:
+            code, error, oom = (
+                255,
+                "the container's monitor exited without recording an exit status",
+                False,
+            )
+            finished = now_rfc3339()
+        else:
+            code = int(status.exit_code)
+            error = str(getattr(status, "error", "") or "")
+            oom = bool(getattr(status, "oom_killed", False))
+            finished = str(getattr(status, "finished_at", "") or now_rfc3339())
+        async with self._lock(container_id):
+            try:
+                c = self.store.get(container_id)
+            except NoSuchContainer:
+                return
+            if c.state.monitor_pid not in (0, monitor_pid):
+                return  # a newer monitor already took over
+
+            def record(x: Container) -> None:
+                was_running = x.state.running or x.state.status in (
+                    "running",
+                    "paused",
+                    "restarting",
+                )
+                x.state.running = False
+                x.state.paused = False
+                x.state.restarting = False
+                x.state.pid = 0
+                x.state.monitor_pid = 0
+                if was_running:
+                    x.state.status = "exited"
+                    x.state.exit_code = code
+                    x.state.error = error
+                    x.state.oom_killed = oom
+                    x.state.finished_at = finished
+                elif x.state.status != "removing":
+                    # a monitor spawned for an early attach, killed before start
+                    x.state.error = error
+
+            c = self.store.update(container_id, record)
+            await asyncio.to_thread(self._after_exit, c)
+        fut = self._exit_futures.pop(container_id, None)
+        if fut is not None and not fut.done():
+            fut.set_result((c.state.exit_code, c.state.error or None))
+        log.info("container %s exited with %s", container_id[:12], c.state.exit_code)
+        if c.auto_remove and c.state.status == "exited":
+            with contextlib.suppress(NoSuchContainer):
+                await self.remove(container_id, force=True, volumes=True)
+
+    def _after_exit(self, c: Container) -> None:
+        with contextlib.suppress(OSError, BulkheadError):
+            bundle.unmount_rootfs(self.paths(c.id).rootfs)
+
+    # -- start / stop ----------------------------------------------------------------
+
+    async def attach_monitor(self, ref: str) -> MonitorClient | None:
+        """The monitor to attach to before (or after) start; spawns it for a stopped container.
+
+        None when the monitor could not be spawned (the runtime's create
+        failed, e.g. the command does not exist): :meth:`start` then reports
+        that error, and the attach stream has nothing to carry.
+        """
+        c = self.get(ref)
+        async with self._lock(c.id):
+            c = self.get(c.id)
+            if c.state.status in ("removing", "dead"):
+                raise ContainerError(f"container {c.id} is marked for removal")
+            try:
+                return await self._ensure_monitor(c)
+            except BulkheadError as exc:
+                log.info("early monitor for %s failed: %s", c.id[:12], exc)
+                return None
+
+    async def start(self, ref: str) -> bool:
+        """Start a container; False when it was already running (Docker's 304)."""
+        c = self.get(ref)
+        async with self._lock(c.id):
+            c = self.get(c.id)
+            if c.state.running:
+                return False
+            if c.state.status in ("removing", "dead"):
+                raise ContainerError(
+                    f"container {c.id} is marked for removal and cannot be started"
+                )
+            self._exit_future(c.id)  # waiters from now on see this run's exit
+            try:
+                client = await self._ensure_monitor(c)
+                try:
+                    await client.start()
+                except BaseException:
+                    with contextlib.suppress(Exception):
+                        await client.kill(signal_mod.SIGKILL, True)
+                    raise
+            except BulkheadError as exc:
+                self._record_start_failure(c.id, exc)
+                raise
+            c = self.get(c.id)
+            pid = c.state.pid
+
+            def running(x: Container) -> None:
+                x.state.status = "running"
+                x.state.running = True
+                x.state.paused = False
+                x.state.restarting = False
+                x.state.oom_killed = False
+                x.state.dead = False
+                x.state.exit_code = 0
+                x.state.error = ""
+                x.state.pid = pid
+                x.state.started_at = now_rfc3339()
+                x.state.finished_at = ZERO_TIME
+
+            self.store.update(c.id, running)
+        log.info("started container %s", c.id[:12])
+        return True
+
+    def _record_start_failure(self, container_id: str, exc: BulkheadError) -> None:
+        """Docker keeps a container that failed to start, with exit code 126/127/128 and the error."""
+        code = int(getattr(exc, "exit_code", 0) or 0)
+        if code not in (126, 127):
+            code = 128
+
+        def failed(x: Container) -> None:
+            x.state.exit_code = code
+            x.state.error = str(exc)
+
+        with contextlib.suppress(NoSuchContainer):
+            self.store.update(container_id, failed)
+        fut = self._exit_futures.pop(container_id, None)
+        if fut is not None and not fut.done():
+            fut.set_result((code, str(exc)))
+
+    async def kill(self, ref: str, signal: str | int = "SIGKILL") -> None:
+        """Send ``signal`` to the container's process; 409 when it is not running."""
+        sig = parse_signal(signal)
+        c = self.get(ref)
+        if not c.state.running:
+            raise ContainerNotRunning(f"Container {c.id} is not running")
+        await self._monitor_client(c.id).kill(sig, sig == signal_mod.SIGKILL)
+
+    async def stop(self, ref: str, timeout: int | None = None, signal: str | None = None) -> bool:
+        """Stop signal, up to ``timeout`` seconds, then SIGKILL; False if it was not running."""
+        c = self.get(ref)
+        if not c.state.running:
+            return False
+        sig = parse_signal(signal or c.config.get("StopSignal") or "SIGTERM")
+        if timeout is None:
+            st = c.config.get("StopTimeout")
+            timeout = int(st) if st is not None else DEFAULT_STOP_TIMEOUT
+        await self._stop_running(c, sig, timeout)
+        return True
+
+    async def _stop_running(self, c: Container, sig: int, timeout: int) -> None:
+        fut = self._exit_future(c.id)
+        if not self._monitor_live(c) and c.state.monitor_pid == 0:
+            return
+        client = self._monitor_client(c.id)
+        with contextlib.suppress(Exception):
+            await client.kill(sig, False)
+        try:
+            if timeout < 0:
+                await asyncio.shield(fut)
+            else:
+                await asyncio.wait_for(asyncio.shield(fut), timeout)
+            return
+        except TimeoutError:
+            log.info("container %s did not stop in %ss: SIGKILL", c.id[:12], timeout)
+        with contextlib.suppress(Exception):
+            await client.kill(signal_mod.SIGKILL, True)
+        try:
+            await asyncio.wait_for(asyncio.shield(fut), KILL_GRACE)
+        except TimeoutError:
+            raise ContainerError(
+                f"container {c.id} did not exit {KILL_GRACE:.0f}s after SIGKILL"
+            ) from None
+
+    async def restart(
+        self, ref: str, timeout: int | None = None, signal: str | None = None
+    ) -> None:
+        """Stop (if running), then start."""
+        c = self.get(ref)
+        await self.stop(c.id, timeout, signal)
+        await self.start(c.id)
+
+    async def wait(self, ref: str, condition: str = "not-running") -> tuple[int, str | None]:
+        """Docker's wait: (exit code, error or None) when ``condition`` is met."""
+        if condition in ("", None):
+            condition = "not-running"
+        if condition not in ("not-running", "next-exit", "removed"):
+            raise SpecError(f"invalid condition: {condition!r}", where="condition")
+        c = self.get(ref)
+        if condition == "removed":
+            fut = self._removed_future(c.id)
+            return await asyncio.shield(fut)
+        if condition == "not-running" and not c.state.running and not self._monitor_live(c):
+            return c.state.exit_code, c.state.error or None
+        fut = self._exit_future(c.id)
+        return await asyncio.shield(fut)
+
+    # -- remove / rename -------------------------------------------------------------
+
+    async def remove(self, ref: str, force: bool = False, volumes: bool = False) -> None:
+        """Remove a container (``force`` kills a running one first)."""
+        c = self.get(ref)
+        if c.state.running and not force:
+            raise ContainerRunning(
+                f'cannot remove container "/{c.name}": container is running: '
+                "stop the container before removing or force remove"
+            )
+        if c.state.running or self._monitor_live(c):
+            await self._stop_running(c, signal_mod.SIGKILL, 0)
+        async with self._lock(c.id):
+            try:
+                c = self.get(c.id)
+            except NoSuchContainer:
+                return
+            if c.state.running:
+                raise ContainerRunning(
+                    f'cannot remove container "/{c.name}": container is running: '
+                    "stop the container before removing or force remove"
+                )
+
+            def removing(x: Container) -> None:
+                x.state.status = "removing"
+
+            self.store.update(c.id, removing)
+            await asyncio.to_thread(self._remove_sync, c, volumes or c.auto_remove)
+        self._locks.pop(c.id, None)
+        fut = self._removed_future(c.id)
+        if not fut.done():
+            fut.set_result((c.state.exit_code, c.state.error or None))
+        self._removed_futures.pop(c.id, None)
+        exit_fut = self._exit_futures.pop(c.id, None)
+        if exit_fut is not None and not exit_fut.done():
+            exit_fut.set_result((c.state.exit_code, c.state.error or None))
+        log.info("removed container %s", c.id[:12])
+
+    def _remove_sync(self, c: Container, remove_anonymous: bool) -> None:
+        paths = self.paths(c.id)
+        bundle.unmount_rootfs(paths.rootfs)
+        with contextlib.suppress(BulkheadError):
+            self.snapshotter.remove(c.snapshot_key)
+        if self.volumes is not None:
+            self.volumes.release_container(c.id, remove_anonymous=remove_anonymous)
+        with contextlib.suppress(BulkheadError):
+            self.images.unregister_use(c.image, c.id)
+        self._delete_runtime_state(c.runtime, c.id)
+        shutil.rmtree(self.state_dir(c.id), ignore_errors=True)
+        self.store.remove(c.id)
+        bundle.remove_dir(paths)
+
+    def rename(self, ref: str, new_name: str) -> None:
+        """Give a container a new name (409 when taken, 400 when invalid or unchanged)."""
+        c = self.get(ref)
+        self.store.rename(c.id, new_name)
+
+    def _delete_runtime_state(self, runtime_name: str, container_id: str) -> None:
+        """Delete what the OCI runtime still knows of ``container_id`` (fine when nothing)."""
+        root = self.runtime_root(runtime_name)
+        if not (root / container_id).exists():
+            return
+        try:
+            _, runtime = self.runtimes.resolve(runtime_name)
+        except SpecError:
+            return
+        if runtime == BUILTIN:
+            from bulkhead.runtime.container import Runtime
+
+            with contextlib.suppress(Exception):
+                Runtime(str(root)).delete(container_id, force=True)
+        else:
+            with contextlib.suppress(OSError, subprocess.SubprocessError):
+                subprocess.run(
+                    [runtime, "--root", str(root), "delete", "--force", container_id],
+                    capture_output=True,
+                    timeout=30,
+                    check=False,
+                )
+
+    # -- views -------------------------------------------------------------------------
+
+    def inspect(self, ref: str, size: bool = False) -> dict[str, Any]:
+        """Docker's ``ContainerInspectResponse`` of one container."""
+        c = self.get(ref)
+        s = c.state
+        paths = self.paths(c.id)
+        out: dict[str, Any] = {
+            "Id": c.id,
+            "Created": c.created,
+            "Path": c.path,
+            "Args": list(c.args),
+            "State": {
+                "Status": s.status,
+                "Running": s.running,
+                "Paused": s.paused,
+                "Restarting": s.restarting,
+                "OOMKilled": s.oom_killed,
+                "Dead": s.dead,
+                "Pid": s.pid if s.running else 0,
+                "ExitCode": s.exit_code,
+                "Error": s.error,
+                "StartedAt": s.started_at,
+                "FinishedAt": s.finished_at,
+            },
+            "Image": c.image,
+            "ResolvConfPath": c.resolv_conf_path,
+            "HostnamePath": c.hostname_path,
+            "HostsPath": c.hosts_path,
+            "LogPath": c.log_path,
+            "Name": "/" + c.name,
+            "RestartCount": c.restart_count,
+            "Driver": c.driver,
+            "Platform": c.platform,
+            "MountLabel": "",
+            "ProcessLabel": "",
+            "AppArmorProfile": "",
+            "ExecIDs": None,
+            "HostConfig": c.host_config,
+            "GraphDriver": {
+                "Name": c.driver,
+                "Data": {"MergedDir": str(paths.rootfs)},
+            },
+            "Mounts": list(c.mount_points),
+            "Config": c.config,
+            "NetworkSettings": self._network_settings(c),
+        }
+        if size:
+            rw, rootfs = self._sizes(c)
+            out["SizeRw"] = rw
+            out["SizeRootFs"] = rootfs
+        return out
+
+    def _network_settings(self, c: Container) -> dict[str, Any]:
+        mode = str(c.host_config.get("NetworkMode") or "none")
+        endpoint = {
+            "IPAMConfig": None,
+            "Links": None,
+            "Aliases": None,
+            "MacAddress": "",
+            "NetworkID": "",
+            "EndpointID": "",
+            "Gateway": "",
+            "IPAddress": "",
+            "IPPrefixLen": 0,
+            "IPv6Gateway": "",
+            "GlobalIPv6Address": "",
+            "GlobalIPv6PrefixLen": 0,
+            "DriverOpts": None,
+            "DNSNames": None,
+        }
+        return {
+            "Bridge": "",
+            "SandboxID": "",
+            "SandboxKey": "",
+            "HairpinMode": False,
+            "LinkLocalIPv6Address": "",
+            "LinkLocalIPv6PrefixLen": 0,
+            "Ports": {},
+            "SecondaryIPAddresses": None,
+            "SecondaryIPv6Addresses": None,
+            "EndpointID": "",
+            "Gateway": "",
+            "GlobalIPv6Address": "",
+            "GlobalIPv6PrefixLen": 0,
+            "IPAddress": "",
+            "IPPrefixLen": 0,
+            "IPv6Gateway": "",
+            "MacAddress": "",
+            "Networks": {mode: endpoint},
+        }
+
+    def _sizes(self, c: Container) -> tuple[int, int]:
+        rw = 0
+        with contextlib.suppress(Exception):
+            rw = int(self.snapshotter.usage(c.snapshot_key).size)
+        image_size = 0
+        with contextlib.suppress(Exception):
+            image_size = int(self.images.get(c.image).size)
+        return rw, rw + image_size
+
+    def port(self, ref: str) -> dict[str, Any]:
+        """Published ports: none without networking."""
+        self.get(ref)
+        return {}
+
+    def list(
+        self,
+        all: bool = False,
+        limit: int = -1,
+        size: bool = False,
+        filters: dict[str, builtins.list[str]] | None = None,
+    ) -> builtins.list[dict[str, Any]]:
+        """Docker's ``GET /containers/json``: ContainerSummary entries, newest first."""
+        containers = self.store.list()
+        filters = {k: list(v) for k, v in (filters or {}).items() if v}
+        # Docker: without -a only running ones, unless -n or a status/exited filter asks
+        if not all and limit <= 0 and "status" not in filters and "exited" not in filters:
+            containers = [c for c in containers if c.state.running]
+        containers = [c for c in containers if self._matches(c, filters)]
+        if limit > 0:
+            containers = containers[:limit]
+        return [self._summary(c, size) for c in containers]
+
+    def _matches(self, c: Container, filters: dict[str, builtins.list[str]]) -> bool:
+        for key, values in filters.items():
+            if key == "id":
+                if not any(c.id.startswith(v) for v in values):
+                    return False
+            elif key == "name":
+                import re
+
+                if not any(re.search(v.lstrip("/"), c.name) for v in values):
+                    return False
+            elif key == "label":
+                labels = c.config.get("Labels") or {}
+                for v in values:
+                    k, eq, want = v.partition("=")
+                    if k not in labels or (eq and labels[k] != want):
+                        return False
+            elif key == "status":
+                for v in values:
+                    if v not in (
+                        "created",
+                        "restarting",
+                        "running",
+                        "removing",
+                        "paused",
+                        "exited",
+                        "dead",
+                    ):
+                        raise SpecError(f"invalid filter 'status={v}'")
+                if c.state.status not in values:
+                    return False
+            elif key == "exited":
+                if c.state.status != "exited":
+                    return False
+                try:
+                    codes = {int(v) for v in values}
+                except ValueError:
+                    raise SpecError(f"invalid filter 'exited={values}'") from None
+                if c.state.exit_code not in codes:
+                    return False
+            elif key == "ancestor":
+                if not any(self._has_ancestor(c, v) for v in values):
+                    return False
+            elif key in ("before", "since"):
+                for v in values:
+                    other = self.get(v)
+                    if key == "before" and not c.created < other.created:
+                        return False
+                    if key == "since" and not c.created > other.created:
+                        return False
+            elif key == "volume":
+                names = {m.get("Name") for m in c.mount_points} | {
+                    m.get("Destination") for m in c.mount_points
+                }
+                if not any(v in names for v in values):
+                    return False
+            elif key in ("network", "publish", "expose", "health", "isolation", "is-task"):
+                if (
+                    key == "network"
+                    and str(c.host_config.get("NetworkMode") or "none") not in values
+                ):
+                    return False
+            else:
+                raise SpecError(f"invalid filter '{key}'")
+        return True
+
+    def _has_ancestor(self, c: Container, ref: str) -> bool:
+        if ref in (c.image, c.image_ref) or c.image.removeprefix("sha256:").startswith(
+            ref.removeprefix("sha256:")
+        ):
+            return True
+        try:
+            return self.images.get(ref).id == c.image
+        except BulkheadError:
+            return False
+
+    def _summary(self, c: Container, size: bool) -> dict[str, Any]:
+        cmd = " ".join([c.path, *c.args]).strip()
+        if c.host_config.get("Init"):
+            cmd = " ".join(["/sbin/docker-init", "--", cmd])
+        mode = str(c.host_config.get("NetworkMode") or "none")
+        out: dict[str, Any] = {
+            "Id": c.id,
+            "Names": ["/" + c.name],
+            "Image": c.image_ref or c.image,
+            "ImageID": c.image,
+            "Command": cmd,
+            "Created": int(parse_rfc3339(c.created)),
+            "Ports": [],
+            "Labels": c.config.get("Labels") or {},
+            "State": c.state.status,
+            "Status": self._status_text(c),
+            "HostConfig": {"NetworkMode": mode},
+            "NetworkSettings": {"Networks": self._network_settings(c)["Networks"]},
+            "Mounts": list(c.mount_points),
+        }
+        if size:
+            rw, rootfs = self._sizes(c)
+            out["SizeRw"] = rw
+            out["SizeRootFs"] = rootfs
+        return out
+
+    @staticmethod
+    def _status_text(c: Container) -> str:
+        """``docker ps``'s STATUS column: ``Up 2 minutes``, ``Exited (0) 3 seconds ago``."""
+        s = c.state
+        now = time.time()
+        if s.running:
+            text = "Up " + human_duration(now - parse_rfc3339(s.started_at))
+            return text + " (Paused)" if s.paused else text
+        if s.status == "removing":
+            return "Removal In Progress"
+        if s.status == "dead":
+            return "Dead"
+        if s.status == "created" or s.finished_at == ZERO_TIME:
+            return "Created"
+        return f"Exited ({s.exit_code}) {human_duration(now - parse_rfc3339(s.finished_at))} ago"
+
+    # -- recovery --------------------------------------------------------------------------
+
+    async def start_up(self) -> None:
+        """After a daemon (re)start: adopt live monitors, record missed exits, collect leftovers."""
+        self.config.exec_root.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(self._collect_half_made)
+        for c in self.store.list():
+            if c.state.status == "removing":
+                with contextlib.suppress(Exception):
+                    await self.remove(c.id, force=True)
+                continue
+            if c.state.monitor_pid:
+                client = self._monitor_client(c.id)
+                if client.alive():
+                    self._watch(c.id, c.state.monitor_pid)
+                    continue
+                await self._on_monitor_exit(c.id, c.state.monitor_pid)
+            elif c.state.running:
+                await self._on_monitor_exit(c.id, 0)
+            else:
+                await asyncio.to_thread(self._after_exit, c)
+
+    def _collect_half_made(self) -> None:
+        """What a daemon killed during create (or remove) left: dirs, snapshots, refs, state."""
+        known = self.store.ids()
+        root = self.config.containers_root
+        for entry in sorted(os.listdir(root)) if root.is_dir() else []:
+            if len(entry) == 64 and entry not in known:
+                log.info("removing the half-made container directory %s", entry[:12])
+                with contextlib.suppress(Exception):
+                    bundle.remove_dir(self.paths(entry))
+        with contextlib.suppress(Exception):
+            for info in list(self.snapshotter.walk()):
+                name = str(info.name)
+                if name.startswith("container-") and name[10:] not in known:
+                    with contextlib.suppress(Exception):
+                        self.snapshotter.remove(name)
+        if self.volumes is not None:
+            with contextlib.suppress(Exception):
+                self.volumes.reconcile(known)
+        with contextlib.suppress(Exception):
+            for image in self.images.list():
+                for user in self.images.users(image):
+                    if len(user) == 64 and user not in known:
+                        self.images.unregister_use(image, user)
+        exec_root = self.config.exec_root
+        for entry in sorted(os.listdir(exec_root)) if exec_root.is_dir() else []:
+            if len(entry) == 64 and entry not in known:
+                self._kill_stray_monitor(entry)
+                shutil.rmtree(exec_root / entry, ignore_errors=True)
+        runtime_root = self.config.runtime_root
+        if runtime_root.is_dir():
+            for rt in sorted(os.listdir(runtime_root)):
+                for entry in sorted(os.listdir(runtime_root / rt)):
+                    if len(entry) == 64 and entry not in known:
+                        self._delete_runtime_state(rt, entry)
+
+    def _kill_stray_monitor(self, container_id: str) -> None:
+        client = self._monitor_client(container_id)
+        try:
+            alive = bool(client.alive())
+        except Exception:
+            alive = False
+        if not alive:
+            return
+        try:
+            info = json.loads((self.state_dir(container_id) / "monitor.json").read_text())
+            os.kill(int(info["monitor_pid"]), signal_mod.SIGKILL)
+        except (OSError, ValueError, KeyError):
+            pass
+
+    async def shut_down(self) -> None:
+        """Stop watching; containers and their monitors keep running (live restore)."""
+        for w in list(self._watches.values()):
+            self._unwatch_fd(w)
+        self._watches.clear()
+        for task in list(self._tasks):
+            task.cancel()
+        for fut in [*self._exit_futures.values(), *self._removed_futures.values()]:
+            if not fut.done():
+                fut.cancel()
+
+    # -- the container's files (cp, export, diff, commit) -------------------------------------
+
+    @contextlib.contextmanager
+    def rootfs_mounted(self, ref: str) -> Iterator[str]:
+        """The container's root filesystem mounted for a ``with`` block (sync: call in a thread).
+
+        A running container's root is already mounted and stays so; a stopped
+        one's is mounted for the block and unmounted after it.
+        """
+        c = self.get(ref)
+        paths = self.paths(c.id)
+        was = bundle.is_mounted(paths.rootfs)
+        if not was:
+            bundle.mount_rootfs(self.snapshotter, c.snapshot_key, paths.rootfs)
+        try:
+            yield str(paths.rootfs)
+        finally:
+            if not was and not self.get(c.id).state.running:
+                bundle.unmount_rootfs(paths.rootfs)
+
+
+def human_duration(seconds: float) -> str:
+    """go-units' ``HumanDuration``: ``Less than a second``, ``5 seconds``, ``About a minute`` ..."""
+    s = int(seconds)
+    if s < 1:
+        return "Less than a second"
+    if s == 1:
+        return "1 second"
+    if s < 60:
+        return f"{s} seconds"
+    minutes = s // 60
+    if minutes == 1:
+        return "About a minute"
+    if minutes < 60:
+        return f"{minutes} minutes"
+    hours = round(s / 3600)
+    if hours == 1:
+        return "About an hour"
+    if hours < 48:
+        return f"{hours} hours"
+    if hours < 24 * 7 * 2:
+        return f"{hours // 24} days"
+    if hours < 24 * 30 * 2:
+        return f"{hours // 24 // 7} weeks"
+    if hours < 24 * 365 * 2:
+        return f"{hours // 24 // 30} months"
+    return f"{hours // 24 // 365} years"
