@@ -1,0 +1,92 @@
+"""Volume endpoints: ``/volumes`` (list), ``/volumes/create``, ``/volumes/{name}``, ``/volumes/prune``.
+
+What ``docker volume create/ls/inspect/rm/prune`` and docker-py's
+``client.volumes`` call. The work is :class:`~bulkhead.engine.volumes.VolumeStore`'s
+(SQLite and a few filesystem calls, run in a worker thread); this module
+only maps requests and answers in Docker's shapes:
+
+- ``POST /volumes/create`` body ``{"Name", "Driver", "DriverOpts", "Labels"}``
+  → 201 and the ``Volume`` (an existing name answers with the existing volume);
+- ``GET /volumes?filters=`` → ``{"Volumes": [...], "Warnings": []}``;
+- ``GET /volumes/{name}`` → the ``Volume`` (404 ``get x: no such volume``);
+- ``DELETE /volumes/{name}?force=`` → 204 (409 while a container uses it);
+- ``POST /volumes/prune?filters=`` → ``{"VolumesDeleted", "SpaceReclaimed"}``;
+  anonymous volumes only unless ``all=true``, except for clients older than
+  API 1.42, for which Docker pruned every unused volume.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+from bulkhead.api.errors import BadRequest
+from bulkhead.api.routes import Request, Response, Router, json_response
+
+if TYPE_CHECKING:
+    from bulkhead.engine.context import Services
+    from bulkhead.engine.volumes import VolumeStore
+
+
+def _str_map(body: dict[str, Any], field: str) -> dict[str, str]:
+    value = body.get(field)
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise BadRequest(f"invalid {field}: must be an object of strings")
+    return dict(value)
+
+
+def register(router: Router, services: Services) -> None:
+    """Add the volume endpoints to ``router``, served by ``services.volumes``."""
+    register_store(router, services.volumes)
+
+
+def register_store(router: Router, store: VolumeStore) -> None:
+    """Add the volume endpoints for ``store`` (tests use a store without a daemon)."""
+
+    async def create(req: Request) -> Response:
+        body = req.json()
+        if body is None:
+            body = {}
+        if not isinstance(body, dict):
+            raise BadRequest("invalid volume create request: not a JSON object")
+        name = body.get("Name") or ""
+        driver = body.get("Driver") or "local"
+        if not isinstance(name, str):
+            raise BadRequest("invalid Name: must be a string")
+        if not isinstance(driver, str):
+            raise BadRequest("invalid Driver: must be a string")
+        opts = _str_map(body, "DriverOpts")
+        labels = _str_map(body, "Labels")
+        vol = await asyncio.to_thread(
+            store.create, name or None, driver=driver, driver_opts=opts, labels=labels
+        )
+        return json_response(vol.to_docker(), status=201)
+
+    async def list_volumes(req: Request) -> Response:
+        filters = req.filters()
+        vols = await asyncio.to_thread(store.list, filters)
+        return json_response({"Volumes": vols, "Warnings": []})
+
+    async def inspect(req: Request) -> Response:
+        return json_response(await asyncio.to_thread(store.inspect, req.params["name"]))
+
+    async def remove(req: Request) -> Response:
+        force = req.query_bool("force")
+        await asyncio.to_thread(store.remove, req.params["name"], force)
+        return Response(204, b"", None)
+
+    async def prune(req: Request) -> Response:
+        filters = req.filters()
+        all_default = not req.version_at_least("1.42")
+        report = await asyncio.to_thread(store.prune, filters, all_default=all_default)
+        return json_response(report)
+
+    router.add("POST", "/volumes/create", create)
+    router.add("GET", "/volumes", list_volumes)
+    router.add("POST", "/volumes/prune", prune)
+    router.add("GET", "/volumes/{name}", inspect)
+    router.add("DELETE", "/volumes/{name}", remove)
