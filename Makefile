@@ -29,7 +29,7 @@ CGROUPV2_TESTS := tests/cgroupv2 \
 	tests/integration/test_rootfs.py::test_cgroup_v2_fresh_mount_in_cgroup_namespace \
 	tests/integration/test_rootfs.py::test_cgroup_v2_bind_of_own_cgroup
 
-.PHONY: run test deps test-deps lint typecheck pytest test-cgroupv2 bench bench-cgroups bench-layers bench-pull clean
+.PHONY: run test deps test-deps lint typecheck pytest test-cgroupv2 bench bench-cgroups bench-layers bench-pull bench-engine clean
 
 $(STATE): pyproject.toml
 	@need=""; for p in $(RUN_DEBS); do dpkg -s $$p >/dev/null 2>&1 || need="$$need $$p"; done; \
@@ -88,6 +88,24 @@ bench-layers: test-deps
 # Pull of a ~200 MB image from a local docker-registry: bulkhead vs skopeo copy.
 bench-pull: test-deps
 	$(PY) bench/pull.py
+
+# The engine side by side: `run --rm busybox true` and 20 detached containers, bulkhead vs
+# podman vs Debian's dockerd. dockerd (docker.io) is a peer of this benchmark only, not of
+# the tests: installed here with its service kept from starting (the benchmark starts its own
+# dockerd on temporary roots); /usr/local/bin/docker, the 28.2 client, stays first on PATH.
+BENCH_ENGINE_DEBS := docker.io
+
+bench-engine: test-deps
+	@need=""; for p in $(BENCH_ENGINE_DEBS); do dpkg -s $$p >/dev/null 2>&1 || need="$$need $$p"; done; \
+	if [ -n "$$need" ]; then \
+	  echo "apt: installing$$need (services not started)"; \
+	  guard=""; if [ ! -e /usr/sbin/policy-rc.d ]; then \
+	    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod 755 /usr/sbin/policy-rc.d; guard=1; \
+	  fi; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$need; \
+	  rc=$$?; if [ -n "$$guard" ]; then rm -f /usr/sbin/policy-rc.d; fi; exit $$rc; \
+	fi
+	$(PY) bench/engine_run.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info
