@@ -384,6 +384,19 @@ class RegistryClient:
     def _scope(ref: Reference, actions: str = "pull") -> str:
         return f"repository:{ref.path}:{actions}"
 
+    def login(self, domain: str) -> str:
+        """What ``docker login`` checks: ``GET /v2/`` with the credentials; returns the URL asked.
+
+        A registry that refuses them (Basic, or the token server of a Bearer
+        challenge) raises :class:`AuthenticationError`; one that asks for
+        none accepts anything, as in Docker.
+        """
+        ep = self.config.endpoints(domain, pull=False)[0]
+        url = ep.url("")
+        resp = self._send(ep, "GET", url, [], retry=False)
+        self._raise_for(resp, f"login to {url}")
+        return url
+
     # --- manifests ---------------------------------------------------------------
 
     def _manifest_from(

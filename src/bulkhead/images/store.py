@@ -402,6 +402,14 @@ class ImageStore:
             db.execute("DELETE FROM tags WHERE name = ?", (name,))
         return str(row[0])
 
+    def add_repo_digest(self, image: Image | str, name: str) -> None:
+        """Record ``repository@digest`` as a name of ``image`` (after a push, as Docker does)."""
+        image_id = self.get(image).id if isinstance(image, str) else image.id
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO repo_digests (name, image) VALUES (?, ?)", (name, image_id)
+            )
+
     # -- lookup --------------------------------------------------------------------
 
     def _load(self, image_id: str) -> Image:
