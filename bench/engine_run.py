@@ -304,6 +304,8 @@ class Client:
     samples: list[float] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     detached: list[dict[str, Any]] = field(default_factory=list)
+    #: The floor: ``--version`` (no daemon) and ``ps -q`` (one API round trip), wall seconds.
+    floor: dict[str, list[float]] = field(default_factory=dict)
     #: ``rm -f`` as Docker means it (SIGKILL at once): podman's waits for its stop timeout first.
     rm_force: tuple[str, ...] = ("rm", "-f")
 
@@ -684,6 +686,18 @@ def rotating(clients: Sequence[Client], rounds: int) -> Iterator[tuple[int, Clie
             yield rnd, c
 
 
+FLOOR = {"--version": ("--version",), "ps -q": ("ps", "-q")}
+
+
+def scenario_floor(clients: Sequence[Client], runs: int) -> None:
+    """What any command of each CLI costs: start-up alone, and start-up plus one API call."""
+    for _, c in rotating(clients, runs):
+        for what, argv in FLOOR.items():
+            elapsed, err = c.timed(*argv)
+            if err is None:
+                c.floor.setdefault(what, []).append(elapsed)
+
+
 def scenario_run_rm(clients: Sequence[Client], runs: int, warmup: int) -> None:
     for rnd, c in rotating(clients, warmup + runs):
         elapsed, err = c.timed(*run_args(["true"]))
@@ -811,7 +825,15 @@ def report(clients: Sequence[Client], result: dict[str, Any], n_detached: int) -
             f"bulkhead {n_detached} detached: {s:.2f} s (target <= 1.5 s): "
             + ("met" if s <= 1.5 else "NOT met")
         )
-    result["summary"] = {"run_rm": stats, "detached": det}
+    print()
+    print("the floor: the CLI's start-up (--version) and one API call (ps -q, no containers)")
+    print(f"{'engine':<36} {'--version med ms':>16} {'ps -q med ms':>13}")
+    floor: dict[str, dict[str, float]] = {}
+    for c in clients:
+        floor[c.key] = {w: summary(xs)["median_ms"] for w, xs in c.floor.items() if xs}
+        cells = [f"{floor[c.key][w]:.1f}" if w in floor[c.key] else "failed" for w in FLOOR]
+        print(f"{c.label:<36} {cells[0]:>16} {cells[1]:>13}")
+    result["summary"] = {"run_rm": stats, "detached": det, "floor_ms": floor}
     return verdicts
 
 
@@ -840,6 +862,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=3, help="unmeasured rounds first")
     ap.add_argument("--detached", type=int, default=DETACHED, help="containers per round")
     ap.add_argument("--detached-rounds", type=int, default=3, help="rounds per engine (0: skip)")
+    ap.add_argument("--floor-runs", type=int, default=10, help="--version / ps -q runs (0: skip)")
     ap.add_argument("--engines", default=",".join(ENGINES), help="subset of " + ",".join(ENGINES))
     ap.add_argument("--out", default=str(HERE / "results"), help="where the JSON goes")
     args = ap.parse_args(argv)
@@ -922,6 +945,8 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         scenario_run_rm(usable, args.runs, args.warmup)
+        if args.floor_runs > 0:
+            scenario_floor(usable, args.floor_runs)
         if args.detached_rounds > 0 and args.detached > 0:
             print(
                 f"\n{args.detached} detached containers x {args.detached_rounds} rounds per engine"
@@ -936,6 +961,7 @@ def main(argv: list[str] | None = None) -> int:
                 "samples_ms": [x * 1e3 for x in c.samples],
                 "failures": c.failures,
                 "detached": c.detached,
+                "floor_ms": {w: [x * 1e3 for x in xs] for w, xs in c.floor.items()},
             }
             for c in usable
         }
