@@ -1,0 +1,602 @@
+"""The ``/containers`` endpoints of the Engine API, on :class:`bulkhead.engine.engine.Engine`.
+
+Vocabulary:
+
+*attach*
+    ``POST /containers/{id}/attach``: the client takes over the connection
+    (a *hijack*: ``101 UPGRADED`` when it asked with ``Upgrade: tcp``) and
+    gets the container's output while its bytes go to the container's
+    stdin. With a TTY the stream is *raw* (the terminal's bytes); without
+    one it is *multiplexed*: every chunk has Docker's 8-byte header
+    (stream 1 stdout, 2 stderr, then a big-endian length). The container's
+    monitor already speaks both forms on its ``attach.sock``, so the API
+    only splices bytes between the two sockets.
+*attach before start*
+    ``docker run`` attaches to a created container, then starts it. The
+    attach connects to the monitor (spawned by
+    :meth:`~bulkhead.engine.engine.Engine.attach_monitor`, the container
+    still "created") *before* answering, so nothing the program writes
+    after ``start`` is missed.
+*detach keys*
+    a key sequence on stdin (``ctrl-p,ctrl-q`` by default, ``detachKeys=``)
+    that ends the attach and leaves the container running.
+*logs*
+    ``GET /containers/{id}/logs`` reads the json-file log the monitor
+    writes (:func:`bulkhead.engine.jsonlog.follow_logs`); ``follow`` goes
+    on until the container stops.
+*wait*
+    ``POST /containers/{id}/wait`` answers its headers at once (the client
+    then knows the wait is registered, and starts the container) and its
+    body ``{"StatusCode": n}`` when the condition is met.
+
+Every handler raises :mod:`bulkhead.errors` classes; the server maps them
+to Docker's statuses (404 no such container, 409 conflicts, 400 bad input).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import inspect
+import json
+import logging
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from bulkhead.api.errors import APIError, BadRequest, NotFound
+from bulkhead.api.routes import (
+    Hijack,
+    RawStream,
+    Request,
+    Response,
+    Router,
+    StreamResponse,
+    frame,
+    json_response,
+)
+from bulkhead.engine.hostconfig import parse_create_request
+from bulkhead.errors import BulkheadError
+
+if TYPE_CHECKING:
+    from bulkhead.engine.context import Services
+    from bulkhead.engine.engine import Engine
+
+log = logging.getLogger("bulkhead.api.containers")
+
+#: Docker's default detach sequence: ctrl-p, ctrl-q.
+DEFAULT_DETACH_KEYS = b"\x10\x11"
+
+_CTRL_SPECIAL = {"@": 0, "[": 27, "\\": 28, "]": 29, "^": 30, "_": 31}
+
+_READ = 65536
+
+
+# --- detach keys and stream splicing ---------------------------------------------------
+
+
+def parse_detach_keys(text: str | None) -> bytes:
+    """Docker's ``--detach-keys`` syntax (``ctrl-p,ctrl-q``, ``a,ctrl-\\\\``) as bytes.
+
+    ``None`` or ``""`` is the default sequence; a malformed one is a 400.
+    """
+    if not text:
+        return DEFAULT_DETACH_KEYS
+    out = bytearray()
+    for part in text.split(","):
+        if part.startswith("ctrl-") and len(part) == 6:
+            c = part[5]
+            if "a" <= c.lower() <= "z":
+                out.append(ord(c.lower()) - ord("a") + 1)
+                continue
+            if c in _CTRL_SPECIAL:
+                out.append(_CTRL_SPECIAL[c])
+                continue
+        elif len(part) == 1:
+            out += part.encode()
+            continue
+        raise BadRequest(f"Invalid detach keys ({text}) provided: unknown character {part!r}")
+    return bytes(out)
+
+
+class DetachScanner:
+    """Finds the detach sequence in stdin, holding back a partial match until it is decided."""
+
+    def __init__(self, keys: bytes) -> None:
+        self.keys = keys
+        self._held = b""
+
+    def feed(self, data: bytes) -> tuple[bytes, bool]:
+        """``(bytes to forward, detach?)`` for the next stdin chunk."""
+        if not self.keys:
+            return data, False
+        out = bytearray()
+        for b in data:
+            self._held += bytes([b])
+            if self.keys.startswith(self._held):
+                if self._held == self.keys:
+                    self._held = b""
+                    return bytes(out), True
+                continue
+            # not a prefix any more: the first held byte is plain input
+            while self._held and not self.keys.startswith(self._held):
+                out.append(self._held[0])
+                self._held = self._held[1:]
+        return bytes(out), False
+
+
+async def splice(
+    stream: RawStream,
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    *,
+    stdin: bool,
+    detach_keys: bytes = b"",
+) -> None:
+    """Pump the monitor's output to the client and the client's stdin to the monitor.
+
+    Ends when the monitor closes (the process exited and its output is
+    drained), when the client detaches or goes away. The client's
+    half-close becomes the monitor's (stdin EOF) while output goes on.
+    """
+    scanner = DetachScanner(detach_keys if stdin else b"")
+
+    async def output() -> None:
+        while True:
+            data = await reader.read(_READ)
+            if not data:
+                return
+            await stream.write(data)
+
+    async def input_() -> str:
+        while True:
+            data = await stream.read(_READ)
+            if not data:
+                with contextlib.suppress(OSError, RuntimeError):
+                    if writer.can_write_eof():
+                        writer.write_eof()
+                return "eof"
+            if not stdin:
+                continue
+            data, detach = scanner.feed(data)
+            if data:
+                writer.write(data)
+                await writer.drain()
+            if detach:
+                return "detach"
+
+    out_task = asyncio.ensure_future(output())
+    in_task = asyncio.ensure_future(input_())
+    try:
+        done, _ = await asyncio.wait({out_task, in_task}, return_when=asyncio.FIRST_COMPLETED)
+        if (
+            in_task in done
+            and not in_task.cancelled()
+            and in_task.exception() is None
+            and in_task.result() == "eof"
+        ):
+            await out_task  # stdin ended; the output goes on until the process ends
+    except (ConnectionError, OSError):
+        pass
+    finally:
+        for task in (out_task, in_task):
+            task.cancel()
+        for task in (out_task, in_task):
+            with contextlib.suppress(BaseException):
+                await task
+        writer.close()
+        with contextlib.suppress(Exception):
+            await writer.wait_closed()
+
+
+# --- query helpers ------------------------------------------------------------------------
+
+
+def _timestamp(req: Request, name: str) -> float | None:
+    """Docker's ``since``/``until``: seconds since the epoch, with optional fraction (0: none)."""
+    value = req.query_str(name)
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise BadRequest(
+            f"invalid value for {name}: {value!r} (seconds since the epoch, e.g. 1700000000.5)"
+        ) from None
+    return seconds if seconds > 0 else None
+
+
+def _tail(req: Request) -> int | None:
+    value = req.query_str("tail")
+    if value in (None, "", "all"):
+        return None
+    try:
+        n = int(value)
+    except ValueError:
+        raise BadRequest(f"invalid value for tail: {value!r} (a number or all)") from None
+    return n if n >= 0 else None
+
+
+def _int_param(req: Request, name: str) -> int | None:
+    value = req.query_str(name)
+    if value in (None, ""):
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise BadRequest(f"invalid value for {name}: {value!r} (an integer)") from None
+
+
+async def _maybe_await(value: Any) -> Any:
+    if inspect.isawaitable(value):
+        return await value
+    return value
+
+
+def _is_tty(config: dict[str, Any]) -> bool:
+    return bool(config.get("Tty"))
+
+
+# --- the endpoints ------------------------------------------------------------------------
+
+
+class ContainersAPI:
+    """The handlers, bound to one engine."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.engine: Engine = services.engine
+
+    # -- create / lifecycle
+
+    async def create(self, req: Request) -> Response:
+        body = req.json()
+        if body is None:
+            raise BadRequest("invalid JSON body: a ContainerCreateRequest is required")
+        name = req.query_str("name") or None
+        platform = req.query_str("platform") or None
+        creq = await asyncio.to_thread(parse_create_request, body, name=name, platform=platform)
+        cid, warnings = await self.engine.create(creq, name)
+        return json_response({"Id": cid, "Warnings": list(warnings or [])}, 201)
+
+    async def start(self, req: Request) -> Response:
+        started = await self.engine.start(req.params["id"])
+        return Response(204 if started else 304, b"", None)
+
+    async def stop(self, req: Request) -> Response:
+        timeout = _int_param(req, "t")
+        signal = req.query_str("signal") or None
+        stopped = await self.engine.stop(req.params["id"], timeout=timeout, signal=signal)
+        return Response(204 if stopped else 304, b"", None)
+
+    async def kill(self, req: Request) -> Response:
+        signal = req.query_str("signal") or "SIGKILL"
+        await self.engine.kill(req.params["id"], signal)
+        return Response(204, b"", None)
+
+    async def restart(self, req: Request) -> Response:
+        timeout = _int_param(req, "t")
+        signal = req.query_str("signal") or None
+        await self.engine.restart(req.params["id"], timeout=timeout, signal=signal)
+        return Response(204, b"", None)
+
+    async def wait(self, req: Request) -> StreamResponse:
+        condition = req.query_str("condition") or "not-running"
+        if condition not in ("not-running", "next-exit", "removed"):
+            raise BadRequest(f"invalid condition: {condition!r} (not-running, next-exit, removed)")
+        c = self.engine.get(req.params["id"])  # 404 before the headers go out
+        task = asyncio.ensure_future(self.engine.wait(c.id, condition))
+        await asyncio.sleep(0)  # the wait is registered before the client sees the headers
+
+        async def body() -> AsyncIterator[bytes]:
+            try:
+                code, error = await task
+            except BulkheadError as exc:
+                code, error = -1, str(exc)
+            finally:
+                if not task.done():
+                    task.cancel()
+            doc: dict[str, Any] = {"StatusCode": code}
+            if error:
+                doc["Error"] = {"Message": error}
+            yield json.dumps(doc).encode() + b"\n"
+
+        return StreamResponse(body())
+
+    async def remove(self, req: Request) -> Response:
+        if req.query_bool("link"):
+            raise BadRequest("links are not supported: there are no legacy links")
+        await self.engine.remove(
+            req.params["id"], force=req.query_bool("force"), volumes=req.query_bool("v")
+        )
+        return Response(204, b"", None)
+
+    async def rename(self, req: Request) -> Response:
+        name = req.query_str("name")
+        if not name:
+            raise BadRequest("invalid container name: a new name is required (name=)")
+        self.engine.rename(req.params["id"], name)
+        return Response(204, b"", None)
+
+    # -- views
+
+    async def list(self, req: Request) -> Response:
+        limit = _int_param(req, "limit")
+        rows = self.engine.list(
+            all=req.query_bool("all"),
+            limit=-1 if limit is None or limit <= 0 else limit,
+            size=req.query_bool("size"),
+            filters=req.filters(),
+        )
+        return json_response(rows)
+
+    async def inspect(self, req: Request) -> Response:
+        return json_response(self.engine.inspect(req.params["id"], size=req.query_bool("size")))
+
+    # -- attach / resize / logs
+
+    async def attach(self, req: Request) -> Hijack:
+        engine = self.engine
+        c = engine.get(req.params["id"])
+        tty = _is_tty(c.config)
+        want_stdin = req.query_bool("stdin")
+        want_stdout = req.query_bool("stdout")
+        want_stderr = req.query_bool("stderr")
+        replay = req.query_bool("logs")
+        live = req.query_bool("stream")
+        keys = parse_detach_keys(req.query_str("detachKeys"))
+        if c.state.paused:
+            raise APIError(f"container {c.id} is paused, unpause the container before attach", 409)
+        conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        if live and c.state.status not in ("exited", "dead", "removing"):
+            # Connect to the monitor now, before answering: a start that
+            # follows this response cannot produce output we miss.
+            client = await engine.attach_monitor(c.id)
+            if client is not None:
+                with contextlib.suppress(BulkheadError, OSError):
+                    conn = await client.attach(want_stdin, want_stdout, want_stderr)
+        log_path = c.log_path
+
+        async def pump(stream: RawStream) -> None:
+            try:
+                if replay and log_path:
+                    from bulkhead.engine.jsonlog import follow_logs
+
+                    async for num, data in follow_logs(
+                        log_path, stdout=want_stdout, stderr=want_stderr
+                    ):
+                        await stream.write(data if tty else frame(num, data))
+                if conn is not None:
+                    await splice(stream, conn[0], conn[1], stdin=want_stdin, detach_keys=keys)
+            finally:
+                if conn is not None:
+                    conn[1].close()
+
+        return Hijack(pump, multiplexed=not tty)
+
+    async def resize(self, req: Request) -> Response:
+        height = _int_param(req, "h")
+        width = _int_param(req, "w")
+        if height is None or width is None or height < 0 or width < 0:
+            raise BadRequest("invalid resize: h and w must be non-negative integers")
+        client = self.engine.monitor(req.params["id"])
+        await client.resize(height, width)
+        return Response(200, b"", "text/plain; charset=utf-8")
+
+    async def logs(self, req: Request) -> StreamResponse:
+        engine = self.engine
+        c = engine.get(req.params["id"])
+        stdout = req.query_bool("stdout")
+        stderr = req.query_bool("stderr")
+        if not (stdout or stderr):
+            raise BadRequest("Bad parameters: you must choose at least one stream")
+        if not c.log_path:
+            raise APIError("configured logging driver does not support reading", 501)
+        since = _timestamp(req, "since")
+        until = _timestamp(req, "until")
+        tail = _tail(req)
+        timestamps = req.query_bool("timestamps")
+        follow = req.query_bool("follow") and c.state.running
+        tty = _is_tty(c.config)
+        log_path = c.log_path
+        cid = c.id
+
+        async def chunks() -> AsyncIterator[bytes]:
+            from bulkhead.engine.jsonlog import follow_logs
+
+            stop = asyncio.Event()
+            watcher: asyncio.Future[Any] | None = None
+            if follow:
+
+                async def watch() -> None:
+                    try:
+                        await engine.wait(cid, "not-running")
+                    finally:
+                        stop.set()
+
+                watcher = asyncio.ensure_future(watch())
+            try:
+                async for num, data in follow_logs(
+                    log_path,
+                    since=since,
+                    until=until,
+                    tail=tail,
+                    follow=follow,
+                    stdout=stdout,
+                    stderr=stderr,
+                    timestamps=timestamps,
+                    stop_event=stop,
+                ):
+                    yield data if tty else frame(num, data)
+            finally:
+                if watcher is not None:
+                    watcher.cancel()
+                    with contextlib.suppress(BaseException):
+                        await watcher
+
+        content_type = (
+            "application/vnd.docker.raw-stream"
+            if tty
+            else "application/vnd.docker.multiplexed-stream"
+        )
+        return StreamResponse(chunks(), content_type=content_type)
+
+    # -- files: export, changes, archive (docker cp), commit
+
+    async def export(self, req: Request) -> StreamResponse:
+        fn = self._engine_hook("export")
+        result = await _maybe_await(fn(req.params["id"]))
+        return StreamResponse(_as_chunks(result), content_type="application/x-tar")
+
+    async def changes(self, req: Request) -> Response:
+        fn = self._engine_hook("changes")
+        result = await _maybe_await(fn(req.params["id"]))
+        return json_response(list(result or []))
+
+    async def archive_get(self, req: Request) -> Response | StreamResponse:
+        path = req.query_str("path")
+        if not path:
+            raise BadRequest("Bad parameters: path cannot be empty")
+        fn = self._engine_hook("archive_get")
+        stat, tar = await _maybe_await(fn(req.params["id"], path))
+        header = base64.b64encode(json.dumps(stat).encode()).decode()
+        headers = [("X-Docker-Container-Path-Stat", header)]
+        if req.method == "HEAD":
+            close = getattr(tar, "aclose", None) or getattr(tar, "close", None)
+            if close is not None:
+                await _maybe_await(close())
+            return Response(200, b"", "application/x-tar", headers)
+        return StreamResponse(_as_chunks(tar), content_type="application/x-tar", headers=headers)
+
+    async def archive_put(self, req: Request) -> Response:
+        path = req.query_str("path")
+        if not path:
+            raise BadRequest("Bad parameters: path cannot be empty")
+        fn = self._engine_hook("archive_put")
+        data: Any = req.stream if req.stream is not None else req.body
+        await _maybe_await(
+            fn(
+                req.params["id"],
+                path,
+                data,
+                no_overwrite_dir_non_dir=req.query_bool("noOverwriteDirNonDir"),
+                copy_uid_gid=req.query_bool("copyUIDGID"),
+            )
+        )
+        return Response(200, b"", None)
+
+    async def commit(self, req: Request) -> Response:
+        ref = req.query_str("container")
+        if not ref:
+            raise BadRequest("Bad parameters: container is required")
+        config = req.json()
+        if config is not None and not isinstance(config, dict):
+            raise BadRequest("invalid JSON body: a container Config object is expected")
+        fn = self._engine_hook("commit")
+        image_id = await _maybe_await(
+            fn(
+                ref,
+                repo=req.query_str("repo") or None,
+                tag=req.query_str("tag") or None,
+                comment=req.query_str("comment") or "",
+                author=req.query_str("author") or "",
+                changes=req.query.get("changes", []),
+                pause=req.query_bool("pause", True),
+                config=config or None,
+            )
+        )
+        return json_response({"Id": image_id}, 201)
+
+    async def prune(self, req: Request) -> Response:
+        filters = req.filters()
+        until = filters.pop("until", None)
+        label = filters.pop("label", None)
+        if filters:
+            raise BadRequest(f"invalid filter {next(iter(filters))!r} (until, label)")
+        list_filters: dict[str, list[str]] = {"status": ["exited", "created", "dead"]}
+        if label:
+            list_filters["label"] = label
+        deleted: list[str] = []
+        for row in self.engine.list(all=True, filters=list_filters):
+            if until and row.get("Created", 0) > _until_seconds(until[-1]):
+                continue
+            with contextlib.suppress(BulkheadError):
+                await self.engine.remove(row["Id"])
+                deleted.append(row["Id"])
+        return json_response({"ContainersDeleted": deleted or None, "SpaceReclaimed": 0})
+
+    def _engine_hook(self, name: str) -> Callable[..., Any]:
+        fn = getattr(self.engine, name, None)
+        if fn is None:
+            raise APIError(f"{name} is not implemented by this engine yet", 501)
+        return fn  # type: ignore[no-any-return]
+
+
+def _until_seconds(value: str) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        raise BadRequest(f"invalid until filter {value!r}: seconds since the epoch") from None
+
+
+async def _as_chunks(source: Any) -> AsyncIterator[bytes]:
+    """Bytes from an async iterator, an iterator, a file object or a bytes value."""
+    if isinstance(source, (bytes, bytearray)):
+        yield bytes(source)
+        return
+    if hasattr(source, "__aiter__"):
+        async for chunk in source:
+            yield bytes(chunk)
+        return
+    if hasattr(source, "read"):
+        try:
+            while True:
+                chunk = await asyncio.to_thread(source.read, 1 << 20)
+                if not chunk:
+                    return
+                yield chunk
+        finally:
+            with contextlib.suppress(Exception):
+                source.close()
+    if isinstance(source, (str, os.PathLike)):
+        with open(source, "rb") as f:
+            while True:
+                chunk = await asyncio.to_thread(f.read, 1 << 20)
+                if not chunk:
+                    return
+                yield chunk
+    for chunk in source:
+        yield bytes(chunk)
+
+
+def register(router: Router, services: Services) -> None:
+    """Add the ``/containers`` (and ``/commit``) endpoints to ``router``."""
+    api = ContainersAPI(services)
+    routes: list[tuple[str, str, Callable[[Request], Awaitable[Any]]]] = [
+        ("POST", "/containers/create", api.create),
+        ("GET", "/containers/json", api.list),
+        ("POST", "/containers/prune", api.prune),
+        ("GET", "/containers/{id}/json", api.inspect),
+        ("POST", "/containers/{id}/start", api.start),
+        ("POST", "/containers/{id}/stop", api.stop),
+        ("POST", "/containers/{id}/kill", api.kill),
+        ("POST", "/containers/{id}/restart", api.restart),
+        ("POST", "/containers/{id}/wait", api.wait),
+        ("POST", "/containers/{id}/attach", api.attach),
+        ("POST", "/containers/{id}/resize", api.resize),
+        ("GET", "/containers/{id}/logs", api.logs),
+        ("POST", "/containers/{id}/rename", api.rename),
+        ("DELETE", "/containers/{id}", api.remove),
+        ("GET", "/containers/{id}/export", api.export),
+        ("GET", "/containers/{id}/changes", api.changes),
+        ("GET", "/containers/{id}/archive", api.archive_get),
+        ("HEAD", "/containers/{id}/archive", api.archive_get),
+        ("POST", "/commit", api.commit),
+    ]
+    for method, pattern, handler in routes:
+        router.add(method, pattern, handler)
+    router.add("PUT", "/containers/{id}/archive", api.archive_put, stream_body=True)
+
+
+__all__ = ["ContainersAPI", "DetachScanner", "NotFound", "parse_detach_keys", "register", "splice"]
