@@ -1,0 +1,357 @@
+"""The engine driven directly (no HTTP): create, start, stop, kill, wait, remove, recovery.
+
+Each test builds an :class:`~bulkhead.engine.engine.Engine` on the roots of a
+``daemon_factory`` daemon that is not started (fresh data root with the
+offline busybox image, short exec root under /run); the factory's clean-up
+kills the zygote and monitors, deletes runtime containers and unmounts what
+is left, and fails the test on leaks. The daemon-restart tests run the real
+daemon and kill it with SIGKILL while containers run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from tests.integration.engine_fixtures import Daemon, _mounts_under
+
+from bulkhead.engine.context import DaemonConfig
+from bulkhead.engine.engine import Engine
+from bulkhead.engine.hostconfig import parse_create_request
+from bulkhead.errors import (
+    ContainerNotRunning,
+    ContainerRunning,
+    NameConflict,
+    NoSuchContainer,
+    SpecError,
+)
+
+T = TypeVar("T")
+
+
+def make_engine(d: Daemon) -> Engine:
+    from bulkhead.engine.volumes import VolumeStore
+    from bulkhead.images.store import ImageStore
+    from bulkhead.snapshots import open_snapshotter
+
+    config = DaemonConfig(root=d.root, exec_root=d.exec_root, socket=d.socket)
+    images = ImageStore(config.images_root)
+    snap = open_snapshotter("auto", str(config.snapshots_root))
+    return Engine(config, images, snap, VolumeStore(config.volumes_root))
+
+
+def request(cmd: list[str], **host_config: Any) -> Any:
+    body: dict[str, Any] = {"Image": "busybox", "Cmd": cmd}
+    config_keys = {k: host_config.pop(k) for k in list(host_config) if k in ("Tty", "StopTimeout")}
+    body.update(config_keys)
+    body["HostConfig"] = host_config
+    return parse_create_request(body)
+
+
+@pytest.fixture
+def engine_roots(daemon_factory: Any) -> Daemon:
+    d: Daemon = daemon_factory(start=False)
+    return d
+
+
+def run(engine_factory: Callable[[], Engine], body: Callable[[Engine], Awaitable[T]]) -> T:
+    """Run ``body(engine)`` on a fresh event loop, then shut the engine down."""
+
+    async def main() -> T:
+        engine = engine_factory()
+        try:
+            return await body(engine)
+        finally:
+            await engine.shut_down()
+
+    return asyncio.run(main())
+
+
+def read_log(path: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines()]
+
+
+@pytest.fixture(params=["bulkhead", "runc"])
+def runtime(request: pytest.FixtureRequest) -> Iterator[str]:
+    yield str(request.param)
+
+
+def test_lifecycle_exit_code_log_and_remove(engine_roots: Daemon, runtime: str) -> None:
+    async def body(engine: Engine) -> None:
+        cid, warnings = await engine.create(
+            request(["sh", "-c", "echo out; echo err >&2; exit 3"], Runtime=runtime), name="life"
+        )
+        assert len(cid) == 64 and warnings == []
+        info = engine.inspect("life")
+        assert info["State"]["Status"] == "created"
+        assert info["Name"] == "/life"
+        assert info["Path"] == "sh" and info["Args"] == ["-c", "echo out; echo err >&2; exit 3"]
+        assert info["HostConfig"]["Runtime"] == runtime
+        assert info["Config"]["Env"][0].startswith("PATH=")
+        # created containers do not keep their root mounted (Docker's behaviour)
+        assert not _mounts_under(engine.paths(cid).rootfs)
+        assert [c["Id"] for c in engine.list(all=True)] == [cid]
+        assert engine.list() == []
+        waiter = asyncio.ensure_future(engine.wait(cid, "next-exit"))
+        assert await engine.start(cid[:12]) is True
+        code, err = await asyncio.wait_for(waiter, 30)
+        assert (code, err) == (3, None)
+        info = engine.inspect(cid)
+        assert info["State"]["Status"] == "exited"
+        assert info["State"]["ExitCode"] == 3
+        assert info["State"]["Running"] is False
+        assert info["State"]["FinishedAt"] > info["State"]["StartedAt"]
+        lines = read_log(info["LogPath"])
+        assert {(entry["stream"], entry["log"]) for entry in lines} == {
+            ("stdout", "out\n"),
+            ("stderr", "err\n"),
+        }
+        # stopped: rootfs unmounted
+        assert not _mounts_under(engine.paths(cid).rootfs)
+        summary = engine.list(all=True)[0]
+        assert summary["State"] == "exited"
+        assert summary["Status"].startswith("Exited (3) ")
+        assert summary["Names"] == ["/life"]
+        # a second start runs it again
+        assert await engine.start("life")
+        assert await asyncio.wait_for(engine.wait("life"), 30) == (3, None)
+        assert len(read_log(info["LogPath"])) == 4
+        await engine.remove("life")
+        with pytest.raises(NoSuchContainer, match="No such container: life"):
+            engine.inspect("life")
+        assert not engine.paths(cid).dir.exists()
+        assert not any(i.name == f"container-{cid}" for i in engine.snapshotter.walk())
+
+    run(lambda: make_engine(engine_roots), body)
+
+
+def test_stop_escalates_to_sigkill_and_init_forwards(engine_roots: Daemon) -> None:
+    async def body(engine: Engine) -> None:
+        # PID 1 ignores SIGTERM (no handler): stop waits its timeout, then SIGKILL -> 137
+        a, _ = await engine.create(request(["sleep", "100"]), name="plain")
+        await engine.start(a)
+        assert engine.inspect(a)["State"]["Running"] is True
+        assert engine.inspect(a)["State"]["Pid"] > 0
+        t0 = time.monotonic()
+        assert await engine.stop(a, timeout=1) is True
+        took = time.monotonic() - t0
+        assert 0.9 < took < 10
+        assert engine.inspect(a)["State"]["ExitCode"] == 137
+        assert await engine.stop(a) is False  # not running: Docker's 304
+        # --init: tini forwards SIGTERM to sleep, which dies of it -> 143, quickly
+        b, _ = await engine.create(request(["sleep", "100"], Init=True), name="tini")
+        await engine.start(b)
+        info = engine.inspect(b)
+        assert info["Path"] == "sleep"
+        assert engine.list()[0]["Command"] == "/sbin/docker-init -- sleep 100"
+        await asyncio.sleep(0.3)  # tini as PID 1 must have set up its signal handling
+        t0 = time.monotonic()
+        await engine.stop(b, timeout=20)
+        assert time.monotonic() - t0 < 5
+        assert engine.inspect(b)["State"]["ExitCode"] == 143
+        for ref in (a, b):
+            await engine.remove(ref)
+
+    run(lambda: make_engine(engine_roots), body)
+
+
+def test_conflicts_kill_and_force_remove(engine_roots: Daemon) -> None:
+    async def body(engine: Engine) -> None:
+        cid, _ = await engine.create(request(["sleep", "100"]), name="busy")
+        with pytest.raises(NameConflict, match='The container name "/busy" is already in use'):
+            await engine.create(request(["true"]), name="busy")
+        with pytest.raises(ContainerNotRunning):
+            await engine.kill(cid, "TERM")
+        await engine.start(cid)
+        assert await engine.start(cid) is False  # already running: Docker's 304
+        with pytest.raises(ContainerRunning, match="stop the container before removing"):
+            await engine.remove(cid)
+        with pytest.raises(SpecError, match="Invalid signal: NOPE"):
+            await engine.kill(cid, "NOPE")
+        await engine.kill(cid, "SIGKILL")
+        assert await asyncio.wait_for(engine.wait(cid), 30) == (137, None)
+        await engine.start(cid)
+        await engine.remove(cid, force=True)
+        assert engine.list(all=True) == []
+        # renames and random names
+        other, _ = await engine.create(request(["true"]))
+        name = engine.get(other).name
+        assert "_" in name
+        engine.rename(other, "renamed")
+        assert engine.inspect("renamed")["Id"] == other
+        with pytest.raises(NoSuchContainer):
+            engine.get(name)
+        await engine.remove("renamed")
+
+    run(lambda: make_engine(engine_roots), body)
+
+
+def test_auto_remove_and_wait_removed(engine_roots: Daemon) -> None:
+    async def body(engine: Engine) -> None:
+        cid, _ = await engine.create(request(["sh", "-c", "exit 7"], AutoRemove=True))
+        waiter = asyncio.ensure_future(engine.wait(cid, "removed"))
+        await asyncio.sleep(0)
+        await engine.start(cid)
+        assert await asyncio.wait_for(waiter, 30) == (7, None)
+        with pytest.raises(NoSuchContainer):
+            engine.get(cid)
+        assert not engine.paths(cid).dir.exists()
+
+    run(lambda: make_engine(engine_roots), body)
+
+
+def test_missing_command_keeps_the_container_with_127(engine_roots: Daemon) -> None:
+    async def body(engine: Engine) -> None:
+        cid, _ = await engine.create(request(["/no/such/binary"]))
+        early = await engine.attach_monitor(cid)
+        assert early is None  # the runtime's create failed; start reports it
+        with pytest.raises(Exception) as exc:
+            await engine.start(cid)
+        assert getattr(exc.value, "exit_code", None) == 127
+        info = engine.inspect(cid)
+        assert info["State"]["Status"] == "created"
+        assert info["State"]["ExitCode"] == 127
+        assert info["State"]["Error"]
+        await engine.remove(cid)
+
+    run(lambda: make_engine(engine_roots), body)
+
+
+def test_attach_before_start_sees_all_output(engine_roots: Daemon) -> None:
+    async def body(engine: Engine) -> None:
+        cid, _ = await engine.create(request(["echo", "hello"]))
+        client = await engine.attach_monitor(cid)
+        assert client is not None
+        assert engine.inspect(cid)["State"]["Status"] == "created"
+        reader, writer = await client.attach(False, True, True)
+        await engine.start(cid)
+        data = await asyncio.wait_for(reader.read(), 30)
+        writer.close()
+        assert data == b"\x01\x00\x00\x00\x00\x00\x00\x06hello\n"
+        assert await asyncio.wait_for(engine.wait(cid), 30) == (0, None)
+        await engine.remove(cid)
+
+    run(lambda: make_engine(engine_roots), body)
+
+
+def test_restarted_engine_adopts_running_and_records_exits(engine_roots: Daemon) -> None:
+    """Live restore: monitors outlive the engine; a new one finds running and exited containers."""
+
+    async def first(engine: Engine) -> tuple[str, str, str]:
+        running, _ = await engine.create(request(["sleep", "100"]), name="keeps")
+        quick, _ = await engine.create(request(["sh", "-c", "sleep 1; exit 5"]), name="quick")
+        vanish, _ = await engine.create(request(["sleep", "100"]), name="vanish")
+        for c in (running, quick, vanish):
+            await engine.start(c)
+        return running, quick, vanish
+
+    running, quick, vanish = run(lambda: make_engine(engine_roots), first)
+    # while no engine watches: "quick" exits by itself, "vanish" loses its monitor
+    monitor = json.loads((engine_roots.exec_root / vanish / "monitor.json").read_text())
+    os.kill(int(monitor["monitor_pid"]), signal.SIGKILL)
+    time.sleep(2)
+
+    async def second(engine: Engine) -> None:
+        await engine.start_up()
+        assert engine.inspect("keeps")["State"]["Running"] is True
+        q = engine.inspect("quick")["State"]
+        assert (q["Status"], q["ExitCode"]) == ("exited", 5)
+        v = engine.inspect("vanish")["State"]
+        assert (v["Status"], v["ExitCode"]) == ("exited", 255)
+        assert v["Error"]
+        # the adopted container is watched: stop sees its exit
+        await engine.stop("keeps", timeout=0)
+        assert engine.inspect("keeps")["State"]["ExitCode"] == 137
+        for c in (running, quick, vanish):
+            await engine.remove(c, force=True)
+        # the orphaned init of "vanish" is killed with the runtime container
+        assert engine.list(all=True) == []
+
+    run(lambda: make_engine(engine_roots), second)
+
+
+_KILLED_CREATE = textwrap.dedent(
+    """
+    import asyncio, os, signal, sys
+    sys.path.insert(0, {tests!r})
+    from tests.integration.test_engine_lifecycle import make_engine, request
+    from tests.integration.engine_fixtures import Daemon
+    from pathlib import Path
+    from bulkhead.engine.containers import ContainerStore
+
+    def die(self, container):  # the daemon is SIGKILLed right before the row is written
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    ContainerStore.add = die
+    d = Daemon(Path({root!r}), Path({exec_root!r}))
+    engine = make_engine(d)
+    asyncio.run(engine.create(request(["true"], Binds=[]), name="ghost"))
+    """
+)
+
+
+def test_killed_during_create_leaves_no_ghost(engine_roots: Daemon) -> None:
+    script = _KILLED_CREATE.format(
+        tests=str(Path(__file__).resolve().parents[2]),
+        root=str(engine_roots.root),
+        exec_root=str(engine_roots.exec_root),
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()
+    containers = engine_roots.root / "containers"
+    assert [p.name for p in containers.iterdir()], "the create got as far as its files"
+
+    async def body(engine: Engine) -> None:
+        await engine.start_up()
+        assert engine.list(all=True) == []
+        assert list(containers.iterdir()) == []
+        assert not [i for i in engine.snapshotter.walk() if i.name.startswith("container-")]
+        assert not _mounts_under(containers)
+        for image in engine.images.list():
+            assert engine.images.users(image) == []
+        # the name is free again
+        cid, _ = await engine.create(request(["true"]), name="ghost")
+        await engine.remove(cid)
+
+    run(lambda: make_engine(engine_roots), body)
+
+
+def test_unknown_runtime_and_bad_name(engine_roots: Daemon) -> None:
+    async def body(engine: Engine) -> None:
+        with pytest.raises(SpecError, match="unknown or invalid runtime name: nope"):
+            await engine.create(request(["true"], Runtime="nope"))
+        with pytest.raises(SpecError, match=r"Invalid container name \(-x\)"):
+            await engine.create(request(["true"]), name="-x")
+        assert engine.list(all=True) == []
+        assert list((engine_roots.root / "containers").iterdir()) == []
+
+    run(lambda: make_engine(engine_roots), body)
+
+
+def test_daemon_killed_while_containers_run(daemon: Daemon) -> None:
+    """kill -9 the real daemon: after a restart its containers are found and can be managed."""
+    r = daemon.docker("run", "-d", "--name", "survivor", "busybox", "sleep", "100")
+    assert r.returncode == 0, r.stderr
+    r = daemon.docker("run", "-d", "--name", "short", "busybox", "sh", "-c", "sleep 1; exit 4")
+    assert r.returncode == 0, r.stderr
+    daemon.stop(kill=True)
+    time.sleep(2)
+    daemon.start()
+    r = daemon.docker("inspect", "-f", "{{.State.Status}} {{.State.ExitCode}}", "survivor", "short")
+    assert r.stdout.split("\n")[:2] == ["running 0", "exited 4"], r.stderr
+    r = daemon.docker("stop", "-t", "0", "survivor")
+    assert r.returncode == 0, r.stderr
+    r = daemon.docker("rm", "survivor", "short")
+    assert r.returncode == 0, r.stderr
+    r = daemon.docker("ps", "-aq")
+    assert r.stdout.strip() == ""

@@ -1,0 +1,190 @@
+"""The container store, names, signals, /etc files, runtimes and Docker's text helpers (no root)."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import pytest
+
+from bulkhead.engine import bundle
+from bulkhead.engine.containers import (
+    Container,
+    ContainerStore,
+    check_name,
+    new_container_id,
+    now_rfc3339,
+    parse_rfc3339,
+    random_name,
+)
+from bulkhead.engine.engine import human_duration, parse_signal
+from bulkhead.engine.runtimes import Runtimes
+from bulkhead.errors import NameConflict, NoSuchContainer, SpecError
+
+
+def make(store: ContainerStore, name: str, cid: str | None = None) -> Container:
+    c = Container(id=cid or new_container_id(), name=name, created=now_rfc3339())
+    store.add(c)
+    return c
+
+
+def test_add_get_by_id_name_and_prefix(tmp_path: Path) -> None:
+    store = ContainerStore(tmp_path)
+    a = make(store, "alpha", "ab" + "0" * 62)
+    b = make(store, "beta", "ac" + "1" * 62)
+    assert store.get(a.id).name == "alpha"
+    assert store.get("alpha").id == a.id
+    assert store.get("/beta").id == b.id
+    assert store.get("ab").id == a.id
+    with pytest.raises(SpecError, match="multiple IDs found with provided prefix: a"):
+        store.get("a")
+    with pytest.raises(NoSuchContainer, match="No such container: gamma"):
+        store.get("gamma")
+    with pytest.raises(NoSuchContainer):
+        store.get("")
+    assert [c.name for c in store.list()] == ["beta", "alpha"]  # newest first
+    assert store.ids() == {a.id, b.id}
+
+
+def test_name_conflict_has_dockers_message(tmp_path: Path) -> None:
+    store = ContainerStore(tmp_path)
+    a = make(store, "web")
+    with pytest.raises(NameConflict) as exc:
+        make(store, "web")
+    assert str(exc.value) == (
+        f'Conflict. The container name "/web" is already in use by container "{a.id}". '
+        "You have to remove (or rename) that container to be able to reuse that name."
+    )
+    assert len(store.list()) == 1
+
+
+def test_update_rename_remove_persist(tmp_path: Path) -> None:
+    store = ContainerStore(tmp_path)
+    a = make(store, "one")
+    make(store, "two")
+
+    def exited(c: Container) -> None:
+        c.state.status = "exited"
+        c.state.exit_code = 3
+
+    store.update(a.id, exited)
+    with pytest.raises(NameConflict):
+        store.rename(a.id, "two")
+    with pytest.raises(SpecError, match="same name"):
+        store.rename(a.id, "one")
+    with pytest.raises(SpecError, match="Invalid container name"):
+        store.rename(a.id, "bad name")
+    store.rename(a.id, "uno")
+    store.close()
+    again = ContainerStore(tmp_path)  # state survives a reopen
+    c = again.get("uno")
+    assert (c.state.status, c.state.exit_code) == ("exited", 3)
+    with pytest.raises(NoSuchContainer):
+        again.get("one")
+    again.remove(c.id)
+    again.remove(c.id)  # twice is fine
+    with pytest.raises(NoSuchContainer):
+        again.update(c.id, exited)
+
+
+def test_names() -> None:
+    assert check_name("/web") == "web"
+    assert check_name("a.b_c-d") == "a.b_c-d"
+    for bad in ("", "x", "-x", "a b", "a/b", "é1"):
+        with pytest.raises(SpecError, match="only \\[a-zA-Z0-9\\]"):
+            check_name(bad)
+    taken = {"x"}
+    name = random_name(lambda n: n in taken)
+    left, _, right = name.partition("_")
+    assert left and right
+    assert random_name(lambda n: True).startswith("bulkhead_")
+
+
+def test_times() -> None:
+    now = now_rfc3339()
+    assert now.endswith("Z") and len(now) == 30
+    assert parse_rfc3339("0001-01-01T00:00:00Z") == 0.0
+    assert parse_rfc3339("2024-01-02T03:04:05.5Z") == pytest.approx(1704164645.5)
+    assert human_duration(0.2) == "Less than a second"
+    assert human_duration(5) == "5 seconds"
+    assert human_duration(70) == "About a minute"
+    assert human_duration(600) == "10 minutes"
+    assert human_duration(3700) == "About an hour"
+    assert human_duration(3 * 86400) == "3 days"
+
+
+def test_parse_signal() -> None:
+    assert parse_signal("SIGTERM") == signal.SIGTERM
+    assert parse_signal("term") == signal.SIGTERM
+    assert parse_signal("9") == 9
+    assert parse_signal(15) == 15
+    assert parse_signal("RTMIN+1") == signal.SIGRTMIN + 1
+    for bad in ("NOPE", "0", "999", ""):
+        with pytest.raises(SpecError, match="Invalid signal"):
+            parse_signal(bad)
+
+
+def test_runtimes() -> None:
+    rt = Runtimes("bulkhead", {"mine": "/opt/mine", "dockerish": {"path": "/opt/d"}})
+    assert rt.resolve(None) == ("bulkhead", "bulkhead")
+    assert rt.resolve("mine") == ("mine", "/opt/mine")
+    assert rt.resolve("dockerish") == ("dockerish", "/opt/d")
+    name, path = rt.resolve("runc")
+    assert name == "runc" and path.endswith("runc")
+    assert rt.resolve("bulkhead-runtime")[1].endswith("bulkhead-runtime")
+    with pytest.raises(SpecError, match=r"^unknown or invalid runtime name: x$"):
+        rt.resolve("x")
+    with pytest.raises(SpecError, match="unknown or invalid runtime name: nope"):
+        Runtimes("nope")
+    assert rt.names()[0] == "bulkhead" and "mine" in rt.names()
+    assert rt.info()["mine"] == {"path": "/opt/mine"}
+
+
+def test_resolv_conf_and_hosts() -> None:
+    host = "# comment\nnameserver 127.0.0.53\nnameserver 10.0.0.1\nsearch lan\noptions ndots:2\n"
+    text = bundle.resolv_conf("none", host_text=host)
+    assert text == "nameserver 10.0.0.1\nsearch lan\noptions ndots:2\n"
+    only_loopback = bundle.resolv_conf("none", host_text="nameserver 127.0.0.53\n")
+    assert only_loopback == "nameserver 8.8.8.8\nnameserver 8.8.4.4\n"
+    assert "127.0.0.53" in bundle.resolv_conf("host", host_text=host)
+    custom = bundle.resolv_conf("none", ["1.1.1.1"], ["example.com"], ["ndots:1"], host_text=host)
+    assert custom == "nameserver 1.1.1.1\nsearch example.com\noptions ndots:1\n"
+    hosts = bundle.hosts_file("none", ["db:10.1.2.3", "v6:[::1]"])
+    assert hosts.startswith("127.0.0.1\tlocalhost\n")
+    assert hosts.endswith("10.1.2.3\tdb\n::1\tv6\n")
+    with pytest.raises(SpecError, match="add-host"):
+        bundle.hosts_file("none", ["nocolon"])
+    assert bundle.container_hostname("none", None, None, "a" * 64) == "a" * 12
+    assert bundle.container_hostname("none", None, "box", "a" * 64) == "box"
+
+
+def test_merge_mounts_order_and_override(tmp_path: Path) -> None:
+    paths = bundle.ContainerPaths(tmp_path, "c" * 64)
+    defaults = [
+        {"destination": "/proc", "type": "proc", "source": "proc"},
+        {"destination": "/dev/shm", "type": "tmpfs", "source": "shm"},
+    ]
+    user = [
+        {"destination": "/data/sub", "type": "bind", "source": "/x"},
+        {"destination": "/dev/shm", "type": "bind", "source": "/y"},
+        {"destination": "/etc/hosts", "type": "bind", "source": "/z"},
+    ]
+    etc = [m for m in bundle.etc_mounts(paths, read_only=True) if m["destination"] != "/etc/hosts"]
+    merged = bundle.merge_mounts(defaults, user, etc)
+    dests = [m["destination"] for m in merged]
+    assert dests[0] == "/proc"
+    assert dests.count("/dev/shm") == 1 and dests.count("/etc/hosts") == 1
+    assert merged[dests.index("/dev/shm")]["source"] == "/y"
+    assert dests.index("/data/sub") > dests.index("/etc/resolv.conf")
+    assert all("ro" in m["options"] for m in etc)
+
+
+def test_inline_seccomp_profile() -> None:
+    from bulkhead.engine.options import RunOptions
+    from bulkhead.engine.spec import _custom_profile
+
+    prof = _custom_profile('{"defaultAction": "SCMP_ACT_ALLOW"}')
+    assert prof == {"defaultAction": "SCMP_ACT_ALLOW"}
+    with pytest.raises(SpecError, match="invalid seccomp profile JSON"):
+        _custom_profile("{nope")
+    assert RunOptions(security_opt=['seccomp={"defaultAction": "SCMP_ACT_ALLOW"}'])
