@@ -1,0 +1,359 @@
+"""Volumes for real: the volume API under the docker CLI and docker-py, mounts in running containers.
+
+Three layers, each on the real kernel:
+
+- the volume endpoints, served by a small API server of their own (the
+  system and volume routes over a VolumeStore), judged by the real
+  ``docker volume`` commands and docker-py;
+- resolve_mounts' OCI mounts run by bulkhead-runtime in busybox bundles:
+  a named volume shared by two containers, ``-v`` binds read-only
+  (recursively: a mount inside the bind is read-only too), ``--mount``
+  tmpfs options, copy-up from the image, a volume with tmpfs driver options;
+- whole containers through the daemon (the shared ``daemon`` fixture):
+  ``docker run -v``, ``--mount``, ``--volumes-from``, ``rm -v``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.integration.runtime_helpers import RuntimeCLI
+
+from bulkhead.engine.mounts import apply_to_spec, resolve_mounts
+from bulkhead.engine.volumes import VolumeStore
+from bulkhead.linux import mountinfo
+
+DOCKER = shutil.which("docker")
+
+_SERVER = """
+import asyncio, sys
+from pathlib import Path
+from bulkhead.api.routes import Router
+from bulkhead.api.server import APIServer
+from bulkhead.api.system import SystemInfo, register
+from bulkhead.api.volumes import register_store
+from bulkhead.engine.volumes import VolumeStore
+
+async def main() -> None:
+    root, sock = Path(sys.argv[1]), sys.argv[2]
+    router = Router()
+    register(router, SystemInfo(root=root))
+    register_store(router, VolumeStore(root / "volumes"))
+    server = APIServer(router)
+    await server.start_unix(sock)
+    print("ready", flush=True)
+    await asyncio.Event().wait()
+
+asyncio.run(main())
+"""
+
+
+class VolumeAPI:
+    """A volume-only API server on a unix socket, and clients for it."""
+
+    def __init__(self, root: Path, sock: str, proc: subprocess.Popen[str]) -> None:
+        self.root = root
+        self.socket = sock
+        self.proc = proc
+        self.config = root / "docker-config"
+
+    def docker(self, *args: str) -> subprocess.CompletedProcess[str]:
+        if DOCKER is None:
+            pytest.skip("docker CLI not installed")
+        env = dict(os.environ, DOCKER_HOST=f"unix://{self.socket}", DOCKER_CONFIG=str(self.config))
+        return subprocess.run(
+            [DOCKER, *args], env=env, capture_output=True, text=True, timeout=60, check=False
+        )
+
+    def store(self) -> VolumeStore:
+        """A second handle on the server's store (SQLite: both see the same rows)."""
+        return VolumeStore(self.root / "volumes")
+
+
+@pytest.fixture
+def volume_api(tmp_path: Path) -> Iterator[VolumeAPI]:
+    run_dir = Path(f"/run/bh-vt-{uuid.uuid4().hex[:8]}")
+    run_dir.mkdir()
+    sock = str(run_dir / "api.sock")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _SERVER, str(tmp_path), sock],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        if line.strip() != "ready":
+            proc.kill()
+            raise RuntimeError(f"volume API server did not start: {proc.communicate()[1]}")
+        api = VolumeAPI(tmp_path, sock, proc)
+        yield api
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        with contextlib.suppress(OSError):
+            for m in mountinfo.read():
+                if m.mountpoint.startswith(str(tmp_path)):
+                    subprocess.run(["umount", "-l", m.mountpoint], check=False)
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+# --- the volume API under the docker CLI ------------------------------------------
+
+
+def test_docker_volume_create_inspect_ls_rm(volume_api: VolumeAPI) -> None:
+    r = volume_api.docker("volume", "create", "--label", "team=a", "data")
+    assert (r.returncode, r.stdout) == (0, "data\n"), r.stderr
+    r = volume_api.docker("volume", "inspect", "data")
+    assert r.returncode == 0, r.stderr
+    [doc] = json.loads(r.stdout)
+    assert doc["Name"] == "data" and doc["Driver"] == "local" and doc["Scope"] == "local"
+    assert doc["Labels"] == {"team": "a"}
+    assert doc["Mountpoint"] == str(volume_api.root / "volumes" / "data" / "_data")
+    assert os.path.isdir(doc["Mountpoint"])
+    r = volume_api.docker("volume", "inspect", "--format", "{{.Name}} {{.Driver}}", "data")
+    assert r.stdout == "data local\n"
+
+    anon = volume_api.docker("volume", "create").stdout.strip()
+    assert len(anon) == 64 and all(c in "0123456789abcdef" for c in anon)
+    r = volume_api.docker("volume", "ls", "-q")
+    assert sorted(r.stdout.split()) == sorted(["data", anon])
+    r = volume_api.docker("volume", "ls", "--format", "{{.Driver}}:{{.Name}}")
+    assert "local:data" in r.stdout.split()
+    r = volume_api.docker("volume", "ls", "-q", "--filter", "label=team=a")
+    assert r.stdout.split() == ["data"]
+    r = volume_api.docker("volume", "ls", "-q", "--filter", "name=dat")
+    assert r.stdout.split() == ["data"]
+
+    r = volume_api.docker("volume", "rm", "data", anon)
+    assert r.returncode == 0, r.stderr
+    assert sorted(r.stdout.split()) == sorted(["data", anon])
+    assert not (volume_api.root / "volumes" / "data").exists()
+    assert volume_api.docker("volume", "ls", "-q").stdout == ""
+
+
+def test_docker_volume_errors(volume_api: VolumeAPI) -> None:
+    r = volume_api.docker("volume", "inspect", "nope")
+    assert r.returncode == 1 and "no such volume" in r.stderr
+    r = volume_api.docker("volume", "rm", "nope")
+    assert r.returncode == 1 and "get nope: no such volume" in r.stderr
+    assert volume_api.docker("volume", "rm", "-f", "nope").returncode == 0
+    r = volume_api.docker("volume", "create", "bad/name")
+    assert r.returncode == 1
+    assert '"bad/name" includes invalid characters for a local volume name' in r.stderr
+    r = volume_api.docker("volume", "create", "--opt", "size=1g", "q")
+    assert r.returncode == 1
+    r = volume_api.docker("volume", "create", "-d", "nfs", "remote")
+    assert r.returncode == 1 and 'plugin "nfs" not found' in r.stderr
+    r = volume_api.docker("volume", "ls", "--filter", "bogus=1")
+    assert r.returncode == 1 and "invalid filter 'bogus'" in r.stderr
+
+
+def test_docker_volume_in_use_and_prune(volume_api: VolumeAPI) -> None:
+    for name in ("used", "named"):
+        assert volume_api.docker("volume", "create", name).returncode == 0
+    store = volume_api.store()
+    anon = store.create(anonymous=True).name
+    (Path(store.mountpoint(anon)) / "blob").write_bytes(b"\0" * 4096)
+    store.use("used", "c" * 64)
+
+    r = volume_api.docker("volume", "rm", "used")
+    assert r.returncode == 1 and f"remove used: volume is in use - [{'c' * 64}]" in r.stderr
+    r = volume_api.docker("volume", "rm", "-f", "used")
+    assert r.returncode == 1 and "volume is in use" in r.stderr  # as Docker: force is no override
+    r = volume_api.docker("volume", "ls", "-q", "--filter", "dangling=true")
+    assert sorted(r.stdout.split()) == sorted(["named", anon])
+
+    r = volume_api.docker("volume", "prune", "-f")  # anonymous ones only
+    assert r.returncode == 0, r.stderr
+    assert anon in r.stdout and "named" not in r.stdout and "4.096kB" in r.stdout
+    r = volume_api.docker("volume", "prune", "-f", "--all")
+    assert "named" in r.stdout and "used" not in r.stdout
+    assert volume_api.docker("volume", "ls", "-q").stdout.split() == ["used"]
+    store.release_container("c" * 64)
+    assert volume_api.docker("volume", "rm", "used").returncode == 0
+    store.close()
+
+
+def test_docker_py_volumes(volume_api: VolumeAPI) -> None:
+    import docker  # type: ignore[import-untyped]
+
+    client = docker.DockerClient(base_url=f"unix://{volume_api.socket}", timeout=30)
+    try:
+        vol = client.volumes.create(
+            "pyvol", driver="local", labels={"k": "v"},
+            driver_opts={"type": "tmpfs", "device": "tmpfs", "o": "size=1m"},
+        )  # fmt: skip
+        assert vol.name == "pyvol"
+        got = client.volumes.get("pyvol")
+        assert got.attrs["Labels"] == {"k": "v"}
+        assert got.attrs["Options"] == {"type": "tmpfs", "device": "tmpfs", "o": "size=1m"}
+        assert [v.name for v in client.volumes.list(filters={"label": "k=v"})] == ["pyvol"]
+        with pytest.raises(docker.errors.NotFound):
+            client.volumes.get("nope")
+        with pytest.raises(docker.errors.APIError) as exc:
+            client.volumes.create("x")
+        assert exc.value.status_code == 400
+        assert client.volumes.prune(filters={"all": "true"})["VolumesDeleted"] == ["pyvol"]
+        # API 1.41 clients pruned every unused volume, named ones included
+        old = docker.APIClient(base_url=f"unix://{volume_api.socket}", version="1.41", timeout=30)
+        old.create_volume("oldstyle")
+        assert old.prune_volumes()["VolumesDeleted"] == ["oldstyle"]
+        old.close()
+    finally:
+        client.close()
+
+
+def test_volume_with_tmpfs_options_is_mounted_while_used(volume_api: VolumeAPI) -> None:
+    r = volume_api.docker(
+        "volume", "create", "--opt", "type=tmpfs", "--opt", "device=tmpfs",
+        "--opt", "o=size=2m,mode=1770", "scratch",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    store = volume_api.store()
+    mountpoint = store.mountpoint("scratch")
+    assert not _mounted(mountpoint)
+    store.use("scratch", "c" * 64)
+    [m] = [m for m in mountinfo.read() if m.mountpoint == mountpoint]
+    assert (
+        m.fstype == "tmpfs" and "size=2048k" in m.super_options and "mode=1770" in m.super_options
+    )
+    store.use("scratch", "d" * 64)
+    store.release("scratch", "c" * 64)
+    assert _mounted(mountpoint)  # still used by the second container
+    store.release("scratch", "d" * 64)
+    assert not _mounted(mountpoint)
+    assert volume_api.docker("volume", "rm", "scratch").returncode == 0
+    store.close()
+
+
+def _mounted(path: str) -> bool:
+    return any(m.mountpoint == path for m in mountinfo.read())
+
+
+# --- resolve_mounts' mounts in real containers (bulkhead-runtime) -------------------
+
+
+@pytest.fixture
+def vstore(tmp_path: Path) -> Iterator[VolumeStore]:
+    store = VolumeStore(tmp_path / "volumes")
+    yield store
+    for vol in store.volumes():
+        if _mounted(vol.mountpoint):
+            subprocess.run(["umount", "-l", vol.mountpoint], check=False)
+    store.close()
+
+
+RunIn = Callable[..., subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture
+def run_in(
+    make_bundle: Callable[..., Path], rt: RuntimeCLI, vstore: VolumeStore
+) -> Iterator[RunIn]:
+    """``run_in(args, host_config, volumes=None) -> CompletedProcess``: one container, mounts applied."""
+    cids: list[str] = []
+
+    def run(
+        args: list[str], host_config: dict[str, Any], volumes: dict[str, Any] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        bundle = make_bundle(args)
+        cid = "t-" + uuid.uuid4().hex[:10]
+        resolved = resolve_mounts(host_config, volumes, cid, str(bundle / "rootfs"), vstore)
+        cids.append(cid)
+        spec = json.loads((bundle / "config.json").read_text())
+        apply_to_spec(spec, resolved)
+        (bundle / "config.json").write_text(json.dumps(spec))
+        rt.created.append(cid)
+        return rt("run", "--bundle", str(bundle), cid, check=False)
+
+    yield run
+    for cid in cids:
+        vstore.release_container(cid)
+
+
+def test_named_volume_shared_by_two_containers(run_in: RunIn, vstore: VolumeStore) -> None:
+    r = run_in(["sh", "-c", "echo hello > /data/greeting"], {"Binds": ["shared:/data"]})
+    assert r.returncode == 0, r.stderr
+    r = run_in(["cat", "/data/greeting"], {"Binds": ["shared:/data:ro"]})
+    assert (r.returncode, r.stdout) == (0, "hello\n"), r.stderr
+    assert (Path(vstore.mountpoint("shared")) / "greeting").read_text() == "hello\n"
+
+
+def test_bind_read_only_is_recursive(run_in: RunIn, tmp_path: Path) -> None:
+    host = tmp_path / "host"
+    (host / "inner").mkdir(parents=True)
+    (host / "file").write_text("host data\n")
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(host / "inner")], check=True
+    )
+    try:
+        script = (
+            "cat /h/file; "
+            "touch /h/new 2>/dev/null && echo top-writable || echo top-ro; "
+            "touch /h/inner/new 2>/dev/null && echo inner-writable || echo inner-ro; "
+            "touch /w/new && echo w-writable"
+        )
+        r = run_in(["sh", "-c", script], {"Binds": [f"{host}:/h:ro", f"{tmp_path / 'rw'}:/w"]})
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.split("\n")[:4] == ["host data", "top-ro", "inner-ro", "w-writable"]
+        assert (tmp_path / "rw" / "new").exists()  # -v made the missing host directory
+        assert not (host / "new").exists()
+    finally:
+        subprocess.run(["umount", str(host / "inner")], check=False)
+
+
+def test_mount_tmpfs_options_in_the_container(run_in: RunIn) -> None:
+    r = run_in(
+        ["sh", "-c", "grep ' /t ' /proc/self/mounts; stat -c %a /t"],
+        {"Mounts": [{"Type": "tmpfs", "Target": "/t",
+                     "TmpfsOptions": {"SizeBytes": 3 << 20, "Mode": 0o1770}}]},
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    line, mode = r.stdout.splitlines()
+    assert "tmpfs" in line and "size=3072k" in line and "noexec" in line and "nosuid" in line
+    assert mode == "1770"
+
+
+def test_copy_up_from_the_image(run_in: RunIn, vstore: VolumeStore) -> None:
+    r = run_in(["sh", "-c", "ls /etc/passwd && echo ok"], {"Binds": ["etc:/etc"]})
+    assert r.returncode == 0 and r.stdout.endswith("ok\n"), r.stderr
+    etc = Path(vstore.mountpoint("etc"))
+    assert (etc / "passwd").is_file()
+    # the second container finds the volume populated and does not copy again
+    (etc / "marker").write_text("kept")
+    os.unlink(etc / "passwd")
+    r = run_in(["sh", "-c", "ls /etc"], {"Binds": ["etc:/etc"]})
+    assert "marker" in r.stdout.split() and "passwd" not in r.stdout.split()
+    # nocopy: an empty volume stays empty
+    r = run_in(["ls", "-A", "/etc"], {"Binds": ["bare:/etc:nocopy"]})
+    assert (r.returncode, r.stdout) == (0, "")
+
+
+def test_image_volume_is_an_anonymous_volume(run_in: RunIn, vstore: VolumeStore) -> None:
+    r = run_in(
+        ["sh", "-c", "echo x > /cache/f && grep ' /cache ' /proc/self/mounts"], {}, {"/cache": {}}
+    )
+    assert r.returncode == 0, r.stderr
+    [vol] = vstore.volumes()
+    assert vol.anonymous and (Path(vol.mountpoint) / "f").read_text() == "x\n"
+
+
+def test_volume_with_tmpfs_driver_options_in_a_container(
+    run_in: RunIn, vstore: VolumeStore
+) -> None:
+    vstore.create("fast", driver_opts={"type": "tmpfs", "device": "tmpfs", "o": "size=1m"})
+    r = run_in(["sh", "-c", "grep ' /fast ' /proc/self/mounts"], {"Binds": ["fast:/fast"]})
+    assert r.returncode == 0 and "tmpfs" in r.stdout and "size=1024k" in r.stdout, r.stderr
