@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 import pytest
 from tests.integration.engine_fixtures import Daemon, _mounts_under
 
+from bulkhead.engine.containers import parse_rfc3339
 from bulkhead.engine.context import DaemonConfig
 from bulkhead.engine.engine import Engine
 from bulkhead.engine.hostconfig import parse_create_request
@@ -110,7 +111,9 @@ def test_lifecycle_exit_code_log_and_remove(engine_roots: Daemon, runtime: str) 
         assert info["State"]["Status"] == "exited"
         assert info["State"]["ExitCode"] == 3
         assert info["State"]["Running"] is False
-        assert info["State"]["FinishedAt"] > info["State"]["StartedAt"]
+        assert parse_rfc3339(info["State"]["FinishedAt"]) >= parse_rfc3339(
+            info["State"]["StartedAt"]
+        )
         lines = read_log(info["LogPath"])
         assert {(entry["stream"], entry["log"]) for entry in lines} == {
             ("stdout", "out\n"),

@@ -102,7 +102,7 @@ def test_names() -> None:
 
 def test_times() -> None:
     now = now_rfc3339()
-    assert now.endswith("Z") and len(now) == 30
+    assert now.endswith("Z") and 20 <= len(now) <= 30 and now[19] in ".Z"
     assert parse_rfc3339("0001-01-01T00:00:00Z") == 0.0
     assert parse_rfc3339("2024-01-02T03:04:05.5Z") == pytest.approx(1704164645.5)
     assert human_duration(0.2) == "Less than a second"

@@ -59,7 +59,8 @@ def now_rfc3339() -> str:
     ns = time.time_ns()
     secs, frac = divmod(ns, 1_000_000_000)
     stamp = datetime.fromtimestamp(secs, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-    return f"{stamp}.{frac:09d}Z"
+    digits = f"{frac:09d}".rstrip("0")  # Go's RFC3339Nano drops trailing zeros
+    return f"{stamp}.{digits}Z" if digits else f"{stamp}Z"
 
 
 def parse_rfc3339(text: str) -> float:

@@ -647,6 +647,8 @@ class Engine:
             self._exit_future(c.id)  # waiters from now on see this run's exit
             try:
                 client = await self._ensure_monitor(c)
+                await self._initial_size(c, client)
+                started_at = now_rfc3339()
                 try:
                     await client.start()
                 except BaseException:
@@ -669,12 +671,19 @@ class Engine:
                 x.state.exit_code = 0
                 x.state.error = ""
                 x.state.pid = pid
-                x.state.started_at = now_rfc3339()
+                x.state.started_at = started_at
                 x.state.finished_at = ZERO_TIME
 
             self.store.update(c.id, running)
         log.info("started container %s", c.id[:12])
         return True
+
+    async def _initial_size(self, c: Container, client: MonitorClient) -> None:
+        """A TTY starts at the client's size (``ConsoleSize``), as Docker does."""
+        size = c.host_config.get("ConsoleSize") or [0, 0]
+        if c.config.get("Tty") and len(size) == 2 and size[0] and size[1]:
+            with contextlib.suppress(BulkheadError, OSError):
+                await client.resize(int(size[0]), int(size[1]))
 
     def _record_start_failure(self, container_id: str, exc: BulkheadError) -> None:
         """Docker keeps a container that failed to start, with exit code 126/127/128 and the error."""
