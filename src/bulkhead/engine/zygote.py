@@ -160,11 +160,9 @@ class ZygoteClient:
                 pid = int(f.read().strip())
         except (OSError, ValueError):
             return None
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return None
-        return pid
+        from bulkhead.runtime.state import proc_start_time
+
+        return pid if proc_start_time(pid) is not None else None
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the zygote (SIGTERM, then SIGKILL); monitors it forked keep running."""
@@ -173,10 +171,10 @@ class ZygoteClient:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
             deadline = time.monotonic() + timeout
+            from bulkhead.runtime.state import proc_start_time
+
             while time.monotonic() < deadline:
-                try:
-                    os.kill(pid, 0)
-                except ProcessLookupError:
+                if proc_start_time(pid) is None:  # gone, or a zombie its reaper has yet to reap
                     break
                 with contextlib.suppress(ChildProcessError):
                     os.waitpid(pid, os.WNOHANG)

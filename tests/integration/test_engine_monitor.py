@@ -1,0 +1,550 @@
+"""The container monitor and its zygote, on busybox bundles, with both runtimes.
+
+``bulkhead`` is the runtime library driven in the monitor's process; ``runc``
+is Debian's runc binary. Every test checks that nothing is left behind: the
+runtime's state, the container's cgroup (the ``cgroup_parent`` fixture) and
+the monitor's processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.integration.runtime_helpers import alive
+
+from bulkhead.engine.monitor import (
+    MonitorBadRequest,
+    MonitorClient,
+    MonitorConfig,
+    MonitorNotRunning,
+    ProcessNotFound,
+)
+from bulkhead.engine.zygote import ZygoteClient
+
+RUNC = shutil.which("runc")
+RUNTIMES = [
+    "bulkhead",
+    pytest.param("runc", marks=pytest.mark.skipif(RUNC is None, reason="runc is not installed")),
+]
+
+
+def demux(data: bytes) -> dict[int, bytes]:
+    """Split Docker's 8-byte frames into {stream: bytes}."""
+    out: dict[int, bytes] = {1: b"", 2: b""}
+    while data:
+        assert len(data) >= 8, data
+        stream, size = struct.unpack(">BxxxI", data[:8])
+        out[stream] += data[8 : 8 + size]
+        data = data[8 + size :]
+    return out
+
+
+def log_entries(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+class Harness:
+    """Spawns monitors through one zygote in a short exec root; cleans up after itself."""
+
+    def __init__(self, exec_root: Path, make_bundle: Any, cgroup_parent: str, tmp: Path) -> None:
+        self.exec_root = exec_root
+        self.make_bundle = make_bundle
+        self.cgroup_parent = cgroup_parent
+        self.tmp = tmp
+        self.zygote = ZygoteClient(exec_root)
+        self.configs: list[MonitorConfig] = []
+
+    def runtime_root(self, runtime: str) -> str:
+        return str(self.exec_root / "runtime" / runtime)
+
+    def config(
+        self,
+        args: list[str],
+        runtime: str,
+        *,
+        tty: bool = False,
+        stdin: bool = False,
+        stdin_once: bool = False,
+        linux: dict[str, Any] | None = None,
+        log_max_size: int = 0,
+    ) -> MonitorConfig:
+        cid = "m-" + uuid.uuid4().hex[:10]
+        lx = dict(linux or {})
+        lx["cgroupsPath"] = f"{self.cgroup_parent}/{cid}"
+        bundle = self.make_bundle(args, terminal=tty, config={"linux": lx})
+        cfg = MonitorConfig(
+            container_id=cid,
+            bundle=str(bundle),
+            runtime="bulkhead" if runtime == "bulkhead" else str(RUNC),
+            runtime_root=self.runtime_root(runtime),
+            state_dir=str(self.exec_root / cid),
+            log_path=str(self.tmp / f"{cid}-json.log"),
+            log_max_size=log_max_size,
+            log_max_files=3,
+            tty=tty,
+            stdin_open=stdin,
+            stdin_once=stdin_once,
+        )
+        self.configs.append(cfg)
+        return cfg
+
+    async def spawn(self, cfg: MonitorConfig) -> MonitorClient:
+        await self.zygote.ensure_running()
+        await self.zygote.spawn(cfg)
+        return MonitorClient(cfg.state_dir)
+
+    def wait_exit(self, cfg: MonitorConfig, timeout: float = 15.0) -> None:
+        """Until the monitor has exited (exit.json written, runtime container deleted)."""
+        client = MonitorClient(cfg.state_dir)
+        info = client.info()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if client.exit_status() is not None and (info is None or not alive(info.monitor_pid)):
+                return
+            time.sleep(0.01)
+        raise AssertionError(f"monitor of {cfg.container_id} did not exit")
+
+    def assert_clean(self, cfg: MonitorConfig) -> None:
+        """The container left nothing: no runtime state, no process."""
+        self.wait_exit(cfg)
+        info = MonitorClient(cfg.state_dir).info()
+        assert info is not None
+        assert not alive(info.init_pid)
+        assert not os.path.exists(os.path.join(cfg.runtime_root, cfg.container_id))
+        for name in ("ctl.sock", "attach.sock"):
+            assert not os.path.exists(os.path.join(cfg.state_dir, name))
+
+    def cleanup(self) -> None:
+        for cfg in self.configs:
+            info = MonitorClient(cfg.state_dir).info()
+            if info is not None and alive(info.init_pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(info.init_pid, signal.SIGKILL)
+            if info is not None:
+                deadline = time.monotonic() + 10
+                while alive(info.monitor_pid) and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                if alive(info.monitor_pid):
+                    os.kill(info.monitor_pid, signal.SIGKILL)
+            root = cfg.runtime_root
+            if os.path.isdir(os.path.join(root, cfg.container_id)):
+                binary = RUNC if "runc" in root else None
+                if binary:
+                    subprocess.run([binary, "--root", root, "delete", "--force", cfg.container_id])
+                else:
+                    from bulkhead.runtime.container import Runtime
+
+                    with contextlib.suppress(Exception):
+                        Runtime(root).delete(cfg.container_id, force=True)
+        self.zygote.stop()
+
+
+@pytest.fixture
+def harness(make_bundle: Any, cgroup_parent: str, tmp_path: Path) -> Iterator[Harness]:
+    exec_root = Path(tempfile.mkdtemp(prefix="bh-", dir="/run"))
+    h = Harness(exec_root, make_bundle, cgroup_parent, tmp_path)
+    try:
+        yield h
+    finally:
+        h.cleanup()
+        shutil.rmtree(exec_root, ignore_errors=True)
+
+
+async def read_all(reader: asyncio.StreamReader, timeout: float = 15.0) -> bytes:
+    return await asyncio.wait_for(reader.read(), timeout)
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_output_goes_to_log_and_attach_and_exit_code_is_recorded(
+    harness: Harness, runtime: str
+) -> None:
+    cfg = harness.config(
+        ["sh", "-c", "echo hello; echo oops >&2; read x; echo got $x; exit 3"],
+        runtime,
+        stdin=True,
+        stdin_once=True,
+    )
+
+    async def go() -> bytes:
+        client = await harness.spawn(cfg)
+        info = client.info()
+        assert info is not None and info.init_pid > 0 and client.alive()
+        reader, writer = await client.attach(stdin=True, stdout=True, stderr=True)
+        await client.start()
+        writer.write(b"abc\n")
+        writer.write_eof()
+        return await read_all(reader)
+
+    streams = demux(asyncio.run(go()))
+    assert streams[1] == b"hello\ngot abc\n"
+    assert streams[2] == b"oops\n"
+    harness.wait_exit(cfg)
+    status = MonitorClient(cfg.state_dir).exit_status()
+    assert status is not None
+    assert status.exit_code == 3 and not status.oom_killed and status.error == ""
+    assert status.finished_at.endswith("Z") and "T" in status.finished_at
+    entries = log_entries(Path(str(cfg.log_path)))
+    assert [(e["stream"], e["log"]) for e in entries if e["stream"] == "stdout"] == [
+        ("stdout", "hello\n"),
+        ("stdout", "got abc\n"),
+    ]
+    assert [e["log"] for e in entries if e["stream"] == "stderr"] == ["oops\n"]
+    harness.assert_clean(cfg)
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_attach_between_create_and_start_misses_nothing_and_filters_streams(
+    harness: Harness, runtime: str
+) -> None:
+    cfg = harness.config(["sh", "-c", "echo one; echo two >&2; echo three"], runtime)
+
+    async def go() -> tuple[bytes, bytes, bytes]:
+        client = await harness.spawn(cfg)
+        both = await client.attach(stdin=False, stdout=True, stderr=True)
+        out = await client.attach(stdin=False, stdout=True, stderr=False)
+        err = await client.attach(stdin=False, stdout=False, stderr=True)
+        await client.start()
+        return await asyncio.gather(read_all(both[0]), read_all(out[0]), read_all(err[0]))
+
+    both, out, err = asyncio.run(go())
+    assert demux(both) == {1: b"one\nthree\n", 2: b"two\n"}
+    assert demux(out) == {1: b"one\nthree\n", 2: b""}
+    assert demux(err) == {1: b"", 2: b"two\n"}
+    harness.assert_clean(cfg)
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_terminal_is_raw_resizable_and_logged_as_stdout(harness: Harness, runtime: str) -> None:
+    cfg = harness.config(
+        ["sh", "-c", "read x; stty size; echo got $x"], runtime, tty=True, stdin=True
+    )
+
+    async def go() -> bytes:
+        client = await harness.spawn(cfg)
+        reader, writer = await client.attach(stdin=True, stdout=True, stderr=True)
+        await client.resize(31, 101)
+        await client.start()
+        writer.write(b"abc\r")
+        return await read_all(reader)
+
+    data = asyncio.run(go())
+    assert b"31 101" in data
+    assert b"got abc" in data
+    assert not data.startswith(b"\x01\x00\x00\x00")  # raw, not framed
+    harness.wait_exit(cfg)
+    status = MonitorClient(cfg.state_dir).exit_status()
+    assert status is not None and status.exit_code == 0
+    entries = log_entries(Path(str(cfg.log_path)))
+    assert {e["stream"] for e in entries} == {"stdout"}
+    assert "got abc" in "".join(e["log"] for e in entries)
+    harness.assert_clean(cfg)
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_kill_records_128_plus_signal(harness: Harness, runtime: str) -> None:
+    cfg = harness.config(["sleep", "100"], runtime)
+
+    async def go() -> None:
+        client = await harness.spawn(cfg)
+        await client.start()
+        assert (await client.ping())["started"] is True
+        await client.kill(signal.SIGKILL)
+
+    asyncio.run(go())
+    harness.wait_exit(cfg)
+    status = MonitorClient(cfg.state_dir).exit_status()
+    assert status is not None and status.exit_code == 137
+    harness.assert_clean(cfg)
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_kill_before_start_ends_the_created_container(harness: Harness, runtime: str) -> None:
+    cfg = harness.config(["echo", "never"], runtime)
+
+    async def go() -> None:
+        client = await harness.spawn(cfg)
+        await client.kill(signal.SIGKILL)
+
+    asyncio.run(go())
+    harness.wait_exit(cfg)
+    status = MonitorClient(cfg.state_dir).exit_status()
+    assert status is not None and status.exit_code == 137
+    assert log_entries(Path(str(cfg.log_path))) == []
+    harness.assert_clean(cfg)
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_exec_streams_frames_takes_stdin_and_records_its_exit_code(
+    harness: Harness, runtime: str
+) -> None:
+    cfg = harness.config(["sleep", "100"], runtime)
+    process = {
+        "args": ["sh", "-c", "echo out; echo err >&2; cat; exit 5"],
+        "env": ["PATH=/bin:/usr/bin"],
+        "cwd": "/",
+        "user": {"uid": 0, "gid": 0},
+    }
+
+    async def go() -> tuple[int, bytes, MonitorClient]:
+        client = await harness.spawn(cfg)
+        await client.start()
+        pid, reader, writer = await client.exec("e1", process, tty=False, stdin=True)
+        writer.write(b"piped\n")
+        writer.write_eof()
+        data = await read_all(reader)
+        writer.close()
+        # The log holds the container's output only, not the exec's.
+        await client.kill(signal.SIGKILL)
+        return pid, data, client
+
+    pid, data, client = asyncio.run(go())
+    assert demux(data) == {1: b"out\npiped\n", 2: b"err\n"}
+    status = client.exec_status("e1")
+    assert status is not None and status.exit_code == 5 and status.pid == pid
+    harness.wait_exit(cfg)
+    assert log_entries(Path(str(cfg.log_path))) == []
+    harness.assert_clean(cfg)
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_exec_with_a_terminal_is_raw(harness: Harness, runtime: str) -> None:
+    cfg = harness.config(["sleep", "100"], runtime)
+    process = {
+        "args": ["sh", "-c", "stty size; tty; exit 2"],
+        "env": ["PATH=/bin"],
+        "cwd": "/",
+        "user": {"uid": 0, "gid": 0},
+        "consoleSize": {"height": 20, "width": 70},
+    }
+
+    async def go() -> tuple[bytes, MonitorClient]:
+        client = await harness.spawn(cfg)
+        await client.start()
+        _, reader, writer = await client.exec("tty1", process, tty=True, stdin=False)
+        data = await read_all(reader)
+        writer.close()
+        await client.kill(signal.SIGKILL)
+        return data, client
+
+    data, client = asyncio.run(go())
+    assert b"20 70" in data and b"/dev/pts/" in data
+    status = client.exec_status("tty1")
+    assert status is not None and status.exit_code == 2
+    harness.assert_clean(cfg)
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_missing_programs_are_not_found_errors(harness: Harness, runtime: str) -> None:
+    bad = harness.config(["/no/such/program"], runtime)
+
+    async def create_bad() -> None:
+        await harness.spawn(bad)
+
+    with pytest.raises(ProcessNotFound) as info:
+        asyncio.run(create_bad())
+    assert info.value.exit_code == 127
+    assert "/no/such/program" in str(info.value)
+    assert not os.path.exists(os.path.join(bad.runtime_root, bad.container_id))
+    assert not os.path.exists(os.path.join(bad.state_dir, "ctl.sock"))
+
+    cfg = harness.config(["sleep", "100"], runtime)
+
+    async def exec_bad() -> MonitorClient:
+        client = await harness.spawn(cfg)
+        await client.start()
+        with pytest.raises(ProcessNotFound):
+            await client.exec(
+                "bad",
+                {
+                    "args": ["nosuchcmd"],
+                    "env": ["PATH=/bin"],
+                    "cwd": "/",
+                    "user": {"uid": 0, "gid": 0},
+                },
+                tty=False,
+                stdin=False,
+            )
+        # The monitor is still there.
+        assert (await client.ping())["ok"] is True
+        await client.kill(signal.SIGKILL)
+        return client
+
+    asyncio.run(exec_bad())
+    harness.assert_clean(cfg)
+
+
+def test_ctl_refuses_bad_requests(harness: Harness) -> None:
+    cfg = harness.config(["sleep", "100"], "bulkhead")
+
+    async def go() -> None:
+        client = await harness.spawn(cfg)
+        with pytest.raises(MonitorBadRequest, match="unknown op"):
+            await client.call({"op": "dance"})
+        with pytest.raises(MonitorBadRequest, match="no terminal"):
+            await client.resize(10, 10)
+        with pytest.raises(MonitorNotRunning):
+            await client.exec(
+                "x", {"args": ["true"], "cwd": "/", "user": {"uid": 0, "gid": 0}}, False, False
+            )
+        await client.start()
+        with pytest.raises(MonitorBadRequest, match="already started"):
+            await client.start()
+        with pytest.raises(MonitorBadRequest, match="invalid exec_id"):
+            await client.exec("../x", {"args": ["true"]}, False, False)
+        await client.kill(signal.SIGKILL)
+
+    asyncio.run(go())
+    harness.wait_exit(cfg)
+
+    async def after() -> None:
+        with pytest.raises(MonitorNotRunning):
+            await MonitorClient(cfg.state_dir).start()
+
+    asyncio.run(after())
+    harness.assert_clean(cfg)
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_oom_kill_is_flagged(harness: Harness, runtime: str) -> None:
+    limit = 16 * 1024 * 1024
+    cfg = harness.config(
+        ["dd", "if=/dev/zero", "of=/dev/null", "bs=64M", "count=1"],
+        runtime,
+        linux={"resources": {"memory": {"limit": limit, "swap": limit}}},
+    )
+
+    async def go() -> None:
+        client = await harness.spawn(cfg)
+        await client.start()
+
+    asyncio.run(go())
+    harness.wait_exit(cfg)
+    status = MonitorClient(cfg.state_dir).exit_status()
+    assert status is not None
+    assert status.oom_killed is True and status.exit_code == 137
+    harness.assert_clean(cfg)
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_not_oom_killed_without_a_limit_hit(harness: Harness, runtime: str) -> None:
+    cfg = harness.config(
+        ["dd", "if=/dev/zero", "of=/dev/null", "bs=1M", "count=1"],
+        runtime,
+        linux={"resources": {"memory": {"limit": 64 << 20}}},
+    )
+
+    async def go() -> None:
+        client = await harness.spawn(cfg)
+        await client.start()
+
+    asyncio.run(go())
+    harness.wait_exit(cfg)
+    status = MonitorClient(cfg.state_dir).exit_status()
+    assert status is not None and status.exit_code == 0 and status.oom_killed is False
+    harness.assert_clean(cfg)
+
+
+_SPAWNER = """
+import asyncio, sys, json
+from bulkhead.engine.monitor import MonitorConfig, MonitorClient
+from bulkhead.engine.zygote import ZygoteClient
+
+async def main():
+    cfg = MonitorConfig(**json.loads(sys.argv[1]))
+    z = ZygoteClient(sys.argv[2])
+    await z.ensure_running()
+    spawned = await z.spawn(cfg)
+    await MonitorClient(cfg.state_dir).start()
+    print(json.dumps({"monitor": spawned.monitor_pid, "init": spawned.init_pid}), flush=True)
+    await asyncio.sleep(3600)
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_monitor_survives_its_spawner_and_the_zygote(harness: Harness, runtime: str) -> None:
+    import msgspec
+
+    cfg = harness.config(
+        ["sh", "-c", "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.05; done"], runtime
+    )
+    spawner = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            _SPAWNER,
+            msgspec.json.encode(cfg).decode(),
+            str(harness.exec_root),
+        ],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert spawner.stdout is not None
+        pids = json.loads(spawner.stdout.readline())
+    finally:
+        spawner.kill()
+        spawner.wait()
+    zygote_pid = harness.zygote.pid()
+    assert zygote_pid is not None
+    os.kill(zygote_pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while alive(zygote_pid) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    log = Path(str(cfg.log_path))
+    before = len(log_entries(log))
+    time.sleep(0.4)
+    assert alive(pids["monitor"]) and alive(pids["init"])
+    assert len(log_entries(log)) > before  # still copying output
+    client = MonitorClient(cfg.state_dir)
+    assert client.alive()
+
+    async def stop() -> None:
+        await client.kill(signal.SIGKILL, all=True)
+
+    asyncio.run(stop())
+    harness.wait_exit(cfg)
+    status = client.exit_status()
+    assert status is not None and status.exit_code == 137
+    harness.assert_clean(cfg)
+    assert not client.alive()
+
+
+def test_log_rotation_through_the_monitor(harness: Harness) -> None:
+    cfg = harness.config(
+        ["sh", "-c", "i=0; while [ $i -lt 200 ]; do echo line-$i; i=$((i+1)); done"],
+        "bulkhead",
+        log_max_size=2000,
+    )
+
+    async def go() -> None:
+        client = await harness.spawn(cfg)
+        await client.start()
+
+    asyncio.run(go())
+    harness.wait_exit(cfg)
+    log = Path(str(cfg.log_path))
+    files = [log.with_name(log.name + ".2"), log.with_name(log.name + ".1"), log]
+    assert all(f.exists() for f in files)
+    assert not log.with_name(log.name + ".3").exists()
+    assert all(f.stat().st_size <= 2000 for f in files)
+    lines = [e["log"] for f in files for e in log_entries(f)]
+    assert lines[-1] == "line-199\n"
+    # Oldest messages rotated away, the rest in order.
+    numbers = [int(line.split("-")[1]) for line in lines]
+    assert numbers == list(range(numbers[0], 200))

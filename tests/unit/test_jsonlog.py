@@ -1,0 +1,209 @@
+"""The json-file log: Docker's line format, 16 KiB messages, rotation, and the reader."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bulkhead.engine.jsonlog import (
+    MAX_MESSAGE,
+    JsonLogWriter,
+    follow_logs,
+    log_files,
+    log_time,
+    parse_time,
+)
+
+T0 = 1_700_000_000 * 10**9  # 2023-11-14T22:13:20Z
+
+
+def entries(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def collect(path: Path, **kwargs: Any) -> list[tuple[int, bytes]]:
+    async def go() -> list[tuple[int, bytes]]:
+        return [item async for item in follow_logs(path, **kwargs)]
+
+    return asyncio.run(go())
+
+
+def test_lines_are_dockers_format(tmp_path: Path) -> None:
+    log = tmp_path / "c-json.log"
+    w = JsonLogWriter(log)
+    w.write(1, b"hello\nwor", now_ns=T0 + 5)
+    w.write(2, b"oops\n", now_ns=T0 + 6)
+    w.write(1, b"ld\n", now_ns=T0 + 7)
+    w.close()
+    raw = log.read_text().splitlines()
+    assert raw[0] == '{"log":"hello\\n","stream":"stdout","time":"2023-11-14T22:13:20.000000005Z"}'
+    assert [(e["stream"], e["log"]) for e in entries(log)] == [
+        ("stdout", "hello\n"),
+        ("stderr", "oops\n"),
+        ("stdout", "world\n"),
+    ]
+
+
+def test_partial_line_is_written_at_close(tmp_path: Path) -> None:
+    log = tmp_path / "c.log"
+    w = JsonLogWriter(log)
+    w.write(1, b"no newline")
+    assert log.read_text() == ""
+    w.close()
+    assert [e["log"] for e in entries(log)] == ["no newline"]
+
+
+def test_long_lines_are_cut_at_16k(tmp_path: Path) -> None:
+    log = tmp_path / "c.log"
+    w = JsonLogWriter(log)
+    w.write(1, b"a" * (MAX_MESSAGE * 2 + 10) + b"\nb\n")
+    w.close()
+    logs = [e["log"] for e in entries(log)]
+    assert logs == ["a" * MAX_MESSAGE, "a" * MAX_MESSAGE, "a" * 10 + "\n", "b\n"]
+
+
+def test_invalid_utf8_is_replaced(tmp_path: Path) -> None:
+    log = tmp_path / "c.log"
+    w = JsonLogWriter(log)
+    w.write(1, b"\xff\xfeok\n")
+    w.close()
+    assert entries(log)[0]["log"] == "\ufffd\ufffdok\n"
+
+
+def test_rotation_keeps_max_files(tmp_path: Path) -> None:
+    log = tmp_path / "c.log"
+    w = JsonLogWriter(log, max_size=300, max_files=3)
+    for i in range(50):
+        w.write(1, f"line {i:03d}\n".encode())
+    w.close()
+    files = log_files(log)
+    assert [Path(f).name for f in files] == ["c.log.2", "c.log.1", "c.log"]
+    assert all(Path(f).stat().st_size <= 300 for f in files)
+    got = [e["log"] for f in files for e in entries(Path(f))]
+    assert got[-1] == "line 049\n"
+    first = int(got[0].split()[1])
+    assert got == [f"line {i:03d}\n" for i in range(first, 50)]
+
+
+def test_rotation_with_one_file_truncates(tmp_path: Path) -> None:
+    log = tmp_path / "c.log"
+    w = JsonLogWriter(log, max_size=200, max_files=1)
+    for i in range(20):
+        w.write(1, f"line {i}\n".encode())
+    w.close()
+    assert log_files(log) == [str(log)]
+    assert log.stat().st_size <= 200
+    assert entries(log)[-1]["log"] == "line 19\n"
+
+
+def test_writer_appends_to_an_existing_log(tmp_path: Path) -> None:
+    log = tmp_path / "c.log"
+    JsonLogWriter(log).write(1, b"one\n")
+    w = JsonLogWriter(log, max_size=10_000)
+    w.write(1, b"two\n")
+    w.close()
+    assert [e["log"] for e in entries(log)] == ["one\n", "two\n"]
+    assert w.size == log.stat().st_size
+
+
+def test_time_format_round_trips() -> None:
+    assert log_time(T0 + 120_000) == "2023-11-14T22:13:20.000120000Z"
+    assert parse_time("2023-11-14T22:13:20.000120000Z") == T0 + 120_000
+    assert parse_time("2023-11-14T22:13:20.00012Z") == T0 + 120_000
+    assert parse_time("2023-11-14T22:13:20Z") == T0
+    assert parse_time("2023-11-15T00:13:20+02:00") == T0
+    with pytest.raises(ValueError, match="invalid log time 'yesterday'"):
+        parse_time("yesterday")
+
+
+def _sample(tmp_path: Path) -> Path:
+    log = tmp_path / "c.log"
+    w = JsonLogWriter(log, max_size=250, max_files=5)
+    for i in range(10):
+        w.write(1 if i % 2 == 0 else 2, f"m{i}\n".encode(), now_ns=T0 + i * 10**9)
+    w.close()
+    assert len(log_files(log)) > 1  # the reader must cross rotated files
+    return log
+
+
+def test_reader_reads_rotated_files_in_order_and_filters_streams(tmp_path: Path) -> None:
+    log = _sample(tmp_path)
+    assert [d for _, d in collect(log)] == [f"m{i}\n".encode() for i in range(10)]
+    assert collect(log, stderr=False) == [(1, f"m{i}\n".encode()) for i in range(0, 10, 2)]
+    assert collect(log, stdout=False) == [(2, f"m{i}\n".encode()) for i in range(1, 10, 2)]
+
+
+def test_reader_tail_since_until_timestamps(tmp_path: Path) -> None:
+    log = _sample(tmp_path)
+    assert [d for _, d in collect(log, tail=3)] == [b"m7\n", b"m8\n", b"m9\n"]
+    assert collect(log, tail=0) == []
+    assert [d for _, d in collect(log, tail=2, stdout=False)] == [b"m7\n", b"m9\n"]
+    since = (T0 + 7 * 10**9) / 1e9
+    assert [d for _, d in collect(log, since=since)] == [b"m7\n", b"m8\n", b"m9\n"]
+    until = (T0 + 1 * 10**9) / 1e9
+    assert [d for _, d in collect(log, until=until)] == [b"m0\n", b"m1\n"]
+    stamped = collect(log, tail=1, timestamps=True)
+    assert stamped == [(2, b"2023-11-14T22:13:29.000000000Z m9\n")]
+
+
+def test_reader_of_a_missing_log_yields_nothing(tmp_path: Path) -> None:
+    assert collect(tmp_path / "none.log") == []
+
+
+def test_follow_sees_new_lines_across_rotation_until_stopped(tmp_path: Path) -> None:
+    log = tmp_path / "c.log"
+    w = JsonLogWriter(log, max_size=200, max_files=3)
+    w.write(1, b"before\n")
+
+    async def go() -> list[bytes]:
+        stop = asyncio.Event()
+        got: list[bytes] = []
+
+        async def reader() -> None:
+            async for _, data in follow_logs(log, follow=True, stop_event=stop, poll_interval=0.01):
+                got.append(data)
+
+        task = asyncio.create_task(reader())
+        await asyncio.sleep(0.05)
+        for i in range(12):  # several rotations
+            w.write(1, f"live {i}\n".encode())
+            await asyncio.sleep(0.02)
+        w.write(2, b"last\n")
+        stop.set()
+        await asyncio.wait_for(task, 5)
+        return got
+
+    got = asyncio.run(go())
+    w.close()
+    assert got == [b"before\n"] + [f"live {i}\n".encode() for i in range(12)] + [b"last\n"]
+
+
+def test_follow_with_tail_zero_only_shows_new_lines(tmp_path: Path) -> None:
+    log = tmp_path / "c.log"
+    w = JsonLogWriter(log)
+    w.write(1, b"old\n")
+
+    async def go() -> list[bytes]:
+        stop = asyncio.Event()
+        got: list[bytes] = []
+
+        async def reader() -> None:
+            async for _, data in follow_logs(
+                log, follow=True, tail=0, stop_event=stop, poll_interval=0.01
+            ):
+                got.append(data)
+
+        task = asyncio.create_task(reader())
+        await asyncio.sleep(0.05)
+        w.write(1, b"new\n")
+        await asyncio.sleep(0.05)
+        stop.set()
+        await asyncio.wait_for(task, 5)
+        return got
+
+    assert asyncio.run(go()) == [b"new\n"]
+    w.close()
