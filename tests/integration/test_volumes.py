@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.integration.engine_fixtures import Daemon
 from tests.integration.runtime_helpers import RuntimeCLI
 
 from bulkhead.engine.mounts import apply_to_spec, resolve_mounts
@@ -357,3 +358,137 @@ def test_volume_with_tmpfs_driver_options_in_a_container(
     vstore.create("fast", driver_opts={"type": "tmpfs", "device": "tmpfs", "o": "size=1m"})
     r = run_in(["sh", "-c", "grep ' /fast ' /proc/self/mounts"], {"Binds": ["fast:/fast"]})
     assert r.returncode == 0 and "tmpfs" in r.stdout and "size=1024k" in r.stdout, r.stderr
+
+
+# --- whole containers through the daemon --------------------------------------------
+
+
+def _ok(r: subprocess.CompletedProcess[str]) -> str:
+    assert r.returncode == 0, f"exit {r.returncode}\nstdout: {r.stdout}\nstderr: {r.stderr}"
+    return r.stdout
+
+
+def _volume_names(daemon: Daemon) -> list[str]:
+    return sorted(_ok(daemon.docker("volume", "ls", "-q")).split())
+
+
+def test_container_writes_a_named_volume_and_another_reads_it(daemon: Daemon) -> None:
+    _ok(daemon.docker("run", "--rm", "-v", "data:/data", "busybox",
+                      "sh", "-c", "echo written by the first > /data/note"))  # fmt: skip
+    assert _volume_names(daemon) == ["data"]  # made on first use, kept after --rm
+    out = _ok(daemon.docker("run", "--rm", "-v", "data:/srv:ro", "busybox", "cat", "/srv/note"))
+    assert out == "written by the first\n"
+    r = daemon.docker("run", "--rm", "-v", "data:/srv:ro", "busybox", "touch", "/srv/x")
+    assert r.returncode == 1 and "Read-only file system" in r.stderr
+
+
+def test_bind_mount_read_only_and_inspect(daemon: Daemon, tmp_path: Path) -> None:
+    host = tmp_path / "share"
+    host.mkdir()
+    (host / "in").write_text("from the host\n")
+    cid = _ok(daemon.docker("create", "-v", f"{host}:/share:ro", "busybox",
+                            "sh", "-c", "cat /share/in; touch /share/out"))  # fmt: skip
+    cid = cid.strip()
+    [doc] = json.loads(_ok(daemon.docker("inspect", cid)))
+    assert doc["Mounts"] == [
+        {"Type": "bind", "Source": str(host), "Destination": "/share", "Mode": "ro",
+         "RW": False, "Propagation": "rprivate"}
+    ]  # fmt: skip
+    assert doc["HostConfig"]["Binds"] == [f"{host}:/share:ro"]
+    r = daemon.docker("start", "-a", cid)
+    assert r.stdout == "from the host\n" and "Read-only file system" in r.stderr
+    assert not (host / "out").exists()
+    _ok(daemon.docker("rm", cid))
+
+
+def test_volumes_from(daemon: Daemon, tmp_path: Path) -> None:
+    host = tmp_path / "h"
+    host.mkdir()
+    _ok(daemon.docker("create", "--name", "store", "-v", "vf:/data", "-v", f"{host}:/h",
+                      "busybox", "true"))  # fmt: skip
+    out = _ok(daemon.docker("run", "--rm", "--volumes-from", "store", "busybox",
+                            "sh", "-c", "echo a > /data/a && echo b > /h/b && cat /data/a"))  # fmt: skip
+    assert out == "a\n" and (host / "b").read_text() == "b\n"
+    r = daemon.docker("run", "--rm", "--volumes-from", "store:ro", "busybox",
+                      "sh", "-c", "cat /data/a; touch /data/c")  # fmt: skip
+    assert r.stdout == "a\n" and r.returncode == 1 and "Read-only file system" in r.stderr
+    cid = _ok(daemon.docker("create", "--volumes-from", "store:ro", "busybox", "true")).strip()
+    [doc] = json.loads(_ok(daemon.docker("inspect", cid)))
+    assert sorted((m["Destination"], m["RW"]) for m in doc["Mounts"]) == [
+        ("/data", False), ("/h", False)
+    ]  # fmt: skip
+    r = daemon.docker("run", "--rm", "--volumes-from", "nosuch", "busybox", "true")
+    assert r.returncode == 125 and "No such container: nosuch" in r.stderr
+    # the volume is in use by both containers until they are removed
+    r = daemon.docker("volume", "rm", "vf")
+    assert r.returncode == 1 and "volume is in use" in r.stderr
+    _ok(daemon.docker("rm", cid, "store"))
+    _ok(daemon.docker("volume", "rm", "vf"))
+
+
+def test_anonymous_volumes_copy_up_and_rm_v(daemon: Daemon) -> None:
+    # -v /dst is an anonymous volume (the CLI sends it in Config.Volumes); -v name:/etc copies up
+    cid = _ok(daemon.docker("create", "-v", "/scratch", "-v", "etcvol:/etc", "busybox",
+                            "sh", "-c", "ls /etc/passwd && echo kept > /scratch/f"))  # fmt: skip
+    cid = cid.strip()
+    [doc] = json.loads(_ok(daemon.docker("inspect", cid)))
+    mounts = {m["Destination"]: m for m in doc["Mounts"]}
+    anon = mounts["/scratch"]["Name"]
+    assert len(anon) == 64 and mounts["/scratch"]["Type"] == "volume"
+    assert mounts["/etc"]["Name"] == "etcvol" and mounts["/etc"]["Mode"] == "z"
+    assert _ok(daemon.docker("start", "-a", cid)) == "/etc/passwd\n"
+    [vol] = json.loads(_ok(daemon.docker("volume", "inspect", anon)))
+    assert vol["Labels"] == {"com.docker.volume.anonymous": ""}
+    assert (Path(mounts["/etc"]["Source"]) / "passwd").is_file()  # copied up at create
+    _ok(daemon.docker("rm", "-v", cid))
+    assert _volume_names(daemon) == ["etcvol"]  # rm -v drops anonymous volumes only
+    # --rm drops them too
+    _ok(daemon.docker("run", "--rm", "-v", "/tmpdata", "busybox", "true"))
+    assert _volume_names(daemon) == ["etcvol"]
+
+
+def test_mount_flag(daemon: Daemon, tmp_path: Path) -> None:
+    out = _ok(daemon.docker(
+        "run", "--rm",
+        "--mount", "type=volume,src=mv,dst=/var,volume-nocopy",
+        "--mount", "type=tmpfs,dst=/t,tmpfs-size=2m",
+        "busybox", "sh", "-c", "ls -A /var | wc -l; grep ' /t ' /proc/mounts",
+    ))  # fmt: skip
+    count, tmpfs = out.splitlines()
+    assert count.strip() == "0" and "size=2048k" in tmpfs
+    out = _ok(daemon.docker("run", "--rm", "--mount", "type=volume,src=mv2,dst=/var",
+                            "busybox", "ls", "/var"))  # fmt: skip
+    image_var = _ok(daemon.docker("run", "--rm", "busybox", "ls", "/var"))
+    assert out == image_var and out.split()  # copied up: the image's /var, not empty
+    missing = tmp_path / "missing"
+    r = daemon.docker(
+        "run", "--rm", "--mount", f"type=bind,src={missing},dst=/m", "busybox", "true"
+    )
+    assert r.returncode == 125
+    assert f'invalid mount config for type "bind": bind source path does not exist: {missing}' in (
+        r.stderr
+    )
+    assert not missing.exists()
+
+
+def test_bad_volume_options_are_400s(daemon: Daemon) -> None:
+    r = daemon.docker("run", "--rm", "-v", "bad/name:/x", "busybox", "true")
+    assert r.returncode == 125 and "includes invalid characters for a local volume name" in r.stderr
+    r = daemon.docker("run", "--rm", "-v", "a1:/d", "-v", "a2:/d", "busybox", "true")
+    assert r.returncode == 125 and "Duplicate mount point: /d" in r.stderr
+    r = daemon.docker("run", "--rm", "-v", "/h:/d:bogus", "busybox", "true")
+    assert r.returncode == 125 and "invalid mode: bogus" in r.stderr
+    # nothing was left behind by the refused creates
+    assert _volume_names(daemon) == []
+    assert _ok(daemon.docker("ps", "-aq")) == ""
+
+
+def test_docker_py_volumes_in_containers(daemon: Daemon, tmp_path: Path) -> None:
+    client = daemon.client()
+    client.containers.run(
+        "busybox", ["sh", "-c", "echo py > /v/f"], volumes={"pyv": {"bind": "/v", "mode": "rw"}},
+        remove=True,
+    )  # fmt: skip
+    out = client.containers.run("busybox", ["cat", "/v/f"], volumes=["pyv:/v:ro"], remove=True)
+    assert out == b"py\n"
+    assert client.volumes.get("pyv").attrs["Name"] == "pyv"

@@ -505,7 +505,7 @@ def test_volumes_from(store: VolumeStore, tmp_path: Path) -> None:
     assert {m["Destination"]: m["RW"] for m in r2.mount_points} == {
         "/shared": True, "/host": True, "/other": False
     }  # fmt: skip
-    with pytest.raises(NoSuchContainer):
+    with pytest.raises(SpecError, match=r"^No such container: nope$"):
         resolve_mounts({"VolumesFrom": ["nope"]}, None, "f" * 64, None, store, lookup)
 
 

@@ -46,8 +46,9 @@ destination, so that ``/data`` is mounted before ``/data/logs``.
 
 Errors are :class:`~bulkhead.errors.SpecError` (HTTP 400) with Docker's
 wording (``invalid volume specification: '...'``, ``invalid mount config
-for type "bind": ...``), :class:`~bulkhead.errors.NoSuchContainer` for a
-``--volumes-from`` container that does not exist.
+for type "bind": ...``, ``No such container: x`` for a ``--volumes-from``
+container that does not exist: a 400 as in Docker, since the docker CLI
+reads a 404 from create as a missing image and tries to pull it).
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from bulkhead.errors import BulkheadError, SpecError
+from bulkhead.errors import BulkheadError, NoSuchContainer, SpecError
 
 if TYPE_CHECKING:
     from bulkhead.engine.volumes import VolumeStore
@@ -683,7 +684,11 @@ def resolve_mounts(
         ref, mode = parse_volumes_from(str(spec))
         if lookup_container is None:
             raise SpecError("--volumes-from is not available here")
-        other = lookup_container(ref)
+        try:
+            other = lookup_container(ref)
+        except NoSuchContainer as exc:
+            # a 400, not a 404: the docker CLI takes a 404 on create for a missing image
+            raise SpecError(str(exc)) from None
         for doc in other.mount_points:
             inherited = _from_inspect(doc, mode)
             if inherited is None or inherited.destination in user_dests:
