@@ -57,6 +57,7 @@ from typing import IO, TYPE_CHECKING, Any, BinaryIO
 from bulkhead.api.errors import BadRequest, Conflict, NotFound
 from bulkhead.api.routes import Request, Response, Router, StreamResponse, json_response
 from bulkhead.errors import (
+    AuthenticationError,
     ImageError,
     ImageInUse,
     ImageNotFound,
@@ -426,6 +427,15 @@ class ImagesAPI:
                     raise
                 # Nothing said yet: an HTTP 404 in Docker's words.
                 raise NotFound(f"manifest for {ref.familiar()} not found: {exc}") from None
+            except AuthenticationError as exc:
+                if progress.is_started:
+                    raise
+                # Docker answers a refused pull with 404, never 401: a 401 would make
+                # the CLI prompt for a login in the middle of a pull.
+                raise NotFound(
+                    f"pull access denied for {ref.familiar_name()}, repository does not exist "
+                    f"or may require 'docker login': {exc}"
+                ) from None
             image = self.store.record_pull(pulled)
         progress.finished(pulled.digest)
         return before == image.id

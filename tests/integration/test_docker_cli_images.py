@@ -1,0 +1,336 @@
+"""The image endpoints, judged by the real ``docker`` CLI.
+
+Pull and push go to a real docker-registry on 127.0.0.1 (registry_fixtures);
+nothing leaves the machine. Run with ``BULKHEAD_IMAGES_STANDIN=1`` to use
+the images-only stand-in server instead of the full daemon (images_fixtures).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sqlite3
+import tarfile
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from tests.integration import images_fixtures
+from tests.integration.engine_fixtures import Daemon
+from tests.integration.registry_fixtures import PASSWORD, USER, Registry
+
+from bulkhead.images.store import ImageStore
+
+images_daemon = images_fixtures.images_daemon
+images_daemon_factory = images_fixtures.images_daemon_factory
+
+
+def ok(r: object) -> str:
+    """stdout of a docker run that must have succeeded."""
+    import subprocess
+
+    assert isinstance(r, subprocess.CompletedProcess)
+    assert r.returncode == 0, f"{r.args}: exit {r.returncode}\n{r.stdout}\n{r.stderr}"
+    return str(r.stdout)
+
+
+def image_id(d: Daemon, ref: str) -> str:
+    return ok(d.docker("image", "inspect", "--format", "{{.Id}}", ref)).strip()
+
+
+def rootfs_tar(files: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = 0o755
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def test_push_then_pull_into_an_empty_store(
+    images_daemon_factory: Callable[[], Daemon], registry: Registry
+) -> None:
+    a, b = images_daemon_factory(), images_daemon_factory()
+    ref = registry.ref("team/bb:1.0")
+    ok(a.docker("tag", "busybox", ref))
+    out = ok(a.docker("push", ref))
+    assert f"The push refers to repository [{registry.host}/team/bb]" in out
+    assert "Pushed" in out
+    assert "1.0: digest: sha256:" in out
+    pushed_digest = out.split("digest: ", 1)[1].split()[0]
+    digests = ok(a.docker("image", "inspect", "--format", "{{json .RepoDigests}}", ref))
+    assert f"{registry.host}/team/bb@{pushed_digest}" in json.loads(digests)
+    # Pushing again: the registry has every layer.
+    assert "Layer already exists" in ok(a.docker("push", ref))
+
+    # b has busybox's blobs too: remove it so that the pull must download.
+    ok(b.docker("rmi", "busybox"))
+    assert ok(b.docker("images", "-q")).strip() == ""
+    out = ok(b.docker("pull", ref))
+    assert "1.0: Pulling from team/bb" in out
+    assert "Pull complete" in out
+    assert f"Digest: {pushed_digest}" in out
+    assert f"Status: Downloaded newer image for {ref}" in out
+    assert image_id(b, ref) == image_id(a, "busybox")
+    listed = ok(b.docker("images", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}"))
+    assert f"{registry.host}/team/bb:1.0 " in listed
+    # Again: nothing to download.
+    out = ok(b.docker("pull", ref))
+    assert "Already exists" in out and f"Image is up to date for {ref}" in out
+    # By digest.
+    out = ok(b.docker("pull", f"{registry.host}/team/bb@{pushed_digest}"))
+    assert f"Digest: {pushed_digest}" in out
+
+    # Missing tag and missing repository: Docker's error, exit 1, nothing in the stream.
+    r = b.docker("pull", registry.ref("team/bb:nope"))
+    assert r.returncode == 1
+    assert "Error response from daemon: manifest for" in r.stderr and "not found" in r.stderr
+    r = b.docker("pull", registry.ref("nobody/here"))
+    assert r.returncode == 1 and "not found" in r.stderr
+    # An image that is not there cannot be pushed.
+    r = a.docker("push", registry.ref("team/absent:1"))
+    assert r.returncode == 1
+    assert "An image does not exist locally with the tag" in r.stderr
+
+
+def test_push_all_tags_and_pull_all_tags(
+    images_daemon_factory: Callable[[], Daemon], registry: Registry
+) -> None:
+    a, b = images_daemon_factory(), images_daemon_factory()
+    for tag in ("a", "b"):
+        ok(a.docker("tag", "busybox", registry.ref(f"multi:{tag}")))
+    out = ok(a.docker("push", "--all-tags", registry.ref("multi")))
+    assert "a: digest: sha256:" in out and "b: digest: sha256:" in out
+    out = ok(b.docker("pull", "--all-tags", registry.ref("multi")))
+    tags = ok(b.docker("images", "--format", "{{.Tag}}", registry.ref("multi")))
+    assert sorted(tags.split()) == ["a", "b"]
+
+
+def test_inspect_history_tag_rmi(images_daemon: Daemon) -> None:
+    d = images_daemon
+    doc = json.loads(ok(d.docker("image", "inspect", "busybox")))[0]
+    assert doc["RepoTags"] == ["busybox:latest"]
+    assert doc["Id"].startswith("sha256:") and doc["Os"] == "linux"
+    assert doc["Config"]["Cmd"] == ["sh"]
+    history = ok(d.docker("history", "--no-trunc", "--format", "{{.CreatedBy}}", "busybox"))
+    assert 'CMD ["sh"]' in history
+
+    ok(d.docker("tag", "busybox", "mine/app:v1"))
+    assert image_id(d, "mine/app:v1") == image_id(d, "busybox")
+    r = d.docker("tag", "busybox", "Bad:Name")
+    assert r.returncode != 0 and "invalid reference format" in r.stderr
+    r = d.docker("tag", "nosuch", "x:1")
+    assert r.returncode == 1 and "No such image: nosuch" in r.stderr
+    # rmi of one of two names only untags; by id with two names needs force.
+    short = image_id(d, "busybox")[7:19]
+    r = d.docker("rmi", short)
+    assert r.returncode == 1 and "referenced in multiple repositories" in r.stderr
+    assert ok(d.docker("rmi", "mine/app:v1")).strip() == "Untagged: mine/app:v1"
+    r = d.docker("rmi", "nosuch")
+    assert r.returncode == 1 and "No such image" in r.stderr
+    r = d.docker("image", "inspect", "nosuch")
+    assert r.returncode == 1 and "No such image" in r.stderr
+
+
+def test_rmi_refuses_an_image_in_use(images_daemon: Daemon) -> None:
+    d = images_daemon
+    user = "c" * 64
+    store = ImageStore(d.root / "images")
+    try:
+        # What the engine does when it creates a container from the image.
+        store.register_use("busybox", user)
+        r = d.docker("rmi", "busybox")
+        assert r.returncode == 1
+        assert "conflict" in r.stderr and user in r.stderr
+        assert image_id(d, "busybox")
+        # Forced, used by a container that is not running: the name goes, the image stays.
+        out = ok(d.docker("rmi", "-f", "busybox"))
+        assert "Untagged: busybox:latest" in out and "Deleted" not in out
+        assert store.users(store.list()[0]) == [user]
+        r = d.docker("image", "prune", "-a", "-f")
+        assert r.returncode == 0
+        assert len(store.list()) == 1  # still in use: prune leaves it
+        store.unregister_use(store.list()[0], user)
+    finally:
+        store.close()
+    out = ok(d.docker("image", "prune", "-f"))
+    assert "deleted: sha256:" in out
+    assert ok(d.docker("images", "-aq")).strip() == ""
+
+
+def test_save_and_load_round_trip(images_daemon: Daemon, tmp_path: Path) -> None:
+    d = images_daemon
+    before = image_id(d, "busybox")
+    ok(d.docker("tag", "busybox", "other/name:2"))
+    archive = tmp_path / "images.tar"
+    ok(d.docker("save", "-o", str(archive), "busybox", "other/name:2"))
+    with tarfile.open(archive) as tar:
+        names = tar.getnames()
+        manifest = json.load(tar.extractfile("manifest.json"))  # type: ignore[arg-type]
+    assert "manifest.json" in names and "index.json" in names
+    assert sorted(manifest[0]["RepoTags"]) == ["busybox:latest", "other/name:2"]
+    ok(d.docker("rmi", "-f", "busybox", "other/name:2"))
+    assert ok(d.docker("images", "-q")).strip() == ""
+    out = ok(d.docker("load", "-i", str(archive)))
+    assert "Loaded image: busybox:latest" in out and "Loaded image: other/name:2" in out
+    assert image_id(d, "busybox") == before == image_id(d, "other/name:2")
+    # Through a pipe: the CLI sends the body chunked; the daemon streams it.
+    data = archive.read_bytes()
+    ok(d.docker("rmi", "other/name:2"))
+    import subprocess
+
+    r = subprocess.run(
+        ["docker", "load"], input=data, env=d.env(), capture_output=True, timeout=60, check=False
+    )
+    assert r.returncode == 0, r.stderr
+    assert b"Loaded image: other/name:2" in r.stdout
+    # Saving to stdout streams the tar.
+    r = subprocess.run(
+        ["docker", "save", "busybox"], env=d.env(), capture_output=True, timeout=60, check=False
+    )
+    assert r.returncode == 0 and r.stdout[:1] != b""
+    with tarfile.open(fileobj=io.BytesIO(r.stdout)) as tar:
+        assert "manifest.json" in tar.getnames()
+    # Not an archive: a clear 400, nothing loaded.
+    r = subprocess.run(
+        ["docker", "load"],
+        input=b"not a tar at all" * 100,
+        env=d.env(),
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert r.returncode == 1 and b"invalid image archive" in r.stderr
+    r2 = d.docker("save", "-o", str(tmp_path / "x.tar"), "nosuch")
+    assert r2.returncode == 1 and "No such image" in r2.stderr
+
+
+def test_import_with_changes_and_prune(images_daemon: Daemon, tmp_path: Path) -> None:
+    d = images_daemon
+    tar_path = tmp_path / "rootfs.tar"
+    tar_path.write_bytes(rootfs_tar({"bin/tool": b"#!/bin/sh\necho hi\n", "etc/x": b"x"}))
+    out = ok(
+        d.docker(
+            "import",
+            "--change",
+            'CMD ["/bin/tool"]',
+            "--change",
+            "LABEL team=core",
+            "--change",
+            "ENV A=1",
+            "-m",
+            "from a tarball",
+            str(tar_path),
+            "imported:v1",
+        )
+    )
+    new_id = out.strip()
+    assert new_id.startswith("sha256:")
+    doc = json.loads(ok(d.docker("image", "inspect", "imported:v1")))[0]
+    assert doc["Id"] == new_id
+    assert doc["Config"]["Cmd"] == ["/bin/tool"]
+    assert doc["Config"]["Labels"] == {"team": "core"}
+    assert "A=1" in doc["Config"]["Env"]
+    assert doc["Comment"] == "from a tarball"
+    # From stdin, without a name: a dangling image.
+    import subprocess
+
+    r = subprocess.run(
+        ["docker", "import", "-"],
+        input=tar_path.read_bytes(),
+        env=d.env(),
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert r.returncode == 0, r.stderr
+    dangling = r.stdout.decode().strip()
+    r3 = d.docker("import", "--change", "BOGUS x", str(tar_path))
+    assert r3.returncode == 1 and "invalid changes" in r3.stderr
+
+    # Filters.
+    assert ok(d.docker("images", "-q", "--no-trunc", "--filter", "dangling=true")).split() == [
+        dangling
+    ]
+    assert ok(d.docker("images", "--format", "{{.Repository}}", "--filter", "label=team=core")) == (
+        "imported\n"
+    )
+    assert ok(d.docker("images", "--format", "{{.Repository}}", "--filter", "reference=imp*")) == (
+        "imported\n"
+    )
+    assert "busybox" in ok(
+        d.docker("images", "--format", "{{.Repository}}", "--filter", "before=imported:v1")
+    )
+    r4 = d.docker("images", "--filter", "colour=red")
+    assert r4.returncode == 1 and "invalid filter" in r4.stderr
+
+    # prune: the dangling one only; -a: every unused image.
+    out = ok(d.docker("image", "prune", "-f"))
+    assert f"deleted: {dangling}" in out
+    repos = ok(d.docker("images", "--format", "{{.Repository}}")).split()
+    assert sorted(repos) == ["busybox", "imported"]
+    out = ok(d.docker("image", "prune", "-a", "-f", "--filter", "label=team=core"))
+    assert "untagged: imported:v1" in out
+    assert ok(d.docker("images", "--format", "{{.Repository}}")).split() == ["busybox"]
+
+
+def test_login_push_pull_with_htpasswd(
+    images_daemon_factory: Callable[[], Daemon], registry_factory: Callable[..., Registry]
+) -> None:
+    reg = registry_factory("htpasswd")
+    d = images_daemon_factory()
+    ref = reg.ref("private/bb:1")
+    ok(d.docker("tag", "busybox", ref))
+    # Without credentials: refused.
+    r = d.docker("push", ref, input="")
+    assert r.returncode == 1
+    assert "username and password" in (r.stdout + r.stderr) or "401" in (r.stdout + r.stderr)
+    # A wrong password: 401 from /auth, nothing stored.
+    r = d.docker("login", "-u", USER, "--password-stdin", reg.host, input="wrong\n")
+    assert r.returncode == 1 and "authentication failed" in r.stderr
+    config = Path(d.env()["DOCKER_CONFIG"]) / "config.json"
+    assert not config.exists() or reg.host not in config.read_text()
+    # The right one: Login Succeeded; the CLI keeps it and sends it with push and pull.
+    r = d.docker("login", "-u", USER, "--password-stdin", reg.host, input=PASSWORD + "\n")
+    assert r.returncode == 0, r.stderr
+    assert "Login Succeeded" in r.stdout
+    assert reg.host in config.read_text()
+    out = ok(d.docker("push", ref))
+    assert "Pushed" in out
+    ok(d.docker("rmi", ref))
+    assert "Status: Image is up to date" not in ok(d.docker("pull", ref))
+    ok(d.docker("logout", reg.host))
+    ok(d.docker("rmi", ref))
+    # Refused: the CLI would offer to log in; with stdin closed it gives up.
+    r = d.docker("pull", ref, input="")
+    assert r.returncode == 1
+
+
+@pytest.mark.parametrize("auth", ["token"])
+def test_login_with_a_token_server(
+    images_daemon: Daemon, registry_factory: Callable[..., Registry], auth: str
+) -> None:
+    reg = registry_factory(auth)
+    d = images_daemon
+    r = d.docker("login", "-u", USER, "--password-stdin", reg.host, input="nope\n")
+    assert r.returncode == 1
+    r = d.docker("login", "-u", USER, "--password-stdin", reg.host, input=PASSWORD + "\n")
+    assert r.returncode == 0, r.stderr
+    ref = reg.ref("tok/bb:1")
+    ok(d.docker("tag", "busybox", ref))
+    assert "digest: sha256:" in ok(d.docker("push", ref))
+
+
+def test_store_is_consistent_after_failed_pull(images_daemon: Daemon, registry: Registry) -> None:
+    """A pull that fails leaves no image, no name, no partial record."""
+    d = images_daemon
+    r = d.docker("pull", registry.ref("missing/repo:1"))
+    assert r.returncode == 1
+    db = sqlite3.connect(d.root / "images" / "images.db")
+    try:
+        names = [row[0] for row in db.execute("SELECT name FROM tags")]
+    finally:
+        db.close()
+    assert names == ["docker.io/library/busybox:latest"]
