@@ -358,3 +358,122 @@ def test_daemon_killed_while_containers_run(daemon: Daemon) -> None:
     assert r.returncode == 0, r.stderr
     r = daemon.docker("ps", "-aq")
     assert r.stdout.strip() == ""
+
+
+async def collect(chunks: Any) -> bytes:
+    out = b""
+    async for chunk in chunks:
+        out += chunk
+    return out
+
+
+def test_cp_diff_export_commit(engine_roots: Daemon) -> None:
+    import io
+    import tarfile
+
+    async def body(engine: Engine) -> None:
+        cid, _ = await engine.create(
+            request(["sh", "-c", "echo hi > /new.txt; rm /bin/vi; echo x >> /etc/passwd"])
+        )
+        await engine.start(cid)
+        assert await asyncio.wait_for(engine.wait(cid), 30) == (0, None)
+        changes = {(c["Path"], c["Kind"]) for c in await engine.changes(cid)}
+        assert {("/new.txt", 1), ("/bin/vi", 2), ("/etc/passwd", 0), ("/etc", 0)} <= changes
+        # docker cp out of a stopped container (the rootfs is mounted for the call only)
+        stat_, chunks = await engine.archive_get(cid, "/new.txt")
+        assert stat_["name"] == "new.txt" and stat_["size"] == 3
+        tar = tarfile.open(fileobj=io.BytesIO(await collect(chunks)))
+        member = tar.extractfile("new.txt")
+        assert member is not None and member.read() == b"hi\n"
+        etc = await engine.archive_stat(cid, "/etc")
+        assert etc["mode"] & (1 << 31)  # Go's ModeDir
+        with pytest.raises(NoSuchContainer, match="Could not find the file /nope"):
+            await engine.archive_stat(cid, "/nope")
+        # docker cp into it: a tar unpacked into /tmp, names cannot escape
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as t:
+            data = b"payload"
+            ti = tarfile.TarInfo("dir/file.txt")
+            ti.size = len(data)
+            t.addfile(ti, io.BytesIO(data))
+            evil = tarfile.TarInfo("../../../../escape.txt")
+            evil.size = 1
+            t.addfile(evil, io.BytesIO(b"!"))
+        await engine.archive_put(cid, "/tmp", buf.getvalue())
+        assert not _mounts_under(engine.paths(cid).rootfs)
+        _, chunks = await engine.archive_get(cid, "/tmp/dir/file.txt")
+        t2 = tarfile.open(fileobj=io.BytesIO(await collect(chunks)))
+        got = t2.extractfile("file.txt")
+        assert got is not None and got.read() == b"payload"
+        assert not Path("/escape.txt").exists()
+        assert (await engine.archive_stat(cid, "/tmp/escape.txt"))["size"] == 1  # clamped
+        # export: the whole filesystem
+        exported = tarfile.open(fileobj=io.BytesIO(await collect(await engine.export(cid))))
+        names = set(exported.getnames())
+        assert {"new.txt", "bin/busybox", "tmp/dir/file.txt"} <= names
+        assert "bin/vi" not in names
+        # commit: a new image with the changes, which runs
+        image_id = await engine.commit(cid, "committed", "v1", comment="c", author="me")
+        img = engine.images.get("committed:v1")
+        assert img.id == image_id
+        assert img.config["history"][-1]["comment"] == "c"
+        assert len(img.diff_ids) == 2
+        other, _ = await engine.create(
+            parse_create_request({"Image": "committed:v1", "Cmd": ["cat", "/new.txt"]})
+        )
+        await engine.start(other)
+        assert await asyncio.wait_for(engine.wait(other), 30) == (0, None)
+        lines = read_log(engine.inspect(other)["LogPath"])
+        assert [entry["log"] for entry in lines] == ["hi\n"]
+        for ref in (cid, other):
+            await engine.remove(ref)
+
+    run(lambda: make_engine(engine_roots), body)
+
+
+def test_volumes_binds_and_etc_files(engine_roots: Daemon, tmp_path: Path) -> None:
+    host_dir = tmp_path / "host"
+    host_dir.mkdir()
+    (host_dir / "in.txt").write_text("from host\n")
+
+    async def body(engine: Engine) -> None:
+        writer, _ = await engine.create(
+            request(
+                ["sh", "-c", "echo shared > /data/f; cat /host/in.txt; touch /host/x || echo ro"],
+                Binds=["vol1:/data", f"{host_dir}:/host:ro"],
+                ExtraHosts=["db:10.9.8.7"],
+            )
+        )
+        info = engine.inspect(writer)
+        kinds = {m["Destination"]: m["Type"] for m in info["Mounts"]}
+        assert kinds == {"/data": "volume", "/host": "bind"}
+        await engine.start(writer)
+        assert await asyncio.wait_for(engine.wait(writer), 30) == (0, None)
+        out = [e["log"] for e in read_log(info["LogPath"])]
+        assert out[0] == "from host\n" and out[-1] == "ro\n"
+        reader, _ = await engine.create(
+            parse_create_request(
+                {
+                    "Image": "busybox",
+                    "Hostname": "box",
+                    "Cmd": ["sh", "-c", "cat /data/f; hostname; cat /etc/hostname"],
+                    "HostConfig": {"Binds": ["vol1:/data"]},
+                }
+            )
+        )
+        await engine.start(reader)
+        assert await asyncio.wait_for(engine.wait(reader), 30) == (0, None)
+        out = [e["log"] for e in read_log(engine.inspect(reader)["LogPath"])]
+        assert out == ["shared\n", "box\n", "box\n"]
+        hosts = Path(engine.inspect(writer)["HostsPath"]).read_text()
+        assert "10.9.8.7\tdb\n" in hosts
+        from bulkhead.errors import VolumeInUse
+
+        assert engine.volumes is not None
+        with pytest.raises(VolumeInUse):
+            engine.volumes.remove("vol1")
+        for ref in (writer, reader):
+            await engine.remove(ref)
+        engine.volumes.remove("vol1")
+
+    run(lambda: make_engine(engine_roots), body)

@@ -47,10 +47,11 @@ import os
 import shutil
 import signal as signal_mod
 import subprocess
+import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 import msgspec
 
@@ -1190,6 +1191,142 @@ class Engine:
         finally:
             if not was and not self.get(c.id).state.running:
                 bundle.unmount_rootfs(paths.rootfs)
+
+    # cp, diff, export, commit: the rootfs mounted for the time of the call
+    async def changes(self, ref: str) -> builtins.list[dict[str, Any]]:
+        """``docker diff``: ``[{"Path": "/x", "Kind": 0|1|2}]`` (modified, added, deleted)."""
+        from bulkhead.engine import filesystem
+
+        c = self.get(ref)
+        return await asyncio.to_thread(filesystem.changes, self.snapshotter, c.snapshot_key)
+
+    async def export(self, ref: str) -> AsyncIterator[bytes]:
+        """``docker export``: the container's filesystem as a tar, in chunks."""
+        from bulkhead.images.archive import export_filesystem
+
+        c = self.get(ref)
+
+        def write(out: BinaryIO) -> None:
+            with self.rootfs_mounted(c.id) as rootfs:
+                export_filesystem(rootfs, out)
+
+        return await self._spooled(write)
+
+    async def archive_stat(self, ref: str, path: str) -> dict[str, Any]:
+        """``HEAD /containers/{id}/archive``: Docker's ContainerPathStat (404 when missing)."""
+        from bulkhead.engine import filesystem
+
+        c = self.get(ref)
+
+        def stat_it() -> dict[str, Any]:
+            with self.rootfs_mounted(c.id) as rootfs:
+                return filesystem.path_stat(rootfs, path, c.id)
+
+        return await asyncio.to_thread(stat_it)
+
+    async def archive_get(self, ref: str, path: str) -> tuple[dict[str, Any], AsyncIterator[bytes]]:
+        """``GET /containers/{id}/archive``: (path stat, the tar of ``path`` in chunks)."""
+        from bulkhead.engine import filesystem
+
+        c = self.get(ref)
+        found: dict[str, Any] = {}
+
+        def write(out: BinaryIO) -> None:
+            with self.rootfs_mounted(c.id) as rootfs:
+                found.update(filesystem.tar_path(rootfs, path, c.id, out))
+
+        chunks = await self._spooled(write)
+        return found, chunks
+
+    async def archive_put(
+        self,
+        ref: str,
+        path: str,
+        body: AsyncIterator[bytes] | bytes,
+        *,
+        no_overwrite_dir_non_dir: bool = False,
+        copy_uid_gid: bool = False,
+    ) -> None:
+        """``PUT /containers/{id}/archive``: unpack a tar into directory ``path``."""
+        from bulkhead.engine import filesystem
+
+        c = self.get(ref)
+        if c.host_config.get("ReadonlyRootfs"):
+            raise SpecError("container rootfs is marked read-only")
+        with tempfile.TemporaryFile() as tmp:
+            if isinstance(body, bytes | bytearray):
+                tmp.write(body)
+            else:
+                async for chunk in body:
+                    await asyncio.to_thread(tmp.write, chunk)
+            tmp.seek(0)
+
+            def unpack() -> None:
+                with self.rootfs_mounted(c.id) as rootfs:
+                    filesystem.extract_to(
+                        rootfs, path, c.id, tmp, no_overwrite_dir_non_dir=no_overwrite_dir_non_dir
+                    )
+
+            await asyncio.to_thread(unpack)
+
+    async def commit(
+        self,
+        ref: str,
+        repo: str | None = None,
+        tag: str | None = None,
+        comment: str = "",
+        author: str = "",
+        changes: builtins.list[str] | None = None,
+        pause: bool = True,
+        config: dict[str, Any] | None = None,
+    ) -> str:
+        """``docker commit``: a new image of the container's changes; returns its id.
+
+        ``pause`` is accepted for Docker's API; the snapshot is read while the
+        container runs (pausing lands with the freezer in a later issue).
+        """
+        from bulkhead.engine import filesystem
+
+        c = self.get(ref)
+        created_by = " ".join([c.path, *c.args]).strip()
+        return await asyncio.to_thread(
+            filesystem.commit_image,
+            self.images,
+            self.snapshotter,
+            key=c.snapshot_key,
+            image_id=c.image,
+            container_config=c.config,
+            container_id=c.id,
+            created_by=created_by,
+            repo=repo or None,
+            tag=tag or None,
+            comment=comment,
+            author=author,
+            changes_=changes or (),
+            config_override=config,
+        )
+
+    async def _spooled(self, write: Callable[[BinaryIO], None]) -> AsyncIterator[bytes]:
+        """Run ``write(file)`` in a thread into a temporary file; return its chunks (async)."""
+        tmp = tempfile.TemporaryFile()  # noqa: SIM115 - closed by the iterator
+        try:
+            await asyncio.to_thread(write, tmp)
+            tmp.seek(0)
+        except BaseException:
+            tmp.close()
+            raise
+
+        async def chunks() -> AsyncIterator[bytes]:
+            try:
+                while True:
+                    data = await asyncio.to_thread(tmp.read, 1 << 20)
+                    if not data:
+                        return
+                    yield data
+            finally:
+                tmp.close()
+
+        return chunks()
 
 
 def human_duration(seconds: float) -> str:
