@@ -492,3 +492,54 @@ def test_docker_py_volumes_in_containers(daemon: Daemon, tmp_path: Path) -> None
     out = client.containers.run("busybox", ["cat", "/v/f"], volumes=["pyv:/v:ro"], remove=True)
     assert out == b"py\n"
     assert client.volumes.get("pyv").attrs["Name"] == "pyv"
+
+
+def test_image_volume_copied_up_into_an_anonymous_volume(daemon: Daemon) -> None:
+    _ok(daemon.docker("run", "--name", "base", "busybox",
+                      "sh", "-c", "mkdir /data && echo baked > /data/f && chown 1000:1000 /data"))  # fmt: skip
+    _ok(daemon.docker("commit", "-c", "VOLUME /data", "base", "volimg"))
+    _ok(daemon.docker("rm", "base"))
+    cid = _ok(daemon.docker("create", "volimg", "sh", "-c", "cat /data/f; stat -c %u /data"))
+    cid = cid.strip()
+    assert _ok(daemon.docker("start", "-a", cid)) == "baked\n1000\n"
+    [doc] = json.loads(_ok(daemon.docker("inspect", cid)))
+    [mount] = doc["Mounts"]
+    assert mount["Type"] == "volume" and mount["Destination"] == "/data" and mount["Mode"] == ""
+    assert (Path(mount["Source"]) / "f").read_text() == "baked\n"
+    assert os.stat(mount["Source"]).st_uid == 1000  # the directory's owner comes along
+    # a -v at the same destination replaces the image volume
+    out = _ok(daemon.docker("run", "--rm", "-v", "mine:/data", "volimg", "cat", "/data/f"))
+    assert out == "baked\n"  # ...and is copied up the same way
+    assert _volume_names(daemon) == sorted([mount["Name"], "mine"])
+    _ok(daemon.docker("rm", "-v", cid))
+    assert _volume_names(daemon) == ["mine"]
+
+
+def test_bind_a_single_file_and_a_bind_volume(daemon: Daemon, tmp_path: Path) -> None:
+    host_file = tmp_path / "conf"
+    host_file.write_text("setting=1\n")
+    out = _ok(daemon.docker("run", "--rm", "-v", f"{host_file}:/etc/app.conf:ro", "busybox",
+                            "cat", "/etc/app.conf"))  # fmt: skip
+    assert out == "setting=1\n"
+    # the local driver's bind option: a volume whose data is a host directory
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    _ok(daemon.docker("volume", "create", "--opt", "type=none", "--opt", "o=bind",
+                      "--opt", f"device={shared}", "hostdir"))  # fmt: skip
+    _ok(daemon.docker("run", "--rm", "-v", "hostdir:/out", "busybox",
+                      "sh", "-c", "echo through the volume > /out/f"))  # fmt: skip
+    assert (shared / "f").read_text() == "through the volume\n"
+    [vol] = json.loads(_ok(daemon.docker("volume", "inspect", "hostdir")))
+    assert not any(m.mountpoint == vol["Mountpoint"] for m in mountinfo.read())  # released
+    _ok(daemon.docker("volume", "rm", "hostdir"))
+    assert (shared / "f").exists()  # removing the volume leaves the bound directory alone
+
+
+def test_volume_references_survive_a_daemon_restart(daemon: Daemon) -> None:
+    _ok(daemon.docker("create", "--name", "holder", "-v", "kept:/k", "busybox", "true"))
+    daemon.restart(kill=True)
+    r = daemon.docker("volume", "rm", "kept")
+    assert r.returncode == 1 and "volume is in use" in r.stderr
+    assert _ok(daemon.docker("volume", "ls", "-q", "--filter", "dangling=true")) == ""
+    _ok(daemon.docker("rm", "holder"))
+    _ok(daemon.docker("volume", "rm", "kept"))
