@@ -367,6 +367,19 @@ async def collect(chunks: Any) -> bytes:
     return out
 
 
+def untar(data: bytes) -> dict[str, bytes | None]:
+    """name -> content (None for what is not a regular file)."""
+    import io
+    import tarfile
+
+    out: dict[str, bytes | None] = {}
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        for m in tar:
+            f = tar.extractfile(m) if m.isreg() else None
+            out[m.name] = f.read() if f is not None else None
+    return out
+
+
 def test_cp_diff_export_commit(engine_roots: Daemon) -> None:
     import io
     import tarfile
@@ -382,9 +395,7 @@ def test_cp_diff_export_commit(engine_roots: Daemon) -> None:
         # docker cp out of a stopped container (the rootfs is mounted for the call only)
         stat_, chunks = await engine.archive_get(cid, "/new.txt")
         assert stat_["name"] == "new.txt" and stat_["size"] == 3
-        tar = tarfile.open(fileobj=io.BytesIO(await collect(chunks)))
-        member = tar.extractfile("new.txt")
-        assert member is not None and member.read() == b"hi\n"
+        assert untar(await collect(chunks)) == {"new.txt": b"hi\n"}
         etc = await engine.archive_stat(cid, "/etc")
         assert etc["mode"] & (1 << 31)  # Go's ModeDir
         with pytest.raises(NoSuchContainer, match="Could not find the file /nope"):
@@ -402,14 +413,11 @@ def test_cp_diff_export_commit(engine_roots: Daemon) -> None:
         await engine.archive_put(cid, "/tmp", buf.getvalue())
         assert not _mounts_under(engine.paths(cid).rootfs)
         _, chunks = await engine.archive_get(cid, "/tmp/dir/file.txt")
-        t2 = tarfile.open(fileobj=io.BytesIO(await collect(chunks)))
-        got = t2.extractfile("file.txt")
-        assert got is not None and got.read() == b"payload"
+        assert untar(await collect(chunks)) == {"file.txt": b"payload"}
         assert not Path("/escape.txt").exists()
         assert (await engine.archive_stat(cid, "/tmp/escape.txt"))["size"] == 1  # clamped
         # export: the whole filesystem
-        exported = tarfile.open(fileobj=io.BytesIO(await collect(await engine.export(cid))))
-        names = set(exported.getnames())
+        names = set(untar(await collect(await engine.export(cid))))
         assert {"new.txt", "bin/busybox", "tmp/dir/file.txt"} <= names
         assert "bin/vi" not in names
         # commit: a new image with the changes, which runs
