@@ -1,0 +1,315 @@
+"""The real docker CLI (28.x) driving the daemon's container and exec endpoints.
+
+Each test gets a fresh daemon with the offline busybox image (the ``daemon``
+fixture of :mod:`tests.integration.engine_fixtures`), which cleans up
+containers, mounts and processes afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import select
+import subprocess
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+from tests.integration.engine_fixtures import DOCKER, Daemon
+
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root"),
+    pytest.mark.skipif(DOCKER is None, reason="docker CLI not installed"),
+]
+
+
+def ok(r: subprocess.CompletedProcess[str]) -> str:
+    assert r.returncode == 0, f"exit {r.returncode}\nstdout: {r.stdout}\nstderr: {r.stderr}"
+    return r.stdout
+
+
+def run_pty(
+    daemon: Daemon, args: list[str], keys: list[bytes], timeout: float = 30
+) -> tuple[int, bytes]:
+    """Run the docker CLI under a pseudo-terminal, typing ``keys`` one after another once output shows."""
+    assert DOCKER is not None
+    pid, fd = pty.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.execvpe(DOCKER, [DOCKER, *args], daemon.env())
+    out = b""
+    deadline = time.monotonic() + timeout
+    pending = list(keys)
+    last_send = 0.0
+    try:
+        while time.monotonic() < deadline:
+            r, _, _ = select.select([fd], [], [], 0.2)
+            if r:
+                try:
+                    chunk = os.read(fd, 4096)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                out += chunk
+            if pending and time.monotonic() - last_send > 0.5 and (out or last_send == 0.0):
+                if last_send == 0.0 and not out:
+                    continue
+                os.write(fd, pending.pop(0))
+                last_send = time.monotonic()
+        else:
+            os.kill(pid, 9)
+    finally:
+        _, status = os.waitpid(pid, 0)
+        os.close(fd)
+    return os.waitstatus_to_exitcode(status), out
+
+
+def test_run_rm_prints_output_and_exits_with_its_code(daemon: Daemon) -> None:
+    r = daemon.docker("run", "--rm", "busybox", "echo", "hello")
+    assert ok(r) == "hello\n"
+    r = daemon.docker("run", "--rm", "busybox", "sh", "-c", "echo out; echo err >&2; exit 3")
+    assert r.returncode == 3
+    assert r.stdout == "out\n"
+    assert r.stderr == "err\n"
+    assert ok(daemon.docker("ps", "-aq")) == ""  # --rm removed them
+
+
+def test_run_missing_command_is_127_and_bad_option_125(daemon: Daemon) -> None:
+    r = daemon.docker("run", "--rm", "busybox", "nosuchcommand")
+    assert r.returncode == 127, r.stderr
+    r = daemon.docker("run", "--rm", "-m", "1k", "busybox", "true")
+    assert r.returncode == 125
+    assert "Minimum memory limit allowed is 6MB" in r.stderr
+    r = daemon.docker("run", "--rm", "nosuchimage:latest", "true")
+    assert r.returncode == 125
+
+
+def test_run_stdin_pipe(daemon: Daemon) -> None:
+    r = daemon.docker(
+        "run", "--rm", "-i", "busybox", "sh", "-c", "tr a-z A-Z; echo done", input="abc\n"
+    )
+    assert ok(r) == "ABC\ndone\n"
+
+
+def test_detached_lifecycle_logs_stop_rm(daemon: Daemon) -> None:
+    cid = ok(
+        daemon.docker(
+            "run",
+            "-d",
+            "--name",
+            "ticker",
+            "busybox",
+            "sh",
+            "-c",
+            "echo started; trap 'echo bye; exit 0' TERM; while :; do sleep 0.1; done",
+        )
+    ).strip()
+    assert len(cid) == 64
+    deadline = time.monotonic() + 10
+    while "started" not in daemon.docker("logs", "ticker").stdout and time.monotonic() < deadline:
+        time.sleep(0.05)
+    ps = ok(daemon.docker("ps", "--format", "{{.Names}} {{.State}}"))
+    assert "ticker running" in ps
+    inspect = json.loads(ok(daemon.docker("inspect", "ticker")))[0]
+    assert inspect["State"]["Running"] is True
+    assert inspect["Id"] == cid
+    ok(daemon.docker("stop", "-t", "5", "ticker"))
+    assert ok(daemon.docker("logs", "ticker")) == "started\nbye\n"
+    assert (
+        ok(
+            daemon.docker("inspect", "-f", "{{.State.ExitCode}} {{.State.Status}}", "ticker")
+        ).strip()
+        == "0 exited"
+    )
+    r = daemon.docker("stop", "ticker")  # already stopped: 304, the CLI is happy
+    assert r.returncode == 0
+    ok(daemon.docker("rm", "ticker"))
+    r = daemon.docker("inspect", "ticker")
+    assert r.returncode == 1 and "No such" in r.stderr
+
+
+def test_rm_running_needs_force_and_name_conflict(daemon: Daemon) -> None:
+    ok(daemon.docker("run", "-d", "--name", "busy", "busybox", "sleep", "60"))
+    r = daemon.docker("rm", "busy")
+    assert r.returncode == 1
+    assert "stop the container before removing or force remove" in r.stderr
+    r = daemon.docker("run", "-d", "--name", "busy", "busybox", "true")
+    assert r.returncode == 125 and "Conflict" in r.stderr
+    ok(daemon.docker("rm", "-f", "busy"))
+
+
+def test_logs_follow_tail_timestamps(daemon: Daemon) -> None:
+    ok(
+        daemon.docker(
+            "run",
+            "-d",
+            "--name",
+            "counter",
+            "busybox",
+            "sh",
+            "-c",
+            "for i in 1 2 3 4 5; do echo line$i; sleep 0.2; done",
+        )
+    )
+    r = daemon.docker("logs", "-f", "counter", timeout=30)
+    assert ok(r) == "".join(f"line{i}\n" for i in range(1, 6))
+    assert ok(daemon.docker("logs", "--tail", "2", "counter")) == "line4\nline5\n"
+    stamped = ok(daemon.docker("logs", "-t", "--tail", "1", "counter"))
+    assert stamped.endswith(" line5\n") and stamped.startswith("20")
+    assert (
+        ok(daemon.docker("logs", "--since", "2000-01-01T00:00:00Z", "--tail", "1", "counter"))
+        == "line5\n"
+    )
+    assert ok(daemon.docker("logs", "--until", "2000-01-01T00:00:00Z", "counter")) == ""
+
+
+def test_wait_kill_restart(daemon: Daemon) -> None:
+    loop = "trap 'exit 7' USR1; while :; do sleep 0.1; done"
+    ok(daemon.docker("run", "-d", "--name", "waiter", "busybox", "sh", "-c", loop))
+    ok(daemon.docker("kill", "-s", "USR1", "waiter"))
+    assert ok(daemon.docker("wait", "waiter")).strip() == "7"
+    ok(daemon.docker("restart", "waiter"))
+    assert ok(daemon.docker("inspect", "-f", "{{.State.Running}}", "waiter")).strip() == "true"
+    ok(daemon.docker("restart", "-t", "1", "waiter"))  # sh ignores TERM as PID 1: killed after 1 s
+    assert ok(daemon.docker("inspect", "-f", "{{.State.Running}}", "waiter")).strip() == "true"
+    r = daemon.docker("kill", "-s", "NOPE", "waiter")
+    assert r.returncode == 1 and "NOPE" in r.stderr
+    ok(daemon.docker("kill", "waiter"))
+    assert ok(daemon.docker("wait", "waiter")).strip() == "137"
+    r = daemon.docker("kill", "waiter")
+    assert r.returncode == 1 and "is not running" in r.stderr
+
+
+def test_create_then_start_attach(daemon: Daemon) -> None:
+    cid = ok(daemon.docker("create", "--name", "c1", "busybox", "echo", "from-create")).strip()
+    assert ok(daemon.docker("inspect", "-f", "{{.State.Status}}", cid)).strip() == "created"
+    assert ok(daemon.docker("start", "-a", "c1")) == "from-create\n"
+    assert ok(daemon.docker("inspect", "-f", "{{.State.Status}}", cid)).strip() == "exited"
+
+
+def test_attach_to_running_container(daemon: Daemon) -> None:
+    ok(
+        daemon.docker(
+            "run",
+            "-d",
+            "--name",
+            "att",
+            "busybox",
+            "sh",
+            "-c",
+            "sleep 1; echo attached-output; sleep 0.3",
+        )
+    )
+    r = daemon.docker("attach", "att", timeout=20)
+    assert r.returncode == 0, r.stderr
+    assert "attached-output" in r.stdout
+
+
+def test_exec_and_exit_codes(daemon: Daemon) -> None:
+    ok(daemon.docker("run", "-d", "--name", "ex", "-e", "FROM_RUN=1", "busybox", "sleep", "60"))
+    assert ok(daemon.docker("exec", "ex", "echo", "hi")) == "hi\n"
+    r = daemon.docker(
+        "exec", "-e", "X=2", "-w", "/tmp", "ex", "sh", "-c", "echo $FROM_RUN$X $(pwd); exit 4"
+    )
+    assert r.returncode == 4 and r.stdout == "12 /tmp\n"
+    assert ok(daemon.docker("exec", "-u", "nobody", "ex", "id", "-u")).strip() == "65534"
+    r = daemon.docker("exec", "ex", "nosuchcommand")
+    assert r.returncode == 127
+    assert ok(daemon.docker("exec", "-i", "ex", "cat", input="piped\n")) == "piped\n"
+    ok(daemon.docker("exec", "-d", "ex", "sh", "-c", "echo bg > /tmp/bg"))
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        r = daemon.docker("exec", "ex", "cat", "/tmp/bg")
+        if r.returncode == 0:
+            break
+        time.sleep(0.1)
+    assert r.stdout == "bg\n"
+    ok(daemon.docker("stop", "-t", "0", "ex"))
+    r = daemon.docker("exec", "ex", "true")
+    assert r.returncode != 0 and "is not running" in r.stderr
+
+
+def test_run_it_under_a_terminal(daemon: Daemon) -> None:
+    code, out = run_pty(
+        daemon, ["run", "-it", "--rm", "busybox", "sh"], [b"echo $((6*7))\r", b"exit 5\r"]
+    )
+    assert b"42" in out, out
+    assert code == 5, out
+
+
+def test_exec_it_under_a_terminal(daemon: Daemon) -> None:
+    ok(daemon.docker("run", "-d", "--name", "tt", "busybox", "sleep", "60"))
+    code, out = run_pty(daemon, ["exec", "-it", "tt", "sh"], [b"tty; echo $((6*7))\r", b"exit 3\r"])
+    assert b"/dev/pts/" in out and b"42" in out, out
+    assert code == 3, out
+
+
+def test_rename_inspect_ps_filters(daemon: Daemon) -> None:
+    ok(daemon.docker("run", "-d", "--name", "old", "-l", "team=a", "busybox", "sleep", "60"))
+    ok(daemon.docker("create", "--name", "idle", "busybox", "true"))
+    ok(daemon.docker("rename", "old", "new"))
+    assert ok(daemon.docker("ps", "--format", "{{.Names}}")).split() == ["new"]
+    names = ok(daemon.docker("ps", "-a", "--format", "{{.Names}}")).split()
+    assert sorted(names) == ["idle", "new"]
+    assert ok(
+        daemon.docker("ps", "-a", "--filter", "label=team=a", "--format", "{{.Names}}")
+    ).split() == ["new"]
+    assert ok(
+        daemon.docker("ps", "-a", "--filter", "status=created", "--format", "{{.Names}}")
+    ).split() == ["idle"]
+    r = daemon.docker("rename", "new", "idle")
+    assert r.returncode == 1 and "Conflict" in r.stderr
+
+
+def test_run_options_reach_the_container(daemon: Daemon) -> None:
+    out = ok(
+        daemon.docker(
+            "run",
+            "--rm",
+            "-h",
+            "myhost",
+            "-w",
+            "/tmp",
+            "-u",
+            "1000:1000",
+            "-e",
+            "A=1",
+            "--read-only",
+            "--tmpfs",
+            "/scratch",
+            "busybox",
+            "sh",
+            "-c",
+            "echo $(hostname) $(pwd) $(id -u):$(id -g) $A; touch /x 2>/dev/null || echo ro; touch /scratch/y && echo tmpfs",
+        )
+    )
+    assert out == "myhost /tmp 1000:1000 1\nro\ntmpfs\n"
+
+
+def test_cp_export_diff_commit(daemon: Daemon, tmp_path: Path) -> None:
+    ok(
+        daemon.docker(
+            "run", "-d", "--name", "files", "busybox", "sh", "-c", "echo data > /made; sleep 60"
+        )
+    )
+    deadline = time.monotonic() + 5
+    while (
+        daemon.docker("exec", "files", "cat", "/made").returncode != 0
+        and time.monotonic() < deadline
+    ):
+        time.sleep(0.1)
+    ok(daemon.docker("cp", "files:/made", str(tmp_path / "made")))
+    assert (tmp_path / "made").read_text() == "data\n"
+    (tmp_path / "in.txt").write_text("into\n")
+    ok(daemon.docker("cp", str(tmp_path / "in.txt"), "files:/in.txt"))
+    assert ok(daemon.docker("exec", "files", "cat", "/in.txt")) == "into\n"
+    diff = ok(daemon.docker("diff", "files")).split("\n")
+    assert "A /made" in diff and "A /in.txt" in diff
+    ok(daemon.docker("export", "-o", str(tmp_path / "fs.tar"), "files"))
+    with tarfile.open(tmp_path / "fs.tar") as tar:
+        assert "made" in {m.name.lstrip("./") for m in tar.getmembers()}
+    image = ok(daemon.docker("commit", "files", "snap:1")).strip()
+    assert image.startswith("sha256:")
+    assert ok(daemon.docker("run", "--rm", "snap:1", "cat", "/made")) == "data\n"
