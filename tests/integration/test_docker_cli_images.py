@@ -334,3 +334,18 @@ def test_store_is_consistent_after_failed_pull(images_daemon: Daemon, registry: 
     finally:
         db.close()
     assert names == ["docker.io/library/busybox:latest"]
+
+
+@pytest.mark.skipif(images_fixtures.STANDIN, reason="needs the container engine")
+def test_rmi_of_an_image_a_container_uses(images_daemon: Daemon) -> None:
+    d = images_daemon
+    cid = ok(d.docker("create", "--name", "user1", "busybox", "true")).strip()
+    r = d.docker("rmi", "busybox")
+    assert r.returncode == 1
+    assert "conflict" in r.stderr and cid[:12] in r.stderr
+    ok(d.docker("tag", "busybox", "second:name"))
+    # One of several names may go; the image stays for the container.
+    assert ok(d.docker("rmi", "second:name")).strip() == "Untagged: second:name"
+    ok(d.docker("rm", "user1"))
+    out = ok(d.docker("rmi", "busybox"))
+    assert "Untagged: busybox:latest" in out and "Deleted: sha256:" in out
