@@ -1,14 +1,27 @@
-"""``python -m bulkhead.daemon [--socket PATH] [--root DIR]``: the bulkhead daemon.
+"""``bulkhead daemon``: the daemon that serves the Docker Engine API.
 
-Serves the Docker Engine API (:mod:`bulkhead.api`) on a unix socket
-(default ``/run/bulkhead/bulkhead.sock``, mode 0660) with its state under
-``--root`` (default ``/var/lib/bulkhead``). A socket file left by a dead
-daemon is removed; when another daemon answers on it, this one refuses to
-start (exit 1). SIGTERM and SIGINT stop it cleanly and remove its socket.
+It serves :mod:`bulkhead.api` on a unix socket (default
+``/run/bulkhead/bulkhead.sock``, mode 0660) with its persistent state under
+the data root (default ``/var/lib/bulkhead``) and its run-time state under
+the exec root (default ``/run/bulkhead``); see
+:mod:`bulkhead.engine.context` for the layout.
 
-The process stays single-threaded: it will spawn the runtime for
-containers as fresh processes, and forking from a process with threads is
-unsafe (another thread may hold a lock the child then never sees released).
+Settings come from flags over ``/etc/bulkhead/daemon.json`` (Docker's
+``daemon.json`` keys: ``data-root``, ``exec-root``, ``hosts``,
+``default-runtime``, ``runtimes`` (``{"runc": {"path": "/usr/sbin/runc"}}``),
+``log-opts`` (``max-size``, ``max-file``), ``insecure-registries``,
+``registry-mirrors``, ``storage-driver``, ``debug``). An unknown key or a
+value of the wrong type is an error naming the file and the key, as dockerd
+does.
+
+A socket file left by a dead daemon is removed; when another daemon answers
+on it, this one refuses to start (exit 1). SIGTERM and SIGINT stop it
+cleanly and remove its socket; containers keep running (each has its own
+monitor), and the next daemon finds them again.
+
+The process is asyncio with worker threads for blocking work (SQLite,
+unpacking, pulls), so it never forks: containers are started by the monitor
+zygote, a separate single-threaded process (:mod:`bulkhead.engine.zygote`).
 """
 
 from __future__ import annotations
@@ -16,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -23,12 +37,18 @@ import socket
 import stat
 import sys
 from pathlib import Path
+from typing import Any
 
-from bulkhead.api import build_router
-from bulkhead.api.server import APIServer
+from bulkhead.engine.context import (
+    DEFAULT_CONFIG_FILE,
+    DEFAULT_EXEC_ROOT,
+    DEFAULT_ROOT,
+    DEFAULT_SOCKET,
+    DaemonConfig,
+    Services,
+)
+from bulkhead.errors import BulkheadError, SpecError
 
-DEFAULT_SOCKET = "/run/bulkhead/bulkhead.sock"
-DEFAULT_ROOT = "/var/lib/bulkhead"
 SOCKET_MODE = 0o660
 
 log = logging.getLogger("bulkhead.daemon")
@@ -36,6 +56,10 @@ log = logging.getLogger("bulkhead.daemon")
 
 class DaemonRunning(Exception):
     """Another daemon answers on the socket."""
+
+
+class ConfigError(SpecError):
+    """``daemon.json`` or a flag says something the daemon cannot use."""
 
 
 def socket_answers(path: str, timeout: float = 1.0) -> bool:
@@ -64,45 +88,317 @@ def prepare_socket_path(path: str) -> None:
     os.unlink(path)
 
 
-async def serve(socket_path: str, root: Path) -> None:
+# --- configuration -----------------------------------------------------------------
+
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3}
+
+
+def parse_log_size(value: str, where: str) -> int:
+    """Docker's ``max-size`` (``10m``, ``100k``, ``1g``; decimal units as Docker's json-file)."""
+    text = value.strip().lower()
+    digits = text.rstrip("abcdefghijklmnopqrstuvwxyz")
+    unit = text[len(digits) :]
+    if not digits or unit not in _SIZE_UNITS:
+        raise ConfigError(f"invalid size {value!r} (e.g. 10m, 500k)", where=where)
+    try:
+        size = int(float(digits) * _SIZE_UNITS[unit])
+    except ValueError:
+        raise ConfigError(f"invalid size {value!r}", where=where) from None
+    if size < 0:
+        raise ConfigError(f"invalid size {value!r}: negative", where=where)
+    return size
+
+
+def parse_log_files(value: str, where: str) -> int:
+    if not value.strip().isdigit() or int(value) < 1:
+        raise ConfigError(f"invalid max-file {value!r}: a number >= 1", where=where)
+    return int(value)
+
+
+_KNOWN_KEYS = {
+    "data-root",
+    "exec-root",
+    "hosts",
+    "default-runtime",
+    "runtimes",
+    "log-driver",
+    "log-opts",
+    "insecure-registries",
+    "registry-mirrors",
+    "storage-driver",
+    "debug",
+    "live-restore",
+}
+
+
+def _expect(value: Any, kind: type | tuple[type, ...], where: str) -> Any:
+    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+        names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
+        raise ConfigError(f"expected {names}, got {json.dumps(value)}", where=where)
+    return value
+
+
+def apply_config_file(config: DaemonConfig, path: str, *, required: bool) -> None:
+    """Read ``daemon.json`` at ``path`` into ``config``; a missing file is fine unless ``required``."""
+    try:
+        with open(path, "rb") as f:
+            doc = json.load(f)
+    except FileNotFoundError:
+        if required:
+            raise ConfigError("no such file", where=path) from None
+        return
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read: {exc}", where=path) from None
+    _expect(doc, dict, path)
+    unknown = sorted(set(doc) - _KNOWN_KEYS)
+    if unknown:
+        raise ConfigError(f"unknown key(s): {', '.join(unknown)}", where=path)
+    if "data-root" in doc:
+        config.root = Path(_expect(doc["data-root"], str, f"{path}: data-root"))
+    if "exec-root" in doc:
+        config.exec_root = Path(_expect(doc["exec-root"], str, f"{path}: exec-root"))
+    if "hosts" in doc:
+        hosts = _expect(doc["hosts"], list, f"{path}: hosts")
+        unix = [h for h in hosts if isinstance(h, str) and h.startswith("unix://")]
+        if len(unix) != len(hosts) or len(unix) != 1:
+            raise ConfigError("exactly one unix:// socket is supported", where=f"{path}: hosts")
+        config.socket = unix[0].removeprefix("unix://")
+    if "default-runtime" in doc:
+        config.default_runtime = _expect(doc["default-runtime"], str, f"{path}: default-runtime")
+    for name, entry in _expect(doc.get("runtimes", {}), dict, f"{path}: runtimes").items():
+        where = f"{path}: runtimes.{name}"
+        entry = _expect(entry, dict, where)
+        config.runtimes[name] = _expect(entry.get("path"), str, f"{where}.path")
+    if "log-driver" in doc and doc["log-driver"] != "json-file":
+        raise ConfigError(
+            f"log driver {doc['log-driver']!r} is not supported (json-file only)",
+            where=f"{path}: log-driver",
+        )
+    opts = _expect(doc.get("log-opts", {}), dict, f"{path}: log-opts")
+    for key, value in opts.items():
+        where = f"{path}: log-opts.{key}"
+        _expect(value, str, where)
+        if key == "max-size":
+            config.log_max_size = parse_log_size(value, where)
+        elif key == "max-file":
+            config.log_max_files = parse_log_files(value, where)
+        else:
+            raise ConfigError("unknown log option (max-size, max-file)", where=where)
+    if "insecure-registries" in doc:
+        regs = _expect(doc["insecure-registries"], list, f"{path}: insecure-registries")
+        config.insecure_registries = [_expect(r, str, f"{path}: insecure-registries") for r in regs]
+    if "registry-mirrors" in doc:
+        mirrors = _expect(doc["registry-mirrors"], list, f"{path}: registry-mirrors")
+        config.registry_mirrors = [_expect(m, str, f"{path}: registry-mirrors") for m in mirrors]
+    if "storage-driver" in doc:
+        driver = _expect(doc["storage-driver"], str, f"{path}: storage-driver")
+        config.snapshotter = _snapshotter_name(driver, f"{path}: storage-driver")
+    if "debug" in doc:
+        config.debug = _expect(doc["debug"], bool, f"{path}: debug")
+
+
+def _snapshotter_name(driver: str, where: str) -> str:
+    names = {"overlay": "overlay", "overlay2": "overlay", "overlayfs": "overlay", "vfs": "vfs"}
+    if driver not in names:
+        raise ConfigError(f"unknown storage driver {driver!r} (overlay2, vfs)", where=where)
+    return names[driver]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bulkhead daemon", description="Serve the Docker Engine API on a unix socket."
+    )
+    parser.add_argument("--host", "-H", help=f"unix socket (default {DEFAULT_SOCKET})")
+    parser.add_argument("--socket", dest="host", help=argparse.SUPPRESS)
+    parser.add_argument("--data-root", "--root", dest="root", help=f"default {DEFAULT_ROOT}")
+    parser.add_argument("--exec-root", help=f"default {DEFAULT_EXEC_ROOT}")
+    parser.add_argument("--config-file", help=f"default {DEFAULT_CONFIG_FILE}")
+    parser.add_argument("--default-runtime", help="bulkhead (built in), runc, crun, or added")
+    parser.add_argument(
+        "--add-runtime", action="append", default=[], metavar="NAME=PATH", help="a runc-like binary"
+    )
+    parser.add_argument("--log-opt", action="append", default=[], metavar="max-size=|max-file=")
+    parser.add_argument("--insecure-registry", action="append", default=[])
+    parser.add_argument("--storage-driver", help="overlay2 or vfs")
+    parser.add_argument("--debug", "-D", action="store_true", help="debug logging")
+    return parser
+
+
+def load_config(argv: list[str] | None = None) -> DaemonConfig:
+    """Flags over ``daemon.json`` over defaults (the ``runc``/``crun`` runtimes when installed)."""
+    args = build_parser().parse_args(argv)
+    config = DaemonConfig()
+    import shutil
+
+    for name in ("runc", "crun", "bulkhead-runtime"):
+        found = shutil.which(name)
+        if found:
+            config.runtimes[name] = found
+    apply_config_file(
+        config, args.config_file or DEFAULT_CONFIG_FILE, required=args.config_file is not None
+    )
+    if args.host:
+        if "://" in args.host and not args.host.startswith("unix://"):
+            raise ConfigError(f"only unix:// sockets are supported: {args.host}", where="--host")
+        config.socket = args.host.removeprefix("unix://")
+    if args.root:
+        config.root = Path(args.root)
+    if args.exec_root:
+        config.exec_root = Path(args.exec_root)
+    for entry in args.add_runtime:
+        name, sep, path = entry.partition("=")
+        if not sep or not name or not path:
+            raise ConfigError(f"expected NAME=PATH, got {entry!r}", where="--add-runtime")
+        config.runtimes[name] = path
+    if args.default_runtime:
+        config.default_runtime = args.default_runtime
+    for entry in args.log_opt:
+        key, sep, value = entry.partition("=")
+        if key == "max-size" and sep:
+            config.log_max_size = parse_log_size(value, "--log-opt max-size")
+        elif key == "max-file" and sep:
+            config.log_max_files = parse_log_files(value, "--log-opt max-file")
+        else:
+            raise ConfigError(f"unknown log option {entry!r} (max-size, max-file)", "--log-opt")
+    config.insecure_registries += args.insecure_registry
+    if args.storage_driver:
+        config.snapshotter = _snapshotter_name(args.storage_driver, "--storage-driver")
+    config.debug = config.debug or args.debug
+    if config.default_runtime != "bulkhead" and config.default_runtime not in config.runtimes:
+        raise ConfigError(
+            f"unknown runtime {config.default_runtime!r} (known: bulkhead, "
+            f"{', '.join(sorted(config.runtimes))})",
+            where="default-runtime",
+        )
+    return config
+
+
+# --- services ------------------------------------------------------------------------
+
+
+def open_snapshotter(config: DaemonConfig) -> Any:
+    """The snapshotter the config names, or overlay when the data root supports it, else vfs."""
+    from bulkhead.snapshots import overlay, vfs
+
+    base = config.snapshots_root
+    base.mkdir(parents=True, exist_ok=True, mode=0o700)
+    name = config.snapshotter
+    if not name:
+        reason = overlay.supported(base)
+        name = "overlay" if reason is None else "vfs"
+        if reason is not None:
+            log.warning("overlay snapshots unavailable (%s): using vfs", reason)
+    config.snapshotter = name
+    if name == "overlay":
+        return overlay.OverlaySnapshotter(base / "overlay")
+    return vfs.VfsSnapshotter(base / "vfs")
+
+
+def open_services(config: DaemonConfig) -> Services:
+    """Open the stores and build the engine (does not start anything yet)."""
+    from bulkhead.api.system import SystemInfo
+    from bulkhead.engine.engine import Engine
+    from bulkhead.engine.volumes import VolumeStore
+    from bulkhead.images.store import ImageStore
+
+    config.root.mkdir(parents=True, exist_ok=True, mode=0o711)
+    config.exec_root.mkdir(parents=True, exist_ok=True, mode=0o711)
+    images = ImageStore(config.images_root)
+    snapshotter = open_snapshotter(config)
+    volumes = VolumeStore(config.volumes_root)
+    engine = Engine(config=config, images=images, snapshotter=snapshotter, volumes=volumes)
+    info = SystemInfo(
+        root=config.root,
+        driver="overlay2" if config.snapshotter == "overlay" else "vfs",
+        default_runtime=config.default_runtime,
+    )
+    services = Services(
+        config=config,
+        images=images,
+        snapshotter=snapshotter,
+        volumes=volumes,
+        engine=engine,
+        info=info,
+    )
+    _plug_counters(services)
+    return services
+
+
+def _plug_counters(services: Services) -> None:
+    """``/info``'s container and image counts from the live stores."""
+    engine, images = services.engine, services.images
+
+    def containers() -> dict[str, int]:
+        counts = {"running": 0, "paused": 0, "stopped": 0}
+        for c in engine.list(all=True):
+            state = c.get("State", "")
+            key = "running" if state == "running" else "paused" if state == "paused" else "stopped"
+            counts[key] += 1
+        return counts
+
+    services.info.containers = containers
+    services.info.images = lambda: len(images.list())
+
+
+def build_router(services: Services) -> Any:
+    """The daemon's routing table: system, then containers, exec, images and volumes."""
+    from bulkhead.api import containers, exec, images, system, volumes
+    from bulkhead.api.routes import Router
+
+    router = Router()
+    system.register(router, services.info)
+    for module in (containers, exec, images, volumes):
+        module.register(router, services)
+    return router
+
+
+async def serve(config: DaemonConfig) -> None:
     """Run until SIGTERM or SIGINT."""
-    root.mkdir(parents=True, exist_ok=True, mode=0o711)
-    prepare_socket_path(socket_path)
-    server = APIServer(build_router(root))
-    await server.start_unix(socket_path)
-    os.chmod(socket_path, SOCKET_MODE)
-    ours = os.stat(socket_path).st_ino
+    from bulkhead.api.server import APIServer
+
+    prepare_socket_path(config.socket)
+    services = open_services(config)
+    await services.engine.start_up()
+    server = APIServer(build_router(services))
+    await server.start_unix(config.socket)
+    os.chmod(config.socket, SOCKET_MODE)
+    ours = os.stat(config.socket).st_ino
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    log.info("bulkhead daemon listening on %s (root %s)", socket_path, root)
+    log.info(
+        "bulkhead daemon listening on %s (data root %s, exec root %s, runtime %s, snapshots %s)",
+        config.socket,
+        config.root,
+        config.exec_root,
+        config.default_runtime,
+        config.snapshotter,
+    )
     try:
         await stop.wait()
     finally:
         await server.close()
         with contextlib.suppress(OSError):
-            if os.stat(socket_path).st_ino == ours:
-                os.unlink(socket_path)
+            if os.stat(config.socket).st_ino == ours:
+                os.unlink(config.socket)
+        await services.engine.shut_down()
+        services.images.close()
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="bulkhead daemon", description=__doc__.split("\n")[0])
-    parser.add_argument("--socket", "-H", default=DEFAULT_SOCKET, help="unix socket path")
-    parser.add_argument("--root", default=DEFAULT_ROOT, help="state directory")
-    parser.add_argument("--debug", "-D", action="store_true", help="debug logging")
-    args = parser.parse_args(argv)
-    socket_path = args.socket.removeprefix("unix://")
+    try:
+        config = load_config(argv)
+    except ConfigError as exc:
+        print(f"bulkhead daemon: {exc}", file=sys.stderr)
+        return 1
     logging.basicConfig(
-        level=logging.DEBUG if args.debug else logging.INFO,
+        level=logging.DEBUG if config.debug else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        asyncio.run(serve(socket_path, Path(args.root)))
-    except DaemonRunning as exc:
-        print(f"bulkhead daemon: {exc}", file=sys.stderr)
-        return 1
-    except OSError as exc:
+        asyncio.run(serve(config))
+    except (DaemonRunning, BulkheadError, OSError) as exc:
         print(f"bulkhead daemon: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -10,7 +10,13 @@ with another (httpx's exception tree is the model)::
     │   ├── InvalidContainerId
     │   ├── ContainerNotFound
     │   ├── ContainerExists
-    │   └── WrongState            e.g. `start` of a running container
+    │   ├── WrongState            e.g. `start` of a running container
+    │   ├── NoSuchContainer       the engine knows no container by this id, prefix or name
+    │   ├── NameConflict          a container name already taken
+    │   ├── ContainerNotRunning   e.g. `exec` in a stopped container
+    │   ├── ContainerRunning      e.g. `rm` of a running container without force
+    │   └── ExecError             an exec instance that cannot be created or started
+    │       └── NoSuchExec
     ├── StartError                the container's process could not be started
     │   └── ExecutableNotFound    exit code 127, as runc and shells use
     ├── HookError                 an OCI hook failed or timed out
@@ -36,9 +42,12 @@ with another (httpx's exception tree is the model)::
     │   │   └── UnsafeLayer       an entry would escape the root (.., symlinks, hardlinks)
     │   ├── ImageNotFound         no image by this name, id or id prefix
     │   └── ImageInUse            removal refused: containers use it, or several names (force)
-    └── SnapshotError             snapshots (prepare / commit / remove / mounts)
-        ├── SnapshotNotFound
-        └── SnapshotExists
+    ├── SnapshotError             snapshots (prepare / commit / remove / mounts)
+    │   ├── SnapshotNotFound
+    │   └── SnapshotExists
+    └── VolumeError               named volumes: create, mount, remove
+        ├── NoSuchVolume
+        └── VolumeInUse
 
 Each class carries ``exit_code``: what a command-line front end exits with.
 This module imports nothing, so every package (``oci`` and ``linux``

@@ -13,6 +13,7 @@ Handlers either raise a :class:`~bulkhead.errors.BulkheadError` (mapped by
 from __future__ import annotations
 
 from bulkhead import errors as e
+from bulkhead.engine.monitor import MonitorBadRequest, ProcessNotExecutable, ProcessNotFound
 
 
 class APIError(e.BulkheadError):
@@ -58,6 +59,9 @@ class NotImplementedYet(APIError):
 
 # Most specific first: the first class an exception is an instance of wins.
 _STATUS: tuple[tuple[type[BaseException], int], ...] = (
+    (ProcessNotFound, 400),  # Docker: 400 "executable file not found"; the CLI exits 127
+    (ProcessNotExecutable, 400),
+    (MonitorBadRequest, 400),
     (e.InvalidContainerId, 400),
     (e.InvalidReference, 400),
     (e.InvalidDigest, 400),
