@@ -211,6 +211,45 @@ def error_message(status: int, body: bytes) -> str:
     return body.decode(errors="replace").strip()
 
 
+class PendingRequest:
+    """A request sent whose response has not been read yet."""
+
+    def __init__(self, sock: socket.socket, method: str) -> None:
+        self.sock = sock
+        self.method = method
+
+    def response(self) -> Response:
+        try:
+            return _read_head(self.sock, self.method)
+        except BaseException:
+            self.sock.close()
+            raise
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _read_head(sock: socket.socket, method: str) -> Response:
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        data = sock.recv(65536)
+        if not data:
+            raise ConnectionError("the daemon closed the connection without a response")
+        buf += data
+        if len(buf) > 1 << 20:
+            raise ConnectionError("response headers too large")
+    head, _, rest = buf.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ", 2)
+    status = int(parts[1])
+    reason = parts[2] if len(parts) > 2 else ""
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        key, _, value = line.partition(":")
+        headers[key.strip().lower()] = value.strip()
+    return Response(sock, status, reason, headers, rest, method)
+
+
 class Client:
     """The Engine API on ``socket_path``; ``autostart`` starts a daemon when none answers."""
 
@@ -258,6 +297,26 @@ class Client:
         ``body``: None, bytes, a JSON-able object, or an iterable of byte
         chunks (sent with chunked transfer coding: image load, import, cp).
         """
+        pending = self.start_request(
+            method, path, query=query, body=body, headers=headers, upgrade=upgrade
+        )
+        return pending.response()
+
+    def start_request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: dict[str, Any] | None = None,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+        upgrade: bool = False,
+    ) -> PendingRequest:
+        """Send a request and return before its response: ``.response()`` reads it.
+
+        ``run`` sends its ``wait`` this way before starting the container
+        (as docker does), so that the exit of a ``--rm`` container is not missed.
+        """
         sock = self._connect()
         target = build_target(path, query)
         hdrs = {"Host": "bulkhead", "User-Agent": USER_AGENT}
@@ -290,31 +349,10 @@ class Client:
                     if chunk:
                         sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
                 sock.sendall(b"0\r\n\r\n")
-            return self._read_head(sock, method)
         except BaseException:
             sock.close()
             raise
-
-    @staticmethod
-    def _read_head(sock: socket.socket, method: str) -> Response:
-        buf = b""
-        while b"\r\n\r\n" not in buf:
-            data = sock.recv(65536)
-            if not data:
-                raise ConnectionError("the daemon closed the connection without a response")
-            buf += data
-            if len(buf) > 1 << 20:
-                raise ConnectionError("response headers too large")
-        head, _, rest = buf.partition(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        parts = lines[0].split(" ", 2)
-        status = int(parts[1])
-        reason = parts[2] if len(parts) > 2 else ""
-        headers: dict[str, str] = {}
-        for line in lines[1:]:
-            key, _, value = line.partition(":")
-            headers[key.strip().lower()] = value.strip()
-        return Response(sock, status, reason, headers, rest, method)
+        return PendingRequest(sock, method)
 
     # --- conveniences ------------------------------------------------------------
 

@@ -1,0 +1,139 @@
+"""Docker's ways of printing things: human durations and sizes, short ids, timestamps.
+
+``human_duration`` and ``human_size`` are go-units' ``HumanDuration`` and
+``HumanSizeWithPrecision`` (decimal units: kB, MB, GB), so ``ps`` and
+``images`` read as docker's do.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+
+def human_duration(seconds: float) -> str:
+    """go-units HumanDuration: 'Less than a second', '3 minutes', 'About an hour'..."""
+    s = int(seconds)
+    if s < 1:
+        return "Less than a second"
+    if s == 1:
+        return "1 second"
+    if s < 60:
+        return f"{s} seconds"
+    minutes = int(seconds / 60)
+    if minutes == 1:
+        return "About a minute"
+    if minutes < 60:
+        return f"{minutes} minutes"
+    hours = int(seconds / 3600 + 0.5)
+    if hours == 1:
+        return "About an hour"
+    if hours < 48:
+        return f"{hours} hours"
+    if hours < 24 * 7 * 2:
+        return f"{hours // 24} days"
+    if hours < 24 * 30 * 2:
+        return f"{hours // 24 // 7} weeks"
+    if hours < 24 * 365 * 2:
+        return f"{hours // 24 // 30} months"
+    return f"{int(seconds / 3600) // 24 // 365} years"
+
+
+_DECIMAL = ["B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB"]
+
+
+def human_size(size: float, precision: int = 3) -> str:
+    """go-units HumanSizeWithPrecision: ``4.26MB``, ``0B``."""
+    i = 0
+    while size >= 1000.0 and i < len(_DECIMAL) - 1:
+        size /= 1000.0
+        i += 1
+    return f"{size:.{precision}g}{_DECIMAL[i]}"
+
+
+def ago(epoch: float, now: float | None = None) -> str:
+    return human_duration((now or time.time()) - epoch) + " ago"
+
+
+def parse_rfc3339(text: str) -> float:
+    """An RFC 3339 timestamp (nanoseconds allowed) → seconds since the epoch (0 if empty)."""
+    if not text or text.startswith("0001-01-01"):
+        return 0.0
+    main, _, frac = text.partition(".")
+    tz = ""
+    if frac:
+        digits = ""
+        for i, c in enumerate(frac):
+            if not c.isdigit():
+                tz = frac[i:]
+                break
+            digits += c
+        frac = digits
+    else:
+        for sep in ("Z", "+", "-"):
+            idx = main.find(sep, 19) if sep != "Z" else main.find("Z")
+            if idx >= 19:
+                main, tz = main[:idx], main[idx:]
+                break
+    if tz in ("", "Z", "z"):
+        tz = "+00:00"
+    dt = datetime.fromisoformat(main + tz)
+    return dt.timestamp() + (float("0." + frac) if frac else 0.0)
+
+
+def format_time(epoch: float) -> str:
+    """Docker's CreatedAt: ``2024-01-02 15:04:05 +0000 UTC``."""
+    dt = datetime.fromtimestamp(epoch, tz=UTC)
+    return dt.strftime("%Y-%m-%d %H:%M:%S +0000 UTC")
+
+
+def short_id(ident: str) -> str:
+    """A 12-character id, without the ``sha256:`` prefix."""
+    if ident.startswith("sha256:"):
+        ident = ident[7:]
+    return ident[:12]
+
+
+def ellipsis(text: str, width: int) -> str:
+    """Docker's TruncateWithEllipsis (for COMMAND in ps)."""
+    if len(text) <= width:
+        return text
+    return text[: width - 1] + "…"
+
+
+def parse_since(value: str, now: float | None = None) -> str:
+    """``--since``/``--until``: a Go duration (``10m``, ``1h30m``) before now, an RFC 3339
+    date, or a unix timestamp — as docker's GetTimestamp, sent as ``seconds[.nanos]``."""
+    if not value:
+        return ""
+    now = time.time() if now is None else now
+    dur = _go_duration(value)
+    if dur is not None:
+        return f"{now - dur:.9f}".rstrip("0").rstrip(".")
+    try:
+        float(value)
+        return value
+    except ValueError:
+        pass
+    try:
+        ts = parse_rfc3339(value if "T" in value or len(value) <= 10 else value.replace(" ", "T"))
+    except ValueError:
+        try:
+            ts = datetime.fromisoformat(value).replace(tzinfo=UTC).timestamp()
+        except ValueError:
+            raise ValueError(f'invalid value for "since": {value!r}') from None
+    return f"{ts:.9f}".rstrip("0").rstrip(".")
+
+
+_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def _go_duration(text: str) -> float | None:
+    import re
+
+    if not re.fullmatch(r"(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+", text):
+        return None
+    total = 0.0
+    for num, _frac, unit in re.findall(r"(\d+(\.\d+)?)(ns|us|µs|ms|s|m|h)", text):
+        total += float(num) * _UNITS[unit]
+    return total
