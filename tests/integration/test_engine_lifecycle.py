@@ -485,3 +485,68 @@ def test_volumes_binds_and_etc_files(engine_roots: Daemon, tmp_path: Path) -> No
         engine.volumes.remove("vol1")
 
     run(lambda: make_engine(engine_roots), body)
+
+
+def test_restart_policies(engine_roots: Daemon) -> None:
+    async def body(engine: Engine) -> None:
+        flaky, _ = await engine.create(
+            request(
+                ["sh", "-c", "exit 1"],
+                RestartPolicy={"Name": "on-failure", "MaximumRetryCount": 2},
+            )
+        )
+        await engine.start(flaky)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            c = engine.get(flaky)
+            if c.restart_count == 2 and c.state.status == "exited":
+                break
+            await asyncio.sleep(0.05)
+        c = engine.get(flaky)
+        assert (c.restart_count, c.state.status, c.state.exit_code) == (2, "exited", 1)
+        await asyncio.sleep(0.5)
+        assert engine.get(flaky).restart_count == 2  # the limit holds
+        always, _ = await engine.create(request(["sleep", "100"], RestartPolicy={"Name": "always"}))
+        await engine.start(always)
+        await engine.kill(always, "KILL")  # a kill is not a stop: it comes back
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            c = engine.get(always)
+            if c.restart_count == 1 and c.state.running:
+                break
+            await asyncio.sleep(0.05)
+        assert engine.get(always).state.running
+        await engine.stop(always, timeout=0)  # a stop is final
+        await asyncio.sleep(0.5)
+        c = engine.get(always)
+        assert (c.state.status, c.restart_count) == ("exited", 1)
+        for ref in (flaky, always):
+            await engine.remove(ref)
+
+    run(lambda: make_engine(engine_roots), body)
+
+
+def test_engine_killed_between_start_and_record_adopts(engine_roots: Daemon) -> None:
+    """A monitor started by a daemon that died before writing "running" is adopted as running."""
+
+    async def first(engine: Engine) -> str:
+        cid, _ = await engine.create(request(["sleep", "100"]))
+        client = await engine.attach_monitor(cid)
+        assert client is not None
+        await client.start()  # as if the daemon died right after the start order
+
+        def forget(x: Any) -> None:
+            x.state.monitor_pid = 0
+
+        engine.store.update(cid, forget)
+        return cid
+
+    cid = run(lambda: make_engine(engine_roots), first)
+
+    async def second(engine: Engine) -> None:
+        await engine.start_up()
+        state = engine.inspect(cid)["State"]
+        assert state["Status"] == "running" and state["Pid"] > 0
+        await engine.remove(cid, force=True)
+
+    run(lambda: make_engine(engine_roots), second)

@@ -125,6 +125,7 @@ class Container(msgspec.Struct, kw_only=True):
     driver: str = "overlay"
     state: ContainerState = msgspec.field(default_factory=ContainerState)
     restart_count: int = 0
+    manually_stopped: bool = False  # docker stop: unless-stopped stays down
     snapshot_key: str = ""
     log_path: str = ""
     log_max_size: int | None = None  # None: the daemon's default

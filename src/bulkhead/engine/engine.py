@@ -210,6 +210,7 @@ class Engine:
         self._locks: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._creating: set[str] = set()
+        self._stopping: set[str] = set()  # stop/remove in progress: no restart policy
 
     @property
     def driver(self) -> str:
@@ -609,6 +610,11 @@ class Engine:
         if c.auto_remove and c.state.status == "exited":
             with contextlib.suppress(NoSuchContainer):
                 await self.remove(container_id, force=True, volumes=True)
+        elif self._restart_wanted(c) and container_id not in self._stopping:
+            # Docker's back-off: 100 ms doubling, reset after 10 s of running
+            ran = parse_rfc3339(c.state.finished_at) - parse_rfc3339(c.state.started_at)
+            count = 0 if ran > 10 else c.restart_count
+            self._spawn_task(self._restart_later(container_id, min(0.1 * 2**count, 60.0)))
 
     def _after_exit(self, c: Container) -> None:
         with contextlib.suppress(OSError, BulkheadError):
@@ -663,6 +669,7 @@ class Engine:
             pid = c.state.pid
 
             def running(x: Container) -> None:
+                x.manually_stopped = False
                 x.state.status = "running"
                 x.state.running = True
                 x.state.paused = False
@@ -714,13 +721,31 @@ class Engine:
         """Stop signal, up to ``timeout`` seconds, then SIGKILL; False if it was not running."""
         c = self.get(ref)
         if not c.state.running:
+            if c.state.restarting:  # cancels the pending restart
+                self._set_manually_stopped(c.id, True)
+                return True
             return False
         sig = parse_signal(signal or c.config.get("StopSignal") or "SIGTERM")
         if timeout is None:
             st = c.config.get("StopTimeout")
             timeout = int(st) if st is not None else DEFAULT_STOP_TIMEOUT
-        await self._stop_running(c, sig, timeout)
+        self._set_manually_stopped(c.id, True)
+        self._stopping.add(c.id)
+        try:
+            await self._stop_running(c, sig, timeout)
+        finally:
+            self._stopping.discard(c.id)
         return True
+
+    def _set_manually_stopped(self, container_id: str, value: bool) -> None:
+        def mark(x: Container) -> None:
+            x.manually_stopped = value
+            if value and x.state.restarting:
+                x.state.restarting = False
+                x.state.status = "exited"
+
+        with contextlib.suppress(NoSuchContainer):
+            self.store.update(container_id, mark)
 
     async def _stop_running(self, c: Container, sig: int, timeout: int) -> None:
         fut = self._exit_future(c.id)
@@ -780,7 +805,11 @@ class Engine:
                 "stop the container before removing or force remove"
             )
         if c.state.running or self._monitor_live(c):
-            await self._stop_running(c, signal_mod.SIGKILL, 0)
+            self._stopping.add(c.id)
+            try:
+                await self._stop_running(c, signal_mod.SIGKILL, 0)
+            finally:
+                self._stopping.discard(c.id)
         async with self._lock(c.id):
             try:
                 c = self.get(c.id)
@@ -1101,16 +1130,85 @@ class Engine:
                 with contextlib.suppress(Exception):
                     await self.remove(c.id, force=True)
                 continue
-            if c.state.monitor_pid:
-                client = self._monitor_client(c.id)
-                if client.alive():
-                    self._watch(c.id, c.state.monitor_pid)
-                    continue
+            client = self._monitor_client(c.id)
+            info = client.info()
+            if info is not None and client.alive() and client.exit_status() is None:
+                await self._adopt(c, client, info.monitor_pid, info.init_pid)
+                continue
+            if c.state.monitor_pid or c.state.running:
                 await self._on_monitor_exit(c.id, c.state.monitor_pid)
-            elif c.state.running:
-                await self._on_monitor_exit(c.id, 0)
+            elif c.auto_remove and c.state.status == "exited":
+                with contextlib.suppress(NoSuchContainer):
+                    await self.remove(c.id, force=True, volumes=True)
             else:
                 await asyncio.to_thread(self._after_exit, c)
+        for c in self.store.list():  # Docker restarts these when the daemon starts
+            if not c.state.running and self._restart_wanted(c, on_daemon_start=True):
+                self._spawn_task(self._restart_later(c.id, 0.0))
+
+    async def _adopt(
+        self, c: Container, client: MonitorClient, monitor_pid: int, init_pid: int
+    ) -> None:
+        """Watch a monitor that outlived the previous daemon; trust its own word on ``started``."""
+        started = c.state.running
+        with contextlib.suppress(BulkheadError, OSError, ValueError):
+            started = bool((await client.ping()).get("started"))
+
+        def adopt(x: Container) -> None:
+            x.state.monitor_pid = monitor_pid
+            if started and not x.state.running:  # the daemon died between start and record
+                x.state.status = "running"
+                x.state.running = True
+                x.state.pid = init_pid
+                if x.state.started_at == ZERO_TIME:
+                    x.state.started_at = now_rfc3339()
+
+        self.store.update(c.id, adopt)
+        self._watch(c.id, monitor_pid)
+
+    # -- restart policies ----------------------------------------------------------
+
+    def _restart_wanted(self, c: Container, *, on_daemon_start: bool = False) -> bool:
+        """Docker's restart policies: ``no``, ``always``, ``unless-stopped``, ``on-failure[:N]``."""
+        if c.auto_remove or c.state.status in ("removing", "dead", "created"):
+            return False
+        policy = c.host_config.get("RestartPolicy") or {}
+        name = str(policy.get("Name") or "no")
+        if name == "always":
+            return not c.manually_stopped or on_daemon_start
+        if name == "unless-stopped":
+            return not c.manually_stopped
+        if name == "on-failure" and not on_daemon_start:
+            limit = int(policy.get("MaximumRetryCount") or 0)
+            return c.state.exit_code != 0 and (limit == 0 or c.restart_count < limit)
+        return False
+
+    async def _restart_later(self, container_id: str, delay: float) -> None:
+        """Start a container again after ``delay`` (status ``restarting`` meanwhile)."""
+
+        def restarting(x: Container) -> None:
+            x.state.status = "restarting"
+            x.state.restarting = True
+            x.restart_count += 1
+
+        try:
+            self.store.update(container_id, restarting)
+            await asyncio.sleep(delay)
+            c = self.get(container_id)
+            if not c.state.restarting:  # stopped or removed meanwhile
+                return
+            await self.start(container_id)
+        except NoSuchContainer:
+            return
+        except BulkheadError as exc:
+            log.warning("restarting %s failed: %s", container_id[:12], exc)
+
+            def failed(x: Container) -> None:
+                x.state.status = "exited"
+                x.state.restarting = False
+
+            with contextlib.suppress(NoSuchContainer):
+                self.store.update(container_id, failed)
 
     def _collect_half_made(self) -> None:
         """What a daemon killed during create (or remove) left: dirs, snapshots, refs, state."""
