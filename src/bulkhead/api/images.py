@@ -99,8 +99,10 @@ class DaemonRegistryConfig(RegistryConfig):
     def is_insecure(self, host: str) -> bool:
         if super().is_insecure(host):
             return True
-        name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
-        name = name.strip("[]")
+        if host.startswith("["):  # [v6]:port
+            name = host[1 : host.index("]")] if "]" in host else host
+        else:
+            name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
         try:
             addr = ipaddress.ip_address(name)
         except ValueError:
