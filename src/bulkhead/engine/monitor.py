@@ -432,65 +432,126 @@ def _map_runtime_error(exc: Exception) -> MonitorError:
     return MonitorError(text or type(exc).__name__)
 
 
+def _in_helper(
+    work: Callable[[], tuple[dict[str, Any], list[int]]],
+) -> tuple[dict[str, Any], list[int]]:
+    """Run ``work`` in a forked, short-lived child; return its result (a JSON dict, fds).
+
+    Why: a runtime operation touches thousands of the zygote's objects
+    (specs, plans, the runtime's code), and every page it touches -- if only
+    to change a reference count -- becomes a private copy in the process
+    that does it. Done in a throw-away child, those copies die with it and
+    the long-lived monitor stays small (what ``runc`` as a separate binary
+    gives for free). Processes the child starts and leaves (the container's
+    init, an exec'd process) are reparented to the monitor, the subreaper.
+    Errors come back as ``{"error", "kind"}`` and are raised here.
+    """
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover (the child)
+        code = 0
+        try:
+            signal.set_wakeup_fd(-1)
+            ours.close()
+            try:
+                doc, fds = work()
+            except Exception as exc:
+                err = _map_runtime_error(exc)
+                doc, fds = {"error": str(err), "kind": err.kind}, []
+            socket.send_fds(theirs, [json.dumps(doc).encode()], fds)
+        except BaseException:
+            traceback.print_exc()
+            code = 1
+        finally:
+            os._exit(code)
+    theirs.close()
+    try:
+        msg, fds, _, _ = socket.recv_fds(ours, 1 << 20, 4)
+    finally:
+        ours.close()
+        while True:
+            try:
+                os.waitpid(pid, 0)
+                break
+            except ChildProcessError:
+                break
+            except InterruptedError:
+                continue
+    if not msg:
+        raise MonitorError("the runtime helper process failed (see monitor.log)")
+    doc = json.loads(msg)
+    if "error" in doc:
+        for fd in fds:
+            os.close(fd)
+        raise error_from_reply(doc)
+    return doc, fds
+
+
 class _InProcess(_Backend):
-    """bulkhead's own runtime, as a library, in the monitor's process."""
+    """bulkhead's own runtime, as a library, run in the monitor's forked helpers (:func:`_in_helper`)."""
 
     def __init__(self, cfg: MonitorConfig) -> None:
+        self.cfg = cfg
+
+    def _rt(self) -> Any:
         from bulkhead.runtime.container import Runtime
 
-        self.cfg = cfg
-        self.rt = Runtime(cfg.runtime_root)
+        return Runtime(self.cfg.runtime_root)
 
     def create(self, stdio: tuple[int, int, int], tty: bool) -> tuple[int, int | None]:
-        from bulkhead.runtime.container import CreateOptions
+        def work() -> tuple[dict[str, Any], list[int]]:
+            from bulkhead.runtime.container import CreateOptions
 
-        try:
             with _as_stdio(stdio):
-                started = self.rt.create(
+                started = self._rt().create(
                     self.cfg.container_id, CreateOptions(bundle=self.cfg.bundle), hold_console=tty
                 )
-        except Exception as exc:
-            raise _map_runtime_error(exc) from None
-        return started.pid, started.console
+            return {"pid": started.pid}, [] if started.console is None else [started.console]
+
+        doc, fds = _in_helper(work)
+        return int(doc["pid"]), fds[0] if fds else None
 
     def start(self) -> None:
-        try:
-            self.rt.start(self.cfg.container_id)
-        except Exception as exc:
-            raise _map_runtime_error(exc) from None
+        _in_helper(lambda: (self._rt().start(self.cfg.container_id) or {}, []))
 
     def kill(self, sig: int, all_processes: bool) -> None:
-        try:
-            self.rt.kill(self.cfg.container_id, sig, all_processes=all_processes)
-        except Exception as exc:
-            raise _map_runtime_error(exc) from None
+        _in_helper(
+            lambda: (
+                self._rt().kill(self.cfg.container_id, sig, all_processes=all_processes) or {},
+                [],
+            )
+        )
 
     def exec(
         self, exec_id: str, process: dict[str, Any], stdio: tuple[int, int, int], tty: bool
     ) -> tuple[int, int | None]:
-        from bulkhead.oci.runtime_spec import Process, validate_process
-        from bulkhead.runtime.plan import plan_process
+        def work() -> tuple[dict[str, Any], list[int]]:
+            from bulkhead.oci.runtime_spec import Process, validate_process
+            from bulkhead.runtime.plan import plan_process
 
-        try:
-            proc = msgspec.convert(dict(process, terminal=tty), type=Process, from_attributes=False)
-        except msgspec.ValidationError as exc:
-            raise MonitorBadRequest(f"exec process: {exc}") from None
-        try:
+            try:
+                proc = msgspec.convert(dict(process, terminal=tty), type=Process)
+            except msgspec.ValidationError as exc:
+                raise MonitorBadRequest(f"exec process: {exc}") from None
             validate_process(proc)
             plan = plan_process(proc)
-            spec = self.rt.spec_of(self.cfg.container_id)
+            rt = self._rt()
+            spec = rt.spec_of(self.cfg.container_id)
             if spec.linux is not None and spec.linux.seccomp is not None:
                 from bulkhead.linux.seccomp import compile_filter
 
                 plan.seccomp = compile_filter(spec.linux.seccomp)
             with _as_stdio(stdio):
-                started = self.rt.exec(self.cfg.container_id, plan, hold_console=tty)
-        except Exception as exc:
-            raise _map_runtime_error(exc) from None
-        return started.pid, started.console
+                started = rt.exec(self.cfg.container_id, plan, hold_console=tty)
+            return {"pid": started.pid}, [] if started.console is None else [started.console]
+
+        doc, fds = _in_helper(work)
+        return int(doc["pid"]), fds[0] if fds else None
 
     def delete(self) -> None:
-        self.rt.delete(self.cfg.container_id, force=True)
+        # The monitor's last act: no need to keep its pages clean.
+        self._rt().delete(self.cfg.container_id, force=True)
 
 
 class _Binary(_Backend):

@@ -192,8 +192,19 @@ class ZygoteClient:
 
 def _preload() -> None:
     """Import what monitors and the runtime's forked children use, once, before any fork."""
+    import fcntl  # noqa: F401
+    import ipaddress  # noqa: F401
+    import pkgutil
+    import struct  # noqa: F401
+    import termios  # noqa: F401
+    import urllib.parse  # noqa: F401
+
+    import bulkhead.cgroups
     import bulkhead.engine.jsonlog
+    import bulkhead.linux.dmz
     import bulkhead.linux.process
+    import bulkhead.linux.seccomp
+    import bulkhead.oci.defaults
     import bulkhead.oci.runtime_spec
     import bulkhead.oci.state
     import bulkhead.runtime.container
@@ -202,14 +213,11 @@ def _preload() -> None:
     import bulkhead.runtime.rootfs
     import bulkhead.runtime.state
 
-    with contextlib.suppress(ImportError):
-        import fcntl  # noqa: F401
-        import struct  # noqa: F401
-        import termios  # noqa: F401
-
-        import bulkhead.cgroups
-        import bulkhead.linux.dmz
-        import bulkhead.linux.seccomp  # noqa: F401
+    # Every cgroup driver and controller module: the runtime imports them lazily,
+    # which in a monitor would cost each one its own copy.
+    for mod in pkgutil.iter_modules(bulkhead.cgroups.__path__, "bulkhead.cgroups."):
+        with contextlib.suppress(ImportError):
+            __import__(mod.name)
 
 
 def _read_request(sock: socket.socket, timeout: float = 2.0) -> dict[str, Any] | None:
