@@ -12,7 +12,7 @@ PY := $(VENV)/bin/python
 STATE := $(VENV)/.installed
 
 # What `make run` needs on a fresh machine.
-RUN_DEBS := python3 python3-venv python3-pip busybox-static libseccomp2 procps
+RUN_DEBS := python3 python3-venv python3-pip busybox-static libseccomp2 procps tini
 # What the test suite needs on top: real peers to compare with and drive us.
 TEST_DEBS := $(RUN_DEBS) runc crun podman containerd uidmap iproute2 nftables hyperfine docker-registry apache2-utils skopeo umoci
 
