@@ -10,14 +10,16 @@ from __future__ import annotations
 import io
 import json
 import sqlite3
+import subprocess
 import tarfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from tests.integration import images_fixtures
 from tests.integration.engine_fixtures import Daemon
-from tests.integration.registry_fixtures import PASSWORD, USER, Registry
+from tests.integration.registry_fixtures import PASSWORD, USER, CuttingProxy, Registry
 
 from bulkhead.images.store import ImageStore
 
@@ -27,7 +29,6 @@ images_daemon_factory = images_fixtures.images_daemon_factory
 
 def ok(r: object) -> str:
     """stdout of a docker run that must have succeeded."""
-    import subprocess
 
     assert isinstance(r, subprocess.CompletedProcess)
     assert r.returncode == 0, f"{r.args}: exit {r.returncode}\n{r.stdout}\n{r.stderr}"
@@ -179,7 +180,6 @@ def test_save_and_load_round_trip(images_daemon: Daemon, tmp_path: Path) -> None
     # Through a pipe: the CLI sends the body chunked; the daemon streams it.
     data = archive.read_bytes()
     ok(d.docker("rmi", "other/name:2"))
-    import subprocess
 
     r = subprocess.run(
         ["docker", "load"], input=data, env=d.env(), capture_output=True, timeout=60, check=False
@@ -235,7 +235,6 @@ def test_import_with_changes_and_prune(images_daemon: Daemon, tmp_path: Path) ->
     assert "A=1" in doc["Config"]["Env"]
     assert doc["Comment"] == "from a tarball"
     # From stdin, without a name: a dangling image.
-    import subprocess
 
     r = subprocess.run(
         ["docker", "import", "-"],
@@ -349,3 +348,104 @@ def test_rmi_of_an_image_a_container_uses(images_daemon: Daemon) -> None:
     ok(d.docker("rm", "user1"))
     out = ok(d.docker("rmi", "busybox"))
     assert "Untagged: busybox:latest" in out and "Deleted: sha256:" in out
+
+
+def _fresh_with_pushed(
+    images_daemon_factory: Callable[[], Daemon], registry: Registry, repo: str
+) -> tuple[Daemon, str]:
+    """A daemon with busybox pushed to ``registry`` as ``repo:1``, then removed locally."""
+    d = images_daemon_factory()
+    ref = registry.ref(f"{repo}:1")
+    ok(d.docker("tag", "busybox", ref))
+    ok(d.docker("push", ref))
+    ok(d.docker("rmi", ref, "busybox"))
+    assert ok(d.docker("images", "-aq")).strip() == ""
+    return d, ref
+
+
+def test_a_pull_cut_off_reports_in_the_stream_and_resumes(
+    images_daemon_factory: Callable[[], Daemon],
+    registry: Registry,
+    cutting_proxy: Callable[..., CuttingProxy],
+) -> None:
+    d, ref = _fresh_with_pushed(images_daemon_factory, registry, "cut/bb")
+    proxy = cutting_proxy(registry.host, cut_after=20000, cuts=1000)
+    via_proxy = f"{proxy.host}/cut/bb:1"
+    r = d.docker("pull", via_proxy)
+    # The failure came after "Pulling from": an errorDetail in the stream, exit 1.
+    assert r.returncode == 1
+    assert "Pulling from cut/bb" in r.stdout
+    assert "attempts" in r.stderr
+    assert ok(d.docker("images", "-aq")).strip() == ""
+    # The bytes received are kept: the next pull resumes them.
+    out = ok(d.docker("pull", ref))
+    assert "Downloaded newer image" in out
+
+
+def test_concurrent_pulls_of_one_image(
+    images_daemon_factory: Callable[[], Daemon], registry: Registry
+) -> None:
+    d, ref = _fresh_with_pushed(images_daemon_factory, registry, "conc/bb")
+    procs = [
+        subprocess.Popen(
+            ["docker", "pull", ref],
+            env=d.env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
+    for p in procs:
+        out, err = p.communicate(timeout=60)
+        assert p.returncode == 0, err
+        assert f"for {ref}" in out
+    assert len(ok(d.docker("images", "-q")).split()) == 1
+
+
+def test_daemon_killed_during_a_pull_leaves_no_image(
+    images_daemon_factory: Callable[[], Daemon],
+    registry: Registry,
+    cutting_proxy: Callable[..., CuttingProxy],
+) -> None:
+    d, ref = _fresh_with_pushed(images_daemon_factory, registry, "kill/bb")
+    proxy = cutting_proxy(registry.host, cut_after=20000, cuts=1, stall=True)
+    puller = subprocess.Popen(
+        ["docker", "pull", f"{proxy.host}/kill/bb:1"],
+        env=d.env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while proxy.cuts_done == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert proxy.cuts_done == 1, "the pull never reached the layer"
+        d.restart(kill=True)
+        puller.communicate(timeout=30)
+        assert puller.returncode != 0
+    finally:
+        if puller.poll() is None:
+            puller.kill()
+            puller.communicate()
+    assert ok(d.docker("images", "-aq")).strip() == ""
+    assert "Downloaded newer image" in ok(d.docker("pull", ref))
+
+
+def test_uploads_beyond_the_buffered_body_cap(images_daemon: Daemon, tmp_path: Path) -> None:
+    """Import and load stream their bodies: 70 MiB passes where buffered bodies stop at 64."""
+    d = images_daemon
+    big = tmp_path / "big.tar"
+    with tarfile.open(big, "w") as tar:
+        info = tarfile.TarInfo("blob.bin")
+        info.size = 70 << 20
+        with open("/dev/zero", "rb") as zero:
+            tar.addfile(info, zero)
+    ok(d.docker("import", str(big), "big:1"))
+    size = ok(d.docker("image", "inspect", "--format", "{{.Size}}", "big:1"))
+    assert int(size) > 70 << 20
+    saved = tmp_path / "saved.tar"
+    ok(d.docker("save", "-o", str(saved), "big:1"))
+    ok(d.docker("rmi", "big:1"))
+    assert "Loaded image: big:1" in ok(d.docker("load", "-i", str(saved)))
