@@ -363,6 +363,19 @@ class ImagesAPI:
     def store(self) -> ImageStore:
         return self.services.images
 
+    def _get(self, ref: str) -> Image:
+        """An image; a missing name is reported as Docker does, tag included (``nope:latest``)."""
+        try:
+            return self.store.get(ref)
+        except ImageNotFound:
+            if is_image_id(ref) or not ref or ref.startswith("sha256:"):
+                raise
+            try:
+                name = parse_reference(ref).familiar()
+            except ImageError:
+                raise ImageNotFound(f"No such image: {ref}") from None
+            raise ImageNotFound(f"No such image: {name}") from None
+
     def _spool_dir(self) -> str:
         path = self.store.root / "tmp"
         path.mkdir(parents=True, exist_ok=True)
@@ -559,7 +572,7 @@ class ImagesAPI:
             raise BadRequest(f"invalid repo {repo!r}: {exc}") from None
         if ref.digest:
             raise BadRequest(f"refusing to create a tag with a digest reference: {repo}")
-        image = await asyncio.to_thread(self.store.get, name)
+        image = await asyncio.to_thread(self._get, name)
         await asyncio.to_thread(self.store.tag, image, str(ref))
         return Response(201, b"", None)
 
@@ -627,7 +640,7 @@ class ImagesAPI:
         return json_response(await asyncio.to_thread(self._remove, name, force))
 
     def _remove(self, name: str, force: bool) -> list[dict[str, str]]:
-        image = self.store.get(name)
+        image = self._get(name)
         users = self.store.users(image)
         if not users or not force:
             # No user: delete. Users and no force: the store refuses (409, naming them).
