@@ -29,7 +29,7 @@ CGROUPV2_TESTS := tests/cgroupv2 \
 	tests/integration/test_rootfs.py::test_cgroup_v2_fresh_mount_in_cgroup_namespace \
 	tests/integration/test_rootfs.py::test_cgroup_v2_bind_of_own_cgroup
 
-.PHONY: run test deps test-deps lint typecheck pytest test-cgroupv2 bench bench-cgroups bench-layers bench-pull bench-engine clean
+.PHONY: run run-runtime test deps test-deps lint typecheck pytest test-cgroupv2 bench bench-cgroups bench-layers bench-pull bench-engine clean
 
 $(STATE): pyproject.toml
 	@need=""; for p in $(RUN_DEBS); do dpkg -s $$p >/dev/null 2>&1 || need="$$need $$p"; done; \
@@ -56,6 +56,11 @@ test-deps: deps
 run: deps
 	# The offline default image busybox:latest (Debian's busybox-static) in the engine's image store.
 	$(PY) -m bulkhead.images.busybox --store /var/lib/bulkhead/images
+	# The CLI starts the daemon (/run/bulkhead/bulkhead.sock) when none answers; it keeps running.
+	$(VENV)/bin/bulkhead run --rm busybox echo "hello from a bulkhead container"
+
+# The runtime alone, without the daemon: a bundle from busybox-static run by bulkhead-runtime.
+run-runtime: deps
 	$(PY) -m bulkhead.runtime.demo
 
 lint: deps
