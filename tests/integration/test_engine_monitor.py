@@ -548,3 +548,72 @@ def test_log_rotation_through_the_monitor(harness: Harness) -> None:
     # Oldest messages rotated away, the rest in order.
     numbers = [int(line.split("-")[1]) for line in lines]
     assert numbers == list(range(numbers[0], 200))
+
+
+def test_one_zygote_per_exec_root(harness: Harness) -> None:
+    async def go() -> list[int]:
+        return list(await asyncio.gather(*(harness.zygote.ensure_running() for _ in range(3))))
+
+    pids = asyncio.run(go())
+    assert len(set(pids)) == 1
+    # A second zygote on the same exec root steps aside, leaving the first one serving.
+    second = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bulkhead.engine.zygote",
+            "--socket",
+            str(harness.zygote.socket_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert second.returncode == 0
+    assert "another zygote" in second.stderr
+    assert asyncio.run(harness.zygote.ping()) == pids[0]
+
+
+def test_socket_activation_variables_do_not_reach_containers(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LISTEN_FDS", "2")
+    monkeypatch.setenv("LISTEN_PID", str(os.getpid()))
+    cfg = harness.config(["sh", "-c", "echo fds:$LISTEN_FDS; ls /proc/self/fd"], "bulkhead")
+
+    async def go() -> bytes:
+        client = await harness.spawn(cfg)
+        reader, _ = await client.attach(stdin=False, stdout=True, stderr=True)
+        await client.start()
+        return await read_all(reader)
+
+    out = demux(asyncio.run(go()))[1].decode()
+    assert "fds:\n" in out
+    assert sorted(out.split("\n", 1)[1].split()) == ["0", "1", "2", "3"]  # 3: ls's own dir fd
+    harness.assert_clean(cfg)
+
+
+def test_zygote_keeps_none_of_its_spawners_fds(harness: Harness) -> None:
+    r, w = os.pipe()
+    os.set_inheritable(w, True)
+    try:
+        pid = asyncio.run(harness.zygote.ensure_running())
+        os.close(w)
+        w = -1
+        # Had the zygote inherited the write end, this read would block: EOF instead.
+        os.set_blocking(r, False)
+        assert os.read(r, 1) == b""
+        fds = os.listdir(f"/proc/{pid}/fd")
+        targets = {os.readlink(f"/proc/{pid}/fd/{fd}") for fd in fds}
+        assert not any(t.startswith("pipe:") and t != "pipe:" for t in targets - _own_pipes(pid))
+    finally:
+        os.close(r)
+        if w >= 0:
+            os.close(w)
+
+
+def _own_pipes(pid: int) -> set[str]:
+    """The zygote's signal wakeup pipe (both ends): the only pipe it should hold."""
+    links = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
+    pipes = [t for t in links if t.startswith("pipe:")]
+    return {p for p in pipes if pipes.count(p) == 2}

@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import fcntl
 import gc
 import json
 import os
@@ -54,6 +55,16 @@ class Spawned(msgspec.Struct, kw_only=True):
     init_pid: int
 
 
+#: What a daemon's environment may hold that must not reach containers (the in-process
+#: runtime passes LISTEN_FDS on, as runc does) nor confuse the zygote (NOTIFY_SOCKET).
+_DROP_ENV = ("LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "NOTIFY_SOCKET")
+
+
+def zygote_environ() -> dict[str, str]:
+    """The zygote's environment: the caller's, minus socket activation and sd_notify."""
+    return {k: v for k, v in os.environ.items() if k not in _DROP_ENV}
+
+
 class ZygoteClient:
     """The daemon's handle on the zygote of ``exec_root`` (``zygote.sock``, ``zygote.pid``)."""
 
@@ -61,6 +72,7 @@ class ZygoteClient:
         self.exec_root = os.fspath(exec_root)
         self.socket_path = os.path.join(self.exec_root, ZYGOTE_SOCK)
         self.pid_path = os.path.join(self.exec_root, ZYGOTE_PID)
+        self._lock = asyncio.Lock()
 
     async def _call(self, request: dict[str, Any], timeout: float) -> dict[str, Any]:
         reader, writer = await asyncio.open_unix_connection(self.socket_path, limit=1 << 20)
@@ -91,12 +103,14 @@ class ZygoteClient:
 
     async def ensure_running(self, timeout: float = 10.0) -> int:
         """Start the zygote (posix_spawn, daemonized) unless one answers; return its pid."""
-        pid = await self.ping()
-        if pid is not None:
-            return pid
+        async with self._lock:
+            pid = await self.ping()
+            if pid is not None:
+                return pid
+            return await self._start(timeout)
+
+    async def _start(self, timeout: float) -> int:
         os.makedirs(self.exec_root, mode=0o711, exist_ok=True)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.socket_path)
         log = os.open(
             os.path.join(self.exec_root, "zygote.log"),
             os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
@@ -114,7 +128,7 @@ class ZygoteClient:
                     self.socket_path,
                     "--daemonize",
                 ],
-                dict(os.environ),
+                zygote_environ(),
                 file_actions=[
                     (os.POSIX_SPAWN_DUP2, null, 0),
                     (os.POSIX_SPAWN_DUP2, log, 1),
@@ -256,6 +270,7 @@ class Zygote:
         self.pid_path = os.path.join(os.path.dirname(socket_path), ZYGOTE_PID)
         self.children: set[int] = set()
         self.stopping = False
+        self.lock_fd = -1
 
     def serve(self) -> int:
         with contextlib.suppress(FileNotFoundError):
@@ -341,6 +356,8 @@ class Zygote:
             try:
                 sel.close()
                 listener.close()
+                if self.lock_fd >= 0:
+                    os.close(self.lock_fd)
                 signal.set_wakeup_fd(-1)
                 os.close(sig[0])
                 os.close(sig[1])
@@ -370,12 +387,34 @@ def main(argv: list[str] | None = None) -> int:
         help="fork, let the parent exit (no zombie for the spawner)",
     )
     args = parser.parse_args(argv)
+    socket_path = os.path.abspath(args.socket)
+    # Whatever the spawner let us inherit (its pipes, its sockets) must not live on in
+    # the zygote and every monitor: a caller waiting for EOF on one would wait forever.
+    from bulkhead.linux.process import close_range
+
+    close_range(3)
     with contextlib.suppress(PermissionError):
         os.setsid()
+    os.chdir("/")  # hold no mount busy
+    for key in _DROP_ENV:
+        os.environ.pop(key, None)
     _preload()
     if args.daemonize and os.fork() != 0:
         os._exit(0)
-    return Zygote(os.path.abspath(args.socket)).serve()
+    # One zygote per exec root: the lock is held for its life (monitors close their copy).
+    lock_fd = os.open(
+        os.path.join(os.path.dirname(socket_path), "zygote.lock"),
+        os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
+        0o600,
+    )
+    try:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        print("bulkhead.engine.zygote: another zygote serves this exec root", file=sys.stderr)
+        return 0
+    zygote = Zygote(socket_path)
+    zygote.lock_fd = lock_fd
+    return zygote.serve()
 
 
 if __name__ == "__main__":
