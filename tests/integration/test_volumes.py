@@ -543,3 +543,21 @@ def test_volume_references_survive_a_daemon_restart(daemon: Daemon) -> None:
     assert _ok(daemon.docker("volume", "ls", "-q", "--filter", "dangling=true")) == ""
     _ok(daemon.docker("rm", "holder"))
     _ok(daemon.docker("volume", "rm", "kept"))
+
+
+def test_volume_with_options_is_mounted_again_when_the_store_opens(tmp_path: Path) -> None:
+    """After a reboot the tmpfs of a volume a container holds is gone: the store mounts it again."""
+    store = VolumeStore(tmp_path / "v")
+    store.create("fast", driver_opts={"type": "tmpfs", "device": "tmpfs", "o": "size=1m"})
+    store.create("idle", driver_opts={"type": "tmpfs", "device": "tmpfs", "o": "size=1m"})
+    mountpoint = store.use("fast", "c" * 64)
+    store.close()
+    subprocess.run(["umount", mountpoint], check=True)  # what a reboot does
+    store = VolumeStore(tmp_path / "v")
+    try:
+        assert _mounted(mountpoint)
+        assert not _mounted(store.mountpoint("idle"))  # nobody uses it: not mounted
+    finally:
+        store.release_container("c" * 64)
+        assert not _mounted(mountpoint)
+        store.close()

@@ -45,6 +45,7 @@ import contextlib
 import datetime
 import errno
 import json
+import logging
 import os
 import re
 import secrets
@@ -58,6 +59,8 @@ from typing import Any
 import msgspec
 
 from bulkhead.errors import NoSuchVolume, SpecError, VolumeError, VolumeInUse
+
+log = logging.getLogger("bulkhead.volumes")
 
 #: the label Docker 23+ puts on anonymous volumes (``volume prune`` keys on it)
 ANONYMOUS_LABEL = "com.docker.volume.anonymous"
@@ -232,6 +235,7 @@ class VolumeStore:
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(_SCHEMA)
         self._collect_orphans()
+        self._restore_mounts()
 
     def close(self) -> None:
         self._db.close()
@@ -256,6 +260,21 @@ class VolumeStore:
                 data = os.path.join(entry.path, DATA_DIR)
                 if os.path.isdir(data) and not _is_mountpoint(data):
                     shutil.rmtree(entry.path, ignore_errors=True)
+
+    def _restore_mounts(self) -> None:
+        """Mount again the volumes with driver options that containers hold (after a reboot).
+
+        A failure (a device gone) is logged, not raised: the daemon must start;
+        the container using the volume fails when it starts instead.
+        """
+        with self._lock:
+            used = self._used_names()
+            for vol in self.volumes():
+                if vol.options and vol.name in used:
+                    try:
+                        self._mount(vol)
+                    except (VolumeError, OSError) as exc:
+                        log.warning("volume %s: %s", vol.name, exc)
 
     # -- paths and rows ---------------------------------------------------------------
 
