@@ -231,6 +231,7 @@ class ImageStore:
         )
         self._lock = threading.RLock()
         self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")  # WAL: crash-safe without an fsync per commit
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(_SCHEMA)
 
