@@ -204,6 +204,7 @@ class Engine:
         self.store = ContainerStore(config.root)
         self.runtimes = Runtimes(config.default_runtime, config.runtimes)
         self._zygote: Any = None
+        self._zygote_ok = False  # ensure_running answered once (spawn retries on OSError)
         self._watches: dict[str, _Watch] = {}
         self._exit_futures: dict[str, asyncio.Future[tuple[int, str | None]]] = {}
         self._removed_futures: dict[str, asyncio.Future[tuple[int, str | None]]] = {}
@@ -507,9 +508,15 @@ class Engine:
         paths = self.paths(c.id)
         await asyncio.to_thread(self._prepare_spawn, c, state_dir, paths)
         zygote = self._zygote_client()
-        await zygote.ensure_running()
         try:
-            spawned = await zygote.spawn(cfg)
+            if not self._zygote_ok:
+                await zygote.ensure_running()
+                self._zygote_ok = True
+            try:
+                spawned = await zygote.spawn(cfg)
+            except OSError:  # the zygote died since: start a new one, once
+                await zygote.ensure_running()
+                spawned = await zygote.spawn(cfg)
         except BaseException:
             await asyncio.to_thread(bundle.unmount_rootfs, paths.rootfs)
             raise
@@ -664,6 +671,8 @@ class Engine:
                     raise
             except BulkheadError as exc:
                 self._record_start_failure(c.id, exc)
+                if c.auto_remove:  # Docker removes a --rm container that failed to start
+                    self._spawn_task(self._remove_quietly(c.id))
                 raise
             c = self.get(c.id)
             pid = c.state.pid
@@ -692,6 +701,10 @@ class Engine:
         if c.config.get("Tty") and len(size) == 2 and size[0] and size[1]:
             with contextlib.suppress(BulkheadError, OSError):
                 await client.resize(int(size[0]), int(size[1]))
+
+    async def _remove_quietly(self, container_id: str) -> None:
+        with contextlib.suppress(NoSuchContainer):
+            await self.remove(container_id, force=True, volumes=True)
 
     def _record_start_failure(self, container_id: str, exc: BulkheadError) -> None:
         """Docker keeps a container that failed to start, with exit code 126/127/128 and the error."""
