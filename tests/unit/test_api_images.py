@@ -352,3 +352,53 @@ def test_inspect_history_prune_and_auth(env: SimpleNamespace) -> None:
     assert call(env, "POST", "/images/x/push", headers={"x-registry-auth": "@@"})[0] == 400
     status, msg = call(env, "POST", "/images/127.0.0.1:1/none/push?tag=1")
     assert status == 404 and b"An image does not exist locally with the tag" in msg
+
+
+def test_a_save_whose_client_goes_away_stops(
+    env: SimpleNamespace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker writing the tar gives up when the client disconnects: no thread stays blocked."""
+    import threading
+
+    from bulkhead.api.server import APIServer
+
+    big = io.BytesIO(_tar({"zeros": bytes(24 << 20)}))
+    archive.import_rootfs(env.store, big, [], "big:1")
+    finished = threading.Event()
+    outcome: list[BaseException | None] = []
+    real_save = archive.save
+
+    def save(*args: Any, **kwargs: Any) -> None:
+        try:
+            real_save(*args, **kwargs)
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+            raise
+        finally:
+            finished.set()
+
+    monkeypatch.setattr(archive, "save", save)  # the module api.images calls through
+
+    async def main() -> None:
+        sock = str(env.root / "api.sock")
+        server = APIServer(env.router)
+        await server.start_unix(sock)
+        try:
+            reader, writer = await asyncio.open_unix_connection(sock)
+            writer.write(b"GET /images/big:1/get HTTP/1.1\r\nHost: x\r\n\r\n")
+            await writer.drain()
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            assert head.startswith(b"HTTP/1.1 200 OK") and b"application/x-tar" in head
+            await reader.readexactly(100_000)
+            writer.close()  # gone, with megabytes still to come
+            for _ in range(200):
+                if finished.is_set():
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            await server.close()
+
+    asyncio.run(main())
+    assert finished.wait(10), "the save worker is still blocked"
+    assert outcome and isinstance(outcome[0], BrokenPipeError)

@@ -31,9 +31,12 @@
     (``host[:port]`` or a CIDR network) and, as in Docker, every loopback
     host.
 
-Pulls, pushes, loads, imports and saves run in worker threads
-(``asyncio.to_thread``; the daemon never forks, so threads are safe):
-their messages reach the client through a queue as they happen. An error
+Pulls, pushes, loads, imports and saves run in worker threads of their
+own pool (the daemon never forks, so threads are safe; a pool apart from
+asyncio's default one, so that a save streaming to a slow client cannot
+starve the short SQLite lookups the rest of the daemon does with
+``asyncio.to_thread``): their messages reach the client through a queue as
+they happen. An error
 raised before the first message is an ordinary HTTP error (a pull of a
 missing manifest is a 404); after it, an ``errorDetail`` message in the
 stream (see :mod:`bulkhead.images.progress`).
@@ -44,6 +47,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import concurrent.futures
 import contextlib
 import datetime
 import ipaddress
@@ -51,6 +55,7 @@ import json
 import re
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
@@ -84,6 +89,8 @@ if TYPE_CHECKING:
     from bulkhead.images.store import ImageStore
 
 AUTH_HEADER = "x-registry-auth"
+#: Long image jobs at once (more wait their turn).
+JOB_THREADS = 8
 _SPOOL_CHUNK = 1 << 20
 
 
@@ -190,10 +197,12 @@ def credentials_of(doc: dict[str, Any]) -> Credentials | None:
 class _Run:
     """A blocking job in a worker thread whose messages go to the client as they come."""
 
-    def __init__(self, work: Callable[[Callable[[Message], None]], None]) -> None:
+    def __init__(
+        self, work: Callable[[Callable[[Message], None]], None], executor: Executor
+    ) -> None:
         self._loop = asyncio.get_running_loop()
         self._queue: asyncio.Queue[Message | None] = asyncio.Queue()
-        self._task = asyncio.ensure_future(asyncio.to_thread(work, self._emit))
+        self._task = self._loop.run_in_executor(executor, work, self._emit)
         self._task.add_done_callback(lambda _t: self._queue.put_nowait(None))
 
     def _emit(self, message: Message) -> None:
@@ -233,14 +242,35 @@ class _QueueWriter:
         return len(data)
 
     def flush(self) -> None:
-        if self.cancelled:
-            raise BrokenPipeError("the client went away")
         if self._buffer:
             chunk, self._buffer = bytes(self._buffer), bytearray()
-            asyncio.run_coroutine_threadsafe(self._queue.put(chunk), self._loop).result()
+            self.put(chunk)
+
+    def put(self, item: bytes | None) -> None:
+        """Hand ``item`` to the event loop, waiting while the queue is full.
+
+        Gives up (:class:`BrokenPipeError`) when the client went away or the
+        loop is gone, so that a worker never blocks forever.
+        """
+        if self.cancelled:
+            raise BrokenPipeError("the client went away")
+        try:
+            future = asyncio.run_coroutine_threadsafe(self._queue.put(item), self._loop)
+        except RuntimeError:  # the loop is closed
+            raise BrokenPipeError("the daemon is stopping") from None
+        while True:
+            try:
+                future.result(timeout=1)
+                return
+            except concurrent.futures.TimeoutError:
+                if self.cancelled or self._loop.is_closed():
+                    future.cancel()
+                    raise BrokenPipeError("the client went away") from None
 
 
-async def _stream_from_thread(produce: Callable[[IO[bytes]], None]) -> AsyncIterator[bytes]:
+async def _stream_from_thread(
+    produce: Callable[[IO[bytes]], None], executor: Executor
+) -> AsyncIterator[bytes]:
     """The bytes ``produce(file)`` writes in a worker thread, as they come (backpressured)."""
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=8)
@@ -251,9 +281,10 @@ async def _stream_from_thread(produce: Callable[[IO[bytes]], None]) -> AsyncIter
             produce(sink)  # type: ignore[arg-type]
             sink.flush()
         finally:
-            asyncio.run_coroutine_threadsafe(queue.put(None), loop).result()
+            with contextlib.suppress(BrokenPipeError):
+                sink.put(None)
 
-    task = asyncio.ensure_future(asyncio.to_thread(work))
+    task = loop.run_in_executor(executor, work)
     try:
         while (chunk := await queue.get()) is not None:
             yield chunk
@@ -358,6 +389,8 @@ class ImagesAPI:
         self.registry = registry_config(
             list(services.config.insecure_registries), list(services.config.registry_mirrors)
         )
+        #: The pool of the long jobs (pull, push, load, import, save); threads start on demand.
+        self.jobs = ThreadPoolExecutor(max_workers=JOB_THREADS, thread_name_prefix="bulkhead-image")
 
     @property
     def store(self) -> ImageStore:
@@ -420,7 +453,7 @@ class ImagesAPI:
                 up_to_date = self._pull_one(client, ref, platform, emit)
                 emit(pull_status(ref.familiar(), up_to_date))
 
-        return await _Run(work).response()
+        return await _Run(work, self.jobs).response()
 
     def _pull_one(
         self,
@@ -506,7 +539,7 @@ class ImagesAPI:
                     raise BadRequest(f"import failed: {exc}") from None
             emit(status(image.id))
 
-        return await _Run(work).response()
+        return await _Run(work, self.jobs).response()
 
     # -- push, tag -------------------------------------------------------------------------
 
@@ -552,7 +585,7 @@ class ImagesAPI:
                     self.store.add_repo_digest(image, f"{one.repository}@{desc.digest}")
                     progress.finished(t, desc.digest, desc.size)
 
-        return await _Run(work).response()
+        return await _Run(work, self.jobs).response()
 
     async def tag(self, req: Request) -> Response:
         name = req.params["name"]
@@ -741,7 +774,9 @@ class ImagesAPI:
         def produce(out: IO[bytes]) -> None:
             archive.save(self.store, names, out)  # type: ignore[arg-type]
 
-        return StreamResponse(_stream_from_thread(produce), content_type="application/x-tar")
+        return StreamResponse(
+            _stream_from_thread(produce, self.jobs), content_type="application/x-tar"
+        )
 
     async def load(self, req: Request) -> StreamResponse:
         req.query_bool("quiet")  # validated; there are no progress bars to leave out
@@ -759,7 +794,7 @@ class ImagesAPI:
                 else:
                     emit({"stream": f"Loaded image: {item}\n"})
 
-        return await _Run(work).response()
+        return await _Run(work, self.jobs).response()
 
     # -- login ----------------------------------------------------------------------------------
 
