@@ -116,6 +116,20 @@ def test_anonymous_volume_destination_only() -> None:
             "/d:ro",
             "invalid volume specification: '/d:ro'",
         ),
+        (
+            "/h:/d:nocopy",
+            "invalid volume specification: '/h:/d:nocopy': invalid mount config for type "
+            '"bind": field VolumeOptions must not be specified',
+        ),
+        (
+            "name:/d:rshared",
+            "invalid volume specification: 'name:/d:rshared': invalid mount config for type "
+            '"volume": field BindOptions must not be specified',
+        ),
+        (
+            "/d:/d2:ro,rw",
+            "invalid mode: ro,rw",
+        ),
     ],
 )
 def test_bind_errors(raw: str, message: str) -> None:
@@ -413,6 +427,12 @@ def test_duplicate_mount_points(store: VolumeStore, tmp_path: Path) -> None:
     ):
         with pytest.raises(SpecError, match="Duplicate mount point: /d"):
             resolve_mounts(hc, None, CID, None, store)
+    assert store.volumes() == []
+
+
+def test_volume_driver_applies_to_v_volumes(store: VolumeStore) -> None:
+    with pytest.raises(SpecError, match='plugin "flocker" not found'):
+        resolve_mounts({"Binds": ["fv:/f"], "VolumeDriver": "flocker"}, None, CID, None, store)
     assert store.volumes() == []
 
 

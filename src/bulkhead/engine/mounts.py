@@ -205,6 +205,10 @@ def parse_bind(raw: str) -> MountPoint:
     readonly = bool(rw_words) and rw_words[0] != "rw"
     try:
         _validate_target(mount_type, target)
+        if mount_type == "bind" and "nocopy" in words:
+            raise _mount_config_error(mount_type, "field VolumeOptions must not be specified")
+        if mount_type == "volume" and _propagation_of(mode):
+            raise _mount_config_error(mount_type, "field BindOptions must not be specified")
         if mount_type == "volume" and readonly and not source:
             raise _mount_config_error(
                 mount_type, "must not set ReadOnly mode when using anonymous volumes"
@@ -674,6 +678,10 @@ def resolve_mounts(
             raise SpecError(f"invalid HostConfig.{what}: must be an array")
 
     parsed_binds = [parse_bind(str(b)) for b in binds]
+    volume_driver = host_config.get("VolumeDriver") or ""
+    for mp in parsed_binds:
+        if mp.type == "volume":
+            mp.driver = str(volume_driver)
     parsed_mounts = [parse_mount(m) for m in mounts]
     for mp in parsed_binds + parsed_mounts:
         if mp.destination in user_dests or mp.destination in tmpfs_dests:
