@@ -306,6 +306,11 @@ class Client:
     detached: list[dict[str, Any]] = field(default_factory=list)
     #: The floor: ``--version`` (no daemon) and ``ps -q`` (one API round trip), wall seconds.
     floor: dict[str, list[float]] = field(default_factory=dict)
+    #: The Engine API socket (bulkhead, dockerd): the API phases are timed there as well.
+    api_socket: Path | None = None
+    #: The API phases of ``run --rm true`` (see :func:`api_run_once`), one dict per run.
+    phases: list[dict[str, float]] = field(default_factory=list)
+    api_failures: list[str] = field(default_factory=list)
     #: ``rm -f`` as Docker means it (SIGKILL at once): podman's waits for its stop timeout first.
     rm_force: tuple[str, ...] = ("rm", "-f")
 
@@ -432,10 +437,25 @@ class Bulkhead(Engine):
             raise RuntimeError(f"{exc}: {tail(self.log)}") from None
         env = dict(self.env, DOCKER_HOST=host, BULKHEAD_HOST=host)
         env.pop("BULKHEAD_AUTOSTART", None)
-        clients = [Client("docker-bulkhead", "docker 28.2 CLI -> bulkhead", [str(DOCKER_CLI)], env)]
+        clients = [
+            Client(
+                "docker-bulkhead",
+                "docker 28.2 CLI -> bulkhead",
+                [str(DOCKER_CLI)],
+                env,
+                api_socket=self.sock,
+            )
+        ]
         if BULKHEAD_CLI.exists():
             clients.insert(
-                0, Client("bulkhead", "bulkhead CLI -> bulkhead", [str(BULKHEAD_CLI)], env)
+                0,
+                Client(
+                    "bulkhead",
+                    "bulkhead CLI -> bulkhead",
+                    [str(BULKHEAD_CLI)],
+                    env,
+                    api_socket=self.sock,
+                ),
             )
         else:
             print(f"NOTE: {BULKHEAD_CLI} does not exist (yet): bulkhead's CLI is not measured")
@@ -591,7 +611,9 @@ class Dockerd(Engine):
         except RuntimeError as exc:
             raise RuntimeError(f"{exc}: {tail(self.log)}") from None
         env = dict(self.env, DOCKER_HOST=f"unix://{self.sock}")
-        client = Client("dockerd", "docker 28.2 CLI -> dockerd", [str(DOCKER_CLI)], env)
+        client = Client(
+            "dockerd", "docker 28.2 CLI -> dockerd", [str(DOCKER_CLI)], env, api_socket=self.sock
+        )
         proc = client.run("load", "-q", "-i", str(self.archive))
         if proc.returncode != 0:
             raise RuntimeError(f"docker load: {proc.stderr.strip()}")
@@ -698,6 +720,116 @@ def scenario_floor(clients: Sequence[Client], runs: int) -> None:
                 c.floor.setdefault(what, []).append(elapsed)
 
 
+# ---------------------------------------------------------------- the API phases
+
+API = "/v1.41"  # dockerd 20.10's version; bulkhead serves every version up to its own
+CREATE_BODY = json.dumps(
+    {
+        "Image": IMAGE,
+        "Cmd": ["true"],
+        "AttachStdout": True,
+        "AttachStderr": True,
+        "HostConfig": {"NetworkMode": "none", "AutoRemove": True},
+    }
+).encode()
+PHASES = ("create", "attach", "start", "exited", "removed")
+
+
+def _request(
+    sock: Path, method: str, path: str, body: bytes = b"", upgrade: bool = False
+) -> socket.socket:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(60)
+    s.connect(str(sock))
+    head = f"{method} {API}{path} HTTP/1.1\r\nHost: bench\r\n"
+    if body:
+        head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+    head += "Connection: Upgrade\r\nUpgrade: tcp\r\n" if upgrade else "Connection: close\r\n"
+    s.sendall(head.encode() + b"\r\n" + body)
+    return s
+
+
+def _read_head(s: socket.socket) -> tuple[int, bytes]:
+    """Read up to the end of the response head: (status, what came after it)."""
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        chunk = s.recv(65536)
+        if not chunk:
+            raise RuntimeError(f"connection closed in the response head: {buf[:200]!r}")
+        buf += chunk
+    head, _, rest = buf.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), rest
+
+
+def _read_to_eof(s: socket.socket, got: bytes = b"") -> bytes:
+    chunks = [got]
+    while chunk := s.recv(65536):
+        chunks.append(chunk)
+    s.close()
+    return b"".join(chunks)
+
+
+def api_run_once(sock: Path) -> dict[str, float]:
+    """``run --rm busybox true`` as the docker CLI does it, on raw HTTP, each phase timed (ms).
+
+    create; attach (hijacked, before start, so no output is missed); wait
+    for ``condition=removed`` (sent before start, as the CLI does); start;
+    then the attach stream's end (the container exited and its output is
+    drained) and the wait's answer (the container is removed: ``AutoRemove``).
+    The phases are the intervals between those points.
+    """
+    t = [time.perf_counter()]
+    s = _request(sock, "POST", "/containers/create", CREATE_BODY)
+    status, rest = _read_head(s)
+    reply = _read_to_eof(s, rest)
+    if status != 201:
+        raise RuntimeError(f"create: {status} {reply[:200]!r}")
+    cid = json.loads(reply[reply.index(b"{") : reply.rindex(b"}") + 1])["Id"]
+    t.append(time.perf_counter())
+    attach = _request(
+        sock, "POST", f"/containers/{cid}/attach?stream=1&stdout=1&stderr=1", upgrade=True
+    )
+    status, rest = _read_head(attach)
+    if status not in (101, 200):
+        raise RuntimeError(f"attach: {status} {_read_to_eof(attach, rest)[:200]!r}")
+    t.append(time.perf_counter())
+    wait = _request(sock, "POST", f"/containers/{cid}/wait?condition=removed")
+    s = _request(sock, "POST", f"/containers/{cid}/start")
+    status, rest = _read_head(s)
+    _read_to_eof(s, rest)
+    if status != 204:
+        raise RuntimeError(f"start: {status}")
+    t.append(time.perf_counter())
+    _read_to_eof(attach, rest)
+    t.append(time.perf_counter())
+    status, rest = _read_head(wait)
+    reply = _read_to_eof(wait, rest)
+    if status != 200 or b'"StatusCode":0' not in reply.replace(b" ", b""):
+        raise RuntimeError(f"wait: {status} {reply[:200]!r}")
+    t.append(time.perf_counter())
+    out = {name: (t[i + 1] - t[i]) * 1e3 for i, name in enumerate(PHASES)}
+    out["total"] = (t[-1] - t[0]) * 1e3
+    return out
+
+
+def scenario_api(clients: Sequence[Client], runs: int) -> list[Client]:
+    """The API phases on each distinct daemon socket, alternating; returns the clients used."""
+    by_socket: dict[Path, Client] = {}
+    for c in clients:
+        if c.api_socket is not None and c.api_socket not in by_socket:
+            by_socket[c.api_socket] = c
+    used = list(by_socket.values())
+    for _, c in rotating(used, runs + 1):
+        assert c.api_socket is not None
+        try:
+            c.phases.append(api_run_once(c.api_socket))
+        except (OSError, RuntimeError, ValueError, KeyError) as exc:
+            c.api_failures.append(str(exc))
+    for c in used:
+        c.phases = c.phases[1:]  # the first round is a warm-up
+    return used
+
+
 def scenario_run_rm(clients: Sequence[Client], runs: int, warmup: int) -> None:
     for rnd, c in rotating(clients, warmup + runs):
         elapsed, err = c.timed(*run_args(["true"]))
@@ -793,13 +925,25 @@ def report(clients: Sequence[Client], result: dict[str, Any], n_detached: int) -
                     f"{key} / bulkhead = {r:.2f}x (target >= {target:g}x): "
                     + ("met" if r >= target else "NOT met")
                 )
+    det: dict[str, dict[str, float]] = {}
+    result["summary"] = {"run_rm": stats, "detached": det}
+    if any(c.detached for c in clients):
+        verdicts += report_detached(clients, ref, det, n_detached)
+    if any(c.floor for c in clients):
+        result["summary"]["floor_ms"] = report_floor(clients)
+    return verdicts
+
+
+def report_detached(
+    clients: Sequence[Client], ref: Client | None, det: dict[str, dict[str, float]], n_detached: int
+) -> list[str]:
+    verdicts = []
     print()
     print(f"{n_detached} detached `run -d busybox sleep 1000` one after the other, then one rm -f")
     print(
         f"{'engine':<36} {'rounds':>6} {'start med s':>11} {'p90 s':>7} {'min s':>7} "
         f"{'per ctr ms':>10} {'rm -f med s':>11} {'/ bulkhead':>11}"
     )
-    det: dict[str, dict[str, float]] = {}
     for c in clients:
         ok = [r for r in c.detached if r["ok"]]
         if not ok:
@@ -819,12 +963,16 @@ def report(clients: Sequence[Client], result: dict[str, Any], n_detached: int) -
         failed = len(c.detached) - len(ok)
         if failed:
             print(f"  {failed} failed rounds, e.g. {next(r for r in c.detached if not r['ok'])}")
-    if "bulkhead" in det:
-        s = det["bulkhead"]["start"]
+    if ref is not None and ref.key in det and n_detached == DETACHED:
+        s = det[ref.key]["start"]
         verdicts.append(
-            f"bulkhead {n_detached} detached: {s:.2f} s (target <= 1.5 s): "
+            f"{ref.label}: {n_detached} detached in {s:.2f} s (target <= 1.5 s): "
             + ("met" if s <= 1.5 else "NOT met")
         )
+    return verdicts
+
+
+def report_floor(clients: Sequence[Client]) -> dict[str, dict[str, float]]:
     print()
     print("the floor: the CLI's start-up (--version) and one API call (ps -q, no containers)")
     print(f"{'engine':<36} {'--version med ms':>16} {'ps -q med ms':>13}")
@@ -833,8 +981,37 @@ def report(clients: Sequence[Client], result: dict[str, Any], n_detached: int) -
         floor[c.key] = {w: summary(xs)["median_ms"] for w, xs in c.floor.items() if xs}
         cells = [f"{floor[c.key][w]:.1f}" if w in floor[c.key] else "failed" for w in FLOOR]
         print(f"{c.label:<36} {cells[0]:>16} {cells[1]:>13}")
-    result["summary"] = {"run_rm": stats, "detached": det, "floor_ms": floor}
-    return verdicts
+    return floor
+
+
+def fmt_load(load: Sequence[float]) -> str:
+    return "/".join(f"{x:.2f}" for x in load)
+
+
+def report_api(clients: Sequence[Client], result: dict[str, Any]) -> None:
+    """The API phases of ``run --rm true`` per daemon, medians in ms (no CLI involved)."""
+    rows = [c for c in clients if c.phases]
+    if not rows:
+        return
+    print()
+    print(
+        "the same run --rm through the Engine API on raw HTTP (no CLI), median ms per phase: "
+        "create | attach | start (204) | exited (attach EOF) | removed (wait) | total"
+    )
+    cols = (*PHASES, "total")
+    print(f"{'daemon':<36} {'n':>3} " + " ".join(f"{c:>8}" for c in cols))
+    out: dict[str, dict[str, float]] = {}
+    for c in rows:
+        med = {k: summary([p[k] / 1e3 for p in c.phases])["median_ms"] for k in cols}
+        out[c.label.split("-> ")[-1]] = med
+        name = c.label.split("-> ")[-1]
+        print(f"{name:<36} {len(c.phases):>3} " + " ".join(f"{med[k]:>8.1f}" for k in cols))
+    for c in clients:
+        if c.api_failures:
+            print(f"  {c.label}: {len(c.api_failures)} failed, e.g. {c.api_failures[0]}")
+    result.setdefault("summary", {})["api_phases_ms"] = out
+    result["api_phases_samples_ms"] = {c.label: c.phases for c in rows}
+    result["api_failures"] = {c.label: c.api_failures for c in clients if c.api_failures}
 
 
 # ---------------------------------------------------------------- main
@@ -863,6 +1040,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--detached", type=int, default=DETACHED, help="containers per round")
     ap.add_argument("--detached-rounds", type=int, default=3, help="rounds per engine (0: skip)")
     ap.add_argument("--floor-runs", type=int, default=10, help="--version / ps -q runs (0: skip)")
+    ap.add_argument("--api-runs", type=int, default=10, help="API phase runs (0: skip)")
     ap.add_argument("--engines", default=",".join(ENGINES), help="subset of " + ",".join(ENGINES))
     ap.add_argument("--out", default=str(HERE / "results"), help="where the JSON goes")
     args = ap.parse_args(argv)
@@ -902,6 +1080,7 @@ def main(argv: list[str] | None = None) -> int:
         "detached_rounds": args.detached_rounds,
         "bytecode": bytecode,
         "docker_on_path": first_docker,
+        "loadavg_before": os.getloadavg(),
     }
     engines: list[Engine] = []
     problems: list[str] = []
@@ -947,12 +1126,20 @@ def main(argv: list[str] | None = None) -> int:
         scenario_run_rm(usable, args.runs, args.warmup)
         if args.floor_runs > 0:
             scenario_floor(usable, args.floor_runs)
+        api_clients = scenario_api(usable, args.api_runs) if args.api_runs > 0 else []
         if args.detached_rounds > 0 and args.detached > 0:
             print(
                 f"\n{args.detached} detached containers x {args.detached_rounds} rounds per engine"
             )
             scenario_detached(usable, args.detached_rounds, args.detached)
         verdicts = report(usable, result, args.detached)
+        report_api(api_clients, result)
+        result["loadavg_after"] = os.getloadavg()
+        print(
+            f"\nload average before {fmt_load(result['loadavg_before'])}, "
+            f"after {fmt_load(result['loadavg_after'])} (2 vCPU: other work on the machine "
+            "slows every engine; the alternating order shares it out)"
+        )
         result["verdicts"] = verdicts
         result["clients"] = {
             c.key: {
