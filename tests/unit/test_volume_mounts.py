@@ -660,8 +660,11 @@ def test_store_reconcile_and_orphans(tmp_path: Path) -> None:
     s.create("xx")
     s.use("xx", CID)
     s.use("xx", CID2)
+    half_made = s.create(anonymous=True).name
+    s.use(half_made, CID2)
     assert s.reconcile({CID}) == [CID2]
     assert s.refs("xx") == [CID]
+    assert [v.name for v in s.volumes()] == ["xx"]  # the gone container's anonymous volume too
     s.close()
     (tmp_path / "v" / "half" / "_data").mkdir(parents=True)  # a crash between mkdir and commit
     s = VolumeStore(tmp_path / "v")

@@ -496,13 +496,15 @@ class VolumeStore:
         """Drop the references of containers not in ``live_container_ids``; their ids.
 
         For the engine's start-up: a container half-made when the daemon was
-        killed holds references but has no row.
+        killed holds references but has no row. The anonymous volumes made
+        for it go too (nothing else can know them: ``--volumes-from`` needs
+        the container), so such a crash leaves no volume behind.
         """
         with self._lock:
             holders = {r[0] for r in self._db.execute("SELECT DISTINCT container FROM refs")}
         gone = sorted(holders - set(live_container_ids))
         for cid in gone:
-            self.release_container(cid)
+            self.release_container(cid, remove_anonymous=True)
         return gone
 
     # -- remove, prune ----------------------------------------------------------------
