@@ -561,3 +561,20 @@ def test_volume_with_options_is_mounted_again_when_the_store_opens(tmp_path: Pat
         store.release_container("c" * 64)
         assert not _mounted(mountpoint)
         store.close()
+
+
+def test_start_up_drops_what_a_half_made_container_held(daemon: Daemon) -> None:
+    """A daemon killed during create leaves references (and an anonymous volume) with no container."""
+    _ok(daemon.docker("create", "--name", "real", "-v", "realvol:/r", "busybox", "true"))
+    daemon.stop(kill=True)
+    store = VolumeStore(daemon.root / "volumes")
+    ghost = "9" * 64
+    store.use(store.create(anonymous=True).name, ghost)
+    store.use("realvol", ghost)
+    store.close()
+    daemon.start()
+    assert _volume_names(daemon) == ["realvol"]
+    r = daemon.docker("volume", "rm", "realvol")
+    real = _ok(daemon.docker("inspect", "-f", "{{.Id}}", "real")).strip()
+    assert r.returncode == 1 and f"volume is in use - [{real}]" in r.stderr  # the ghost's ref gone
+    _ok(daemon.docker("rm", "real"))
