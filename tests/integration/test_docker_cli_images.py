@@ -449,3 +449,15 @@ def test_uploads_beyond_the_buffered_body_cap(images_daemon: Daemon, tmp_path: P
     ok(d.docker("save", "-o", str(saved), "big:1"))
     ok(d.docker("rmi", "big:1"))
     assert "Loaded image: big:1" in ok(d.docker("load", "-i", str(saved)))
+
+
+@pytest.mark.skipif(images_fixtures.STANDIN, reason="needs the container engine")
+def test_run_an_image_pulled_from_a_registry(
+    images_daemon_factory: Callable[[], Daemon], registry: Registry
+) -> None:
+    d, ref = _fresh_with_pushed(images_daemon_factory, registry, "run/bb")
+    r = d.docker("run", "--rm", "--network=none", ref, "echo", "pulled and running")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "pulled and running\n"
+    # The CLI pulled it (create said "No such image"), through this API.
+    assert "Downloaded newer image" in r.stderr or "Pull complete" in r.stderr
