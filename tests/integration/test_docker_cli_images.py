@@ -320,6 +320,12 @@ def test_login_with_a_token_server(
     ref = reg.ref("tok/bb:1")
     ok(d.docker("tag", "busybox", ref))
     assert "digest: sha256:" in ok(d.docker("push", ref))
+    ok(d.docker("rmi", ref, "busybox"))
+    assert f"Downloaded newer image for {ref}" in ok(d.docker("pull", ref))
+    # The token server saw the credentials of the login, with the scopes asked for.
+    assert reg.token_server is not None
+    scopes = [q.get("scope") for q in (r["query"] for r in reg.token_server.requests)]
+    assert any(s and "repository:tok/bb:pull" in s[0] for s in scopes)
 
 
 def test_store_is_consistent_after_failed_pull(images_daemon: Daemon, registry: Registry) -> None:
