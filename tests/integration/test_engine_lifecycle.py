@@ -550,3 +550,52 @@ def test_engine_killed_between_start_and_record_adopts(engine_roots: Daemon) -> 
         await engine.remove(cid, force=True)
 
     run(lambda: make_engine(engine_roots), second)
+
+
+def test_list_filters_and_zygote_restart(engine_roots: Daemon) -> None:
+    from bulkhead.engine.zygote import ZygoteClient
+
+    async def body(engine: Engine) -> None:
+        a, _ = await engine.create(
+            parse_create_request(
+                {"Image": "busybox", "Cmd": ["true"], "Labels": {"tier": "web", "x": "1"}}
+            ),
+            name="fa",
+        )
+        b, _ = await engine.create(request(["sh", "-c", "exit 2"]), name="fb")
+        c, _ = await engine.create(request(["true"]), name="fc")
+        await engine.start(b)
+        await asyncio.wait_for(engine.wait(b), 30)
+
+        def names(**filters: list[str]) -> list[str]:
+            return [s["Names"][0] for s in engine.list(all=True, filters=filters)]
+
+        assert names() == ["/fc", "/fb", "/fa"]
+        assert names(before=["fc"]) == ["/fb", "/fa"]
+        assert names(since=["fa"]) == ["/fc", "/fb"]
+        assert names(label=["tier=web"]) == ["/fa"]
+        assert names(label=["tier=db"]) == []
+        assert names(label=["x"]) == ["/fa"]
+        assert names(status=["exited"]) == ["/fb"]
+        assert names(status=["created"]) == ["/fc", "/fa"]
+        assert names(exited=["2"]) == ["/fb"]
+        assert names(name=["f[ab]"]) == ["/fb", "/fa"]
+        assert names(id=[a[:10]]) == ["/fa"]
+        assert names(ancestor=["busybox"]) == ["/fc", "/fb", "/fa"]
+        assert names(ancestor=["busybox:nope"]) == []
+        # ps without -a: running only; with a status filter: every container
+        assert engine.list() == []
+        assert [s["Names"][0] for s in engine.list(filters={"status": ["exited"]})] == ["/fb"]
+        assert [s["Names"][0] for s in engine.list(limit=1)] == ["/fc"]
+        with pytest.raises(SpecError, match="invalid filter 'status=nope'"):
+            engine.list(filters={"status": ["nope"]})
+        with pytest.raises(SpecError, match="invalid filter 'bogus'"):
+            engine.list(filters={"bogus": ["1"]})
+        # the zygote dies: the next start spawns a new one
+        ZygoteClient(engine.config.exec_root).stop()
+        await engine.start(c)
+        assert await asyncio.wait_for(engine.wait(c), 30) == (0, None)
+        for ref in (a, b, c):
+            await engine.remove(ref)
+
+    run(lambda: make_engine(engine_roots), body)

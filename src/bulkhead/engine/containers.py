@@ -304,7 +304,7 @@ class ContainerStore:
         """Every container, newest first (``docker ps`` order)."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT doc FROM containers ORDER BY created DESC, id"
+                "SELECT doc FROM containers ORDER BY rowid DESC"
             ).fetchall()
         return [_decoder.decode(r[0]) for r in rows]
 

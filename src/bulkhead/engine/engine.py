@@ -57,6 +57,7 @@ import msgspec
 
 from bulkhead.engine import bundle
 from bulkhead.engine.containers import (
+    STATUSES,
     ZERO_TIME,
     Container,
     ContainerStore,
@@ -1006,16 +1007,21 @@ class Engine:
     ) -> builtins.list[dict[str, Any]]:
         """Docker's ``GET /containers/json``: ContainerSummary entries, newest first."""
         containers = self.store.list()
+        rank = {c.id: i for i, c in enumerate(containers)}
         filters = {k: list(v) for k, v in (filters or {}).items() if v}
+        _check_filters(filters)
         # Docker: without -a only running ones, unless -n or a status/exited filter asks
         if not all and limit <= 0 and "status" not in filters and "exited" not in filters:
             containers = [c for c in containers if c.state.running]
-        containers = [c for c in containers if self._matches(c, filters)]
+        containers = [c for c in containers if self._matches(c, filters, rank)]
         if limit > 0:
             containers = containers[:limit]
         return [self._summary(c, size) for c in containers]
 
-    def _matches(self, c: Container, filters: dict[str, builtins.list[str]]) -> bool:
+    def _matches(
+        self, c: Container, filters: dict[str, builtins.list[str]], rank: dict[str, int]
+    ) -> bool:
+        """Does ``c`` pass every filter? ``rank``: position in creation order, newest 0."""
         for key, values in filters.items():
             if key == "id":
                 if not any(c.id.startswith(v) for v in values):
@@ -1060,9 +1066,11 @@ class Engine:
             elif key in ("before", "since"):
                 for v in values:
                     other = self.get(v)
-                    if key == "before" and not c.created < other.created:
+                    if other.id not in rank:
                         return False
-                    if key == "since" and not c.created > other.created:
+                    if key == "before" and not rank[c.id] > rank[other.id]:
+                        return False
+                    if key == "since" and not rank[c.id] < rank[other.id]:
                         return False
             elif key == "volume":
                 names = {m.get("Name") for m in c.mount_points} | {
@@ -1438,6 +1446,27 @@ class Engine:
                 tmp.close()
 
         return chunks()
+
+
+_LIST_FILTERS = frozenset(
+    {"id", "name", "label", "status", "exited", "ancestor", "before", "since", "volume",
+     "network", "publish", "expose", "health", "isolation", "is-task"}
+)  # fmt: skip
+
+
+def _check_filters(filters: dict[str, list[str]]) -> None:
+    """Docker's 400s for ``GET /containers/json`` filters, before any container is looked at."""
+    for key, values in filters.items():
+        if key not in _LIST_FILTERS:
+            raise SpecError(f"invalid filter '{key}'")
+        if key == "status":
+            for v in values:
+                if v not in STATUSES:
+                    raise SpecError(f"invalid filter 'status={v}'")
+        if key == "exited":
+            for v in values:
+                if not v.lstrip("-").isdigit():
+                    raise SpecError(f"invalid filter 'exited={v}'")
 
 
 def human_duration(seconds: float) -> str:
