@@ -100,8 +100,11 @@ HOST_DIRS = (
     Path("/run/containerd"),
 )
 HOST_FILES = (Path("/etc/docker/key.json"),)
-#: Top-level cgroups the peers create (docker: /docker/<id>, podman with cgroupfs: /libpod_parent).
-PEER_CGROUPS = ("docker", "libpod_parent")
+#: Top-level cgroups the engines create (docker: /docker/<id>, podman with cgroupfs:
+#: /libpod_parent, bulkhead: its cgroup parent), removed when new and empty at the end.
+PEER_CGROUPS = ("docker", "libpod_parent", "bulkhead-bench")
+#: The cgroup parent of the bulkhead daemon's containers when it takes Docker's "cgroup-parent".
+BULKHEAD_CGROUP_PARENT = "bulkhead-bench"
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
@@ -421,20 +424,32 @@ class Bulkhead(Engine):
         self.root.mkdir()
         shutil.copytree(self.image_store, self.root / "images", symlinks=True)
         config = self.work / "daemon.json"
-        config.write_text("{}\n")
         host = f"unix://{self.sock}"
         cmd = [
             str(PYTHON), "-m", "bulkhead.daemon", "--host", host, "--data-root", str(self.root),
             "--exec-root", str(self.exec_root), "--config-file", str(config),
         ]  # fmt: skip
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
-                cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True
-            )
-        try:
-            wait_for(lambda: ping(self.sock), "the bulkhead daemon", 30, self.proc)
-        except RuntimeError as exc:
-            raise RuntimeError(f"{exc}: {tail(self.log)}") from None
+        # Our containers' cgroups away from /bulkhead, which test sessions sweep as their own
+        # leaks; a daemon without Docker's "cgroup-parent" key refuses it: then without.
+        for settings in ({"cgroup-parent": f"/{BULKHEAD_CGROUP_PARENT}"}, {}):
+            config.write_text(json.dumps(settings) + "\n")
+            with open(self.log, "ab") as log:
+                self.proc = subprocess.Popen(
+                    cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True
+                )
+            try:
+                wait_for(lambda: ping(self.sock), "the bulkhead daemon", 30, self.proc)
+            except RuntimeError as exc:
+                if settings and self.proc.poll() is not None and "cgroup-parent" in tail(self.log):
+                    print(
+                        "NOTE: this bulkhead daemon takes no cgroup-parent: its containers' "
+                        "cgroups are under /bulkhead, where a test session ending meanwhile "
+                        "would count them as its leaks"
+                    )
+                    continue
+                raise RuntimeError(f"{exc}: {tail(self.log)}") from None
+            self.versions["bulkhead cgroup parent"] = settings.get("cgroup-parent", "/bulkhead")
+            break
         env = dict(self.env, DOCKER_HOST=host, BULKHEAD_HOST=host)
         env.pop("BULKHEAD_AUTOSTART", None)
         clients = [
