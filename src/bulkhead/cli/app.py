@@ -10,11 +10,14 @@ status and message; :func:`run_command` turns them into docker's output.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
-from typing import IO
 
 from bulkhead.cli.client import APIError, Client, DaemonUnavailable, socket_from_env
 from bulkhead.cli.flags import ArgCountError, Command, HelpRequested, Parsed, UsageError
+
+TYPE_CHECKING = False  # not `from typing import`: typing costs milliseconds at start-up
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import IO
 
 
 class Exit(Exception):

@@ -24,8 +24,9 @@ Errors are :class:`UsageError` with cobra's messages (``unknown flag:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+TYPE_CHECKING = False  # typing and dataclasses cost milliseconds at every start
+if TYPE_CHECKING:
+    from typing import Any
 
 BOOL = "bool"
 STR = "str"
@@ -40,16 +41,26 @@ class UsageError(Exception):
     """A command line the command cannot accept (exit status 125)."""
 
 
-@dataclass(frozen=True, slots=True)
 class Flag:
     """One flag: ``long`` name (without dashes), optional one-letter ``short``."""
 
-    long: str
-    short: str = ""
-    kind: str = BOOL
-    help: str = ""
-    default: Any = None
-    metavar: str = ""
+    __slots__ = ("default", "help", "kind", "long", "metavar", "short")
+
+    def __init__(
+        self,
+        long: str,
+        short: str = "",
+        kind: str = BOOL,
+        help: str = "",
+        default: Any = None,
+        metavar: str = "",
+    ) -> None:
+        self.long = long
+        self.short = short
+        self.kind = kind
+        self.help = help
+        self.default = default
+        self.metavar = metavar
 
     def initial(self) -> Any:
         if self.default is not None:
@@ -60,13 +71,17 @@ class Flag:
         return f"-{self.short}, --{self.long}" if self.short else f"--{self.long}"
 
 
-@dataclass(slots=True)
 class Parsed:
     """The outcome: ``values`` by long name (dashes kept), ``args`` the positionals."""
 
-    values: dict[str, Any]
-    args: list[str]
-    given: set[str] = field(default_factory=set)
+    __slots__ = ("args", "given", "values")
+
+    def __init__(
+        self, values: dict[str, Any], args: list[str], given: set[str] | None = None
+    ) -> None:
+        self.values = values
+        self.args = args
+        self.given = given if given is not None else set()
 
     def __getitem__(self, name: str) -> Any:
         return self.values[name]
@@ -75,19 +90,24 @@ class Parsed:
         return name in self.given
 
 
-@dataclass(slots=True)
 class Command:
     """A command's flags and usage line; ``parse`` turns argv into :class:`Parsed`."""
 
-    name: str
-    usage: str
-    flags: list[Flag]
-    interspersed: bool = True
-    summary: str = ""
-    _long: dict[str, Flag] = field(default_factory=dict, init=False, repr=False)
-    _short: dict[str, Flag] = field(default_factory=dict, init=False, repr=False)
-
-    def __post_init__(self) -> None:
+    def __init__(
+        self,
+        name: str,
+        usage: str,
+        flags: list[Flag],
+        interspersed: bool = True,
+        summary: str = "",
+    ) -> None:
+        self.name = name
+        self.usage = usage
+        self.flags = flags
+        self.interspersed = interspersed
+        self.summary = summary
+        self._long: dict[str, Flag] = {}
+        self._short: dict[str, Flag] = {}
         for f in self.flags:
             self._long[f.long] = f
             if f.short:

@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
 
 
 def human_duration(seconds: float) -> str:
@@ -77,14 +76,15 @@ def parse_rfc3339(text: str) -> float:
                 break
     if tz in ("", "Z", "z"):
         tz = "+00:00"
+    from datetime import datetime
+
     dt = datetime.fromisoformat(main + tz)
     return dt.timestamp() + (float("0." + frac) if frac else 0.0)
 
 
 def format_time(epoch: float) -> str:
     """Docker's CreatedAt: ``2024-01-02 15:04:05 +0000 UTC``."""
-    dt = datetime.fromtimestamp(epoch, tz=UTC)
-    return dt.strftime("%Y-%m-%d %H:%M:%S +0000 UTC")
+    return time.strftime("%Y-%m-%d %H:%M:%S +0000 UTC", time.gmtime(epoch))
 
 
 def short_id(ident: str) -> str:
@@ -115,6 +115,8 @@ def parse_since(value: str, now: float | None = None) -> str:
         return value
     except ValueError:
         pass
+    from datetime import UTC, datetime
+
     try:
         ts = parse_rfc3339(value if "T" in value or len(value) <= 10 else value.replace(" ", "T"))
     except ValueError:

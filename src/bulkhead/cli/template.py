@@ -26,9 +26,11 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+
+TYPE_CHECKING = False  # typing and dataclasses cost milliseconds at every `ps`
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
 
 
 class TemplateError(Exception):
@@ -68,22 +70,28 @@ def _tokens(text: str) -> list[tuple[str, str]]:
 # --- the tree -------------------------------------------------------------------
 
 
-@dataclass
 class _Text:
-    text: str
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
 
 
-@dataclass
 class _Action:
-    pipe: list[list[tuple[str, Any]]]
+    __slots__ = ("pipe",)
+
+    def __init__(self, pipe: list[list[tuple[str, Any]]]) -> None:
+        self.pipe = pipe
 
 
-@dataclass
 class _Block:
-    kind: str  # if | range | with
-    pipe: list[list[tuple[str, Any]]]
-    body: list[Any] = field(default_factory=list)
-    orelse: list[Any] = field(default_factory=list)
+    __slots__ = ("body", "kind", "orelse", "pipe")
+
+    def __init__(self, kind: str, pipe: list[list[tuple[str, Any]]]) -> None:
+        self.kind = kind  # if | range | with
+        self.pipe = pipe
+        self.body: list[Any] = []
+        self.orelse: list[Any] = []
 
 
 def _parse_pipe(tokens: list[tuple[str, str]]) -> list[list[tuple[str, Any]]]:
@@ -221,9 +229,8 @@ def go_str(value: Any) -> str:
 
 
 def go_json(value: Any) -> str:
-    """Go's json.Marshal: compact, ``<``, ``>`` and ``&`` escaped."""
-    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    """docker's template ``json``: compact, not HTML-escaped (SetEscapeHTML(false))."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
 def _truthy(value: Any) -> bool:
