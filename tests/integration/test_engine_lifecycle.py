@@ -261,6 +261,7 @@ def test_restarted_engine_adopts_running_and_records_exits(engine_roots: Daemon)
     running, quick, vanish = run(lambda: make_engine(engine_roots), first)
     # while no engine watches: "quick" exits by itself, "vanish" loses its monitor
     monitor = json.loads((engine_roots.exec_root / vanish / "monitor.json").read_text())
+    orphan = int(monitor["init_pid"])
     os.kill(int(monitor["monitor_pid"]), signal.SIGKILL)
     time.sleep(2)
 
@@ -272,6 +273,16 @@ def test_restarted_engine_adopts_running_and_records_exits(engine_roots: Daemon)
         v = engine.inspect("vanish")["State"]
         assert (v["Status"], v["ExitCode"]) == ("exited", 255)
         assert v["Error"]
+        # its orphaned init does not run on unseen: the runtime container was deleted
+        for _ in range(100):
+            if (
+                not Path(f"/proc/{orphan}").exists()
+                or "Z" in Path(f"/proc/{orphan}/stat").read_text().split(")")[-1][:3]
+            ):
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError(f"the init {orphan} of a vanished monitor still runs")
         # the adopted container is watched: stop sees its exit
         await engine.stop("keeps", timeout=0)
         assert engine.inspect("keeps")["State"]["ExitCode"] == 137
@@ -597,5 +608,30 @@ def test_list_filters_and_zygote_restart(engine_roots: Daemon) -> None:
         assert await asyncio.wait_for(engine.wait(c), 30) == (0, None)
         for ref in (a, b, c):
             await engine.remove(ref)
+
+    run(lambda: make_engine(engine_roots), body)
+
+
+def test_join_another_containers_pid_namespace(engine_roots: Daemon) -> None:
+    async def body(engine: Engine) -> None:
+        host, _ = await engine.create(request(["sleep", "100"]), name="nshost")
+        await engine.start(host)
+        guest, _ = await engine.create(
+            request(["sh", "-c", "cat /proc/1/cmdline | tr '\\0' ' '"], PidMode="container:nshost")
+        )
+        await engine.start(guest)
+        assert await asyncio.wait_for(engine.wait(guest), 30) == (0, None)
+        # the host restarts (new pid): the guest follows it at its next start
+        await engine.stop(host, timeout=0)
+        await engine.start(host)
+        await engine.start(guest)
+        assert await asyncio.wait_for(engine.wait(guest), 30) == (0, None)
+        logs = [e["log"] for e in read_log(engine.inspect(guest)["LogPath"])]
+        assert logs == ["sleep 100 ", "sleep 100 "]
+        await engine.stop(host, timeout=0)
+        with pytest.raises(ContainerNotRunning, match="non running container"):
+            await engine.start(guest)
+        for ref in (guest, host):
+            await engine.remove(ref, force=True)
 
     run(lambda: make_engine(engine_roots), body)

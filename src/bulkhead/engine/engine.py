@@ -171,6 +171,16 @@ def merged_config(image: Image, config: dict[str, Any], hostname: str) -> dict[s
     return out
 
 
+#: HostConfig keys whose ``container:<ref>`` mode joins another container's namespace.
+_JOINABLE = (
+    ("PidMode", "pid", "pid"),
+    ("IpcMode", "ipc", "ipc"),
+    ("UTSMode", "uts", "uts"),
+    ("CgroupnsMode", "cgroup", "cgroup"),
+    ("NetworkMode", "network", "net"),
+)
+
+
 class _Watch:
     """One monitor watched through its pidfd."""
 
@@ -373,7 +383,7 @@ class Engine:
                 rootfs=str(paths.rootfs),
                 container_id=cid,
                 hostname_default=hostname,
-                namespaces=self._network_namespaces(cid, network_mode),
+                namespaces=self._namespaces(cid, host_config),
             )
             # volumes, binds, --volumes-from (copy-up reads the mounted rootfs)
             resolved = None
@@ -449,28 +459,64 @@ class Engine:
                     log.exception("undoing a failed create of %s", cid)
             raise
 
-    def _network_namespaces(self, container_id: str, network_mode: str) -> dict[str, str]:
+    def _namespaces(self, container_id: str, host_config: dict[str, Any]) -> dict[str, str]:
         """The namespace paths a container joins, prepared before its spec is written.
 
-        The hook for networking: ``none`` gets a fresh namespace from the
-        runtime, ``host`` none at all (build_spec handles both). A later
-        bridge driver creates ``/run/bulkhead/netns/<id>`` here and returns
-        ``{"network": path}``. ``container:<ref>`` joins a running
-        container's namespaces.
+        ``container:<ref>`` modes (``--pid``, ``--ipc``, ``--uts``,
+        ``--cgroupns``, ``--network``) join that running container's
+        namespaces through ``/proc/<its pid>/ns/<kind>``; they are resolved
+        again at every start (the other container's pid changes when it
+        restarts). Networking's hook is :meth:`_network_namespace`.
+        """
+        out: dict[str, str] = {}
+        for key, kind, proc_name in _JOINABLE:
+            mode = str(host_config.get(key) or "")
+            if mode.startswith("container:"):
+                other = self.get(mode.split(":", 1)[1])
+                if other.id == container_id:
+                    raise SpecError(f"cannot join own {kind} namespace", where=f"HostConfig.{key}")
+                if not other.state.running or not other.state.pid:
+                    raise ContainerNotRunning(
+                        f"cannot join {kind} namespace of a non running container: {other.id}"
+                    )
+                out[kind] = f"/proc/{other.state.pid}/ns/{proc_name}"
+        network = self._network_namespace(
+            container_id, str(host_config.get("NetworkMode") or "none")
+        )
+        if network is not None:
+            out["network"] = network
+        return out
+
+    def _network_namespace(self, container_id: str, network_mode: str) -> str | None:
+        """The network hook: the path of a namespace prepared for ``container_id``, or None.
+
+        ``none`` gets a fresh empty namespace from the runtime and ``host``
+        none at all (build_spec handles both), so this returns None. A later
+        bridge driver creates ``<exec_root>/netns/<id>`` (veth, address)
+        here, before the spec is written and the container starts.
         """
         if network_mode.startswith("container:"):
-            other = self.get(network_mode.split(":", 1)[1])
-            if not other.state.running or not other.state.pid:
-                raise ContainerNotRunning(f"Container {other.id} is not running")
-            return {
-                "network": f"/proc/{other.state.pid}/ns/net",
-            }
+            return None  # joined in _namespaces
         if network_mode not in ("none", "host", "default", "bridge", ""):
             raise SpecError(
                 f"network {network_mode} not found (only none and host exist yet)",
                 where="HostConfig.NetworkMode",
             )
-        return {}
+        return None
+
+    def _refresh_namespaces(self, c: Container) -> None:
+        """Point config.json at the current pids of the containers whose namespaces ``c`` joins."""
+        if not any(
+            str(c.host_config.get(k) or "").startswith("container:") for k, _, _ in _JOINABLE
+        ):
+            return
+        paths = self.paths(c.id)
+        spec = json.loads(paths.config_json.read_text())
+        joined = self._namespaces(c.id, c.host_config)
+        for ns in spec.get("linux", {}).get("namespaces", []):
+            if ns.get("type") in joined:
+                ns["path"] = joined[ns["type"]]
+        bundle.write_config(paths, spec)
 
     # -- monitors ------------------------------------------------------------------
 
@@ -532,6 +578,7 @@ class Engine:
         return self._monitor_client(c.id)
 
     def _prepare_spawn(self, c: Container, state_dir: Path, paths: bundle.ContainerPaths) -> None:
+        self._refresh_namespaces(c)
         shutil.rmtree(state_dir, ignore_errors=True)
         self._delete_runtime_state(c.runtime, c.id)
         bundle.mount_rootfs(self.snapshotter, c.snapshot_key, paths.rootfs)
@@ -587,6 +634,8 @@ class Engine:
                 return
             if c.state.monitor_pid not in (0, monitor_pid):
                 return  # a newer monitor already took over
+            if status is None:  # the monitor vanished: its container must not run on unseen
+                await asyncio.to_thread(self._delete_runtime_state, c.runtime, c.id)
 
             def record(x: Container) -> None:
                 was_running = x.state.running or x.state.status in (
