@@ -31,7 +31,7 @@ import pytest
 from tests.integration.engine_fixtures import Daemon
 from tests.integration.runtime_helpers import RuntimeCLI
 
-from bulkhead.engine.mounts import apply_to_spec, resolve_mounts
+from bulkhead.engine.mounts import apply_to_spec, resolve_mounts, rootfs_with_volumes
 from bulkhead.engine.volumes import VolumeStore
 from bulkhead.linux import mountinfo
 
@@ -578,3 +578,51 @@ def test_start_up_drops_what_a_half_made_container_held(daemon: Daemon) -> None:
     real = _ok(daemon.docker("inspect", "-f", "{{.Id}}", "real")).strip()
     assert r.returncode == 1 and f"volume is in use - [{real}]" in r.stderr  # the ghost's ref gone
     _ok(daemon.docker("rm", "real"))
+
+
+def test_rootfs_with_volumes_for_docker_cp(tmp_path: Path) -> None:
+    """A private view of the rootfs with the volumes in it; nothing shows elsewhere."""
+    rootfs = tmp_path / "c" / "rootfs"
+    rootfs.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(rootfs)], check=True)
+    try:
+        subprocess.run(["mount", "--make-shared", str(rootfs)], check=True)
+        (rootfs / "etc").mkdir()
+        (rootfs / "sneaky").symlink_to("/../../../../../../..")  # points at the host's / outside
+        vol = tmp_path / "vol"
+        vol.mkdir()
+        (vol / "in-volume").write_text("v\n")
+        ro = tmp_path / "ro"
+        ro.mkdir()
+        conf = tmp_path / "app.conf"
+        conf.write_text("c\n")
+        points = [
+            {"Type": "volume", "Name": "v", "Source": str(vol), "Destination": "/data", "RW": True},
+            {"Type": "bind", "Source": str(ro), "Destination": "/sneaky/ro", "RW": False},
+            {"Type": "bind", "Source": str(conf), "Destination": "/etc/app.conf", "RW": True},
+            {"Type": "tmpfs", "Source": "", "Destination": "/t", "RW": True},
+        ]
+        before = {m.mountpoint for m in mountinfo.read()}
+        with rootfs_with_volumes(str(rootfs), points) as view:
+            assert view != str(rootfs) and Path(view).parent == rootfs.parent
+            assert (Path(view) / "data" / "in-volume").read_text() == "v\n"
+            (Path(view) / "data" / "from-cp").write_text("cp\n")
+            assert (Path(view) / "etc" / "app.conf").read_text() == "c\n"
+            with pytest.raises(OSError) as exc:
+                (Path(view) / "ro" / "x").write_text("no")  # where /sneaky/ro resolves
+            assert exc.value.errno == 30  # EROFS
+            added = {m.mountpoint for m in mountinfo.read()} - before
+            # only the view and what is inside it; the shared rootfs got nothing
+            assert added and all(p == view or p.startswith(view + "/") for p in added)
+            assert os.path.join(view, "ro") in added  # the symlink resolved inside the view
+            assert not (Path(view) / "t").exists()
+        assert (vol / "from-cp").read_text() == "cp\n"
+        assert {m.mountpoint for m in mountinfo.read()} == before
+        assert not Path(view).exists()
+        assert not Path("/ro").exists()
+        # the mount points were made in the rootfs, as the runtime would
+        assert (rootfs / "data").is_dir() and (rootfs / "etc" / "app.conf").is_file()
+        with rootfs_with_volumes(str(rootfs), points[3:]) as same:
+            assert same == str(rootfs)  # nothing to mount: the rootfs itself
+    finally:
+        subprocess.run(["umount", "-l", str(rootfs)], check=False)

@@ -58,7 +58,7 @@ import csv
 import os
 import posixpath
 import subprocess
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -856,3 +856,92 @@ def apply_to_spec(spec: dict[str, Any], resolved: ResolvedMounts) -> dict[str, A
         if resolved.rootfs_propagation == "rshared" or current not in ("shared", "rshared"):
             linux["rootfsPropagation"] = resolved.rootfs_propagation
     return spec
+
+
+# --- a container's files as its processes see them (docker cp) ----------------------
+
+
+@contextlib.contextmanager
+def rootfs_with_volumes(rootfs: str, mount_points: list[dict[str, Any]]) -> Iterator[str]:
+    """A private view of ``rootfs`` with the container's volumes and binds mounted in it.
+
+    For ``docker cp`` (``/containers/{id}/archive``): a path under a volume
+    must read and write the volume, as in Docker, not the image layer
+    hidden below it. ``mount_points`` are ``inspect``'s ``Mounts`` (those
+    :func:`resolve_mounts` returned); tmpfs mounts live only inside the
+    container and are not there (Docker neither). Without a bind or volume
+    the rootfs itself is yielded.
+
+    The view is a recursive clone of the rootfs mount attached at a new
+    directory next to it and made private at once, so that nothing mounted
+    in it shows up elsewhere: not in the host's mount table beyond the view,
+    and not in a running container whose root is the same mount. Each
+    volume is cloned (``open_tree``), made read-only when the mount point
+    is, and moved onto its destination opened inside the view with
+    ``O_NOFOLLOW`` on every component (a symlink in the image cannot send
+    it out of the view). The view is detached and removed afterwards.
+    Needs root.
+    """
+    shared = [
+        m
+        for m in mount_points
+        if m.get("Type") in ("bind", "volume") and m.get("Source") and m.get("Destination")
+    ]
+    if not shared:
+        yield rootfs
+        return
+    import tempfile
+
+    from bulkhead.linux import mount as lm
+    from bulkhead.runtime.securejoin import open_in_root
+
+    parent = os.path.dirname(os.path.normpath(rootfs))
+    view = tempfile.mkdtemp(prefix=".view-", dir=parent)
+    attached = False
+    try:
+        tree = lm.open_tree(rootfs, lm.OPEN_TREE_CLONE | lm.AT_RECURSIVE)
+        try:
+            lm.move_mount(tree, view)
+        finally:
+            os.close(tree)
+        attached = True
+        lm.make_propagation(view, lm.MS_PRIVATE | lm.MS_REC)
+        for m in sorted(shared, key=lambda m: _depth(str(m["Destination"]))):
+            source = str(m["Source"])
+            try:
+                is_dir = os.path.isdir(source)
+            except OSError:
+                continue
+            if not os.path.exists(source):
+                continue
+            target_fd, _ = open_in_root(
+                view, str(m["Destination"]), create="dir" if is_dir else "file"
+            )
+            try:
+                clone = lm.open_tree(source, lm.OPEN_TREE_CLONE | lm.AT_RECURSIVE)
+                try:
+                    if not m.get("RW", True):
+                        lm.mount_setattr(
+                            "",
+                            lm.MOUNT_ATTR_RDONLY,
+                            recursive=True,
+                            dirfd=clone,
+                            flags=lm.AT_EMPTY_PATH,
+                        )
+                    lm.move_mount(
+                        clone,
+                        "",
+                        to_dirfd=target_fd,
+                        flags=lm.MOVE_MOUNT_F_EMPTY_PATH | lm.MOVE_MOUNT_T_EMPTY_PATH,
+                    )
+                finally:
+                    os.close(clone)
+            finally:
+                os.close(target_fd)
+        yield view
+    finally:
+        if attached:
+            with contextlib.suppress(OSError):
+                lm.umount2(view, lm.MNT_DETACH)
+        with contextlib.suppress(OSError):
+            os.rmdir(view)
