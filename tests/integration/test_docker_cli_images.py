@@ -71,7 +71,7 @@ def test_push_then_pull_into_an_empty_store(
     assert ok(b.docker("images", "-q")).strip() == ""
     out = ok(b.docker("pull", ref))
     assert "1.0: Pulling from team/bb" in out
-    assert "Pull complete" in out
+    assert "Extracting" in out and "Pull complete" in out
     assert f"Digest: {pushed_digest}" in out
     assert f"Status: Downloaded newer image for {ref}" in out
     assert image_id(b, ref) == image_id(a, "busybox")

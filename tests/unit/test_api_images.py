@@ -122,6 +122,8 @@ def test_pull_progress_messages() -> None:
     clock.now = 1.0
     p(Progress(D2, LAYER, "downloading", 1000, 1000))
     p(Progress(D2, LAYER, "done", 1000, 1000))
+    assert p.downloaded() == [D2]
+    p.extracting()
     p.finished("sha256:" + "f" * 64)
     out.append(pull_status("busybox:latest", False))
     assert out[0] == {"status": "Pulling from library/busybox", "id": "latest"}
@@ -134,11 +136,12 @@ def test_pull_progress_messages() -> None:
     assert [m["status"] for m in out[5:]] == [
         "Verifying Checksum",
         "Download complete",
+        "Extracting",
         "Pull complete",
         "Digest: sha256:" + "f" * 64,
         "Status: Downloaded newer image for busybox:latest",
     ]
-    assert out[7]["id"] == "222222222222"  # only the downloaded layer is "Pull complete"
+    assert out[8]["id"] == "222222222222"  # only the downloaded layer is "Pull complete"
     assert pull_status("x:1", True) == {"status": "Status: Image is up to date for x:1"}
 
 

@@ -485,6 +485,12 @@ class ImagesAPI:
                     f"or may require 'docker login': {exc}"
                 ) from None
             image = self.store.record_pull(pulled)
+        snapshotter = self.services.snapshotter
+        if snapshotter is not None and progress.downloaded():
+            # As Docker extracts at pull: the first container of the image starts
+            # on unpacked layers (snapshots named by chain id, shared by images).
+            progress.extracting()
+            self.store.unpack(image, snapshotter)
         progress.finished(pulled.digest)
         return before == image.id
 

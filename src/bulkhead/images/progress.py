@@ -181,6 +181,15 @@ class PullProgress:
             self.emit(layer_status("Verifying Checksum", sid))
             self.emit(layer_status("Download complete", sid))
 
+    def downloaded(self) -> list[str]:
+        """The layers this pull downloaded (not those already there), in the order first seen."""
+        return [d for d in self._order if self._seen.get(d) == "downloaded"]
+
+    def extracting(self) -> None:
+        """``Extracting`` for each downloaded layer (the layers are being unpacked)."""
+        for d in self.downloaded():
+            self.emit(layer_status("Extracting", short_id(d)))
+
     def finished(self, digest: str) -> None:
         """After the image is recorded: ``Pull complete`` per new layer, then ``Digest:``.
 
@@ -188,9 +197,8 @@ class PullProgress:
         every tag says it once.
         """
         self.started()
-        for d in self._order:
-            if self._seen.get(d) == "downloaded":
-                self.emit(layer_status("Pull complete", short_id(d)))
+        for d in self.downloaded():
+            self.emit(layer_status("Pull complete", short_id(d)))
         self.emit(status(f"Digest: {digest}"))
 
 
