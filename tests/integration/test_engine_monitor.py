@@ -617,3 +617,44 @@ def _own_pipes(pid: int) -> set[str]:
     links = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
     pipes = [t for t in links if t.startswith("pipe:")]
     return {p for p in pipes if pipes.count(p) == 2}
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_container_starts_with_no_signal_ignored_or_blocked(harness: Harness, runtime: str) -> None:
+    cfg = harness.config(["cat", "/proc/self/status"], runtime)
+
+    async def go() -> bytes:
+        client = await harness.spawn(cfg)
+        reader, _ = await client.attach(stdin=False, stdout=True, stderr=True)
+        await client.start()
+        return await read_all(reader)
+
+    status = demux(asyncio.run(go()))[1].decode()
+    fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
+    assert int(fields["SigIgn"], 16) == 0, fields["SigIgn"]
+    assert int(fields["SigBlk"], 16) == 0, fields["SigBlk"]
+    harness.assert_clean(cfg)
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_sigterm_to_the_monitor_goes_to_the_container(harness: Harness, runtime: str) -> None:
+    cfg = harness.config(
+        ["sh", "-c", 'trap "echo bye; exit 7" TERM; echo ready; while true; do sleep 0.05; done'],
+        runtime,
+    )
+
+    async def go() -> bytes:
+        client = await harness.spawn(cfg)
+        reader, _ = await client.attach(stdin=False, stdout=True, stderr=True)
+        await client.start()
+        first = await asyncio.wait_for(reader.readexactly(8 + len(b"ready\n")), 10)
+        info = client.info()
+        assert info is not None
+        os.kill(info.monitor_pid, signal.SIGTERM)
+        return first + await read_all(reader)
+
+    assert demux(asyncio.run(go()))[1] == b"ready\nbye\n"
+    harness.wait_exit(cfg)
+    status = MonitorClient(cfg.state_dir).exit_status()
+    assert status is not None and status.exit_code == 7
+    harness.assert_clean(cfg)

@@ -568,19 +568,24 @@ class _Binary(_Backend):
         self.log = os.path.join(cfg.state_dir, "runtime.log")
 
     def _run(self, args: list[str], stdio: tuple[int, int, int] | None = None) -> None:
+        """Run the runtime with ``args``; raise the :class:`MonitorError` for its complaint.
+
+        Started with ``subprocess`` (vfork + exec, every signal back to its
+        default) rather than glibc's posix_spawn, which would leave its
+        internal signals 32 and 33 ignored in the runtime and the container.
+        """
+        import subprocess
+
         argv = [self.path, "--root", self.cfg.runtime_root, "--log", self.log]
         argv += ["--log-format", "json", *args]
-        null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
-        try:
-            fds = stdio or (null, null, null)
-            actions = [(os.POSIX_SPAWN_DUP2, fd, i) for i, fd in enumerate(fds)]
-            with contextlib.suppress(FileNotFoundError):
-                os.truncate(self.log, 0)
-            pid = os.posix_spawn(self.path, argv, dict(os.environ), file_actions=actions)
-        finally:
-            os.close(null)
-        _, status = os.waitpid(pid, 0)
-        code = os.waitstatus_to_exitcode(status)
+        with contextlib.suppress(FileNotFoundError):
+            os.truncate(self.log, 0)
+        io: dict[str, Any] = {"stdin": subprocess.DEVNULL, "stdout": subprocess.DEVNULL}
+        io["stderr"] = subprocess.DEVNULL
+        if stdio is not None:
+            io = {"stdin": stdio[0], "stdout": stdio[1], "stderr": stdio[2]}
+        proc = subprocess.Popen(argv, close_fds=True, restore_signals=True, **io)
+        code = proc.wait()
         if code != 0:
             message = self._last_error() or f"{os.path.basename(self.path)} {args[0]}: exit {code}"
             raise classify_runtime_message(message)(message)
@@ -1429,11 +1434,18 @@ class Monitor:
                     break
 
     def _signals(self) -> None:
+        received = bytearray()
         try:
-            while os.read(self.sig_r, 512):
-                pass
+            while chunk := os.read(self.sig_r, 512):
+                received += chunk
         except BlockingIOError:
             pass
+        for sig in set(received) & _FORWARDED:
+            # As conmon: a signal meant to end the monitor goes to the container
+            # instead; the monitor stays to record how it ended.
+            if self.init_pid and not self.exited:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.init_pid, sig)
         self._reap()
 
     # -- the loop -----------------------------------------------------------
@@ -1508,6 +1520,10 @@ class Monitor:
             self.master = None
 
 
+#: Signals the monitor passes on to the container's init (conmon's ``on_sig_exit``).
+_FORWARDED = frozenset({int(signal.SIGTERM), int(signal.SIGINT), int(signal.SIGQUIT)})
+
+
 def _noop(signum: int, frame: object) -> None:
     pass
 
@@ -1537,11 +1553,9 @@ def serve(cfg: MonitorConfig, reply: socket.socket) -> int:
     os.close(log_fd)
     sig_r, sig_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.set_wakeup_fd(sig_w)
-    signal.signal(signal.SIGCHLD, _noop)
-    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    # Handlers, not SIG_IGN: an ignored signal stays ignored across exec, in the container.
+    for sig in (signal.SIGCHLD, signal.SIGHUP, signal.SIGPIPE, *_FORWARDED):
+        signal.signal(sig, _noop)
     mon = Monitor(cfg)
     mon.sig_r = sig_r
     try:

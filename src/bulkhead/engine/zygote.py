@@ -210,6 +210,7 @@ def _preload() -> None:
     import ipaddress  # noqa: F401
     import pkgutil
     import struct  # noqa: F401
+    import subprocess  # noqa: F401
     import termios  # noqa: F401
     import urllib.parse  # noqa: F401
 
@@ -232,6 +233,33 @@ def _preload() -> None:
     for mod in pkgutil.iter_modules(bulkhead.cgroups.__path__, "bulkhead.cgroups."):
         with contextlib.suppress(ImportError):
             __import__(mod.name)
+
+
+def _reset_signal_dispositions() -> None:
+    """Start with every signal at its default, whatever the spawner left ignored.
+
+    An ignored signal stays ignored across fork and exec, down to the
+    containers: a daemon started from a background shell ignores SIGINT and
+    SIGQUIT, and glibc's posix_spawn (how the daemon starts us) leaves its
+    two internal real-time signals (32 and 33, which Python cannot name)
+    ignored in the child. Docker's containers start with none ignored.
+    """
+    keep = {signal.SIGPIPE, signal.SIGXFSZ}  # Python's own; set back to default at exec
+    for sig in signal.valid_signals():
+        if sig not in keep and signal.getsignal(sig) == signal.SIG_IGN:
+            with contextlib.suppress(OSError, ValueError):
+                signal.signal(sig, signal.SIG_DFL)
+    number = {"x86_64": 13, "aarch64": 134}.get(os.uname().machine)  # rt_sigaction
+    if number is None:
+        return
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    default = (ctypes.c_ulong * 4)()  # handler SIG_DFL, no flags, no restorer, empty mask
+    for internal in (32, 33):
+        libc.syscall(
+            ctypes.c_long(number), ctypes.c_long(internal), default, None, ctypes.c_long(8)
+        )
 
 
 def _read_request(sock: socket.socket, timeout: float = 2.0) -> dict[str, Any] | None:
@@ -396,6 +424,7 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.suppress(PermissionError):
         os.setsid()
     os.chdir("/")  # hold no mount busy
+    _reset_signal_dispositions()
     for key in _DROP_ENV:
         os.environ.pop(key, None)
     _preload()
