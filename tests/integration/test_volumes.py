@@ -492,6 +492,19 @@ def test_docker_py_volumes_in_containers(daemon: Daemon, tmp_path: Path) -> None
     out = client.containers.run("busybox", ["cat", "/v/f"], volumes=["pyv:/v:ro"], remove=True)
     assert out == b"py\n"
     assert client.volumes.get("pyv").attrs["Name"] == "pyv"
+    from docker.types import Mount  # type: ignore[import-untyped]
+
+    out = client.containers.run(
+        "busybox",
+        ["sh", "-c", "ls -A /var | wc -l; grep ' /t ' /proc/mounts | cut -d' ' -f3"],
+        mounts=[
+            Mount("/var", "pym", type="volume", no_copy=True, labels={"via": "docker-py"}),
+            Mount("/t", None, type="tmpfs", tmpfs_size=1 << 20),
+        ],
+        remove=True,
+    )
+    assert out.split() == [b"0", b"tmpfs"]
+    assert client.volumes.get("pym").attrs["Labels"] == {"via": "docker-py"}
 
 
 def test_image_volume_copied_up_into_an_anonymous_volume(daemon: Daemon) -> None:
