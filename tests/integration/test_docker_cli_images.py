@@ -467,3 +467,30 @@ def test_run_an_image_pulled_from_a_registry(
     assert r.stdout == "pulled and running\n"
     # The CLI pulled it (create said "No such image"), through this API.
     assert "Downloaded newer image" in r.stderr or "Pull complete" in r.stderr
+
+
+def test_import_from_a_url(images_daemon: Daemon, tmp_path: Path) -> None:
+    """``docker import http://...``: the daemon fetches the tar (here from 127.0.0.1)."""
+    import functools
+    import http.server
+    import threading
+
+    (tmp_path / "www").mkdir()
+    (tmp_path / "www" / "fs.tar").write_bytes(rootfs_tar({"from-url": b"yes"}))
+    handler = functools.partial(
+        http.server.SimpleHTTPRequestHandler, directory=str(tmp_path / "www")
+    )
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        port = httpd.server_address[1]
+        out = ok(images_daemon.docker("import", f"http://127.0.0.1:{port}/fs.tar", "fromurl:1"))
+        assert out.strip().splitlines()[-1].startswith("sha256:")
+        assert image_id(images_daemon, "fromurl:1") == out.strip().splitlines()[-1]
+        r = images_daemon.docker("import", f"http://127.0.0.1:{port}/missing.tar")
+        assert r.returncode == 1 and "HTTP 404" in r.stderr
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(5)

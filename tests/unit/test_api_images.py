@@ -313,7 +313,9 @@ def test_import_load_save(env: SimpleNamespace) -> None:
     assert image.config["comment"] == "hello"
     status, body = call(env, "POST", "/images/create?fromSrc=-", b"not a tar" * 100)
     assert status == 400 and b"import failed" in body
-    assert call(env, "POST", "/images/create?fromSrc=http://x/a.tar")[0] == 400
+    assert call(env, "POST", "/images/create?fromSrc=ftp://x/a.tar")[0] == 400
+    status, body = call(env, "POST", "/images/create?fromSrc=http://127.0.0.1:1/a.tar")
+    assert status == 400 and b"import from http://127.0.0.1:1/a.tar" in body
     assert call(env, "POST", "/images/create?fromSrc=-&changes=RUN%20x", b"")[0] == 400
     assert call(env, "POST", "/images/create")[0] == 400
     assert call(env, "POST", "/images/create?fromImage=Busybox")[0] == 400
@@ -405,3 +407,13 @@ def test_a_save_whose_client_goes_away_stops(
     asyncio.run(main())
     assert finished.wait(10), "the save worker is still blocked"
     assert outcome and isinstance(outcome[0], BrokenPipeError)
+
+
+def test_filter_times() -> None:
+    assert api._timestamp("1700000000.5") == 1700000000.5
+    assert api._timestamp("2023-11-14T22:13:20Z") == 1700000000
+    assert api._timestamp("24h", now=100000) == 100000 - 86400
+    assert api._timestamp("1h30m", now=10000) == 10000 - 5400
+    assert api._timestamp("1.5s", now=10) == 8.5
+    with pytest.raises(BadRequest, match="invalid filter time"):
+        api._timestamp("yesterday")

@@ -4,7 +4,8 @@
 ``POST /images/create``            ``fromImage`` (+ ``tag``, ``platform``): pull,
                                    with JSON progress; ``fromSrc=-``: import the
                                    request body (``repo``, ``tag``, ``message``,
-                                   ``changes``, ``platform``)
+                                   ``changes``, ``platform``); ``fromSrc=URL``:
+                                   import the tar found there
 ``POST /images/{name}/push``       push (``tag``; none: every tag of the repository)
 ``POST /images/{name}/tag``        ``repo`` + ``tag``: one more name (201)
 ``GET /images/json``               ImageSummary list; filters ``dangling``,
@@ -54,6 +55,7 @@ import ipaddress
 import json
 import re
 import tempfile
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -343,12 +345,22 @@ def path_match(pattern: str, name: str) -> bool:
     return re.fullmatch("".join(out), name) is not None
 
 
-def _timestamp(text: str) -> float:
-    """A filter time: unix seconds (``1700000000[.5]``) or RFC 3339."""
+_GO_DURATION = re.compile(r"(?:\d+(?:\.\d*)?(?:ns|us|µs|ms|s|m|h))+")
+_GO_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}
+
+
+def _timestamp(text: str, now: float | None = None) -> float:
+    """A filter time: unix seconds (``1700000000[.5]``), RFC 3339, or a Go duration ago (``24h``)."""
     try:
         return float(text)
     except ValueError:
         pass
+    if _GO_DURATION.fullmatch(text):
+        ago = sum(
+            float(n) * _GO_UNITS[u]
+            for n, u in re.findall(r"(\d+(?:\.\d*)?)(ns|us|µs|ms|s|m|h)", text)
+        )
+        return (time.time() if now is None else now) - ago
     try:
         when = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
@@ -495,11 +507,12 @@ class ImagesAPI:
         return before == image.id
 
     async def _import(self, req: Request, from_src: str) -> StreamResponse:
+        url = None
         if from_src != "-":
-            raise BadRequest(
-                f"fromSrc={from_src!r}: importing from a URL is not supported; "
-                "send the archive in the request body with fromSrc=-"
-            )
+            # A URL to fetch the tar from (Docker adds http:// when there is no scheme).
+            url = from_src if "://" in from_src else f"http://{from_src}"
+            if not url.startswith(("http://", "https://")):
+                raise BadRequest(f"fromSrc={from_src!r}: only - (the body) or an http(s) URL")
         repo = req.query_str("repo") or ""
         tag = req.query_str("tag") or ""
         name: str | None = None
@@ -531,9 +544,14 @@ class ImagesAPI:
                 "architecture": arch,
                 **({"variant": variant} if variant else {}),
             }
-        spool = await _spool(req, self._spool_dir())
+        spool_dir = self._spool_dir()
+        spool = await _spool(req, spool_dir) if url is None else None
 
         def work(emit: Callable[[Message], None]) -> None:
+            nonlocal spool
+            if spool is None:
+                assert url is not None
+                spool = _download(url, spool_dir, emit)
             with spool:
                 try:
                     image = archive.import_rootfs(
@@ -819,6 +837,31 @@ class ImagesAPI:
 
         await asyncio.to_thread(check)
         return json_response({"Status": "Login Succeeded", "IdentityToken": ""})
+
+
+def _download(url: str, directory: str, emit: Callable[[Message], None]) -> BinaryIO:
+    """``docker import URL``: the tar at ``url`` in a temporary file (rewound)."""
+    import httpx
+
+    spool = tempfile.TemporaryFile(dir=directory, prefix="import-")  # noqa: SIM115
+    try:
+        with (
+            httpx.Client(timeout=30, follow_redirects=True, trust_env=False) as http,
+            http.stream("GET", url) as resp,
+        ):
+            if resp.status_code != 200:
+                raise BadRequest(f"import from {url}: HTTP {resp.status_code}")
+            emit(status(f"Downloading from {url}"))
+            for chunk in resp.iter_bytes(_SPOOL_CHUNK):
+                spool.write(chunk)
+        spool.seek(0)
+    except httpx.HTTPError as exc:
+        spool.close()
+        raise BadRequest(f"import from {url}: {exc}") from None
+    except BaseException:
+        spool.close()
+        raise
+    return spool
 
 
 def _platform(text: str | None) -> str | None:
