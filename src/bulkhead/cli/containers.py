@@ -165,6 +165,13 @@ def attach_and_stream(
                 sock.close()
             if waiter is not None:
                 waiter.close()
+            if wait_condition == "removed":
+                # --rm: the daemon removes a container whose start failed (as Docker's
+                # does); asking again costs nothing and leaves no container behind.
+                try:
+                    client.request("DELETE", f"/containers/{cid}", query={"force": 1}).read()
+                except (APIError, OSError):
+                    pass
             raise Exit(start_error_status(exc.message), f"bulkhead: {exc}") from None
     saved = _forward_signals(app, cid) if sig_proxy and not tty else []
     try:

@@ -116,8 +116,14 @@ def _parse_pipe(tokens: list[tuple[str, str]]) -> list[list[tuple[str, Any]]]:
                 j += 1
             if depth:
                 raise TemplateError("unclosed left paren")
-            cmd.append(("pipe", _parse_pipe(tokens[i : j - 1])))
+            inner = _parse_pipe(tokens[i : j - 1])
             i = j
+            if i < len(tokens) and tokens[i][0] == "field" and tokens[i][1].startswith("."):
+                # (pipeline).Field: a field of the pipeline's value
+                cmd.append(("chain", (inner, tokens[i][1])))
+                i += 1
+            else:
+                cmd.append(("pipe", inner))
         elif kind == "op":
             raise TemplateError(f"unexpected {text!r}")
         elif kind == "str":
@@ -135,6 +141,8 @@ def _parse_pipe(tokens: list[tuple[str, str]]) -> list[list[tuple[str, Any]]]:
                 cmd.append(("func", text))
     if cmd:
         pipe.append(cmd)
+    elif pipe:
+        raise TemplateError("missing command after '|'")
     if not pipe:
         raise TemplateError("missing value for command")
     return pipe
@@ -197,6 +205,8 @@ def parse(source: str) -> list[Any]:
     if stack:
         raise TemplateError(f"unexpected EOF: unclosed {{{{{stack[-1][0].kind}}}}}")
     tail = source[pos:]
+    if "{{" in tail:
+        raise TemplateError("unclosed action")
     if trim_next:
         tail = tail.lstrip()
     if tail:
@@ -325,6 +335,9 @@ def _operand(scope: _Scope, op: tuple[str, Any]) -> Any:
         return _field(scope, value)
     if kind == "pipe":
         return _run_pipe(scope, value)
+    if kind == "chain":
+        inner, path = value
+        return _field(_Scope(_run_pipe(scope, inner), scope.root), path)
     raise TemplateError(f"function {value!r} used as a value")
 
 
