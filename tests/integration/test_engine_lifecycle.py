@@ -635,3 +635,25 @@ def test_join_another_containers_pid_namespace(engine_roots: Daemon) -> None:
             await engine.remove(ref, force=True)
 
     run(lambda: make_engine(engine_roots), body)
+
+
+def test_remove_a_created_container_with_an_early_monitor(engine_roots: Daemon) -> None:
+    async def body(engine: Engine) -> None:
+        cid, _ = await engine.create(request(["sleep", "100"]))
+        client = await engine.attach_monitor(cid)
+        assert client is not None
+        info = client.info()
+        assert info is not None and info.init_pid > 0
+        assert engine.inspect(cid)["State"]["Status"] == "created"
+        await engine.remove(cid)  # not running: no force needed; the monitor goes too
+        for _ in range(100):
+            if not Path(f"/proc/{info.monitor_pid}").exists():
+                break
+            await asyncio.sleep(0.05)
+        assert (
+            not Path(f"/proc/{info.init_pid}/cmdline").exists()
+            or not Path(f"/proc/{info.init_pid}/cmdline").read_bytes()
+        )
+        assert not (engine_roots.exec_root / cid).exists()
+
+    run(lambda: make_engine(engine_roots), body)
