@@ -82,7 +82,7 @@ def test_run_missing_command_is_127_and_bad_option_125(daemon: Daemon) -> None:
     r = daemon.docker("run", "--rm", "-m", "1k", "busybox", "true")
     assert r.returncode == 125
     assert "Minimum memory limit allowed is 6MB" in r.stderr
-    r = daemon.docker("run", "--rm", "nosuchimage:latest", "true")
+    r = daemon.docker("run", "--rm", "--pull", "never", "nosuchimage:latest", "true")
     assert r.returncode == 125
 
 
@@ -103,7 +103,7 @@ def test_detached_lifecycle_logs_stop_rm(daemon: Daemon) -> None:
             "busybox",
             "sh",
             "-c",
-            "echo started; trap 'echo bye; exit 0' TERM; while :; do sleep 0.1; done",
+            "trap 'echo bye; exit 0' TERM; echo started; while :; do sleep 0.1; done",
         )
     ).strip()
     assert len(cid) == 64
@@ -166,8 +166,11 @@ def test_logs_follow_tail_timestamps(daemon: Daemon) -> None:
 
 
 def test_wait_kill_restart(daemon: Daemon) -> None:
-    loop = "trap 'exit 7' USR1; while :; do sleep 0.1; done"
+    loop = "trap 'exit 7' USR1; echo ready; while :; do sleep 0.1; done"
     ok(daemon.docker("run", "-d", "--name", "waiter", "busybox", "sh", "-c", loop))
+    deadline = time.monotonic() + 10  # PID 1 ignores USR1 until the trap is set
+    while "ready" not in daemon.docker("logs", "waiter").stdout and time.monotonic() < deadline:
+        time.sleep(0.05)
     ok(daemon.docker("kill", "-s", "USR1", "waiter"))
     assert ok(daemon.docker("wait", "waiter")).strip() == "7"
     ok(daemon.docker("restart", "waiter"))

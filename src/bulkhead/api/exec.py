@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from bulkhead.api.containers import parse_detach_keys, splice
-from bulkhead.api.errors import APIError, BadRequest, Conflict
+from bulkhead.api.errors import BadRequest, Conflict
 from bulkhead.api.routes import (
     Hijack,
     RawStream,
@@ -293,23 +293,22 @@ class ExecAPI:
         inst.started = True
         inst.running = True
         stdin = inst.attach_stdin and not detach
-        error: BulkheadError | None = None
-        conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
-        try:
-            pid, reader, writer = await client.exec(inst.id, process, inst.tty, stdin)
+
+        async def run() -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | BulkheadError:
+            try:
+                pid, reader, writer = await client.exec(inst.id, process, inst.tty, stdin)
+            except BulkheadError as exc:
+                code = int(getattr(exc, "exit_code", 126) or 126)
+                self._finish(inst, code if code in (126, 127) else 126)
+                return exc
             inst.pid = pid
-            conn = (reader, writer)
-        except BulkheadError as exc:
-            error = exc
-            self._finish(inst, int(getattr(exc, "exit_code", 126) or 126))
-            if inst.exit_code not in (126, 127):
-                inst.exit_code = 126
+            return reader, writer
 
         if detach:
-            if error is not None:
-                raise APIError(str(error), 500 if not isinstance(error, SpecError) else 400)
-            assert conn is not None
-            task = asyncio.ensure_future(self._drain(inst, conn[0], conn[1]))
+            result = await run()
+            if isinstance(result, BulkheadError):
+                raise result
+            task = asyncio.ensure_future(self._drain(inst, *result))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
             return Response(200, b"", None)
@@ -318,13 +317,17 @@ class ExecAPI:
         tty = inst.tty
 
         async def pump(stream: RawStream) -> None:
-            if error is not None or conn is None:
-                message = f"OCI runtime exec failed: {error}\r\n".encode()
+            # Started once the response is out, as Docker does: a client
+            # whose HTTP reader buffers past the headers (docker-py) would
+            # otherwise lose output that arrived with them.
+            result = await run()
+            if isinstance(result, BulkheadError):
+                message = f"OCI runtime exec failed: {result}\r\n".encode()
                 with contextlib.suppress(OSError):
                     await stream.write(message if tty else frame(_TTY_STREAM, message))
                 return
             try:
-                await splice(stream, conn[0], conn[1], stdin=stdin, detach_keys=keys)
+                await splice(stream, *result, stdin=stdin, detach_keys=keys)
             finally:
                 self._finish(inst)
 
