@@ -352,6 +352,14 @@ def test_rmi_of_an_image_a_container_uses(images_daemon: Daemon) -> None:
     # One of several names may go; the image stays for the container.
     assert ok(d.docker("rmi", "second:name")).strip() == "Untagged: second:name"
     ok(d.docker("rm", "user1"))
+    # A running container: not even force removes its image.
+    running = ok(d.docker("run", "-d", "--network=none", "busybox", "sleep", "60")).strip()
+    try:
+        r = d.docker("rmi", "-f", "busybox")
+        assert r.returncode == 1
+        assert "cannot be forced" in r.stderr and running[:12] in r.stderr
+    finally:
+        ok(d.docker("rm", "-f", running))
     out = ok(d.docker("rmi", "busybox"))
     assert "Untagged: busybox:latest" in out and "Deleted: sha256:" in out
 
