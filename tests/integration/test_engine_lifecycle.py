@@ -363,6 +363,11 @@ def test_daemon_killed_while_containers_run(daemon: Daemon) -> None:
     daemon.start()
     r = daemon.docker("inspect", "-f", "{{.State.Status}} {{.State.ExitCode}}", "survivor", "short")
     assert r.stdout.split("\n")[:2] == ["running 0", "exited 4"], r.stderr
+    r = daemon.docker("exec", "survivor", "echo", "still here")
+    assert (r.returncode, r.stdout) == (0, "still here\n"), r.stderr
+    daemon.restart()  # a graceful stop leaves it running too (live restore)
+    r = daemon.docker("inspect", "-f", "{{.State.Status}}", "survivor")
+    assert r.stdout.strip() == "running", r.stderr
     r = daemon.docker("stop", "-t", "0", "survivor")
     assert r.returncode == 0, r.stderr
     r = daemon.docker("rm", "survivor", "short")
