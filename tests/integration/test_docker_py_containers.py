@@ -7,7 +7,9 @@ wait registered before start.
 
 from __future__ import annotations
 
+import base64
 import io
+import json
 import os
 import socket
 import struct
@@ -304,6 +306,11 @@ def test_put_get_archive_export_diff_commit(daemon: Daemon) -> None:
         assert member is not None and member.read() == b"payload\n"
     with pytest.raises(docker.errors.NotFound):
         c.get_archive("/no/such/path")
+    # HEAD: the stat header only (docker cp asks it of the destination, often "/")
+    resp = client.api.head(client.api._url("/containers/{0}/archive", c.id), params={"path": "/"})
+    assert resp.status_code == 200 and resp.content == b""
+    stat = json.loads(base64.b64decode(resp.headers["X-Docker-Container-Path-Stat"]))
+    assert stat["name"] == "/" and stat["mode"] & 0o20000000000  # os.ModeDir
     assert {"Path": "/tmp/note.txt", "Kind": 1} in c.diff()
     exported = b"".join(c.export())
     with tarfile.open(fileobj=io.BytesIO(exported)) as tar:

@@ -458,10 +458,13 @@ class ContainersAPI:
         path = req.query_str("path")
         if not path:
             raise BadRequest("Bad parameters: path cannot be empty")
+        if req.method == "HEAD" and hasattr(self.engine, "archive_stat"):
+            # a stat only: no tar of what may be the whole root filesystem
+            stat = await _maybe_await(self.engine.archive_stat(req.params["id"], path))
+            return Response(200, b"", "application/x-tar", [_path_stat_header(stat)])
         fn = self._engine_hook("archive_get")
         stat, tar = await _maybe_await(fn(req.params["id"], path))
-        header = base64.b64encode(json.dumps(stat).encode()).decode()
-        headers = [("X-Docker-Container-Path-Stat", header)]
+        headers = [_path_stat_header(stat)]
         if req.method == "HEAD":
             close = getattr(tar, "aclose", None) or getattr(tar, "close", None)
             if close is not None:
@@ -531,6 +534,11 @@ class ContainersAPI:
         if fn is None:
             raise APIError(f"{name} is not implemented by this engine yet", 501)
         return fn  # type: ignore[no-any-return]
+
+
+def _path_stat_header(stat: dict[str, Any]) -> tuple[str, str]:
+    """Docker's ``X-Docker-Container-Path-Stat``: the path's stat as base64 JSON."""
+    return ("X-Docker-Container-Path-Stat", base64.b64encode(json.dumps(stat).encode()).decode())
 
 
 def _until_seconds(value: str) -> float:
