@@ -331,15 +331,18 @@ class Client:
     def timed(self, *args: str, timeout: float = 120) -> tuple[float, str | None]:
         """Wall time of ``<cli> args`` and None, or the error (exit status, last stderr line)."""
         t0 = time.perf_counter()
-        proc = subprocess.run(
-            [*self.base, *args],
-            env=self.env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            timeout=timeout,
-            check=False,
-        )
+        try:
+            proc = subprocess.run(
+                [*self.base, *args],
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                timeout=timeout,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            return time.perf_counter() - t0, f"timed out after {timeout:g} s"
         elapsed = time.perf_counter() - t0
         if proc.returncode == 0:
             return elapsed, None
