@@ -342,6 +342,10 @@ def test_killed_during_create_leaves_no_ghost(engine_roots: Daemon) -> None:
 
 def test_unknown_runtime_and_bad_name(engine_roots: Daemon) -> None:
     async def body(engine: Engine) -> None:
+        cid, _ = await engine.create(request(["true"], CgroupParent="/bulkhead/parent-test"))
+        spec = json.loads(engine.paths(cid).config_json.read_text())
+        assert spec["linux"]["cgroupsPath"] == f"/bulkhead/parent-test/{cid}"
+        await engine.remove(cid)
         with pytest.raises(SpecError, match="unknown or invalid runtime name: nope"):
             await engine.create(request(["true"], Runtime="nope"))
         with pytest.raises(SpecError, match=r"Invalid container name \(-x\)"):
@@ -489,6 +493,9 @@ def test_volumes_binds_and_etc_files(engine_roots: Daemon, tmp_path: Path) -> No
         assert await asyncio.wait_for(engine.wait(reader), 30) == (0, None)
         out = [e["log"] for e in read_log(engine.inspect(reader)["LogPath"])]
         assert out == ["shared\n", "box\n", "box\n"]
+        # docker cp reads the volume, not the image layer below it
+        _, chunks = await engine.archive_get(reader, "/data/f")
+        assert untar(await collect(chunks)) == {"f": b"shared\n"}
         hosts = Path(engine.inspect(writer)["HostsPath"]).read_text()
         assert "10.9.8.7\tdb\n" in hosts
         from bulkhead.errors import VolumeInUse

@@ -184,6 +184,7 @@ class ContainerStore:
         )
         self._lock = threading.RLock()
         self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")  # crash-safe under WAL, no fsync per commit
         self._db.executescript(_SCHEMA)
 
     def close(self) -> None:
@@ -303,9 +304,7 @@ class ContainerStore:
     def list(self) -> builtins.list[Container]:
         """Every container, newest first (``docker ps`` order)."""
         with self._lock:
-            rows = self._db.execute(
-                "SELECT doc FROM containers ORDER BY rowid DESC"
-            ).fetchall()
+            rows = self._db.execute("SELECT doc FROM containers ORDER BY rowid DESC").fetchall()
         return [_decoder.decode(r[0]) for r in rows]
 
     def ids(self) -> set[str]:

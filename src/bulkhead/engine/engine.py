@@ -385,6 +385,7 @@ class Engine:
                 hostname_default=hostname,
                 namespaces=self._namespaces(cid, host_config),
             )
+            spec["linux"]["cgroupsPath"] = self._cgroups_path(cid, host_config)
             # volumes, binds, --volumes-from (copy-up reads the mounted rootfs)
             resolved = None
             vmounts: Any = None
@@ -486,6 +487,18 @@ class Engine:
         if network is not None:
             out["network"] = network
         return out
+
+    def _cgroups_path(self, container_id: str, host_config: dict[str, Any]) -> str:
+        """``<parent>/<id>``: ``HostConfig.CgroupParent``, else the daemon's ``cgroup-parent``
+        (default ``/bulkhead``), as Docker's cgroupfs driver names them."""
+        parent = str(
+            host_config.get("CgroupParent") or getattr(self.config, "cgroup_parent", "") or ""
+        ).strip()
+        if not parent:
+            parent = "/bulkhead"
+        if ".." in parent.split("/"):
+            raise SpecError(f"invalid cgroup parent {parent!r}", where="HostConfig.CgroupParent")
+        return "/" + "/".join(p for p in [*parent.split("/"), container_id] if p)
 
     def _network_namespace(self, container_id: str, network_mode: str) -> str | None:
         """The network hook: the path of a namespace prepared for ``container_id``, or None.
@@ -1292,7 +1305,9 @@ class Engine:
         with contextlib.suppress(Exception):
             for info in list(self.snapshotter.walk()):
                 name = str(info.name)
-                if name.startswith("container-") and name[10:] not in known:
+                kind = str(getattr(info.kind, "value", info.kind))
+                half_unpacked = name.startswith("extract-") and kind == "active"
+                if (name.startswith("container-") and name[10:] not in known) or half_unpacked:
                     with contextlib.suppress(Exception):
                         self.snapshotter.remove(name)
         if self.volumes is not None:
@@ -1387,8 +1402,8 @@ class Engine:
         c = self.get(ref)
 
         def stat_it() -> dict[str, Any]:
-            with self.rootfs_mounted(c.id) as rootfs:
-                return filesystem.path_stat(rootfs, path, c.id)
+            with self._cp_view(c) as view:
+                return filesystem.path_stat(view, path, c.id)
 
         return await asyncio.to_thread(stat_it)
 
@@ -1400,8 +1415,8 @@ class Engine:
         found: dict[str, Any] = {}
 
         def write(out: BinaryIO) -> None:
-            with self.rootfs_mounted(c.id) as rootfs:
-                found.update(filesystem.tar_path(rootfs, path, c.id, out))
+            with self._cp_view(c) as view:
+                found.update(filesystem.tar_path(view, path, c.id, out))
 
         chunks = await self._spooled(write)
         return found, chunks
@@ -1430,9 +1445,9 @@ class Engine:
             tmp.seek(0)
 
             def unpack() -> None:
-                with self.rootfs_mounted(c.id) as rootfs:
+                with self._cp_view(c) as view:
                     filesystem.extract_to(
-                        rootfs, path, c.id, tmp, no_overwrite_dir_non_dir=no_overwrite_dir_non_dir
+                        view, path, c.id, tmp, no_overwrite_dir_non_dir=no_overwrite_dir_non_dir
                     )
 
             await asyncio.to_thread(unpack)
@@ -1473,6 +1488,18 @@ class Engine:
             changes_=changes or (),
             config_override=config,
         )
+
+    @contextlib.contextmanager
+    def _cp_view(self, c: Container) -> Iterator[str]:
+        """The rootfs with the container's volumes and binds in it (``docker cp`` sees them)."""
+        with self.rootfs_mounted(c.id) as rootfs:
+            try:
+                from bulkhead.engine.mounts import rootfs_with_volumes
+            except ImportError:  # pragma: no cover - the volumes helper is part of the tree
+                yield rootfs
+                return
+            with rootfs_with_volumes(rootfs, list(c.mount_points)) as view:
+                yield view
 
     async def _spooled(self, write: Callable[[BinaryIO], None]) -> AsyncIterator[bytes]:
         """Run ``write(file)`` in a thread into a temporary file; return its chunks (async)."""
