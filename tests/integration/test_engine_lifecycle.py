@@ -99,8 +99,8 @@ def test_lifecycle_exit_code_log_and_remove(engine_roots: Daemon, runtime: str) 
         assert info["Path"] == "sh" and info["Args"] == ["-c", "echo out; echo err >&2; exit 3"]
         assert info["HostConfig"]["Runtime"] == runtime
         assert info["Config"]["Env"][0].startswith("PATH=")
-        # created containers do not keep their root mounted (Docker's behaviour)
-        assert not _mounts_under(engine.paths(cid).rootfs)
+        # a created container keeps its root mounted for its start
+        assert _mounts_under(engine.paths(cid).rootfs)
         assert [c["Id"] for c in engine.list(all=True)] == [cid]
         assert engine.list() == []
         waiter = asyncio.ensure_future(engine.wait(cid, "next-exit"))

@@ -415,7 +415,8 @@ class Engine:
                 paths, hostname=hostname, network_mode=network_mode, host_config=host_config
             )
             bundle.write_config(paths, spec)
-            bundle.unmount_rootfs(paths.rootfs)
+            # The root stays mounted for the start that usually follows (an
+            # unmount costs ~5 ms of RCU grace period); exit unmounts it.
 
             args = list(spec["process"]["args"])
             if opts.init:
