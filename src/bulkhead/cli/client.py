@@ -434,7 +434,7 @@ def daemon_argv(socket_path: str) -> list[str]:
     """The daemon's command line (extra words from ``BULKHEAD_DAEMON_ARGS``)."""
     import shlex
 
-    argv = [sys.executable, "-m", "bulkhead.daemon", "--socket", socket_path]
+    argv = [sys.executable, "-m", "bulkhead.daemon", "--host", f"unix://{socket_path}"]
     return argv + shlex.split(os.environ.get("BULKHEAD_DAEMON_ARGS", ""))
 
 
