@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.integration.runtime_helpers import alive
 
 from bulkhead.engine.monitor import (
     MonitorBadRequest,
@@ -35,12 +34,18 @@ from bulkhead.engine.monitor import (
     ProcessNotFound,
 )
 from bulkhead.engine.zygote import ZygoteClient
+from bulkhead.runtime.state import proc_start_time
 
 RUNC = shutil.which("runc")
 RUNTIMES = [
     "bulkhead",
     pytest.param("runc", marks=pytest.mark.skipif(RUNC is None, reason="runc is not installed")),
 ]
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie or a vanished process does not)."""
+    return proc_start_time(pid) is not None
 
 
 def demux(data: bytes) -> dict[int, bytes]:
@@ -463,6 +468,7 @@ _SPAWNER = """
 import asyncio, sys, json
 from bulkhead.engine.monitor import MonitorConfig, MonitorClient
 from bulkhead.engine.zygote import ZygoteClient
+from bulkhead.runtime.state import proc_start_time
 
 async def main():
     cfg = MonitorConfig(**json.loads(sys.argv[1]))
@@ -657,4 +663,61 @@ def test_sigterm_to_the_monitor_goes_to_the_container(harness: Harness, runtime:
     harness.wait_exit(cfg)
     status = MonitorClient(cfg.state_dir).exit_status()
     assert status is not None and status.exit_code == 7
+    harness.assert_clean(cfg)
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_a_lot_of_output_reaches_log_and_client_complete(harness: Harness, runtime: str) -> None:
+    lines = 200_000
+    cfg = harness.config(["sh", "-c", f"yes abcdefghij | head -n {lines}; echo end >&2"], runtime)
+
+    async def go() -> tuple[bytes, float]:
+        client = await harness.spawn(cfg)
+        reader, _ = await client.attach(stdin=False, stdout=True, stderr=True)
+        t0 = time.monotonic()
+        await client.start()
+        data = await read_all(reader, timeout=60)
+        return data, time.monotonic() - t0
+
+    data, took = asyncio.run(go())
+    streams = demux(data)
+    assert streams[1] == b"abcdefghij\n" * lines
+    assert streams[2] == b"end\n"
+    harness.wait_exit(cfg)
+    entries = log_entries(Path(str(cfg.log_path)))
+    assert len(entries) == lines + 1
+    assert took < 30
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_clients_that_go_away_do_not_disturb_the_container(harness: Harness, runtime: str) -> None:
+    cfg = harness.config(
+        ["sh", "-c", "i=0; while [ $i -lt 30 ]; do echo $i; i=$((i+1)); sleep 0.05; done; exit 4"],
+        runtime,
+    )
+    process = {
+        "args": ["sh", "-c", "sleep 0.3; echo late; exit 9"],
+        "env": ["PATH=/bin"],
+        "cwd": "/",
+        "user": {"uid": 0, "gid": 0},
+    }
+
+    async def go() -> MonitorClient:
+        client = await harness.spawn(cfg)
+        reader, writer = await client.attach(stdin=False, stdout=True, stderr=True)
+        await client.start()
+        await reader.readexactly(8)  # some output came: now hang up
+        writer.close()
+        _, _, ewriter = await client.exec("gone", process, tty=False, stdin=False)
+        ewriter.close()
+        return client
+
+    client = asyncio.run(go())
+    harness.wait_exit(cfg)
+    status = client.exit_status()
+    assert status is not None and status.exit_code == 4
+    entries = log_entries(Path(str(cfg.log_path)))
+    assert [e["log"] for e in entries] == [f"{i}\n" for i in range(30)]
+    exec_status = client.exec_status("gone")
+    assert exec_status is not None and exec_status.exit_code in (9, 137)
     harness.assert_clean(cfg)
