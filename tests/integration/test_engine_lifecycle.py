@@ -431,6 +431,29 @@ def test_cp_diff_export_commit(engine_roots: Daemon) -> None:
             evil.size = 1
             t.addfile(evil, io.BytesIO(b"!"))
         await engine.archive_put(cid, "/tmp", buf.getvalue())
+        # a symlink in the container where the tar has a directory is replaced, not followed
+        outside = Path(engine.config.root) / "outside"
+        outside.mkdir(mode=0o700)
+        link_tar = io.BytesIO()
+        with tarfile.open(fileobj=link_tar, mode="w") as t:
+            sym = tarfile.TarInfo("evil")
+            sym.type = tarfile.SYMTYPE
+            sym.linkname = str(outside)
+            t.addfile(sym)
+        await engine.archive_put(cid, "/tmp", link_tar.getvalue())
+        dir_tar = io.BytesIO()
+        with tarfile.open(fileobj=dir_tar, mode="w") as t:
+            d = tarfile.TarInfo("evil")
+            d.type = tarfile.DIRTYPE
+            d.mode = 0o777
+            t.addfile(d)
+            f = tarfile.TarInfo("evil/x")
+            f.size = 1
+            t.addfile(f, io.BytesIO(b"x"))
+        await engine.archive_put(cid, "/tmp", dir_tar.getvalue())
+        assert outside.stat().st_mode & 0o777 == 0o700
+        assert list(outside.iterdir()) == []
+        assert (await engine.archive_stat(cid, "/tmp/evil"))["mode"] & (1 << 31)
         assert not _mounts_under(engine.paths(cid).rootfs)
         _, chunks = await engine.archive_get(cid, "/tmp/dir/file.txt")
         assert untar(await collect(chunks)) == {"file.txt": b"payload"}

@@ -131,7 +131,8 @@ def tar_path(rootfs: str, path: str, container: str, out: BinaryIO) -> dict[str,
             ti = tar.gettarinfo(src, arcname=arc)
             ti.uname = ti.gname = ""
             if ti.isreg():
-                with open(src, "rb") as data:
+                fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+                with os.fdopen(fd, "rb") as data:
                     tar.addfile(ti, data)
             else:
                 tar.addfile(ti)
@@ -183,13 +184,15 @@ def extract_to(
                     raise SpecError(
                         f"cannot overwrite non-directory {inside!r} with directory {member.name!r}"
                     )
+            real_dir = exists and os.path.isdir(dest) and not os.path.islink(dest)
             if member.isdir():
-                if exists and not os.path.isdir(dest):
-                    os.unlink(dest)
-                os.makedirs(dest, exist_ok=True)
+                if exists and not real_dir:
+                    os.unlink(dest)  # a file or a symlink: never followed (it may point out)
+                if not real_dir:
+                    os.mkdir(dest, 0o700)
                 os.chmod(dest, member.mode & 0o7777)
             else:
-                if exists and (os.path.isdir(dest) and not os.path.islink(dest)):
+                if real_dir:
                     import shutil
 
                     shutil.rmtree(dest)
