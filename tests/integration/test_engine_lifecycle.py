@@ -692,3 +692,28 @@ def test_remove_a_created_container_with_an_early_monitor(engine_roots: Daemon) 
         assert not (engine_roots.exec_root / cid).exists()
 
     run(lambda: make_engine(engine_roots), body)
+
+
+def test_twenty_at_once(engine_roots: Daemon) -> None:
+    """Concurrent creates, starts, stops and removes: every container accounted for."""
+
+    async def body(engine: Engine) -> None:
+        async def one(i: int) -> str:
+            cid, _ = await engine.create(request(["sleep", "100"]), name=f"many{i}")
+            await engine.start(cid)
+            return cid
+
+        t0 = time.monotonic()
+        ids = await asyncio.gather(*(one(i) for i in range(20)))
+        started = time.monotonic() - t0
+        assert len(engine.list()) == 20, started
+        pids = {engine.inspect(c)["State"]["Pid"] for c in ids}
+        assert len(pids) == 20 and 0 not in pids
+        await asyncio.gather(*(engine.stop(c, timeout=0) for c in ids))
+        assert {engine.inspect(c)["State"]["ExitCode"] for c in ids} == {137}
+        await asyncio.gather(*(engine.remove(c) for c in ids))
+        assert engine.list(all=True) == []
+        assert not _mounts_under(engine.config.containers_root)
+        assert list(engine.config.containers_root.iterdir()) == []
+
+    run(lambda: make_engine(engine_roots), body)
