@@ -24,12 +24,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from bulkhead.engine.monitor import (
     MonitorBadRequest,
     MonitorClient,
     MonitorConfig,
+    MonitorError,
     MonitorNotRunning,
     ProcessNotFound,
 )
@@ -721,3 +723,21 @@ def test_clients_that_go_away_do_not_disturb_the_container(harness: Harness, run
     exec_status = client.exec_status("gone")
     assert exec_status is not None and exec_status.exit_code in (9, 137)
     harness.assert_clean(cfg)
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_a_monitor_that_cannot_serve_takes_its_container_down(
+    harness: Harness, runtime: str
+) -> None:
+    cfg = harness.config(["sleep", "100"], runtime)
+    # Unix socket paths are limited to 108 bytes: ctl.sock cannot be bound here.
+    long_dir = str(harness.exec_root / ("d" * 100))
+    cfg = msgspec.structs.replace(cfg, state_dir=long_dir)
+
+    async def go() -> None:
+        await harness.spawn(cfg)
+
+    with pytest.raises(MonitorError, match=r"too long|AF_UNIX path"):
+        asyncio.run(go())
+    assert not os.path.exists(os.path.join(cfg.runtime_root, cfg.container_id))
+    assert not os.path.exists(os.path.join(long_dir, "monitor.json"))

@@ -1130,6 +1130,9 @@ class Monitor:
         for name in (EXIT_FILE, INFO_FILE):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(os.path.join(cfg.state_dir, name))
+        for name in os.listdir(self.exec_dir):  # a previous run's execs: forgotten, as Docker does
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(self.exec_dir, name))
         if cfg.log_path:
             from bulkhead.engine.jsonlog import JsonLogWriter
 
@@ -1162,33 +1165,40 @@ class Monitor:
         finally:
             for fd in theirs:
                 os.close(fd)
-        self.init_pid = pid
-        self.memory_cgroup = _memory_cgroup(pid)
-        self.oom_base = oom_kill_count(self.memory_cgroup)
-        if cfg.tty:
-            assert master is not None
-            self.master = master
-            self.sources.append(_Source(self, os.dup(master), 1, self._output))
-            if cfg.stdin_open:
-                self.stdin = _Sink(self, os.dup(master))
-        else:
-            if cfg.stdin_open:
-                self.stdin = _Sink(self, stdin_w)
-            self.sources.append(_Source(self, out_r, 1, self._output))
-            self.sources.append(_Source(self, err_r, 2, self._output))
-        for name, cb in ((CTL_SOCK, self._accept_ctl), (ATTACH_SOCK, self._accept_attach)):
-            path = os.path.join(cfg.state_dir, name)
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
-            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-            s.bind(path)
-            s.listen(64)
-            s.setblocking(False)
-            self.listeners.append(s)
-            self.reactor.add_reader(s.fileno(), lambda s=s, cb=cb: cb(s))  # type: ignore[misc]
-        me = os.getpid()
-        info = MonitorInfo(monitor_pid=me, monitor_start=_proc_start(me) or 0, init_pid=pid)
-        write_atomic(os.path.join(cfg.state_dir, INFO_FILE), msgspec.json.encode(info))
+        try:
+            self.init_pid = pid
+            self.memory_cgroup = _memory_cgroup(pid)
+            self.oom_base = oom_kill_count(self.memory_cgroup)
+            if cfg.tty:
+                assert master is not None
+                self.master = master
+                self.sources.append(_Source(self, os.dup(master), 1, self._output))
+                if cfg.stdin_open:
+                    self.stdin = _Sink(self, os.dup(master))
+            else:
+                if cfg.stdin_open:
+                    self.stdin = _Sink(self, stdin_w)
+                self.sources.append(_Source(self, out_r, 1, self._output))
+                self.sources.append(_Source(self, err_r, 2, self._output))
+            for name, cb in ((CTL_SOCK, self._accept_ctl), (ATTACH_SOCK, self._accept_attach)):
+                path = os.path.join(cfg.state_dir, name)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+                s.bind(path)
+                s.listen(64)
+                s.setblocking(False)
+                self.listeners.append(s)
+                self.reactor.add_reader(s.fileno(), lambda s=s, cb=cb: cb(s))  # type: ignore[misc]
+            me = os.getpid()
+            info = MonitorInfo(monitor_pid=me, monitor_start=_proc_start(me) or 0, init_pid=pid)
+            write_atomic(os.path.join(cfg.state_dir, INFO_FILE), msgspec.json.encode(info))
+        except BaseException:
+            # Created but not served: take the container down again, leave nothing.
+            with contextlib.suppress(Exception):
+                self.backend.delete()
+            self._reap()
+            raise
         return me, pid
 
     # -- output -------------------------------------------------------------
