@@ -7,12 +7,16 @@ containers, mounts and processes afterwards.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import pty
 import select
+import signal
+import struct
 import subprocess
 import tarfile
+import termios
 import time
 from pathlib import Path
 
@@ -31,21 +35,43 @@ def ok(r: subprocess.CompletedProcess[str]) -> str:
 
 
 def run_pty(
-    daemon: Daemon, args: list[str], keys: list[bytes], timeout: float = 30
+    daemon: Daemon,
+    args: list[str],
+    script: list[tuple[bytes, bytes]],
+    timeout: float = 30,
+    size: tuple[int, int] = (24, 80),
 ) -> tuple[int, bytes]:
-    """Run the docker CLI under a pseudo-terminal, typing ``keys`` one after another once output shows."""
+    """Run the docker CLI on a pseudo-terminal of ``size`` (rows, columns).
+
+    ``script`` is a list of (wait for this output, then type this); the
+    exit code is -9 when the CLI had to be killed at ``timeout``.
+    """
     assert DOCKER is not None
     pid, fd = pty.fork()
-    if pid == 0:  # pragma: no cover - the child
-        os.execvpe(DOCKER, [DOCKER, *args], daemon.env())
+    if pid == 0:  # pragma: no cover - the child: never returns into pytest
+        try:
+            fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", size[0], size[1], 0, 0))
+            os.execvpe(DOCKER, [DOCKER, *args], daemon.env())
+        finally:
+            os._exit(127)
     out = b""
+    seen = 0  # output already matched by earlier steps
+    steps = list(script)
     deadline = time.monotonic() + timeout
-    pending = list(keys)
-    last_send = 0.0
+    killed = False
     try:
-        while time.monotonic() < deadline:
-            r, _, _ = select.select([fd], [], [], 0.2)
-            if r:
+        while True:
+            if steps and steps[0][0] in out[seen:]:
+                seen = out.index(steps[0][0], seen) + len(steps[0][0])
+                time.sleep(0.2)
+                os.write(fd, steps.pop(0)[1])
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                os.kill(pid, signal.SIGKILL)
+                killed = True
+                break
+            ready, _, _ = select.select([fd], [], [], min(remaining, 0.2))
+            if ready:
                 try:
                     chunk = os.read(fd, 4096)
                 except OSError:
@@ -53,17 +79,10 @@ def run_pty(
                 if not chunk:
                     break
                 out += chunk
-            if pending and time.monotonic() - last_send > 0.5 and (out or last_send == 0.0):
-                if last_send == 0.0 and not out:
-                    continue
-                os.write(fd, pending.pop(0))
-                last_send = time.monotonic()
-        else:
-            os.kill(pid, 9)
     finally:
         _, status = os.waitpid(pid, 0)
         os.close(fd)
-    return os.waitstatus_to_exitcode(status), out
+    return (-9 if killed else os.waitstatus_to_exitcode(status)), out
 
 
 def test_run_rm_prints_output_and_exits_with_its_code(daemon: Daemon) -> None:
@@ -236,17 +255,44 @@ def test_exec_and_exit_codes(daemon: Daemon) -> None:
 
 def test_run_it_under_a_terminal(daemon: Daemon) -> None:
     code, out = run_pty(
-        daemon, ["run", "-it", "--rm", "busybox", "sh"], [b"echo $((6*7))\r", b"exit 5\r"]
+        daemon,
+        ["run", "-it", "--rm", "busybox", "sh"],
+        [(b"# ", b"echo $((6*7))\r"), (b"42", b"exit 5\r")],
     )
     assert b"42" in out, out
     assert code == 5, out
 
 
+def test_run_it_gets_the_terminal_size(daemon: Daemon) -> None:
+    code, out = run_pty(
+        daemon, ["run", "-it", "--rm", "busybox", "stty", "size"], [], size=(31, 97)
+    )
+    assert code == 0, out
+    assert b"31 97" in out, (out, daemon.log())
+
+
+def test_run_it_detach_keys_leave_it_running(daemon: Daemon) -> None:
+    code, out = run_pty(
+        daemon,
+        ["run", "-it", "--name", "keep", "busybox", "sh"],
+        [(b"# ", b"echo in-shell\r"), (b"in-shell", b"\x10\x11")],
+    )
+    assert code == 0, out
+    assert ok(daemon.docker("inspect", "-f", "{{.State.Running}}", "keep")).strip() == "true"
+    ok(daemon.docker("rm", "-f", "keep"))
+
+
 def test_exec_it_under_a_terminal(daemon: Daemon) -> None:
     ok(daemon.docker("run", "-d", "--name", "tt", "busybox", "sleep", "60"))
-    code, out = run_pty(daemon, ["exec", "-it", "tt", "sh"], [b"tty; echo $((6*7))\r", b"exit 3\r"])
+    code, out = run_pty(
+        daemon,
+        ["exec", "-it", "tt", "sh"],
+        [(b"# ", b"tty; echo $((6*7))\r"), (b"42", b"exit 3\r")],
+    )
     assert b"/dev/pts/" in out and b"42" in out, out
     assert code == 3, out
+    code, out = run_pty(daemon, ["exec", "-it", "tt", "stty", "size"], [], size=(27, 88))
+    assert code == 0 and b"27 88" in out, out
 
 
 def test_rename_inspect_ps_filters(daemon: Daemon) -> None:

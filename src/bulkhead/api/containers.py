@@ -354,8 +354,11 @@ class ContainersAPI:
             # follows this response cannot produce output we miss.
             client = await engine.attach_monitor(c.id)
             if client is not None:
-                with contextlib.suppress(BulkheadError, OSError):
+                try:
                     conn = await client.attach(want_stdin, want_stdout, want_stderr)
+                except (BulkheadError, OSError) as exc:
+                    # the container ended (or never began) meanwhile: nothing to stream
+                    log.info("attach to %s: %s", c.id[:12], exc)
         log_path = c.log_path
 
         async def pump(stream: RawStream) -> None:
