@@ -417,11 +417,14 @@ def test_concurrent_pulls_of_one_image(
     assert len(ok(d.docker("images", "-q")).split()) == 1
 
 
-def test_daemon_killed_during_a_pull_leaves_no_image(
+@pytest.mark.parametrize("kill", [True, False], ids=["kill-9", "sigterm"])
+def test_daemon_stopped_during_a_pull_leaves_no_image(
     images_daemon_factory: Callable[[], Daemon],
     registry: Registry,
     cutting_proxy: Callable[..., CuttingProxy],
+    kill: bool,
 ) -> None:
+    """Killed, or told to stop (it does not wait for the stalled pull), mid-layer: no image."""
     d, ref = _fresh_with_pushed(images_daemon_factory, registry, "kill/bb")
     proxy = cutting_proxy(registry.host, cut_after=20000, cuts=1, stall=True)
     puller = subprocess.Popen(
@@ -436,7 +439,10 @@ def test_daemon_killed_during_a_pull_leaves_no_image(
         while proxy.cuts_done == 0 and time.monotonic() < deadline:
             time.sleep(0.05)
         assert proxy.cuts_done == 1, "the pull never reached the layer"
-        d.restart(kill=True)
+        started = time.monotonic()
+        d.stop(kill=kill)
+        assert time.monotonic() - started < 10
+        d.start()
         puller.communicate(timeout=30)
         assert puller.returncode != 0
     finally:

@@ -32,12 +32,14 @@
     (``host[:port]`` or a CIDR network) and, as in Docker, every loopback
     host.
 
-Pulls, pushes, loads, imports and saves run in worker threads of their
-own pool (the daemon never forks, so threads are safe; a pool apart from
-asyncio's default one, so that a save streaming to a slow client cannot
-starve the short SQLite lookups the rest of the daemon does with
-``asyncio.to_thread``): their messages reach the client through a queue as
-they happen. An error
+Pulls, pushes, loads, imports and saves each run in a thread of their own
+(the daemon never forks, so threads are safe): not in asyncio's default
+pool, so that a save streaming to a slow client cannot starve the short
+SQLite lookups the rest of the daemon does with ``asyncio.to_thread``, and
+as daemon threads, so that a daemon told to stop does not wait for a pull
+stalled on a registry (what such a pull leaves is what ``kill -9`` leaves:
+resumable partial blobs, no image). Their messages reach the client
+through a queue as they happen. An error
 raised before the first message is an ordinary HTTP error (a pull of a
 missing manifest is a 404); after it, an ``errorDetail`` message in the
 stream (see :mod:`bulkhead.images.progress`).
@@ -55,11 +57,11 @@ import ipaddress
 import json
 import re
 import tempfile
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import IO, TYPE_CHECKING, Any, BinaryIO
+from typing import IO, TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 from bulkhead.api.errors import BadRequest, Conflict, NotFound
 from bulkhead.api.routes import Request, Response, Router, StreamResponse, json_response
@@ -73,6 +75,7 @@ from bulkhead.errors import (
 )
 from bulkhead.images import archive
 from bulkhead.images.auth import Credentials
+from bulkhead.images.content import ContentStore
 from bulkhead.images.progress import (
     Message,
     PullProgress,
@@ -83,17 +86,17 @@ from bulkhead.images.progress import (
     status,
 )
 from bulkhead.images.reference import Reference, is_image_id, parse_reference, valid_tag
-from bulkhead.images.registry import RegistryClient, RegistryConfig
+from bulkhead.images.registry import ProgressCallback, RegistryClient, RegistryConfig
 from bulkhead.images.store import Image, familiar
+from bulkhead.oci.image_spec import Descriptor
 
 if TYPE_CHECKING:
     from bulkhead.engine.context import Services
     from bulkhead.images.store import ImageStore
 
 AUTH_HEADER = "x-registry-auth"
-#: Long image jobs at once (more wait their turn).
-JOB_THREADS = 8
 _SPOOL_CHUNK = 1 << 20
+T = TypeVar("T")
 
 
 # --- registry settings and credentials ---------------------------------------------
@@ -117,6 +120,47 @@ class DaemonRegistryConfig(RegistryConfig):
         except ValueError:
             return False
         return any(addr in net for net in self.networks)
+
+
+class DaemonRegistryClient(RegistryClient):
+    """:class:`RegistryClient` whose parallel blob downloads run in daemon threads.
+
+    The base client's thread pool is joined when the interpreter exits, so a
+    daemon told to stop would wait for a download stalled on a registry
+    (minutes, with its timeouts and retries). Here a stopping daemon just
+    goes; what the download leaves is resumable, as after ``kill -9``.
+    """
+
+    def _fetch_all(
+        self,
+        ref: Reference,
+        blobs: list[Descriptor],
+        store: ContentStore,
+        progress: ProgressCallback | None,
+    ) -> None:
+        unique = list({d.digest: d for d in blobs}.values())
+        slots = threading.Semaphore(self.max_workers)
+        errors: list[BaseException] = []
+
+        def fetch(desc: Descriptor) -> None:
+            with slots:
+                if errors:
+                    return
+                try:
+                    self.fetch_blob(ref, desc, store, progress=progress)
+                except BaseException as exc:
+                    errors.append(exc)
+
+        threads = [
+            threading.Thread(target=fetch, args=(d,), name="bulkhead-blob", daemon=True)
+            for d in unique
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if errors:
+            raise errors[0]
 
 
 def registry_config(insecure: list[str], mirrors: list[str]) -> DaemonRegistryConfig:
@@ -196,16 +240,44 @@ def credentials_of(doc: dict[str, Any]) -> Credentials | None:
 # --- running blocking work in a thread, its messages streamed ------------------------
 
 
+def in_thread(func: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+    """``func(*args)`` in a new daemon thread; its result (or error) as a future of this loop."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: Any, error: BaseException | None) -> None:
+        if future.done():  # cancelled meanwhile
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+    def run() -> None:
+        try:
+            result, error = func(*args), None
+        except BaseException as exc:
+            result, error = None, exc
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+            loop.call_soon_threadsafe(settle, result, error)
+
+    threading.Thread(target=run, name="bulkhead-image-job", daemon=True).start()
+    return future
+
+
 class _Run:
     """A blocking job in a worker thread whose messages go to the client as they come."""
 
-    def __init__(
-        self, work: Callable[[Callable[[Message], None]], None], executor: Executor
-    ) -> None:
+    def __init__(self, work: Callable[[Callable[[Message], None]], None]) -> None:
         self._loop = asyncio.get_running_loop()
         self._queue: asyncio.Queue[Message | None] = asyncio.Queue()
-        self._task = self._loop.run_in_executor(executor, work, self._emit)
-        self._task.add_done_callback(lambda _t: self._queue.put_nowait(None))
+        self._task = in_thread(work, self._emit)
+        self._task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Future[None]) -> None:
+        if not task.cancelled():
+            task.exception()  # retrieved here: a client that went away never reads it
+        self._queue.put_nowait(None)
 
     def _emit(self, message: Message) -> None:
         self._loop.call_soon_threadsafe(self._queue.put_nowait, message)
@@ -270,9 +342,7 @@ class _QueueWriter:
                     raise BrokenPipeError("the client went away") from None
 
 
-async def _stream_from_thread(
-    produce: Callable[[IO[bytes]], None], executor: Executor
-) -> AsyncIterator[bytes]:
+async def _stream_from_thread(produce: Callable[[IO[bytes]], None]) -> AsyncIterator[bytes]:
     """The bytes ``produce(file)`` writes in a worker thread, as they come (backpressured)."""
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=8)
@@ -286,7 +356,7 @@ async def _stream_from_thread(
             with contextlib.suppress(BrokenPipeError):
                 sink.put(None)
 
-    task = loop.run_in_executor(executor, work)
+    task = in_thread(work)
     try:
         while (chunk := await queue.get()) is not None:
             yield chunk
@@ -401,8 +471,6 @@ class ImagesAPI:
         self.registry = registry_config(
             list(services.config.insecure_registries), list(services.config.registry_mirrors)
         )
-        #: The pool of the long jobs (pull, push, load, import, save); threads start on demand.
-        self.jobs = ThreadPoolExecutor(max_workers=JOB_THREADS, thread_name_prefix="bulkhead-image")
 
     @property
     def store(self) -> ImageStore:
@@ -427,7 +495,9 @@ class ImagesAPI:
         return str(path)
 
     def _client(self, creds: Credentials | None) -> RegistryClient:
-        return RegistryClient(self.registry, credentials=lambda _host: creds, user_agent="bulkhead")
+        return DaemonRegistryClient(
+            self.registry, credentials=lambda _host: creds, user_agent="bulkhead"
+        )
 
     # -- create: pull or import ----------------------------------------------------------
 
@@ -465,7 +535,7 @@ class ImagesAPI:
                 up_to_date = self._pull_one(client, ref, platform, emit)
                 emit(pull_status(ref.familiar(), up_to_date))
 
-        return await _Run(work, self.jobs).response()
+        return await _Run(work).response()
 
     def _pull_one(
         self,
@@ -563,7 +633,7 @@ class ImagesAPI:
                     raise BadRequest(f"import failed: {exc}") from None
             emit(status(image.id))
 
-        return await _Run(work, self.jobs).response()
+        return await _Run(work).response()
 
     # -- push, tag -------------------------------------------------------------------------
 
@@ -609,7 +679,7 @@ class ImagesAPI:
                     self.store.add_repo_digest(image, f"{one.repository}@{desc.digest}")
                     progress.finished(t, desc.digest, desc.size)
 
-        return await _Run(work, self.jobs).response()
+        return await _Run(work).response()
 
     async def tag(self, req: Request) -> Response:
         name = req.params["name"]
@@ -798,9 +868,7 @@ class ImagesAPI:
         def produce(out: IO[bytes]) -> None:
             archive.save(self.store, names, out)  # type: ignore[arg-type]
 
-        return StreamResponse(
-            _stream_from_thread(produce, self.jobs), content_type="application/x-tar"
-        )
+        return StreamResponse(_stream_from_thread(produce), content_type="application/x-tar")
 
     async def load(self, req: Request) -> StreamResponse:
         req.query_bool("quiet")  # validated; there are no progress bars to leave out
@@ -818,7 +886,7 @@ class ImagesAPI:
                 else:
                     emit({"stream": f"Loaded image: {item}\n"})
 
-        return await _Run(work, self.jobs).response()
+        return await _Run(work).response()
 
     # -- login ----------------------------------------------------------------------------------
 
