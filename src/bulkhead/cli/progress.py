@@ -47,19 +47,16 @@ def show_plain(messages: Iterable[dict[str, Any]], out: IO[str]) -> None:
 
 def show_bars(messages: Iterable[dict[str, Any]], out: IO[str]) -> None:
     from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        Progress,
-        TextColumn,
-    )
+    from rich.progress import BarColumn, Progress, TextColumn
+
+    from bulkhead.cli.fmt import human_size
 
     console = Console(file=out)
     tasks: dict[str, Any] = {}
     with Progress(
         TextColumn("{task.fields[layer]}: {task.description}"),
         BarColumn(),
-        DownloadColumn(),
+        TextColumn("{task.fields[size]}"),
         console=console,
         transient=False,
     ) as progress:
@@ -68,7 +65,9 @@ def show_bars(messages: Iterable[dict[str, Any]], out: IO[str]) -> None:
             if err is not None:
                 raise StreamError(err)
             if "stream" in msg:
-                progress.console.print(str(msg["stream"]).rstrip("\n"), markup=False)
+                progress.console.print(
+                    str(msg["stream"]).rstrip("\n"), markup=False, highlight=False
+                )
                 continue
             status = str(msg.get("status") or "")
             ident = msg.get("id")
@@ -92,18 +91,21 @@ def show_bars(messages: Iterable[dict[str, Any]], out: IO[str]) -> None:
             )
             if not is_layer:
                 line = f"{ident}: {status}" if ident else status
-                progress.console.print(line, markup=False)
+                progress.console.print(line, markup=False, highlight=False)
                 continue
             key = str(ident)
             if key not in tasks:
-                tasks[key] = progress.add_task(status, layer=key, total=None)
+                tasks[key] = progress.add_task(status, layer=key, total=None, size="")
             task = tasks[key]
             current, total = detail.get("current"), detail.get("total")
             if total:
-                progress.update(task, description=status, completed=current or 0, total=total)
+                size = f"{human_size(float(current or 0))}/{human_size(float(total))}"
+                progress.update(
+                    task, description=status, completed=current or 0, total=total, size=size
+                )
             elif status in ("Pull complete", "Already exists", "Pushed", "Layer already exists"):
                 t = progress.tasks[task].total or 1
-                progress.update(task, description=status, total=t, completed=t)
+                progress.update(task, description=status, total=t, completed=t, size="")
             else:
                 progress.update(task, description=status)
 
