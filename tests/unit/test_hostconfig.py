@@ -170,7 +170,7 @@ def test_many_flags_as_the_docker_cli_sends_them() -> None:
     assert [m["Type"] for m in req.host_config["Mounts"]] == ["tmpfs", "bind"]
     assert req.config["Volumes"] == {"/anon": {}}
     # -p with --network none: Docker's warning, nothing published
-    assert req.warnings == ["Published ports are discarded when using none network mode"]
+    assert "Published ports are discarded when using none network mode" in req.warnings
 
 
 def test_docker_py_many_kwargs() -> None:
@@ -403,6 +403,19 @@ BAD = [
     ({"Labels": {"a": 1}}, "invalid Config.Labels.a: expected a string"),
     ({"Tty": "yes"}, "invalid Config.Tty: expected a boolean"),
     ({"Volumes": {"data": {}}}, "invalid Config.Volumes.data"),
+    (
+        {"HostConfig__Sysctls": {"vm.swappiness": "1"}},
+        "invalid HostConfig.Sysctls.vm.swappiness: sysctl 'vm.swappiness' is not allowed: it is not namespaced",
+    ),
+    (
+        {"HostConfig__Sysctls": {"net.ipv4.ip_forward": "1"}, "HostConfig__NetworkMode": "host"},
+        "sysctl 'net.ipv4.ip_forward' is not allowed in host network namespace",
+    ),
+    (
+        {"HostConfig__Sysctls": {"kernel.shmmax": "1"}, "HostConfig__IpcMode": "host"},
+        "sysctl 'kernel.shmmax' is not allowed in host IPC namespace",
+    ),
+    ({"HostConfig__Sysctls": {"kernel.hostname": "x"}}, "use --hostname/--domainname"),
 ]
 
 
@@ -484,3 +497,50 @@ def test_parse_signal(value: str | int, num: int) -> None:
 def test_parse_signal_rejects(value: str) -> None:
     with pytest.raises(InvalidRequest, match="invalid signal"):
         parse_signal(value, "signal")
+
+
+def test_namespaced_sysctls_are_allowed() -> None:
+    req = parse_create_request(
+        _with(
+            "py_run_detach",
+            HostConfig__Sysctls={
+                "net.core.somaxconn": "1024",
+                "kernel.shmmax": "1",
+                "fs.mqueue.msg_max": "5",
+            },
+        )
+    )
+    assert req.options.sysctls["net.core.somaxconn"] == "1024"
+
+
+def test_resource_warnings(tmp_path: Path) -> None:
+    from bulkhead.engine.hostconfig import resource_warnings
+    from bulkhead.engine.options import RunOptions
+
+    assert resource_warnings(RunOptions()) == []
+    [warning] = resource_warnings(RunOptions(oom_kill_disable=True))
+    assert warning.startswith("OOM killer is disabled for the container, but no memory limit")
+    assert resource_warnings(RunOptions(oom_kill_disable=True, memory=64 << 20)) == []
+    no_swap = resource_warnings(
+        RunOptions(memory=64 << 20, memory_swap=128 << 20), memsw_file=str(tmp_path / "absent")
+    )
+    if os.path.isdir("/sys/fs/cgroup/memory"):
+        assert no_swap == [
+            "Your kernel does not support swap limit capabilities or the cgroup is not "
+            "mounted. Memory limited without swap."
+        ]
+    present = tmp_path / "memsw"
+    present.write_text("0")
+    assert (
+        resource_warnings(
+            RunOptions(memory=64 << 20, memory_swap=128 << 20), memsw_file=str(present)
+        )
+        == []
+    )
+    # --memory-swap -1 (unlimited) asks nothing of swap accounting
+    assert (
+        resource_warnings(
+            RunOptions(memory=64 << 20, memory_swap=-1), memsw_file=str(tmp_path / "absent")
+        )
+        == []
+    )

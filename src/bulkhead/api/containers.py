@@ -38,10 +38,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import datetime
 import inspect
 import json
 import logging
 import os
+import re
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -261,6 +264,12 @@ class ContainersAPI:
         return json_response({"Id": cid, "Warnings": list(warnings or [])}, 201)
 
     async def start(self, req: Request) -> Response:
+        body = req.json()
+        if body not in (None, {}):
+            raise BadRequest(
+                "starting container with non-empty request body was deprecated since API "
+                "v1.22 and removed in v1.24"
+            )
         started = await self.engine.start(req.params["id"])
         return Response(204 if started else 304, b"", None)
 
@@ -544,11 +553,32 @@ def _path_stat_header(stat: dict[str, Any]) -> tuple[str, str]:
     return ("X-Docker-Container-Path-Stat", base64.b64encode(json.dumps(stat).encode()).decode())
 
 
-def _until_seconds(value: str) -> float:
+_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
+_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}
+
+
+def _until_seconds(value: str, now: float | None = None) -> float:
+    """Docker's ``until`` filter: a Go duration before now (``24h``, ``1h30m``), an RFC 3339
+    date or time, or seconds since the epoch."""
+    now = time.time() if now is None else now
+    text = value.strip()
     try:
-        return float(value)
+        return float(text)
     except ValueError:
-        raise BadRequest(f"invalid until filter {value!r}: seconds since the epoch") from None
+        pass
+    if text and _DURATION_RE.sub("", text) == "":
+        total = sum(float(n) * _DURATION_UNITS[u] for n, u in _DURATION_RE.findall(text))
+        return now - total
+    try:
+        when = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise BadRequest(
+            f"invalid until filter {value!r}: a duration (24h), an RFC 3339 time or "
+            "seconds since the epoch"
+        ) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.UTC)
+    return when.timestamp()
 
 
 async def _as_chunks(source: Any) -> AsyncIterator[bytes]:

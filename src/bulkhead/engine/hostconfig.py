@@ -387,6 +387,7 @@ def parse_create_request(
     config = _normalize_config(config)
     host_config = _normalize_host_config(host_config, warnings)
     options = run_options(config, host_config, stat_devices=stat_devices)
+    warnings.extend(resource_warnings(options))
     log_driver, max_size, max_files = _log_config(host_config)
     return CreateRequest(
         image=image,
@@ -532,6 +533,27 @@ def _normalize_host_config(hc: dict[str, Any], warnings: list[str]) -> dict[str,
     for key in ("CpuRealtimePeriod", "CpuRealtimeRuntime"):
         if _get_int(hc, key, f"HostConfig.{key}"):
             raise _bad(f"HostConfig.{key}", "realtime scheduling is not supported by this engine")
+    return out
+
+
+#: Present when the memory cgroup accounts swap (v1 ``memory.memsw.*``).
+_MEMSW_FILE = "/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes"
+
+
+def resource_warnings(opts: RunOptions, *, memsw_file: str = _MEMSW_FILE) -> list[str]:
+    """Docker's create warnings for resource options the host honours only in part."""
+    out: list[str] = []
+    if opts.oom_kill_disable and not opts.memory:
+        out.append(
+            "OOM killer is disabled for the container, but no memory limit is set, "
+            "this can result in the system running out of resources."
+        )
+    cgroup_v1 = os.path.isdir("/sys/fs/cgroup/memory")
+    if cgroup_v1 and opts.memory_swap not in (None, -1) and not os.path.exists(memsw_file):
+        out.append(
+            "Your kernel does not support swap limit capabilities or the cgroup is not "
+            "mounted. Memory limited without swap."
+        )
     return out
 
 
@@ -727,9 +749,47 @@ def run_options(
                 allowed.append("container:<name|id>")
             raise _bad(f"HostConfig.{key}", f"invalid mode {mode!r} (use {', '.join(allowed)})")
         setattr(opts, attr, mode or None)
-    if opts.network_mode == "host" and opts.uts_mode is None:
-        pass  # build_spec shares the host's UTS namespace with the host network
+    _check_sysctls(opts)
     return opts
+
+
+#: IPC-namespaced sysctls (moby ``opts.ValidateSysctl``); ``fs.mqueue.*`` too.
+_IPC_SYSCTLS = frozenset(
+    {
+        "kernel.msgmax",
+        "kernel.msgmnb",
+        "kernel.msgmni",
+        "kernel.sem",
+        "kernel.shmall",
+        "kernel.shmmax",
+        "kernel.shmmni",
+        "kernel.shm_rmid_forced",
+    }
+)
+_UTS_SYSCTLS = frozenset({"kernel.domainname", "kernel.hostname"})
+
+
+def _check_sysctls(opts: RunOptions) -> None:
+    """Only sysctls of a namespace the container owns, as Docker allows."""
+    for key in opts.sysctls:
+        field = f"HostConfig.Sysctls.{key}"
+        name = key.replace("/", ".")
+        if name in _IPC_SYSCTLS or name.startswith("fs.mqueue."):
+            if opts.ipc_mode == "host" or (opts.ipc_mode or "").startswith("container:"):
+                raise _bad(field, f"sysctl {key!r} is not allowed in host IPC namespace")
+        elif name.startswith("net."):
+            if opts.network_mode == "host":
+                raise _bad(field, f"sysctl {key!r} is not allowed in host network namespace")
+        elif name in _UTS_SYSCTLS:
+            if opts.uts_mode == "host" or opts.network_mode == "host":
+                raise _bad(field, f"sysctl {key!r} is not allowed in host UTS namespace")
+            raise _bad(field, f"sysctl {key!r} is not allowed: use --hostname/--domainname")
+        else:
+            raise _bad(
+                field,
+                f"sysctl {key!r} is not allowed: it is not namespaced "
+                "(kernel.msg*, kernel.sem, kernel.shm*, fs.mqueue.*, net.* are)",
+            )
 
 
 def _memory(hc: dict[str, Any], opts: RunOptions) -> None:
