@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import io
+from typing import Any
 
 import pytest
 
 from bulkhead.cli.progress import StreamError, show, show_bars, show_plain
 
-MESSAGES = [
+MESSAGES: list[dict[str, Any]] = [
     {"status": "Pulling from library/busybox", "id": "latest"},
     {"status": "Pulling fs layer", "progressDetail": {}, "id": "abc"},
     {"status": "Downloading", "progressDetail": {"current": 512, "total": 2048}, "id": "abc"},
@@ -33,7 +34,10 @@ def test_plain_lines_as_docker_without_a_terminal() -> None:
 
 
 def test_error_message_raises() -> None:
-    msgs = [*MESSAGES[:2], {"errorDetail": {"message": "manifest unknown"}, "error": "x"}]
+    msgs: list[dict[str, Any]] = [
+        *MESSAGES[:2],
+        {"errorDetail": {"message": "manifest unknown"}, "error": "x"},
+    ]
     with pytest.raises(StreamError, match="manifest unknown"):
         show(msgs, io.StringIO())
     with pytest.raises(StreamError, match="manifest unknown"):
