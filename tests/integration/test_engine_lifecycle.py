@@ -717,3 +717,23 @@ def test_twenty_at_once(engine_roots: Daemon) -> None:
         assert list(engine.config.containers_root.iterdir()) == []
 
     run(lambda: make_engine(engine_roots), body)
+
+
+def test_prune_stopped_containers(engine_roots: Daemon) -> None:
+    async def body(engine: Engine) -> None:
+        gone, _ = await engine.create(request(["true"]))
+        kept, _ = await engine.create(
+            parse_create_request({"Image": "busybox", "Cmd": ["true"], "Labels": {"keep": "1"}})
+        )
+        live, _ = await engine.create(request(["sleep", "100"]))
+        await engine.start(live)
+        with pytest.raises(SpecError, match="invalid filter 'nope'"):
+            await engine.prune({"nope": ["1"]})
+        assert (await engine.prune({"until": ["1h"]}))["ContainersDeleted"] is None
+        report = await engine.prune({"label!": ["keep"]})
+        assert report["ContainersDeleted"] == [gone]
+        assert {c["Id"] for c in engine.list(all=True)} == {kept, live}
+        await engine.remove(live, force=True)
+        await engine.remove(kept)
+
+    run(lambda: make_engine(engine_roots), body)

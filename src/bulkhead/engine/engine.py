@@ -322,6 +322,11 @@ class Engine:
             getattr(req, "log_max_size", None),
             getattr(req, "log_max_files", None),
         )
+        if str(host_config.get("NetworkMode") or "") == "bridge":
+            warnings.append(
+                "the bridge network is not implemented yet: the container gets an empty "
+                "network namespace (as --network none)"
+            )
         self._creating.add(cid)
         try:
             c = await asyncio.to_thread(
@@ -927,6 +932,37 @@ class Engine:
         self.store.remove(c.id)
         bundle.remove_dir(paths)
 
+    async def prune(self, filters: dict[str, builtins.list[str]] | None = None) -> dict[str, Any]:
+        """``POST /containers/prune``: remove every stopped container (filters ``until``,
+        ``label``, ``label!``); Docker's ``{"ContainersDeleted", "SpaceReclaimed"}``."""
+        filters = {k: list(v) for k, v in (filters or {}).items() if v}
+        for key in filters:
+            if key not in ("until", "label", "label!"):
+                raise SpecError(f"invalid filter '{key}'")
+        until = None
+        if filters.get("until"):
+            until = _parse_until(filters["until"][0])
+        deleted: builtins.list[str] = []
+        reclaimed = 0
+        for c in self.store.list():
+            if c.state.running or c.state.restarting or c.state.status in ("removing", "paused"):
+                continue
+            if until is not None and parse_rfc3339(c.created) >= until:
+                continue
+            labels = c.config.get("Labels") or {}
+            if not all(_label_match(labels, v) for v in filters.get("label", [])):
+                continue
+            if any(_label_match(labels, v) for v in filters.get("label!", [])):
+                continue
+            rw, _ = self._sizes(c)
+            try:
+                await self.remove(c.id)
+            except (NoSuchContainer, ContainerRunning):
+                continue
+            deleted.append(c.id)
+            reclaimed += rw
+        return {"ContainersDeleted": deleted or None, "SpaceReclaimed": reclaimed}
+
     def rename(self, ref: str, new_name: str) -> None:
         """Give a container a new name (409 when taken, 400 when invalid or unchanged)."""
         c = self.get(ref)
@@ -1529,6 +1565,32 @@ _LIST_FILTERS = frozenset(
     {"id", "name", "label", "status", "exited", "ancestor", "before", "since", "volume",
      "network", "publish", "expose", "health", "isolation", "is-task"}
 )  # fmt: skip
+
+
+def _label_match(labels: dict[str, str], want: str) -> bool:
+    key, eq, value = want.partition("=")
+    return key in labels and (not eq or labels[key] == value)
+
+
+def _parse_until(value: str) -> float:
+    """Docker's ``until``: a Unix timestamp, an RFC 3339 time or a duration (``10m``, ``1h30m``)."""
+    import re
+
+    text = value.strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    m = re.fullmatch(r"((\d+(\.\d+)?)(h|m|s|ms))+", text)
+    if m:
+        total = 0.0
+        for num, _, unit in re.findall(r"(\d+(\.\d+)?)(h|m|s|ms)", text):
+            total += float(num) * {"h": 3600, "m": 60, "s": 1, "ms": 0.001}[unit]
+        return time.time() - total
+    try:
+        return parse_rfc3339(text)
+    except ValueError:
+        raise SpecError(f"invalid filter 'until={value}'") from None
 
 
 def _check_filters(filters: dict[str, list[str]]) -> None:
