@@ -639,3 +639,38 @@ def test_rootfs_with_volumes_for_docker_cp(tmp_path: Path) -> None:
             assert same == str(rootfs)  # nothing to mount: the rootfs itself
     finally:
         subprocess.run(["umount", "-l", str(rootfs)], check=False)
+
+
+def test_docker_cp_reads_and_writes_volumes(daemon: Daemon, tmp_path: Path) -> None:
+    """``docker cp`` under a volume goes to the volume, not to the image layer below it."""
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    (ro / "host-file").write_text("from a ro bind\n")
+    src = tmp_path / "upload.txt"
+    src.write_text("uploaded\n")
+    cid = _ok(daemon.docker("create", "-v", "cpvol:/data", "-v", f"{ro}:/ro:ro", "busybox",
+                            "sh", "-c", "cat /data/upload.txt; echo made > /data/made"))  # fmt: skip
+    cid = cid.strip()
+    _ok(daemon.docker("cp", str(src), f"{cid}:/data/"))  # a created, never started container
+    [vol] = json.loads(_ok(daemon.docker("volume", "inspect", "cpvol")))
+    assert (Path(vol["Mountpoint"]) / "upload.txt").read_text() == "uploaded\n"
+    assert _ok(daemon.docker("start", "-a", cid)) == "uploaded\n"
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    _ok(daemon.docker("cp", f"{cid}:/data/made", str(out_dir)))  # a stopped container
+    assert (out_dir / "made").read_text() == "made\n"
+    _ok(daemon.docker("cp", f"{cid}:/ro/host-file", str(out_dir)))
+    assert (out_dir / "host-file").read_text() == "from a ro bind\n"
+    r = daemon.docker("cp", str(src), f"{cid}:/ro/")
+    assert r.returncode != 0 and not (ro / "upload.txt").exists()
+    # a running container: the copy lands in the volume it has mounted
+    runner = _ok(daemon.docker("run", "-d", "-v", "cpvol:/data", "busybox", "sleep", "30")).strip()
+    try:
+        (tmp_path / "live.txt").write_text("live\n")
+        _ok(daemon.docker("cp", str(tmp_path / "live.txt"), f"{runner}:/data/live.txt"))
+        assert (Path(vol["Mountpoint"]) / "live.txt").read_text() == "live\n"
+        added = [m.mountpoint for m in mountinfo.read() if "/.view-" in m.mountpoint]
+        assert added == []  # the view is gone after the copy
+    finally:
+        daemon.docker("rm", "-f", runner)
+    _ok(daemon.docker("rm", cid))
