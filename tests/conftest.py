@@ -7,7 +7,8 @@
 Every session, as root, also checks that it leaves no cgroup behind under
 ``/bulkhead`` (the subtree all our cgroups live in): a cgroup a test created
 and did not remove fails the session, and the ``/bulkhead`` parents the
-session itself created are removed at the end.
+session itself created are removed at the end. The check is skipped when
+another test session runs at the same time (their containers are not ours).
 """
 
 from __future__ import annotations
@@ -45,9 +46,32 @@ def no_leaked_cgroups() -> Iterator[None]:
     if not is_root():
         yield
         return
+    import fcntl
+
+    # Every session holds this lock shared; the check runs only when no other
+    # session is running (the exclusive lock is free): another session's
+    # containers are not this one's leaks, and removing a cgroup another
+    # session's runtime has just made would break that session's start.
+    lock = open(SESSIONS_LOCK, "a")  # noqa: SIM115 - held for the whole session
+    fcntl.flock(lock, fcntl.LOCK_SH)
     roots = _our_cgroup_roots()
     before = {r: {c.name for c in r.iterdir() if c.is_dir()} for r in roots if r.is_dir()}
-    yield
+    try:
+        yield
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print("\nno_leaked_cgroups: another test session is running: cgroup check skipped")
+            return
+        _check_cgroups(roots, before)
+    finally:
+        lock.close()
+
+
+SESSIONS_LOCK = "/run/bulkhead-test-sessions.lock"
+
+
+def _check_cgroups(roots: list[Path], before: dict[Path, set[str]]) -> None:
     leaked: list[str] = []
     for root in roots:
         if not root.is_dir():
