@@ -508,3 +508,14 @@ def test_import_from_a_url(images_daemon: Daemon, tmp_path: Path) -> None:
         httpd.shutdown()
         httpd.server_close()
         thread.join(5)
+
+
+def test_an_unreachable_registry_fails_at_once(images_daemon: Daemon) -> None:
+    """As Docker: a refused connection for the manifest is an error now, not after retries."""
+    from tests.integration.registry_fixtures import free_port
+
+    started = time.monotonic()
+    r = images_daemon.docker("pull", f"127.0.0.1:{free_port()}/nothing/here:1")
+    assert r.returncode == 1
+    assert "Connection refused" in r.stderr
+    assert time.monotonic() - started < 1.5

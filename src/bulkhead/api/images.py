@@ -496,7 +496,10 @@ class ImagesAPI:
 
     def _client(self, creds: Credentials | None) -> RegistryClient:
         return DaemonRegistryClient(
-            self.registry, credentials=lambda _host: creds, user_agent="bulkhead"
+            self.registry,
+            credentials=lambda _host: creds,
+            user_agent="bulkhead",
+            retry_manifests=False,
         )
 
     # -- create: pull or import ----------------------------------------------------------

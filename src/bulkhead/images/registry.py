@@ -265,8 +265,12 @@ class RegistryClient:
         chunk_size: int = 1 << 20,
         transport: httpx.BaseTransport | None = None,
         user_agent: str = "bulkhead",
+        retry_manifests: bool = True,
     ) -> None:
         self.config = config or RegistryConfig()
+        #: False: a manifest request fails at once (a daemon's pull of an unreachable
+        #: registry answers in milliseconds, as Docker's does); blobs are still retried.
+        self.retry_manifests = retry_manifests
         self.max_workers = max(1, max_workers)
         self.retries = max(0, retries)
         self.backoff = backoff
@@ -404,7 +408,14 @@ class RegistryClient:
     ) -> tuple[bytes, str, str]:
         """GET a manifest (by tag or digest) from one endpoint; verified. → (data, type, digest)."""
         url = ep.url(f"{ref.path}/manifests/{target}")
-        resp = self._send(ep, "GET", url, [self._scope(ref)], headers={"Accept": MANIFEST_ACCEPT})
+        resp = self._send(
+            ep,
+            "GET",
+            url,
+            [self._scope(ref)],
+            headers={"Accept": MANIFEST_ACCEPT},
+            retry=self.retry_manifests,
+        )
         self._raise_for(resp, f"manifest {ref.domain}/{ref.path}:{target}")
         data = resp.content
         if len(data) > MAX_MANIFEST_SIZE:
@@ -467,7 +478,12 @@ class RegistryClient:
             if not r.digest:
                 url = ep.url(f"{r.path}/manifests/{target}")
                 resp = self._send(
-                    ep, "HEAD", url, [self._scope(r)], headers={"Accept": MANIFEST_ACCEPT}
+                    ep,
+                    "HEAD",
+                    url,
+                    [self._scope(r)],
+                    headers={"Accept": MANIFEST_ACCEPT},
+                    retry=self.retry_manifests,
                 )
                 self._raise_for(resp, f"manifest {r.domain}/{r.path}:{target}")
                 digest = resp.headers.get("docker-content-digest")
