@@ -128,6 +128,7 @@ _KNOWN_KEYS = {
     "storage-driver",
     "debug",
     "live-restore",
+    "cgroup-parent",
 }
 
 
@@ -193,8 +194,22 @@ def apply_config_file(config: DaemonConfig, path: str, *, required: bool) -> Non
     if "storage-driver" in doc:
         driver = _expect(doc["storage-driver"], str, f"{path}: storage-driver")
         config.snapshotter = _snapshotter_name(driver, f"{path}: storage-driver")
+    if "cgroup-parent" in doc:
+        config.cgroup_parent = _cgroup_parent(
+            _expect(doc["cgroup-parent"], str, f"{path}: cgroup-parent"), f"{path}: cgroup-parent"
+        )
     if "debug" in doc:
         config.debug = _expect(doc["debug"], bool, f"{path}: debug")
+
+
+def _cgroup_parent(value: str, where: str) -> str:
+    """An absolute cgroup path (``/bulkhead``); systemd slices are not supported (cgroupfs driver)."""
+    if not value.startswith("/") or value.endswith(".slice") or ".." in value.split("/"):
+        raise ConfigError(
+            f"invalid cgroup parent {value!r}: an absolute cgroupfs path such as /bulkhead",
+            where=where,
+        )
+    return value.rstrip("/") or "/"
 
 
 def _snapshotter_name(driver: str, where: str) -> str:
@@ -220,6 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-opt", action="append", default=[], metavar="max-size=|max-file=")
     parser.add_argument("--insecure-registry", action="append", default=[])
     parser.add_argument("--storage-driver", help="overlay2 or vfs")
+    parser.add_argument("--cgroup-parent", help="cgroup of the containers' cgroups (/bulkhead)")
     parser.add_argument("--debug", "-D", action="store_true", help="debug logging")
     return parser
 
@@ -263,6 +279,8 @@ def load_config(argv: list[str] | None = None) -> DaemonConfig:
     config.insecure_registries += args.insecure_registry
     if args.storage_driver:
         config.snapshotter = _snapshotter_name(args.storage_driver, "--storage-driver")
+    if args.cgroup_parent:
+        config.cgroup_parent = _cgroup_parent(args.cgroup_parent, "--cgroup-parent")
     config.debug = config.debug or args.debug
     if config.default_runtime != "bulkhead" and config.default_runtime not in config.runtimes:
         raise ConfigError(

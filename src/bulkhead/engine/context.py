@@ -33,7 +33,7 @@ DEFAULT_EXEC_ROOT = "/run/bulkhead"
 DEFAULT_SOCKET = "/run/bulkhead/bulkhead.sock"
 DEFAULT_CONFIG_FILE = "/etc/bulkhead/daemon.json"
 
-#: Docker's json-file defaults are unbounded; bulkhead rotates by default (10 MB × 3).
+#: Docker's json-file defaults are unbounded; bulkhead rotates by default (10 MB, 3 files).
 DEFAULT_LOG_MAX_SIZE = 10 * 1000 * 1000
 DEFAULT_LOG_MAX_FILES = 3
 
@@ -57,6 +57,7 @@ class DaemonConfig:
     insecure_registries: list[str] = field(default_factory=list)
     registry_mirrors: list[str] = field(default_factory=list)
     snapshotter: str = ""  # "" = overlay when the data root supports it, else vfs
+    cgroup_parent: str = "/bulkhead"  # containers' cgroups: <cgroup_parent>/<id>
     debug: bool = False
 
     @property
