@@ -250,14 +250,6 @@ class APIServer:
         except Exception as exc:
             return self._error_reply(request, exc)
 
-    async def _dispatch(self, request: Request) -> Reply:
-        """Resolve and call (a request whose body is already in ``request.body``)."""
-        handler, failure = self._resolve(request)
-        if handler is None:
-            assert failure is not None
-            return failure
-        return await self._call(handler, request)
-
     @staticmethod
     def _error_reply(request: Request, exc: Exception) -> Response:
         status = status_for(exc)
