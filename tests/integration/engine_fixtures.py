@@ -77,6 +77,9 @@ class Daemon:
         self.extra_args = list(extra_args or [])
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = root.parent / "daemon.log"
+        # Each daemon's containers live under a cgroup parent of their own,
+        # so that a leak is this daemon's, and other sessions are not touched.
+        self.cgroup_parent = f"/bulkhead/t-{os.urandom(4).hex()}"
 
     @property
     def host(self) -> str:
@@ -124,7 +127,7 @@ class Daemon:
     def config_file(self) -> Path:
         path = self.root.parent / "daemon.json"
         if not path.exists():
-            path.write_text("{}\n")
+            path.write_text(json.dumps({"cgroup-parent": self.cgroup_parent}) + "\n")
         return path
 
     def stop(self, *, kill: bool = False, timeout: float = 20) -> None:
@@ -221,7 +224,24 @@ class Daemon:
             problems.append(f"process {pid} ({_cmdline(pid)!r}) survived SIGKILL")
         for mount_point in _mounts_under(self.root, self.exec_root):
             subprocess.run(["umount", "-l", mount_point], capture_output=True, check=False)
+        problems += _remove_cgroup_parent(self.cgroup_parent)
         return problems
+
+
+def _remove_cgroup_parent(parent: str) -> list[str]:
+    """Remove the daemon's cgroup parent; name each container cgroup still under it (a leak)."""
+    from bulkhead.cgroups import new_manager
+
+    problems = []
+    for path in sorted({Path(d) for d in new_manager(parent).paths().values()}):
+        if not path.is_dir():
+            continue
+        for child in sorted(path.glob("**/"), key=lambda p: -len(p.parts)):
+            if child != path:
+                problems.append(f"cgroup {child} left behind")
+            with contextlib.suppress(OSError):
+                child.rmdir()
+    return problems
 
 
 def _runtime_binary(name: str) -> str:
