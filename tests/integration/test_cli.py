@@ -415,6 +415,21 @@ def test_autostart_on_a_silent_socket(daemon_factory: Any) -> None:
     env.pop("DOCKER_HOST", None)
     exe = str(Path(sys.executable).with_name("bulkhead"))
     try:
+        # three CLIs at once on a silent socket: one daemon, all three answered
+        procs = [
+            subprocess.Popen(
+                [exe, "ps", "-q"],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(3)
+        ]
+        for p in procs:
+            out, err = p.communicate(timeout=60)
+            assert (p.returncode, out) == (0, ""), err
+        assert len(_daemon_pids(d.exec_root)) == 1
         r = subprocess.run(
             [exe, "run", "--rm", "busybox", "echo", "first"],
             env=env,

@@ -438,39 +438,57 @@ def daemon_argv(socket_path: str) -> list[str]:
     return argv + shlex.split(os.environ.get("BULKHEAD_DAEMON_ARGS", ""))
 
 
-def start_daemon(socket_path: str, timeout: float = AUTOSTART_TIMEOUT) -> int:
+def start_daemon(socket_path: str, timeout: float = AUTOSTART_TIMEOUT) -> int | None:
     """Spawn a detached daemon for ``socket_path``; wait until ``/_ping`` answers.
 
     ``os.posix_spawn`` (no fork from Python), ``setsid`` so the daemon
     outlives the terminal; stdin is /dev/null, stdout and stderr go to the
-    log. Returns the daemon's pid.
+    log. CLIs starting at the same moment take turns on a lock file beside
+    the socket: the second finds the first one's daemon answering and
+    spawns none. Returns the new daemon's pid (None when another answered).
     """
-    os.makedirs(os.path.dirname(socket_path) or ".", mode=0o755, exist_ok=True)
-    log_path = daemon_log_path(socket_path)
-    argv = daemon_argv(socket_path)
-    pid = os.posix_spawn(
-        argv[0],
-        argv,
-        os.environ,
-        file_actions=[
-            (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
-            (os.POSIX_SPAWN_OPEN, 1, log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640),
-            (os.POSIX_SPAWN_DUP2, 1, 2),
-        ],
-        setsid=True,
-    )
+    import fcntl
+
+    directory = os.path.dirname(socket_path) or "."
+    os.makedirs(directory, mode=0o755, exist_ok=True)
     client = Client(socket_path)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    lock_fd = os.open(
+        os.path.join(directory, ".bulkhead-autostart.lock"), os.O_RDWR | os.O_CREAT, 0o600
+    )
+    try:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX)
         if client.ping(timeout=0.5):
-            return pid
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            raise DaemonUnavailable(
-                f"the bulkhead daemon exited at start-up (status {os.waitstatus_to_exitcode(status)});"
-                f" see {log_path}"
-            )
-        time.sleep(0.02)
+            return None
+        log_path = daemon_log_path(socket_path)
+        argv = daemon_argv(socket_path)
+        pid = os.posix_spawn(
+            argv[0],
+            argv,
+            os.environ,
+            file_actions=[
+                (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
+                (os.POSIX_SPAWN_OPEN, 1, log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640),
+                (os.POSIX_SPAWN_DUP2, 1, 2),
+            ],
+            setsid=True,
+        )
+        deadline = time.monotonic() + timeout
+        exited: int | None = None
+        while time.monotonic() < deadline:
+            if client.ping(timeout=0.5):
+                return pid
+            if exited is None:
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    exited = os.waitstatus_to_exitcode(status)
+                    break
+            time.sleep(0.02)
+    finally:
+        os.close(lock_fd)
+    if exited is not None:
+        raise DaemonUnavailable(
+            f"the bulkhead daemon exited at start-up (status {exited}); see {log_path}"
+        )
     raise DaemonUnavailable(
         f"the bulkhead daemon did not answer on unix://{socket_path} within {timeout:g} s;"
         f" see {log_path}"
