@@ -105,6 +105,13 @@ def test_run_missing_command_is_127_and_bad_option_125(daemon: Daemon) -> None:
     assert r.returncode == 125
 
 
+def test_run_t_without_i_still_streams_output(daemon: Daemon) -> None:
+    # the CLI half-closes at once when stdin is not attached: output must go on
+    r = daemon.docker("run", "-t", "--rm", "busybox", "sh", "-c", "sleep 0.3; echo late")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "late"
+
+
 def test_run_stdin_pipe(daemon: Daemon) -> None:
     r = daemon.docker(
         "run", "--rm", "-i", "busybox", "sh", "-c", "tr a-z A-Z; echo done", input="abc\n"

@@ -136,12 +136,15 @@ async def splice(
     *,
     stdin: bool,
     detach_keys: bytes = b"",
+    tty: bool = False,
 ) -> None:
     """Pump the monitor's output to the client and the client's stdin to the monitor.
 
     Ends when the monitor closes (the process exited and its output is
-    drained), when the client detaches or goes away. The client's
-    half-close becomes the monitor's (stdin EOF) while output goes on.
+    drained), when the client detaches or goes away. Without a TTY the
+    client's half-close becomes the monitor's (stdin EOF) while output goes
+    on; with one it ends an attach that has stdin, as Docker's does (a
+    terminal's input has no end of file).
     """
     scanner = DetachScanner(detach_keys if stdin else b"")
 
@@ -156,6 +159,10 @@ async def splice(
         while True:
             data = await stream.read(_READ)
             if not data:
+                if not stdin:
+                    return "eof"  # the client sends nothing anyway (docker run -t)
+                if tty:
+                    return "closed"
                 with contextlib.suppress(OSError, RuntimeError):
                     if writer.can_write_eof():
                         writer.write_eof()
@@ -380,7 +387,9 @@ class ContainersAPI:
                     ):
                         await stream.write(data if tty else frame(num, data))
                 if conn is not None:
-                    await splice(stream, conn[0], conn[1], stdin=want_stdin, detach_keys=keys)
+                    await splice(
+                        stream, conn[0], conn[1], stdin=want_stdin, detach_keys=keys, tty=tty
+                    )
             finally:
                 if conn is not None:
                     conn[1].close()

@@ -327,7 +327,7 @@ class ExecAPI:
                     await stream.write(message if tty else frame(_TTY_STREAM, message))
                 return
             try:
-                await splice(stream, *result, stdin=stdin, detach_keys=keys)
+                await splice(stream, *result, stdin=stdin, detach_keys=keys, tty=tty)
             finally:
                 self._finish(inst)
 
