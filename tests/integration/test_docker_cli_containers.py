@@ -369,3 +369,28 @@ def test_cp_export_diff_commit(daemon: Daemon, tmp_path: Path) -> None:
     image = ok(daemon.docker("commit", "files", "snap:1")).strip()
     assert image.startswith("sha256:")
     assert ok(daemon.docker("run", "--rm", "snap:1", "cat", "/made")) == "data\n"
+
+
+def test_after_a_daemon_kill_the_container_is_still_served(daemon: Daemon) -> None:
+    ok(
+        daemon.docker(
+            "run",
+            "-d",
+            "--name",
+            "survivor",
+            "busybox",
+            "sh",
+            "-c",
+            "trap 'exit 0' TERM; echo before; while :; do sleep 0.1; done",
+        )
+    )
+    deadline = time.monotonic() + 10
+    while "before" not in daemon.docker("logs", "survivor").stdout and time.monotonic() < deadline:
+        time.sleep(0.05)
+    daemon.restart(kill=True)
+    assert ok(daemon.docker("inspect", "-f", "{{.State.Running}}", "survivor")).strip() == "true"
+    assert ok(daemon.docker("exec", "survivor", "echo", "after")) == "after\n"
+    assert ok(daemon.docker("logs", "survivor")) == "before\n"
+    ok(daemon.docker("stop", "survivor"))
+    assert ok(daemon.docker("wait", "survivor")).strip() == "0"
+    ok(daemon.docker("rm", "survivor"))
