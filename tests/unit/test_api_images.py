@@ -417,3 +417,12 @@ def test_filter_times() -> None:
     assert api._timestamp("1.5s", now=10) == 8.5
     with pytest.raises(BadRequest, match="invalid filter time"):
         api._timestamp("yesterday")
+
+
+def test_registry_info_for_docker_info() -> None:
+    info = api.registry_info(["10.1.0.0/16", "myreg:5000"], ["http://127.0.0.1:5001"])
+    assert info["InsecureRegistryCIDRs"] == ["::1/128", "127.0.0.0/8", "10.1.0.0/16"]
+    assert info["IndexConfigs"]["myreg:5000"]["Secure"] is False
+    assert info["IndexConfigs"]["docker.io"]["Mirrors"] == ["http://127.0.0.1:5001/"]
+    assert info["Mirrors"] == ["http://127.0.0.1:5001/"]
+    assert api.registry_info([], [])["InsecureRegistryCIDRs"] == ["::1/128", "127.0.0.0/8"]

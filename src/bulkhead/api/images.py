@@ -188,6 +188,28 @@ def registry_config(insecure: list[str], mirrors: list[str]) -> DaemonRegistryCo
     )
 
 
+def registry_info(insecure: list[str], mirrors: list[str]) -> dict[str, Any]:
+    """``/info``'s ``RegistryConfig`` for the daemon's settings (what ``docker info`` lists).
+
+    Loopback networks are always insecure (as in Docker); each configured
+    ``host[:port]`` gets an insecure entry in ``IndexConfigs``.
+    """
+    cfg = registry_config(insecure, mirrors)
+    cidrs = ["::1/128", "127.0.0.0/8", *(str(n) for n in cfg.networks)]
+    mirror_urls = [m if m.endswith("/") else m + "/" for m in mirrors]
+    index: dict[str, Any] = {
+        "docker.io": {
+            "Name": "docker.io",
+            "Mirrors": mirror_urls,
+            "Secure": True,
+            "Official": True,
+        }
+    }
+    for host in sorted(cfg.insecure):
+        index[host] = {"Name": host, "Mirrors": [], "Secure": False, "Official": False}
+    return {"InsecureRegistryCIDRs": cidrs, "IndexConfigs": index, "Mirrors": mirror_urls}
+
+
 def server_host(address: str) -> str:
     """``https://127.0.0.1:5000/v2/`` → ``127.0.0.1:5000``; Docker Hub's names → ``docker.io``."""
     text = re.sub(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", "", address.strip()).split("/", 1)[0]
