@@ -1,4 +1,4 @@
-"""The containers API's pure helpers: detach keys, the stdin scanner, prune's ``until``."""
+"""The containers API's pure helpers: detach keys and the stdin scanner."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import pytest
 from bulkhead.api.containers import (
     DEFAULT_DETACH_KEYS,
     DetachScanner,
-    _until_seconds,
     parse_detach_keys,
 )
 from bulkhead.api.errors import BadRequest
@@ -60,25 +59,3 @@ def test_scanner_with_longer_and_no_keys() -> None:
     assert s.feed(b"x") == (b"abx", False)
     assert s.feed(b"abc") == (b"", True)
     assert DetachScanner(b"").feed(b"\x10\x11") == (b"\x10\x11", False)
-
-
-@pytest.mark.parametrize(
-    ("value", "expected"),
-    [
-        ("1700000000", 1_700_000_000.0),
-        ("1700000000.5", 1_700_000_000.5),
-        ("24h", 1_000_000.0 - 86400),
-        ("1h30m", 1_000_000.0 - 5400),
-        ("90s", 1_000_000.0 - 90),
-        ("2023-11-14T22:13:20Z", 1_700_000_000.0),
-        ("2023-11-14", 1_699_920_000.0),
-    ],
-)
-def test_prune_until(value: str, expected: float) -> None:
-    assert _until_seconds(value, now=1_000_000.0) == pytest.approx(expected)
-
-
-@pytest.mark.parametrize("value", ["soon", "1x", ""])
-def test_prune_until_rejects(value: str) -> None:
-    with pytest.raises(BadRequest, match="invalid until filter"):
-        _until_seconds(value, now=0)

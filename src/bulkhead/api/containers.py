@@ -38,13 +38,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import datetime
 import inspect
 import json
 import logging
 import os
-import re
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -533,22 +530,7 @@ class ContainersAPI:
         return json_response({"Id": image_id}, 201)
 
     async def prune(self, req: Request) -> Response:
-        filters = req.filters()
-        until = filters.pop("until", None)
-        label = filters.pop("label", None)
-        if filters:
-            raise BadRequest(f"invalid filter {next(iter(filters))!r} (until, label)")
-        list_filters: dict[str, list[str]] = {"status": ["exited", "created", "dead"]}
-        if label:
-            list_filters["label"] = label
-        deleted: list[str] = []
-        for row in self.engine.list(all=True, filters=list_filters):
-            if until and row.get("Created", 0) > _until_seconds(until[-1]):
-                continue
-            with contextlib.suppress(BulkheadError):
-                await self.engine.remove(row["Id"])
-                deleted.append(row["Id"])
-        return json_response({"ContainersDeleted": deleted or None, "SpaceReclaimed": 0})
+        return json_response(await self.engine.prune(req.filters()))
 
     def _engine_hook(self, name: str) -> Callable[..., Any]:
         fn = getattr(self.engine, name, None)
@@ -560,34 +542,6 @@ class ContainersAPI:
 def _path_stat_header(stat: dict[str, Any]) -> tuple[str, str]:
     """Docker's ``X-Docker-Container-Path-Stat``: the path's stat as base64 JSON."""
     return ("X-Docker-Container-Path-Stat", base64.b64encode(json.dumps(stat).encode()).decode())
-
-
-_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
-_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}
-
-
-def _until_seconds(value: str, now: float | None = None) -> float:
-    """Docker's ``until`` filter: a Go duration before now (``24h``, ``1h30m``), an RFC 3339
-    date or time, or seconds since the epoch."""
-    now = time.time() if now is None else now
-    text = value.strip()
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    if text and _DURATION_RE.sub("", text) == "":
-        total = sum(float(n) * _DURATION_UNITS[u] for n, u in _DURATION_RE.findall(text))
-        return now - total
-    try:
-        when = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise BadRequest(
-            f"invalid until filter {value!r}: a duration (24h), an RFC 3339 time or "
-            "seconds since the epoch"
-        ) from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=datetime.UTC)
-    return when.timestamp()
 
 
 async def _as_chunks(source: Any) -> AsyncIterator[bytes]:
