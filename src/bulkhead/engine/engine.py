@@ -1231,6 +1231,9 @@ class Engine:
         if s.running:
             text = "Up " + human_duration(now - parse_rfc3339(s.started_at))
             return text + " (Paused)" if s.paused else text
+        if s.restarting:
+            ago = human_duration(now - parse_rfc3339(s.finished_at))
+            return f"Restarting ({s.exit_code}) {ago} ago"
         if s.status == "removing":
             return "Removal In Progress"
         if s.status == "dead":
