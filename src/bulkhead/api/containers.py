@@ -38,10 +38,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import inspect
 import json
 import logging
-import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -233,12 +231,6 @@ def _int_param(req: Request, name: str) -> int | None:
         return int(value)
     except ValueError:
         raise BadRequest(f"invalid value for {name}: {value!r} (an integer)") from None
-
-
-async def _maybe_await(value: Any) -> Any:
-    if inspect.isawaitable(value):
-        return await value
-    return value
 
 
 def _is_tty(config: dict[str, Any]) -> bool:
@@ -463,47 +455,38 @@ class ContainersAPI:
     # -- files: export, changes, archive (docker cp), commit
 
     async def export(self, req: Request) -> StreamResponse:
-        fn = self._engine_hook("export")
-        result = await _maybe_await(fn(req.params["id"]))
-        return StreamResponse(_as_chunks(result), content_type="application/x-tar")
+        chunks = await self.engine.export(req.params["id"])
+        return StreamResponse(chunks, content_type="application/x-tar")
 
     async def changes(self, req: Request) -> Response:
-        fn = self._engine_hook("changes")
-        result = await _maybe_await(fn(req.params["id"]))
-        return json_response(list(result or []))
+        return json_response(list(await self.engine.changes(req.params["id"])))
 
     async def archive_get(self, req: Request) -> Response | StreamResponse:
         path = req.query_str("path")
         if not path:
             raise BadRequest("Bad parameters: path cannot be empty")
-        if req.method == "HEAD" and hasattr(self.engine, "archive_stat"):
-            # a stat only: no tar of what may be the whole root filesystem
-            stat = await _maybe_await(self.engine.archive_stat(req.params["id"], path))
-            return Response(200, b"", "application/x-tar", [_path_stat_header(stat)])
-        fn = self._engine_hook("archive_get")
-        stat, tar = await _maybe_await(fn(req.params["id"], path))
-        headers = [_path_stat_header(stat)]
         if req.method == "HEAD":
-            close = getattr(tar, "aclose", None) or getattr(tar, "close", None)
-            if close is not None:
-                await _maybe_await(close())
-            return Response(200, b"", "application/x-tar", headers)
-        return StreamResponse(_as_chunks(tar), content_type="application/x-tar", headers=headers)
+            # a stat only: no tar of what may be the whole root filesystem
+            stat = await self.engine.archive_stat(req.params["id"], path)
+            return Response(200, b"", "application/x-tar", [_path_stat_header(stat)])
+        stat, chunks = await self.engine.archive_get(req.params["id"], path)
+        return StreamResponse(
+            chunks, content_type="application/x-tar", headers=[_path_stat_header(stat)]
+        )
 
     async def archive_put(self, req: Request) -> Response:
         path = req.query_str("path")
         if not path:
             raise BadRequest("Bad parameters: path cannot be empty")
-        fn = self._engine_hook("archive_put")
-        data: Any = req.stream if req.stream is not None else req.body
-        await _maybe_await(
-            fn(
-                req.params["id"],
-                path,
-                data,
-                no_overwrite_dir_non_dir=req.query_bool("noOverwriteDirNonDir"),
-                copy_uid_gid=req.query_bool("copyUIDGID"),
-            )
+        body: AsyncIterator[bytes] | bytes = (
+            aiter(req.stream) if req.stream is not None else req.body
+        )
+        await self.engine.archive_put(
+            req.params["id"],
+            path,
+            body,
+            no_overwrite_dir_non_dir=req.query_bool("noOverwriteDirNonDir"),
+            copy_uid_gid=req.query_bool("copyUIDGID"),
         )
         return Response(200, b"", None)
 
@@ -514,64 +497,25 @@ class ContainersAPI:
         config = req.json()
         if config is not None and not isinstance(config, dict):
             raise BadRequest("invalid JSON body: a container Config object is expected")
-        fn = self._engine_hook("commit")
-        image_id = await _maybe_await(
-            fn(
-                ref,
-                repo=req.query_str("repo") or None,
-                tag=req.query_str("tag") or None,
-                comment=req.query_str("comment") or "",
-                author=req.query_str("author") or "",
-                changes=req.query.get("changes", []),
-                pause=req.query_bool("pause", True),
-                config=config or None,
-            )
+        image_id = await self.engine.commit(
+            ref,
+            repo=req.query_str("repo") or None,
+            tag=req.query_str("tag") or None,
+            comment=req.query_str("comment") or "",
+            author=req.query_str("author") or "",
+            changes=req.query.get("changes", []),
+            pause=req.query_bool("pause", True),
+            config=config or None,
         )
         return json_response({"Id": image_id}, 201)
 
     async def prune(self, req: Request) -> Response:
         return json_response(await self.engine.prune(req.filters()))
 
-    def _engine_hook(self, name: str) -> Callable[..., Any]:
-        fn = getattr(self.engine, name, None)
-        if fn is None:
-            raise APIError(f"{name} is not implemented by this engine yet", 501)
-        return fn  # type: ignore[no-any-return]
-
 
 def _path_stat_header(stat: dict[str, Any]) -> tuple[str, str]:
     """Docker's ``X-Docker-Container-Path-Stat``: the path's stat as base64 JSON."""
     return ("X-Docker-Container-Path-Stat", base64.b64encode(json.dumps(stat).encode()).decode())
-
-
-async def _as_chunks(source: Any) -> AsyncIterator[bytes]:
-    """Bytes from an async iterator, an iterator, a file object or a bytes value."""
-    if isinstance(source, (bytes, bytearray)):
-        yield bytes(source)
-        return
-    if hasattr(source, "__aiter__"):
-        async for chunk in source:
-            yield bytes(chunk)
-        return
-    if hasattr(source, "read"):
-        try:
-            while True:
-                chunk = await asyncio.to_thread(source.read, 1 << 20)
-                if not chunk:
-                    return
-                yield chunk
-        finally:
-            with contextlib.suppress(Exception):
-                source.close()
-    if isinstance(source, (str, os.PathLike)):
-        with open(source, "rb") as f:
-            while True:
-                chunk = await asyncio.to_thread(f.read, 1 << 20)
-                if not chunk:
-                    return
-                yield chunk
-    for chunk in source:
-        yield bytes(chunk)
 
 
 def register(router: Router, services: Services) -> None:
