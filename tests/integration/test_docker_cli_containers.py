@@ -394,3 +394,32 @@ def test_after_a_daemon_kill_the_container_is_still_served(daemon: Daemon) -> No
     ok(daemon.docker("stop", "survivor"))
     assert ok(daemon.docker("wait", "survivor")).strip() == "0"
     ok(daemon.docker("rm", "survivor"))
+
+
+def test_log_options_rotate_and_the_none_driver(daemon: Daemon) -> None:
+    script = "i=1; while [ $i -le 200 ]; do echo line-$i-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx; i=$((i+1)); done"
+    ok(
+        daemon.docker(
+            "run",
+            "--name",
+            "rot",
+            "--log-opt",
+            "max-size=1k",
+            "--log-opt",
+            "max-file=2",
+            "busybox",
+            "sh",
+            "-c",
+            script,
+        )
+    )
+    lines = ok(daemon.docker("logs", "rot")).splitlines()
+    assert lines[-1].startswith("line-200-")
+    assert 10 < len(lines) < 200  # older files rotated away (2 files of 1 KiB)
+    r = daemon.docker("run", "--log-opt", "max-file=x", "busybox", "true")
+    assert r.returncode == 125 and "max-file" in r.stderr
+    ok(daemon.docker("run", "--name", "quiet", "--log-driver", "none", "busybox", "echo", "gone"))
+    r = daemon.docker("logs", "quiet")
+    assert r.returncode == 1 and "does not support reading" in r.stderr
+    r = daemon.docker("run", "--log-driver", "syslog", "busybox", "true")
+    assert r.returncode == 125 and "logging driver 'syslog' is not supported" in r.stderr

@@ -43,7 +43,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from bulkhead.api.errors import APIError, BadRequest, NotFound
+from bulkhead.api.errors import APIError, BadRequest
 from bulkhead.api.routes import (
     Hijack,
     RawStream,
@@ -547,4 +547,4 @@ def register(router: Router, services: Services) -> None:
     router.add("PUT", "/containers/{id}/archive", api.archive_put, stream_body=True)
 
 
-__all__ = ["ContainersAPI", "DetachScanner", "NotFound", "parse_detach_keys", "register", "splice"]
+__all__ = ["ContainersAPI", "DetachScanner", "parse_detach_keys", "register", "splice"]
