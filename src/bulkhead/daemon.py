@@ -343,7 +343,7 @@ def open_services(config: DaemonConfig) -> Services:
 
 
 def _plug_counters(services: Services) -> None:
-    """``/info``'s container and image counts from the live stores."""
+    """``/info``'s counts, runtimes and registry settings from the live services."""
     engine, images = services.engine, services.images
 
     def containers() -> dict[str, int]:
@@ -356,6 +356,12 @@ def _plug_counters(services: Services) -> None:
 
     services.info.containers = containers
     services.info.images = lambda: len(images.list())
+    services.info.runtimes = engine.runtimes.info()
+    from bulkhead.api.images import registry_info
+
+    services.info.registry = registry_info(
+        services.config.insecure_registries, services.config.registry_mirrors
+    )
 
 
 def build_router(services: Services) -> Any:

@@ -98,6 +98,15 @@ def _daemon_id(root: Path) -> str:
     return ident
 
 
+_DEFAULT_REGISTRY_CONFIG: dict[str, Any] = {
+    "InsecureRegistryCIDRs": ["::1/128", "127.0.0.0/8"],
+    "IndexConfigs": {
+        "docker.io": {"Name": "docker.io", "Mirrors": [], "Secure": True, "Official": True}
+    },
+    "Mirrors": [],
+}
+
+
 @dataclass
 class SystemInfo:
     """What the system endpoints report; the engine replaces the counters."""
@@ -109,6 +118,11 @@ class SystemInfo:
         default=lambda: {"running": 0, "paused": 0, "stopped": 0}
     )
     images: Callable[[], int] = field(default=lambda: 0)
+    #: ``Runtimes`` (name -> {"path": ...}) and ``RegistryConfig``, from the daemon's settings.
+    runtimes: dict[str, dict[str, str]] = field(
+        default_factory=lambda: {"bulkhead-runtime": {"path": "bulkhead-runtime"}}
+    )
+    registry: dict[str, Any] | None = None
     started: float = field(default_factory=time.time)
 
     def version_doc(self) -> dict[str, Any]:
@@ -188,18 +202,7 @@ class SystemInfo:
             "NCPU": os.cpu_count() or 1,
             "MemTotal": _mem_total(),
             "IndexServerAddress": "https://index.docker.io/v1/",
-            "RegistryConfig": {
-                "InsecureRegistryCIDRs": ["::1/128", "127.0.0.0/8"],
-                "IndexConfigs": {
-                    "docker.io": {
-                        "Name": "docker.io",
-                        "Mirrors": [],
-                        "Secure": True,
-                        "Official": True,
-                    }
-                },
-                "Mirrors": [],
-            },
+            "RegistryConfig": self.registry or _DEFAULT_REGISTRY_CONFIG,
             "GenericResources": None,
             "HttpProxy": os.environ.get("HTTP_PROXY", ""),
             "HttpsProxy": os.environ.get("HTTPS_PROXY", ""),
@@ -208,11 +211,7 @@ class SystemInfo:
             "Labels": [],
             "ExperimentalBuild": False,
             "ServerVersion": __version__,
-            "Runtimes": {
-                "bulkhead-runtime": {"path": "bulkhead-runtime"},
-                "runc": {"path": "runc"},
-                "crun": {"path": "crun"},
-            },
+            "Runtimes": self.runtimes,
             "DefaultRuntime": self.default_runtime,
             "Swarm": {
                 "NodeID": "",
