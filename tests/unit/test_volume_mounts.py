@@ -667,6 +667,9 @@ def test_store_reconcile_and_orphans(tmp_path: Path) -> None:
     assert [v.name for v in s.volumes()] == ["xx"]  # the gone container's anonymous volume too
     s.close()
     (tmp_path / "v" / "half" / "_data").mkdir(parents=True)  # a crash between mkdir and commit
+    (tmp_path / "v" / "notours" / "_data").mkdir(parents=True)
+    (tmp_path / "v" / "notours" / "_data" / "keep").write_text("data")
     s = VolumeStore(tmp_path / "v")
     assert not (tmp_path / "v" / "half").exists() and s.refs("xx") == [CID]
+    assert (tmp_path / "v" / "notours" / "_data" / "keep").exists()  # never delete data
     s.close()

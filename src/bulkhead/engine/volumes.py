@@ -252,14 +252,24 @@ class VolumeStore:
             self._db.execute("COMMIT")
 
     def _collect_orphans(self) -> None:
-        """Remove volume directories with no row (a crash between mkdir and commit)."""
+        """Remove empty volume directories with no row (a crash between mkdir and commit).
+
+        Only what :meth:`create` leaves in that window (``<name>/_data``, both
+        empty) goes; a directory with anything else in it is left alone.
+        """
         with self._lock:
             names = {r[0] for r in self._db.execute("SELECT name FROM volumes")}
         for entry in os.scandir(self.root):
-            if entry.is_dir(follow_symlinks=False) and entry.name not in names:
-                data = os.path.join(entry.path, DATA_DIR)
-                if os.path.isdir(data) and not _is_mountpoint(data):
-                    shutil.rmtree(entry.path, ignore_errors=True)
+            if not entry.is_dir(follow_symlinks=False) or entry.name in names:
+                continue
+            data = os.path.join(entry.path, DATA_DIR)
+            with contextlib.suppress(OSError):
+                if os.listdir(entry.path) in ([], [DATA_DIR]) and (
+                    not os.path.isdir(data) or not os.listdir(data)
+                ):
+                    if os.path.isdir(data):
+                        os.rmdir(data)
+                    os.rmdir(entry.path)
 
     def _restore_mounts(self) -> None:
         """Mount again the volumes with driver options that containers hold (after a reboot).
