@@ -423,3 +423,55 @@ def test_log_options_rotate_and_the_none_driver(daemon: Daemon) -> None:
     assert r.returncode == 1 and "does not support reading" in r.stderr
     r = daemon.docker("run", "--log-driver", "syslog", "busybox", "true")
     assert r.returncode == 125 and "logging driver 'syslog' is not supported" in r.stderr
+
+
+def test_security_and_resource_flags_reach_the_process(daemon: Daemon, tmp_path: Path) -> None:
+    env_file = tmp_path / "env"
+    env_file.write_text("FROM_FILE=yes\n# a comment\n")
+    probe = (
+        "grep -E '^(CapEff|NoNewPrivs)' /proc/self/status | tr -s '\\t' ' ';"
+        "echo nofile $(ulimit -n); echo somaxconn $(cat /proc/sys/net/core/somaxconn);"
+        "echo oom $(cat /proc/self/oom_score_adj); echo groups $(id -G);"
+        "test -c /dev/mynull && echo device ok; echo env $FROM_FILE;"
+        "df -k /dev/shm | tail -1 | awk '{print \"shm\", $2}'"
+    )
+    out = ok(daemon.docker(
+        "run", "--rm", "--cap-add", "NET_ADMIN", "--cap-drop", "MKNOD",
+        "--security-opt", "no-new-privileges", "--ulimit", "nofile=100:200",
+        "--sysctl", "net.core.somaxconn=1024", "--oom-score-adj", "100", "--group-add", "10",
+        "--device", "/dev/null:/dev/mynull:r", "--env-file", str(env_file), "--shm-size", "8m",
+        "busybox", "sh", "-c", probe,
+    )).splitlines()  # fmt: skip
+    assert "CapEff: 00000000a00435fb" in out  # Docker's 14, + NET_ADMIN (12), - MKNOD (27)
+    assert "NoNewPrivs: 1" in out
+    assert "nofile 100" in out
+    assert "somaxconn 1024" in out
+    assert "oom 100" in out
+    assert "10" in next(line for line in out if line.startswith("groups")).split()
+    assert "device ok" in out
+    assert "env yes" in out
+    assert "shm 8192" in out
+
+
+def test_init_entrypoint_and_host_namespaces(daemon: Daemon) -> None:
+    assert (
+        ok(daemon.docker("run", "--rm", "--init", "busybox", "cat", "/proc/1/comm"))
+        == "docker-init\n"
+    )
+    assert ok(
+        daemon.docker("run", "--rm", "--entrypoint", "echo", "busybox", "via", "entrypoint")
+    ) == ("via entrypoint\n")
+    assert ok(daemon.docker("run", "--rm", "--uts", "host", "busybox", "hostname")).strip() == (
+        os.uname().nodename
+    )
+    assert (
+        ok(daemon.docker("run", "--rm", "--pid", "host", "busybox", "cat", "/proc/1/comm")).strip()
+        != "cat"
+    )
+    cid = ok(daemon.docker(
+        "create", "--stop-signal", "SIGUSR1", "--stop-timeout", "3", "-l", "a=b", "busybox"
+    )).strip()  # fmt: skip
+    inspect = json.loads(ok(daemon.docker("inspect", cid)))[0]
+    assert inspect["Config"]["StopSignal"] == "SIGUSR1"
+    assert inspect["Config"]["StopTimeout"] == 3
+    assert inspect["Config"]["Labels"] == {"a": "b"}
