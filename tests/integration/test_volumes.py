@@ -485,6 +485,15 @@ def test_mount_flag(daemon: Daemon, tmp_path: Path) -> None:
                             "busybox", "ls", "/var"))  # fmt: skip
     image_var = _ok(_run(daemon, "busybox", "ls", "/var"))
     assert out == image_var and out.split()  # copied up: the image's /var, not empty
+    # volume-opt: a volume made on first use with the local driver's options
+    out = _ok(_run(daemon, "--mount",
+                   "type=volume,src=optvol,dst=/o,volume-opt=type=tmpfs,volume-opt=device=tmpfs,"
+                   "volume-label=made=here",
+                   "busybox", "sh", "-c", "grep ' /o ' /proc/mounts | cut -d' ' -f3"))  # fmt: skip
+    assert out == "tmpfs\n"
+    [vol] = json.loads(_ok(daemon.docker("volume", "inspect", "optvol")))
+    assert vol["Options"] == {"type": "tmpfs", "device": "tmpfs"}
+    assert vol["Labels"] == {"made": "here"}
     missing = tmp_path / "missing"
     r = daemon.docker(
         "run", "--rm", "--mount", f"type=bind,src={missing},dst=/m", "busybox", "true"
