@@ -741,3 +741,42 @@ def test_a_monitor_that_cannot_serve_takes_its_container_down(
         asyncio.run(go())
     assert not os.path.exists(os.path.join(cfg.runtime_root, cfg.container_id))
     assert not os.path.exists(os.path.join(long_dir, "monitor.json"))
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_unread_input_does_not_reset_the_output(harness: Harness, runtime: str) -> None:
+    """A container that ignores its stdin while the client floods it: the output still arrives.
+
+    Closing a unix socket with unread input makes the kernel report
+    ECONNRESET to the peer, whose asyncio reader then drops what it had
+    buffered; the monitor closes gracefully instead.
+    """
+    cfg = harness.config(["echo", "hi"], runtime, stdin=True, stdin_once=True)
+
+    async def go() -> bytes:
+        client = await harness.spawn(cfg)
+        reader, writer = await client.attach(stdin=True, stdout=True, stderr=True)
+        await client.start()
+
+        async def flood() -> None:
+            with contextlib.suppress(OSError):
+                for _ in range(300):
+                    writer.write(b"\0" * 10_000)
+                    await writer.drain()
+                writer.write_eof()
+
+        task = asyncio.ensure_future(flood())
+        await asyncio.sleep(0.3)  # the container has exited, its output waits in our buffer
+        try:
+            return await read_all(reader)
+        finally:
+            writer.close()
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+
+    for _ in range(3):
+        assert demux(asyncio.run(go()))[1] == b"hi\n"
+        harness.wait_exit(cfg)
+        harness.assert_clean(cfg)
+        cfg = harness.config(["echo", "hi"], runtime, stdin=True, stdin_once=True)

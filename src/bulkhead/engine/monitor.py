@@ -760,10 +760,21 @@ class _Reactor:
 _MAX_CLIENT_BUFFER = 8 << 20
 #: How long output is drained after the process exited (descendants may hold the pipes).
 _DRAIN_SECONDS = 2.0
+#: How long a closing connection waits for its client to close too (see :class:`_Conn`).
+_LINGER = 5.0
 
 
 class _Conn:
-    """A client socket with an output buffer, read by callback."""
+    """A client socket with an output buffer, read by callback.
+
+    Closing is graceful (a *lingering close*): once the output is flushed the
+    monitor shuts its sending side down (the client reads EOF after the
+    last byte) and then discards whatever the client still sends until the
+    client closes too, for at most ``_LINGER`` seconds. Closing a unix
+    socket with unread input instead makes the kernel report ECONNRESET to
+    the client, which may then drop output it had received but not yet
+    read (asyncio's StreamReader raises before returning buffered data).
+    """
 
     def __init__(
         self,
@@ -780,7 +791,10 @@ class _Conn:
         self.on_data = on_data
         self.on_eof = on_eof
         self.closed = False
+        #: no more output will be queued; close once flushed
         self.closing = False
+        #: our side is shut down; waiting for the client's EOF (monotonic deadline)
+        self.linger_until = 0.0
         self.reading = True
         mon.reactor.add_reader(self.fd, self._readable)
 
@@ -795,9 +809,13 @@ class _Conn:
         if not data:
             self.reading = False
             self.mon.reactor.remove_reader(self.fd)
-            self.on_eof()
+            if self.linger_until:
+                self.close()
+            elif not self.closing:
+                self.on_eof()
             return
-        self.on_data(data)
+        if not self.closing:
+            self.on_data(data)
 
     def send(self, data: bytes) -> None:
         if self.closed or self.closing:
@@ -830,23 +848,39 @@ class _Conn:
         if not self.out:
             self.mon.reactor.remove_writer(self.fd)
             if self.closing:
-                self.close()
+                self._shutdown()
 
     def close_after_flush(self) -> None:
-        if self.closed:
+        """No more output: flush what is queued, then close gracefully."""
+        if self.closed or self.closing:
             return
+        self.closing = True
         if not self.out:
+            self._shutdown()
+
+    def _shutdown(self) -> None:
+        if not self.reading:
+            self.close()  # the client is done sending: nothing can be left unread
+            return
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
             self.close()
-        else:
-            self.closing = True
+            return
+        self.linger_until = time.monotonic() + _LINGER
+        self.mon.lingering.add(self)
 
     def close(self) -> None:
         if self.closed:
             return
         self.closed = True
         self.mon.reactor.forget(self.fd)
+        with contextlib.suppress(OSError):
+            while self.sock.recv(65536):  # whatever arrived meanwhile: unread input means RST
+                pass
         self.sock.close()
         self.mon.conns.discard(self)
+        self.mon.lingering.discard(self)
 
 
 class _Sink:
@@ -1102,6 +1136,7 @@ class Monitor:
         self.cfg = cfg
         self.reactor = _Reactor()
         self.conns: set[_Conn] = set()
+        self.lingering: set[_Conn] = set()
         self.attached: list[_Attach] = []
         self.execs: dict[str, _Exec] = {}
         self.exec_dir = os.path.join(cfg.state_dir, "exec")
@@ -1470,6 +1505,7 @@ class Monitor:
                 break
             timeout: float | None = None
             deadlines = [ex.deadline for ex in self.execs.values() if ex.deadline is not None]
+            deadlines += [c.linger_until for c in self.lingering]
             if self.exited:
                 deadlines.append(self.exit_deadline)
             if deadlines:
@@ -1479,6 +1515,8 @@ class Monitor:
             for ex in list(self.execs.values()):
                 if ex.deadline is not None and now >= ex.deadline:
                     ex.maybe_finish(force=True)
+            for conn in [c for c in self.lingering if now >= c.linger_until]:
+                conn.close()
         self.finish()
         return 0
 
@@ -1520,8 +1558,8 @@ class Monitor:
         self._reap()
         for conn in list(self.conns):
             conn.close_after_flush()
-        deadline = time.monotonic() + 5.0
-        while any(c.out and not c.closed for c in self.conns) and time.monotonic() < deadline:
+        deadline = time.monotonic() + _LINGER
+        while self.conns and time.monotonic() < deadline:
             self.reactor.run_once(0.1)
         for conn in list(self.conns):
             conn.close()
