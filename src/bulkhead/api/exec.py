@@ -55,6 +55,9 @@ log = logging.getLogger("bulkhead.api.exec")
 
 _TTY_STREAM = 1  # Docker writes exec errors on stdout
 
+#: Ended exec instances kept for ``GET /exec/{id}/json`` (the oldest go first).
+MAX_FINISHED = 1000
+
 
 @dataclass
 class ExecInstance:
@@ -207,8 +210,19 @@ class ExecAPI:
             privileged=_bool(body, "Privileged"),
             console_size=_console_size(body),
         )
+        self._forget_finished()
         self.instances[inst.id] = inst
         return json_response({"Id": inst.id}, 201)
+
+    def _forget_finished(self) -> None:
+        """Drop ended exec instances of removed containers, and the oldest ended ones past
+        :data:`MAX_FINISHED` (Docker forgets them with their container too)."""
+        for inst in [i for i in self.instances.values() if not i.running]:
+            if not self.engine.store.exists(inst.container_id):
+                del self.instances[inst.id]
+        finished = [i for i in self.instances.values() if i.started and not i.running]
+        for inst in finished[: max(0, len(finished) - MAX_FINISHED)]:
+            del self.instances[inst.id]
 
     # -- the process
 
