@@ -132,6 +132,7 @@ def test_lifecycle_exit_code_log_and_remove(engine_roots: Daemon, runtime: str) 
         await engine.remove("life")
         with pytest.raises(NoSuchContainer, match="No such container: life"):
             engine.inspect("life")
+        await engine.settle()  # the files go right after the record
         assert not engine.paths(cid).dir.exists()
         assert not any(i.name == f"container-{cid}" for i in engine.snapshotter.walk())
 
@@ -208,6 +209,7 @@ def test_auto_remove_and_wait_removed(engine_roots: Daemon) -> None:
         assert await asyncio.wait_for(waiter, 30) == (7, None)
         with pytest.raises(NoSuchContainer):
             engine.get(cid)
+        await engine.settle()
         assert not engine.paths(cid).dir.exists()
 
     run(lambda: make_engine(engine_roots), body)
@@ -346,6 +348,7 @@ def test_unknown_runtime_and_bad_name(engine_roots: Daemon) -> None:
         spec = json.loads(engine.paths(cid).config_json.read_text())
         assert spec["linux"]["cgroupsPath"] == f"/bulkhead/parent-test/{cid}"
         await engine.remove(cid)
+        await engine.settle()
         with pytest.raises(SpecError, match="unknown or invalid runtime name: nope"):
             await engine.create(request(["true"], Runtime="nope"))
         with pytest.raises(SpecError, match=r"Invalid container name \(-x\)"):
@@ -681,6 +684,7 @@ def test_remove_a_created_container_with_an_early_monitor(engine_roots: Daemon) 
         assert info is not None and info.init_pid > 0
         assert engine.inspect(cid)["State"]["Status"] == "created"
         await engine.remove(cid)  # not running: no force needed; the monitor goes too
+        await engine.settle()
         for _ in range(100):
             if not Path(f"/proc/{info.monitor_pid}").exists():
                 break
@@ -713,6 +717,7 @@ def test_twenty_at_once(engine_roots: Daemon) -> None:
         assert {engine.inspect(c)["State"]["ExitCode"] for c in ids} == {137}
         await asyncio.gather(*(engine.remove(c) for c in ids))
         assert engine.list(all=True) == []
+        await engine.settle()
         assert not _mounts_under(engine.config.containers_root)
         assert list(engine.config.containers_root.iterdir()) == []
 

@@ -223,6 +223,7 @@ class Engine:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._creating: set[str] = set()
         self._stopping: set[str] = set()  # stop/remove in progress: no restart policy
+        self._cleanups: set[asyncio.Future[None]] = set()  # files of removed containers
 
     @property
     def driver(self) -> str:
@@ -678,7 +679,8 @@ class Engine:
                     x.state.error = error
 
             c = self.store.update(container_id, record)
-            await asyncio.to_thread(self._after_exit, c)
+            if not (c.auto_remove and c.state.status == "exited"):  # remove() unmounts those
+                await asyncio.to_thread(self._after_exit, c)
         fut = self._exit_futures.pop(container_id, None)
         if fut is not None and not fut.done():
             fut.set_result((c.state.exit_code, c.state.error or None))
@@ -907,7 +909,12 @@ class Engine:
                 x.state.status = "removing"
 
             self.store.update(c.id, removing)
-            await asyncio.to_thread(self._remove_sync, c, volumes or c.auto_remove)
+            await asyncio.to_thread(self._forget_sync, c, volumes or c.auto_remove)
+        # The files go after the waiters are told (Docker's "removed" means the record is
+        # gone; a daemon killed meanwhile collects them in start_up, as half-made ones).
+        cleanup = asyncio.ensure_future(asyncio.to_thread(self._remove_files, c))
+        self._cleanups.add(cleanup)
+        cleanup.add_done_callback(self._cleanup_done)
         self._locks.pop(c.id, None)
         fut = self._removed_future(c.id)
         if not fut.done():
@@ -918,19 +925,33 @@ class Engine:
             exit_fut.set_result((c.state.exit_code, c.state.error or None))
         log.info("removed container %s", c.id[:12])
 
-    def _remove_sync(self, c: Container, remove_anonymous: bool) -> None:
-        paths = self.paths(c.id)
-        bundle.unmount_rootfs(paths.rootfs)
-        with contextlib.suppress(BulkheadError):
-            self.snapshotter.remove(c.snapshot_key)
+    def _forget_sync(self, c: Container, remove_anonymous: bool) -> None:
+        """The records: the container's row, its volume and image references."""
         if self.volumes is not None:
             self.volumes.release_container(c.id, remove_anonymous=remove_anonymous)
         with contextlib.suppress(BulkheadError):
             self.images.unregister_use(c.image, c.id)
+        self.store.remove(c.id)
+
+    def _remove_files(self, c: Container) -> None:
+        """The files of a forgotten container: rootfs mount, snapshot, runtime and monitor state."""
+        paths = self.paths(c.id)
+        bundle.unmount_rootfs(paths.rootfs)
+        with contextlib.suppress(BulkheadError):
+            self.snapshotter.remove(c.snapshot_key)
         self._delete_runtime_state(c.runtime, c.id)
         shutil.rmtree(self.state_dir(c.id), ignore_errors=True)
-        self.store.remove(c.id)
         bundle.remove_dir(paths)
+
+    def _cleanup_done(self, task: asyncio.Future[None]) -> None:
+        self._cleanups.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("removing a container's files failed", exc_info=task.exception())
+
+    async def settle(self) -> None:
+        """Wait until the files of removed containers are gone (tests, shut_down)."""
+        while self._cleanups:
+            await asyncio.gather(*list(self._cleanups), return_exceptions=True)
 
     async def prune(self, filters: dict[str, builtins.list[str]] | None = None) -> dict[str, Any]:
         """``POST /containers/prune``: remove every stopped container (filters ``until``,
@@ -1386,6 +1407,8 @@ class Engine:
 
     async def shut_down(self) -> None:
         """Stop watching; containers and their monitors keep running (live restore)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.settle(), 30)
         for w in list(self._watches.values()):
             self._unwatch_fd(w)
         self._watches.clear()
