@@ -780,3 +780,11 @@ def test_unread_input_does_not_reset_the_output(harness: Harness, runtime: str) 
         harness.wait_exit(cfg)
         harness.assert_clean(cfg)
         cfg = harness.config(["echo", "hi"], runtime, stdin=True, stdin_once=True)
+
+
+def test_zygote_has_dockers_default_seccomp_filter_compiled(harness: Harness) -> None:
+    async def go() -> dict[str, Any]:
+        await harness.zygote.ensure_running()
+        return await harness.zygote._call({"op": "ping"}, 5.0)
+
+    assert asyncio.run(go())["seccomp_filters_cached"] >= 1

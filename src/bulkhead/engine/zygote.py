@@ -235,6 +235,36 @@ def _preload() -> None:
             __import__(mod.name)
 
 
+def _warm_seccomp() -> None:
+    """Compile Docker's default seccomp profile once, here, for every monitor to inherit.
+
+    :func:`bulkhead.linux.seccomp.compile_filter` caches compiled filters per
+    process; compiled in the zygote before its first fork, the default
+    profile (the one nearly every container uses) costs each container a
+    cache look-up (~0.5 ms) instead of a libseccomp compile (15-40 ms).
+    Best effort: any failure only means no warm cache.
+    """
+    try:
+        from bulkhead.engine.options import RunOptions
+        from bulkhead.engine.spec import build_spec
+        from bulkhead.linux.seccomp import compile_filter
+        from bulkhead.oci.image_spec import ImageConfig, RootFS
+        from bulkhead.oci.runtime_spec import LinuxSeccomp
+
+        doc = build_spec(
+            ImageConfig(architecture="amd64", os="linux", rootfs=RootFS()),
+            RunOptions(cmd=["true"]),
+            rootfs="/nonexistent",
+            container_id="0" * 64,
+        )
+        section = (doc.get("linux") or {}).get("seccomp")
+        if section:
+            # Decoded from JSON as the runtime decodes config.json: the same cache key.
+            compile_filter(msgspec.json.decode(json.dumps(section).encode(), type=LinuxSeccomp))
+    except Exception as exc:
+        print(f"bulkhead.engine.zygote: no warm seccomp cache: {exc}", file=sys.stderr)
+
+
 def _reset_signal_dispositions() -> None:
     """Start with every signal at its default, whatever the spawner left ignored.
 
@@ -366,7 +396,17 @@ class Zygote:
             return
         op = req.get("op")
         if op == "ping":
-            _answer(conn, {"ok": True, "pid": os.getpid(), "monitors": len(self.children)})
+            from bulkhead.linux import seccomp
+
+            _answer(
+                conn,
+                {
+                    "ok": True,
+                    "pid": os.getpid(),
+                    "monitors": len(self.children),
+                    "seccomp_filters_cached": len(seccomp._cache),
+                },
+            )
             return
         if op != "spawn":
             _answer(conn, {"error": f"unknown op {op!r}", "kind": "bad_request"})
@@ -428,6 +468,7 @@ def main(argv: list[str] | None = None) -> int:
     for key in _DROP_ENV:
         os.environ.pop(key, None)
     _preload()
+    _warm_seccomp()
     if args.daemonize and os.fork() != 0:
         os._exit(0)
     # One zygote per exec root: the lock is held for its life (monitors close their copy).
