@@ -414,7 +414,7 @@ class Bulkhead(Engine):
         super().__init__(work, archive, env)
         self.root = self.work / "root"
         # Short: unix socket paths must stay < 108 bytes (monitor sockets live here).
-        self.exec_root = Path(tempfile.mkdtemp(prefix="bh-", dir="/run"))
+        self.exec_root = Path(tempfile.mkdtemp(prefix="bhb-", dir="/run"))
         self.sock = self.exec_root / "bulkhead.sock"
         self.image_store = image_store
         self.proc: subprocess.Popen[bytes] | None = None
@@ -1101,6 +1101,11 @@ def main(argv: list[str] | None = None) -> int:
     if first_docker != str(DOCKER_CLI):
         print(f"NOTE: `docker` on PATH is {first_docker}, not {DOCKER_CLI}; using {DOCKER_CLI}")
 
+    def terminate(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)  # unwinds through the clean-up below
+
+    signal.signal(signal.SIGTERM, terminate)
+    signal.signal(signal.SIGHUP, terminate)
     if args.wait_load > 0:
         wait_for_quiet(args.wait_load, args.wait_max)
     before = host_state()
