@@ -43,6 +43,9 @@ RUNTIMES = [
     "bulkhead",
     pytest.param("runc", marks=pytest.mark.skipif(RUNC is None, reason="runc is not installed")),
 ]
+#: ... and bulkhead's own CLI, driven as a runc-compatible binary
+RUNTIME_CLI = str(Path(sys.executable).with_name("bulkhead-runtime"))
+RUNTIMES_AND_CLI = [*RUNTIMES, "bulkhead-runtime"]
 
 
 def alive(pid: int) -> bool:
@@ -97,7 +100,9 @@ class Harness:
         cfg = MonitorConfig(
             container_id=cid,
             bundle=str(bundle),
-            runtime="bulkhead" if runtime == "bulkhead" else str(RUNC),
+            runtime={"bulkhead": "bulkhead", "bulkhead-runtime": RUNTIME_CLI}.get(
+                runtime, str(RUNC)
+            ),
             runtime_root=self.runtime_root(runtime),
             state_dir=str(self.exec_root / cid),
             log_path=str(self.tmp / f"{cid}-json.log"),
@@ -176,7 +181,7 @@ async def read_all(reader: asyncio.StreamReader, timeout: float = 15.0) -> bytes
     return await asyncio.wait_for(reader.read(), timeout)
 
 
-@pytest.mark.parametrize("runtime", RUNTIMES)
+@pytest.mark.parametrize("runtime", RUNTIMES_AND_CLI)
 def test_output_goes_to_log_and_attach_and_exit_code_is_recorded(
     harness: Harness, runtime: str
 ) -> None:
@@ -235,7 +240,7 @@ def test_attach_between_create_and_start_misses_nothing_and_filters_streams(
     harness.assert_clean(cfg)
 
 
-@pytest.mark.parametrize("runtime", RUNTIMES)
+@pytest.mark.parametrize("runtime", RUNTIMES_AND_CLI)
 def test_terminal_is_raw_resizable_and_logged_as_stdout(harness: Harness, runtime: str) -> None:
     cfg = harness.config(
         ["sh", "-c", "read x; stty size; echo got $x"], runtime, tty=True, stdin=True
@@ -295,7 +300,7 @@ def test_kill_before_start_ends_the_created_container(harness: Harness, runtime:
     harness.assert_clean(cfg)
 
 
-@pytest.mark.parametrize("runtime", RUNTIMES)
+@pytest.mark.parametrize("runtime", RUNTIMES_AND_CLI)
 def test_exec_streams_frames_takes_stdin_and_records_its_exit_code(
     harness: Harness, runtime: str
 ) -> None:
@@ -355,7 +360,7 @@ def test_exec_with_a_terminal_is_raw(harness: Harness, runtime: str) -> None:
     harness.assert_clean(cfg)
 
 
-@pytest.mark.parametrize("runtime", RUNTIMES)
+@pytest.mark.parametrize("runtime", RUNTIMES_AND_CLI)
 def test_missing_programs_are_not_found_errors(harness: Harness, runtime: str) -> None:
     bad = harness.config(["/no/such/program"], runtime)
 
