@@ -102,6 +102,7 @@ class JsonLogWriter:
         self._fd = self._open(truncate=False)
         self.size = os.fstat(self._fd).st_size
         self._partial: dict[int, bytearray] = {1: bytearray(), 2: bytearray()}
+        self._pending = bytearray()
 
     def _open(self, *, truncate: bool) -> int:
         flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
@@ -127,6 +128,7 @@ class JsonLogWriter:
             self._emit(stream, bytes(buf[start:end]), stamp)
             start = end
         del buf[:start]
+        self._write_out()
 
     def flush(self, stream: int | None = None, now_ns: int | None = None) -> None:
         """Write what is left without a newline (the stream closed)."""
@@ -135,17 +137,28 @@ class JsonLogWriter:
             if buf:
                 self._emit(s, bytes(buf), log_time(now_ns))
                 buf.clear()
+        self._write_out()
 
     def _emit(self, stream: int, message: bytes, stamp: str) -> None:
+        """Queue one message's line (rotating first if it would not fit)."""
         entry = LogEntry(message.decode("utf-8", "replace"), STREAM_NAMES[stream], stamp)
         line = _encoder.encode(entry) + b"\n"
         if self.max_size and self.size and self.size + len(line) > self.max_size:
+            self._write_out()
             self.rotate()
-        view = memoryview(line)
-        while view:
-            n = os.write(self._fd, view)
-            view = view[n:]
+        self._pending += line
         self.size += len(line)
+
+    def _write_out(self) -> None:
+        """Write the queued lines: one write(2) per chunk of output, not one per line."""
+        view = memoryview(self._pending)
+        try:
+            while view:
+                n = os.write(self._fd, view)
+                view = view[n:]
+        finally:
+            view.release()
+            self._pending.clear()
 
     def rotate(self) -> None:
         """``path`` → ``path.1`` → ... (keeping ``max_files`` files), then a fresh ``path``."""
