@@ -110,13 +110,28 @@ def _show(app: App, resp: Any, *, quiet: bool, to_stderr: bool) -> None:
 
 
 def pull_image(
-    app: App, ref: str, *, platform: str = "", quiet: bool = False, to_stderr: bool = False
+    app: App,
+    ref: str,
+    *,
+    platform: str = "",
+    quiet: bool = False,
+    to_stderr: bool = False,
+    all_tags: bool = False,
 ) -> None:
-    """POST /images/create?fromImage=&tag=, showing the progress (raises APIError)."""
+    """POST /images/create?fromImage=&tag=, showing the progress (raises APIError).
+
+    ``all_tags`` sends no tag, as docker's ``pull --all-tags`` does.
+    """
     repo, tag = split_repo_tag(ref)
     if "@" in repo:
         repo, _, tag = repo.partition("@")
-    query = {"fromImage": repo, "tag": tag or "latest", "platform": platform or None}
+    if all_tags and tag:
+        raise UsageError("tag can't be used with --all-tags/-a")
+    query = {
+        "fromImage": repo,
+        "tag": None if all_tags else (tag or "latest"),
+        "platform": platform or None,
+    }
     resp = app.client.request(
         "POST", "/images/create", query=query, headers=auth_header(registry_of(repo))
     )
@@ -139,10 +154,10 @@ def cmd_pull(app: App, args: list[str]) -> int:
     parsed = PULL.parse(args)
     need_args(PULL, parsed, 1, 1)
     ref = parsed.args[0]
-    if parsed["all-tags"]:
-        raise UsageError("--all-tags is not supported")
-    pull_image(app, ref, platform=parsed["platform"], quiet=parsed["quiet"])
-    app.print(_full_name(normalize_ref(ref)))
+    pull_image(
+        app, ref, platform=parsed["platform"], quiet=parsed["quiet"], all_tags=parsed["all-tags"]
+    )
+    app.print(_full_name(ref if parsed["all-tags"] else normalize_ref(ref)))
     return 0
 
 

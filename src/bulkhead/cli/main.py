@@ -128,7 +128,6 @@ Common Commands:
   run         Create and run a new container from an image
   exec        Execute a command in a running container
   ps          List containers
-  build       (not yet)
   pull        Download an image from a registry
   push        Upload an image to a registry
   images      List images
