@@ -239,7 +239,15 @@ def cmd_run(app: App, args: list[str]) -> int:
         app.print(cid)
         return 0
     app.out.flush()
-    status = attach_and_stream(
+    try:
+        status = _run_attached(app, cid, plan, tty)
+    except APIError as exc:
+        raise Exit(125, f"bulkhead: {exc}") from None
+    return 0 if status is None else status
+
+
+def _run_attached(app: App, cid: str, plan: CreatePlan, tty: bool) -> int | None:
+    return attach_and_stream(
         app,
         cid,
         tty=tty,
@@ -251,7 +259,6 @@ def cmd_run(app: App, args: list[str]) -> int:
         wait_condition="removed" if plan.body["HostConfig"]["AutoRemove"] else "next-exit",
         sig_proxy=plan.sig_proxy,
     )
-    return 0 if status is None else status
 
 
 # --- simple verbs over many containers ---------------------------------------------

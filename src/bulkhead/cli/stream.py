@@ -196,6 +196,8 @@ def pump(
                                 matched = 0
                             out.append(byte)
                         if detached:
+                            if out:  # what was typed before the sequence still goes
+                                sock.sendall(bytes(out))
                             break
                         data = bytes(out)
                     if data:
