@@ -353,8 +353,26 @@ def test_unknown_runtime_and_bad_name(engine_roots: Daemon) -> None:
             await engine.create(request(["true"], Runtime="nope"))
         with pytest.raises(SpecError, match=r"Invalid container name \(-x\)"):
             await engine.create(request(["true"]), name="-x")
+        # failures half-way through a create are undone: dirs, snapshot, mounts, volumes
+        with pytest.raises(SpecError, match="bind source path does not exist"):
+            await engine.create(
+                request(
+                    ["true"],
+                    Binds=["named:/n"],
+                    Mounts=[{"Type": "bind", "Source": "/no/such/dir", "Target": "/x"}],
+                )
+            )
+        with pytest.raises(SpecError, match="no command specified"):
+            await engine.create(
+                parse_create_request({"Image": "busybox", "Entrypoint": [""], "Cmd": []})
+            )
         assert engine.list(all=True) == []
         assert list((engine_roots.root / "containers").iterdir()) == []
+        assert not [i for i in engine.snapshotter.walk() if i.name.startswith("container-")]
+        assert not _mounts_under(engine_roots.root)
+        assert engine.volumes is not None
+        for v in engine.volumes.list({}):
+            engine.volumes.remove(v["Name"])  # no reference left: not "in use"
 
     run(lambda: make_engine(engine_roots), body)
 
