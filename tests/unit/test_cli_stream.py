@@ -96,3 +96,47 @@ def test_pump_raw_tty_detaches_on_the_key_sequence() -> None:
         for fd in (master, slave, out_r):
             os.close(fd)
         theirs.close()
+
+
+@pytest.mark.timeout(20)
+def test_pump_sends_the_terminal_size_at_start_and_on_sigwinch() -> None:
+    import fcntl
+    import signal
+    import struct
+    import threading
+    import time
+
+    master, slave = os.openpty()
+    ours, theirs = socket.socketpair()
+
+    def set_size(rows: int, cols: int) -> None:
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+    set_size(40, 120)
+    sizes: list[tuple[int, int]] = []
+    handler_before = signal.getsignal(signal.SIGWINCH)
+
+    def user() -> None:
+        time.sleep(0.2)
+        set_size(50, 150)
+        os.kill(os.getpid(), signal.SIGWINCH)
+        time.sleep(0.3)
+        theirs.close()
+
+    t = threading.Thread(target=user)
+    t.start()
+    try:
+        pump(
+            ours,
+            b"",
+            tty=True,
+            stdin=False,
+            stdout_fd=slave,
+            on_resize=lambda h, w: sizes.append((h, w)),
+        )
+    finally:
+        t.join(5)
+        os.close(master)
+        os.close(slave)
+    assert sizes == [(40, 120), (50, 150)]
+    assert signal.getsignal(signal.SIGWINCH) == handler_before, "the SIGWINCH handler is restored"
