@@ -224,6 +224,8 @@ class Engine:
         self._creating: set[str] = set()
         self._stopping: set[str] = set()  # stop/remove in progress: no restart policy
         self._cleanups: set[asyncio.Future[None]] = set()  # files of removed containers
+        #: set by the exec API: container id -> its exec instances' ids (inspect's ExecIDs)
+        self.exec_ids: Callable[[str], builtins.list[str]] | None = None
 
     @property
     def driver(self) -> str:
@@ -1049,7 +1051,7 @@ class Engine:
             "MountLabel": "",
             "ProcessLabel": "",
             "AppArmorProfile": "",
-            "ExecIDs": None,
+            "ExecIDs": (self.exec_ids(c.id) or None) if self.exec_ids is not None else None,
             "HostConfig": c.host_config,
             "GraphDriver": {
                 "Name": c.driver,
