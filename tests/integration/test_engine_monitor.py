@@ -793,3 +793,30 @@ def test_zygote_has_dockers_default_seccomp_filter_compiled(harness: Harness) ->
         return await harness.zygote._call({"op": "ping"}, 5.0)
 
     assert asyncio.run(go())["seccomp_filters_cached"] >= 1
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_exec_terminal_can_be_resized(harness: Harness, runtime: str) -> None:
+    cfg = harness.config(["sleep", "100"], runtime)
+    process = {
+        "args": ["sh", "-c", "read x; stty size"],
+        "env": ["PATH=/bin"],
+        "cwd": "/",
+        "user": {"uid": 0, "gid": 0},
+    }
+
+    async def go() -> bytes:
+        client = await harness.spawn(cfg)
+        await client.start()
+        _, reader, writer = await client.exec("sized", process, tty=True, stdin=True)
+        await client.exec_resize("sized", 40, 120)
+        writer.write(b"go\r")
+        data = await read_all(reader)
+        writer.close()
+        with pytest.raises(MonitorNotRunning):
+            await client.exec_resize("sized", 10, 10)  # it has exited
+        await client.kill(signal.SIGKILL)
+        return data
+
+    assert b"40 120" in asyncio.run(go())
+    harness.assert_clean(cfg)
