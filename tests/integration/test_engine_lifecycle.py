@@ -158,7 +158,13 @@ def test_stop_escalates_to_sigkill_and_init_forwards(engine_roots: Daemon) -> No
         info = engine.inspect(b)
         assert info["Path"] == "sleep"
         assert engine.list()[0]["Command"] == "/sbin/docker-init -- sleep 100"
-        await asyncio.sleep(0.3)  # tini as PID 1 must have set up its signal handling
+        # tini sets up its signal handling before it forks the command: wait for the child
+        init_pid = info["State"]["Pid"]
+        children = Path(f"/proc/{init_pid}/task/{init_pid}/children")
+        for _ in range(200):
+            if children.read_text().strip():
+                break
+            await asyncio.sleep(0.01)
         t0 = time.monotonic()
         await engine.stop(b, timeout=20)
         assert time.monotonic() - t0 < 5
