@@ -708,3 +708,22 @@ def test_docker_cp_reads_and_writes_volumes(daemon: Daemon, tmp_path: Path) -> N
     finally:
         daemon.docker("rm", "-f", runner)
     _ok(daemon.docker("rm", cid))
+
+
+def test_a_volume_that_cannot_be_mounted(daemon: Daemon) -> None:
+    """The kernel refuses the volume's device: a clear error, no container, no reference left.
+
+    Exit 127, as with Docker: the docker CLI turns a daemon error that says
+    "no such file or directory" into 127.
+    """
+    _ok(daemon.docker("volume", "create", "--opt", "type=ext4",
+                      "--opt", "device=/dev/bulkhead-no-such-device", "broken"))  # fmt: skip
+    r = daemon.docker("run", "--rm", "-v", "broken:/x", "busybox", "true")
+    assert r.returncode == 127
+    assert "failed to mount local volume: mount /dev/bulkhead-no-such-device:" in r.stderr
+    assert "no such file or directory" in r.stderr
+    assert _ok(daemon.docker("ps", "-aq")) == ""
+    assert _ok(daemon.docker("volume", "ls", "-q", "--filter", "dangling=true")).split() == [
+        "broken"
+    ]
+    _ok(daemon.docker("volume", "rm", "broken"))

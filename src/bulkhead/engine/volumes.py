@@ -604,10 +604,11 @@ class VolumeStore:
         try:
             mount_one(Mount(type=fstype, source=device, options=words), vol.mountpoint)
         except OSError as exc:
+            data = vol.options.get("o", "")
             raise VolumeError(
                 f"error while mounting volume '{vol.mountpoint}': failed to mount local volume: "
-                f"mount {device}:{vol.mountpoint}, data: {vol.options.get('o', '')}: "
-                f"{os.strerror(exc.errno or errno.EIO)}"
+                f"mount {device}:{vol.mountpoint}{f', data: {data}' if data else ''}: "
+                f"{os.strerror(exc.errno or errno.EIO).lower()}"
             ) from None
 
     def _unmount(self, vol: Volume) -> None:
