@@ -188,6 +188,30 @@ def test_docker_volume_in_use_and_prune(volume_api: VolumeAPI) -> None:
     store.close()
 
 
+def test_cluster_volume_update_is_a_503(volume_api: VolumeAPI) -> None:
+    import socket
+
+    assert volume_api.docker("volume", "create", "local1").returncode == 0
+
+    def put(name: str) -> tuple[int, dict[str, Any]]:
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(volume_api.socket)
+            s.sendall(
+                f"PUT /v1.45/volumes/{name}?version=1 HTTP/1.1\r\nHost: x\r\n"
+                "Content-Type: application/json\r\nContent-Length: 2\r\n"
+                "Connection: close\r\n\r\n{}".encode()
+            )
+            raw = b""
+            while chunk := s.recv(65536):
+                raw += chunk
+        head, _, body = raw.partition(b"\r\n\r\n")
+        return int(head.split()[1]), json.loads(body)
+
+    status, doc = put("local1")
+    assert status == 503 and "not a swarm manager" in doc["message"]
+    assert put("missing") == (404, {"message": "get missing: no such volume"})
+
+
 def test_docker_py_volumes(volume_api: VolumeAPI) -> None:
     import docker  # type: ignore[import-untyped]
 

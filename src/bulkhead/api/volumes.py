@@ -12,7 +12,8 @@ only maps requests and answers in Docker's shapes:
 - ``DELETE /volumes/{name}?force=`` → 204 (409 while a container uses it);
 - ``POST /volumes/prune?filters=`` → ``{"VolumesDeleted", "SpaceReclaimed"}``;
   anonymous volumes only unless ``all=true``, except for clients older than
-  API 1.42, for which Docker pruned every unused volume.
+  API 1.42, for which Docker pruned every unused volume;
+- ``PUT /volumes/{name}`` (cluster volumes) → 503, as on a Docker node outside a swarm.
 """
 
 from __future__ import annotations
@@ -20,12 +21,19 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
-from bulkhead.api.errors import BadRequest
+from bulkhead.api.errors import APIError, BadRequest
 from bulkhead.api.routes import Request, Response, Router, json_response
 
 if TYPE_CHECKING:
     from bulkhead.engine.context import Services
     from bulkhead.engine.volumes import VolumeStore
+
+
+#: Docker's answer to a swarm-only request on a node that is not in a swarm
+_NOT_SWARM = (
+    'This node is not a swarm manager. Use "docker swarm init" or "docker swarm join" '
+    "to connect this node to swarm and try again."
+)
 
 
 def _str_map(body: dict[str, Any], field: str) -> dict[str, str]:
@@ -85,8 +93,13 @@ def register_store(router: Router, store: VolumeStore) -> None:
         report = await asyncio.to_thread(store.prune, filters, all_default=all_default)
         return json_response(report)
 
+    async def update(req: Request) -> Response:
+        await asyncio.to_thread(store.get, req.params["name"])  # 404 first, as Docker
+        raise APIError(_NOT_SWARM, 503)
+
     router.add("POST", "/volumes/create", create)
     router.add("GET", "/volumes", list_volumes)
     router.add("POST", "/volumes/prune", prune)
     router.add("GET", "/volumes/{name}", inspect)
     router.add("DELETE", "/volumes/{name}", remove)
+    router.add("PUT", "/volumes/{name}", update)
