@@ -359,6 +359,17 @@ def test_unknown_runtime_and_bad_name(engine_roots: Daemon) -> None:
             await engine.create(request(["true"], Runtime="nope"))
         with pytest.raises(SpecError, match=r"Invalid container name \(-x\)"):
             await engine.create(request(["true"]), name="-x")
+        # --platform: the local image must be for it (Docker's 404; the CLI then pulls)
+        from bulkhead.errors import ImageNotFound
+        from bulkhead.oci.image_spec import format_platform, host_platform
+
+        body = {"Image": "busybox", "Cmd": ["true"]}
+        with pytest.raises(ImageNotFound, match=r"does not provide the specified platform"):
+            await engine.create(parse_create_request(body, platform="linux/s390x"))
+        here = format_platform(host_platform())
+        cid, _ = await engine.create(parse_create_request(body, platform=here))
+        await engine.remove(cid)
+        await engine.settle()
         # failures half-way through a create are undone: dirs, snapshot, mounts, volumes
         with pytest.raises(SpecError, match="bind source path does not exist"):
             await engine.create(

@@ -315,6 +315,9 @@ class Engine:
         if not image_ref:
             raise SpecError("No image was specified", where="Config.Image")
         image = await asyncio.to_thread(self.images.get, image_ref)
+        platform = getattr(req, "platform", None)
+        if platform:
+            _check_platform(image, image_ref, str(platform))
         runtime_name, _ = self.runtimes.resolve(host_config.get("Runtime") or None)
         host_config["Runtime"] = runtime_name
         opts = msgspec.structs.replace(req.options)
@@ -1593,6 +1596,29 @@ _LIST_FILTERS = frozenset(
     {"id", "name", "label", "status", "exited", "ancestor", "before", "since", "volume",
      "network", "publish", "expose", "health", "isolation", "is-task"}
 )  # fmt: skip
+
+
+def _check_platform(image: Image, ref: str, wanted: str) -> None:
+    """``--platform``: the local image must be for that platform (Docker's 404 otherwise,
+    after which the CLI pulls the right one)."""
+    from bulkhead.errors import ImageNotFound
+    from bulkhead.oci.image_spec import Platform, parse_platform, platform_matches
+
+    try:
+        want = parse_platform(wanted)
+    except ValueError as exc:
+        raise SpecError(str(exc), where="platform") from None
+    cfg = image.config
+    have = Platform(
+        architecture=str(cfg.get("architecture") or ""),
+        os=str(cfg.get("os") or ""),
+        variant=cfg.get("variant") or None,
+    )
+    if not platform_matches(want, have):
+        raise ImageNotFound(
+            f"image with reference {ref} was found but does not provide the specified "
+            f"platform ({wanted})"
+        )
 
 
 def _label_match(labels: dict[str, str], want: str) -> bool:
