@@ -751,3 +751,29 @@ def test_a_volume_that_cannot_be_mounted(daemon: Daemon) -> None:
         "broken"
     ]
     _ok(daemon.docker("volume", "rm", "broken"))
+
+
+@pytest.mark.parametrize("runtime", ["bulkhead", "runc", "bulkhead-runtime"])
+def test_mounts_under_each_runtime(daemon: Daemon, tmp_path: Path, runtime: str) -> None:
+    """The mount options resolve_mounts writes (rbind, rro, rprivate, tmpfs data) suit every runtime."""
+    if runtime == "runc" and shutil.which("runc") is None:
+        pytest.skip("runc not installed")
+    host = tmp_path / "h"
+    (host / "sub").mkdir(parents=True)
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(host / "sub")], check=True
+    )
+    try:
+        script = (
+            "echo v > /v/f && cat /v/f; "
+            "touch /h/x 2>/dev/null || echo h-ro; touch /h/sub/x 2>/dev/null || echo sub-ro; "
+            "grep ' /t ' /proc/mounts | cut -d' ' -f4"
+        )
+        r = _run(daemon, "--runtime", runtime, "-v", "rtvol:/v", "-v", f"{host}:/h:ro",
+                 "--mount", "type=tmpfs,dst=/t,tmpfs-mode=0700", "busybox", "sh", "-c", script)  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        lines = r.stdout.splitlines()
+        assert lines[:3] == ["v", "h-ro", "sub-ro"]
+        assert "mode=700" in lines[3] and "noexec" in lines[3]
+    finally:
+        subprocess.run(["umount", "-l", str(host / "sub")], check=False)
