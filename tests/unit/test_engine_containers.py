@@ -188,3 +188,71 @@ def test_inline_seccomp_profile() -> None:
     with pytest.raises(SpecError, match="invalid seccomp profile JSON"):
         _custom_profile("{nope")
     assert RunOptions(security_opt=['seccomp={"defaultAction": "SCMP_ACT_ALLOW"}'])
+
+
+def test_merged_config_follows_dockers_rules() -> None:
+    from bulkhead.engine.engine import merged_config
+    from bulkhead.images.store import Image
+
+    image = Image(
+        id="sha256:" + "0" * 64,
+        manifest_digest="",
+        target="",
+        created="",
+        size=0,
+        config={
+            "config": {
+                "Env": ["PATH=/bin", "A=1"],
+                "Cmd": ["sh"],
+                "Entrypoint": ["/init"],
+                "WorkingDir": "/w",
+                "Labels": {"from": "image", "both": "image"},
+                "Volumes": {"/data": {}},
+                "StopSignal": "SIGQUIT",
+            }
+        },
+        manifest={},
+    )
+    out = merged_config(image, {"Image": "x", "Env": ["A=2", "B=3"], "Labels": {"both": "me"}}, "h")
+    assert out["Env"] == ["PATH=/bin", "A=2", "B=3"]
+    assert (out["Entrypoint"], out["Cmd"]) == (["/init"], ["sh"])
+    assert out["WorkingDir"] == "/w" and out["StopSignal"] == "SIGQUIT"
+    assert out["Labels"] == {"from": "image", "both": "me"}
+    assert out["Volumes"] == {"/data": {}}
+    assert out["Hostname"] == "h" and out["Image"] == "x"
+    # a Cmd of the user's keeps the image's entrypoint; an entrypoint of the user's drops Cmd
+    assert merged_config(image, {"Cmd": ["ls"]}, "h")["Entrypoint"] == ["/init"]
+    own = merged_config(image, {"Entrypoint": ["/bin/echo"]}, "h")
+    assert (own["Entrypoint"], own.get("Cmd")) == (["/bin/echo"], None)
+
+
+def test_list_filter_checks_and_until() -> None:
+    import time
+
+    from bulkhead.engine.engine import _check_filters, _label_match, _parse_until
+
+    _check_filters({"status": ["running", "exited"], "exited": ["0", "-1"], "label": ["a"]})
+    for bad, msg in (
+        ({"status": ["up"]}, "status=up"),
+        ({"exited": ["x"]}, "exited=x"),
+        ({"colour": ["red"]}, "'colour'"),
+    ):
+        with pytest.raises(SpecError, match=msg):
+            _check_filters(bad)
+    assert _label_match({"a": "1"}, "a") and _label_match({"a": "1"}, "a=1")
+    assert not _label_match({"a": "1"}, "a=2") and not _label_match({}, "a")
+    assert _parse_until("1700000000") == 1700000000.0
+    assert abs(_parse_until("1h30m") - (time.time() - 5400)) < 5
+    assert _parse_until("2024-01-02T03:04:05Z") == pytest.approx(1704164645.0)
+
+
+def test_go_file_modes() -> None:
+    import stat as st
+
+    from bulkhead.engine.filesystem import go_file_mode
+
+    assert go_file_mode(st.S_IFDIR | 0o755) == (1 << 31) | 0o755
+    assert go_file_mode(st.S_IFLNK | 0o777) == (1 << 27) | 0o777
+    assert go_file_mode(st.S_IFREG | 0o4755) == (1 << 23) | 0o755
+    assert go_file_mode(st.S_IFCHR | 0o666) == (1 << 26) | (1 << 21) | 0o666
+    assert go_file_mode(st.S_IFDIR | 0o1777) == (1 << 31) | (1 << 20) | 0o777
