@@ -673,3 +673,67 @@ def test_store_reconcile_and_orphans(tmp_path: Path) -> None:
     assert not (tmp_path / "v" / "half").exists() and s.refs("xx") == [CID]
     assert (tmp_path / "v" / "notours" / "_data" / "keep").exists()  # never delete data
     s.close()
+
+
+# --- the API handlers, without a server ---------------------------------------------
+
+
+def _call(router: Any, method: str, target: str, body: Any = None) -> tuple[int, Any]:
+    import asyncio
+
+    from bulkhead.api.errors import status_for
+    from bulkhead.api.routes import Request, Response, parse_target
+
+    version, path, query = parse_target(target)
+    handler, params = router.match(method, path)
+    req = Request(
+        method=method,
+        path=path,
+        version=version,
+        query=query,
+        headers={},
+        body=b"" if body is None else json.dumps(body).encode(),
+        params=params,
+    )
+    try:
+        reply = asyncio.run(handler(req))
+    except Exception as exc:  # what the server turns into Docker's error reply
+        return status_for(exc), {"message": str(exc)}
+    assert isinstance(reply, Response)
+    doc = json.loads(reply.body) if reply.body else None
+    return reply.status, doc
+
+
+def test_volume_api_handlers(store: VolumeStore) -> None:
+    from bulkhead.api.routes import Router
+    from bulkhead.api.volumes import register_store
+
+    router = Router()
+    register_store(router, store)
+    status, doc = _call(router, "POST", "/v1.45/volumes/create",
+                        {"Name": "apivol", "Labels": {"a": "b"}})  # fmt: skip
+    assert status == 201 and doc["Name"] == "apivol" and doc["Labels"] == {"a": "b"}
+    status, doc = _call(router, "POST", "/volumes/create", None)  # no body: a random name
+    assert status == 201 and len(doc["Name"]) == 64
+    assert _call(router, "POST", "/volumes/create", {"Name": 5}) == (
+        400, {"message": "invalid Name: must be a string"}
+    )  # fmt: skip
+    assert _call(router, "POST", "/volumes/create", {"DriverOpts": {"o": 1}})[0] == 400
+    assert _call(router, "POST", "/volumes/create", {"Name": "a/b"})[0] == 400
+    status, doc = _call(router, "GET", '/volumes?filters={"label":["a=b"]}')
+    assert status == 200 and [v["Name"] for v in doc["Volumes"]] == ["apivol"]
+    assert doc["Warnings"] == []
+    assert _call(router, "GET", "/volumes?filters={bad")[0] == 400
+    assert _call(router, "GET", "/volumes/nope") == (404, {"message": "get nope: no such volume"})
+    store.use("apivol", CID)
+    assert _call(router, "DELETE", "/volumes/apivol")[0] == 409
+    store.release("apivol", CID)
+    assert _call(router, "DELETE", "/volumes/apivol") == (204, None)
+    assert _call(router, "DELETE", "/volumes/apivol?force=1") == (204, None)
+    # prune: named volumes only with all=true, or for clients older than API 1.42
+    store.create("named1")
+    assert _call(router, "POST", "/v1.45/volumes/prune")[1]["VolumesDeleted"] == []
+    before = sorted(v.name for v in store.volumes())
+    assert len(before) == 2  # named1 and the randomly named one
+    assert _call(router, "POST", "/v1.41/volumes/prune")[1]["VolumesDeleted"] == before
+    assert store.volumes() == []
