@@ -830,3 +830,32 @@ def test_daemon_killed_during_creates_leaves_no_ghost(daemon: Daemon) -> None:
     daemon.stop()
     assert list((daemon.root / "containers").iterdir()) == []
     assert not _mounts_under(daemon.root)
+
+
+def test_restart_policies_at_daemon_start(engine_roots: Daemon) -> None:
+    """always comes back when the daemon starts, even after a stop; unless-stopped does not."""
+
+    async def first(engine: Engine) -> tuple[str, str]:
+        a, _ = await engine.create(request(["sleep", "100"], RestartPolicy={"Name": "always"}))
+        u, _ = await engine.create(
+            request(["sleep", "100"], RestartPolicy={"Name": "unless-stopped"})
+        )
+        for c in (a, u):
+            await engine.start(c)
+            await engine.stop(c, timeout=0)
+        return a, u
+
+    a, u = run(lambda: make_engine(engine_roots), first)
+
+    async def second(engine: Engine) -> None:
+        await engine.start_up()
+        for _ in range(200):
+            if engine.get(a).state.running:
+                break
+            await asyncio.sleep(0.05)
+        assert engine.get(a).state.running
+        assert engine.get(u).state.status == "exited"
+        for c in (a, u):
+            await engine.remove(c, force=True)
+
+    run(lambda: make_engine(engine_roots), second)
