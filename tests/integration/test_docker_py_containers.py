@@ -331,3 +331,12 @@ def test_raw_socket_upgrade_answers_101(daemon: Daemon) -> None:
     frames = parse_frames(rest + _read_all(s, 10))
     s.close()
     assert frames == [(1, b"raw\n")]
+
+
+def test_docker_py_attach_with_logs_replays_them(daemon: Daemon) -> None:
+    client = daemon.client()
+    c = client.containers.run("busybox", ["sh", "-c", "echo one; echo two >&2"], detach=True)
+    c.wait()
+    for _ in range(5):  # the replay waits for docker-py to finish reading the response head
+        assert c.attach(stdout=True, stderr=True, stream=False, logs=True) == b"one\ntwo\n"
+    assert c.attach(stdout=True, stderr=False, stream=False, logs=True) == b"one\n"

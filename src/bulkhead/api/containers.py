@@ -70,6 +70,9 @@ _CTRL_SPECIAL = {"@": 0, "[": 27, "\\": 28, "]": 29, "^": 30, "_": 31}
 
 _READ = 65536
 
+#: Pause between the hijack's response head and the replayed log (``logs=1``).
+REPLAY_DELAY = 0.02
+
 
 # --- detach keys and stream splicing ---------------------------------------------------
 
@@ -371,6 +374,10 @@ class ContainersAPI:
                 if replay and log_path:
                     from bulkhead.engine.jsonlog import follow_logs
 
+                    # Let the client finish reading the response head first:
+                    # docker-py (http.client) reads it through a buffer and
+                    # then reads the raw socket, losing whatever came along.
+                    await asyncio.sleep(REPLAY_DELAY)
                     async for num, data in follow_logs(
                         log_path, stdout=want_stdout, stderr=want_stderr
                     ):
