@@ -557,6 +557,14 @@ def test_volumes_binds_and_etc_files(engine_roots: Daemon, tmp_path: Path) -> No
         # docker cp reads the volume, not the image layer below it
         _, chunks = await engine.archive_get(reader, "/data/f")
         assert untar(await collect(chunks)) == {"f": b"shared\n"}
+
+        def by_volume(v: str) -> list[str]:
+            return sorted(x["Id"] for x in engine.list(all=True, filters={"volume": [v]}))
+
+        assert by_volume("vol1") == sorted([writer, reader])
+        assert by_volume("/data") == sorted([writer, reader])
+        assert by_volume(str(host_dir)) == [writer]  # a bind, by its source
+        assert by_volume("/host") == [writer]
         hosts = Path(engine.inspect(writer)["HostsPath"]).read_text()
         assert "10.9.8.7\tdb\n" in hosts
         from bulkhead.errors import VolumeInUse

@@ -1198,7 +1198,8 @@ class Engine:
                     if key == "since" and not rank[c.id] < rank[other.id]:
                         return False
             elif key == "volume":
-                names = {m.get("Name") for m in c.mount_points} | {
+                # Docker's keys: the volume name (or a bind's source) and the destination
+                names = {m.get("Name") or m.get("Source") for m in c.mount_points} | {
                     m.get("Destination") for m in c.mount_points
                 }
                 if not any(v in names for v in values):
