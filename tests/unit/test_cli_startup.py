@@ -61,6 +61,30 @@ def test_ps_imports_nothing_heavy(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "bulkhead.cli.containers" in modules
     _assert_lean(modules)
+    # docker's default table needs neither the template engine nor json's regexes
+    for costly in ("re", "json", "bulkhead.cli.template"):
+        assert costly not in modules, f"ps imported {costly}"
+
+
+def test_run_imports_nothing_heavy(tmp_path: Path) -> None:
+    from tests.unit.cli_fake_daemon import Hijacked, frame
+
+    cid = "c" * 64
+    fake = FakeDaemon(str(tmp_path / "d.sock"))
+    try:
+        fake.route("POST", "/containers/create", (201, {"Id": cid, "Warnings": []}))
+        fake.route("POST", f"/containers/{cid}/attach", lambda _r: Hijacked(frame(1, b"hi\n")))
+        fake.route("POST", f"/containers/{cid}/wait", (200, {"StatusCode": 0}))
+        fake.route("POST", f"/containers/{cid}/start", (204, b""))
+        modules, proc = _imported(
+            ["run", "--rm", "busybox", "echo", "hi"], _clean_env(BULKHEAD_HOST=fake.host)
+        )
+    finally:
+        fake.close()
+    assert (proc.returncode, proc.stdout) == (0, "hi\n"), proc.stderr[-2000:]
+    _assert_lean(modules)
+    for costly in ("re", "json", "fractions", "contextlib", "bulkhead.cli.template"):
+        assert costly not in modules, f"run imported {costly}"
 
 
 @pytest.mark.parametrize("verb", ["run", "images", "volume"])

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bulkhead.cli.template import Template, TemplateError, expand_format, render_list, tabwrite
+from bulkhead.cli.fmt import expand_format, tabwrite
+from bulkhead.cli.template import Template, TemplateError, render_list
 
 INSPECT = {
     "Id": "abc",

@@ -14,11 +14,12 @@ stdio to a log file) and waits up to 5 s for ``/_ping``.
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import sys
 import time
+
+from bulkhead.cli.jsonlite import dumps, loads
 
 TYPE_CHECKING = False  # typing, collections.abc and urllib.parse cost milliseconds at start
 if TYPE_CHECKING:
@@ -190,7 +191,7 @@ class Response:
 
     def json(self) -> Any:
         data = self.read()
-        return json.loads(data) if data.strip() else None
+        return loads(data) if data.strip() else None
 
     def lines(self) -> Iterator[bytes]:
         """Newline-delimited messages (pull progress, load output, events)."""
@@ -208,7 +209,7 @@ class Response:
         """JSON-lines messages; a line that is not JSON comes back as ``{"stream": line}``."""
         for line in self.lines():
             try:
-                yield json.loads(line)
+                yield loads(line)
             except ValueError:
                 yield {"stream": line.decode(errors="replace") + "\n"}
 
@@ -221,7 +222,7 @@ class Response:
 
 def error_message(status: int, body: bytes) -> str:
     try:
-        doc = json.loads(body)
+        doc = loads(body)
     except ValueError:
         text = body.decode(errors="replace").strip()
         return text or f"HTTP {status}"
@@ -347,7 +348,7 @@ class Client:
         elif isinstance(body, bytes | bytearray):
             payload = bytes(body)
         elif isinstance(body, dict | list):
-            payload = json.dumps(body, separators=(",", ":")).encode()
+            payload = dumps(body).encode()
             hdrs["Content-Type"] = "application/json"
         else:
             stream = body

@@ -9,7 +9,6 @@ else ``next-exit``), start, stream, then exit with the wait's status code.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
@@ -17,6 +16,7 @@ from bulkhead.cli.app import App, Exit
 from bulkhead.cli.client import APIError
 from bulkhead.cli.flags import BOOL, INT, LIST, STR, Command, Flag, UsageError, need_args
 from bulkhead.cli.fmt import ago, ellipsis, format_time, human_size, short_id
+from bulkhead.cli.jsonlite import dumps, loads
 
 TYPE_CHECKING = False  # typing costs milliseconds at every `ps`
 if TYPE_CHECKING:
@@ -497,7 +497,7 @@ def filters_query(values: list[str]) -> str | None:
         if not eq:
             raise UsageError(f"bad format of filter (expected name=value): {item}")
         out.setdefault(key.strip().lower(), {})[value] = True
-    return json.dumps(out, separators=(",", ":"))
+    return dumps(out)
 
 
 def _ports(ports: list[dict[str, Any]] | None) -> str:
@@ -537,7 +537,7 @@ def ps_context(c: dict[str, Any], trunc: bool = True) -> dict[str, Any]:
         name = m.get("Name") or m.get("Source") or ""
         mount_names.append(ellipsis(name, 15) if trunc else name)
     return {
-        "Command": json.dumps(command, ensure_ascii=False),
+        "Command": dumps(command),
         "CreatedAt": format_time(created),
         "ID": str(c.get("Id", ""))[:12] if trunc else str(c.get("Id", "")),
         "Image": image,
@@ -561,6 +561,18 @@ def ps_context(c: dict[str, Any], trunc: bool = True) -> dict[str, Any]:
 def render_contexts(
     app: App, fmt: str, contexts: list[dict[str, Any]], headers: dict[str, Any]
 ) -> None:
+    """Print ``contexts`` through ``--format`` (docker's defaults need no template engine)."""
+    from bulkhead.cli.fmt import expand_format, simple_columns, tabwrite
+
+    source, table = expand_format(fmt)
+    columns = simple_columns(source) if fmt != "json" else None
+    if columns is not None and all(isinstance(headers.get(c, ""), str) for c in columns):
+        lines = ["\t".join(str(headers.get(c, "")) for c in columns)] if table else []
+        for ctx in contexts:
+            lines.append("\t".join(str(ctx.get(c, "<no value>")) for c in columns))
+        text = tabwrite(lines) if table else "\n".join(lines)
+        app.out.write(text + "\n" if text else "")
+        return
     from bulkhead.cli.template import TemplateError, go_json, render_list
 
     if fmt == "json":
@@ -940,7 +952,7 @@ def _stat_header(resp: Any) -> dict[str, Any]:
     if not raw:
         return {}
     try:
-        doc = json.loads(base64.b64decode(raw + "=" * (-len(raw) % 4)))
+        doc = loads(base64.b64decode(raw + "=" * (-len(raw) % 4)))
         return doc if isinstance(doc, dict) else {}
     except ValueError:
         return {}

@@ -139,3 +139,45 @@ def _go_duration(text: str) -> float | None:
     for num, _frac, unit in re.findall(r"(\d+(\.\d+)?)(ns|us|µs|ms|s|m|h)", text):
         total += float(num) * _UNITS[unit]
     return total
+
+
+# --- --format: docker's table layout (the template engine is imported only when needed)
+
+
+def expand_format(fmt: str) -> tuple[str, bool]:
+    """``json`` → ``{{json .}}``; ``table X`` → (X, True). Escapes ``\\t`` and ``\\n``."""
+    if fmt == "json":
+        return "{{json .}}", False
+    table = False
+    if fmt.startswith("table"):
+        table = True
+        fmt = fmt[len("table") :].lstrip()
+    return fmt.replace("\\t", "\t").replace("\\n", "\n"), table
+
+
+def tabwrite(lines: list[str], minwidth: int = 10, padding: int = 3) -> str:
+    """Align tab-separated cells as Go's tabwriter (cells ended by a tab are padded)."""
+    rows = [line.split("\t") for line in lines]
+    widths: dict[int, int] = {}
+    for row in rows:
+        for i, cell in enumerate(row[:-1]):
+            widths[i] = max(widths.get(i, 0), len(cell))
+    out = []
+    for row in rows:
+        parts = [cell.ljust(max(minwidth, widths[i] + padding)) for i, cell in enumerate(row[:-1])]
+        parts.append(row[-1])
+        out.append("".join(parts).rstrip() if len(row) > 1 else row[-1])
+    return "\n".join(out)
+
+
+def simple_columns(source: str) -> list[str] | None:
+    """The field names of a format made only of ``{{.Field}}`` cells separated by tabs."""
+    names = []
+    for part in source.split("\t"):
+        if not (part.startswith("{{.") and part.endswith("}}")):
+            return None
+        name = part[3:-2]
+        if not name.isidentifier():
+            return None
+        names.append(name)
+    return names

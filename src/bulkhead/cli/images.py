@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
 
 from bulkhead.cli.app import App, Exit
 from bulkhead.cli.client import APIError
@@ -24,6 +23,10 @@ from bulkhead.cli.containers import (
 )
 from bulkhead.cli.flags import BOOL, LIST, STR, Command, Flag, UsageError, need_args
 from bulkhead.cli.fmt import ago, ellipsis, format_time, human_size, short_id
+
+TYPE_CHECKING = False  # typing costs milliseconds at start-up
+if TYPE_CHECKING:
+    from typing import Any
 
 DOCKER_HUB = "docker.io"
 DOCKER_HUB_SERVER = "https://index.docker.io/v1/"
@@ -92,10 +95,11 @@ def credentials_for(registry: str) -> dict[str, str] | None:
 def auth_header(registry: str) -> dict[str, str]:
     """``X-Registry-Auth`` for ``registry`` (``{}`` encoded when there are no credentials)."""
     import base64
-    import json
+
+    from bulkhead.cli.jsonlite import dumps
 
     creds = credentials_for(registry) or {}
-    raw = json.dumps(creds, separators=(",", ":")).encode()
+    raw = dumps(creds).encode()
     return {"X-Registry-Auth": base64.urlsafe_b64encode(raw).decode()}
 
 

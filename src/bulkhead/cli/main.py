@@ -241,7 +241,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def entry() -> None:
-    """The ``bulkhead`` launcher's entry point."""
+    """The ``bulkhead`` launcher's entry point.
+
+    It leaves with ``os._exit`` once stdout and stderr are flushed: the
+    interpreter's teardown (module and GC clean-up) would add milliseconds to
+    every command and has nothing left to do (files are closed, sockets too).
+    """
     try:
         code = main()
     except KeyboardInterrupt:
@@ -249,10 +254,12 @@ def entry() -> None:
     try:
         sys.stdout.flush()
     except BrokenPipeError:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
         code = code or 1
-    sys.exit(code)
+    try:
+        sys.stderr.flush()
+    except OSError:
+        pass
+    os._exit(code)
 
 
 if __name__ == "__main__":

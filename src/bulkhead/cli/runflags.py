@@ -19,14 +19,14 @@ one an anonymous ``Volumes`` entry. The query string carries ``name`` and
 
 from __future__ import annotations
 
-import json
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from fractions import Fraction
-from typing import Any
 
 from bulkhead.cli.flags import INT, LIST, STR, Command, Flag, Parsed, UsageError
+
+TYPE_CHECKING = False  # typing, dataclasses and fractions cost ~10 ms on every `run`
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any
 
 # --- the flags ------------------------------------------------------------------
 
@@ -189,6 +189,8 @@ def mem_flag(parsed: Parsed, name: str, label: str) -> int:
 
 def nano_cpus(text: str) -> int:
     """``--cpus 1.5`` → 1500000000 (docker refuses more than 9 decimals)."""
+    from fractions import Fraction  # only when --cpus is given
+
     try:
         value = Fraction(text) * 1_000_000_000
     except (ValueError, ZeroDivisionError):
@@ -387,6 +389,8 @@ def parse_security_opts(values: list[str]) -> list[str] | None:
         if (not eq or not value) and key != "no-new-privileges":
             raise UsageError(f'Invalid --security-opt: "{opt}"')
         if key == "seccomp" and value not in ("unconfined", "builtin"):
+            import json
+
             try:
                 with open(value, encoding="utf-8") as fh:
                     profile = json.load(fh)
@@ -544,21 +548,34 @@ def _endpoint() -> dict[str, Any]:
 # --- the body -------------------------------------------------------------------
 
 
-@dataclass
 class CreatePlan:
     """What ``run``/``create`` send and do: the body, the query, and client-side choices."""
 
-    body: dict[str, Any]
-    image: str
-    name: str = ""
-    platform: str = ""
-    pull: str = "missing"
-    quiet: bool = False
-    cidfile: str = ""
-    detach: bool = False
-    sig_proxy: bool = True
-    detach_keys: str = ""
-    attach: list[str] = field(default_factory=list)
+    def __init__(
+        self,
+        body: dict[str, Any],
+        image: str,
+        name: str = "",
+        platform: str = "",
+        pull: str = "missing",
+        quiet: bool = False,
+        cidfile: str = "",
+        detach: bool = False,
+        sig_proxy: bool = True,
+        detach_keys: str = "",
+        attach: list[str] | None = None,
+    ) -> None:
+        self.body = body
+        self.image = image
+        self.name = name
+        self.platform = platform
+        self.pull = pull
+        self.quiet = quiet
+        self.cidfile = cidfile
+        self.detach = detach
+        self.sig_proxy = sig_proxy
+        self.detach_keys = detach_keys
+        self.attach = attach if attach is not None else []
 
     @property
     def query(self) -> dict[str, Any]:

@@ -16,14 +16,16 @@ running.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import select
 import signal
 import socket
-import struct
 import sys
-from collections.abc import Callable, Iterator
+
+TYPE_CHECKING = False  # typing, contextlib and struct: milliseconds on every `run`
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+    from typing import Any
 
 DEFAULT_DETACH_KEYS = b"\x10\x11"  # ctrl-p, ctrl-q
 
@@ -37,7 +39,7 @@ class Demuxer:
     def feed(self, data: bytes) -> Iterator[tuple[int, bytes]]:
         self._buf += data
         while len(self._buf) >= 8:
-            stream, size = self._buf[0], struct.unpack(">I", self._buf[4:8])[0]
+            stream, size = self._buf[0], int.from_bytes(self._buf[4:8], "big")
             if len(self._buf) < 8 + size:
                 break
             payload = self._buf[8 : 8 + size]
@@ -69,18 +71,33 @@ def parse_detach_keys(spec: str) -> bytes:
     return bytes(out)
 
 
-@contextlib.contextmanager
-def raw_terminal(fd: int) -> Iterator[None]:
+class raw_terminal:
     """Put the terminal on ``fd`` in raw mode for the block (restored on any exit)."""
-    import termios
-    import tty
 
-    old = termios.tcgetattr(fd)
-    try:
-        tty.setraw(fd, termios.TCSANOW)
-        yield
-    finally:
-        termios.tcsetattr(fd, termios.TCSADRAIN, old)
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.saved: list[Any] | None = None
+
+    def __enter__(self) -> None:
+        import termios
+        import tty
+
+        self.saved = termios.tcgetattr(self.fd)
+        tty.setraw(self.fd, termios.TCSANOW)
+
+    def __exit__(self, *exc: object) -> None:
+        import termios
+
+        if self.saved is not None:
+            termios.tcsetattr(self.fd, termios.TCSADRAIN, self.saved)
+
+
+class _NoContext:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
 
 
 def terminal_size(fd: int | None = None) -> tuple[int, int]:
@@ -142,7 +159,7 @@ def pump(
 
     detached = False
     sock_fd = sock.fileno()
-    ctx = raw_terminal(stdin_fd) if raw else contextlib.nullcontext()
+    ctx: raw_terminal | _NoContext = raw_terminal(stdin_fd) if raw else _NoContext()
     with ctx:
         try:
             if leftover:
@@ -157,12 +174,16 @@ def pump(
                     watch.append(wake_r)
                 ready, _, _ = select.select(watch, [], [])
                 if wake_r >= 0 and wake_r in ready:
-                    with contextlib.suppress(BlockingIOError):
+                    try:
                         os.read(wake_r, 512)
+                    except BlockingIOError:
+                        pass
                     rows, cols = terminal_size(stdout_fd)
                     if rows and on_resize is not None:
-                        with contextlib.suppress(Exception):
+                        try:
                             on_resize(rows, cols)
+                        except Exception:  # a resize the daemon refuses is no reason to stop
+                            pass
                 if sock_fd in ready:
                     try:
                         data = sock.recv(65536)
@@ -178,8 +199,10 @@ def pump(
                         data = b""
                     if not data:
                         reading_stdin = False
-                        with contextlib.suppress(OSError):
+                        try:
                             sock.shutdown(socket.SHUT_WR)
+                        except OSError:
+                            pass
                         continue
                     if raw and detach_keys:
                         # the detach sequence may span reads: keep the matched prefix

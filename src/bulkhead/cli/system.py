@@ -69,7 +69,8 @@ def inspect_objects(app: App, args: list[str], kind: str | None = None) -> int:
         results.append(found)
     fmt = parsed["format"]
     if fmt:
-        from bulkhead.cli.template import Template, TemplateError, expand_format
+        from bulkhead.cli.fmt import expand_format
+        from bulkhead.cli.template import Template, TemplateError
 
         source, _table = expand_format(fmt)
         try:
@@ -123,7 +124,8 @@ def cmd_version(app: App, args: list[str]) -> int:
     except (APIError, DaemonUnavailable) as exc:
         error = str(exc)
     if parsed["format"]:
-        from bulkhead.cli.template import Template, TemplateError, expand_format
+        from bulkhead.cli.fmt import expand_format
+        from bulkhead.cli.template import Template, TemplateError
 
         try:
             app.print(
@@ -181,7 +183,8 @@ def cmd_info(app: App, args: list[str]) -> int:
     need_args(INFO, parsed, 0, 0)
     info = app.client.get("/info") or {}
     if parsed["format"]:
-        from bulkhead.cli.template import Template, TemplateError, expand_format
+        from bulkhead.cli.fmt import expand_format
+        from bulkhead.cli.template import Template, TemplateError
 
         try:
             app.print(Template(expand_format(parsed["format"])[0]).execute(info))

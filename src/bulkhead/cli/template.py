@@ -27,6 +27,8 @@ from __future__ import annotations
 import json
 import re
 
+from bulkhead.cli.fmt import expand_format, tabwrite
+
 TYPE_CHECKING = False  # typing and dataclasses cost milliseconds at every `ps`
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -415,32 +417,6 @@ class Template:
 
 
 # --- docker's format option -----------------------------------------------------
-
-
-def expand_format(fmt: str) -> tuple[str, bool]:
-    """``json`` → ``{{json .}}``; ``table X`` → (X, True). Escapes ``\\t`` and ``\\n``."""
-    if fmt == "json":
-        return "{{json .}}", False
-    table = False
-    if fmt.startswith("table"):
-        table = True
-        fmt = fmt[len("table") :].lstrip()
-    return fmt.replace("\\t", "\t").replace("\\n", "\n"), table
-
-
-def tabwrite(lines: list[str], minwidth: int = 10, padding: int = 3) -> str:
-    """Align tab-separated cells as Go's tabwriter (cells ended by a tab are padded)."""
-    rows = [line.split("\t") for line in lines]
-    widths: dict[int, int] = {}
-    for row in rows:
-        for i, cell in enumerate(row[:-1]):
-            widths[i] = max(widths.get(i, 0), len(cell))
-    out = []
-    for row in rows:
-        parts = [cell.ljust(max(minwidth, widths[i] + padding)) for i, cell in enumerate(row[:-1])]
-        parts.append(row[-1])
-        out.append("".join(parts).rstrip() if len(row) > 1 else row[-1])
-    return "\n".join(out)
 
 
 def render_list(fmt: str, items: list[Any], headers: dict[str, str] | None = None) -> str:
