@@ -289,6 +289,15 @@ def test_run_it_detach_keys_leave_it_running(daemon: Daemon) -> None:
     ok(daemon.docker("rm", "-f", "keep"))
 
 
+def test_create_it_then_start_ai(daemon: Daemon) -> None:
+    ok(daemon.docker("create", "-it", "--name", "later", "busybox", "sh"))
+    code, out = run_pty(
+        daemon, ["start", "-ai", "later"], [(b"# ", b"echo $((7*6))\r"), (b"42", b"exit 6\r")]
+    )
+    assert code == 6, out
+    assert ok(daemon.docker("inspect", "-f", "{{.State.ExitCode}}", "later")).strip() == "6"
+
+
 def test_exec_it_under_a_terminal(daemon: Daemon) -> None:
     ok(daemon.docker("run", "-d", "--name", "tt", "busybox", "sleep", "60"))
     code, out = run_pty(
