@@ -820,3 +820,27 @@ def test_exec_terminal_can_be_resized(harness: Harness, runtime: str) -> None:
 
     assert b"40 120" in asyncio.run(go())
     harness.assert_clean(cfg)
+
+
+# runc 1.1 runs poststart hooks already at create: only bulkhead's two forms here.
+@pytest.mark.parametrize("runtime", ["bulkhead", "bulkhead-runtime"])
+def test_start_runs_poststart_hooks(harness: Harness, runtime: str, tmp_path: Path) -> None:
+    marker = tmp_path / "poststart-ran"
+    cfg = harness.config(["sleep", "100"], runtime)
+    spec = json.loads(Path(cfg.bundle, "config.json").read_text())
+    spec["hooks"] = {
+        "poststart": [{"path": "/bin/sh", "args": ["sh", "-c", f"echo ran > {marker}"]}]
+    }
+    Path(cfg.bundle, "config.json").write_text(json.dumps(spec))
+
+    async def go() -> None:
+        client = await harness.spawn(cfg)
+        assert not marker.exists()
+        await client.start()
+        assert marker.read_text() == "ran\n"
+        with pytest.raises(MonitorBadRequest, match="already started"):
+            await client.start()
+        await client.kill(signal.SIGKILL)
+
+    asyncio.run(go())
+    harness.assert_clean(cfg)
