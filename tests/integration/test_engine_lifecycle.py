@@ -46,6 +46,7 @@ def make_engine(d: Daemon) -> Engine:
     from bulkhead.snapshots import open_snapshotter
 
     config = DaemonConfig(root=d.root, exec_root=d.exec_root, socket=d.socket)
+    config.cgroup_parent = d.cgroup_parent  # the fixture removes it and reports leaks under it
     images = ImageStore(config.images_root)
     snap = open_snapshotter("auto", str(config.snapshots_root))
     return Engine(config, images, snap, VolumeStore(config.volumes_root))

@@ -503,9 +503,7 @@ class Engine:
     def _cgroups_path(self, container_id: str, host_config: dict[str, Any]) -> str:
         """``<parent>/<id>``: ``HostConfig.CgroupParent``, else the daemon's ``cgroup-parent``
         (default ``/bulkhead``), as Docker's cgroupfs driver names them."""
-        parent = str(
-            host_config.get("CgroupParent") or getattr(self.config, "cgroup_parent", "") or ""
-        ).strip()
+        parent = str(host_config.get("CgroupParent") or self.config.cgroup_parent or "").strip()
         if not parent:
             parent = "/bulkhead"
         if ".." in parent.split("/"):
