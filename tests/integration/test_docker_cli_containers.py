@@ -484,3 +484,17 @@ def test_init_entrypoint_and_host_namespaces(daemon: Daemon) -> None:
     assert inspect["Config"]["StopSignal"] == "SIGUSR1"
     assert inspect["Config"]["StopTimeout"] == 3
     assert inspect["Config"]["Labels"] == {"a": "b"}
+
+
+def test_network_modes(daemon: Daemon) -> None:
+    # none: only a loopback; bridge: accepted, with the engine's warning, as none for now
+    out = ok(daemon.docker("run", "--rm", "--network", "none", "busybox", "ls", "/sys/class/net"))
+    assert out.split() == ["lo"]
+    r = daemon.docker("run", "--rm", "--network", "bridge", "busybox", "ls", "/sys/class/net")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["lo"]
+    host = sorted(os.listdir("/sys/class/net"))
+    out = ok(daemon.docker("run", "--rm", "--network", "host", "busybox", "ls", "/sys/class/net"))
+    assert sorted(out.split()) == host
+    r = daemon.docker("run", "--rm", "--network", "mynet", "busybox", "true")
+    assert r.returncode == 125 and "HostConfig.NetworkMode" in r.stderr

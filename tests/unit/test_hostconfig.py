@@ -342,8 +342,8 @@ BAD = [
     ({"HostConfig__Tmpfs": {"run": ""}}, "invalid HostConfig.Tmpfs.run: invalid mount path"),
     ({"HostConfig__ShmSize": -1}, "invalid HostConfig.ShmSize: SHM size can not be less than 0"),
     (
-        {"HostConfig__NetworkMode": "bridge"},
-        "invalid HostConfig.NetworkMode: network 'bridge' is not supported",
+        {"HostConfig__NetworkMode": "mynet"},
+        "invalid HostConfig.NetworkMode: network 'mynet' is not supported",
     ),
     ({"HostConfig__PidMode": "bogus"}, "invalid HostConfig.PidMode: invalid mode 'bogus'"),
     ({"HostConfig__IpcMode": "container:"}, "invalid HostConfig.IpcMode: invalid mode"),
@@ -544,3 +544,9 @@ def test_resource_warnings(tmp_path: Path) -> None:
         )
         == []
     )
+
+
+def test_bridge_is_kept_and_runs_without_a_network_for_now() -> None:
+    req = parse_create_request(_with("py_run_detach", HostConfig__NetworkMode="bridge"))
+    assert req.host_config["NetworkMode"] == "bridge"
+    assert req.options.network_mode == "none"

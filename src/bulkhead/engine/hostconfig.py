@@ -98,7 +98,8 @@ class CreateRequest(msgspec.Struct, kw_only=True):
     (``Cmd``/``Entrypoint`` as lists or None, ``Env`` a list, ``Labels`` a
     dict, ``Volumes`` a dict: only what the request said; the engine merges
     the image's defaults). ``host_config`` is Docker's *HostConfig* with
-    Docker's defaults filled in (``NetworkMode`` "none" for "default",
+    Docker's defaults filled in (``NetworkMode`` "none" for "default"; "bridge"
+    is kept, and runs as "none" until the bridge driver lands),
     ``RestartPolicy``, ``LogConfig``). ``options`` is what
     :func:`~bulkhead.engine.spec.build_spec` takes; ``options.init_path`` is
     :data:`INIT_PATH` when ``Init`` is set. ``log_max_size``/``log_max_files``
@@ -475,7 +476,7 @@ def _normalize_host_config(hc: dict[str, Any], warnings: list[str]) -> dict[str,
     mode = _get_str(hc, "NetworkMode", "HostConfig.NetworkMode")
     if mode in ("", "default"):
         mode = "none"
-    if mode not in ("none", "host") and not mode.startswith("container:"):
+    if mode not in ("none", "host", "bridge") and not mode.startswith("container:"):
         raise _bad(
             "HostConfig.NetworkMode",
             f"network {mode!r} is not supported yet: use none, host or container:<name>",
@@ -730,7 +731,8 @@ def run_options(
     opts.tmpfs = tmpfs
 
     opts.network_mode = _get_str(hc, "NetworkMode", "HostConfig.NetworkMode") or "none"
-    if opts.network_mode == "default":
+    if opts.network_mode in ("default", "bridge"):
+        # no bridge driver yet: an empty network namespace (the engine warns for "bridge")
         opts.network_mode = "none"
     for key, attr in (
         ("PidMode", "pid_mode"),
