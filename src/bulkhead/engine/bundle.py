@@ -11,9 +11,9 @@ Layout under ``<data root>/containers/<id>/`` (:class:`ContainerPaths`)::
 *rootfs mount*
     the snapshotter describes the root as mounts (overlay of the image's
     layers plus an upper dir, or a vfs bind); :func:`mount_rootfs` performs
-    them at ``bundle/rootfs``. Docker keeps a container's root mounted only
-    while it runs (and briefly at create, to read /etc/passwd and copy up
-    volume content).
+    them at ``bundle/rootfs``. It is mounted at create (to read /etc/passwd
+    and copy up volume content) and stays mounted until the container exits;
+    ``docker cp``/``export`` of a stopped container mount it for the call.
 *etc files*
     ``/etc/hostname``, ``/etc/hosts`` and ``/etc/resolv.conf`` are files of
     the container's directory bind-mounted into it, so the engine can
