@@ -498,3 +498,17 @@ def test_network_modes(daemon: Daemon) -> None:
     assert sorted(out.split()) == host
     r = daemon.docker("run", "--rm", "--network", "mynet", "busybox", "true")
     assert r.returncode == 125 and "HostConfig.NetworkMode" in r.stderr
+
+
+@pytest.mark.skipif(not os.path.exists("/usr/sbin/runc"), reason="runc not installed")
+def test_runtime_per_container(daemon: Daemon) -> None:
+    assert (
+        ok(daemon.docker("run", "--rm", "--runtime", "runc", "busybox", "echo", "via-runc"))
+        == "via-runc\n"
+    )
+    cid = ok(daemon.docker("run", "-d", "--runtime", "runc", "busybox", "sleep", "60")).strip()
+    assert ok(daemon.docker("inspect", "-f", "{{.HostConfig.Runtime}}", cid)).strip() == "runc"
+    assert ok(daemon.docker("exec", cid, "echo", "exec-runc")) == "exec-runc\n"
+    ok(daemon.docker("rm", "-f", cid))
+    r = daemon.docker("run", "--rm", "--runtime", "nosuch", "busybox", "true")
+    assert r.returncode == 125 and "unknown or invalid runtime name: nosuch" in r.stderr
