@@ -1384,8 +1384,16 @@ class Monitor:
         sig = req.get("signal", signal.SIGTERM)
         if not isinstance(sig, int) or not 0 < sig < 65:
             raise MonitorBadRequest(f"invalid signal {sig!r}")
+        if not req.get("all") and self.init_pid:
+            # The init is our child and not yet reaped: its pid cannot have been reused,
+            # so signal it directly, as the runtime's kill would.
+            try:
+                os.kill(self.init_pid, sig)
+            except ProcessLookupError:
+                raise MonitorNotRunning("the container is not running") from None
+            return {"ok": True}
         assert self.backend is not None
-        self.backend.kill(sig, bool(req.get("all")))
+        self.backend.kill(sig, True)
         return {"ok": True}
 
     def _size(self, req: dict[str, Any]) -> tuple[int, int]:
