@@ -15,18 +15,28 @@ What the monitor does, in order:
    ``/dev/null``), or a pseudo-terminal whose master the runtime hands over
    (``--console-socket`` for a runc-compatible binary, ``hold_console`` for
    the in-process runtime);
-3. ``create`` through the runtime: the init waits at ``exec.fifo``;
+3. ``create`` through the runtime: the init waits at ``exec.fifo``. A
+   runc-compatible binary is run as a command; bulkhead's own runtime is
+   called as a library in a short-lived forked *helper* (see
+   :func:`_in_helper`: the pages it touches die with it, the monitor stays
+   small);
 4. writes ``monitor.json`` {monitor_pid, monitor_start, init_pid}, listens on
    ``ctl.sock`` and ``attach.sock`` and replies to its spawner;
 5. waits for ``{"op":"start"}`` on ``ctl.sock`` (so that an attach made
-   between create and start misses no output), then ``start``;
+   between create and start misses no output), then ``start`` (for the
+   in-process runtime without poststart hooks: the monitor writes
+   ``exec.fifo`` itself);
 6. copies every chunk of output to the json-file log
    (:class:`~bulkhead.engine.jsonlog.JsonLogWriter`) and to every attached
    client, and attached clients' input to the container's stdin;
 7. when the init exits: drains the output, reads the cgroup's ``oom_kill``
    counter, writes ``exit.json`` {exit_code, oom_killed, finished_at, error}
    atomically, ``delete --force``\\ s the runtime container, closes the
-   clients and exits.
+   clients (gracefully: see :class:`_Conn`) and exits.
+
+Signals: SIGTERM, SIGINT and SIGQUIT sent to the monitor go to the
+container's init (as conmon does); the monitor stays to record the exit.
+The container starts with every signal at its default disposition.
 
 Protocols (all on unix sockets under the monitor's *state dir*,
 ``<exec_root>/<id>/``):
