@@ -48,7 +48,10 @@ def make_engine(d: Daemon) -> Engine:
     config = DaemonConfig(root=d.root, exec_root=d.exec_root, socket=d.socket)
     config.cgroup_parent = d.cgroup_parent  # the fixture removes it and reports leaks under it
     images = ImageStore(config.images_root)
-    snap = open_snapshotter("auto", str(config.snapshots_root))
+    # BULKHEAD_TEST_SNAPSHOTTER=vfs runs these tests on the copying snapshotter
+    snap = open_snapshotter(
+        os.environ.get("BULKHEAD_TEST_SNAPSHOTTER", "auto"), str(config.snapshots_root)
+    )
     return Engine(config, images, snap, VolumeStore(config.volumes_root))
 
 

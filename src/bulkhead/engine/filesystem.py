@@ -257,6 +257,15 @@ def changes(snapshotter: Any, key: str) -> list[dict[str, Any]]:
                     continue
                 existed = any(os.path.lexists(os.path.join(lower, name)) for lower in lowers)
                 out.append({"Path": "/" + name, "Kind": 0 if existed else 1})
+    # Docker lists the parents of every change as modified too (permissions must survive)
+    seen = {c["Path"] for c in out}
+    for c in list(out):
+        parent = os.path.dirname(c["Path"])
+        while parent not in ("/", "") and parent not in seen:
+            seen.add(parent)
+            out.append({"Path": parent, "Kind": 0})
+            parent = os.path.dirname(parent)
+    out.sort(key=lambda c: c["Path"])
     return out
 
 
