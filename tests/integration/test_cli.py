@@ -483,3 +483,65 @@ def test_daemon_subcommand_delegates(daemon: Daemon) -> None:
         [exe, "daemon", "--help"], capture_output=True, text=True, timeout=30, check=False
     )
     assert r.returncode == 0 and "--data-root" in r.stdout
+
+
+def test_same_output_as_the_docker_cli(daemon: Daemon) -> None:
+    """For the same daemon, bulkhead's listings print what docker 28's do, byte for byte."""
+    ok(daemon.bulkhead("volume", "create", "--label", "k=v", "v-one"))
+    ok(
+        daemon.bulkhead(
+            "run", "-d", "--name", "one", "-l", "a=b", "-v", "v-one:/d", "busybox", "sleep", "100"
+        )
+    )
+    assert (
+        daemon.bulkhead(
+            "run", "--name", "two", "busybox", "sh", "-c", "echo bye; exit 3"
+        ).returncode
+        == 3
+    )
+    ok(daemon.bulkhead("tag", "busybox", "example.com/team/bb:1.0"))
+    same = [
+        ["images"],
+        ["images", "-q"],
+        ["images", "--digests"],
+        ["images", "--format", "{{.Repository}} {{.Tag}} {{.ID}} {{.Size}}"],
+        ["history", "busybox"],
+        ["history", "--no-trunc", "--format", "{{.CreatedBy}}|{{.Size}}|{{.Comment}}", "busybox"],
+        ["volume", "ls"],
+        ["volume", "ls", "--format", "{{.Name}} {{.Driver}} {{.Labels}} {{.Scope}}"],
+        [
+            "ps",
+            "-a",
+            "--format",
+            "{{.ID}} {{.Image}} {{.Command}} {{.Names}} {{.Labels}} {{.State}}",
+        ],
+        ["ps", "-a", "--no-trunc", "--format", "{{.ID}} {{.Command}} {{.Mounts}}"],
+        ["ps", "-q"],
+        ["ps", "-a", "--filter", "exited=3", "--format", "{{.Names}}"],
+        [
+            "inspect",
+            "--format",
+            "{{.State.Status}} {{.State.ExitCode}} {{json .Config.Cmd}}",
+            "two",
+        ],
+        [
+            "inspect",
+            "--format",
+            '{{index .Config.Labels "a"}} {{range .Mounts}}{{.Name}}:{{.Destination}}{{end}}',
+            "one",
+        ],
+        ["volume", "inspect", "--format", "{{.Name}} {{.Labels}}", "v-one"],
+        ["image", "inspect", "--format", "{{.Os}}/{{.Architecture}} {{.RepoTags}}", "busybox"],
+        ["diff", "one"],
+        ["port", "one"],
+        ["logs", "two"],
+        ["wait", "two"],
+    ]
+    for args in same:
+        mine, theirs = daemon.bulkhead(*args), daemon.docker(*args)
+        assert (mine.returncode, mine.stdout) == (theirs.returncode, theirs.stdout), (
+            f"{args}:\nbulkhead ({mine.returncode}):\n{mine.stdout}{mine.stderr}\n"
+            f"docker ({theirs.returncode}):\n{theirs.stdout}{theirs.stderr}"
+        )
+    ok(daemon.bulkhead("rm", "-f", "one", "two"))
+    ok(daemon.bulkhead("rmi", "example.com/team/bb:1.0"))

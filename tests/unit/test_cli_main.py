@@ -69,6 +69,9 @@ def test_no_daemon_is_1(
     monkeypatch.setenv("BULKHEAD_AUTOSTART", "0")
     assert main(["-H", f"unix://{tmp_path}/none.sock", "ps"]) == 1
     assert "Cannot connect to the bulkhead daemon" in capsys.readouterr().err
+    # run and create fail with docker's 125
+    assert main(["-H", f"unix://{tmp_path}/none.sock", "run", "busybox"]) == 125
+    assert "Cannot connect to the bulkhead daemon" in capsys.readouterr().err
 
 
 def test_help(capsys: pytest.CaptureFixture[str]) -> None:

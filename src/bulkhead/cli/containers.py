@@ -13,7 +13,7 @@ import os
 import sys
 
 from bulkhead.cli.app import App, Exit
-from bulkhead.cli.client import APIError
+from bulkhead.cli.client import APIError, DaemonUnavailable
 from bulkhead.cli.flags import BOOL, INT, LIST, STR, Command, Flag, UsageError, need_args
 from bulkhead.cli.fmt import ago, ellipsis, format_time, human_size, short_id
 from bulkhead.cli.jsonlite import dumps, loads
@@ -92,7 +92,7 @@ def cmd_create(app: App, args: list[str]) -> int:
     plan = build_create(parsed, run=False, console_size=_console_size(parsed["tty"]))
     try:
         cid = create_container(app, plan)
-    except APIError as exc:
+    except (APIError, DaemonUnavailable) as exc:
         raise Exit(125, f"bulkhead: {exc}") from None
     app.print(cid)
     return 0
@@ -228,7 +228,7 @@ def cmd_run(app: App, args: list[str]) -> int:
     plan = build_create(parsed, run=True, console_size=_console_size(tty))
     try:
         cid = create_container(app, plan)
-    except APIError as exc:
+    except (APIError, DaemonUnavailable) as exc:
         raise Exit(125, f"bulkhead: {exc}") from None
     client = app.client
     if plan.detach:

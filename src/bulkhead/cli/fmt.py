@@ -166,7 +166,7 @@ def tabwrite(lines: list[str], minwidth: int = 10, padding: int = 3) -> str:
     for row in rows:
         parts = [cell.ljust(max(minwidth, widths[i] + padding)) for i, cell in enumerate(row[:-1])]
         parts.append(row[-1])
-        out.append("".join(parts).rstrip() if len(row) > 1 else row[-1])
+        out.append("".join(parts))  # trailing padding kept, as Go's tabwriter does
     return "\n".join(out)
 
 

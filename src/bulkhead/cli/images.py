@@ -273,15 +273,11 @@ def cmd_images(app: App, args: list[str]) -> int:
         or []
     )
     trunc = not parsed["no-trunc"]
-    if parsed["quiet"]:
-        seen: set[str] = set()
-        for img in images:
-            ident = short_id(img["Id"]) if trunc else img["Id"]
-            if ident not in seen:
-                seen.add(ident)
-                app.print(ident)
-        return 0
     rows = _image_rows(images, trunc)
+    if parsed["quiet"]:  # one line per row, as docker (an image with two tags: twice)
+        for row in rows:
+            app.print(row["ID"])
+        return 0
     fmt = parsed["format"]
     if not fmt:
         cols = ["{{.Repository}}", "{{.Tag}}"]
