@@ -844,3 +844,24 @@ def test_start_runs_poststart_hooks(harness: Harness, runtime: str, tmp_path: Pa
 
     asyncio.run(go())
     harness.assert_clean(cfg)
+
+
+def test_spawn_restarts_a_zygote_that_went_away(harness: Harness) -> None:
+    first = asyncio.run(harness.zygote.ensure_running())
+    os.kill(first, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while alive(first) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    cfg = harness.config(["echo", "again"], "bulkhead")
+
+    async def go() -> bytes:
+        await harness.zygote.spawn(cfg)  # no ensure_running first
+        client = MonitorClient(cfg.state_dir)
+        reader, _ = await client.attach(stdin=False, stdout=True, stderr=True)
+        await client.start()
+        return await read_all(reader)
+
+    assert demux(asyncio.run(go()))[1] == b"again\n"
+    second = harness.zygote.pid()
+    assert second is not None and second != first
+    harness.assert_clean(cfg)

@@ -102,7 +102,16 @@ class ZygoteClient:
         return int(reply.get("pid", 0)) or None
 
     async def ensure_running(self, timeout: float = 10.0) -> int:
-        """Start the zygote (posix_spawn, daemonized) unless one answers; return its pid."""
+        """Start the zygote (posix_spawn, daemonized) unless one runs; return its pid.
+
+        The zygote of ``zygote.pid`` counts as running when that process is
+        alive and is a zygote for this socket (its command line says so): no
+        round trip. Otherwise it is asked (ping) and, when nothing answers,
+        started. :meth:`spawn` also starts it when it finds it gone.
+        """
+        pid = self._running_pid()
+        if pid is not None:
+            return pid
         async with self._lock:
             pid = await self.ping()
             if pid is not None:
@@ -164,7 +173,15 @@ class ZygoteClient:
         ContainerError) with the runtime's message: ProcessNotFound (exit
         127), ProcessNotExecutable (126), MonitorBadRequest ...
         """
-        reply = await self._call({"op": "spawn", "config": msgspec.to_builtins(cfg)}, timeout)
+        request = {"op": "spawn", "config": msgspec.to_builtins(cfg)}
+        try:
+            reply = await self._call(request, timeout)
+        except (FileNotFoundError, ConnectionRefusedError):
+            # The zygote went away (killed, machine clean-up): start one and try again.
+            async with self._lock:
+                if await self.ping() is None:
+                    await self._start(10.0)
+            reply = await self._call(request, timeout)
         return Spawned(monitor_pid=int(reply["monitor_pid"]), init_pid=int(reply["init_pid"]))
 
     def pid(self) -> int | None:
@@ -177,6 +194,20 @@ class ZygoteClient:
         from bulkhead.runtime.state import proc_start_time
 
         return pid if proc_start_time(pid) is not None else None
+
+    def _running_pid(self) -> int | None:
+        """``pid()``, if that process's command line is a zygote serving our socket."""
+        pid = self.pid()
+        if pid is None:
+            return None
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            return None
+        if b"bulkhead.engine.zygote" in argv and os.fsencode(self.socket_path) in argv:
+            return pid
+        return None
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the zygote (SIGTERM, then SIGKILL); monitors it forked keep running."""
