@@ -1,6 +1,11 @@
-"""The containers API's pure helpers: detach keys and the stdin scanner."""
+"""The containers API's stream helpers: detach keys, the stdin scanner, and splice
+(the hijacked client's connection joined to the monitor's socket)."""
 
 from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Awaitable, Callable
 
 import pytest
 
@@ -8,8 +13,10 @@ from bulkhead.api.containers import (
     DEFAULT_DETACH_KEYS,
     DetachScanner,
     parse_detach_keys,
+    splice,
 )
 from bulkhead.api.errors import BadRequest
+from bulkhead.api.routes import RawStream
 
 
 @pytest.mark.parametrize(
@@ -59,3 +66,77 @@ def test_scanner_with_longer_and_no_keys() -> None:
     assert s.feed(b"x") == (b"abx", False)
     assert s.feed(b"abc") == (b"", True)
     assert DetachScanner(b"").feed(b"\x10\x11") == (b"\x10\x11", False)
+
+
+# --- splice: the hijacked client <-> the monitor's socket ----------------------------------
+
+
+Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
+async def _pair() -> tuple[Streams, Streams]:
+    a, b = socket.socketpair()
+    return await asyncio.open_connection(sock=a), await asyncio.open_connection(sock=b)
+
+
+def run_splice(
+    scenario: Callable[[Streams, Streams], Awaitable[None]], *, stdin: bool, tty: bool
+) -> None:
+    """``scenario(client, monitor)`` drives both far ends while splice runs between them;
+    splice must then return (the server closes the client's connection after it)."""
+
+    async def main() -> None:
+        (client, server_side), (monitor, api_side) = await _pair(), await _pair()
+        stream = RawStream(*server_side)
+        task = asyncio.ensure_future(
+            splice(stream, *api_side, stdin=stdin, detach_keys=DEFAULT_DETACH_KEYS, tty=tty)
+        )
+        await asyncio.wait_for(scenario(client, monitor), 5)
+        await asyncio.wait_for(task, 5)
+        server_side[1].close()
+        for _, w in (client, monitor):
+            w.close()
+
+    asyncio.run(main())
+
+
+def test_splice_stdin_eof_is_passed_on_and_output_continues() -> None:
+    async def scenario(client: Streams, monitor: Streams) -> None:
+        client[1].write(b"input")
+        client[1].write_eof()
+        assert await monitor[0].read() == b"input"  # then EOF: stdin closed
+        monitor[1].write(b"output after stdin ended")
+        monitor[1].write_eof()  # the process ended
+        assert await client[0].readexactly(24) == b"output after stdin ended"
+
+    run_splice(scenario, stdin=True, tty=False)
+
+
+def test_splice_tty_eof_ends_the_attach() -> None:
+    async def scenario(client: Streams, monitor: Streams) -> None:
+        client[1].write_eof()
+        assert await monitor[0].read() == b""  # the monitor connection is closed, not half-closed
+
+    run_splice(scenario, stdin=True, tty=True)
+
+
+def test_splice_without_stdin_ignores_the_clients_half_close() -> None:
+    async def scenario(client: Streams, monitor: Streams) -> None:
+        client[1].write(b"ignored")
+        client[1].write_eof()
+        await asyncio.sleep(0.05)
+        monitor[1].write(b"still streaming")
+        monitor[1].write_eof()
+        assert await client[0].readexactly(15) == b"still streaming"
+        assert await monitor[0].read() == b""  # nothing of the client's reached stdin
+
+    run_splice(scenario, stdin=False, tty=True)
+
+
+def test_splice_detach_keys_end_the_attach_without_forwarding_them() -> None:
+    async def scenario(client: Streams, monitor: Streams) -> None:
+        client[1].write(b"ls\x10\x11more")
+        await client[1].drain()
+        assert await monitor[0].read() == b"ls"  # then closed: splice returned
+
+    run_splice(scenario, stdin=True, tty=True)
