@@ -8,6 +8,7 @@ wait registered before start.
 from __future__ import annotations
 
 import base64
+import datetime
 import io
 import json
 import os
@@ -240,6 +241,10 @@ def test_logs_stream_follow_and_options(daemon: Daemon) -> None:
     assert c.logs(stderr=False) == b"1\n2\n3\n"
     assert c.logs(stdout=False) == b"e1\ne2\ne3\n"
     assert c.logs(tail=1, stderr=False) == b"3\n"
+    future = datetime.datetime.now() + datetime.timedelta(hours=1)
+    assert c.logs(since=future) == b""
+    assert c.logs(until=datetime.datetime(2000, 1, 1)) == b""
+    assert c.logs(since=datetime.datetime(2000, 1, 1), stderr=False) == b"1\n2\n3\n"
     stamped = c.logs(timestamps=True, stderr=False).split(b"\n")[0]
     assert stamped.endswith(b" 1") and stamped[:2] == b"20"
     with pytest.raises(docker.errors.APIError) as info:
