@@ -376,6 +376,24 @@ def test_unknown_runtime_and_bad_name(engine_roots: Daemon) -> None:
         cid, _ = await engine.create(parse_create_request(body, platform=here))
         await engine.remove(cid)
         await engine.settle()
+        # an rlimit above the host's hard limit: a clear 400 at create, naming the option
+        import resource
+
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        if hard != resource.RLIM_INFINITY and os.geteuid() == 0:
+            big = [{"Name": "nofile", "Soft": hard * 10, "Hard": hard * 10}]
+            with pytest.raises(SpecError, match=f"--ulimit nofile=.*host's hard limit {hard}"):
+                await engine.create(request(["true"], Ulimits=big))
+        ok, _ = await engine.create(
+            request(
+                ["sh", "-c", "ulimit -n"], Ulimits=[{"Name": "nofile", "Soft": 1000, "Hard": 2000}]
+            )
+        )
+        await engine.start(ok)
+        assert await asyncio.wait_for(engine.wait(ok), 30) == (0, None)
+        assert [e["log"] for e in read_log(engine.inspect(ok)["LogPath"])] == ["1000\n"]
+        await engine.remove(ok)
+        await engine.settle()
         # failures half-way through a create are undone: dirs, snapshot, mounts, volumes
         with pytest.raises(SpecError, match="bind source path does not exist"):
             await engine.create(

@@ -387,6 +387,7 @@ class Engine:
             if opts.stop_signal is None and merged.get("StopSignal"):
                 opts.stop_signal = str(merged["StopSignal"])
 
+            _check_ulimits(opts)
             image_config = parse_image_config(json.dumps(image.config).encode())
             spec = build_spec(
                 image_config,
@@ -1618,6 +1619,46 @@ def _check_platform(image: Image, ref: str, wanted: str) -> None:
             f"image with reference {ref} was found but does not provide the specified "
             f"platform ({wanted})"
         )
+
+
+def _has_cap_sys_resource() -> bool:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("CapEff:"):
+                    return bool(int(line.split()[1], 16) >> 24 & 1)
+    except (OSError, ValueError):
+        pass
+    return False
+
+
+def _check_ulimits(opts: RunOptions) -> None:
+    """``--ulimit`` above the host's hard limit cannot be set without CAP_SYS_RESOURCE:
+    say so at create, naming the option (the runtime would only say EPERM at start)."""
+    import resource
+
+    if not opts.ulimits or _has_cap_sys_resource():
+        return
+    for ul in opts.ulimits:
+        res = getattr(resource, "RLIMIT_" + ul.name.upper(), None)
+        if res is None:
+            continue
+        host_hard = resource.getrlimit(res)[1]
+        if host_hard == resource.RLIM_INFINITY:
+            continue
+        for value in (ul.soft, ul.hard):
+            if value == -1 or value > host_hard:
+                shown = "unlimited" if value == -1 else str(value)
+                raise SpecError(
+                    f"invalid --ulimit {ul.name}={_limit_text(ul.soft)}:{_limit_text(ul.hard)}: "
+                    f"{shown} is above the host's hard limit {host_hard} "
+                    "(raising it needs CAP_SYS_RESOURCE)",
+                    where="HostConfig.Ulimits",
+                )
+
+
+def _limit_text(value: int) -> str:
+    return "-1" if value == -1 else str(value)
 
 
 def _label_match(labels: dict[str, str], want: str) -> bool:
