@@ -891,3 +891,35 @@ def test_restart_policies_at_daemon_start(engine_roots: Daemon) -> None:
             await engine.remove(c, force=True)
 
     run(lambda: make_engine(engine_roots), second)
+
+
+def test_log_options_reach_the_monitor(engine_roots: Daemon) -> None:
+    async def body(engine: Engine) -> None:
+        cid, _ = await engine.create(
+            request(
+                [
+                    "sh",
+                    "-c",
+                    "i=0; while [ $i -lt 200 ]; do echo line-$i-xxxxxxxxxxxxxxxx; i=$((i+1)); done",
+                ],
+                LogConfig={"Type": "json-file", "Config": {"max-size": "1k", "max-file": "2"}},
+            )
+        )
+        c = engine.get(cid)
+        assert (c.log_max_size, c.log_max_files) == (1024, 2)
+        await engine.start(cid)
+        assert await asyncio.wait_for(engine.wait(cid), 30) == (0, None)
+        log_path = Path(engine.inspect(cid)["LogPath"])
+        files = sorted(p.name for p in log_path.parent.glob(log_path.name + "*"))
+        assert files == [log_path.name, log_path.name + ".1"]  # rotated, two files kept
+        assert log_path.stat().st_size <= 1024 + 200
+        quiet, _ = await engine.create(
+            request(["echo", "nothing kept"], LogConfig={"Type": "none", "Config": {}})
+        )
+        assert engine.inspect(quiet)["LogPath"] == ""
+        await engine.start(quiet)
+        assert await asyncio.wait_for(engine.wait(quiet), 30) == (0, None)
+        for ref in (cid, quiet):
+            await engine.remove(ref)
+
+    run(lambda: make_engine(engine_roots), body)
