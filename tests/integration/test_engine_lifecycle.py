@@ -424,6 +424,10 @@ def test_daemon_killed_while_containers_run(daemon: Daemon) -> None:
     assert r.returncode == 0, r.stderr
     r = daemon.docker("run", "-d", "--name", "short", "busybox", "sh", "-c", "sleep 1; exit 4")
     assert r.returncode == 0, r.stderr
+    r = daemon.docker(
+        "run", "-d", "-i", "--name", "reader", "busybox", "sh", "-c", "read x; echo got $x"
+    )
+    assert r.returncode == 0, r.stderr
     daemon.stop(kill=True)
     time.sleep(2)
     daemon.start()
@@ -431,12 +435,14 @@ def test_daemon_killed_while_containers_run(daemon: Daemon) -> None:
     assert r.stdout.split("\n")[:2] == ["running 0", "exited 4"], r.stderr
     r = daemon.docker("exec", "survivor", "echo", "still here")
     assert (r.returncode, r.stdout) == (0, "still here\n"), r.stderr
+    r = daemon.docker("attach", "reader", input="hello\n", timeout=30)
+    assert (r.returncode, r.stdout) == (0, "got hello\n"), r.stderr
     daemon.restart()  # a graceful stop leaves it running too (live restore)
     r = daemon.docker("inspect", "-f", "{{.State.Status}}", "survivor")
     assert r.stdout.strip() == "running", r.stderr
     r = daemon.docker("stop", "-t", "0", "survivor")
     assert r.returncode == 0, r.stderr
-    r = daemon.docker("rm", "survivor", "short")
+    r = daemon.docker("rm", "survivor", "short", "reader")
     assert r.returncode == 0, r.stderr
     r = daemon.docker("ps", "-aq")
     assert r.stdout.strip() == ""
