@@ -929,3 +929,22 @@ def test_log_options_reach_the_monitor(engine_roots: Daemon) -> None:
             await engine.remove(ref)
 
     run(lambda: make_engine(engine_roots), body)
+
+
+def test_oom_kill_is_recorded(engine_roots: Daemon) -> None:
+    async def body(engine: Engine) -> None:
+        cid, _ = await engine.create(
+            request(
+                ["sh", "-c", "x=a; while true; do x=$x$x; done"],
+                Memory=16 * 1024 * 1024,
+                MemorySwap=16 * 1024 * 1024,
+            )
+        )
+        await engine.start(cid)
+        code, _ = await asyncio.wait_for(engine.wait(cid), 60)
+        state = engine.inspect(cid)["State"]
+        assert state["OOMKilled"] is True, state
+        assert code == state["ExitCode"] != 0
+        await engine.remove(cid)
+
+    run(lambda: make_engine(engine_roots), body)
