@@ -865,3 +865,59 @@ def test_spawn_restarts_a_zygote_that_went_away(harness: Harness) -> None:
     second = harness.zygote.pid()
     assert second is not None and second != first
     harness.assert_clean(cfg)
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_a_slow_attached_client_gets_everything(harness: Harness, runtime: str) -> None:
+    """Backpressure, as Docker: a client that reads late slows the container, it loses nothing."""
+    size = 24 * 1024 * 1024
+    cfg = harness.config(["sh", "-c", f"yes 0123456789abcdef | head -c {size}"], runtime)
+
+    async def go() -> int:
+        client = await harness.spawn(cfg)
+        reader, _ = await client.attach(stdin=False, stdout=True, stderr=False)
+        await client.start()
+        await asyncio.sleep(1.5)  # the container would be done long before: it must wait for us
+        total = 0
+        while True:
+            header = await asyncio.wait_for(reader.read(8), 30)
+            if not header:
+                return total
+            header += await reader.readexactly(8 - len(header)) if len(header) < 8 else b""
+            n = struct.unpack(">BxxxI", header)[1]
+            await reader.readexactly(n)
+            total += n
+
+    assert asyncio.run(go()) == size
+    harness.wait_exit(cfg)
+    status = MonitorClient(cfg.state_dir).exit_status()
+    assert status is not None and status.exit_code == 0
+    harness.assert_clean(cfg)
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_a_slow_exec_client_gets_everything(harness: Harness, runtime: str) -> None:
+    size = 8 * 1024 * 1024
+    cfg = harness.config(["sleep", "100"], runtime)
+    process = {
+        "args": ["sh", "-c", f"yes 0123456789abcdef | head -c {size}; exit 3"],
+        "env": ["PATH=/bin"],
+        "cwd": "/",
+        "user": {"uid": 0, "gid": 0},
+    }
+
+    async def go() -> tuple[int, MonitorClient]:
+        client = await harness.spawn(cfg)
+        await client.start()
+        _, reader, writer = await client.exec("big", process, tty=False, stdin=False)
+        await asyncio.sleep(1.0)
+        data = await read_all(reader, timeout=60)
+        writer.close()
+        await client.kill(signal.SIGKILL)
+        return len(demux(data)[1]), client
+
+    got, client = asyncio.run(go())
+    assert got == size
+    status = client.exec_status("big")
+    assert status is not None and status.exit_code == 3
+    harness.assert_clean(cfg)

@@ -797,8 +797,14 @@ class _Reactor:
                     cb()
 
 
-#: A client that lets this much output pile up is dropped (the container never waits for it).
-_MAX_CLIENT_BUFFER = 8 << 20
+#: Backpressure (as Docker's attach): when a client has this much output queued, the monitor
+#: stops reading the process's output (which then blocks on write) until the queue is back
+#: under ``_LOW_WATER``. The log gets every byte either way.
+_HIGH_WATER = 1 << 20
+_LOW_WATER = 256 << 10
+#: A safety net only (backpressure keeps queues near ``_HIGH_WATER``): a client this far
+#: behind is dropped.
+_MAX_CLIENT_BUFFER = 64 << 20
 #: How long output is drained after the process exited (descendants may hold the pipes).
 _DRAIN_SECONDS = 2.0
 #: How long a closing connection waits for its client to close too (see :class:`_Conn`).
@@ -885,7 +891,10 @@ class _Conn:
         except OSError:
             self.close()
             return
+        before = len(self.out)
         del self.out[:n]
+        if before >= _LOW_WATER > len(self.out):
+            self.mon.output_drained()
         if not self.out:
             self.mon.reactor.remove_writer(self.fd)
             if self.closing:
@@ -922,6 +931,8 @@ class _Conn:
         self.sock.close()
         self.mon.conns.discard(self)
         self.mon.lingering.discard(self)
+        self.out.clear()
+        self.mon.output_drained()
 
 
 class _Sink:
@@ -980,8 +991,20 @@ class _Source:
         self.stream = stream
         self.on_data = on_data
         self.open = True
+        self.paused = False
         os.set_blocking(fd, False)
         mon.reactor.add_reader(fd, self._readable)
+
+    def pause(self) -> None:
+        """Stop reading: the process blocks once the pipe is full (backpressure)."""
+        if self.open and not self.paused:
+            self.paused = True
+            self.mon.reactor.remove_reader(self.fd)
+
+    def resume(self) -> None:
+        if self.open and self.paused:
+            self.paused = False
+            self.mon.reactor.add_reader(self.fd, self._readable)
 
     def _readable(self) -> None:
         try:
@@ -1091,6 +1114,9 @@ class _Exec:
 
     def output(self, stream: int, data: bytes) -> None:
         self.conn.send(data if self.tty else frame(stream, data))
+        if not self.conn.closed and len(self.conn.out) >= _HIGH_WATER:
+            for src in self.sources:
+                src.pause()
 
     def input(self, data: bytes) -> None:
         if self.stdin is not None:
@@ -1103,8 +1129,8 @@ class _Exec:
     def maybe_finish(self, force: bool = False) -> None:
         if self.done or self.exit_code is None:
             return
-        if any(s.open for s in self.sources) and not force:
-            return
+        if any(s.open and not s.paused for s in self.sources) and not force:
+            return  # a paused output has a bounded rest (the process is gone): drained below
         self.done = True
         for s in self.sources:
             s.drain()
@@ -1287,6 +1313,21 @@ class Monitor:
                 self.error = self.error or f"log: {exc}"
         for a in self.attached:
             a.deliver(stream, data)
+        if any(len(a.conn.out) >= _HIGH_WATER for a in self.attached if not a.conn.closed):
+            for src in self.sources:
+                src.pause()
+
+    def output_drained(self) -> None:
+        """A client's queue went down (or it went away): resume reading where it is due."""
+        if any(src.paused for src in self.sources) and not any(
+            len(a.conn.out) >= _LOW_WATER for a in self.attached if not a.conn.closed
+        ):
+            for src in self.sources:
+                src.resume()
+        for ex in self.execs.values():
+            if ex.conn.closed or len(ex.conn.out) < _LOW_WATER:
+                for src in ex.sources:
+                    src.resume()
 
     def on_source_closed(self, src: _Source) -> None:
         if self.log is not None and src in self.sources:
@@ -1550,7 +1591,11 @@ class Monitor:
         self._reap()
         while True:
             now = time.monotonic()
-            if self.exited and (all(not s.open for s in self.sources) or now >= self.exit_deadline):
+            if self.exited and (
+                # every output closed, or what is left waits on a client (backpressure) and
+                # finish() drains it, or descendants outside the container hold the pipes
+                all(not s.open or s.paused for s in self.sources) or now >= self.exit_deadline
+            ):
                 break
             timeout: float | None = None
             deadlines = [ex.deadline for ex in self.execs.values() if ex.deadline is not None]
@@ -1607,9 +1652,16 @@ class Monitor:
         self._reap()
         for conn in list(self.conns):
             conn.close_after_flush()
+        # Clients get all the output, however slowly they read: the wait ends
+        # _LINGER seconds after the last progress.
         deadline = time.monotonic() + _LINGER
+        pending = sum(len(c.out) for c in self.conns)
         while self.conns and time.monotonic() < deadline:
             self.reactor.run_once(0.1)
+            now_pending = sum(len(c.out) for c in self.conns)
+            if now_pending < pending:
+                deadline = time.monotonic() + _LINGER
+            pending = now_pending
         for conn in list(self.conns):
             conn.close()
         if self.master is not None:
