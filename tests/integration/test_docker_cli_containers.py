@@ -512,3 +512,27 @@ def test_runtime_per_container(daemon: Daemon) -> None:
     ok(daemon.docker("rm", "-f", cid))
     r = daemon.docker("run", "--rm", "--runtime", "nosuch", "busybox", "true")
     assert r.returncode == 125 and "unknown or invalid runtime name: nosuch" in r.stderr
+
+
+def test_unread_stdin_does_not_reset_the_connection(daemon: Daemon) -> None:
+    # the container never reads its stdin: the daemon must not close the CLI's
+    # connection with those bytes unread (the kernel would reset it)
+    assert DOCKER is not None
+    for args in (
+        ["run", "-i", "--rm", "busybox", "echo", "hi"],
+        ["run", "-i", "busybox", "echo", "hi"],
+    ):
+        r = subprocess.run(
+            [DOCKER, *args],
+            input=b"\0" * 3_000_000,
+            env=daemon.env(),
+            capture_output=True,
+            timeout=60,
+        )
+        assert (r.returncode, r.stdout) == (0, b"hi\n"), r.stderr
+    cid = ok(daemon.docker("run", "-d", "busybox", "sleep", "60")).strip()
+    r = subprocess.run(
+        [DOCKER, "exec", "-i", cid, "echo", "hi"], input=b"\0" * 3_000_000, env=daemon.env(),
+        capture_output=True, timeout=60,
+    )  # fmt: skip
+    assert (r.returncode, r.stdout) == (0, b"hi\n"), r.stderr

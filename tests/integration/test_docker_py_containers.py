@@ -152,10 +152,14 @@ def test_exec_run(daemon: Daemon) -> None:
     client.api.exec_start(exec_id, detach=True)
     info = client.api.exec_inspect(exec_id)
     assert info["Running"] is True and info["Pid"] > 0
+    c.reload()
+    assert c.attrs["ExecIDs"] == [exec_id]
     deadline = time.monotonic() + 10
     while client.api.exec_inspect(exec_id)["Running"] and time.monotonic() < deadline:
         time.sleep(0.05)
     assert client.api.exec_inspect(exec_id)["ExitCode"] == 9
+    c.reload()
+    assert c.attrs["ExecIDs"] is None
     with pytest.raises(docker.errors.NotFound):
         client.api.exec_inspect("0" * 64)
     c.kill()

@@ -157,3 +157,13 @@ def test_finished_instances_are_forgotten(api: ExecAPI) -> None:
     api._forget_finished()
     assert len(api.instances) == MAX_FINISHED
     assert made[0].id not in api.instances and made[-1].id in api.instances
+
+
+def test_exec_ids_are_the_containers_unfinished_instances(api: ExecAPI) -> None:
+    created = create(api, {"Cmd": ["true"]})
+    running = create(api, {"Cmd": ["sleep", "9"]})
+    running.started = running.running = True
+    ended = create(api, {"Cmd": ["true"]})
+    ended.started, ended.exit_code = True, 0
+    assert api.exec_ids(CID) == [created.id, running.id]
+    assert api.exec_ids("other") == []

@@ -70,6 +70,9 @@ _CTRL_SPECIAL = {"@": 0, "[": 27, "\\": 28, "]": 29, "^": 30, "_": 31}
 
 _READ = 65536
 
+#: How long a finished hijacked stream waits for the client to close (see linger_close).
+LINGER_TIMEOUT = 5.0
+
 #: Pause between the hijack's response head and the replayed log (``logs=1``).
 REPLAY_DELAY = 0.02
 
@@ -196,6 +199,24 @@ async def splice(
         writer.close()
         with contextlib.suppress(Exception):
             await writer.wait_closed()
+
+
+async def linger_close(stream: RawStream, timeout: float = LINGER_TIMEOUT) -> None:
+    """End the output (half-close), then discard what the client still sends until it closes.
+
+    Closing a unix socket with unread input makes the kernel reset the
+    connection, and the client may then lose output it had not read yet
+    (``docker run -i`` with stdin the container never read). The server
+    closes the connection when the handler returns.
+    """
+    with contextlib.suppress(OSError, RuntimeError):
+        stream.close_write()
+    try:
+        async with asyncio.timeout(timeout):
+            while await stream.read(_READ):
+                pass
+    except (TimeoutError, OSError):
+        pass
 
 
 # --- query helpers ------------------------------------------------------------------------
@@ -386,6 +407,7 @@ class ContainersAPI:
                     await splice(
                         stream, conn[0], conn[1], stdin=want_stdin, detach_keys=keys, tty=tty
                     )
+                await linger_close(stream)
             finally:
                 if conn is not None:
                     conn[1].close()

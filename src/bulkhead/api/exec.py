@@ -33,7 +33,7 @@ import secrets
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from bulkhead.api.containers import parse_detach_keys, splice
+from bulkhead.api.containers import linger_close, parse_detach_keys, splice
 from bulkhead.api.errors import BadRequest, Conflict
 from bulkhead.api.routes import (
     Hijack,
@@ -163,6 +163,14 @@ class ExecAPI:
         self.engine: Engine = services.engine
         self.instances: dict[str, ExecInstance] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+
+    def exec_ids(self, container_id: str) -> list[str]:
+        """The exec instances of ``container_id`` that have not ended (created or running)."""
+        return [
+            i.id
+            for i in self.instances.values()
+            if i.container_id == container_id and (i.running or not i.started)
+        ]
 
     def get(self, exec_id: str) -> ExecInstance:
         inst = self.instances.get(exec_id)
@@ -339,11 +347,13 @@ class ExecAPI:
                 message = f"OCI runtime exec failed: {result}\r\n".encode()
                 with contextlib.suppress(OSError):
                     await stream.write(message if tty else frame(_TTY_STREAM, message))
+                await linger_close(stream)
                 return
             try:
                 await splice(stream, *result, stdin=stdin, detach_keys=keys, tty=tty)
             finally:
                 self._finish(inst)
+            await linger_close(stream)
 
         return Hijack(pump, multiplexed=not tty)
 
@@ -393,6 +403,9 @@ class ExecAPI:
 def register(router: Router, services: Services) -> None:
     """Add the exec endpoints to ``router``."""
     api = ExecAPI(services)
+    # inspect's ExecIDs: the container's exec instances not ended yet (Docker
+    # drops an exec from its container's list when it exits)
+    services.engine.exec_ids = api.exec_ids
     router.add("POST", "/containers/{id}/exec", api.create)
     router.add("POST", "/exec/{id}/start", api.start)
     router.add("POST", "/exec/{id}/resize", api.resize)
