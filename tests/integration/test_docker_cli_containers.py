@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 from tests.integration.engine_fixtures import DOCKER, Daemon
+from tests.integration.registry_fixtures import free_port
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root"),
@@ -110,6 +111,17 @@ def test_run_t_without_i_still_streams_output(daemon: Daemon) -> None:
     r = daemon.docker("run", "-t", "--rm", "busybox", "sh", "-c", "sleep 0.3; echo late")
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "late"
+
+
+def test_unknown_image_tries_a_pull_then_fails_125(daemon: Daemon) -> None:
+    # a registry on loopback that nothing serves: the pull fails at once, nothing is left
+    ref = f"127.0.0.1:{free_port()}/nosuch:1"
+    r = daemon.docker("run", "--rm", ref, "true")
+    assert r.returncode == 125
+    assert "Unable to find image" in r.stderr  # the CLI tried the pull
+    assert ok(daemon.docker("ps", "-aq")) == ""
+    r = daemon.docker("create", ref)
+    assert r.returncode == 1 and ref in r.stderr
 
 
 def test_run_stdin_pipe(daemon: Daemon) -> None:
