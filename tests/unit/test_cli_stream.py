@@ -140,3 +140,41 @@ def test_pump_sends_the_terminal_size_at_start_and_on_sigwinch() -> None:
         os.close(slave)
     assert sizes == [(40, 120), (50, 150)]
     assert signal.getsignal(signal.SIGWINCH) == handler_before, "the SIGWINCH handler is restored"
+
+
+@pytest.mark.timeout(30)
+def test_pump_large_stdin_through_an_echoing_daemon_does_not_deadlock(tmp_path: object) -> None:
+    """A command answering as it reads, with megabytes of input: stdin must wait while
+    output is drained (a blocking sendall would deadlock once both buffers fill)."""
+    import threading
+
+    ours, theirs = socket.socketpair()
+    payload = bytes(range(256)) * (16 * 1024)  # 4 MiB
+    src = os.path.join(str(tmp_path), "in.bin")
+    with open(src, "wb") as fh:
+        fh.write(payload)
+    out_r, out_w = os.pipe()
+    got = bytearray()
+
+    def reader() -> None:
+        while chunk := os.read(out_r, 1 << 16):
+            got.extend(chunk)
+
+    def daemon() -> None:  # answer every chunk twice (output outpaces input), then close
+        while data := theirs.recv(1 << 16):
+            theirs.sendall(frame(1, data) + frame(1, data))
+        theirs.close()
+
+    threads = [threading.Thread(target=reader), threading.Thread(target=daemon)]
+    for t in threads:
+        t.start()
+    fd = os.open(src, os.O_RDONLY)
+    try:
+        assert pump(ours, b"", tty=False, stdin=True, stdin_fd=fd, stdout_fd=out_w)
+    finally:
+        os.close(fd)
+        os.close(out_w)
+        for t in threads:
+            t.join(10)
+        os.close(out_r)
+    assert len(got) == 2 * len(payload)

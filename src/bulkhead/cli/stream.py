@@ -120,6 +120,14 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[n:]
 
 
+def _half_close(sock: socket.socket) -> None:
+    """Tell the daemon stdin ended (``shutdown(SHUT_WR)``); the output keeps flowing."""
+    try:
+        sock.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
+
+
 def pump(
     sock: socket.socket,
     leftover: bytes,
@@ -159,6 +167,13 @@ def pump(
 
     detached = False
     sock_fd = sock.fileno()
+    # Non-blocking writes: stdin waits in `pending` while the daemon cannot take
+    # it, and output keeps being read meanwhile. A blocking sendall would
+    # deadlock on a command that answers as it reads (`cat` with a large input:
+    # it stops reading while its output is not drained).
+    sock.setblocking(False)
+    pending = b""
+    stdin_ended = False
     ctx: raw_terminal | _NoContext = raw_terminal(stdin_fd) if raw else _NoContext()
     with ctx:
         try:
@@ -168,11 +183,11 @@ def pump(
             matched = 0
             while True:
                 watch = [sock_fd]
-                if reading_stdin:
+                if reading_stdin and not pending:
                     watch.append(stdin_fd)
                 if wake_r >= 0:
                     watch.append(wake_r)
-                ready, _, _ = select.select(watch, [], [])
+                ready, writable, _ = select.select(watch, [sock_fd] if pending else [], [])
                 if wake_r >= 0 and wake_r in ready:
                     try:
                         os.read(wake_r, 512)
@@ -187,22 +202,32 @@ def pump(
                 if sock_fd in ready:
                     try:
                         data = sock.recv(65536)
+                    except BlockingIOError:
+                        continue
                     except ConnectionResetError:
                         data = b""
                     if not data:
                         break
                     deliver(data)
-                if reading_stdin and stdin_fd in ready:
+                if pending and sock_fd in writable:
+                    try:
+                        sent = sock.send(pending)
+                    except BlockingIOError:
+                        sent = 0
+                    except OSError:  # the daemon closed its side: output may still come
+                        sent, pending, reading_stdin = 0, b"", False
+                    pending = pending[sent:]
+                    if not pending and stdin_ended:
+                        _half_close(sock)
+                if reading_stdin and not pending and stdin_fd in ready:
                     try:
                         data = os.read(stdin_fd, 65536)
                     except OSError:
                         data = b""
                     if not data:
                         reading_stdin = False
-                        try:
-                            sock.shutdown(socket.SHUT_WR)
-                        except OSError:
-                            pass
+                        stdin_ended = True
+                        _half_close(sock)
                         continue
                     if raw and detach_keys:
                         # the detach sequence may span reads: keep the matched prefix
@@ -220,11 +245,11 @@ def pump(
                             out.append(byte)
                         if detached:
                             if out:  # what was typed before the sequence still goes
+                                sock.setblocking(True)
                                 sock.sendall(bytes(out))
                             break
                         data = bytes(out)
-                    if data:
-                        sock.sendall(data)
+                    pending = data
         finally:
             if wake_r >= 0:
                 signal.set_wakeup_fd(old_wakeup)
