@@ -416,6 +416,8 @@ BAD = [
         "sysctl 'kernel.shmmax' is not allowed in host IPC namespace",
     ),
     ({"HostConfig__Sysctls": {"kernel.hostname": "x"}}, "use --hostname/--domainname"),
+    ({"HostConfig__CgroupParent": "/a/../../etc"}, "invalid HostConfig.CgroupParent"),
+    ({"HostConfig__CgroupParent": "/"}, "invalid HostConfig.CgroupParent"),
 ]
 
 
@@ -550,3 +552,8 @@ def test_bridge_is_kept_and_runs_without_a_network_for_now() -> None:
     req = parse_create_request(_with("py_run_detach", HostConfig__NetworkMode="bridge"))
     assert req.host_config["NetworkMode"] == "bridge"
     assert req.options.network_mode == "none"
+
+
+def test_cgroup_parent_passes_through() -> None:
+    req = parse_create_request(_with("py_run_detach", HostConfig__CgroupParent="/mine/sub"))
+    assert req.host_config["CgroupParent"] == "/mine/sub"

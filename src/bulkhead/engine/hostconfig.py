@@ -517,6 +517,9 @@ def _normalize_host_config(hc: dict[str, Any], warnings: list[str]) -> dict[str,
     }
     for key in ("Runtime", "Isolation", "CgroupParent"):
         out[key] = _get_str(hc, key, f"HostConfig.{key}")
+    parent = out["CgroupParent"]
+    if parent and (".." in parent.split("/") or "\x00" in parent or not parent.strip("/")):
+        raise _bad("HostConfig.CgroupParent", f"invalid cgroup parent {parent!r}")
     if out["Isolation"] not in ("", "default"):
         raise _bad("HostConfig.Isolation", f"invalid isolation {out['Isolation']!r} on linux")
     if not out["Runtime"]:
