@@ -29,11 +29,13 @@ Lifecycle (Docker's states, :mod:`bulkhead.engine.containers`)::
     monitors outlive the daemon. :meth:`Engine.start_up` adopts the live
     ones, records the exits that happened meanwhile, and removes what a
     killed daemon left half-made.
-*network hook*
-    :meth:`Engine._network_namespaces` is where a later network issue
-    prepares the container's network namespace before its spec is written
-    (today ``none`` = a fresh empty namespace made by the runtime, ``host``
-    = none at all).
+*network hooks*
+    :meth:`Engine._network_namespace` (at create: which namespace the spec
+    names), :meth:`Engine._prepare_network` (at every start, before the
+    runtime create: where a bridge driver makes the namespace and its veth)
+    and :meth:`Engine._release_network` (after exit and at remove). Today
+    ``none`` is a fresh empty namespace made by the runtime and ``host`` none
+    at all, so the hooks do nothing.
 """
 
 from __future__ import annotations
@@ -528,6 +530,21 @@ class Engine:
             )
         return None
 
+    def _prepare_network(self, c: Container) -> None:
+        """Hook: set up the container's network before its runtime create (every start).
+
+        Nothing to do for ``none`` and ``host``. A bridge driver creates the
+        namespace here (``<exec_root>/netns/<id>``, a veth pair, an address,
+        routes, ``/etc/hosts`` and ``resolv.conf`` rewritten in the container's
+        directory), points config.json's network namespace at it as
+        :meth:`_refresh_namespaces` does for ``container:`` modes, and records
+        the endpoint for inspect's ``NetworkSettings``. :meth:`_release_network`
+        undoes it.
+        """
+
+    def _release_network(self, c: Container) -> None:
+        """Hook: tear down what :meth:`_prepare_network` made (after exit, and at remove)."""
+
     def _refresh_namespaces(self, c: Container) -> None:
         """Point config.json at the current pids of the containers whose namespaces ``c`` joins."""
         if not any(
@@ -603,6 +620,7 @@ class Engine:
 
     def _prepare_spawn(self, c: Container, state_dir: Path, paths: bundle.ContainerPaths) -> None:
         self._refresh_namespaces(c)
+        self._prepare_network(c)
         shutil.rmtree(state_dir, ignore_errors=True)
         self._delete_runtime_state(c.runtime, c.id)
         bundle.mount_rootfs(self.snapshotter, c.snapshot_key, paths.rootfs)
@@ -699,6 +717,7 @@ class Engine:
             self._spawn_task(self._restart_later(container_id, min(0.1 * 2**count, 60.0)))
 
     def _after_exit(self, c: Container) -> None:
+        self._release_network(c)
         with contextlib.suppress(OSError, BulkheadError):
             bundle.unmount_rootfs(self.paths(c.id).rootfs)
 
@@ -940,6 +959,7 @@ class Engine:
     def _remove_files(self, c: Container) -> None:
         """The files of a forgotten container: rootfs mount, snapshot, runtime and monitor state."""
         paths = self.paths(c.id)
+        self._release_network(c)
         bundle.unmount_rootfs(paths.rootfs)
         with contextlib.suppress(BulkheadError):
             self.snapshotter.remove(c.snapshot_key)
