@@ -557,3 +557,12 @@ def test_bridge_is_kept_and_runs_without_a_network_for_now() -> None:
 def test_cgroup_parent_passes_through() -> None:
     req = parse_create_request(_with("py_run_detach", HostConfig__CgroupParent="/mine/sub"))
     assert req.host_config["CgroupParent"] == "/mine/sub"
+
+
+def test_windows_only_resources_are_discarded_with_docker_warnings() -> None:
+    req = parse_create_request(
+        _with("cli_run_detach_name", HostConfig__CpuCount=2, HostConfig__IOMaximumIOps=5)
+    )
+    assert "linux does not support CPU count. Count discarded." in req.warnings
+    assert "linux does not support maximum IOps. Maximum IOps discarded." in req.warnings
+    assert req.host_config["CpuCount"] == 0

@@ -531,6 +531,15 @@ def _normalize_host_config(hc: dict[str, Any], warnings: list[str]) -> dict[str,
         or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in size)
     ):
         raise _bad("HostConfig.ConsoleSize", "expected [height, width]")
+    for key, what in (
+        ("CpuCount", "CPU count. Count"),
+        ("CpuPercent", "CPU percent. Percent"),
+        ("IOMaximumIOps", "maximum IOps. Maximum IOps"),
+        ("IOMaximumBandwidth", "maximum IO bandwidth. Maximum IO bandwidth"),
+    ):
+        if _get_int(hc, key, f"HostConfig.{key}"):  # Windows-only resources
+            warnings.append(f"linux does not support {what} discarded.")
+            out[key] = 0
     for key in ("DeviceCgroupRules", "DeviceRequests", "Links"):
         if hc.get(key):
             raise _bad(f"HostConfig.{key}", "not supported by this engine")
