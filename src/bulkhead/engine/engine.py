@@ -10,9 +10,15 @@ Lifecycle (Docker's states, :mod:`bulkhead.engine.containers`)::
     look the image up, unpack it into committed snapshots, prepare the
     container's writable snapshot (key ``container-<id>``), mount it, resolve
     volumes and binds (copy-up happens here), build the OCI spec
-    (:func:`bulkhead.engine.spec.build_spec`), write the bundle, unmount,
-    then record the container. The row is written last: a daemon killed
-    half-way leaves files with no row, which :meth:`Engine.start_up` collects.
+    (:func:`bulkhead.engine.spec.build_spec`), write the bundle, then record
+    the container. The row is written last: a daemon killed half-way leaves
+    files with no row, which :meth:`Engine.start_up` collects. The root stays
+    mounted for the start that usually follows (an unmount costs an RCU grace
+    period, ~5 ms) and is unmounted when the container exits.
+*remove*
+    the row and the volume/image references go first (waiters are told),
+    the files (mount, snapshot, runtime and monitor state) right after, in a
+    thread: :meth:`Engine.settle` waits for them.
 *monitor*
     every started container has one (:mod:`bulkhead.engine.monitor`), forked
     by the zygote, not by this process (the daemon has threads and never
