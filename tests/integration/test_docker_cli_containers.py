@@ -231,21 +231,23 @@ def test_create_then_start_attach(daemon: Daemon) -> None:
 
 
 def test_attach_to_running_container(daemon: Daemon) -> None:
-    ok(
-        daemon.docker(
-            "run",
-            "-d",
-            "--name",
-            "att",
-            "busybox",
-            "sh",
-            "-c",
-            "sleep 1; echo attached-output; sleep 0.3",
-        )
+    # the container speaks only once told to (a file made by exec), after the attach is up
+    script = "while [ ! -e /tmp/go ]; do sleep 0.05; done; echo attached-output"
+    ok(daemon.docker("run", "-d", "--name", "att", "busybox", "sh", "-c", script))
+    assert DOCKER is not None
+    attach = subprocess.Popen(
+        [DOCKER, "attach", "att"], env=daemon.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
-    r = daemon.docker("attach", "att", timeout=20)
-    assert r.returncode == 0, r.stderr
-    assert "attached-output" in r.stdout
+    try:
+        time.sleep(1)
+        ok(daemon.docker("exec", "att", "touch", "/tmp/go"))
+        out, err = attach.communicate(timeout=20)
+    finally:
+        if attach.poll() is None:
+            attach.kill()
+            attach.wait()
+    assert attach.returncode == 0, err
+    assert out == b"attached-output\n"
 
 
 def test_exec_and_exit_codes(daemon: Daemon) -> None:
