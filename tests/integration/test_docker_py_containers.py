@@ -285,10 +285,10 @@ def test_kill_restart_remove_force(daemon: Daemon) -> None:
 
 def test_resize_and_prune(daemon: Daemon) -> None:
     client = daemon.client()
-    c = client.containers.run(
-        "busybox", ["sh", "-c", "sleep 0.5; stty size"], tty=True, detach=True
-    )
+    script = "while [ ! -e /tmp/go ]; do sleep 0.05; done; stty size"
+    c = client.containers.run("busybox", ["sh", "-c", script], tty=True, detach=True)
     c.resize(height=33, width=111)
+    c.exec_run("touch /tmp/go")
     c.wait()
     assert c.logs().strip() == b"33 111"
     stopped = client.containers.run("busybox", "true", detach=True)
