@@ -948,3 +948,35 @@ def test_oom_kill_is_recorded(engine_roots: Daemon) -> None:
         await engine.remove(cid)
 
     run(lambda: make_engine(engine_roots), body)
+
+
+def test_parallel_creates_unpack_an_image_once(engine_roots: Daemon) -> None:
+    import threading
+
+    async def body(engine: Engine) -> None:
+        inside = 0
+        most = 0
+        guard = threading.Lock()
+        unpack = engine.images.unpack
+
+        def counting(image: Any, snapshotter: Any) -> str:
+            nonlocal inside, most
+            with guard:
+                inside += 1
+                most = max(most, inside)
+            try:
+                time.sleep(0.05)  # widen the window
+                return unpack(image, snapshotter)
+            finally:
+                with guard:
+                    inside -= 1
+
+        engine.images.unpack = counting  # type: ignore[method-assign]
+        ids = await asyncio.gather(*(engine.create(request(["true"])) for _ in range(6)))
+        assert most == 1
+        snaps = [i for i in engine.snapshotter.walk() if str(i.name).startswith("extract-")]
+        assert snaps == []
+        for cid, _ in ids:
+            await engine.remove(cid)
+
+    run(lambda: make_engine(engine_roots), body)

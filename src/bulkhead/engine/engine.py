@@ -56,6 +56,7 @@ import shutil
 import signal as signal_mod
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -232,6 +233,8 @@ class Engine:
         self._creating: set[str] = set()
         self._stopping: set[str] = set()  # stop/remove in progress: no restart policy
         self._cleanups: set[asyncio.Future[None]] = set()  # files of removed containers
+        self._unpack_locks: dict[str, threading.Lock] = {}
+        self._unpack_locks_guard = threading.Lock()
         #: set by the exec API: container id -> its exec instances' ids (inspect's ExecIDs)
         self.exec_ids: Callable[[str], builtins.list[str]] | None = None
 
@@ -371,7 +374,8 @@ class Engine:
         key = f"container-{cid}"
         undo: builtins.list[Callable[[], object]] = []
         try:
-            parent = self.images.unpack(image, self.snapshotter)
+            with self._unpack_lock(image.id):  # one unpack per image; the others reuse it
+                parent = self.images.unpack(image, self.snapshotter)
             bundle.make_dirs(paths)
             undo.append(lambda: bundle.remove_dir(paths))
             self.snapshotter.prepare(key, parent=parent)
@@ -480,6 +484,14 @@ class Engine:
                 except Exception:  # pragma: no cover - best effort
                     log.exception("undoing a failed create of %s", cid)
             raise
+
+    def _unpack_lock(self, image_id: str) -> threading.Lock:
+        """A lock per image: parallel creates of a new image unpack it once, not N times."""
+        with self._unpack_locks_guard:
+            lock = self._unpack_locks.get(image_id)
+            if lock is None:
+                lock = self._unpack_locks[image_id] = threading.Lock()
+            return lock
 
     def _namespaces(self, container_id: str, host_config: dict[str, Any]) -> dict[str, str]:
         """The namespace paths a container joins, prepared before its spec is written.
