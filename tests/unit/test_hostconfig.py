@@ -287,6 +287,10 @@ BAD = [
     ({"HostConfig__CpuQuota": 10}, "invalid HostConfig.CpuQuota: CPU cfs quota can not be less"),
     ({"HostConfig__CpusetCpus": "0-"}, "invalid HostConfig.CpusetCpus: invalid format"),
     (
+        {"HostConfig__CpusetMems": "0-99999999999"},
+        "invalid HostConfig.CpusetMems: '0-99999999999' is beyond",
+    ),
+    (
         {"HostConfig__CpusetCpus": "4096"},
         "invalid HostConfig.CpusetCpus: Requested CPUs are not available",
     ),

@@ -20,10 +20,10 @@ mean the same: a zero value is "not set". :func:`parse_create_request` turns
 either into a :class:`CreateRequest`: the normalised ``config`` and
 ``host_config`` dicts (what ``inspect`` shows back) and the
 :class:`~bulkhead.engine.options.RunOptions` that
-:func:`~bulkhead.engine.spec.build_spec` takes. Every error is a
-:class:`~bulkhead.api.errors.BadRequest` (400) whose message names the field
-(``invalid HostConfig.Memory: Minimum memory limit allowed is 6MB``), with
-Docker's wording where Docker has one.
+:func:`~bulkhead.engine.spec.build_spec` takes. Every error is an
+:class:`InvalidRequest` (a :class:`~bulkhead.errors.SpecError`: HTTP 400)
+whose message names the field (``invalid HostConfig.Memory: Minimum memory
+limit allowed is 6MB``), with Docker's wording where Docker has one.
 
 ``Binds``, ``Mounts`` and ``VolumesFrom`` are checked for shape only and
 passed on in ``host_config``: :func:`bulkhead.engine.mounts.resolve_mounts`
@@ -65,6 +65,9 @@ from bulkhead.errors import BulkheadError, SpecError
 
 #: Docker's floor for ``--memory`` and ``--memory-reservation``.
 MIN_MEMORY = 6 * 1024 * 1024
+
+#: The largest CPU / memory node number a cpuset may name (Linux's NR_CPUS limit).
+MAX_CPUSET_INDEX = 8191
 
 #: Where the engine bind-mounts its init (tini) for ``--init``, as Docker's docker-init.
 INIT_PATH = "/sbin/docker-init"
@@ -317,6 +320,8 @@ def _check_cpuset(value: str, field: str, online: set[int] | None) -> None:
         lo, _, hi = part.partition("-")
         if hi and int(hi) < int(lo):
             raise _bad(field, f"invalid range {part!r}")
+        if int(hi or lo) > MAX_CPUSET_INDEX:
+            raise _bad(field, f"{part!r} is beyond any CPU or memory node")
     if online is not None:
         missing = sorted(_cpuset_members(value) - online)
         if missing:
