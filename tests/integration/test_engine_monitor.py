@@ -793,6 +793,9 @@ def test_zygote_has_dockers_default_seccomp_filter_compiled(harness: Harness) ->
         return await harness.zygote._call({"op": "ping"}, 5.0)
 
     assert asyncio.run(go())["seccomp_filters_cached"] >= 1
+    # Neither warm-up complained (zygote.log gets the zygote's stderr).
+    log = (harness.exec_root / "zygote.log").read_text()
+    assert "no warm seccomp" not in log and "warm-up skipped" not in log, log
 
 
 @pytest.mark.parametrize("runtime", RUNTIMES)

@@ -304,6 +304,71 @@ def _warm_seccomp() -> None:
         print(f"bulkhead.engine.zygote: no warm seccomp cache: {exc}", file=sys.stderr)
 
 
+def _warm_monitor() -> None:
+    """Run the monitor's hot paths here a few times, before the first fork.
+
+    CPython 3.11 rewrites a function's bytecode in place once it has run a
+    few times (quickening, specialisation) and sets up caches on first use;
+    done in the zygote, those writes land in pages every monitor shares
+    instead of in each monitor's own copy (about 0.2 MiB less per monitor).
+    Exercised on socketpairs, a pipe and a temporary directory; best effort.
+    """
+    try:
+        _exercise_monitor()
+    except Exception as exc:
+        print(f"bulkhead.engine.zygote: monitor warm-up skipped: {exc}", file=sys.stderr)
+
+
+def _exercise_monitor() -> None:
+    import tempfile
+
+    from bulkhead.engine import monitor as m
+    from bulkhead.engine.jsonlog import JsonLogWriter
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = m.MonitorConfig(
+            container_id="warm", bundle=tmp, runtime_root=tmp, state_dir=tmp, log_path=None
+        )
+        mon = m.Monitor(cfg)
+        log = JsonLogWriter(os.path.join(tmp, "log"))
+        for _ in range(20):
+            a, b = socket.socketpair()
+            got: list[bytes] = []
+            conn = m._Conn(mon, a, got.append, lambda: None)
+            mon.conns.add(conn)
+            b.sendall(b'{"op": "ping"}\n')
+            mon.reactor.run_once(0)
+            conn.send(m.frame(1, b"x" * 100))
+            conn.send(json.dumps({"ok": True}).encode() + b"\n")
+            log.write(1, b"line\n" * 3)
+            json.loads(b'{"op": "start", "signal": 9}')
+            m.write_atomic(
+                os.path.join(tmp, "f.json"), msgspec.json.encode(m.ExitStatus(exit_code=0))
+            )
+            conn.close_after_flush()
+            b.close()
+            mon.reactor.run_once(0)
+            conn.close()
+            # an attach client and a process's output
+            c, d = socket.socketpair()
+            att = m._Attach(mon, c)
+            d.sendall(b'{"stdin": false, "stdout": true, "stderr": true}\n')
+            mon.reactor.run_once(0)
+            r, w = os.pipe()
+            src = m._Source(mon, r, 1, mon._output)
+            mon.sources.append(src)
+            os.write(w, b"output\n")
+            mon.reactor.run_once(0)
+            os.close(w)
+            mon.reactor.run_once(0)
+            mon.sources.clear()
+            mon.attached.clear()
+            att.conn.close()
+            d.close()
+        log.close()
+        mon.reactor.sel.close()
+
+
 def _reset_signal_dispositions() -> None:
     """Start with every signal at its default, whatever the spawner left ignored.
 
@@ -508,6 +573,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.pop(key, None)
     _preload()
     _warm_seccomp()
+    _warm_monitor()
     if args.daemonize and os.fork() != 0:
         os._exit(0)
     # One zygote per exec root: the lock is held for its life (monitors close their copy).
