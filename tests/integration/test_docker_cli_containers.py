@@ -260,6 +260,8 @@ def test_exec_and_exit_codes(daemon: Daemon) -> None:
     assert ok(daemon.docker("exec", "-u", "nobody", "ex", "id", "-u")).strip() == "65534"
     r = daemon.docker("exec", "ex", "nosuchcommand")
     assert r.returncode == 127
+    r = daemon.docker("exec", "-u", "nosuchuser", "ex", "true")
+    assert r.returncode == 126 and "nosuchuser" in r.stdout + r.stderr
     assert ok(daemon.docker("exec", "-i", "ex", "cat", input="piped\n")) == "piped\n"
     ok(daemon.docker("exec", "-d", "ex", "sh", "-c", "echo bg > /tmp/bg"))
     deadline = time.monotonic() + 5

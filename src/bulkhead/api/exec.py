@@ -311,13 +311,14 @@ class ExecAPI:
         if inst.started:
             raise Conflict(f"exec {inst.id} has already been started")
         client = self.engine.monitor(inst.container_id)  # 409 when not running
-        process = await asyncio.to_thread(self._process, inst)
         inst.started = True
         inst.running = True
         stdin = inst.attach_stdin and not detach
 
         async def run() -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | BulkheadError:
             try:
+                # an unknown user is the exec's failure (126), as the runtime's would be
+                process = await asyncio.to_thread(self._process, inst)
                 pid, reader, writer = await client.exec(inst.id, process, inst.tty, stdin)
             except BulkheadError as exc:
                 code = int(getattr(exc, "exit_code", 126) or 126)
