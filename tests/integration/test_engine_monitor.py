@@ -924,3 +924,34 @@ def test_a_slow_exec_client_gets_everything(harness: Harness, runtime: str) -> N
     status = client.exec_status("big")
     assert status is not None and status.exit_code == 3
     harness.assert_clean(cfg)
+
+
+def test_execs_leave_no_fds_in_the_monitor(harness: Harness) -> None:
+    cfg = harness.config(["sleep", "100"], "bulkhead")
+    process = {"args": ["true"], "env": ["PATH=/bin"], "cwd": "/", "user": {"uid": 0, "gid": 0}}
+
+    async def go() -> tuple[int, int]:
+        client = await harness.spawn(cfg)
+        await client.start()
+        info = client.info()
+        assert info is not None
+
+        async def one(n: int, tty: bool) -> None:
+            _, reader, writer = await client.exec(f"e{n}", process, tty=tty, stdin=True)
+            await read_all(reader)
+            writer.close()
+
+        await one(0, True)
+        await one(1, False)
+        await asyncio.sleep(0.2)
+        before = len(os.listdir(f"/proc/{info.monitor_pid}/fd"))
+        for n in range(2, 12):
+            await one(n, n % 2 == 0)
+        await asyncio.sleep(0.2)
+        after = len(os.listdir(f"/proc/{info.monitor_pid}/fd"))
+        await client.kill(signal.SIGKILL)
+        return before, after
+
+    before, after = asyncio.run(go())
+    assert after == before
+    harness.assert_clean(cfg)

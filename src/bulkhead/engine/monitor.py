@@ -1137,6 +1137,9 @@ class _Exec:
             s.close()
         if self.stdin is not None:
             self.stdin.close()
+        if self.master is not None:
+            os.close(self.master)
+            self.master = None
         status = ExecStatus(pid=self.pid, exit_code=self.exit_code)
         with contextlib.suppress(OSError):
             write_atomic(
@@ -1311,9 +1314,11 @@ class Monitor:
                 self.log.write(stream, data)
             except OSError as exc:
                 self.error = self.error or f"log: {exc}"
+        if any(a.conn.closed for a in self.attached):
+            self.attached = [a for a in self.attached if not a.conn.closed]
         for a in self.attached:
             a.deliver(stream, data)
-        if any(len(a.conn.out) >= _HIGH_WATER for a in self.attached if not a.conn.closed):
+        if any(len(a.conn.out) >= _HIGH_WATER for a in self.attached):
             for src in self.sources:
                 src.pause()
 
