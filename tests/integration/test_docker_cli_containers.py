@@ -19,6 +19,7 @@ import tarfile
 import termios
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from tests.integration.engine_fixtures import DOCKER, Daemon
@@ -28,6 +29,15 @@ pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root"),
     pytest.mark.skipif(DOCKER is None, reason="docker CLI not installed"),
 ]
+
+
+@pytest.fixture
+def daemon(daemon_factory: Any) -> Daemon:
+    """The shared fixture's daemon; ``BULKHEAD_TEST_RUNTIME=runc`` (or crun,
+    bulkhead-runtime) runs every container of this file on that runtime."""
+    runtime = os.environ.get("BULKHEAD_TEST_RUNTIME")
+    made: Daemon = daemon_factory(["--default-runtime", runtime] if runtime else None)
+    return made
 
 
 def ok(r: subprocess.CompletedProcess[str]) -> str:

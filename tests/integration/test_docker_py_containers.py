@@ -26,6 +26,15 @@ docker = pytest.importorskip("docker")
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
 
+@pytest.fixture
+def daemon(daemon_factory: Any) -> Daemon:
+    """The shared fixture's daemon; ``BULKHEAD_TEST_RUNTIME=runc`` (or crun,
+    bulkhead-runtime) runs every container of this file on that runtime."""
+    runtime = os.environ.get("BULKHEAD_TEST_RUNTIME")
+    made: Daemon = daemon_factory(["--default-runtime", runtime] if runtime else None)
+    return made
+
+
 def read_frames(sock: Any, timeout: float = 10) -> list[tuple[int, bytes]]:
     """Every multiplexed frame until the daemon closes the stream."""
     return parse_frames(_read_all(sock, timeout))
