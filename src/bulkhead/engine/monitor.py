@@ -787,14 +787,20 @@ class _Reactor:
     def run_once(self, timeout: float | None) -> None:
         for key, events in self.sel.select(timeout):
             fd = key.fd
-            if events & selectors.EVENT_READ:
-                cb = self.readers.get(fd)
-                if cb is not None:
+            for mask, table in (
+                (selectors.EVENT_READ, self.readers),
+                (selectors.EVENT_WRITE, self.writers),
+            ):
+                cb = table.get(fd) if events & mask else None
+                if cb is None:
+                    continue
+                try:
                     cb()
-            if events & selectors.EVENT_WRITE:
-                cb = self.writers.get(fd)
-                if cb is not None:
-                    cb()
+                except Exception:
+                    # One misbehaving client or pipe must not take the container down
+                    # with the monitor: note it, stop watching that fd, go on.
+                    traceback.print_exc()
+                    self.forget(fd)
 
 
 #: Backpressure (as Docker's attach): when a client has this much output queued, the monitor
@@ -1349,6 +1355,9 @@ class Monitor:
             sock, _ = listener.accept()
         except BlockingIOError:
             return
+        except OSError:  # EMFILE and the like: the connection waits in the backlog
+            traceback.print_exc()
+            return
         buf = bytearray()
         holder: dict[str, Any] = {}
 
@@ -1384,6 +1393,9 @@ class Monitor:
         try:
             sock, _ = listener.accept()
         except BlockingIOError:
+            return
+        except OSError:  # EMFILE and the like: the connection waits in the backlog
+            traceback.print_exc()
             return
         _Attach(self, sock)
 
