@@ -562,3 +562,21 @@ def test_unread_stdin_does_not_reset_the_connection(daemon: Daemon) -> None:
         capture_output=True, timeout=60,
     )  # fmt: skip
     assert (r.returncode, r.stdout) == (0, b"hi\n"), r.stderr
+
+
+def test_seccomp_profile_file_is_sent_inline_and_applied(daemon: Daemon, tmp_path: Path) -> None:
+    # the docker CLI reads the file and sends its JSON in SecurityOpt ("seccomp={...}")
+    profile = tmp_path / "profile.json"
+    profile.write_text(json.dumps({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO"}],
+    }))  # fmt: skip
+    r = daemon.docker(
+        "run", "--rm", "--security-opt", f"seccomp={profile}", "busybox", "mkdir", "/x"
+    )
+    assert r.returncode == 1 and "Operation not permitted" in r.stderr, r.stderr
+    ok(
+        daemon.docker(
+            "run", "--rm", "--security-opt", "seccomp=unconfined", "busybox", "mkdir", "/x"
+        )
+    )
