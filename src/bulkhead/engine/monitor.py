@@ -673,7 +673,7 @@ class _Binary(_Backend):
         listener = None
         try:
             if tty:
-                listener, path = self._listener("console.sock")
+                listener, path = self._listener("pty.sock")
                 args += ["--console-socket", path]
             self._run([*args, self.cfg.container_id], stdio)
             with open(pid_file) as f:
@@ -683,7 +683,7 @@ class _Binary(_Backend):
             if listener is not None:
                 listener.close()
                 with contextlib.suppress(FileNotFoundError):
-                    os.unlink(os.path.join(self.cfg.state_dir, "console.sock"))
+                    os.unlink(os.path.join(self.cfg.state_dir, "pty.sock"))
 
     def start(self) -> None:
         self._run(["start", self.cfg.container_id])
@@ -709,7 +709,7 @@ class _Binary(_Backend):
         listener = None
         try:
             if tty:
-                listener, path = self._listener(f"exec-{exec_id[:12]}.sock")
+                listener, path = self._listener(f"x{exec_id[:8]}.sock")
                 args += ["--console-socket", path]
             self._run([*args, self.cfg.container_id], stdio)
             with open(pid_file) as f:
