@@ -1661,14 +1661,15 @@ class Monitor:
         for name in (CTL_SOCK, ATTACH_SOCK):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(os.path.join(self.cfg.state_dir, name))
+        # Clients get their EOF now (the exit is recorded), while the runtime deletes.
+        for conn in list(self.conns):
+            conn.close_after_flush()
         if self.backend is not None:
             try:
                 self.backend.delete()
             except Exception as exc:
                 print(f"monitor: delete: {exc}", file=sys.stderr)
         self._reap()
-        for conn in list(self.conns):
-            conn.close_after_flush()
         # Clients get all the output, however slowly they read: the wait ends
         # _LINGER seconds after the last progress.
         deadline = time.monotonic() + _LINGER
