@@ -570,3 +570,9 @@ def test_windows_only_resources_are_discarded_with_docker_warnings() -> None:
     assert "linux does not support CPU count. Count discarded." in req.warnings
     assert "linux does not support maximum IOps. Maximum IOps discarded." in req.warnings
     assert req.host_config["CpuCount"] == 0
+
+
+def test_kernel_memory_is_ignored_with_dockers_warning() -> None:
+    req = parse_create_request(_with("py_run_detach", HostConfig__KernelMemory=64 << 20))
+    assert any(w.startswith("Specifying a kernel memory limit is deprecated") for w in req.warnings)
+    assert req.host_config["KernelMemory"] == 0

@@ -545,6 +545,13 @@ def _normalize_host_config(hc: dict[str, Any], warnings: list[str]) -> dict[str,
         if _get_int(hc, key, f"HostConfig.{key}"):  # Windows-only resources
             warnings.append(f"linux does not support {what} discarded.")
             out[key] = 0
+    for key in ("KernelMemory", "KernelMemoryTCP"):
+        if _get_int(hc, key, f"HostConfig.{key}"):  # removed from the kernel's cgroup v2
+            warnings.append(
+                "Specifying a kernel memory limit is deprecated and will be removed in a "
+                "future release; the limit is ignored."
+            )
+            out[key] = 0
     for key in ("DeviceCgroupRules", "DeviceRequests", "Links"):
         if hc.get(key):
             raise _bad(f"HostConfig.{key}", "not supported by this engine")
