@@ -356,3 +356,23 @@ def test_docker_py_attach_with_logs_replays_them(daemon: Daemon) -> None:
     for _ in range(5):  # the replay waits for docker-py to finish reading the response head
         assert c.attach(stdout=True, stderr=True, stream=False, logs=True) == b"one\ntwo\n"
     assert c.attach(stdout=True, stderr=False, stream=False, logs=True) == b"one\n"
+
+
+def test_exec_goes_on_when_its_client_leaves(daemon: Daemon) -> None:
+    client = daemon.client()
+    c = client.containers.run("busybox", "sleep 60", detach=True)
+    # a TTY exec with stdin: the client's leaving ends the attach at once (Docker's rule)
+    exec_id = client.api.exec_create(
+        c.id, ["sh", "-c", "trap '' HUP; sleep 1; touch /tmp/done"], stdin=True, tty=True
+    )["Id"]
+    sock = client.api.exec_start(exec_id, socket=True, tty=True)
+    time.sleep(0.3)
+    sock.close()  # the client goes away; the process does not
+    time.sleep(0.2)
+    assert client.api.exec_inspect(exec_id)["Running"] is True
+    deadline = time.monotonic() + 10
+    while client.api.exec_inspect(exec_id)["Running"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert client.api.exec_inspect(exec_id)["ExitCode"] == 0
+    assert c.exec_run("ls /tmp/done").exit_code == 0
+    c.kill()

@@ -283,17 +283,28 @@ class ExecAPI:
         return MonitorClient(self.engine.state_dir(inst.container_id)).exec_status(inst.id)
 
     def _finish(self, inst: ExecInstance, code: int | None = None) -> None:
-        inst.running = False
+        """Record how ``inst`` ended: ``code``, else the monitor's ``exec/<id>.json``.
+
+        Without either it may still run (its client went away: the process
+        goes on, as in Docker), unless its container is gone or stopped.
+        """
         if code is not None:
-            inst.exit_code = code
+            inst.running, inst.exit_code = False, code
             return
+        status = None
         with contextlib.suppress(BulkheadError, OSError):
             status = self._status(inst)
-            if status is not None:
-                inst.exit_code = status.exit_code
-                return
-        if inst.exit_code is None:
-            inst.exit_code = 137  # the container ended with the exec still running
+        if status is not None:
+            inst.running, inst.exit_code = False, status.exit_code
+            return
+        try:
+            container_running = self.engine.get(inst.container_id).state.running
+        except BulkheadError:
+            container_running = False
+        if not container_running:
+            inst.running = False
+            if inst.exit_code is None:
+                inst.exit_code = 137  # the container ended with the exec still running
 
     # -- start
 
@@ -392,12 +403,8 @@ class ExecAPI:
 
     async def inspect(self, req: Request) -> Response:
         inst = self.get(req.params["id"])
-        if inst.running:
-            with contextlib.suppress(BulkheadError, OSError):
-                status = self._status(inst)
-                if status is not None:
-                    inst.running = False
-                    inst.exit_code = status.exit_code
+        if inst.running and inst.pid:
+            self._finish(inst)
         return json_response(inst.inspect())
 
 
