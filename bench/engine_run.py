@@ -984,7 +984,7 @@ def report_detached(
     if ref is not None and ref.key in det and n_detached == DETACHED:
         s = det[ref.key]["start"]
         verdicts.append(
-            f"{ref.label}: {n_detached} detached in {s:.2f} s (target <= 1.5 s): "
+            f"{ref.label}: {n_detached} detached in {s:.3f} s (target <= 1.5 s): "
             + ("met" if s <= 1.5 else "NOT met")
         )
     return verdicts
