@@ -241,15 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def load_config(argv: list[str] | None = None) -> DaemonConfig:
-    """Flags over ``daemon.json`` over defaults (the ``runc``/``crun`` runtimes when installed)."""
+    """Flags over ``daemon.json`` over defaults."""
     args = build_parser().parse_args(argv)
     config = DaemonConfig()
-    import shutil
-
-    for name in ("runc", "crun", "bulkhead-runtime"):
-        found = shutil.which(name)
-        if found:
-            config.runtimes[name] = found
     apply_config_file(
         config, args.config_file or DEFAULT_CONFIG_FILE, required=args.config_file is not None
     )
@@ -282,12 +276,12 @@ def load_config(argv: list[str] | None = None) -> DaemonConfig:
     if args.cgroup_parent:
         config.cgroup_parent = _cgroup_parent(args.cgroup_parent, "--cgroup-parent")
     config.debug = config.debug or args.debug
-    if config.default_runtime != "bulkhead" and config.default_runtime not in config.runtimes:
-        raise ConfigError(
-            f"unknown runtime {config.default_runtime!r} (known: bulkhead, "
-            f"{', '.join(sorted(config.runtimes))})",
-            where="default-runtime",
-        )
+    from bulkhead.engine.runtimes import Runtimes
+
+    try:  # the built-in runtime, runc, crun, bulkhead-runtime, and the configured ones
+        Runtimes(config.default_runtime, config.runtimes)
+    except SpecError as exc:
+        raise ConfigError(str(exc), where="default-runtime") from None
     return config
 
 

@@ -92,3 +92,14 @@ def test_bad_settings_are_refused_naming_the_key(tmp_path: Path) -> None:
     code, err = _daemon_exit(tmp_path, None, "--config-file", str(tmp_path / "missing.json"))
     assert code == 1 and "missing.json" in err
     assert not (tmp_path / "s.sock").exists()
+
+
+def test_default_runtime_flag_selects_the_runtime_cli(daemon_factory: Any) -> None:
+    d: Daemon = daemon_factory(["--default-runtime", "bulkhead-runtime"])
+    r = d.docker("run", "--name", "viacli", "busybox", "echo", "via bulkhead-runtime")
+    assert (r.returncode, r.stdout) == (0, "via bulkhead-runtime\n"), r.stderr
+    inspect = json.loads(d.docker("inspect", "viacli").stdout)[0]
+    assert inspect["HostConfig"]["Runtime"] == "bulkhead-runtime"
+    info = json.loads(d.docker("info", "--format", "{{json .}}").stdout)
+    assert info["DefaultRuntime"] == "bulkhead-runtime"
+    d.docker("rm", "viacli")
