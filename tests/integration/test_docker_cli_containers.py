@@ -580,3 +580,13 @@ def test_seccomp_profile_file_is_sent_inline_and_applied(daemon: Daemon, tmp_pat
             "run", "--rm", "--security-opt", "seccomp=unconfined", "busybox", "mkdir", "/x"
         )
     )
+
+
+def test_large_output_arrives_whole(daemon: Daemon) -> None:
+    r = daemon.docker("run", "--rm", "busybox", "seq", "1", "300000", timeout=120)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.split("\n")
+    assert len(lines) == 300001 and lines[-2] == "300000" and lines[0] == "1"
+    big = "x" * 4_000_000
+    r = daemon.docker("run", "--rm", "-i", "busybox", "wc", "-c", input=big, timeout=120)
+    assert r.stdout.strip() == "4000000", r.stderr
