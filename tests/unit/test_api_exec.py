@@ -74,10 +74,14 @@ def create(api: ExecAPI, body: dict[str, Any]) -> ExecInstance:
 
 
 def test_process_keeps_the_containers_and_overrides_what_exec_says(api: ExecAPI) -> None:
-    inst = create(api, {"Cmd": ["sh", "-c", "id"], "Env": ["A=exec", "B=2"], "WorkingDir": "/tmp"})
+    inst = create(
+        api,
+        {"Cmd": ["sh", "-c", "id"], "Env": ["HOSTNAME=x", "A=exec", "B=2"], "WorkingDir": "/tmp"},
+    )
     p = api._process(inst)
     assert p["args"] == ["sh", "-c", "id"]
-    assert p["env"] == ["PATH=/usr/bin:/bin", "HOSTNAME=abc", "A=exec", "B=2"]
+    # overrides keep their place (Docker's ReplaceOrAppendEnvValues), new ones are appended
+    assert p["env"] == ["PATH=/usr/bin:/bin", "HOSTNAME=x", "A=exec", "B=2"]
     assert p["cwd"] == "/tmp"
     assert p["user"] == {"uid": 0, "gid": 0}
     assert p["noNewPrivileges"] is True

@@ -147,11 +147,10 @@ def _console_size(doc: dict[str, Any]) -> tuple[int, int] | None:
 
 
 def _merge_env(base: list[str], extra: list[str]) -> list[str]:
+    """Docker's ``ReplaceOrAppendEnvValues``: an override keeps the variable's place."""
     merged: dict[str, str] = {}
     for entry in [*base, *extra]:
-        key, _, _ = entry.partition("=")
-        merged.pop(key, None)
-        merged[key] = entry
+        merged[entry.partition("=")[0]] = entry
     return list(merged.values())
 
 
@@ -225,8 +224,10 @@ class ExecAPI:
     def _forget_finished(self) -> None:
         """Drop ended exec instances of removed containers, and the oldest ended ones past
         :data:`MAX_FINISHED` (Docker forgets them with their container too)."""
-        for inst in [i for i in self.instances.values() if not i.running]:
-            if not self.engine.store.exists(inst.container_id):
+        idle = [i for i in self.instances.values() if not i.running]
+        gone = {cid for cid in {i.container_id for i in idle} if not self.engine.store.exists(cid)}
+        for inst in idle:
+            if inst.container_id in gone:
                 del self.instances[inst.id]
         finished = [i for i in self.instances.values() if i.started and not i.running]
         for inst in finished[: max(0, len(finished) - MAX_FINISHED)]:
