@@ -134,7 +134,7 @@ class APIServer:
                 if isinstance(reply, Hijack):
                     await self._hijack(conn, request, reply, reader, writer)
                     return
-                await self._send(conn, writer, request.method, reply)
+                await self._send(conn, writer, request.method, reply, reader)
                 if broken:
                     return
                 if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
@@ -265,6 +265,7 @@ class APIServer:
         writer: asyncio.StreamWriter,
         method: str,
         reply: Response | StreamResponse,
+        reader: asyncio.StreamReader | None = None,
     ) -> None:
         headers = _common_headers()
         if reply.content_type:
@@ -300,17 +301,58 @@ class APIServer:
             or b""
         )
         await writer.drain()
-        try:
-            async for chunk in reply.chunks:
-                if chunk and method != "HEAD":
-                    writer.write(conn.send(h11.Data(data=chunk)) or b"")
-                    await writer.drain()
-        finally:
-            aclose = getattr(reply.chunks, "aclose", None)
-            if aclose is not None:
-                await aclose()
+
+        async def pump() -> None:
+            try:
+                async for chunk in reply.chunks:
+                    if chunk and method != "HEAD":
+                        writer.write(conn.send(h11.Data(data=chunk)) or b"")
+                        await writer.drain()
+            finally:
+                aclose = getattr(reply.chunks, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+
+        if reader is None:
+            await pump()
+        else:
+            await self._pump_while_connected(conn, reader, pump())
         writer.write(conn.send(h11.EndOfMessage()) or b"")
         await writer.drain()
+
+    @staticmethod
+    async def _pump_while_connected(
+        conn: h11.Connection, reader: asyncio.StreamReader, pump: Awaitable[None]
+    ) -> None:
+        """Stream a response, stopping it when the client hangs up.
+
+        A stream may stay silent for long (``logs --follow`` of a quiet
+        container, ``events``): without watching the connection, the
+        producer of a client that left (Ctrl-C) would keep running until it
+        next writes. As Go's ``net/http`` does for dockerd, end-of-file on
+        the request side cancels the response; bytes that arrive instead
+        (a pipelined request) are kept for the next cycle.
+        """
+        sending = asyncio.ensure_future(pump)
+        watching = asyncio.ensure_future(reader.read(_READ_SIZE))
+        try:
+            await asyncio.wait({sending, watching}, return_when=asyncio.FIRST_COMPLETED)
+            if not sending.done():
+                error = watching.exception()
+                data = b"" if error is not None else watching.result()
+                if not data:
+                    sending.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await sending
+                    raise ConnectionResetError("the client closed the connection")
+                conn.receive_data(data)
+            await sending
+        finally:
+            for task in (sending, watching):
+                if not task.done():
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
 
     async def _hijack(
         self,

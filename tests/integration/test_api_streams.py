@@ -1,0 +1,60 @@
+"""Streamed responses end when their client leaves, even when the stream is silent."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from tests.integration.engine_fixtures import DOCKER, Daemon
+
+
+def _open_files(pid: int) -> set[str]:
+    out = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            out.add(os.readlink(f"/proc/{pid}/fd/{fd}"))
+        except OSError:
+            pass
+    return out
+
+
+def _wait_for(predicate: object, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_logs_follow_of_a_quiet_container_stops_when_the_client_leaves(daemon: Daemon) -> None:
+    r = daemon.docker("run", "-d", "--name", "quiet", "busybox", "sh", "-c", "echo once; sleep 300")
+    assert r.returncode == 0, r.stderr
+    log_path = json.loads(daemon.docker("inspect", "quiet").stdout)[0]["LogPath"]
+    assert daemon.proc is not None
+    pid = daemon.proc.pid
+    assert DOCKER is not None
+    follower = subprocess.Popen(
+        [DOCKER, "logs", "-f", "quiet"], env=daemon.env(), stdout=subprocess.PIPE
+    )
+    try:
+        assert follower.stdout is not None
+        assert follower.stdout.readline() == b"once\n"
+        assert _wait_for(lambda: log_path in _open_files(pid)), "the daemon is not following"
+        follower.send_signal(signal.SIGINT)  # Ctrl-C
+        follower.wait(10)
+        # The daemon notices the closed connection and stops following the log.
+        assert _wait_for(lambda: log_path not in _open_files(pid)), "still following the log"
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+            follower.wait()
+    # The daemon still serves, and a new follower still works.
+    r = daemon.docker("logs", "quiet")
+    assert r.stdout == "once\n"
+    assert Path(log_path).exists()
+    daemon.docker("rm", "-f", "quiet")
