@@ -207,3 +207,35 @@ def test_follow_with_tail_zero_only_shows_new_lines(tmp_path: Path) -> None:
 
     assert asyncio.run(go()) == [b"new\n"]
     w.close()
+
+
+def test_follow_wakes_on_writes_and_stop_without_polling(tmp_path: Path) -> None:
+    """inotify: with a 30 s poll interval, new lines and the stop still arrive at once."""
+    log = tmp_path / "c.log"
+    w = JsonLogWriter(log, max_size=150, max_files=2)
+
+    async def go() -> tuple[list[bytes], float]:
+        stop = asyncio.Event()
+        got: list[bytes] = []
+
+        async def reader() -> None:
+            async for _, data in follow_logs(log, follow=True, stop_event=stop, poll_interval=30):
+                got.append(data)
+
+        task = asyncio.create_task(reader())
+        await asyncio.sleep(0.05)
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        for i in range(5):  # crosses rotations too
+            w.write(1, f"msg {i}\n".encode())
+            while len(got) < i + 1 and loop.time() - t0 < 5:
+                await asyncio.sleep(0.005)
+        took = loop.time() - t0
+        stop.set()
+        await asyncio.wait_for(task, 2)
+        return got, took
+
+    got, took = asyncio.run(go())
+    w.close()
+    assert got == [f"msg {i}\n".encode() for i in range(5)]
+    assert took < 2

@@ -32,6 +32,7 @@ import collections
 import os
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import msgspec
 
@@ -243,6 +244,64 @@ class _Filter:
         return stream, data
 
 
+class _DirWatch:
+    """Wake-ups for a directory's changes (inotify), so that following needs no busy polling.
+
+    Watches the log's directory for writes, creations and renames (rotation).
+    ``wait(timeout)`` returns when something happened or the timeout passed;
+    without inotify it is a plain sleep (the caller polls).
+    """
+
+    _IN_MODIFY = 0x002
+    _IN_MOVED_TO = 0x080
+    _IN_CREATE = 0x100
+    _IN_NONBLOCK = os.O_NONBLOCK
+    _IN_CLOEXEC = os.O_CLOEXEC
+
+    def __init__(self, directory: str) -> None:
+        self.fd = -1
+        self.event = asyncio.Event()
+        self.loop = asyncio.get_running_loop()
+        try:
+            from bulkhead.linux.libc import LIBC
+
+            fd = int(LIBC.inotify_init1(self._IN_NONBLOCK | self._IN_CLOEXEC))
+            if fd < 0:
+                return
+            mask = self._IN_MODIFY | self._IN_MOVED_TO | self._IN_CREATE
+            if LIBC.inotify_add_watch(fd, os.fsencode(directory), mask) < 0:
+                os.close(fd)
+                return
+        except (OSError, AttributeError):
+            return
+        self.fd = fd
+        self.loop.add_reader(fd, self._readable)
+
+    def _readable(self) -> None:
+        try:
+            while os.read(self.fd, 4096):
+                pass
+        except OSError:
+            pass
+        self.event.set()
+
+    async def wait(self, timeout: float) -> None:
+        if self.fd < 0:
+            await asyncio.sleep(timeout)
+            return
+        try:
+            await asyncio.wait_for(self.event.wait(), timeout)
+        except TimeoutError:
+            pass
+        self.event.clear()
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            self.loop.remove_reader(self.fd)
+            os.close(self.fd)
+            self.fd = -1
+
+
 async def follow_logs(
     path: str | os.PathLike[str],
     *,
@@ -263,6 +322,8 @@ async def follow_logs(
     all); ``follow`` then waits for new messages, across rotations, until
     ``stop_event`` is set and what was written by then is drained.
     ``timestamps`` prefixes each message with its time and a space.
+    New lines are noticed through inotify on the log's directory;
+    ``poll_interval`` is how often to look where inotify is not available.
     """
     filt = _Filter(since, until, stdout, stderr, timestamps)
     files = log_files(path)
@@ -311,12 +372,14 @@ async def follow_logs(
             current_ino = os.fstat(fd).st_ino
         if filt.past_until:
             break
+    watch: _DirWatch | None = None
     try:
         if pending is not None:
             for item in pending:
                 yield item
         if not follow or filt.past_until:
             return
+        watch = _DirWatch(os.path.dirname(os.path.abspath(base)))
         while True:
             chunk = os.read(current_fd, 65536) if current_fd >= 0 else b""
             if chunk:
@@ -348,13 +411,19 @@ async def follow_logs(
                 continue
             if stop_event is not None and stop_event.is_set():
                 return
+            # Until the file changes (inotify; polling as a fallback) or we are told to stop.
+            # With inotify the timeout is only a safety net (a file system that does not report).
+            timeout = poll_interval if watch.fd < 0 else max(poll_interval, 1.0)
+            waits: list[asyncio.Future[Any]] = [asyncio.ensure_future(watch.wait(timeout))]
             if stop_event is not None:
-                try:
-                    await asyncio.wait_for(stop_event.wait(), poll_interval)
-                except TimeoutError:
-                    pass
-            else:
-                await asyncio.sleep(poll_interval)
+                waits.append(asyncio.ensure_future(stop_event.wait()))
+            try:
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for w in waits:
+                    w.cancel()
     finally:
+        if watch is not None:
+            watch.close()
         if current_fd >= 0:
             os.close(current_fd)
