@@ -24,6 +24,7 @@ class FakeEngine:
     def __init__(self, root: Path, running: bool = True) -> None:
         self.root = root
         self.running = running
+        self.env: list[str] = []
         self.containers = {CID}
         self.store = SimpleNamespace(exists=lambda cid: cid in self.containers)
 
@@ -32,7 +33,9 @@ class FakeEngine:
 
     def get(self, ref: str) -> Any:
         state = SimpleNamespace(running=self.running, paused=False)
-        return SimpleNamespace(id=CID, state=state, host_config={"GroupAdd": ["42"]})
+        return SimpleNamespace(
+            id=CID, state=state, host_config={"GroupAdd": ["42"]}, config={"Env": self.env}
+        )
 
 
 @pytest.fixture
@@ -171,3 +174,19 @@ def test_exec_ids_are_the_containers_unfinished_instances(api: ExecAPI) -> None:
     ended.started, ended.exit_code = True, 0
     assert api.exec_ids(CID) == [created.id, running.id]
     assert api.exec_ids("other") == []
+
+
+def test_term_follows_the_execs_tty_not_the_containers(api: ExecAPI) -> None:
+    spec_path = api.engine.paths(CID).config_json
+    spec = json.loads(spec_path.read_text())
+    spec["process"]["env"].append("TERM=xterm")  # a container started with -t
+    spec_path.write_text(json.dumps(spec))
+    assert not any(
+        e.startswith("TERM=") for e in api._process(create(api, {"Cmd": ["env"]}))["env"]
+    )
+    assert "TERM=xterm" in api._process(create(api, {"Cmd": ["env"], "Tty": True}))["env"]
+    api.engine.env = ["TERM=vt100"]  # type: ignore[attr-defined]
+    spec["process"]["env"][-1] = "TERM=vt100"
+    spec_path.write_text(json.dumps(spec))
+    assert "TERM=vt100" in api._process(create(api, {"Cmd": ["env"]}))["env"]
+    assert "TERM=vt100" in api._process(create(api, {"Cmd": ["env"], "Tty": True}))["env"]

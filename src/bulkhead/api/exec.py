@@ -244,8 +244,14 @@ class ExecAPI:
         process = dict(base)
         process["args"] = list(inst.cmd)
         process["terminal"] = inst.tty
-        env = _merge_env(list(base.get("env") or []), inst.env)
-        if inst.tty and not any(e.startswith("TERM=") for e in inst.env):
+        c = self.engine.get(inst.container_id)
+        base_env = list(base.get("env") or [])
+        own_term = any(e.startswith("TERM=") for e in (c.config.get("Env") or []))
+        if not inst.tty and not own_term:
+            # TERM=xterm is the container's TTY's, not the exec's (Docker sets it per exec)
+            base_env = [e for e in base_env if not e.startswith("TERM=")]
+        env = _merge_env(base_env, inst.env)
+        if inst.tty and not any(e.startswith("TERM=") for e in env):
             env = _merge_env(env, ["TERM=xterm"])
         process["env"] = env
         if inst.working_dir:
@@ -253,7 +259,6 @@ class ExecAPI:
         if inst.user:
             from bulkhead.engine.spec import _user
 
-            c = self.engine.get(inst.container_id)
             group_add = [str(g) for g in (c.host_config.get("GroupAdd") or [])]
             try:
                 uid, gid, extra = _user(
