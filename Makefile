@@ -29,7 +29,7 @@ CGROUPV2_TESTS := tests/cgroupv2 \
 	tests/integration/test_rootfs.py::test_cgroup_v2_fresh_mount_in_cgroup_namespace \
 	tests/integration/test_rootfs.py::test_cgroup_v2_bind_of_own_cgroup
 
-.PHONY: run run-runtime test deps test-deps lint typecheck pytest test-cgroupv2 bench bench-cgroups bench-layers bench-pull bench-engine clean
+.PHONY: run run-runtime test deps test-deps lint typecheck pytest test-cgroupv2 bench bench-cgroups bench-layers bench-pull bench-engine bench-monitor clean
 
 $(STATE): pyproject.toml
 	@need=""; for p in $(RUN_DEBS); do dpkg -s $$p >/dev/null 2>&1 || need="$$need $$p"; done; \
@@ -111,6 +111,11 @@ bench-engine: test-deps
 	  rc=$$?; if [ -n "$$guard" ]; then rm -f /usr/sbin/policy-rc.d; fi; exit $$rc; \
 	fi
 	$(PY) bench/engine_run.py
+
+# Memory of the per-container monitor: bulkhead's (in-process runtime and runc) vs podman's
+# conmon vs containerd-shim-runc-v2, 20 sleeping busybox containers each (PSS/RSS/USS).
+bench-monitor: test-deps
+	$(PY) bench/monitor_memory.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info
