@@ -522,6 +522,8 @@ def test_network_modes(daemon: Daemon) -> None:
     host = sorted(os.listdir("/sys/class/net"))
     out = ok(daemon.docker("run", "--rm", "--network", "host", "busybox", "ls", "/sys/class/net"))
     assert sorted(out.split()) == host
+    r = daemon.docker("run", "--rm", "-h", "named", "--uts", "host", "busybox", "true")
+    assert r.returncode == 125 and "conflicting options: hostname and the UTS mode" in r.stderr
     r = daemon.docker("run", "--rm", "--network", "mynet", "busybox", "true")
     assert r.returncode == 125 and "HostConfig.NetworkMode" in r.stderr
 

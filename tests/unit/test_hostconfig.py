@@ -157,7 +157,7 @@ def test_many_flags_as_the_docker_cli_sends_them() -> None:
     assert TmpfsMount("/run", ("noexec", "nosuid", "nodev", "size=1048576")) in o.tmpfs
     assert TmpfsMount("/x", ("noexec", "nosuid", "nodev")) in o.tmpfs
     assert (o.pid_mode, o.ipc_mode, o.uts_mode, o.userns_mode, o.cgroupns_mode) == (
-        "host", "shareable", "host", "host", "private",
+        "host", "shareable", None, "host", "private",
     )  # fmt: skip
     assert o.stop_signal == "SIGUSR1"
     assert req.stop_timeout == 5
@@ -422,6 +422,33 @@ BAD = [
     ({"HostConfig__Sysctls": {"kernel.hostname": "x"}}, "use --hostname/--domainname"),
     ({"HostConfig__CgroupParent": "/a/../../etc"}, "invalid HostConfig.CgroupParent"),
     ({"HostConfig__CgroupParent": "/"}, "invalid HostConfig.CgroupParent"),
+    (
+        {"Hostname": "h", "HostConfig__UTSMode": "host"},
+        "invalid Config.Hostname: conflicting options: hostname and the UTS mode",
+    ),
+    (
+        {"Hostname": "h", "HostConfig__NetworkMode": "container:web"},
+        "conflicting options: hostname and the network mode",
+    ),
+    (
+        {"HostConfig__NetworkMode": "container:web", "HostConfig__Dns": ["1.1.1.1"]},
+        "invalid HostConfig.Dns: conflicting options: dns and the network mode",
+    ),
+    (
+        {"HostConfig__NetworkMode": "container:web", "HostConfig__ExtraHosts": ["a:1.2.3.4"]},
+        "custom host-to-IP mapping and the network mode",
+    ),
+    (
+        {
+            "HostConfig__NetworkMode": "container:web",
+            "HostConfig__PortBindings": {"80/tcp": [{"HostPort": "8080"}]},
+        },
+        "invalid HostConfig.PortBindings: conflicting options: port publishing",
+    ),
+    (
+        {"HostConfig__NetworkMode": "container:web", "ExposedPorts": {"80/tcp": {}}},
+        "port exposing and the container type network mode",
+    ),
 ]
 
 

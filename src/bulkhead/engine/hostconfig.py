@@ -393,6 +393,7 @@ def parse_create_request(
     config = _normalize_config(config)
     host_config = _normalize_host_config(host_config, warnings)
     options = run_options(config, host_config, stat_devices=stat_devices)
+    _check_conflicts(config, host_config)
     warnings.extend(resource_warnings(options))
     log_driver, max_size, max_files = _log_config(host_config)
     return CreateRequest(
@@ -559,6 +560,35 @@ def _normalize_host_config(hc: dict[str, Any], warnings: list[str]) -> dict[str,
         if _get_int(hc, key, f"HostConfig.{key}"):
             raise _bad(f"HostConfig.{key}", "realtime scheduling is not supported by this engine")
     return out
+
+
+def _check_conflicts(config: dict[str, Any], hc: dict[str, Any]) -> None:
+    """Options that contradict a namespace shared with the host or another container
+    (moby's ``runconfig`` conflict errors)."""
+    network = str(hc.get("NetworkMode") or "")
+    if config.get("Hostname") and hc.get("UTSMode") == "host":
+        raise _bad("Config.Hostname", "conflicting options: hostname and the UTS mode")
+    if not network.startswith("container:"):
+        return
+    if config.get("Hostname"):
+        raise _bad("Config.Hostname", "conflicting options: hostname and the network mode")
+    if hc.get("Dns") or hc.get("DnsSearch") or hc.get("DnsOptions"):
+        raise _bad("HostConfig.Dns", "conflicting options: dns and the network mode")
+    if hc.get("ExtraHosts"):
+        raise _bad(
+            "HostConfig.ExtraHosts",
+            "conflicting options: custom host-to-IP mapping and the network mode",
+        )
+    if hc.get("PortBindings") or hc.get("PublishAllPorts"):
+        raise _bad(
+            "HostConfig.PortBindings",
+            "conflicting options: port publishing and the container type network mode",
+        )
+    if config.get("ExposedPorts"):
+        raise _bad(
+            "Config.ExposedPorts",
+            "conflicting options: port exposing and the container type network mode",
+        )
 
 
 #: Present when the memory cgroup accounts swap (v1 ``memory.memsw.*``).
