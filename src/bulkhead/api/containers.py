@@ -20,6 +20,13 @@ Vocabulary:
 *detach keys*
     a key sequence on stdin (``ctrl-p,ctrl-q`` by default, ``detachKeys=``)
     that ends the attach and leaves the container running.
+*half-close* and *lingering close*
+    a client ends its stdin by shutting down its write side: without a
+    TTY that becomes the container's stdin EOF and output goes on; with a
+    TTY it ends the attach (Docker's rule). When the output is over the
+    daemon half-closes too, then discards what the client still sends until
+    it closes (:func:`linger_close`): closing a socket with unread input
+    would make the kernel reset the connection and lose output in flight.
 *logs*
     ``GET /containers/{id}/logs`` reads the json-file log the monitor
     writes (:func:`bulkhead.engine.jsonlog.follow_logs`); ``follow`` goes
