@@ -12,6 +12,7 @@ import pytest
 from bulkhead.engine.jsonlog import (
     MAX_MESSAGE,
     JsonLogWriter,
+    fixed_time,
     follow_logs,
     log_files,
     log_time,
@@ -111,7 +112,9 @@ def test_writer_appends_to_an_existing_log(tmp_path: Path) -> None:
 
 
 def test_time_format_round_trips() -> None:
-    assert log_time(T0 + 120_000) == "2023-11-14T22:13:20.000120000Z"
+    assert log_time(T0 + 120_000) == "2023-11-14T22:13:20.00012Z"  # Go's RFC3339Nano
+    assert log_time(T0) == "2023-11-14T22:13:20Z"
+    assert fixed_time(T0 + 120_000) == "2023-11-14T22:13:20.000120000Z"
     assert parse_time("2023-11-14T22:13:20.000120000Z") == T0 + 120_000
     assert parse_time("2023-11-14T22:13:20.00012Z") == T0 + 120_000
     assert parse_time("2023-11-14T22:13:20Z") == T0

@@ -2,7 +2,7 @@
 
 A container's log is a file of JSON lines, one per *message*::
 
-    {"log":"hello\\n","stream":"stdout","time":"2024-05-01T12:00:00.123456789Z"}
+    {"log":"hello\\n","stream":"stdout","time":"2024-05-01T12:00:00.1234567Z"}
 
 *message*
     what the container wrote up to and including a newline. A line longer
@@ -44,9 +44,21 @@ STREAM_NUMBERS = {"stdout": 1, "stderr": 2}
 
 
 def log_time(ns: int | None = None) -> str:
-    """``ns`` (default: now) as RFC 3339 UTC with all nine fraction digits, as the log stores it."""
+    """``ns`` (default: now) as Go's ``time.RFC3339Nano`` in UTC, as Docker's json-file stores it.
+
+    Trailing zeros of the fraction are dropped (``...:20.00012Z``, ``...:20Z``).
+    """
     if ns is None:
         ns = time.time_ns()
+    secs, nanos = divmod(ns, 1_000_000_000)
+    text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs))
+    if nanos:
+        text += f".{nanos:09d}".rstrip("0")
+    return text + "Z"
+
+
+def fixed_time(ns: int) -> str:
+    """``ns`` with all nine fraction digits (Docker's ``RFC3339NanoFixed``: ``docker logs -t``)."""
     secs, nanos = divmod(ns, 1_000_000_000)
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{nanos:09d}Z"
 
@@ -240,7 +252,11 @@ class _Filter:
                 return None
         data = entry.log.encode("utf-8", "surrogateescape")
         if self.timestamps:
-            data = entry.time.encode() + b" " + data
+            try:
+                stamp = fixed_time(parse_time(entry.time))
+            except ValueError:
+                stamp = entry.time
+            data = stamp.encode() + b" " + data
         return stream, data
 
 
