@@ -2,7 +2,8 @@
 
 The fixtures under ``data/create_requests`` were recorded from the real
 clients (``docker run``/``docker create`` and ``docker.DockerClient``)
-talking to a socket that logged each request body.
+talking to a socket that logged each request body (``data/create_requests/record.py``
+records more).
 """
 
 from __future__ import annotations
