@@ -297,7 +297,12 @@ def _warm_seccomp() -> None:
         from bulkhead.oci.runtime_spec import decode_spec, validate_spec
         from bulkhead.runtime.state import ContainerState
 
-        validate_spec(decode_spec(json.dumps(doc).encode()))
+        spec = decode_spec(json.dumps(doc).encode())
+        validate_spec(spec)
+        if spec.process is not None:
+            from bulkhead.runtime.plan import ContainerPlan, plan_namespaces, plan_process
+
+            plan_namespaces(spec, ContainerPlan(process=plan_process(spec.process)))
         state = ContainerState(id="warm", bundle="/", rootfs="/", created="")
         msgspec.json.decode(msgspec.json.encode(state), type=ContainerState)
     except Exception as exc:
