@@ -186,7 +186,7 @@ def peer_processes() -> list[str]:
         state = stat[stat.rindex(")") + 2 :].split(" ", 1)[0]
         # A zombie is only an exit status its parent (often PID 1) has yet to collect.
         if state != "Z" and (comm in names or comm == "podman"):
-            found.append(f"{entry} {comm}")
+            found.append(f"{entry} {cmdline(int(entry))[:100].strip()}")
     return sorted(found)
 
 
@@ -1226,7 +1226,11 @@ def main(argv: list[str] | None = None) -> int:
         for p in problems:
             print(f"clean-up: {p}")
         if diffs:
-            print("WARNING: the host differs from before the benchmark:", file=sys.stderr)
+            print(
+                "WARNING: the host differs from before the benchmark (other sessions' work "
+                "shows up here too: see the command lines):",
+                file=sys.stderr,
+            )
             for d in diffs:
                 print(f"  {d}", file=sys.stderr)
         else:
