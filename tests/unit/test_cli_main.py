@@ -341,3 +341,14 @@ def test_login_stores_docker_compatible_credentials(
         "localhost:5000"
         not in json.loads((tmp_path / "config" / "config.json").read_text())["auths"]
     )
+
+
+def test_autostart_failure_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setenv("BULKHEAD_AUTOSTART", "1")
+    # the socket's directory cannot be made: a file is in the way
+    assert main(["-H", f"unix://{blocker}/sub/bulkhead.sock", "ps"]) == 1
+    assert "cannot start one" in capsys.readouterr().err

@@ -289,7 +289,13 @@ class Client:
             sock.close()
             if self.autostart and not self._started:
                 self._started = True
-                start_daemon(self.socket_path)
+                try:
+                    start_daemon(self.socket_path)
+                except OSError as start_exc:  # e.g. not root: /run/bulkhead is not ours
+                    raise DaemonUnavailable(
+                        f"Cannot connect to the bulkhead daemon at unix://{self.socket_path}"
+                        f" and cannot start one: {start_exc}"
+                    ) from None
                 return self._connect()
             raise DaemonUnavailable(
                 f"Cannot connect to the bulkhead daemon at unix://{self.socket_path}. "
