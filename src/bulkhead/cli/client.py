@@ -285,7 +285,13 @@ class Client:
         try:
             sock.connect(self.socket_path)
             return sock
-        except (FileNotFoundError, ConnectionRefusedError) as exc:
+        except PermissionError:
+            sock.close()
+            raise DaemonUnavailable(
+                "permission denied while trying to connect to the bulkhead daemon socket "
+                f"at unix://{self.socket_path}"
+            ) from None
+        except OSError as exc:  # no socket, nobody listening, a bad path
             sock.close()
             if self.autostart and not self._started:
                 self._started = True
@@ -300,12 +306,6 @@ class Client:
             raise DaemonUnavailable(
                 f"Cannot connect to the bulkhead daemon at unix://{self.socket_path}. "
                 f"Is the daemon running? ({exc.strerror})"
-            ) from None
-        except PermissionError:
-            sock.close()
-            raise DaemonUnavailable(
-                "permission denied while trying to connect to the bulkhead daemon socket "
-                f"at unix://{self.socket_path}"
             ) from None
 
     def send(
