@@ -424,6 +424,21 @@ BAD = [
     ({"HostConfig__CgroupParent": "/a/../../etc"}, "invalid HostConfig.CgroupParent"),
     ({"HostConfig__CgroupParent": "/"}, "invalid HostConfig.CgroupParent"),
     (
+        {"ExposedPorts": {"http/tcp": {}}},
+        "invalid Config.ExposedPorts.http/tcp: invalid port specification",
+    ),
+    ({"ExposedPorts": {"80/icmp": {}}}, "invalid port specification: '80/icmp'"),
+    ({"ExposedPorts": {"70000": {}}}, "invalid port specification: '70000'"),
+    (
+        {"HostConfig__PortBindings": {"80/tcp": [{"HostIp": "", "HostPort": "eighty"}]}},
+        "invalid HostConfig.PortBindings.80/tcp[0].HostPort: invalid port specification",
+    ),
+    (
+        {"Healthcheck": {"Interval": 1000}},
+        "invalid Config.Healthcheck.Interval: Interval in Healthcheck cannot be less than 1ms",
+    ),
+    ({"Healthcheck": {"Retries": -1}}, "Retries in Healthcheck cannot be negative"),
+    (
         {"Hostname": "h", "HostConfig__UTSMode": "host"},
         "invalid Config.Hostname: conflicting options: hostname and the UTS mode",
     ),
@@ -604,3 +619,16 @@ def test_kernel_memory_is_ignored_with_dockers_warning() -> None:
     req = parse_create_request(_with("py_run_detach", HostConfig__KernelMemory=64 << 20))
     assert any(w.startswith("Specifying a kernel memory limit is deprecated") for w in req.warnings)
     assert req.host_config["KernelMemory"] == 0
+
+
+def test_ports_and_healthcheck_pass_through() -> None:
+    req = parse_create_request(
+        _with(
+            "py_run_detach",
+            ExposedPorts={"80/tcp": {}, "53/udp": {}, "8000-8010": {}},
+            Healthcheck={"Test": ["CMD", "true"], "Interval": 2_000_000_000, "Retries": 3},
+            HostConfig__PortBindings={"80/tcp": [{"HostIp": "", "HostPort": "8080"}]},
+        )
+    )
+    assert req.config["Healthcheck"]["Retries"] == 3
+    assert set(req.config["ExposedPorts"]) == {"80/tcp", "53/udp", "8000-8010"}

@@ -432,7 +432,10 @@ def _normalize_config(config: dict[str, Any]) -> dict[str, Any]:
         for path in value:
             if key == "Volumes" and not path.startswith("/"):
                 raise _bad(f"Config.Volumes.{path}", "the mount point must be an absolute path")
+            if key == "ExposedPorts":
+                _check_port_spec(path, f"Config.ExposedPorts.{path}")
         out[key] = dict(value)
+    _check_healthcheck(config)
     if out["WorkingDir"] and not out["WorkingDir"].startswith("/"):
         raise _bad(
             "Config.WorkingDir",
@@ -488,6 +491,15 @@ def _normalize_host_config(hc: dict[str, Any], warnings: list[str]) -> dict[str,
             f"network {mode!r} is not supported yet: use none, host or container:<name>",
         )
     out["NetworkMode"] = mode
+    for port, bindings in _get_obj(hc, "PortBindings", "HostConfig.PortBindings").items():
+        field = f"HostConfig.PortBindings.{port}"
+        _check_port_spec(port, field)
+        for i, binding in enumerate(bindings or []):
+            if not isinstance(binding, dict):
+                raise _bad(f"{field}[{i}]", "expected an object {HostIp, HostPort}")
+            host_port = _get_str(binding, "HostPort", f"{field}[{i}].HostPort")
+            if host_port and not _PORT_RANGE_RE.match(host_port):
+                raise _bad(f"{field}[{i}].HostPort", f"invalid port specification: {host_port!r}")
     if _get_obj(hc, "PortBindings", "HostConfig.PortBindings") or _get_bool(
         hc, "PublishAllPorts", "HostConfig.PublishAllPorts"
     ):
@@ -560,6 +572,40 @@ def _normalize_host_config(hc: dict[str, Any], warnings: list[str]) -> dict[str,
         if _get_int(hc, key, f"HostConfig.{key}"):
             raise _bad(f"HostConfig.{key}", "realtime scheduling is not supported by this engine")
     return out
+
+
+_PORT_RANGE_RE = re.compile(r"^(\d{1,5})(-(\d{1,5}))?$")
+
+#: Docker's smallest healthcheck durations (nanoseconds in the API).
+_MIN_HEALTH_DURATION = 1_000_000
+
+
+def _check_port_spec(spec: str, field: str) -> None:
+    """``80``, ``80/tcp``, ``8000-8010/udp`` (Docker's nat.ParsePortSpec for a container port)."""
+    port, _, proto = spec.partition("/")
+    m = _PORT_RANGE_RE.match(port)
+    if (
+        m is None
+        or proto not in ("", "tcp", "udp", "sctp")
+        or not all(1 <= int(p) <= 65535 for p in (m.group(1), m.group(3)) if p)
+        or (m.group(3) and int(m.group(3)) < int(m.group(1)))
+    ):
+        raise _bad(field, f"invalid port specification: {spec!r}")
+
+
+def _check_healthcheck(config: dict[str, Any]) -> None:
+    """moby's ``validateHealthCheck``: durations 0 or at least 1 ms, retries not negative."""
+    hc = _get_obj(config, "Healthcheck", "Config.Healthcheck")
+    for key in ("Interval", "Timeout", "StartPeriod", "StartInterval"):
+        value = _get_int(hc, key, f"Config.Healthcheck.{key}") or 0
+        if value and value < _MIN_HEALTH_DURATION:
+            raise _bad(f"Config.Healthcheck.{key}", f"{key} in Healthcheck cannot be less than 1ms")
+    retries = _get_int(hc, "Retries", "Config.Healthcheck.Retries") or 0
+    if retries < 0:
+        raise _bad("Config.Healthcheck.Retries", "Retries in Healthcheck cannot be negative")
+    test = hc.get("Test")
+    if test is not None and not (isinstance(test, list) and all(isinstance(t, str) for t in test)):
+        raise _bad("Config.Healthcheck.Test", "expected an array of strings")
 
 
 def _check_conflicts(config: dict[str, Any], hc: dict[str, Any]) -> None:
