@@ -932,8 +932,9 @@ class _Conn:
         self.closed = True
         self.mon.reactor.forget(self.fd)
         with contextlib.suppress(OSError):
-            while self.sock.recv(65536):  # whatever arrived meanwhile: unread input means RST
-                pass
+            for _ in range(64):  # whatever arrived meanwhile (unread input means RST), bounded
+                if not self.sock.recv(65536):
+                    break
         self.sock.close()
         self.mon.conns.discard(self)
         self.mon.lingering.discard(self)
