@@ -536,6 +536,13 @@ def test_same_output_as_the_docker_cli(daemon: Daemon) -> None:
         ["port", "one"],
         ["logs", "two"],
         ["wait", "two"],
+        ["inspect", "nothing-here"],
+        ["container", "inspect", "nothing-here"],
+        ["image", "inspect", "nothing-here"],
+        ["volume", "inspect", "nothing-here"],
+        ["inspect", "-f", "{{.Id}}", "busybox", "nothing-here"],
+        ["rm", "nothing-here"],
+        ["volume", "rm", "nothing-here"],
     ]
     for args in same:
         mine, theirs = daemon.bulkhead(*args), daemon.docker(*args)
@@ -544,7 +551,11 @@ def test_same_output_as_the_docker_cli(daemon: Daemon) -> None:
             mine.stdout, theirs.stdout = (
                 "\n".join(sorted(r.stdout.splitlines())) for r in (mine, theirs)
             )
-        assert (mine.returncode, mine.stdout) == (theirs.returncode, theirs.stdout), (
+        assert (mine.returncode, mine.stdout, mine.stderr) == (
+            theirs.returncode,
+            theirs.stdout,
+            theirs.stderr,
+        ), (
             f"{args}:\nbulkhead ({mine.returncode}):\n{mine.stdout}{mine.stderr}\n"
             f"docker ({theirs.returncode}):\n{theirs.stdout}{theirs.stderr}"
         )

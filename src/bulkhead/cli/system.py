@@ -64,7 +64,8 @@ def inspect_objects(app: App, args: list[str], kind: str | None = None) -> int:
             if kind is None:
                 app.error(f"Error: No such object: {name}")
             else:
-                app.error(f"Error: {last.message if last else 'No such ' + kind + ': ' + name}")
+                message = last.message if last else f"No such {kind}: {name}"
+                app.error(f"Error response from daemon: {message}")
             continue
         results.append(found)
     fmt = parsed["format"]
@@ -79,7 +80,7 @@ def inspect_objects(app: App, args: list[str], kind: str | None = None) -> int:
                 app.print(tpl.execute(obj))
         except TemplateError as exc:
             raise Exit(1, f"template parsing error: {exc}") from None
-    elif results or not failed:
+    else:  # docker prints the array even when empty ("[]")
         app.print(json.dumps(results, indent=4, ensure_ascii=False))
     return 1 if failed else 0
 
