@@ -559,5 +559,34 @@ def test_same_output_as_the_docker_cli(daemon: Daemon) -> None:
             f"{args}:\nbulkhead ({mine.returncode}):\n{mine.stdout}{mine.stderr}\n"
             f"docker ({theirs.returncode}):\n{theirs.stdout}{theirs.stderr}"
         )
+    # errors: the same status and text (the program's name aside)
+    failing = [
+        ["start", "nothing-here"],
+        ["rename", "nothing-here", "other"],
+        ["stop", "nothing-here"],
+        ["logs", "nothing-here"],
+        ["exec", "nothing-here", "true"],
+        ["run", "--rm", "--pull", "never", "nothing:1"],
+        ["create", "--pull", "never", "nothing:1"],
+        ["run", "--rm", "busybox", "no-such-command"],
+        ["run", "--foo", "busybox"],
+        ["run", "-m", "1x", "busybox"],
+        ["run", "--pid", "bogus", "busybox"],
+        ["run", "--ulimit", "nofile=3:2", "busybox"],
+        ["ps", "--bogus"],
+        ["run"],
+        ["rm"],
+        ["volume", "create", "--bogus"],
+    ]
+    for args in failing:
+        mine, theirs = daemon.bulkhead(*args), daemon.docker(*args)
+        theirs_err = "\n".join(
+            line for line in theirs.stderr.splitlines() if "level=error" not in line
+        )
+        assert (mine.returncode, mine.stdout, mine.stderr.rstrip("\n")) == (
+            theirs.returncode,
+            theirs.stdout,
+            theirs_err.replace("docker", "bulkhead").rstrip("\n"),
+        ), f"{args}:\nbulkhead: {mine}\ndocker: {theirs}"
     ok(daemon.bulkhead("rm", "-f", "one", "two"))
     ok(daemon.bulkhead("rmi", "example.com/team/bb:1.0"))

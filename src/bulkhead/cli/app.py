@@ -12,7 +12,15 @@ from __future__ import annotations
 import sys
 
 from bulkhead.cli.client import APIError, Client, DaemonUnavailable, socket_from_env
-from bulkhead.cli.flags import ArgCountError, Command, HelpRequested, Parsed, UsageError
+from bulkhead.cli.flags import (
+    USAGES,
+    ArgCountError,
+    Command,
+    FlagError,
+    HelpRequested,
+    Parsed,
+    UsageError,
+)
 
 TYPE_CHECKING = False  # not `from typing import`: typing costs milliseconds at start-up
 if TYPE_CHECKING:
@@ -72,6 +80,11 @@ def run_command(app: App, fn: Callable[[App, list[str]], int], args: list[str]) 
     except ArgCountError as exc:
         app.error(f"bulkhead: {exc}")
         return 1
+    except FlagError as exc:
+        usage = USAGES.get(app.command)
+        usage_line = f"\n\nUsage:  bulkhead {usage}" if usage else ""
+        app.error(f"{exc}{usage_line}\n\nRun 'bulkhead {app.command} --help' for more information")
+        return 125
     except UsageError as exc:
         app.error(f"bulkhead: {exc}\n\nRun 'bulkhead {app.command} --help' for more information")
         return 125

@@ -25,6 +25,9 @@ if TYPE_CHECKING:
     from bulkhead.cli.runflags import CreatePlan
 
 
+RUN_HINT = "\n\nRun 'bulkhead run --help' for more information"
+
+
 def start_error_status(message: str) -> int:
     """Docker's statuses for a failed start: 127 not found, 126 cannot execute, else 125."""
     low = message.lower()
@@ -90,10 +93,7 @@ def cmd_create(app: App, args: list[str]) -> int:
     parsed = CREATE_COMMAND.parse(args)
     need_args(CREATE_COMMAND, parsed, 1)
     plan = build_create(parsed, run=False, console_size=_console_size(parsed["tty"]))
-    try:
-        cid = create_container(app, plan)
-    except (APIError, DaemonUnavailable) as exc:
-        raise Exit(125, f"bulkhead: {exc}") from None
+    cid = create_container(app, plan)  # docker's create: a daemon error exits 1
     app.print(cid)
     return 0
 
@@ -142,6 +142,7 @@ def attach_and_stream(
     start: bool = False,
     wait_condition: str = "",
     sig_proxy: bool = False,
+    for_run: bool = False,
 ) -> int | None:
     """Attach (hijack), optionally start, pump; the wait's status code (None if detached)."""
     from bulkhead.cli.stream import parse_detach_keys, pump
@@ -172,7 +173,9 @@ def attach_and_stream(
                     client.request("DELETE", f"/containers/{cid}", query={"force": 1}).read()
                 except (APIError, OSError):
                     pass
-            raise Exit(start_error_status(exc.message), f"bulkhead: {exc}") from None
+            if for_run:  # docker run: 125/126/127, prefixed, with the help hint
+                raise Exit(start_error_status(exc.message), f"bulkhead: {exc}{RUN_HINT}") from None
+            raise Exit(1, str(exc)) from None  # docker start -a: a daemon error
     saved = _forward_signals(app, cid) if sig_proxy and not tty else []
     try:
         keep = True
@@ -229,14 +232,15 @@ def cmd_run(app: App, args: list[str]) -> int:
     try:
         cid = create_container(app, plan)
     except (APIError, DaemonUnavailable) as exc:
-        raise Exit(125, f"bulkhead: {exc}") from None
+        raise Exit(125, f"bulkhead: {exc}{RUN_HINT}") from None
     client = app.client
     if plan.detach:
+        app.print(cid)  # docker prints the id before the start, failed or not
+        app.out.flush()
         try:
             client.request("POST", f"/containers/{cid}/start").read()
         except APIError as exc:
-            raise Exit(start_error_status(exc.message), f"bulkhead: {exc}") from None
-        app.print(cid)
+            raise Exit(start_error_status(exc.message), f"bulkhead: {exc}{RUN_HINT}") from None
         return 0
     app.out.flush()
     try:
@@ -258,6 +262,7 @@ def _run_attached(app: App, cid: str, plan: CreatePlan, tty: bool) -> int | None
         start=True,
         wait_condition="removed" if plan.body["HostConfig"]["AutoRemove"] else "next-exit",
         sig_proxy=plan.sig_proxy,
+        for_run=True,
     )
 
 
@@ -314,9 +319,17 @@ def cmd_start(app: App, args: list[str]) -> int:
             sig_proxy=True,
         )
         return 0 if status is None else status
-    return _each(
-        app, parsed.args, lambda n: client.request("POST", f"/containers/{n}/start").read()
-    )
+    failed: list[str] = []
+    for name in parsed.args:
+        try:
+            client.request("POST", f"/containers/{name}/start").read()
+            app.print(name)
+        except APIError as exc:
+            app.error(str(exc))
+            failed.append(name)
+    if failed:
+        raise Exit(1, f"Error: failed to start containers: {', '.join(failed)}")
+    return 0
 
 
 STOP = Command(
@@ -442,7 +455,11 @@ def cmd_rename(app: App, args: list[str]) -> int:
     parsed = RENAME.parse(args)
     need_args(RENAME, parsed, 2, 2)
     old, new = parsed.args
-    app.client.request("POST", f"/containers/{old}/rename", query={"name": new}).read()
+    try:
+        app.client.request("POST", f"/containers/{old}/rename", query={"name": new}).read()
+    except APIError as exc:
+        app.error(str(exc))
+        raise Exit(1, f"Error: failed to rename container named {old}") from None
     return 0
 
 

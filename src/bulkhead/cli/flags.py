@@ -41,6 +41,15 @@ class UsageError(Exception):
     """A command line the command cannot accept (exit status 125)."""
 
 
+class FlagError(UsageError):
+    """A flag the grammar refuses (unknown, missing or unparsable value): docker prints
+    these with the command's usage line."""
+
+
+#: usage line of every command by name, for the error messages of :class:`FlagError`
+USAGES: dict[str, str] = {}
+
+
 class Flag:
     """One flag: ``long`` name (without dashes), optional one-letter ``short``."""
 
@@ -106,6 +115,7 @@ class Command:
         self.flags = flags
         self.interspersed = interspersed
         self.summary = summary
+        USAGES.setdefault(name, usage)
         self._long: dict[str, Flag] = {}
         self._short: dict[str, Flag] = {}
         for f in self.flags:
@@ -148,14 +158,14 @@ class Command:
                     raise HelpRequested(self.help_text())
                 flag = self._long.get(name)
                 if flag is None:
-                    raise UsageError(f"unknown flag: --{name}")
+                    raise FlagError(f"unknown flag: --{name}")
                 if flag.kind == BOOL:
                     _set(values, flag, inline if eq else "true")
                 elif eq:
                     _set(values, flag, inline)
                 else:
                     if i >= n:
-                        raise UsageError(f"flag needs an argument: --{name}")
+                        raise FlagError(f"flag needs an argument: --{name}")
                     _set(values, flag, argv[i])
                     i += 1
                 given.add(flag.long)
@@ -169,7 +179,7 @@ class Command:
                     if flag is None:
                         if letter == "h":
                             raise HelpRequested(self.help_text())
-                        raise UsageError(f"unknown shorthand flag: {letter!r} in {word}")
+                        raise FlagError(f"unknown shorthand flag: {letter!r} in {word}")
                     given.add(flag.long)
                     rest = word[j:]
                     if flag.kind == BOOL:
@@ -182,7 +192,7 @@ class Command:
                         _set(values, flag, rest[1:] if rest.startswith("=") else rest)
                     else:
                         if i >= n:
-                            raise UsageError(f"flag needs an argument: {letter!r} in -{letter}")
+                            raise FlagError(f"flag needs an argument: {letter!r} in -{letter}")
                         _set(values, flag, argv[i])
                         i += 1
                     break
@@ -209,7 +219,7 @@ def _set(values: dict[str, Any], flag: Flag, raw: str) -> None:
         elif raw in _FALSE:
             values[flag.long] = False
         else:
-            raise UsageError(
+            raise FlagError(
                 f'invalid argument "{raw}" for "{flag.label()}" flag: '
                 f'strconv.ParseBool: parsing "{raw}": invalid syntax'
             )
@@ -219,7 +229,7 @@ def _set(values: dict[str, Any], flag: Flag, raw: str) -> None:
         try:
             values[flag.long] = int(raw, 0)
         except ValueError:
-            raise UsageError(
+            raise FlagError(
                 f'invalid argument "{raw}" for "{flag.label()}" flag: '
                 f'strconv.ParseInt: parsing "{raw}": invalid syntax'
             ) from None

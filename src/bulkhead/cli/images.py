@@ -158,6 +158,8 @@ def cmd_pull(app: App, args: list[str]) -> int:
     parsed = PULL.parse(args)
     need_args(PULL, parsed, 1, 1)
     ref = parsed.args[0]
+    if not parsed["all-tags"] and "@" not in ref and not split_repo_tag(ref)[1]:
+        app.print("Using default tag: latest")
     pull_image(
         app, ref, platform=parsed["platform"], quiet=parsed["quiet"], all_tags=parsed["all-tags"]
     )

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 
-from bulkhead.cli.flags import INT, LIST, STR, Command, Flag, Parsed, UsageError
+from bulkhead.cli.flags import INT, LIST, STR, Command, Flag, FlagError, Parsed, UsageError
 
 TYPE_CHECKING = False  # typing, dataclasses and fractions cost ~10 ms on every `run`
 if TYPE_CHECKING:
@@ -140,8 +140,8 @@ RUN_COMMAND = Command(
 # --- value parsers (docker's opts package) ---------------------------------------
 
 
-def bad_value(flag: str, value: str, why: str) -> UsageError:
-    return UsageError(f'invalid argument "{value}" for "{flag}" flag: {why}')
+def bad_value(flag: str, value: str, why: str) -> FlagError:
+    return FlagError(f'invalid argument "{value}" for "{flag}" flag: {why}')
 
 
 _BINARY = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
