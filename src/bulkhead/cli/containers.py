@@ -563,9 +563,8 @@ def ps_context(c: dict[str, Any], trunc: bool = True) -> dict[str, Any]:
         "Mounts": ",".join(mount_names),
         "Names": ",".join(names),
         "Networks": ",".join(sorted(networks)),
-        "Platform": c.get("ImageManifestDescriptor", {}).get("platform")
-        if trunc is not None
-        else None,
+        # docker 28 prints the image manifest's platform (null without one)
+        "Platform": (c.get("ImageManifestDescriptor") or {}).get("platform"),
         "Ports": _ports(c.get("Ports")),
         "RunningFor": ago(created),
         "Size": size or "0B",
@@ -997,14 +996,12 @@ def _copy_from(app: App, container: str, src: str, dst: str) -> int:
         return 0
     stat = _stat_header(resp)
     base = os.path.basename(src.rstrip("/")) or stat.get("name", "")
-    src_is_dir = bool(int(stat.get("mode", 0)) & (1 << 31))
     if os.path.isdir(dst):
         target_dir, rename = dst, None
     else:
         if dst.endswith("/"):
             raise Exit(1, f"Error: destination directory {dst} does not exist")
         target_dir, rename = os.path.dirname(os.path.abspath(dst)), os.path.basename(dst)
-    del src_is_dir
 
     class _Reader:
         def __init__(self, chunks: Any) -> None:
