@@ -352,3 +352,24 @@ def test_autostart_failure_is_a_clear_error(
     # the socket's directory cannot be made: a file is in the way
     assert main(["-H", f"unix://{blocker}/sub/bulkhead.sock", "ps"]) == 1
     assert "cannot start one" in capsys.readouterr().err
+
+
+def _all_command_lines() -> list[list[str]]:
+    from bulkhead.cli.main import COMMANDS, GROUPS
+
+    lines = [[verb] for verb in COMMANDS]
+    lines += [[group, sub] for group, subs in GROUPS.items() for sub in subs]
+    return lines
+
+
+@pytest.mark.parametrize("words", _all_command_lines(), ids=" ".join)
+def test_every_command_has_help(words: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([*words, "--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("Usage:  bulkhead ")
+
+
+def test_group_without_subcommand_lists_it(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["volume"]) == 0
+    assert "prune" in capsys.readouterr().out
+    assert main(["volume", "nope"]) == 1
