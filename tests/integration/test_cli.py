@@ -517,6 +517,8 @@ def test_same_output_as_the_docker_cli(daemon: Daemon) -> None:
         ],
         ["ps", "-a", "--no-trunc", "--format", "{{.ID}} {{.Command}} {{.Mounts}}"],
         ["ps", "-q"],
+        ["ps", "-a", "-s", "--format", "{{.Names}} {{.Size}} {{.Status}}"],
+        ["ps", "-a", "--format", "table {{.Names}}\t{{.Size}}\t{{.Mounts}}\t{{.Networks}}"],
         ["ps", "-a", "--filter", "exited=3", "--format", "{{.Names}}"],
         [
             "inspect",

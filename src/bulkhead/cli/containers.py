@@ -605,10 +605,12 @@ def cmd_ps(app: App, args: list[str]) -> int:
     parsed = PS.parse(args)
     need_args(PS, parsed, 0, 0)
     limit = 1 if parsed["latest"] else parsed["last"]
+    # as docker: a format that shows .Size asks the daemon for sizes
+    wants_size = parsed["size"] or ".Size" in (parsed["format"] or "")
     query: dict[str, Any] = {
         "all": parsed["all"] or limit > 0 or None,
         "limit": limit if limit > 0 else None,
-        "size": parsed["size"] or None,
+        "size": wants_size or None,
         "filters": filters_query(parsed["filter"]),
     }
     containers = app.client.get("/containers/json", **query) or []
