@@ -561,6 +561,12 @@ def test_same_output_as_the_docker_cli(daemon: Daemon) -> None:
             f"{args}:\nbulkhead ({mine.returncode}):\n{mine.stdout}{mine.stderr}\n"
             f"docker ({theirs.returncode}):\n{theirs.stdout}{theirs.stderr}"
         )
+    # info: the same report, the client's own version aside
+    mine_info, docker_info = (
+        [line for line in r.stdout.splitlines() if not line.startswith(" Version:")]
+        for r in (daemon.bulkhead("info"), daemon.docker("info"))
+    )
+    assert mine_info == docker_info
     # errors: the same status and text (the program's name aside)
     failing = [
         ["start", "nothing-here"],

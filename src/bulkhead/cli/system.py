@@ -208,15 +208,42 @@ def cmd_info(app: App, args: list[str]) -> int:
         f" Images: {info.get('Images', 0)}",
         f" Server Version: {info.get('ServerVersion', '')}",
         f" Storage Driver: {info.get('Driver', '')}",
+    ]
+    lines += [f"  {k}: {v}" for k, v in info.get("DriverStatus") or []]
+    lines += [
         f" Logging Driver: {info.get('LoggingDriver', '')}",
         f" Cgroup Driver: {info.get('CgroupDriver', '')}",
         f" Cgroup Version: {info.get('CgroupVersion', '')}",
     ]
+    plugins = info.get("Plugins") or {}
+    if plugins:
+        lines.append(" Plugins:")
+        for kind in ("Volume", "Network", "Authorization", "Log"):
+            if plugins.get(kind):
+                lines.append(f"  {kind}: {' '.join(plugins[kind])}")
+    swarm = (info.get("Swarm") or {}).get("LocalNodeState")
+    if swarm:
+        lines.append(f" Swarm: {swarm}")
     runtimes = info.get("Runtimes") or {}
     if runtimes:
-        lines.append(f" Runtimes: {' '.join(sorted(runtimes))}")
+        lines.append(f" Runtimes: {' '.join(runtimes)}")
     lines += [
         f" Default Runtime: {info.get('DefaultRuntime', '')}",
+        f" Init Binary: {info.get('InitBinary', '')}",
+        f" containerd version: {(info.get('ContainerdCommit') or {}).get('ID', '')}",
+        f" runc version: {(info.get('RuncCommit') or {}).get('ID', '')}",
+        f" init version: {(info.get('InitCommit') or {}).get('ID', '')}",
+    ]
+    security = info.get("SecurityOptions") or []
+    if security:
+        lines.append(" Security Options:")
+        for opt in security:
+            fields = dict(part.partition("=")[::2] for part in opt.split(","))
+            lines.append(f"  {fields.get('name', opt)}")
+            for key, value in fields.items():
+                if key != "name":
+                    lines.append(f"   {key.capitalize()}: {value}")
+    lines += [
         f" Kernel Version: {info.get('KernelVersion', '')}",
         f" Operating System: {info.get('OperatingSystem', '')}",
         f" OSType: {info.get('OSType', '')}",
@@ -227,7 +254,22 @@ def cmd_info(app: App, args: list[str]) -> int:
         f" ID: {info.get('ID', '')}",
         f" Docker Root Dir: {info.get('DockerRootDir', '')}",
         f" Debug Mode: {str(bool(info.get('Debug'))).lower()}",
+        f" Experimental: {str(bool(info.get('ExperimentalBuild'))).lower()}",
+    ]
+    registry = info.get("RegistryConfig") or {}
+    insecure = [
+        name for name, idx in (registry.get("IndexConfigs") or {}).items() if not idx.get("Secure")
+    ] + list(registry.get("InsecureRegistryCIDRs") or [])
+    if insecure:
+        lines.append(" Insecure Registries:")
+        lines += [f"  {name}" for name in insecure]
+    mirrors = registry.get("Mirrors") or []
+    if mirrors:
+        lines.append(" Registry Mirrors:")
+        lines += [f"  {m}" for m in mirrors]
+    lines += [
         f" Live Restore Enabled: {str(bool(info.get('LiveRestoreEnabled'))).lower()}",
+        "",
     ]
     for line in lines:
         app.print(line)
