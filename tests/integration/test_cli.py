@@ -567,6 +567,12 @@ def test_same_output_as_the_docker_cli(daemon: Daemon) -> None:
         for r in (daemon.bulkhead("info"), daemon.docker("info"))
     )
     assert mine_info == docker_info
+    # version: the server half is the same
+    mine_v, docker_v = (
+        r.stdout.split("\nServer:", 1)[1]
+        for r in (daemon.bulkhead("version"), daemon.docker("version"))
+    )
+    assert mine_v == docker_v
     # errors: the same status and text (the program's name aside)
     failing = [
         ["start", "nothing-here"],

@@ -6,11 +6,14 @@ import json
 import os
 import platform
 import sys
-from typing import Any
 
 from bulkhead.cli.app import App, Exit
 from bulkhead.cli.client import API_VERSION, APIError, DaemonUnavailable
 from bulkhead.cli.flags import BOOL, STR, Command, Flag, UsageError, need_args
+
+TYPE_CHECKING = False  # typing costs milliseconds at start-up
+if TYPE_CHECKING:
+    from typing import Any
 
 # --- inspect --------------------------------------------------------------------
 
@@ -144,31 +147,38 @@ def cmd_version(app: App, args: list[str]) -> int:
         app.print(f" OS/Arch:           linux/{client_info['Arch']}")
         app.print(" Context:           default")
         if server:
-            app.print("")
-            app.print("Server: bulkhead")
-            app.print(" Engine:")
-            app.print(f"  Version:          {server.get('Version', '')}")
-            app.print(
-                f"  API version:      {server.get('ApiVersion', '')} "
-                f"(minimum version {server.get('MinAPIVersion', '')})"
-            )
-            if server.get("GoVersion"):
-                app.print(f"  Go version:       {server['GoVersion']}")
-            if server.get("GitCommit"):
-                app.print(f"  Git commit:       {server['GitCommit']}")
-            if server.get("BuildTime"):
-                app.print(f"  Built:            {server['BuildTime']}")
-            app.print(f"  OS/Arch:          {server.get('Os', '')}/{server.get('Arch', '')}")
-            if server.get("KernelVersion"):
-                app.print(f"  Kernel version:   {server['KernelVersion']}")
-            for comp in server.get("Components") or []:
-                if comp.get("Name") and comp.get("Name") != "Engine":
-                    app.print(f" {comp['Name']}:")
-                    app.print(f"  Version:          {comp.get('Version', '')}")
+            _print_server_version(app, server)
     if error:
         app.error(error)
         return 1
     return 0
+
+
+def _print_server_version(app: App, server: dict[str, Any]) -> None:
+    """The server half of ``version``, laid out as docker's (Engine, then other components)."""
+    name = (server.get("Platform") or {}).get("Name") or "bulkhead"
+    engine = next((c for c in server.get("Components") or [] if c.get("Name") == "Engine"), None)
+    details = (engine or {}).get("Details") or {}
+    app.print("")
+    app.print(f"Server: {name}")
+    app.print(" Engine:")
+    app.print(f"  Version:          {server.get('Version', '')}")
+    app.print(
+        f"  API version:      {server.get('ApiVersion', '')} "
+        f"(minimum version {server.get('MinAPIVersion', '')})"
+    )
+    app.print(f"  Go version:       {server.get('GoVersion', '')}")
+    app.print(f"  Git commit:       {server.get('GitCommit', '')}")
+    app.print(f"  Built:            {server.get('BuildTime', '')}")
+    app.print(f"  OS/Arch:          {server.get('Os', '')}/{server.get('Arch', '')}")
+    app.print(f"  Experimental:     {details.get('Experimental', 'false')}")
+    for comp in server.get("Components") or []:
+        if comp.get("Name") == "Engine":
+            continue
+        app.print(f" {comp.get('Name', '')}:")
+        app.print(f"  Version:          {comp.get('Version', '')}")
+        for key, value in (comp.get("Details") or {}).items():
+            app.print(f"  {key + ':':<17} {value}")
 
 
 INFO = Command(
