@@ -561,10 +561,21 @@ def test_same_output_as_the_docker_cli(daemon: Daemon) -> None:
             f"{args}:\nbulkhead ({mine.returncode}):\n{mine.stdout}{mine.stderr}\n"
             f"docker ({theirs.returncode}):\n{theirs.stdout}{theirs.stderr}"
         )
+
     # info: the same report, the client's own version aside
+    def info_lines(r: subprocess.CompletedProcess[str]) -> list[str]:
+        lines = [line for line in r.stdout.splitlines() if not line.startswith(" Version:")]
+        # docker lists runtimes in Go map order (random)
+        return [
+            " Runtimes: " + " ".join(sorted(line.split()[1:]))
+            if line.startswith(" Runtimes:")
+            else line
+            for line in lines
+        ]
+
     mine_info, docker_info = (
-        [line for line in r.stdout.splitlines() if not line.startswith(" Version:")]
-        for r in (daemon.bulkhead("info"), daemon.docker("info"))
+        info_lines(daemon.bulkhead("info")),
+        info_lines(daemon.docker("info")),
     )
     assert mine_info == docker_info
     # version: the server half is the same
