@@ -615,3 +615,26 @@ def test_same_output_as_the_docker_cli(daemon: Daemon) -> None:
         ), f"{args}:\nbulkhead: {mine}\ndocker: {theirs}"
     ok(daemon.bulkhead("rm", "-f", "one", "two"))
     ok(daemon.bulkhead("rmi", "example.com/team/bb:1.0"))
+
+
+def test_unknown_image_tries_a_pull_then_fails_with_125(daemon: Daemon, registry: Registry) -> None:
+    """The issue's bad-input case, without leaving loopback: a pull from the test registry."""
+    ref = registry.ref("nosuch/image:1")
+    mine = daemon.bulkhead("run", "--rm", ref, "true")
+    theirs = daemon.docker("run", "--rm", ref, "true")
+    assert mine.returncode == theirs.returncode == 125
+    assert f"Unable to find image '{ref}' locally" in mine.stderr
+    last_line = [line for line in mine.stderr.splitlines() if line][-2]
+    assert last_line.startswith("bulkhead: Error response from daemon: ")
+    theirs_line = next(line for line in theirs.stderr.splitlines() if "Error response" in line)
+    assert last_line == theirs_line.replace("docker:", "bulkhead:")
+    # nothing left behind: no container, no image
+    assert ok(daemon.bulkhead("ps", "-a", "-q")) == ""
+    assert ok(daemon.bulkhead("images", "-q", ref)) == ""
+    # a registry that does not answer: the same, fast
+    from tests.integration.registry_fixtures import free_port
+
+    start = time.monotonic()
+    r = daemon.bulkhead("run", "--rm", f"127.0.0.1:{free_port()}/x:1", "true")
+    assert r.returncode == 125 and "Error response from daemon" in r.stderr
+    assert time.monotonic() - start < 30
