@@ -592,8 +592,11 @@ def render_contexts(
     from bulkhead.cli.template import TemplateError, go_json, render_list
 
     if fmt == "json":
+        # docker's `--format json` is json.Marshal (HTML-escaped), unlike `{{json .}}`
         for ctx in contexts:
-            app.print(go_json({k: v for k, v in sorted(ctx.items()) if not callable(v)}))
+            text = go_json({k: v for k, v in sorted(ctx.items()) if not callable(v)})
+            text = text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+            app.print(text)
         return
     try:
         app.out.write(render_list(fmt, contexts, headers))

@@ -245,7 +245,7 @@ def _image_rows(images: list[dict[str, Any]], trunc: bool) -> list[dict[str, Any
             "CreatedSince": ago(created),
             "CreatedAt": format_time(created),
             "Size": size,
-            "VirtualSize": size,
+            "VirtualSize": human_size(float(img.get("Size") or 0), 4),  # docker: HumanSize
             "Containers": "N/A" if img.get("Containers", -1) < 0 else str(img["Containers"]),
             "SharedSize": "N/A" if shared is None or shared < 0 else human_size(float(shared)),
             "UniqueSize": "N/A"
@@ -501,11 +501,14 @@ def cmd_history(app: App, args: list[str]) -> int:
         if trunc:
             created_by = ellipsis(created_by, 45)
         size = int(it.get("Size") or 0)
+        import time
+
+        rfc3339 = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(created))
         rows.append(
             {
                 "ID": ident,
-                "CreatedSince": ago(created) if human else format_time(created),
-                "CreatedAt": format_time(created),
+                "CreatedSince": ago(created) if human else rfc3339,
+                "CreatedAt": rfc3339,  # docker's history: RFC 3339, unlike images
                 "CreatedBy": created_by,
                 "Size": human_size(float(size)) if human else str(size),
                 "Comment": str(it.get("Comment") or ""),
@@ -515,8 +518,9 @@ def cmd_history(app: App, args: list[str]) -> int:
         for r in rows:
             app.print(r["ID"])
         return 0
+    created = "{{.CreatedSince}}" if human else "{{.CreatedAt}}"
     fmt = parsed["format"] or (
-        "table {{.ID}}\t{{.CreatedSince}}\t{{.CreatedBy}}\t{{.Size}}\t{{.Comment}}"
+        f"table {{{{.ID}}}}\t{created}\t{{{{.CreatedBy}}}}\t{{{{.Size}}}}\t{{{{.Comment}}}}"
     )
     render_contexts(app, fmt, rows, HISTORY_HEADERS)
     return 0

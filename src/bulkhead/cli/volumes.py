@@ -67,6 +67,9 @@ LS = Command(
 )
 
 HEADERS: dict[str, Any] = {
+    "Availability": "AVAILABILITY",
+    "Group": "GROUP",
+    "Status": "STATUS",
     "Name": "VOLUME NAME",
     "Driver": "DRIVER",
     "Scope": "SCOPE",
@@ -81,14 +84,19 @@ HEADERS: dict[str, Any] = {
 def volume_context(vol: dict[str, Any]) -> dict[str, Any]:
     labels = vol.get("Labels") or {}
     usage = vol.get("UsageData") or {}
+    cluster = vol.get("ClusterVolume") or {}  # swarm's cluster volumes: N/A here
+    spec = cluster.get("Spec") or {}
     return {
+        "Availability": str(spec.get("Availability") or "N/A"),
         "Driver": str(vol.get("Driver", "")),
+        "Group": str(spec.get("Group") or "N/A"),
         "Labels": ",".join(f"{k}={v}" for k, v in sorted(labels.items())),
         "Links": "N/A" if usage.get("RefCount", -1) < 0 else str(usage["RefCount"]),
         "Mountpoint": str(vol.get("Mountpoint", "")),
         "Name": str(vol.get("Name", "")),
         "Scope": str(vol.get("Scope", "")),
         "Size": "N/A" if usage.get("Size", -1) < 0 else human_size(float(usage["Size"])),
+        "Status": "N/A" if not vol.get("Status") else str(vol["Status"]),
         "Label": lambda key: str(labels.get(key, "")),
     }
 
