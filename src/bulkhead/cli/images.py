@@ -518,9 +518,9 @@ def cmd_history(app: App, args: list[str]) -> int:
         for r in rows:
             app.print(r["ID"])
         return 0
-    created = "{{.CreatedSince}}" if human else "{{.CreatedAt}}"
+    created_col = "{{.CreatedSince}}" if human else "{{.CreatedAt}}"
     fmt = parsed["format"] or (
-        f"table {{{{.ID}}}}\t{created}\t{{{{.CreatedBy}}}}\t{{{{.Size}}}}\t{{{{.Comment}}}}"
+        f"table {{{{.ID}}}}\t{created_col}\t{{{{.CreatedBy}}}}\t{{{{.Size}}}}\t{{{{.Comment}}}}"
     )
     render_contexts(app, fmt, rows, HISTORY_HEADERS)
     return 0
