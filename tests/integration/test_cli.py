@@ -646,3 +646,17 @@ def test_unknown_image_tries_a_pull_then_fails_with_125(daemon: Daemon, registry
     r = daemon.bulkhead("run", "--rm", f"127.0.0.1:{free_port()}/x:1", "true")
     assert r.returncode == 125 and "Error response from daemon" in r.stderr
     assert time.monotonic() - start < 30
+
+
+def test_create_then_start_attached(daemon: Daemon) -> None:
+    cid = ok(daemon.bulkhead("create", "--name", "later", "busybox", "sh", "-c", "echo hi; exit 2"))
+    assert len(cid.strip()) == 64
+    assert ok(daemon.bulkhead("ps", "-a", "--format", "{{.Names}} {{.State}}")) == "later created\n"
+    r = daemon.bulkhead("start", "-a", "later")
+    assert (r.returncode, r.stdout) == (2, "hi\n"), r.stderr
+    # started again, detached: prints the name, as docker
+    assert ok(daemon.bulkhead("start", "later")) == "later\n"
+    assert ok(daemon.bulkhead("wait", "later")) == "2\n"
+    r = daemon.bulkhead("start", "-a", "-i", "later", input="")
+    assert r.returncode == 2
+    ok(daemon.bulkhead("rm", "later"))
