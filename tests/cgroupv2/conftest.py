@@ -5,7 +5,7 @@ lane, ``make test-cgroupv2`` (part of ``make test``), which boots one
 cgroup-v2-only guest for them and the cgroup2 tests of
 ``tests/integration/test_rootfs.py``: ``../shared/vmtest/run-in-cgroup2-vm
 --timeout 600 -- $PWD/.venv/bin/python -m pytest -q tests/cgroupv2 ...``
-(about 30 s under software emulation). Anywhere else every test here is
+(about 2 minutes under software emulation, the daemon test included). Anywhere else every test here is
 skipped. The guest is thrown away afterwards, so tests here may load kernel
 modules (null_blk) and make device nodes; they must never run on a host.
 """
@@ -38,3 +38,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if HERE in item.path.parents:
             item.add_marker(mark)
+
+
+from tests.integration.engine_fixtures import daemon, daemon_factory  # noqa: E402, F401

@@ -1,0 +1,50 @@
+"""The daemon on a cgroup-v2-only kernel (the VM lane), driven by the real ``docker`` CLI.
+
+One test (each docker call costs seconds under software emulation): a
+detached container's limits land in its cgroup v2 files and are what it sees
+through its own cgroup namespace; a memory hog is OOM-killed and reported as
+such; stop and remove leave no cgroup behind.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from tests.integration.engine_fixtures import Daemon
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+TIMEOUT = 300
+
+
+def test_engine_limits_oom_and_cleanup_on_cgroup_v2(daemon_factory: Any) -> None:
+    d: Daemon = daemon_factory()
+
+    def docker(*args: str) -> str:
+        r = d.docker(*args, timeout=TIMEOUT)
+        assert r.returncode == 0, f"docker {' '.join(args)}: {r.stderr}"
+        return r.stdout
+
+    cid = docker(
+        "run", "-d", "--name", "limited", "-m", "32m", "--pids-limit", "20", "--cpus", "0.5",
+        "busybox", "sleep", "300",
+    ).strip()  # fmt: skip
+    cgroup = CGROUP_ROOT / d.cgroup_parent.lstrip("/") / cid
+    assert (cgroup / "memory.max").read_text().strip() == str(32 << 20)
+    assert (cgroup / "pids.max").read_text().strip() == "20"
+    assert (cgroup / "cpu.max").read_text().split() == ["50000", "100000"]
+    # A private cgroup namespace (Docker's default on v2): the container's cgroup is its root.
+    assert docker("exec", "limited", "cat", "/sys/fs/cgroup/memory.max").strip() == str(32 << 20)
+    assert docker("exec", "limited", "cat", "/proc/self/cgroup").strip() == "0::/"
+
+    r = d.docker(
+        "run", "--name", "hog", "-m", "16m", "busybox", "tail", "/dev/zero", timeout=TIMEOUT
+    )
+    assert r.returncode == 137, r.stderr
+    state = json.loads(docker("inspect", "hog"))[0]["State"]
+    assert state["OOMKilled"] is True and state["ExitCode"] == 137
+
+    docker("stop", "-t", "1", "limited")
+    docker("rm", "limited", "hog")
+    assert not cgroup.exists()
