@@ -217,11 +217,13 @@ class Daemon:
         for pid in {*_processes_mentioning(str(self.exec_root)), *_monitor_pids(self.exec_root)}:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 20  # a loaded 2-CPU machine can take a while
         while _processes_mentioning(str(self.exec_root)) and time.monotonic() < deadline:
             time.sleep(0.05)
         for pid in _processes_mentioning(str(self.exec_root)):
-            problems.append(f"process {pid} ({_cmdline(pid)!r}) survived SIGKILL")
+            problems.append(
+                f"process {pid} ({_cmdline(pid)!r}, state {_state(pid)}) survived SIGKILL for 20 s"
+            )
         for mount_point in _mounts_under(self.root, self.exec_root):
             subprocess.run(["umount", "-l", mount_point], capture_output=True, check=False)
         problems += _remove_cgroup_parent(self.cgroup_parent)
@@ -255,6 +257,16 @@ def _cmdline(pid: int) -> str:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
     except OSError:
         return ""
+
+
+def _state(pid: int) -> str:
+    """The process's state letter and wait channel (R, S, D: uninterruptible, Z: zombie)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        wchan = Path(f"/proc/{pid}/wchan").read_text()
+    except OSError:
+        return "gone"
+    return f"{stat.rpartition(')')[2].split()[0]} in {wchan or '-'}"
 
 
 def _processes_mentioning(text: str) -> list[int]:
