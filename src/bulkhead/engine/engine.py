@@ -1608,14 +1608,13 @@ class Engine:
     @contextlib.contextmanager
     def _cp_view(self, c: Container) -> Iterator[str]:
         """The rootfs with the container's volumes and binds in it (``docker cp`` sees them)."""
-        with self.rootfs_mounted(c.id) as rootfs:
-            try:
-                from bulkhead.engine.mounts import rootfs_with_volumes
-            except ImportError:  # pragma: no cover - the volumes helper is part of the tree
-                yield rootfs
-                return
-            with rootfs_with_volumes(rootfs, list(c.mount_points)) as view:
-                yield view
+        from bulkhead.engine.mounts import rootfs_with_volumes
+
+        with (
+            self.rootfs_mounted(c.id) as rootfs,
+            rootfs_with_volumes(rootfs, list(c.mount_points)) as view,
+        ):
+            yield view
 
     async def _spooled(self, write: Callable[[BinaryIO], None]) -> AsyncIterator[bytes]:
         """Run ``write(file)`` in a thread into a temporary file; return its chunks (async)."""
