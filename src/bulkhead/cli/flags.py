@@ -132,7 +132,7 @@ class Command:
             for f in sorted(self.flags, key=lambda f: f.long):
                 head = f"  -{f.short}, --{f.long}" if f.short else f"      --{f.long}"
                 if f.kind != BOOL:
-                    head += f" {f.metavar or f.kind}"
+                    head += " " + (f.metavar or {STR: "string", LIST: "list", INT: "int"}[f.kind])
                 lines.append(f"{head:<32} {f.help}".rstrip())
         return "\n".join(lines) + "\n"
 
