@@ -660,3 +660,83 @@ def test_create_then_start_attached(daemon: Daemon) -> None:
     r = daemon.bulkhead("start", "-a", "-i", "later", input="")
     assert r.returncode == 2
     ok(daemon.bulkhead("rm", "later"))
+
+
+def _tree(root: Path) -> list[str]:
+    out = []
+    for p in sorted(root.rglob("*")):
+        rel = p.relative_to(root)
+        out.append(f"{rel}:{p.read_text() if p.is_file() else '/'}")
+    return out
+
+
+@pytest.mark.parametrize(
+    ("src", "dst_exists"),
+    [
+        ("/data", False),
+        ("/data", True),
+        ("/data/", True),
+        ("/data/.", False),
+        ("/data/.", True),
+        ("/data/f", False),
+        ("/data/f", True),
+    ],
+)
+def test_cp_out_matches_docker(daemon: Daemon, tmp_path: Path, src: str, dst_exists: bool) -> None:
+    ok(
+        daemon.bulkhead(
+            "run",
+            "-d",
+            "--name",
+            "src",
+            "busybox",
+            "sh",
+            "-c",
+            "mkdir -p /data/sub && echo f > /data/f && echo g > /data/sub/g && sleep 100",
+        )
+    )
+    deadline = time.monotonic() + 5
+    while daemon.bulkhead("exec", "src", "cat", "/data/sub/g").stdout != "g\n":
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    trees = []
+    for tool in ("bulkhead", "docker"):
+        base = tmp_path / tool
+        base.mkdir()
+        dst = base / "dst"
+        if dst_exists:
+            dst.mkdir()
+        run = daemon.bulkhead if tool == "bulkhead" else daemon.docker
+        r = run("cp", f"src:{src}", str(dst))
+        trees.append((r.returncode, _tree(base)))
+    assert trees[0] == trees[1]
+    ok(daemon.bulkhead("rm", "-f", "src"))
+
+
+@pytest.mark.parametrize(
+    ("src", "dst"),
+    [
+        ("dir", "/tmp"),
+        ("dir", "/newdir"),
+        ("dir/.", "/tmp"),
+        ("file", "/tmp/"),
+        ("file", "/tmp/renamed"),
+    ],
+)
+def test_cp_in_matches_docker(daemon: Daemon, tmp_path: Path, src: str, dst: str) -> None:
+    (tmp_path / "dir" / "sub").mkdir(parents=True)
+    (tmp_path / "dir" / "a").write_text("a")
+    (tmp_path / "dir" / "sub" / "b").write_text("b")
+    (tmp_path / "file").write_text("file")
+    listings = []
+    for tool in ("bulkhead", "docker"):
+        name = f"dst-{tool}"
+        ok(daemon.bulkhead("run", "-d", "--name", name, "busybox", "sleep", "100"))
+        run = daemon.bulkhead if tool == "bulkhead" else daemon.docker
+        r = run("cp", str(tmp_path / src), f"{name}:{dst}")
+        listing = ok(
+            daemon.bulkhead("exec", name, "sh", "-c", "cd / && find tmp newdir 2>/dev/null | sort")
+        )
+        listings.append((r.returncode, listing))
+        ok(daemon.bulkhead("rm", "-f", name))
+    assert listings[0] == listings[1]
