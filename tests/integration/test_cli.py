@@ -95,7 +95,14 @@ def test_run_detached_logs_stop_rm(daemon: Daemon) -> None:
     r = daemon.bulkhead("logs", "talker")
     assert (r.stdout, r.stderr) == ("one\nthree\n", "two\n")
     # --tail and --timestamps: what docker's CLI prints for the same daemon
-    for args in (["--tail", "2"], ["--tail", "1"], ["-t"]):
+    for args in (
+        ["--tail", "2"],
+        ["--tail", "1"],
+        ["-t"],
+        ["--since", "1h"],
+        ["--since", "2000-01-01T00:00:00Z"],
+        ["--until", "2000-01-01"],
+    ):
         mine = daemon.bulkhead("logs", *args, "talker")
         theirs = daemon.docker("logs", *args, "talker")
         assert (mine.stdout, mine.stderr) == (theirs.stdout, theirs.stderr)
