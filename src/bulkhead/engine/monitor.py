@@ -476,18 +476,17 @@ def _in_helper(
         finally:
             os._exit(code)
     theirs.close()
+    msg = b""
     try:
         msg, fds, _, _ = socket.recv_fds(ours, 1 << 20, 4)
     finally:
         ours.close()
-        while True:
-            try:
+        if not msg:
+            # It died without an answer: collect it now. Otherwise it is exiting
+            # (tearing down its copy of the address space takes 1-2 ms): the
+            # monitor's reaper (waitpid(-1) on SIGCHLD) collects it meanwhile.
+            with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, 0)
-                break
-            except ChildProcessError:
-                break
-            except InterruptedError:
-                continue
     if not msg:
         raise MonitorError("the runtime helper process failed (see monitor.log)")
     doc = json.loads(msg)
