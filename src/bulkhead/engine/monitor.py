@@ -385,6 +385,10 @@ class MonitorClient:
 # ---------------------------------------------------------------------- runtimes (monitor side)
 
 
+def _nothing() -> None:
+    pass
+
+
 @contextlib.contextmanager
 def _as_stdio(fds: tuple[int, int, int]) -> Iterator[None]:
     """Make ``fds`` our fds 0/1/2 for the duration: the in-process runtime's children inherit them."""
@@ -402,8 +406,14 @@ def _as_stdio(fds: tuple[int, int, int]) -> Iterator[None]:
 class _Backend:
     """How the monitor drives one OCI runtime."""
 
-    def create(self, stdio: tuple[int, int, int], tty: bool) -> tuple[int, int | None]:
-        """Create the container: (init pid, pty master when ``tty``)."""
+    def create(
+        self, stdio: tuple[int, int, int], tty: bool, meanwhile: Callable[[], None] = _nothing
+    ) -> tuple[int, int | None]:
+        """Create the container: (init pid, pty master when ``tty``).
+
+        ``meanwhile`` (which must not raise) is the monitor's own set-up: it
+        runs while the runtime works when the runtime works in another process.
+        """
         raise NotImplementedError
 
     def start(self) -> None:
@@ -444,6 +454,7 @@ def _map_runtime_error(exc: Exception) -> MonitorError:
 
 def _in_helper(
     work: Callable[[], tuple[dict[str, Any], list[int]]],
+    meanwhile: Callable[[], None] = _nothing,
 ) -> tuple[dict[str, Any], list[int]]:
     """Run ``work`` in a forked, short-lived child; return its result (a JSON dict, fds).
 
@@ -455,6 +466,7 @@ def _in_helper(
     gives for free). Processes the child starts and leaves (the container's
     init, an exec'd process) are reparented to the monitor, the subreaper.
     Errors come back as ``{"error", "kind"}`` and are raised here.
+    ``meanwhile`` runs here while the child works.
     """
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     sys.stderr.flush()
@@ -478,6 +490,7 @@ def _in_helper(
     theirs.close()
     msg = b""
     try:
+        meanwhile()
         msg, fds, _, _ = socket.recv_fds(ours, 1 << 20, 4)
     finally:
         ours.close()
@@ -510,7 +523,9 @@ class _InProcess(_Backend):
 
         return Runtime(self.cfg.runtime_root)
 
-    def create(self, stdio: tuple[int, int, int], tty: bool) -> tuple[int, int | None]:
+    def create(
+        self, stdio: tuple[int, int, int], tty: bool, meanwhile: Callable[[], None] = _nothing
+    ) -> tuple[int, int | None]:
         def work() -> tuple[dict[str, Any], list[int]]:
             from bulkhead.runtime.container import CreateOptions
 
@@ -527,7 +542,7 @@ class _InProcess(_Backend):
             }
             return doc, [] if started.console is None else [started.console]
 
-        doc, fds = _in_helper(work)
+        doc, fds = _in_helper(work, meanwhile)
         self.fifo = str(doc.get("fifo") or "")
         return int(doc["pid"]), fds[0] if fds else None
 
@@ -666,7 +681,10 @@ class _Binary(_Backend):
         s.listen(1)
         return s, path
 
-    def create(self, stdio: tuple[int, int, int], tty: bool) -> tuple[int, int | None]:
+    def create(
+        self, stdio: tuple[int, int, int], tty: bool, meanwhile: Callable[[], None] = _nothing
+    ) -> tuple[int, int | None]:
+        meanwhile()
         pid_file = os.path.join(self.cfg.state_dir, "init.pid")
         args = ["create", "--bundle", self.cfg.bundle, "--pid-file", pid_file]
         listener = None
@@ -1230,28 +1248,31 @@ class Monitor:
         self.oom_base = 0
         self.error = ""
         self.listeners: list[socket.socket] = []
+        self.monitor_start = 0
         self.sig_r = -1
 
     # -- set-up -------------------------------------------------------------
 
     def setup(self) -> tuple[int, int]:
-        """Create the container and start listening; returns (monitor pid, init pid)."""
-        cfg = self.cfg
-        os.makedirs(self.exec_dir, exist_ok=True)
-        for name in (EXIT_FILE, INFO_FILE):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(os.path.join(cfg.state_dir, name))
-        for name in os.listdir(self.exec_dir):  # a previous run's execs: forgotten, as Docker does
-            with contextlib.suppress(OSError):
-                os.unlink(os.path.join(self.exec_dir, name))
-        if cfg.log_path:
-            from bulkhead.engine.jsonlog import JsonLogWriter
+        """Create the container and start listening; returns (monitor pid, init pid).
 
-            self.log = JsonLogWriter(cfg.log_path, cfg.log_max_size, cfg.log_max_files)
+        The monitor's own preparations (:meth:`_prepare`) run while the
+        runtime creates the container, in the runtime's helper process.
+        """
+        cfg = self.cfg
         self.backend = backend_for(cfg)
         null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
         ours: list[int] = []
         theirs: list[int] = [null]
+        prepared: list[BaseException | None] = []
+
+        def meanwhile() -> None:
+            try:
+                self._prepare()
+                prepared.append(None)
+            except BaseException as exc:
+                prepared.append(exc)
+
         try:
             if cfg.tty:
                 stdio = (null, null, null)
@@ -1268,18 +1289,21 @@ class Monitor:
                 ours += [out_r, err_r]
                 theirs += [out_w, err_w]
                 stdio = (stdin_fd, out_w, err_w)
-            pid, master = self.backend.create(stdio, cfg.tty)
+            pid, master = self.backend.create(stdio, cfg.tty, meanwhile)
         except BaseException:
             for fd in ours:
                 os.close(fd)
+            self._close_listeners()
             raise
         finally:
             for fd in theirs:
                 os.close(fd)
         try:
+            if not prepared:  # the runtime failed before it could run meanwhile
+                meanwhile()
+            if prepared[0] is not None:
+                raise prepared[0]
             self.init_pid = pid
-            self.memory_cgroup = _memory_cgroup(pid)
-            self.oom_base = oom_kill_count(self.memory_cgroup)
             if cfg.tty:
                 assert master is not None
                 self.master = master
@@ -1291,26 +1315,61 @@ class Monitor:
                     self.stdin = _Sink(self, stdin_w)
                 self.sources.append(_Source(self, out_r, 1, self._output))
                 self.sources.append(_Source(self, err_r, 2, self._output))
-            for name, cb in ((CTL_SOCK, self._accept_ctl), (ATTACH_SOCK, self._accept_attach)):
-                path = os.path.join(cfg.state_dir, name)
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(path)
-                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-                s.bind(path)
-                s.listen(64)
-                s.setblocking(False)
-                self.listeners.append(s)
-                self.reactor.add_reader(s.fileno(), lambda s=s, cb=cb: cb(s))  # type: ignore[misc]
             me = os.getpid()
-            info = MonitorInfo(monitor_pid=me, monitor_start=_proc_start(me) or 0, init_pid=pid)
+            info = MonitorInfo(monitor_pid=me, monitor_start=self.monitor_start, init_pid=pid)
             write_atomic(os.path.join(cfg.state_dir, INFO_FILE), msgspec.json.encode(info))
         except BaseException:
             # Created but not served: take the container down again, leave nothing.
+            self._close_listeners()
             with contextlib.suppress(Exception):
                 self.backend.delete()
             self._reap()
             raise
         return me, pid
+
+    def _prepare(self) -> None:
+        """What needs no container: state and log files, the listening sockets."""
+        cfg = self.cfg
+        os.makedirs(self.exec_dir, exist_ok=True)
+        for name in (EXIT_FILE, INFO_FILE):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(cfg.state_dir, name))
+        for name in os.listdir(self.exec_dir):  # a previous run's execs: forgotten, as Docker does
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(self.exec_dir, name))
+        if cfg.log_path:
+            from bulkhead.engine.jsonlog import JsonLogWriter
+
+            self.log = JsonLogWriter(cfg.log_path, cfg.log_max_size, cfg.log_max_files)
+        # Bound now, accepted once the loop runs: the spawner learns of them from our reply.
+        for name, cb in ((CTL_SOCK, self._accept_ctl), (ATTACH_SOCK, self._accept_attach)):
+            path = os.path.join(cfg.state_dir, name)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+            self.listeners.append(s)
+            s.bind(path)
+            s.listen(64)
+            s.setblocking(False)
+            self.reactor.add_reader(s.fileno(), lambda s=s, cb=cb: cb(s))  # type: ignore[misc]
+        me = os.getpid()
+        self.monitor_start = _proc_start(me) or 0
+
+    def _close_listeners(self) -> None:
+        """Undo the listening part of :meth:`_prepare` (set-up failed)."""
+        for listener in self.listeners:
+            self.reactor.forget(listener.fileno())
+            listener.close()
+        if self.listeners:
+            for name in (CTL_SOCK, ATTACH_SOCK):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(self.cfg.state_dir, name))
+        self.listeners.clear()
+
+    def note_oom_base(self) -> None:
+        """Read the memory cgroup's ``oom_kill`` count, before the container may start."""
+        self.memory_cgroup = _memory_cgroup(self.init_pid)
+        self.oom_base = oom_kill_count(self.memory_cgroup)
 
     # -- output -------------------------------------------------------------
 
@@ -1735,6 +1794,7 @@ def serve(cfg: MonitorConfig, reply: socket.socket) -> int:
         _send_reply(reply, {"error": f"{type(exc).__name__}: {exc}", "kind": "runtime"})
         return 1
     _send_reply(reply, {"monitor_pid": monitor_pid, "init_pid": init_pid})
+    mon.note_oom_base()  # the container starts only once run() serves ctl.sock
     try:
         return mon.run()
     except BaseException as exc:
