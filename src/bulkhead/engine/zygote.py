@@ -45,6 +45,8 @@ import msgspec
 from bulkhead.engine.monitor import MonitorConfig, MonitorError, error_from_reply
 
 ZYGOTE_SOCK = "zygote.sock"
+#: seconds of quiet after which the zygote forks the next request's monitor in advance
+_SPARE_DELAY = 0.02
 ZYGOTE_PID = "zygote.pid"
 
 
@@ -438,6 +440,8 @@ class Zygote:
         self.children: set[int] = set()
         self.stopping = False
         self.lock_fd = -1
+        #: the spare monitor (pid, our end of its socketpair), forked ahead of the next request
+        self.spare: tuple[int, socket.socket] | None = None
 
     def serve(self) -> int:
         with contextlib.suppress(FileNotFoundError):
@@ -459,14 +463,21 @@ class Zygote:
         sel.register(sig_r, selectors.EVENT_READ, "signal")
         gc.collect()
         gc.freeze()
+        closing = (listener, sel, (sig_r, sig_w))
         try:
             while not self.stopping:
-                for key, _ in sel.select():
+                # The spare is forked once nothing has happened for a moment, so that
+                # its fork does not compete with a monitor just handed a container.
+                events = sel.select(_SPARE_DELAY if self.spare is None else None)
+                if not events and self.spare is None:
+                    self.spare = self._fork_spare(closing)
+                for key, _ in events:
                     if key.data == "signal":
                         self._signals(sig_r)
                     else:
                         self._accept(listener, sel, (sig_r, sig_w))
         finally:
+            self._drop_spare()
             listener.close()
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.socket_path)
@@ -489,6 +500,9 @@ class Zygote:
             if pid == 0:
                 return
             self.children.discard(pid)
+            if self.spare is not None and self.spare[0] == pid:
+                self.spare[1].close()
+                self.spare = None
 
     def _accept(
         self, listener: socket.socket, sel: selectors.BaseSelector, sig: tuple[int, int]
@@ -512,7 +526,7 @@ class Zygote:
                 {
                     "ok": True,
                     "pid": os.getpid(),
-                    "monitors": len(self.children),
+                    "monitors": len(self.children) - (self.spare is not None),
                     "seccomp_filters_cached": len(seccomp._cache),
                 },
             )
@@ -525,21 +539,25 @@ class Zygote:
         except msgspec.ValidationError as exc:
             _answer(conn, {"error": f"bad monitor config: {exc}", "kind": "bad_request"})
             return
+        if self.spare is not None:
+            pid, handoff = self.spare
+            self.spare = None
+            try:
+                socket.send_fds(handoff, [msgspec.json.encode(cfg)], [conn.fileno()])
+            except OSError:
+                pass  # it died meanwhile (the reaper collects it): fork one below
+            else:
+                handoff.close()
+                conn.close()
+                return
+            handoff.close()
         sys.stdout.flush()
         sys.stderr.flush()
         pid = os.fork()
         if pid == 0:
             code = 1
             try:
-                sel.close()
-                listener.close()
-                if self.lock_fd >= 0:
-                    os.close(self.lock_fd)
-                signal.set_wakeup_fd(-1)
-                os.close(sig[0])
-                os.close(sig[1])
-                for s in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-                    signal.signal(s, signal.SIG_DFL)
+                self._forget_zygote(listener, sel, sig)
                 from bulkhead.engine.monitor import serve
 
                 code = serve(cfg, conn)
@@ -551,6 +569,77 @@ class Zygote:
                 os._exit(code)
         conn.close()
         self.children.add(pid)
+
+    def _forget_zygote(
+        self, listener: socket.socket, sel: selectors.BaseSelector, sig: tuple[int, int]
+    ) -> None:
+        """In a freshly forked monitor: drop the zygote's fds and signal handling."""
+        sel.close()
+        listener.close()
+        if self.lock_fd >= 0:
+            os.close(self.lock_fd)
+        signal.set_wakeup_fd(-1)
+        os.close(sig[0])
+        os.close(sig[1])
+        for s in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(s, signal.SIG_DFL)
+
+    def _fork_spare(
+        self, closing: tuple[socket.socket, selectors.BaseSelector, tuple[int, int]]
+    ) -> tuple[int, socket.socket] | None:
+        """Fork the next request's monitor now, while nothing waits: a spawn then costs no fork.
+
+        The spare waits on a socketpair for ``(MonitorConfig JSON, [the
+        spawner's connection])`` and then serves exactly as a monitor forked
+        on demand; at EOF (the zygote stopped or died) it just exits. Forked
+        from the same frozen zygote, it holds the same preloaded state.
+        """
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            print(f"bulkhead.engine.zygote: no spare monitor: {exc}", file=sys.stderr)
+            ours.close()
+            theirs.close()
+            return None
+        if pid == 0:
+            code = 1
+            try:
+                ours.close()
+                self._forget_zygote(*closing)
+                msg, fds, _, _ = socket.recv_fds(theirs, 1 << 20, 1)
+                theirs.close()
+                if not msg or len(fds) != 1:
+                    os._exit(0)
+                cfg = msgspec.json.decode(msg, type=MonitorConfig)
+                conn = socket.socket(fileno=fds[0])
+                from bulkhead.engine.monitor import serve
+
+                code = serve(cfg, conn)
+            except BaseException:
+                import traceback
+
+                traceback.print_exc()
+            finally:
+                os._exit(code)
+        theirs.close()
+        self.children.add(pid)
+        return pid, ours
+
+    def _drop_spare(self) -> None:
+        """Stop the spare monitor (it never served) and reap it."""
+        if self.spare is None:
+            return
+        pid, handoff = self.spare
+        self.spare = None
+        handoff.close()  # EOF: it exits by itself; make sure, and reap it
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+        self.children.discard(pid)
 
 
 def main(argv: list[str] | None = None) -> int:
