@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -58,3 +59,20 @@ def test_logs_follow_of_a_quiet_container_stops_when_the_client_leaves(daemon: D
     assert r.stdout == "once\n"
     assert Path(log_path).exists()
     daemon.docker("rm", "-f", "quiet")
+
+
+def test_binary_stdin_round_trips_through_cat(daemon: Daemon) -> None:
+    """Piped stdin is data: ctrl-p ctrl-q inside it do not detach (no TTY)."""
+    data = os.urandom(300_000) + b"\x10\x11" + os.urandom(1000)
+    assert DOCKER is not None
+    for argv in ([DOCKER], [str(Path(sys.executable).with_name("bulkhead"))]):
+        r = subprocess.run(
+            [*argv, "run", "-i", "--rm", "busybox", "cat"],
+            input=data,
+            capture_output=True,
+            env=daemon.env(),
+            timeout=60,
+            check=False,
+        )
+        assert r.returncode == 0, r.stderr
+        assert len(r.stdout) == len(data) and r.stdout == data

@@ -140,3 +140,15 @@ def test_splice_detach_keys_end_the_attach_without_forwarding_them() -> None:
         assert await monitor[0].read() == b"ls"  # then closed: splice returned
 
     run_splice(scenario, stdin=True, tty=True)
+
+
+def test_splice_without_a_tty_forwards_the_detach_sequence_as_data() -> None:
+    # Docker scans for detach keys on a terminal only: piped bytes are data
+    # (100 kB of random input holds ctrl-p ctrl-q about once or twice).
+    async def scenario(client: Streams, monitor: Streams) -> None:
+        client[1].write(b"ls\x10\x11more")
+        client[1].write_eof()
+        assert await monitor[0].read() == b"ls\x10\x11more"
+        monitor[1].write_eof()
+
+    run_splice(scenario, stdin=True, tty=False)

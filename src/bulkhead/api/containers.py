@@ -154,7 +154,9 @@ async def splice(
     on; with one it ends an attach that has stdin, as Docker's does (a
     terminal's input has no end of file).
     """
-    scanner = DetachScanner(detach_keys if stdin else b"")
+    # Docker looks for the detach sequence only on a terminal's input: piped
+    # stdin is data, and any two bytes may be ctrl-p ctrl-q.
+    scanner = DetachScanner(detach_keys if stdin and tty else b"")
 
     async def output() -> None:
         while True:
