@@ -1134,8 +1134,16 @@ def _mount_cgroup(root: _Root, m: MountPlan) -> None:
         _check_proc(root, m, resolved)
         mount("tmpfs", target, "tmpfs", DEFAULT_MOUNT_FLAGS, "mode=755")
     _after_mount(root, base, m.destination)
-    for h in cg.hierarchies:
-        _mount_cgroup_hierarchy(root, base, posixpath.join(m.destination, h.name), h, cg.cgroupns)
+    with root.at(m.destination) as (target, _, _):
+        # The hierarchies go into the tmpfs just mounted (empty, ours alone): resolved
+        # from an fd of it, one name each, rather than from the rootfs's top every time.
+        inner = root
+        if root.procfd:
+            inner = _Root(root.plan)
+            inner.path = target
+        for h in cg.hierarchies:
+            where = h.name if inner is not root else posixpath.join(m.destination, h.name)
+            _mount_cgroup_hierarchy(inner, base, where, h, cg.cgroupns)
     with root.at(m.destination) as (target, _, _):
         dir_fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
