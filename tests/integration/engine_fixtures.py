@@ -214,12 +214,16 @@ class Daemon:
                     )
         # The zygote and the monitors it forked name the exec root on their
         # command line; they outlive the daemon on purpose (live restore).
-        for pid in {*_processes_mentioning(str(self.exec_root)), *_monitor_pids(self.exec_root)}:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        # Killed again on every round: a zygote the daemon was still starting
+        # (it daemonizes with a fork) may appear after the first round.
         deadline = time.monotonic() + 20  # a loaded 2-CPU machine can take a while
-        while _processes_mentioning(str(self.exec_root)) and time.monotonic() < deadline:
+        pids = {*_processes_mentioning(str(self.exec_root)), *_monitor_pids(self.exec_root)}
+        while pids and time.monotonic() < deadline:
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
             time.sleep(0.05)
+            pids = set(_processes_mentioning(str(self.exec_root)))
         for pid in _processes_mentioning(str(self.exec_root)):
             problems.append(
                 f"process {pid} ({_cmdline(pid)!r}, state {_state(pid)}) survived SIGKILL for 20 s"
