@@ -488,7 +488,15 @@ def _in_helper(
         finally:
             os._exit(code)
     theirs.close()
+    return _helper_answer(pid, ours, meanwhile)
+
+
+def _helper_answer(
+    pid: int, ours: socket.socket, meanwhile: Callable[[], None]
+) -> tuple[dict[str, Any], list[int]]:
+    """The monitor's half of a helper's work: ``meanwhile``, then the helper's answer."""
     msg = b""
+    fds: list[int] = []
     try:
         meanwhile()
         msg, fds, _, _ = socket.recv_fds(ours, 1 << 20, 4)
@@ -510,11 +518,119 @@ def _in_helper(
     return doc, fds
 
 
+def _create_work(
+    cfg: MonitorConfig, stdio: tuple[int, int, int], tty: bool
+) -> tuple[dict[str, Any], list[int]]:
+    """The in-process runtime's ``create``, as a helper runs it: (answer, [pty master])."""
+    from bulkhead.runtime.container import CreateOptions, Runtime
+
+    rt = Runtime(cfg.runtime_root)
+    with _as_stdio(stdio):
+        started = rt.create(cfg.container_id, CreateOptions(bundle=cfg.bundle), hold_console=tty)
+    spec = rt.spec_of(cfg.container_id)
+    hooks = spec.hooks is not None and bool(spec.hooks.poststart)
+    doc = {"pid": started.pid, "fifo": "" if hooks else rt.store.fifo(cfg.container_id)}
+    return doc, [] if started.console is None else [started.console]
+
+
+#: A Docker-default ``config.json`` (set by the zygote) that a spare helper warms up on.
+WARM_SPEC = b""
+
+
+def _warm_helper() -> None:
+    """Run the create path's pure parts once, in a spare helper, before it has a container.
+
+    A forked process pays a page fault for every page it first writes, and
+    CPython writes to every object it touches (reference counts): a fresh
+    helper spends most of its ~7 ms before the container's first fork in
+    such faults. Done while the spare waits, the real create finds those
+    pages already its own. Only decoding and planning, nothing on disk nor
+    in the kernel, and no cache filled (the host's cgroup layout is read
+    again for the real create); best effort.
+    """
+    if not WARM_SPEC:
+        return
+    try:
+        from bulkhead.cgroups import layout as cg_layout
+        from bulkhead.cgroups import new_manager
+        from bulkhead.oci.runtime_spec import decode_spec, validate_spec
+        from bulkhead.runtime.plan import ContainerPlan, plan_namespaces, plan_process
+
+        spec = decode_spec(WARM_SPEC)
+        validate_spec(spec)
+        if spec.process is not None:
+            plan = ContainerPlan(process=plan_process(spec.process))
+            plan_namespaces(spec, plan)
+        if spec.linux is not None and spec.linux.seccomp is not None:
+            from bulkhead.linux.seccomp import compile_filter
+
+            compile_filter(spec.linux.seccomp)
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+            mountinfo = f.read()
+        with open("/proc/self/cgroup", encoding="utf-8", errors="surrogateescape") as f:
+            own = f.read()
+        new_manager("/bulkhead-warm/x", layout=cg_layout.layout_from_text(mountinfo, own))
+    except Exception as exc:
+        print(f"monitor: spare helper warm-up skipped: {exc}", file=sys.stderr)
+
+
+def fork_spare_helper() -> tuple[int, socket.socket] | None:
+    """Fork, in a spare monitor, the helper that will create its container; warm it up.
+
+    The helper (see :func:`_in_helper`) is forked and warmed up
+    (:func:`_warm_helper`) while the spare monitor waits for a request; the
+    monitor then sends it ``{"config", "tty"}`` and the container's stdio
+    (SCM_RIGHTS) and gets the answer as from :func:`_in_helper`. While it
+    waits, the helper dies with the spare monitor (PR_SET_PDEATHSIG) or at
+    EOF. Returns (pid, our end), or None when it cannot fork.
+    """
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    parent = os.getpid()
+    sys.stderr.flush()
+    try:
+        pid = os.fork()
+    except OSError:
+        ours.close()
+        theirs.close()
+        return None
+    if pid == 0:  # pragma: no cover (the child)
+        code = 0
+        try:
+            from bulkhead.linux import process as lxprocess
+
+            ours.close()
+            lxprocess.set_pdeathsig(signal.SIGKILL)
+            if os.getppid() != parent:
+                os._exit(0)
+            _warm_helper()
+            msg, fds, _, _ = socket.recv_fds(theirs, 1 << 20, 3)
+            if not msg or len(fds) != 3:
+                os._exit(0)
+            lxprocess.set_pdeathsig(0)
+            try:
+                req = json.loads(msg)
+                cfg = msgspec.convert(req["config"], type=MonitorConfig)
+                doc, out = _create_work(cfg, (fds[0], fds[1], fds[2]), bool(req["tty"]))
+            except Exception as exc:
+                err = _map_runtime_error(exc)
+                doc, out = {"error": str(err), "kind": err.kind}, []
+            socket.send_fds(theirs, [json.dumps(doc).encode()], out)
+        except BaseException:
+            traceback.print_exc()
+            code = 1
+        finally:
+            os._exit(code)
+    theirs.close()
+    return pid, ours
+
+
 class _InProcess(_Backend):
     """bulkhead's own runtime, as a library, run in the monitor's forked helpers (:func:`_in_helper`)."""
 
-    def __init__(self, cfg: MonitorConfig) -> None:
+    def __init__(self, cfg: MonitorConfig, spare: tuple[int, socket.socket] | None = None) -> None:
         self.cfg = cfg
+        #: a helper forked in advance (:func:`fork_spare_helper`), used for the create
+        self.spare = spare
         #: the created container's exec.fifo, when ``start`` may just write it (no poststart hooks)
         self.fifo = ""
 
@@ -526,23 +642,19 @@ class _InProcess(_Backend):
     def create(
         self, stdio: tuple[int, int, int], tty: bool, meanwhile: Callable[[], None] = _nothing
     ) -> tuple[int, int | None]:
-        def work() -> tuple[dict[str, Any], list[int]]:
-            from bulkhead.runtime.container import CreateOptions
-
-            rt = self._rt()
-            with _as_stdio(stdio):
-                started = rt.create(
-                    self.cfg.container_id, CreateOptions(bundle=self.cfg.bundle), hold_console=tty
-                )
-            spec = rt.spec_of(self.cfg.container_id)
-            hooks = spec.hooks is not None and bool(spec.hooks.poststart)
-            doc = {
-                "pid": started.pid,
-                "fifo": "" if hooks else rt.store.fifo(self.cfg.container_id),
-            }
-            return doc, [] if started.console is None else [started.console]
-
-        doc, fds = _in_helper(work, meanwhile)
+        doc: dict[str, Any] | None = None
+        if self.spare is not None:
+            pid, sock = self.spare
+            self.spare = None
+            request = {"config": msgspec.to_builtins(self.cfg), "tty": tty}
+            try:
+                socket.send_fds(sock, [json.dumps(request).encode()], list(stdio))
+            except OSError:
+                sock.close()  # it is gone: the reaper collects it; fork one below
+            else:
+                doc, fds = _helper_answer(pid, sock, meanwhile)
+        if doc is None:
+            doc, fds = _in_helper(lambda: _create_work(self.cfg, stdio, tty), meanwhile)
         self.fifo = str(doc.get("fifo") or "")
         return int(doc["pid"]), fds[0] if fds else None
 
@@ -745,8 +857,13 @@ class _Binary(_Backend):
         self._run(["delete", "--force", self.cfg.container_id])
 
 
-def backend_for(cfg: MonitorConfig) -> _Backend:
-    return _InProcess(cfg) if cfg.runtime == "bulkhead" else _Binary(cfg)
+def backend_for(cfg: MonitorConfig, spare: tuple[int, socket.socket] | None = None) -> _Backend:
+    """The backend of ``cfg.runtime``; ``spare`` (a helper forked in advance) serves the in-process one."""
+    if cfg.runtime == "bulkhead":
+        return _InProcess(cfg, spare)
+    if spare is not None:
+        spare[1].close()  # EOF: it exits, and the reaper collects it
+    return _Binary(cfg)
 
 
 # ---------------------------------------------------------------------- the event loop
@@ -1226,8 +1343,11 @@ def oom_kill_count(cgroup_dir: str | None) -> int:
 class Monitor:
     """The monitor of one container, in its own process (see the module docstring)."""
 
-    def __init__(self, cfg: MonitorConfig) -> None:
+    def __init__(
+        self, cfg: MonitorConfig, spare_helper: tuple[int, socket.socket] | None = None
+    ) -> None:
         self.cfg = cfg
+        self.spare_helper = spare_helper
         self.reactor = _Reactor()
         self.conns: set[_Conn] = set()
         self.lingering: set[_Conn] = set()
@@ -1260,7 +1380,8 @@ class Monitor:
         runtime creates the container, in the runtime's helper process.
         """
         cfg = self.cfg
-        self.backend = backend_for(cfg)
+        self.backend = backend_for(cfg, self.spare_helper)
+        self.spare_helper = None
         null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
         ours: list[int] = []
         theirs: list[int] = [null]
@@ -1754,7 +1875,11 @@ def _noop(signum: int, frame: object) -> None:
     pass
 
 
-def serve(cfg: MonitorConfig, reply: socket.socket) -> int:
+def serve(
+    cfg: MonitorConfig,
+    reply: socket.socket,
+    spare_helper: tuple[int, socket.socket] | None = None,
+) -> int:
     """The monitor's life, in a fresh child of the zygote: set up, reply, run. Returns an exit code.
 
     ``reply`` is the spawner's connection: it gets ``{"monitor_pid",
@@ -1782,7 +1907,7 @@ def serve(cfg: MonitorConfig, reply: socket.socket) -> int:
     # Handlers, not SIG_IGN: an ignored signal stays ignored across exec, in the container.
     for sig in (signal.SIGCHLD, signal.SIGHUP, signal.SIGPIPE, *_FORWARDED):
         signal.signal(sig, _noop)
-    mon = Monitor(cfg)
+    mon = Monitor(cfg, spare_helper)
     mon.sig_r = sig_r
     try:
         monitor_pid, init_pid = mon.setup()

@@ -299,8 +299,12 @@ def _warm_seccomp() -> None:
         from bulkhead.oci.runtime_spec import decode_spec, validate_spec
         from bulkhead.runtime.state import ContainerState
 
-        spec = decode_spec(json.dumps(doc).encode())
+        warm = json.dumps(doc).encode()
+        spec = decode_spec(warm)
         validate_spec(spec)
+        from bulkhead.engine import monitor
+
+        monitor.WARM_SPEC = warm
         if spec.process is not None:
             from bulkhead.runtime.plan import ContainerPlan, plan_namespaces, plan_process
 
@@ -592,7 +596,9 @@ class Zygote:
         The spare waits on a socketpair for ``(MonitorConfig JSON, [the
         spawner's connection])`` and then serves exactly as a monitor forked
         on demand; at EOF (the zygote stopped or died) it just exits. Forked
-        from the same frozen zygote, it holds the same preloaded state.
+        from the same frozen zygote, it holds the same preloaded state. It
+        forks, in turn, the helper that will create its container, which
+        warms up meanwhile (:func:`bulkhead.engine.monitor.fork_spare_helper`).
         """
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         sys.stdout.flush()
@@ -609,15 +615,16 @@ class Zygote:
             try:
                 ours.close()
                 self._forget_zygote(*closing)
+                from bulkhead.engine.monitor import fork_spare_helper, serve
+
+                helper = fork_spare_helper()
                 msg, fds, _, _ = socket.recv_fds(theirs, 1 << 20, 1)
                 theirs.close()
                 if not msg or len(fds) != 1:
                     os._exit(0)
                 cfg = msgspec.json.decode(msg, type=MonitorConfig)
                 conn = socket.socket(fileno=fds[0])
-                from bulkhead.engine.monitor import serve
-
-                code = serve(cfg, conn)
+                code = serve(cfg, conn, helper)
             except BaseException:
                 import traceback
 
