@@ -527,10 +527,21 @@ def _create_work(
     rt = Runtime(cfg.runtime_root)
     with _as_stdio(stdio):
         started = rt.create(cfg.container_id, CreateOptions(bundle=cfg.bundle), hold_console=tty)
-    spec = rt.spec_of(cfg.container_id)
-    hooks = spec.hooks is not None and bool(spec.hooks.poststart)
-    doc = {"pid": started.pid, "fifo": "" if hooks else rt.store.fifo(cfg.container_id)}
+    with open(os.path.join(rt.store.dir(cfg.container_id), "config.json"), "rb") as f:
+        hooks = _HOOKS.decode(f.read()).hooks or {}
+    poststart = bool(hooks.get("poststart"))
+    doc = {"pid": started.pid, "fifo": "" if poststart else rt.store.fifo(cfg.container_id)}
     return doc, [] if started.console is None else [started.console]
+
+
+class _Hooks(msgspec.Struct):
+    """Only the ``hooks`` of a (just validated) config.json: whether ``start`` needs the runtime."""
+
+    hooks: dict[str, Any] | None = None
+
+
+#: built once (in the zygote): decoding just ``hooks`` skips the rest of the document
+_HOOKS = msgspec.json.Decoder(_Hooks)
 
 
 #: A Docker-default ``config.json`` (set by the zygote) that a spare helper warms up on.
