@@ -219,14 +219,15 @@ class Runtime:
         primer = 0
         try:
             st.cgroup_path = _cgroup_path(spec, st.id)
+            # The cgroup's directories first, and the primer at once: see
+            # _start_cgroup_primer. Its resources are applied after the first fork.
+            cg = self._make_cgroup(st)
+            primer = _start_cgroup_primer(cg)
             self.store.save(st)
             with open(os.path.join(bundle, "config.json"), "rb") as src:
                 config = src.read()
             with open(os.path.join(self.store.dir(container_id), "config.json"), "wb") as dst:
                 dst.write(config)
-            cg = self._make_cgroup(spec, st)
-            logs.debug(__name__, f"container {container_id}: cgroup {st.cgroup_path}")
-            primer = _start_cgroup_primer(cg)
             plan = self._plan_container(spec, st, opts)
             handed, primer = primer, 0  # _launch reaps it, whatever happens
             launched = self._launch(spec, st, plan, cg, opts, hold_console, watch_start, handed)
@@ -285,19 +286,21 @@ class Runtime:
         )
         return plan
 
-    def _make_cgroup(self, spec: Spec, st: ContainerState) -> CgroupManager:
+    def _make_cgroup(self, st: ContainerState) -> CgroupManager:
         from bulkhead.cgroups import new_manager
 
         cg = new_manager(st.cgroup_path)
-        cg.create()
         try:
-            # Always applied, even without resources: the default device rules.
-            resources = spec.linux.resources if spec.linux is not None else None
-            cg.apply(resources, initial=True)
+            cg.create()
         except BaseException:
             _destroy_cgroup(cg)
             raise
         return cg
+
+    def _apply_cgroup(self, spec: Spec, cg: CgroupManager) -> None:
+        # Always applied, even without resources: the default device rules.
+        resources = spec.linux.resources if spec.linux is not None else None
+        cg.apply(resources, initial=True)
 
     def _launch(
         self,
@@ -312,6 +315,10 @@ class Runtime:
     ) -> Started:
         """Fork the container's processes and walk them to *created*.
 
+        The container's cgroup ``cg`` exists; its resources (and the device
+        rules) are applied right after the first fork, while the child
+        unshares and forks the init, and before the init is moved into it
+        (the init waits for ``placed`` before it may fork or exec).
         ``primer`` is the pid of :func:`_start_cgroup_primer`'s child, reaped
         here once the init is in its cgroup.
         """
@@ -340,6 +347,8 @@ class Runtime:
         handed_over = False
         try:
             sync.close_quietly(child, fifo_fd, dmz_fd, console_child)
+            self._apply_cgroup(spec, cg)
+            logs.debug(__name__, f"container {st.id}: cgroup {st.cgroup_path}")
             while True:
                 kind, fields, fds = sync.recv_with_fds(parent)
                 if kind == "seccomp-listener":
@@ -704,13 +713,15 @@ def _start_cgroup_primer(cg: CgroupManager) -> int:
     on these machines, the largest single cost of a start. After a move the
     lock stays cheap for about one grace period. The primer pays that wait
     while we plan and fork, so the init's own move, a little later, does not.
+    It is started as soon as the cgroup's directories exist: a mkdir of a
+    cgroup would wait behind it (cgroup_mutex), the resource writes do not.
 
     It is ``/bin/sh`` started with posix_spawn (vfork and exec: forking this
     interpreter instead would turn our next milliseconds of work into
-    copy-on-write faults), writing ``0`` (itself) into one hierarchy's
-    ``cgroup.procs`` of the container's own cgroup, then exiting.
-    :meth:`Runtime._launch` reaps it before the init may fork or exec, so it
-    is never counted among the container's processes.
+    copy-on-write faults), its stdio on /dev/null, writing ``0`` (itself)
+    into one hierarchy's ``cgroup.procs`` of the container's own cgroup,
+    then exiting. :meth:`Runtime._launch` reaps it before the init may fork
+    or exec, so it is never counted among the container's processes.
     """
     procs = next(iter(cg.paths().values()), None)
     if procs is None:
@@ -720,6 +731,7 @@ def _start_cgroup_primer(cg: CgroupManager) -> int:
             "/bin/sh",
             ["sh", "-c", 'echo 0 > "$1"', "sh", procs + "/cgroup.procs"],
             {"PATH": "/usr/bin:/bin"},
+            file_actions=[(os.POSIX_SPAWN_OPEN, fd, os.devnull, os.O_RDWR, 0) for fd in (0, 1, 2)],
         )
     except OSError:
         return 0
