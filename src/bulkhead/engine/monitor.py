@@ -522,26 +522,15 @@ def _create_work(
     cfg: MonitorConfig, stdio: tuple[int, int, int], tty: bool
 ) -> tuple[dict[str, Any], list[int]]:
     """The in-process runtime's ``create``, as a helper runs it: (answer, [pty master])."""
-    from bulkhead.runtime.container import CreateOptions, Runtime
+    from bulkhead.runtime.container import CreateOptions, Runtime, has_hooks
 
     rt = Runtime(cfg.runtime_root)
     with _as_stdio(stdio):
         started = rt.create(cfg.container_id, CreateOptions(bundle=cfg.bundle), hold_console=tty)
     with open(os.path.join(rt.store.dir(cfg.container_id), "config.json"), "rb") as f:
-        hooks = _HOOKS.decode(f.read()).hooks or {}
-    poststart = bool(hooks.get("poststart"))
+        poststart = has_hooks(f.read(), "poststart")  # then start needs the runtime
     doc = {"pid": started.pid, "fifo": "" if poststart else rt.store.fifo(cfg.container_id)}
     return doc, [] if started.console is None else [started.console]
-
-
-class _Hooks(msgspec.Struct):
-    """Only the ``hooks`` of a (just validated) config.json: whether ``start`` needs the runtime."""
-
-    hooks: dict[str, Any] | None = None
-
-
-#: built once (in the zygote): decoding just ``hooks`` skips the rest of the document
-_HOOKS = msgspec.json.Decoder(_Hooks)
 
 
 #: A Docker-default ``config.json`` (set by the zygote) that a spare helper warms up on.

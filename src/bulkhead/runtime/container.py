@@ -78,6 +78,23 @@ class Started(msgspec.Struct):
     channel: socket.socket | None = None
 
 
+class _HooksOnly(msgspec.Struct):
+    """Only the ``hooks`` of a config.json: decoding it skims the rest of the document."""
+
+    hooks: dict[str, Any] | None = None
+
+
+_HOOKS_ONLY = msgspec.json.Decoder(_HooksOnly)
+
+
+def has_hooks(config_json: bytes, kind: str) -> bool:
+    """Whether a config.json has ``hooks.<kind>`` entries (a cheap look: nothing validated).
+
+    Raises :class:`msgspec.DecodeError` for a document that is not JSON.
+    """
+    return bool((_HOOKS_ONLY.decode(config_json).hooks or {}).get(kind))
+
+
 def signal_number(value: str | int) -> int:
     """A signal given as a number (``9``), a name (``KILL``) or a full name (``SIGKILL``)."""
     if isinstance(value, int):
@@ -539,14 +556,25 @@ class Runtime:
     def _destroy(self, st: ContainerState, cg: CgroupManager | None) -> None:
         if cg is not None:
             _destroy_cgroup(cg)
-        spec = None
-        try:
-            spec = self.spec_of(st.id)
-        except (OSError, SpecError):
-            pass
+        poststop = self._poststop_hooks(st.id)
         self.store.remove(st.id)
-        if spec is not None and spec.hooks is not None and spec.hooks.poststop:
-            hooks.run_hooks_logged(spec.hooks.poststop, self.hook_state(st, "stopped"), "poststop")
+        if poststop:
+            hooks.run_hooks_logged(poststop, self.hook_state(st, "stopped"), "poststop")
+
+    def _poststop_hooks(self, container_id: str) -> list[Any]:
+        """The container's poststop hooks ([] when none, or its config.json is unreadable)."""
+        path = os.path.join(self.store.dir(container_id), "config.json")
+        try:
+            with open(path, "rb") as f:
+                raw = f.read()
+            if not has_hooks(raw, "poststop"):
+                return []  # the usual case: no need to decode the whole spec
+            from bulkhead.oci.runtime_spec import decode_spec
+
+            spec = decode_spec(raw, path)
+        except (OSError, SpecError, msgspec.DecodeError):
+            return []
+        return list(spec.hooks.poststop or []) if spec.hooks is not None else []
 
     # ------------------------------------------------------------------ exec
 
