@@ -1051,6 +1051,22 @@ def make_image(work: Path) -> tuple[Path, Path]:
     return store, archive
 
 
+def git_state() -> dict[str, Any]:
+    """The commit measured, and the files of src/ that differ from it (work in progress)."""
+    repo = str(HERE.parent)
+    head = version_line(["git", "-C", repo, "rev-parse", "--short", "HEAD"])
+    proc = subprocess.run(
+        ["git", "-C", repo, "status", "--porcelain", "--", "src"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    dirty = [line[3:] for line in proc.stdout.splitlines()]
+    if dirty:
+        print(f"NOTE: src/ differs from {head} (measured as it is): {', '.join(dirty[:6])}")
+    return {"head": head, "dirty_src": dirty}
+
+
 def wait_for_quiet(limit: float, max_wait: float) -> None:
     """Sleep until the 1-minute load average is below ``limit`` (other sessions' tests)."""
     deadline = time.monotonic() + max_wait
@@ -1128,6 +1144,7 @@ def main(argv: list[str] | None = None) -> int:
         "bytecode": bytecode,
         "docker_on_path": first_docker,
         "loadavg_before": os.getloadavg(),
+        "git": git_state(),
     }
     engines: list[Engine] = []
     problems: list[str] = []
