@@ -357,15 +357,34 @@ class Runtime:
             dmz_fd=dmz_fd,
             keep_fds=plan.process.preserve_fds,
         )
-        stage1 = _fork_stage1(
-            ctx, plan, lambda c: init.container_init(c, plan), parent, console_parent
-        )
+        direct = _init_without_stage1(spec, plan)
         init_pid = 0
+        stage1 = 0
+        if direct:
+            init_pid = _fork_init(ctx, plan, parent, console_parent)
+        else:
+            stage1 = _fork_stage1(
+                ctx, plan, lambda c: init.container_init(c, plan), parent, console_parent
+            )
         handed_over = False
+
+        def placed(pid: int) -> None:
+            # The init goes on with its namespaces and mounts meanwhile
+            # (init.wait_in_cgroup).
+            nonlocal primer
+            cg.add_pid(pid)
+            if primer:
+                _reap(primer)
+                primer = 0
+            sync.send_unless_gone(parent, "placed")
+            logs.debug(__name__, f"container {st.id}: init is pid {pid}")
+
         try:
             sync.close_quietly(child, fifo_fd, dmz_fd, console_child)
             self._apply_cgroup(spec, cg)
             logs.debug(__name__, f"container {st.id}: cgroup {st.cgroup_path}")
+            if direct:
+                placed(init_pid)
             while True:
                 kind, fields, fds = sync.recv_with_fds(parent)
                 if kind == "seccomp-listener":
@@ -382,14 +401,7 @@ class Runtime:
                     sync.send_unless_gone(parent, "go")
                 elif kind == "pid":
                     init_pid = int(fields[0])
-                    # The init goes on with its namespaces and mounts meanwhile
-                    # (init.wait_in_cgroup).
-                    cg.add_pid(init_pid)
-                    if primer:
-                        _reap(primer)
-                        primer = 0
-                    sync.send_unless_gone(parent, "placed")
-                    logs.debug(__name__, f"container {st.id}: init is pid {init_pid}")
+                    placed(init_pid)
                     _reap(stage1)
                     stage1 = 0
                 elif kind == "hooks":
@@ -729,6 +741,64 @@ def _fork_stage1(
         if console_parent is not None:
             console_parent.close()
         init.run_child(ctx, lambda c: init.stage1(c, plan, body))
+    return pid
+
+
+def _init_without_stage1(spec: Spec, plan: ContainerPlan) -> bool:
+    """Whether the container's init can be forked by us directly, without stage 1.
+
+    Stage 1 exists to enter namespaces given by path, to create a user
+    namespace (we write its id maps) and time offsets, all of which must
+    precede the init's fork, and to make the new pid namespace apply to the
+    init only. Without those, we unshare the pid namespace ourselves (it
+    applies to our *next* child only: the init, PID 1 there) and the init
+    unshares the others itself: one fork less. Not with hooks either: this
+    process runs prestart/createRuntime (and, in ``run``, poststart and
+    poststop) hooks, which must not start in the container's pid namespace.
+    """
+    return (
+        not plan.join_namespaces
+        and not plan.has_new("user")
+        and not plan.has_new("time")
+        and not plan.time_offsets
+        and plan.has_new("pid")
+        and spec.hooks is None
+    )
+
+
+def _fork_init(
+    ctx: ChildContext,
+    plan: ContainerPlan,
+    parent: socket.socket,
+    console_parent: socket.socket | None,
+) -> int:
+    """Fork the container's init directly (see :func:`_init_without_stage1`); its pid.
+
+    We unshare the pid namespace for our children: the next one, the init,
+    is PID 1 of a new one. Then we set our children's pid namespace back to
+    our own (setns), so that whatever we start later (and a library caller
+    of :class:`Runtime`) is unaffected.
+    """
+    from bulkhead.linux import namespaces
+    from bulkhead.runtime import init
+
+    init.preload(plan)
+    init.flush_std()
+    own = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        namespaces.unshare(namespaces.CLONE_NEWPID)
+        try:
+            pid = os.fork()
+            if pid == 0:
+                os.close(own)
+                parent.close()
+                if console_parent is not None:
+                    console_parent.close()
+                init.run_child(ctx, lambda c: init.direct_init(c, plan))
+        finally:
+            namespaces.setns(own, namespaces.CLONE_NEWPID)
+    finally:
+        os.close(own)
     return pid
 
 

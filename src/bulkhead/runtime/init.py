@@ -176,6 +176,26 @@ def stage1(ctx: ChildContext, plan: ContainerPlan, init: Callable[[ChildContext]
     sync.send(ctx.sock, "pid", pid)
 
 
+def direct_init(ctx: ChildContext, plan: ContainerPlan) -> None:
+    """The init forked by the runtime itself (no stage 1): already PID 1 of its pid namespace.
+
+    It does stage 1's part first -- non-dumpable, into the rootfs, the other
+    new namespaces but the cgroup one -- then goes on as :func:`container_init`.
+    Used only without namespaces to join, a user namespace or time offsets
+    (``bulkhead.runtime.container._init_without_stage1``).
+    """
+    ctx.step = "set-non-dumpable"
+    process.set_dumpable(False)
+    if plan.rootfs is not None:
+        ctx.step = "chdir-rootfs"
+        os.chdir(plan.rootfs.rootfs)
+    flags = plan.new_namespaces & ~(namespaces.CLONE_NEWCGROUP | namespaces.CLONE_NEWPID)
+    if flags:
+        ctx.step = "unshare-namespaces"
+        namespaces.unshare(flags)
+    container_init(ctx, plan)
+
+
 def wait_in_cgroup(ctx: ChildContext, plan: ContainerPlan | None = None) -> None:
     """Wait until the parent has moved us into the container's cgroup.
 
