@@ -23,7 +23,10 @@ Two processes run here, as in runc's ``nsexec``:
            (:mod:`bulkhead.linux.dmz`).
 
 ``exec`` uses the same two stages with every namespace joined by path and
-no root filesystem work.
+no root filesystem work. A container with nothing to join, no user
+namespace, no time offsets and no hooks skips stage 1: the runtime forks
+the init into a new pid namespace itself and the init creates the other
+namespaces first (:func:`direct_init`).
 """
 
 from __future__ import annotations
