@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.integration.engine_fixtures import _processes_mentioning
 
 from bulkhead import __version__
 
@@ -39,9 +43,34 @@ def _get(sock: str, path: str, method: str = "GET") -> tuple[int, dict[str, str]
     return status, headers, body
 
 
-def _start(sock: Path, root: Path) -> subprocess.Popen[bytes]:
+def _daemon_cmd(sock: Path, root: Path, exec_root: Path) -> list[str]:
+    return [
+        sys.executable, "-m", "bulkhead.daemon", "--socket", str(sock), "--root", str(root),
+        "--exec-root", str(exec_root),
+    ]  # fmt: skip
+
+
+@pytest.fixture
+def exec_root() -> Iterator[Path]:
+    """A short exec root of the test's own; the zygote a daemon starts there is killed after."""
+    path = Path(tempfile.mkdtemp(prefix="bh-", dir="/run"))
+    try:
+        yield path
+    finally:
+        for _ in range(100):
+            pids = _processes_mentioning(str(path))
+            if not pids:
+                break
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.05)
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _start(sock: Path, root: Path, exec_root: Path) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bulkhead.daemon", "--socket", str(sock), "--root", str(root)],
+        _daemon_cmd(sock, root, exec_root),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
@@ -61,9 +90,9 @@ def _start(sock: Path, root: Path) -> subprocess.Popen[bytes]:
 
 
 @pytest.fixture
-def daemon(tmp_path: Path) -> Iterator[str]:
+def daemon(tmp_path: Path, exec_root: Path) -> Iterator[str]:
     sock, root = tmp_path / "run" / "bulkhead.sock", tmp_path / "root"
-    proc = _start(sock, root)
+    proc = _start(sock, root, exec_root)
     try:
         yield str(sock)
     finally:
@@ -172,11 +201,11 @@ def test_raw_versions_and_errors(daemon: str) -> None:
     assert status == 400 and "invalid filter" in json.loads(body)["message"]
 
 
-def test_socket_mode_refuse_second_and_clean_shutdown(tmp_path: Path) -> None:
+def test_socket_mode_refuse_second_and_clean_shutdown(tmp_path: Path, exec_root: Path) -> None:
     sock, root = tmp_path / "bulkhead.sock", tmp_path / "root"
     sock.write_bytes(b"")  # not a socket: refused
     r = subprocess.run(
-        [sys.executable, "-m", "bulkhead.daemon", "--socket", str(sock), "--root", str(root)],
+        _daemon_cmd(sock, root, exec_root),
         capture_output=True,
         text=True,
         timeout=30,
@@ -188,11 +217,11 @@ def test_socket_mode_refuse_second_and_clean_shutdown(tmp_path: Path) -> None:
     stale = socket.socket(socket.AF_UNIX)
     stale.bind(str(sock))
     stale.close()
-    proc = _start(sock, root)
+    proc = _start(sock, root, exec_root)
     try:
         assert oct(sock.stat().st_mode & 0o777) == oct(0o660)
         r = subprocess.run(
-            [sys.executable, "-m", "bulkhead.daemon", "--socket", str(sock), "--root", str(root)],
+            _daemon_cmd(sock, root, exec_root),
             capture_output=True,
             text=True,
             timeout=30,
@@ -208,7 +237,7 @@ def test_socket_mode_refuse_second_and_clean_shutdown(tmp_path: Path) -> None:
             proc.kill()
             proc.wait()
         proc.communicate()
-    proc = _start(sock, root)  # and SIGINT
+    proc = _start(sock, root, exec_root)  # and SIGINT
     try:
         proc.send_signal(2)
         assert proc.wait(10) == 0
