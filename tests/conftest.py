@@ -56,6 +56,7 @@ def no_leaked_cgroups() -> Iterator[None]:
     fcntl.flock(lock, fcntl.LOCK_SH)
     roots = _our_cgroup_roots()
     before = {r: {c.name for c in r.iterdir() if c.is_dir()} for r in roots if r.is_dir()}
+    zygotes_before = _default_zygotes()
     try:
         yield
         try:
@@ -63,12 +64,42 @@ def no_leaked_cgroups() -> Iterator[None]:
         except BlockingIOError:
             print("\nno_leaked_cgroups: another test session is running: cgroup check skipped")
             return
+        _check_default_zygotes(zygotes_before)
         _check_cgroups(roots, before)
     finally:
         lock.close()
 
 
 SESSIONS_LOCK = "/run/bulkhead-test-sessions.lock"
+
+
+def _default_zygotes() -> set[int]:
+    """PIDs of monitor zygotes (and their monitors) serving the default exec root /run/bulkhead."""
+    pids = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read()
+        except OSError:
+            continue
+        if b"bulkhead.engine.zygote" in cmdline and b"/run/bulkhead/" in cmdline:
+            pids.add(int(entry))
+    return pids
+
+
+def _check_default_zygotes(before: set[int]) -> None:
+    """Tests use exec roots of their own: a zygote new in /run/bulkhead is a test's leak."""
+    import signal
+
+    new = _default_zygotes() - before
+    for pid in new:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert not new, f"a test started a zygote in the default exec root /run/bulkhead: {new}"
 
 
 def _check_cgroups(roots: list[Path], before: dict[Path, set[str]]) -> None:
