@@ -221,6 +221,24 @@ def test_remove_untags_then_deletes_and_collects(store: ImageStore) -> None:
     assert not any(store.content.exists(b) for b in blobs)
 
 
+def test_remove_by_digest_reference_only_untags_it_while_other_names_remain(
+    store: ImageStore,
+) -> None:
+    manifest = make_image(store, {"a": b"1"})
+    image = store.add(manifest, repo_digest=f"docker.io/library/x@{manifest}")
+    store.tag(image, "one")
+    assert store.remove(f"x@{manifest}") == [{"Untagged": f"x@{manifest}"}]
+    assert store.get("one").id == image.id and store.get("one").repo_digests == []
+    assert store.remove("one") == [{"Untagged": "one:latest"}, {"Deleted": image.id}]
+    # an image whose only name is a digest reference goes with it
+    manifest = make_image(store, {"b": b"2"})
+    image = store.add(manifest, repo_digest=f"docker.io/library/x@{manifest}")
+    assert store.remove(f"x@{manifest}") == [
+        {"Untagged": f"x@{manifest}"},
+        {"Deleted": image.id},
+    ]
+
+
 def test_remove_keeps_shared_blobs(store: ImageStore) -> None:
     a = store.add(make_image(store, {"same": b"1"}, cmd=["a"]))
     b = store.add(make_image(store, {"same": b"1"}, cmd=["b"]))

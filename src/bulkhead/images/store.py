@@ -650,7 +650,8 @@ class ImageStore:
     ) -> builtins.list[dict[str, str]]:
         """``docker rmi``: untag, and delete the image when no name is left.
 
-        By a name with other names on the image: only that name goes. By
+        By a name (a tag, or a ``repo@digest`` the image was pulled or pushed
+        as) with other names on the image: only that name goes. By
         its last name or by id: the image goes, unless containers use it
         (:class:`ImageInUse` names them) or, by id, it has several names;
         ``force`` overrides both. Returns Docker's list of
@@ -674,6 +675,17 @@ class ImageStore:
             if by_name and name is not None and len(tags) > 1:
                 db.execute("DELETE FROM tags WHERE name = ?", (name,))
                 return [{"Untagged": familiar(name)}]
+            digests = [
+                r[0]
+                for r in db.execute(
+                    "SELECT name FROM repo_digests WHERE image = ? ORDER BY name", (image_id,)
+                )
+            ]
+            if name is not None and name in digests and len(tags) + len(digests) > 1:
+                # ``rmi repo@sha256:...`` of an image with other names: only that name goes.
+                db.execute("DELETE FROM repo_digests WHERE name = ?", (name,))
+                return [{"Untagged": familiar(name)}]
+            by_name = by_name or (name is not None and name in digests)
             users = [
                 r[0]
                 for r in db.execute(
@@ -693,12 +705,6 @@ class ImageStore:
                     f"conflict: unable to delete {short} (must be forced) - "
                     "image is referenced in multiple repositories"
                 )
-            digests = [
-                r[0]
-                for r in db.execute(
-                    "SELECT name FROM repo_digests WHERE image = ? ORDER BY name", (image_id,)
-                )
-            ]
             out.extend({"Untagged": familiar(t)} for t in tags)
             out.extend({"Untagged": familiar(d)} for d in digests)
             self._delete(db, image_id)
