@@ -9,8 +9,9 @@ import pytest
 from bulkhead.cli.client import build_target, socket_from_env
 from bulkhead.cli.containers import filters_query, ps_context, split_repo_tag
 from bulkhead.cli.flags import UsageError
-from bulkhead.cli.fmt import format_time, human_duration, human_size, parse_rfc3339, parse_since
+from bulkhead.cli.fmt import format_time, parse_rfc3339, parse_since
 from bulkhead.cli.images import normalize_ref, registry_of
+from bulkhead.units import human_duration, human_size
 
 
 @pytest.mark.parametrize(

@@ -17,9 +17,10 @@ from bulkhead.engine.containers import (
     parse_rfc3339,
     random_name,
 )
-from bulkhead.engine.engine import human_duration, parse_signal
+from bulkhead.engine.engine import parse_signal
 from bulkhead.engine.runtimes import Runtimes
 from bulkhead.errors import NameConflict, NoSuchContainer, SpecError
+from bulkhead.units import human_duration
 
 
 def make(store: ContainerStore, name: str, cid: str | None = None) -> Container:

@@ -86,6 +86,7 @@ from bulkhead.errors import (
     NoSuchContainer,
     SpecError,
 )
+from bulkhead.units import human_duration
 
 if TYPE_CHECKING:
     from bulkhead.engine.context import DaemonConfig
@@ -1747,31 +1748,3 @@ def _check_filters(filters: dict[str, list[str]]) -> None:
             for v in values:
                 if not v.lstrip("-").isdigit():
                     raise SpecError(f"invalid filter 'exited={v}'")
-
-
-def human_duration(seconds: float) -> str:
-    """go-units' ``HumanDuration``: ``Less than a second``, ``5 seconds``, ``About a minute`` ..."""
-    s = int(seconds)
-    if s < 1:
-        return "Less than a second"
-    if s == 1:
-        return "1 second"
-    if s < 60:
-        return f"{s} seconds"
-    minutes = s // 60
-    if minutes == 1:
-        return "About a minute"
-    if minutes < 60:
-        return f"{minutes} minutes"
-    hours = round(s / 3600)
-    if hours == 1:
-        return "About an hour"
-    if hours < 48:
-        return f"{hours} hours"
-    if hours < 24 * 7 * 2:
-        return f"{hours // 24} days"
-    if hours < 24 * 30 * 2:
-        return f"{hours // 24 // 7} weeks"
-    if hours < 24 * 365 * 2:
-        return f"{hours // 24 // 30} months"
-    return f"{hours // 24 // 365} years"
