@@ -344,9 +344,10 @@ STOP = Command(
 )
 
 
-def cmd_stop(app: App, args: list[str]) -> int:
-    parsed = STOP.parse(args)
-    need_args(STOP, parsed, 1)
+def _stop_or_restart(app: App, command: Command, verb: str, args: list[str]) -> int:
+    """``stop`` and ``restart``: the same flags, one POST per container."""
+    parsed = command.parse(args)
+    need_args(command, parsed, 1)
     query: dict[str, Any] = {}
     if parsed.was_set("timeout") or parsed.was_set("time"):
         query["t"] = parsed["timeout"] if parsed.was_set("timeout") else parsed["time"]
@@ -356,8 +357,12 @@ def cmd_stop(app: App, args: list[str]) -> int:
     return _each(
         app,
         parsed.args,
-        lambda n: client.request("POST", f"/containers/{n}/stop", query=query).read(),
+        lambda n: client.request("POST", f"/containers/{n}/{verb}", query=query).read(),
     )
+
+
+def cmd_stop(app: App, args: list[str]) -> int:
+    return _stop_or_restart(app, STOP, "stop", args)
 
 
 RESTART = Command(
@@ -369,19 +374,7 @@ RESTART = Command(
 
 
 def cmd_restart(app: App, args: list[str]) -> int:
-    parsed = RESTART.parse(args)
-    need_args(RESTART, parsed, 1)
-    query: dict[str, Any] = {}
-    if parsed.was_set("timeout") or parsed.was_set("time"):
-        query["t"] = parsed["timeout"] if parsed.was_set("timeout") else parsed["time"]
-    if parsed["signal"]:
-        query["signal"] = parsed["signal"]
-    client = app.client
-    return _each(
-        app,
-        parsed.args,
-        lambda n: client.request("POST", f"/containers/{n}/restart", query=query).read(),
-    )
+    return _stop_or_restart(app, RESTART, "restart", args)
 
 
 KILL = Command(
