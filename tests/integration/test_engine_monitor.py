@@ -955,3 +955,17 @@ def test_execs_leave_no_fds_in_the_monitor(harness: Harness) -> None:
     before, after = asyncio.run(go())
     assert after == before
     harness.assert_clean(cfg)
+
+
+def test_a_slow_zygote_start_is_waited_for_not_failed(harness: Harness) -> None:
+    # The answer timeout starts once the zygote has warmed up and forked: a cold start
+    # (~0.2 s here, many seconds under TCG emulation) may take longer than that timeout.
+    pid = asyncio.run(harness.zygote.ensure_running(timeout=0.05))
+    assert pid == harness.zygote.pid()
+
+
+def test_a_zygote_that_cannot_warm_up_in_time_is_killed_and_named(harness: Harness) -> None:
+    harness.zygote.startup_limit = 0.01
+    with pytest.raises(MonitorError, match=r"did not start within 0 s \(see .*zygote\.log\)"):
+        asyncio.run(harness.zygote.ensure_running())
+    assert harness.zygote.pid() is None

@@ -75,6 +75,8 @@ class ZygoteClient:
         self.socket_path = os.path.join(self.exec_root, ZYGOTE_SOCK)
         self.pid_path = os.path.join(self.exec_root, ZYGOTE_PID)
         self._lock = asyncio.Lock()
+        #: How long a starting zygote may take to import and warm up before it is killed.
+        self.startup_limit = 120.0
 
     async def _call(self, request: dict[str, Any], timeout: float) -> dict[str, Any]:
         reader, writer = await asyncio.open_unix_connection(self.socket_path, limit=1 << 20)
@@ -150,23 +152,37 @@ class ZygoteClient:
         finally:
             os.close(log)
             os.close(null)
-        # The intermediate process exits as soon as the real zygote is forked.
-        deadline = time.monotonic() + timeout
-        while True:
-            done, _ = os.waitpid(child, os.WNOHANG)
+        # The intermediate process imports and warms up (~0.2 s here, many seconds under
+        # emulation or heavy load), forks the real zygote and exits: wait for it as long as
+        # it lives (up to ``startup_limit``), then give the zygote ``timeout`` to answer.
+        log_path = os.path.join(self.exec_root, "zygote.log")
+        started = time.monotonic()
+        status = None
+        while time.monotonic() - started < self.startup_limit:
+            done, status = os.waitpid(child, os.WNOHANG)
             if done:
                 break
-            if time.monotonic() > deadline:
-                break
             await asyncio.sleep(0.005)
+        else:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGKILL)
+            await asyncio.to_thread(os.waitpid, child, 0)
+            raise MonitorError(
+                f"the monitor zygote did not start within {self.startup_limit:.0f} s"
+                f" (see {log_path})"
+            )
+        if status is not None and os.waitstatus_to_exitcode(status) != 0:
+            raise MonitorError(
+                "the monitor zygote did not start: it exited with"
+                f" {os.waitstatus_to_exitcode(status)} (see {log_path})"
+            )
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             pid = await self.ping()
             if pid is not None:
                 return pid
             await asyncio.sleep(0.01)
-        raise MonitorError(
-            f"the monitor zygote did not start (see {os.path.join(self.exec_root, 'zygote.log')})"
-        )
+        raise MonitorError(f"the monitor zygote did not start (see {log_path})")
 
     async def spawn(self, cfg: MonitorConfig, timeout: float = 120.0) -> Spawned:
         """Fork a monitor for ``cfg``; returns once the container is created.
