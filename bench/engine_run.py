@@ -66,6 +66,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -101,10 +102,14 @@ HOST_DIRS = (
 )
 HOST_FILES = (Path("/etc/docker/key.json"),)
 #: Top-level cgroups the engines create (docker: /docker/<id>, podman with cgroupfs:
-#: /libpod_parent, bulkhead: its cgroup parent), removed when new and empty at the end.
-PEER_CGROUPS = ("docker", "libpod_parent", "bulkhead-bench")
-#: The cgroup parent of the bulkhead daemon's containers when it takes Docker's "cgroup-parent".
-BULKHEAD_CGROUP_PARENT = "bulkhead-bench"
+#: /libpod_parent, bulkhead: /bulkhead, its own subtree), removed when new and empty at the end.
+PEER_CGROUPS = ("docker", "libpod_parent", "bulkhead")
+#: The cgroup parent of the bulkhead daemon's containers (Docker's "cgroup-parent"): inside
+#: bulkhead's own subtree, named for this run; removed at the end.
+BULKHEAD_CGROUP_PARENT = f"bulkhead/bench-{os.getpid()}"
+#: Test sessions hold this lock shared and sweep /bulkhead for leaks only when they get it
+#: exclusively (tests/conftest.py): the benchmark holds it shared while its daemon runs.
+TEST_SESSIONS_LOCK = "/run/bulkhead-test-sessions.lock"
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
@@ -250,6 +255,16 @@ def remove_host_leftovers(before: dict[str, Any]) -> list[str]:
                 removed.append(str(d))
             except OSError:
                 pass
+    for h in sorted(CGROUP_ROOT.iterdir()):  # our run's cgroup parent, in every hierarchy
+        base = h / BULKHEAD_CGROUP_PARENT
+        if not base.is_dir():
+            continue
+        for d in sorted((p for p in base.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+            with contextlib.suppress(OSError):
+                d.rmdir()
+        with contextlib.suppress(OSError):
+            base.rmdir()
+            removed.append(str(base))
     was = set(before["top-level cgroups"])
     for name in top_cgroups():
         h, _, top = name.partition("/")
@@ -432,8 +447,9 @@ class Bulkhead(Engine):
             str(PYTHON), "-m", "bulkhead.daemon", "--host", host, "--data-root", str(self.root),
             "--exec-root", str(self.exec_root), "--config-file", str(config),
         ]  # fmt: skip
-        # Our containers' cgroups away from /bulkhead, which test sessions sweep as their own
-        # leaks; a daemon without Docker's "cgroup-parent" key refuses it: then without.
+        # Our containers' cgroups in a subtree of /bulkhead of our own (test sessions leave
+        # /bulkhead alone while we hold their lock); a daemon without Docker's
+        # "cgroup-parent" key refuses it: then without.
         for settings in ({"cgroup-parent": f"/{BULKHEAD_CGROUP_PARENT}"}, {}):
             config.write_text(json.dumps(settings) + "\n")
             with open(self.log, "ab") as log:
@@ -1124,6 +1140,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGHUP, terminate)
     if args.wait_load > 0:
         wait_for_quiet(args.wait_load, args.wait_max)
+    sessions_lock = open(TEST_SESSIONS_LOCK, "a")  # noqa: SIM115 - held until we exit
+    fcntl.flock(sessions_lock, fcntl.LOCK_SH)
     before = host_state()
     bytecode = fresh_bytecode()
     work = Path(tempfile.mkdtemp(prefix="bhe-", dir="/tmp"))
@@ -1239,7 +1257,7 @@ def main(argv: list[str] | None = None) -> int:
         result["cleanup"] = {"forced": problems, "removed_host_paths": removed, "host_diff": diffs}
         print()
         if removed:
-            print(f"removed what the peers made on the host: {removed}")
+            print(f"removed what the engines made on the host: {removed}")
         for p in problems:
             print(f"clean-up: {p}")
         if diffs:
