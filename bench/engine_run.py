@@ -255,16 +255,16 @@ def remove_host_leftovers(before: dict[str, Any]) -> list[str]:
                 removed.append(str(d))
             except OSError:
                 pass
-    for h in sorted(CGROUP_ROOT.iterdir()):  # our run's cgroup parent, in every hierarchy
-        base = h / BULKHEAD_CGROUP_PARENT
-        if not base.is_dir():
+    for hierarchy in sorted(CGROUP_ROOT.iterdir()):  # our run's cgroup parent, everywhere
+        ours = hierarchy / BULKHEAD_CGROUP_PARENT
+        if not ours.is_dir():
             continue
-        for d in sorted((p for p in base.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+        for d in sorted((p for p in ours.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
             with contextlib.suppress(OSError):
                 d.rmdir()
         with contextlib.suppress(OSError):
-            base.rmdir()
-            removed.append(str(base))
+            ours.rmdir()
+            removed.append(str(ours))
     was = set(before["top-level cgroups"])
     for name in top_cgroups():
         h, _, top = name.partition("/")
