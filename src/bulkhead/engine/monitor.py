@@ -192,8 +192,9 @@ _KINDS: dict[str, type[MonitorError]] = {
 def error_from_reply(reply: dict[str, Any]) -> MonitorError:
     """The exception for an ``{"error", "kind"}`` reply."""
     kind = str(reply.get("kind") or "runtime")
-    cls = _KINDS.get(kind, MonitorError)
-    return cls(str(reply.get("error") or "monitor error"), kind)
+    message = str(reply.get("error") or "monitor error")
+    cls = _KINDS.get(kind) or classify_runtime_message(message)
+    return cls(message, kind)
 
 
 def classify_runtime_message(message: str) -> type[MonitorError]:
@@ -208,6 +209,14 @@ def classify_runtime_message(message: str) -> type[MonitorError]:
 
 EXIT_FILE = "exit.json"
 INFO_FILE = "monitor.json"
+#: the monitor's :class:`MonitorConfig`, for the processes the zygote forks on its behalf
+#: (exec sessions, the runtime delete) once the monitor runs as ``bh-monitor``
+CONFIG_FILE = "monitor-config.json"
+#: the zygote's socket, in the exec root (the parent of every state dir)
+ZYGOTE_SOCK = "zygote.sock"
+#: The monitor's steady state in C (``monitor_loop.c``), built next to this module by
+#: ``make``: after its set-up the monitor execve()s it (see :func:`_hand_over`).
+MONITOR_LOOP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bh-monitor")
 CTL_SOCK = "ctl.sock"
 ATTACH_SOCK = "attach.sock"
 _EXEC_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -343,9 +352,25 @@ class MonitorClient:
         return int(reply["pid"]), reader, writer
 
     async def exec_resize(self, exec_id: str, height: int, width: int) -> None:
-        await self.call(
-            {"op": "exec_resize", "exec_id": exec_id, "height": int(height), "width": int(width)}
-        )
+        """Set an exec's terminal size (its session's socket, or the Python monitor's ctl)."""
+        request = {"op": "exec_resize", "exec_id": exec_id, "height": int(height)}
+        request["width"] = int(width)
+        session = exec_socket_path(self.state_dir, exec_id)
+        if _EXEC_ID.match(exec_id) and os.path.exists(session):
+            reader, writer = await self._open(session)
+            try:
+                writer.write(json.dumps(request).encode() + b"\n")
+                await writer.drain()
+                line = await asyncio.wait_for(reader.readline(), 60)
+            finally:
+                writer.close()
+            if not line:
+                raise MonitorNotRunning(f"no running exec {exec_id!r}")
+            reply = json.loads(line)
+            if isinstance(reply, dict) and "error" in reply:
+                raise error_from_reply(reply)
+            return
+        await self.call(request)
 
     def exit_status(self) -> ExitStatus | None:
         """``exit.json``, once the container has exited (None before)."""
@@ -1289,6 +1314,7 @@ class _Exec:
             )
         self.conn.close_after_flush()
         self.mon.execs.pop(self.exec_id, None)
+        self.mon.exec_done = True
 
 
 def _reply(doc: dict[str, Any]) -> bytes:
@@ -1370,6 +1396,9 @@ class Monitor:
         self.listeners: list[socket.socket] = []
         self.monitor_start = 0
         self.sig_r = -1
+        #: an exec session (:func:`serve_exec`): one exec, no container of its own
+        self.session = False
+        self.exec_done = False
 
     # -- set-up -------------------------------------------------------------
 
@@ -1538,6 +1567,10 @@ class Monitor:
         except OSError:  # EMFILE and the like: the connection waits in the backlog
             traceback.print_exc()
             return
+        self.serve_ctl(sock)
+
+    def serve_ctl(self, sock: socket.socket, received: bytes = b"") -> None:
+        """Serve one ctl connection; ``received``: what was already read from it."""
         buf = bytearray()
         holder: dict[str, Any] = {}
 
@@ -1568,6 +1601,8 @@ class Monitor:
 
         conn = _Conn(self, sock, on_data, on_eof)
         self.conns.add(conn)
+        if received:
+            on_data(received)
 
     def _accept_attach(self, listener: socket.socket) -> None:
         try:
@@ -1585,16 +1620,20 @@ class Monitor:
             if not isinstance(req, dict):
                 raise MonitorBadRequest("a request is a JSON object")
             op = req.get("op")
-            if op == "exec":
+            if op == "exec" and not (self.session and (self.execs or self.exec_done)):
                 holder["exec"] = self._exec(conn, req)
                 return
-            handler = {
+            handlers: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
                 "ping": self._op_ping,
-                "start": self._op_start,
-                "kill": self._op_kill,
-                "resize": self._op_resize,
                 "exec_resize": self._op_exec_resize,
-            }.get(str(op))
+            }
+            if not self.session:
+                handlers |= {
+                    "start": self._op_start,
+                    "kill": self._op_kill,
+                    "resize": self._op_resize,
+                }
+            handler = handlers.get(str(op))
             if handler is None:
                 raise MonitorBadRequest(f"unknown op {op!r}")
             reply = handler(req)
@@ -1919,7 +1958,13 @@ def serve(
         _send_reply(reply, {"error": f"{type(exc).__name__}: {exc}", "kind": "runtime"})
         return 1
     _send_reply(reply, {"monitor_pid": monitor_pid, "init_pid": init_pid})
-    mon.note_oom_base()  # the container starts only once run() serves ctl.sock
+    mon.note_oom_base()  # the container starts only once the loop serves ctl.sock
+    binary = loop_binary()
+    if binary is not None:
+        try:
+            _hand_over(mon, binary)  # returns only when the exec failed
+        except Exception as exc:
+            print(f"monitor: {binary}: {exc}: the Python loop serves instead", file=sys.stderr)
     try:
         return mon.run()
     except BaseException as exc:
@@ -1927,6 +1972,194 @@ def serve(
         with contextlib.suppress(Exception):
             mon.finish(error=f"monitor failed: {type(exc).__name__}: {exc}")
         return 1
+
+
+def _start_helper_process(cfg: MonitorConfig, name: str) -> None:
+    """In a child the zygote forked for ``cfg``'s container: our own session, stderr, signals."""
+    from bulkhead.linux import process as lxprocess
+
+    os.setsid()
+    with contextlib.suppress(OSError):
+        lxprocess.set_name(name)
+    null = os.open(os.devnull, os.O_RDWR)
+    log_fd = os.open(
+        os.path.join(cfg.state_dir, "monitor.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640
+    )
+    os.dup2(null, 0)
+    os.dup2(null, 1)
+    os.dup2(log_fd, 2)
+    os.close(null)
+    os.close(log_fd)
+
+
+def load_config(state_dir: str) -> MonitorConfig:
+    """The :class:`MonitorConfig` a monitor handed over to ``bh-monitor`` left in ``state_dir``."""
+    with open(os.path.join(state_dir, CONFIG_FILE), "rb") as f:
+        return msgspec.json.decode(f.read(), type=MonitorConfig)
+
+
+def serve_exec(cfg: MonitorConfig, sock: socket.socket, received: bytes) -> int:
+    """An exec session: one ``exec`` of the container, served to the client on ``sock``.
+
+    ``bh-monitor`` got the request on its ``ctl.sock`` and passed the
+    connection (and the bytes it had read) to the zygote, which forked us.
+    We are what the Python monitor is for an exec: the subreaper of the
+    exec'd process, the owner of its stdio and its ``exec/<id>.json``; we
+    also listen at :func:`exec_socket_path` for ``exec_resize``, and exit
+    once the exec is done and its client has all of its output.
+    """
+    from bulkhead.linux import process as lxprocess
+
+    _start_helper_process(cfg, f"bh-exec {cfg.container_id[:12]}")
+    lxprocess.set_child_subreaper(True)
+    sig_r, sig_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(sig_w)
+    for sig in (signal.SIGCHLD, signal.SIGHUP, signal.SIGPIPE):
+        signal.signal(sig, _noop)
+    mon = Monitor(cfg)
+    mon.session = True
+    mon.started = True
+    mon.sig_r = sig_r
+    mon.backend = backend_for(cfg)
+    listener: socket.socket | None = None
+    path = ""
+    try:
+        req = json.loads(received.split(b"\n", 1)[0])
+        exec_id = str(req.get("exec_id")) if isinstance(req, dict) else ""
+    except ValueError:
+        exec_id = ""
+    if _EXEC_ID.match(exec_id):
+        path = exec_socket_path(cfg.state_dir, exec_id)
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        listener.bind(path)
+        listener.listen(16)
+        listener.setblocking(False)
+        mon.reactor.add_reader(listener.fileno(), lambda: mon._accept_ctl(listener))  # type: ignore[arg-type]
+    mon.serve_ctl(sock, received)
+    mon.reactor.add_reader(sig_r, mon._signals)
+    try:
+        while mon.execs or mon.conns:
+            if listener is not None and not mon.execs:
+                mon.reactor.forget(listener.fileno())
+                listener.close()
+                listener = None
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+            now = time.monotonic()
+            deadlines = [ex.deadline for ex in mon.execs.values() if ex.deadline is not None]
+            deadlines += [c.linger_until for c in mon.lingering]
+            timeout = max(0.0, min(deadlines) - now) if deadlines else None
+            mon.reactor.run_once(timeout)
+            now = time.monotonic()
+            for ex in list(mon.execs.values()):
+                if ex.deadline is not None and now >= ex.deadline:
+                    ex.maybe_finish(force=True)
+            for conn in [c for c in mon.lingering if now >= c.linger_until]:
+                conn.close()
+    finally:
+        if listener is not None:
+            listener.close()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+    return 0
+
+
+def serve_delete(cfg: MonitorConfig, sock: socket.socket) -> int:
+    """Delete the exited container in its runtime (``bh-monitor``'s last request); reply on ``sock``."""
+    _start_helper_process(cfg, f"bh-del {cfg.container_id[:12]}")
+    try:
+        backend_for(cfg).delete()
+    except Exception as exc:
+        _send_reply(sock, {"error": f"delete: {exc}", "kind": "runtime"})
+        return 1
+    _send_reply(sock, {"ok": True})
+    return 0
+
+
+def loop_binary() -> str | None:
+    """The C loop to hand over to (``BULKHEAD_MONITOR_LOOP=python``: None, the Python loop)."""
+    if os.environ.get("BULKHEAD_MONITOR_LOOP") == "python":
+        return None
+    return MONITOR_LOOP if os.access(MONITOR_LOOP, os.X_OK) else None
+
+
+def exec_socket_path(state_dir: str, exec_id: str) -> str:
+    """Where an exec session listens for ``exec_resize`` (short: unix socket paths are)."""
+    return os.path.join(os.path.dirname(state_dir), "execs", exec_id[:24] + ".sock")
+
+
+def _hand_over(mon: Monitor, binary: str) -> None:
+    """Become ``bh-monitor``: the same process (pid, children, fds) running the C loop.
+
+    The set-up (the runtime's create, the listening sockets, the reply to
+    the spawner, the OOM baseline) is done; what is left is the long, idle
+    steady state, which a Python process would spend ~20 MiB on. execve keeps
+    the pid, the container's init as our child and our subreaper status; it
+    drops everything Python. What the loop cannot do itself (an exec, the
+    runtime's delete) it asks the zygote for, which forks a Python helper
+    from its warm state (:func:`serve_exec`, :func:`serve_delete`).
+    """
+    cfg = mon.cfg
+    backend = mon.backend
+    assert backend is not None
+    keep: list[int] = []
+
+    def fd(n: int) -> str:
+        os.set_inheritable(n, True)
+        keep.append(n)
+        return str(n)
+
+    ctl, attach = mon.listeners
+    argv = [binary, "--id", cfg.container_id, "--state-dir", cfg.state_dir]
+    argv += ["--init-pid", str(mon.init_pid), "--fd-ctl", fd(ctl.fileno())]
+    argv += ["--fd-attach", fd(attach.fileno()), "--fd-out", fd(mon.sources[0].fd)]
+    if len(mon.sources) > 1:
+        argv += ["--fd-err", fd(mon.sources[1].fd)]
+    if mon.stdin is not None:
+        argv += ["--fd-stdin", fd(mon.stdin.fd)]
+    if mon.master is not None:
+        argv += ["--fd-master", fd(mon.master)]
+    argv += ["--tty", str(int(cfg.tty)), "--stdin-once", str(int(cfg.stdin_once))]
+    if cfg.log_path:
+        argv += ["--log-path", cfg.log_path, "--log-max-size", str(cfg.log_max_size)]
+        argv += ["--log-max-files", str(cfg.log_max_files)]
+    if mon.memory_cgroup:
+        argv += ["--oom-cgroup", mon.memory_cgroup, "--oom-base", str(mon.oom_base)]
+    if isinstance(backend, _Binary):
+        runtime = [backend.path, "--root", cfg.runtime_root]
+        for arg in (*runtime, "start", cfg.container_id):
+            argv += ["--start-arg", arg]
+        for arg in (*runtime, "kill", "--all", cfg.container_id):
+            argv += ["--kill-all-arg", arg]
+    else:
+        assert isinstance(backend, _InProcess)
+        cli = [sys.executable, "-m", "bulkhead.runtime.cli", "--root", cfg.runtime_root]
+        if backend.fifo:
+            argv += ["--start-fifo", backend.fifo]
+        else:  # poststart hooks: the runtime's own start runs them
+            for arg in (*cli, "start", cfg.container_id):
+                argv += ["--start-arg", arg]
+        if mon.memory_cgroup:
+            argv += ["--cgroup-procs", os.path.join(mon.memory_cgroup, "cgroup.procs")]
+        else:
+            for arg in (*cli, "kill", "--all", cfg.container_id):
+                argv += ["--kill-all-arg", arg]
+    zygote = os.path.join(os.path.dirname(cfg.state_dir), ZYGOTE_SOCK)
+    argv += ["--zygote-socket", zygote]
+    write_atomic(os.path.join(cfg.state_dir, CONFIG_FILE), msgspec.json.encode(cfg))
+    if mon.log is not None:
+        mon.log.close()  # nothing written yet: the loop opens the file itself
+        mon.log = None
+    sys.stderr.flush()
+    try:
+        os.execv(binary, argv)
+    except OSError:
+        for n in keep:
+            os.set_inheritable(n, False)
+        raise
 
 
 def _send_reply(sock: socket.socket, doc: dict[str, Any]) -> None:

@@ -423,24 +423,29 @@ def _reset_signal_dispositions() -> None:
         )
 
 
-def _read_request(sock: socket.socket, timeout: float = 2.0) -> dict[str, Any] | None:
+def _read_request(
+    sock: socket.socket, timeout: float = 2.0
+) -> tuple[dict[str, Any] | None, list[int]]:
+    """One JSON line request and the fds that came with it (SCM_RIGHTS: ``exec``)."""
     sock.settimeout(timeout)
     buf = b""
+    fds: list[int] = []
     try:
         while b"\n" not in buf:
-            chunk = sock.recv(65536)
+            chunk, got, _, _ = socket.recv_fds(sock, 65536, 4)
+            fds += got
             if not chunk:
-                return None
+                return None, fds
             buf += chunk
             if len(buf) > (4 << 20):
-                return None
+                return None, fds
     except OSError:
-        return None
+        return None, fds
     try:
         doc = json.loads(buf.split(b"\n", 1)[0])
     except ValueError:
-        return None
-    return doc if isinstance(doc, dict) else None
+        return None, fds
+    return (doc if isinstance(doc, dict) else None), fds
 
 
 def _answer(sock: socket.socket, doc: dict[str, Any]) -> None:
@@ -531,13 +536,20 @@ class Zygote:
             conn, _ = listener.accept()
         except BlockingIOError:
             return
-        req = _read_request(conn)
+        req, fds = _read_request(conn)
         if req is None:
+            for fd in fds:
+                os.close(fd)
             _answer(
                 conn, {"error": "bad request: one JSON object line expected", "kind": "bad_request"}
             )
             return
         op = req.get("op")
+        if op in ("exec", "delete"):
+            self._for_monitor(op, req, conn, fds, (listener, sel, sig))
+            return
+        for fd in fds:
+            os.close(fd)
         if op == "ping":
             from bulkhead.linux import seccomp
 
@@ -589,6 +601,63 @@ class Zygote:
                 os._exit(code)
         conn.close()
         self.children.add(pid)
+
+    def _for_monitor(
+        self,
+        op: str,
+        req: dict[str, Any],
+        conn: socket.socket,
+        fds: list[int],
+        closing: tuple[socket.socket, selectors.BaseSelector, tuple[int, int]],
+    ) -> None:
+        """What ``bh-monitor`` (the C loop) asks: an exec session, or the runtime's delete.
+
+        ``exec`` comes with the client's connection (SCM_RIGHTS) and the
+        bytes the loop already read from it ("request" line, "rest" in hex);
+        the session answers the client, not us. ``delete`` is answered on
+        ``conn``. Either way a child forked from our warm state does the work.
+        """
+        from bulkhead.engine.monitor import load_config, serve_delete, serve_exec
+
+        client: socket.socket | None = None
+        try:
+            cfg = load_config(str(req.get("state_dir")))
+            if op == "exec":
+                if len(fds) != 1:
+                    raise ValueError("exec: one client connection expected")
+                client = socket.socket(fileno=fds.pop())
+                received = str(req.get("request", "")).encode() + b"\n"
+                received += bytes.fromhex(str(req.get("rest", "")))
+        except (OSError, ValueError, msgspec.ValidationError, msgspec.DecodeError) as exc:
+            for fd in fds:
+                os.close(fd)
+            reply = {"error": f"{op}: {exc}", "kind": "bad_request"}
+            if client is not None:
+                _answer(client, reply)
+            _answer(conn, reply)
+            return
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                self._forget_zygote(*closing)
+                if client is not None:
+                    conn.close()
+                    code = serve_exec(cfg, client, received)
+                else:
+                    code = serve_delete(cfg, conn)
+            except BaseException:
+                import traceback
+
+                traceback.print_exc()
+            finally:
+                os._exit(code)
+        self.children.add(pid)
+        conn.close()
+        if client is not None:
+            client.close()
 
     def _forget_zygote(
         self, listener: socket.socket, sel: selectors.BaseSelector, sig: tuple[int, int]
