@@ -346,6 +346,11 @@ class MonitorClient:
         The reader carries its output (8-byte frames, raw with a tty) and
         ends when it exited; :meth:`exec_status` then has its exit code.
         """
+        from bulkhead.engine.zygote import ZygoteClient
+
+        # bh-monitor hands an exec to the zygote of our exec root: make sure one runs
+        # (a look at zygote.pid and its command line when it does).
+        await ZygoteClient(os.path.dirname(self.state_dir)).ensure_running()
         reply, reader, writer = await self._request(
             {"op": "exec", "exec_id": exec_id, "process": process, "tty": tty, "stdin": stdin}
         )
@@ -2170,3 +2175,26 @@ def _send_reply(sock: socket.socket, doc: dict[str, Any]) -> None:
         pass
     finally:
         sock.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m bulkhead.engine.monitor delete STATE_DIR``: ``bh-monitor``'s last resort.
+
+    When the zygote is gone at the container's exit, ``bh-monitor`` execve()s
+    this to delete the container in its runtime itself (slower: a cold
+    Python start), so that nothing is left behind either way.
+    """
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2 or args[0] != "delete":
+        print("usage: python -m bulkhead.engine.monitor delete STATE_DIR", file=sys.stderr)
+        return 2
+    try:
+        backend_for(load_config(args[1])).delete()
+    except Exception as exc:
+        print(f"monitor: delete {args[1]}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
