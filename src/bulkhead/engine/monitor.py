@@ -34,6 +34,21 @@ What the monitor does, in order:
    atomically, ``delete --force``\\ s the runtime container, closes the
    clients (gracefully: see :class:`_Conn`) and exits.
 
+Steps 5 to 7 are a long, mostly idle wait, and a Python process costs ~20
+MiB of RSS (~2.5 MiB of its own) for it; conmon, in C, about 2 MiB (0.4
+PSS). So once step 4 is done the monitor *hands over*
+(:func:`_hand_over`): it execve()s ``bh-monitor`` (``monitor_loop.c``,
+built next to this module by ``make``), which keeps the pid, the fds, the
+container's init as its child and the subreaper flag, and runs steps 5 to 7
+with the same protocols, files and log format. What needs the runtime in
+Python it asks the zygote for, which forks a helper from its warm state:
+an *exec session* per ``exec`` (:func:`serve_exec`: the client's connection
+is passed over with SCM_RIGHTS; it owns the exec's stdio and
+``exec/<id>.json`` and listens at :func:`exec_socket_path` for
+``exec_resize``) and the runtime's ``delete`` at the end
+(:func:`serve_delete`). Without the binary (or with
+``BULKHEAD_MONITOR_LOOP=python``) the Python loop below serves, the same way.
+
 Signals: SIGTERM, SIGINT and SIGQUIT sent to the monitor go to the
 container's init (as conmon does); the monitor stays to record the exit.
 The container starts with every signal at its default disposition.
