@@ -12,7 +12,7 @@ PY := $(VENV)/bin/python
 STATE := $(VENV)/.installed
 
 # What `make run` needs on a fresh machine.
-RUN_DEBS := python3 python3-venv python3-pip busybox-static libseccomp2 procps tini
+RUN_DEBS := python3 python3-venv python3-pip busybox-static libseccomp2 procps tini gcc libc6-dev
 # What the test suite needs on top: real peers to compare with and drive us.
 TEST_DEBS := $(RUN_DEBS) runc crun podman containerd uidmap iproute2 nftables hyperfine docker-registry apache2-utils skopeo umoci
 
@@ -44,7 +44,13 @@ $(STATE): pyproject.toml
 	$(PY) -m compileall -q src
 	touch $(STATE)
 
-deps: $(STATE)
+# The monitor's steady-state loop (bh-monitor), exec'd by the Python monitor after set-up.
+MONITOR_BIN := src/bulkhead/engine/bh-monitor
+
+$(MONITOR_BIN): src/bulkhead/engine/monitor_loop.c | $(STATE)
+	cc -O2 -Wall -Wextra -Werror -o $@ $<
+
+deps: $(STATE) $(MONITOR_BIN)
 
 test-deps: deps
 	@need=""; for p in $(TEST_DEBS); do dpkg -s $$p >/dev/null 2>&1 || need="$$need $$p"; done; \
