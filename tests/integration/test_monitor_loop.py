@@ -770,7 +770,6 @@ def test_ctl_bad_requests(h: Harness) -> None:
         b"{}\n": "unknown op None",
         b'{"op": ["ping"]}\n': "unknown op ['ping']",
         b'{"op": "it\'s"}\n': 'unknown op "it\'s"',
-        b'{"op": "exec_resize"}\n': "unknown op 'exec_resize'",
     }
     for line, error in cases.items():
         out = mon.ctl_raw(line)
@@ -821,6 +820,38 @@ def test_exec_is_forwarded_to_the_zygote(h: Harness) -> None:
     }
     assert h.zygote.fd_counts[h.zygote.messages.index(msg)] == 1
     assert mon.ctl({"op": "ping"})["exited"] is False
+
+
+def test_exec_resize_of_an_unknown_exec(h: Harness) -> None:
+    """The C loop runs no execs (the zygote's sessions do): answered as Python does for one."""
+    mon = h.launch("exec sleep 100")
+    req = {"op": "exec_resize", "exec_id": "e1", "height": 10, "width": 20}
+    assert mon.ctl(req) == {"error": "no running exec 'e1'", "kind": "not_running"}
+    assert mon.ctl(dict(req, width=70000)) == {
+        "error": "invalid terminal size 10x70000",
+        "kind": "bad_request",
+    }
+
+
+def test_delete_error_and_fallback(h: Harness) -> None:
+    h.zygote.delete_reply = b'{"error": "delete: it broke", "kind": "runtime"}\n'
+    mon = h.launch("exit 0")
+    mon.start()
+    assert mon.wait() == 0
+    assert "delete: it broke" in mon.monitor_log()
+    # no zygote: --delete-arg is execve()d at the end (same pid), after exit.json
+    marker = h.root / "deleted"
+    tool = h.root / "delete-tool"
+    tool.write_text(f'#!/bin/sh\necho "$@" > {marker}\ntest -e "$2/exit.json"\n')
+    tool.chmod(0o755)
+    missing = str(h.root / "no-zygote.sock")
+    state = h.root / f"c{h.n + 1}"
+    extra = ["--delete-arg", str(tool), "--delete-arg", "delete", "--delete-arg", str(state)]
+    mon2 = h.launch("exit 0", zygote=missing, extra=extra)
+    mon2.start()
+    assert mon2.wait() == 0
+    assert marker.read_text() == f"delete {state}\n"
+    assert "running" in mon2.monitor_log()
 
 
 def test_exec_without_zygote(h: Harness) -> None:

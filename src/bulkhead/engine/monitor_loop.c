@@ -27,7 +27,12 @@
  *              [--oom-cgroup DIR --oom-base N]
  *              [--start-fifo PATH] [--start-arg ARG]...
  *              [--kill-all-arg ARG]... [--cgroup-procs PATH]
- *              --zygote-socket PATH
+ *              --zygote-socket PATH [--delete-arg ARG]...
+ *
+ * --delete-arg: what to execve() at the very end when the zygote could not be asked to delete
+ * the runtime container (unreachable, or it closed without a reply): e.g. python3 -m
+ * bulkhead.engine.monitor delete STATE_DIR. Absent: the failure is only noted in monitor.log.
+ * exec_resize on ctl.sock is answered as the Python monitor answers for an exec it does not run.
  *
  * One file, C11 + glibc, no dependencies; single-threaded poll() loop.
  */
@@ -612,10 +617,12 @@ static void py_repr_str(buf_t *out, const char *str, size_t n) {
             buf_adds(out, "\\r");
         else if (cp == '\t')
             buf_adds(out, "\\t");
-        else if (cp < 0x20 || (cp >= 0x7F && cp < 0xA0))
+        else if (cp < 0x20 || (cp >= 0x7F && cp <= 0xA0) || cp == 0xAD)
             buf_addf(out, "\\x%02x", cp);
-        else if (cp >= 0xD800 && cp <= 0xDFFF)
-            buf_addf(out, "\\u%04x", cp);
+        else if ((cp >= 0xD800 && cp <= 0xDFFF) || cp == 0x1680 || (cp >= 0x2000 && cp <= 0x200F) ||
+                 (cp >= 0x2028 && cp <= 0x202F) || (cp >= 0x205F && cp <= 0x2064) ||
+                 cp == 0x3000 || cp == 0xFEFF)
+            buf_addf(out, "\\u%04x", cp); /* what str.isprintable() says no to, mostly */
         else
             buf_add(out, s + start, i - start);
     }
@@ -1039,6 +1046,8 @@ static struct {
     size_t kill_argc;
     const char *cgroup_procs;
     const char *zygote_socket;
+    char **delete_argv;
+    size_t delete_argc;
 } cfg = {.fd_ctl = -1, .fd_attach = -1, .fd_out = -1, .fd_err = -1, .fd_stdin = -1,
          .fd_master = -1, .log_max_files = 1};
 
@@ -1067,6 +1076,7 @@ typedef struct {
 } source_t;
 
 static conn_t *conns;
+static char chunk[CHUNK]; /* one read of output or of a client */
 static source_t sources[2];
 static size_t nsources;
 
@@ -1099,6 +1109,7 @@ static struct {
     buf_t in;
     int64_t deadline;
     bool done;
+    bool fallback; /* the zygote could not be asked: run --delete-arg at the end */
 } del = {.fd = -1};
 
 static void set_error(const char *fmt, ...) {
@@ -1449,8 +1460,6 @@ static void source_close(source_t *s) {
         log_flush(s->stream);
 }
 
-static char chunk[CHUNK];
-
 /* One read; false when the source closed. */
 static bool source_read(source_t *s) {
     ssize_t n = read(s->fd, chunk, sizeof chunk);
@@ -1766,6 +1775,26 @@ static void op_resize(conn_t *c) {
     reply_ok(c);
 }
 
+/* The C loop has no execs of its own (the zygote's exec sessions listen on their own sockets):
+ * as the Python monitor answers for an exec it does not know. */
+static void op_exec_resize(conn_t *c) {
+    const jmember *hm = j_get(&req, "height"), *wm = j_get(&req, "width");
+    long h, w;
+    buf_t b = {0};
+    if (!j_int_in(hm, 0, 65535, &h) || !j_int_in(wm, 0, 65535, &w)) {
+        buf_adds(&b, "invalid terminal size ");
+        j_repr(&b, hm);
+        buf_addc(&b, 'x');
+        j_repr(&b, wm);
+        reply_error(c, buf_cstr(&b), "bad_request");
+    } else {
+        buf_adds(&b, "no running exec ");
+        j_repr(&b, j_get(&req, "exec_id"));
+        reply_error(c, buf_cstr(&b), "not_running");
+    }
+    buf_free(&b);
+}
+
 static bool exec_id_ok(const char *s, size_t n) {
     if (n < 1 || n > 128 || !isalnum((unsigned char)s[0]))
         return false;
@@ -1927,6 +1956,8 @@ static void ctl_request(conn_t *c, const char *line, size_t n, const char *rest,
             op_kill(c);
         else if (strcmp(o, "resize") == 0)
             op_resize(c);
+        else if (strcmp(o, "exec_resize") == 0)
+            op_exec_resize(c);
         else
             o = NULL;
     } else {
@@ -2012,8 +2043,8 @@ static void attach_data(conn_t *c, const char *data, size_t n) {
 }
 
 static void conn_readable(conn_t *c) {
-    char tmp[65536];
-    ssize_t n = recv(c->fd, tmp, sizeof tmp, MSG_DONTWAIT);
+    char *tmp = chunk; /* consumed before the next read of anything */
+    ssize_t n = recv(c->fd, tmp, sizeof chunk, MSG_DONTWAIT);
     if (n < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
             return;
@@ -2156,6 +2187,7 @@ static void delete_begin(void) {
     if (fd < 0) {
         complain("monitor: delete: the monitor zygote is not running (%s): %s",
                  cfg.zygote_socket ? cfg.zygote_socket : "", strerror(errno));
+        del.fallback = true;
         return;
     }
     buf_t msg = {0};
@@ -2171,11 +2203,13 @@ static void delete_begin(void) {
             break;
         off += (size_t)w;
     }
+    size_t total = msg.len;
     buf_free(&msg);
-    if (off < msg.len && off == 0) {
+    if (off < total && off == 0) {
         complain("monitor: delete: the monitor zygote is not running (%s): %s",
                  cfg.zygote_socket, strerror(errno));
         close(fd);
+        del.fallback = true;
         return;
     }
     fcntl(fd, F_SETFL, O_NONBLOCK);
@@ -2201,6 +2235,8 @@ static void delete_readable(void) {
     if (n < 0 && (errno == EAGAIN || errno == EINTR))
         return;
     if (n <= 0) {
+        if (!del.in.len)
+            del.fallback = true;
         delete_end(del.in.len ? NULL : "the monitor zygote closed the connection without a reply");
         return;
     }
@@ -2436,6 +2472,15 @@ static void run(void) {
     free(pfd);
     free(ptype);
     free(pobj);
+    if (del.fallback && cfg.delete_argc) {
+        /* The last resort: become the runtime's delete ourselves (same pid, nothing left). */
+        complain("monitor: delete: running %s instead", cfg.delete_argv[0]);
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        execvp(cfg.delete_argv[0], cfg.delete_argv);
+        complain("monitor: delete: exec %s: %s", cfg.delete_argv[0], strerror(errno));
+    }
 }
 
 /* ------------------------------------------------------------------ start-up */
@@ -2446,7 +2491,7 @@ static void usage(const char *why) {
              "--fd-out N [--fd-err N] [--fd-stdin N] [--fd-master N] --tty 0|1 --stdin-once 0|1 "
              "[--log-path PATH --log-max-size BYTES --log-max-files N] [--oom-cgroup DIR "
              "--oom-base N] [--start-fifo PATH] [--start-arg ARG]... [--kill-all-arg ARG]... "
-             "[--cgroup-procs PATH] --zygote-socket PATH");
+             "[--cgroup-procs PATH] --zygote-socket PATH [--delete-arg ARG]...");
     exit(2);
 }
 
@@ -2475,7 +2520,8 @@ static int fd_arg(const char *name, const char *v) {
 static void parse_args(int argc, char **argv) {
     cfg.start_argv = calloc((size_t)argc + 1, sizeof(char *));
     cfg.kill_argv = calloc((size_t)argc + 1, sizeof(char *));
-    if (!cfg.start_argv || !cfg.kill_argv)
+    cfg.delete_argv = calloc((size_t)argc + 1, sizeof(char *));
+    if (!cfg.start_argv || !cfg.kill_argv || !cfg.delete_argv)
         oom_abort();
     bool have_tty = false, have_once = false;
     for (int i = 1; i < argc; i++) {
@@ -2526,6 +2572,8 @@ static void parse_args(int argc, char **argv) {
             cfg.start_argv[cfg.start_argc++] = (char *)v;
         else if (!strcmp(a, "--kill-all-arg"))
             cfg.kill_argv[cfg.kill_argc++] = (char *)v;
+        else if (!strcmp(a, "--delete-arg"))
+            cfg.delete_argv[cfg.delete_argc++] = (char *)v;
         else if (!strcmp(a, "--cgroup-procs"))
             cfg.cgroup_procs = v;
         else if (!strcmp(a, "--zygote-socket"))
