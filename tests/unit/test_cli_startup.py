@@ -62,7 +62,7 @@ def test_ps_imports_nothing_heavy(tmp_path: Path) -> None:
     assert "bulkhead.cli.containers" in modules
     _assert_lean(modules)
     # docker's default table needs neither the template engine nor json's regexes
-    for costly in ("re", "json", "bulkhead.cli.template"):
+    for costly in ("re", "json", "bulkhead.cli.template", "socket", "enum"):
         assert costly not in modules, f"ps imported {costly}"
 
 
@@ -84,6 +84,9 @@ def test_run_imports_nothing_heavy(tmp_path: Path) -> None:
     assert (proc.returncode, proc.stdout) == (0, "hi\n"), proc.stderr[-2000:]
     _assert_lean(modules)
     for costly in ("re", "json", "fractions", "contextlib", "bulkhead.cli.template"):
+        assert costly not in modules, f"run imported {costly}"
+    # socket and signal build IntEnums at import (enum, selectors, functools: ~8 ms)
+    for costly in ("socket", "signal", "enum", "selectors"):
         assert costly not in modules, f"run imported {costly}"
 
 

@@ -100,9 +100,14 @@ def cmd_create(app: App, args: list[str]) -> int:
 
 def _forward_signals(app: App, cid: str) -> list[tuple[int, Any]]:
     """--sig-proxy: SIGINT/SIGTERM/SIGHUP/SIGQUIT/SIGUSR1/2 sent on to the container."""
-    import signal
+    if TYPE_CHECKING:
+        import signal as _signal  # the same functions, with stubs
+    else:
+        import _signal  # not signal: its IntEnums cost milliseconds on every `run`
 
     def forward(signum: int, _frame: Any) -> None:
+        import signal
+
         try:
             app.client.request(
                 "POST", f"/containers/{cid}/kill", query={"signal": signal.Signals(signum).name}
@@ -112,22 +117,25 @@ def _forward_signals(app: App, cid: str) -> list[tuple[int, Any]]:
 
     saved: list[tuple[int, Any]] = []
     for sig in (
-        signal.SIGINT,
-        signal.SIGTERM,
-        signal.SIGHUP,
-        signal.SIGQUIT,
-        signal.SIGUSR1,
-        signal.SIGUSR2,
+        _signal.SIGINT,
+        _signal.SIGTERM,
+        _signal.SIGHUP,
+        _signal.SIGQUIT,
+        _signal.SIGUSR1,
+        _signal.SIGUSR2,
     ):
-        saved.append((sig, signal.signal(sig, forward)))
+        saved.append((sig, _signal.signal(sig, forward)))
     return saved
 
 
 def _restore_signals(saved: list[tuple[int, Any]]) -> None:
-    import signal
+    if TYPE_CHECKING:
+        import signal as _signal
+    else:
+        import _signal
 
     for sig, handler in saved:
-        signal.signal(sig, handler)
+        _signal.signal(sig, handler)
 
 
 def attach_and_stream(

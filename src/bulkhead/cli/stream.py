@@ -18,14 +18,20 @@ from __future__ import annotations
 
 import os
 import select
-import signal
-import socket
 import sys
+
+# _signal and _socket, not signal and socket: those build IntEnums at import (enum and more:
+# milliseconds of every `run`); the C modules have all the stream needs.
+from _socket import SHUT_WR
 
 TYPE_CHECKING = False  # typing, contextlib and struct: milliseconds on every `run`
 if TYPE_CHECKING:
+    import signal as _signal  # the same functions, with stubs
+    from _socket import socket as Socket
     from collections.abc import Callable, Iterator
     from typing import Any
+else:
+    import _signal
 
 DEFAULT_DETACH_KEYS = b"\x10\x11"  # ctrl-p, ctrl-q
 
@@ -120,16 +126,16 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[n:]
 
 
-def _half_close(sock: socket.socket) -> None:
+def _half_close(sock: Socket) -> None:
     """Tell the daemon stdin ended (``shutdown(SHUT_WR)``); the output keeps flowing."""
     try:
-        sock.shutdown(socket.SHUT_WR)
+        sock.shutdown(SHUT_WR)
     except OSError:
         pass
 
 
 def pump(
-    sock: socket.socket,
+    sock: Socket,
     leftover: bytes,
     *,
     tty: bool,
@@ -152,8 +158,8 @@ def pump(
     if on_resize is not None and tty and os.isatty(stdout_fd):
         wake_r, wake_w = os.pipe()
         os.set_blocking(wake_w, False)
-        old_wakeup = signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
-        old_handler = signal.signal(signal.SIGWINCH, lambda *_: None)
+        old_wakeup = _signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+        old_handler = _signal.signal(_signal.SIGWINCH, lambda *_: None)
         rows, cols = terminal_size(stdout_fd)
         if rows:
             on_resize(rows, cols)
@@ -252,9 +258,9 @@ def pump(
                     pending = data
         finally:
             if wake_r >= 0:
-                signal.set_wakeup_fd(old_wakeup)
+                _signal.set_wakeup_fd(old_wakeup)
                 if old_handler is not None:
-                    signal.signal(signal.SIGWINCH, old_handler)
+                    _signal.signal(_signal.SIGWINCH, old_handler)
                 os.close(wake_r)
                 os.close(wake_w)
             sock.close()
