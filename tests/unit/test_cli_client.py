@@ -132,3 +132,22 @@ def test_pending_request_reads_later(serve: object) -> None:
     client, _ = serve(b'HTTP/1.1 200 OK\r\nContent-Length: 16\r\n\r\n{"StatusCode":3}')  # type: ignore[operator]
     pending = client.start_request("POST", "/containers/x/wait", query={"condition": "removed"})
     assert pending.response().json() == {"StatusCode": 3}
+
+
+def test_first_json_does_not_wait_for_the_end_of_the_body() -> None:
+    """``wait``'s answer counts once its document is complete: the last chunk may come late."""
+    from bulkhead.cli.client import Response
+
+    ours, daemon = socket.socketpair()
+    with ours, daemon:
+        ours.settimeout(5)  # reading to the end would block here, not hang the suite
+        resp = Response(ours, 200, "OK", {"transfer-encoding": "chunked"}, b'5\r\n{"Sta', "POST")
+        daemon.sendall(b'\r\nd\r\ntusCode": 3}\n\r\n')  # ...and no terminating chunk yet
+        assert resp.first_json() == {"StatusCode": 3}
+
+
+def test_first_json_of_an_empty_or_closed_body(serve: object) -> None:
+    client, _ = serve(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")  # type: ignore[operator]
+    assert client.request("POST", "/x").first_json() is None
+    client, _ = serve(b'HTTP/1.1 200 OK\r\n\r\n{"StatusCode":0,"Error":{"Message":"x"}}')  # type: ignore[operator]
+    assert client.request("POST", "/x").first_json() == {"StatusCode": 0, "Error": {"Message": "x"}}

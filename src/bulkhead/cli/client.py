@@ -27,7 +27,7 @@ from bulkhead.cli.jsonlite import dumps, loads
 
 TYPE_CHECKING = False  # typing, collections.abc and urllib.parse cost milliseconds at start
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator
+    from collections.abc import Generator, Iterable, Iterator
     from typing import Any
 
 DEFAULT_SOCKET = "/run/bulkhead/bulkhead.sock"
@@ -157,7 +157,7 @@ class Response:
         out, self._buf = self._buf[:n], self._buf[n:]
         return out
 
-    def chunks(self) -> Iterator[bytes]:
+    def chunks(self) -> Generator[bytes, None, None]:
         """The body as it arrives."""
         if self._done:
             return
@@ -196,6 +196,28 @@ class Response:
     def json(self) -> Any:
         data = self.read()
         return loads(data) if data.strip() else None
+
+    def first_json(self) -> Any:
+        """The body's first JSON document, as soon as it is complete (None for no body).
+
+        The rest of the body is not waited for: the daemon may end a chunked
+        body some time after its last document (``wait``'s answer, when the
+        daemon is busy removing the container), and docker's CLI decodes the
+        answer the same way (a json.Decoder on the body, no read to EOF).
+        """
+        buf = b""
+        chunks = self.chunks()
+        try:
+            for chunk in chunks:
+                buf += chunk
+                if buf.rstrip().endswith((b"}", b"]")):
+                    try:
+                        return loads(buf)
+                    except ValueError:
+                        continue  # a document split inside a string or a nested object
+        finally:
+            chunks.close()
+        return loads(buf) if buf.strip() else None
 
     def lines(self) -> Iterator[bytes]:
         """Newline-delimited messages (pull progress, load output, events)."""

@@ -219,7 +219,7 @@ def attach_and_stream(
                 125,
                 f"bulkhead: Error response from daemon: {error_message(resp.status, resp.read())}",
             )
-        result = resp.json() or {}
+        result = resp.first_json() or {}
         err = (result.get("Error") or {}).get("Message")
         if err:
             app.error(f"bulkhead: {err}")
