@@ -588,8 +588,13 @@ def test_resize_errors(h: Harness) -> None:
         "error": "invalid terminal size -1x'x'",
         "kind": "bad_request",
     }
-    assert mon.ctl({"op": "resize", "height": 1.5}) == {
-        "error": "invalid terminal size 1.5xNone",
+    for height, text in ((1.5, "1.5"), (1e16, "1e+16"), (0.0001, "0.0001"), (1e-05, "1e-05")):
+        assert mon.ctl({"op": "resize", "height": height}) == {
+            "error": f"invalid terminal size {text}xNone",
+            "kind": "bad_request",
+        }
+    assert mon.ctl({"op": "resize", "height": True, "width": False}) == {
+        "error": "the container has no terminal",  # bools are ints to Python
         "kind": "bad_request",
     }
 
@@ -915,6 +920,36 @@ def test_backpressure_and_slow_client(h: Harness) -> None:
     assert mon.wait() == 0
     messages = [json.loads(x)["log"] for x in mon.log_path.read_bytes().splitlines()]
     assert "".join(messages) == "a" * 8000000 + "\nend\n"
+
+
+def _cpu_ticks(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+def test_no_fd_leak_and_no_busy_loop(h: Harness) -> None:
+    mon = h.launch("exec sleep 100")
+    base = len(os.listdir(f"/proc/{mon.pid}/fd"))
+    for _ in range(200):
+        assert mon.ctl({"op": "ping"})["ok"] is True
+    socks = [mon.attach()[0] for _ in range(50)]
+    for s in socks:
+        s.close()
+    for _ in range(20):  # clients that connect and go away without a word
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.connect(str(mon.state / "ctl.sock"))
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.connect(str(mon.state / "ctl.sock"))
+        s.sendall(b'{"op": "ping"}')  # no newline, then gone
+    assert mon.ctl({"op": "ping"})["ok"] is True
+    time.sleep(0.2)
+    assert len(os.listdir(f"/proc/{mon.pid}/fd")) == base, os.listdir(f"/proc/{mon.pid}/fd")
+    before = _cpu_ticks(mon.pid)
+    time.sleep(1.0)
+    assert _cpu_ticks(mon.pid) - before <= 1  # idle: asleep in poll()
+    assert mon.ctl({"op": "kill", "signal": 9}) == {"ok": True}
+    assert mon.wait() == 0
 
 
 def test_memory_of_an_idle_monitor(h: Harness) -> None:

@@ -2376,9 +2376,11 @@ static void run(void) {
         for (conn_t *c = conns; c; c = c->next) {
             if (c->closed)
                 continue;
+            /* Even with no events: POLLHUP tells of a client gone for good (a unix socket whose
+             * peer closed; a mere half-close does not raise it), which is then closed rather
+             * than kept until output fails to reach it. */
             short ev = (short)((c->reading ? POLLIN : 0) | (c->out.len ? POLLOUT : 0));
-            if (ev)
-                ADD(c->fd, ev, P_CONN, c);
+            ADD(c->fd, ev, P_CONN, c);
         }
 #undef ADD
         int64_t deadline = INT64_MAX;
@@ -2446,6 +2448,8 @@ static void run(void) {
                 if (!c->closed && c->reading && (re & (POLLIN | POLLHUP | POLLERR)))
                     conn_readable(c);
                 else if (!c->closed && (re & (POLLERR | POLLNVAL)))
+                    conn_close(c);
+                else if (!c->closed && !c->reading && !c->out.len && (re & POLLHUP))
                     conn_close(c);
                 break;
             }
