@@ -438,7 +438,7 @@ def test_log_matches_jsonlogwriter(h: Harness) -> None:
         b"plain line\n"
         + b"x" * 20000
         + b"\n"
-        + b"<a href='x'>&amp;</a> \"q\" \\ \t\x01\x1b[0m\x7f\n"
+        + b"<a href='x'>&amp;</a> \"q\" \\ \t\x01\x1b[0m\x7f \xe2\x80\xa8 \xef\xbb\xbf\n"
         + b"bad utf-8: \xff\xfe \xc3( \xe2\x82 \xed\xa0\x80 \xf0\x9f\x98 ok \xc3\xa9 \xf0\x9f\x98\x80\n"
         + b"y" * (3 * 16384 + 7)
         + b"\n"
@@ -678,29 +678,39 @@ def test_kill_all_with_argv(h: Harness) -> None:
     mon2 = h.launch("exec sleep 100", extra=["--kill-all-arg", str(tool)])
     # the fake kill gets: <the kill-all args> + [signal]; here "$2" must be the pid
     os.unlink(tool)
-    tool.write_text(f'#!/bin/sh\necho "$@" > {seen}\nkill -"$1" {mon2.init_pid}\n')
+    # and it starts with SIGPIPE at its default, though a Python parent ignored it
+    tool.write_text(
+        f'#!/bin/sh\necho "$@" > {seen}\ngrep SigIgn /proc/$$/status >> {seen}\n'
+        f'kill -"$1" {mon2.init_pid}\n'
+    )
     tool.chmod(0o755)
     mon2.start()
     assert mon2.ctl({"op": "kill", "signal": 9, "all": 1}) == {"ok": True}
     assert mon2.wait() == 0
-    assert seen.read_text() == "9\n"
+    assert seen.read_text() == "9\nSigIgn:\t0000000000000000\n"
     assert mon2.exit_status().exit_code == 137
 
 
-def test_signal_death_and_sigterm_forwarding(h: Harness) -> None:
+def test_signal_death(h: Harness) -> None:
     mon = h.launch("kill -9 $$")
     mon.start()
     assert mon.wait() == 0
     assert mon.exit_status().exit_code == 137
-    mon2 = h.launch("trap 'echo term; exit 42' TERM; echo ready; while :; do sleep 0.05; done")
-    sock, _ = mon2.attach()
-    mon2.start()
+
+
+@pytest.mark.parametrize("sig", ["TERM", "INT", "QUIT"])
+def test_signals_to_the_monitor_are_forwarded(h: Harness, sig: str) -> None:
+    script = f"trap 'echo {sig}; exit 42' {sig}; echo ready; while :; do sleep 0.05; done"
+    mon = h.launch(script)
+    sock, _ = mon.attach()
+    mon.start()
     sock.settimeout(10)
     assert demux(sock.recv(4096))[1] == b"ready\n"
-    os.kill(mon2.pid, signal.SIGTERM)  # forwarded to the init; the monitor stays
-    assert demux(read_all(sock))[1] == b"term\n"
-    assert mon2.wait() == 0
-    assert mon2.exit_status().exit_code == 42
+    os.kill(mon.pid, getattr(signal, f"SIG{sig}"))  # forwarded to the init; the monitor stays
+    os.kill(mon.pid, signal.SIGHUP)  # ignored (handled)
+    assert demux(read_all(sock))[1] == f"{sig}\n".encode()
+    assert mon.wait() == 0
+    assert mon.exit_status().exit_code == 42
 
 
 def test_start_errors(h: Harness) -> None:

@@ -1560,6 +1560,19 @@ static void reap(void) {
 
 static sigset_t handled;
 
+/* For a program we start: every signal at its default disposition and none blocked (what
+ * subprocess's restore_signals does for the SIGPIPE/SIGXFSZ a Python parent ignored). */
+static void default_signals(void) {
+    struct sigaction sa = {.sa_handler = SIG_DFL};
+    sigemptyset(&sa.sa_mask);
+    for (int s = 1; s < NSIG; s++)
+        if (s != SIGKILL && s != SIGSTOP)
+            sigaction(s, &sa, NULL);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+}
+
 /* Run argv (stdin/stdout /dev/null, stderr captured); its exit code (128+N: signal N),
  * -1 when it could not run. The last line of its stderr goes to msg. */
 static int run_argv(char **argv, char *msg, size_t msgsz) {
@@ -1583,13 +1596,7 @@ static int run_argv(char **argv, char *msg, size_t msgsz) {
             dup2(null, 1);
         }
         dup2(p[1], 2);
-        struct sigaction sa = {.sa_handler = SIG_DFL};
-        for (int s = 1; s < NSIG; s++)
-            if (sigismember(&handled, s) == 1)
-                sigaction(s, &sa, NULL);
-        sigset_t none;
-        sigemptyset(&none);
-        sigprocmask(SIG_SETMASK, &none, NULL);
+        default_signals();
         execvp(argv[0], argv);
         dprintf(2, "exec %s: %s\n", argv[0], strerror(errno));
         _exit(127);
@@ -2479,9 +2486,8 @@ static void run(void) {
     if (del.fallback && cfg.delete_argc) {
         /* The last resort: become the runtime's delete ourselves (same pid, nothing left). */
         complain("monitor: delete: running %s instead", cfg.delete_argv[0]);
-        sigset_t none;
-        sigemptyset(&none);
-        sigprocmask(SIG_SETMASK, &none, NULL);
+        close(sigfd);
+        default_signals();
         execvp(cfg.delete_argv[0], cfg.delete_argv);
         complain("monitor: delete: exec %s: %s", cfg.delete_argv[0], strerror(errno));
     }
