@@ -789,6 +789,47 @@ def test_ctl_bad_requests(h: Harness) -> None:
     for line, error in cases.items():
         out = mon.ctl_raw(line)
         assert json.loads(out) == {"error": error, "kind": "bad_request"}, (line, out)
+    # malformed JSON: Python's json.loads' own message
+    for bad in (
+        b'{"a":1,}',
+        b'{"a":1 "b"}',
+        '{"é": x}'.encode(),
+        b'\xef\xbb\xbf{"a": x}',
+        b"[1,]",
+        b'{"a": tru}',
+        b'{"a": -}',
+        b'{"a": 01}',
+        b'{"a": 1.}',
+        b'{"a": "\t"}',
+        b'{"a": "\\u12"}',
+        b'{"a": "\\ud800\\u12"}',
+        b'{"a": "abc',
+        b'{"a": "abc\\',
+        b'{"a"',
+        b'{"a":',
+        b"{",
+        b"[",
+        b'{"a": [1 2]}',
+        b'{"a": {"b": 1,}}',
+        b"  ",
+        b"nul",
+        b"-Infinity x",
+        b'{"a": 1e}',
+        b'{"a": "\xc3\xa9" x}',
+        b"\xc3(",
+        b"\xe2\x82",
+        b"\xe2\x82(",
+        b"\xf0\x9f\x98",
+        b'{"a": 1}\xed\xa0\x80',
+        b"\xf5",
+    ):
+        try:
+            json.loads(bad)
+        except ValueError as exc:
+            want = f"bad request: {exc}"
+        else:
+            raise AssertionError(bad)
+        assert json.loads(mon.ctl_raw(bad + b"\n")) == {"error": want, "kind": "bad_request"}, bad
     # what Python's json.dumps sends back, byte for byte (", " and ": ", ASCII only)
     out = mon.ctl_raw(b'{"op": "p\\u00e9"}\n')
     assert out == b'{"error": "unknown op \'p\\u00e9\'", "kind": "bad_request"}\n'

@@ -208,9 +208,10 @@ static const char *errno_class(int e) {
 
 /* ------------------------------------------------------------------ UTF-8 */
 
-/* Length of the valid UTF-8 sequence at s (CPython's decoder rules), 0 if none.
- * *bad is set to how many bytes form the maximal invalid subpart (>= 1). */
-static size_t utf8_seq(const unsigned char *s, size_t n, size_t *bad) {
+/* Length of the valid UTF-8 sequence at s (CPython's decoder rules; with surrogatepass, encoded
+ * surrogates are valid too), 0 if none. *bad is set to how many bytes form the maximal invalid
+ * subpart (>= 1). */
+static size_t utf8_seq_sp(const unsigned char *s, size_t n, size_t *bad, bool surrogatepass) {
     unsigned c = s[0];
     size_t need;
     unsigned lo = 0x80, hi = 0xBF;
@@ -226,7 +227,7 @@ static size_t utf8_seq(const unsigned char *s, size_t n, size_t *bad) {
         need = 2;
     else if (c == 0xED) {
         need = 2;
-        hi = 0x9F;
+        hi = surrogatepass ? 0xBF : 0x9F;
     } else if (c == 0xF0) {
         need = 3;
         lo = 0x90;
@@ -253,11 +254,16 @@ static size_t utf8_seq(const unsigned char *s, size_t n, size_t *bad) {
     return j;
 }
 
-/* Whether s is valid UTF-8; else a Python-like UnicodeDecodeError message. */
+static size_t utf8_seq(const unsigned char *s, size_t n, size_t *bad) {
+    return utf8_seq_sp(s, n, bad, false);
+}
+
+/* Whether s decodes as json.loads decodes bytes (UTF-8, surrogatepass); else a Python-like
+ * UnicodeDecodeError message. */
 static bool utf8_valid(const unsigned char *s, size_t n, char *why, size_t whysz) {
     size_t i = 0, bad;
     while (i < n) {
-        size_t l = utf8_seq(s + i, n - i, &bad);
+        size_t l = utf8_seq_sp(s + i, n - i, &bad, true);
         if (l) {
             i += l;
             continue;
@@ -266,8 +272,12 @@ static bool utf8_valid(const unsigned char *s, size_t n, char *why, size_t whysz
         unsigned c = s[i];
         if (c >= 0xC2 && c <= 0xF4) /* a lead byte: it was what followed */
             reason = i + bad >= n ? "unexpected end of data" : "invalid continuation byte";
-        snprintf(why, whysz, "'utf-8' codec can't decode byte 0x%02x in position %zu: %s", c, i,
-                 reason);
+        if (bad == 1)
+            snprintf(why, whysz, "'utf-8' codec can't decode byte 0x%02x in position %zu: %s", c,
+                     i, reason);
+        else
+            snprintf(why, whysz, "'utf-8' codec can't decode bytes in position %zu-%zu: %s", i,
+                     i + bad - 1, reason);
         return false;
     }
     return true;
@@ -478,12 +488,17 @@ typedef struct {
 typedef struct {
     const unsigned char *s;
     size_t n, i;
+    size_t base; /* where the text starts (after a BOM) */
     char err[160];
 } jparser;
 
 static bool j_fail(jparser *j, const char *what, size_t pos) {
-    if (!j->err[0])
-        snprintf(j->err, sizeof j->err, "%s: line 1 column %zu (char %zu)", what, pos + 1, pos);
+    if (j->err[0])
+        return false;
+    size_t chars = 0; /* Python counts characters of the decoded text, not bytes */
+    for (size_t k = j->base; k < pos && k < j->n; k++)
+        chars += (j->s[k] & 0xC0) != 0x80;
+    snprintf(j->err, sizeof j->err, "%s: line 1 column %zu (char %zu)", what, chars + 1, chars);
     return false;
 }
 
@@ -924,7 +939,7 @@ static int j_parse_object(const char *line, size_t n, jobject *obj, char *err, s
     size_t skip = 0;
     if (n >= 3 && memcmp(line, "\xEF\xBB\xBF", 3) == 0)
         skip = 3; /* json.loads(bytes) decodes with utf-8-sig */
-    j.i = skip;
+    j.i = j.base = skip;
     int type;
     bool ok = j_value(&j, 0, &type, NULL, NULL);
     if (ok) {
