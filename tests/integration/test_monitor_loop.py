@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -469,6 +470,28 @@ def test_log_matches_jsonlogwriter(h: Harness) -> None:
     assert want_chunked == want_out
 
 
+def test_log_of_random_bytes_matches_jsonlogwriter(h: Harness) -> None:
+    rng = random.Random(5)
+    alphabet = [b"\n", b"a", b"\x00", b"\x1f", b'"', b"\\", b"\x7f", b"\xc3\xa9", b"\xe2\x82\xac"]
+    alphabet += [b"\xf0\x9f\x98\x80", b"\xff", b"\xc3", b"\xe2\x82", b"\xed\xa0\x80", b"\x80"]
+    weights = [3, 60, 1, 1, 1, 1, 1, 2, 2, 1, 1, 1, 1, 1, 1]
+    blobs = {}
+    for name in ("out", "err"):
+        parts = rng.choices(alphabet, weights, k=150_000)
+        for _ in range(5):  # a few long lines
+            parts.insert(rng.randrange(len(parts)), b"L" * rng.randrange(16_000, 40_000))
+        blobs[name] = b"".join(parts)
+        (h.root / name).write_bytes(blobs[name])
+    mon = h.launch(f"cat {h.root}/out; cat {h.root}/err >&2")
+    mon.start()
+    assert mon.wait() == 0
+    lines = _untimed(mon.log_path.read_bytes()).splitlines(keepends=True)
+    for stream, name in ((1, "out"), (2, "err")):
+        tag = b'"stream":"stdout"' if stream == 1 else b'"stream":"stderr"'
+        want = _untimed(_expected_log(h.root, [(stream, blobs[name])]))
+        assert b"".join(x for x in lines if tag in x) == want
+
+
 def test_log_continues_an_existing_file_and_rotates(h: Harness) -> None:
     lines = [f"line {i:03d} {'.' * 40}\n".encode() for i in range(60)]
     data = h.root / "lines"
@@ -830,6 +853,15 @@ def test_ctl_bad_requests(h: Harness) -> None:
         else:
             raise AssertionError(bad)
         assert json.loads(mon.ctl_raw(bad + b"\n")) == {"error": want, "kind": "bad_request"}, bad
+    # op names of all sorts: Python's repr() in json.dumps
+    rng = random.Random(7)
+    chars = "aZ09 '\"\\\n\r\t\x00\x1b\x7f\x80\x9f\xa0\xad\xe9\xff\u0100\u2028\u20ac\u4e2d\U0001f600"
+    for _ in range(200):
+        op = "".join(rng.choices(chars, k=rng.randrange(0, 8)))
+        want = json.dumps({"error": f"unknown op {op!r}", "kind": "bad_request"}) + "\n"
+        if op in ("ping", "start", "kill", "resize", "exec", "exec_resize"):
+            continue
+        assert mon.ctl_raw(json.dumps({"op": op}).encode() + b"\n") == want.encode(), op
     # what Python's json.dumps sends back, byte for byte (", " and ": ", ASCII only)
     out = mon.ctl_raw(b'{"op": "p\\u00e9"}\n')
     assert out == b'{"error": "unknown op \'p\\u00e9\'", "kind": "bad_request"}\n'
