@@ -652,6 +652,32 @@ def test_stdin_without_stdin_once_stays_open(h: Harness) -> None:
     assert mon.wait() == 0
 
 
+def test_stdin_backpressure(h: Harness) -> None:
+    """A container that does not read its stdin: the monitor stops reading the client too."""
+    mon = h.launch("exec sleep 100", stdin=True)
+    sock, _ = mon.attach(stdin=True)
+    mon.start()
+    sock.setblocking(False)
+    sent = 0
+    block = b"i" * 65536
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            sent += sock.send(block)
+        except BlockingIOError:
+            time.sleep(0.1)
+            try:
+                sent += sock.send(block)
+            except BlockingIOError:
+                break
+    assert sent < 8 << 20, sent  # held back, not queued without bound
+    assert mon.memory()["Rss"] < 8192
+    sock.close()
+    assert mon.ctl({"op": "ping"})["exited"] is False
+    assert mon.ctl({"op": "kill", "signal": 9}) == {"ok": True}
+    assert mon.wait() == 0
+
+
 def test_kill_single(h: Harness) -> None:
     mon = h.launch("exec sleep 100")
     assert mon.ctl({"op": "kill", "signal": 0})["error"] == "invalid signal 0"

@@ -2401,7 +2401,11 @@ static void run(void) {
             /* Even with no events: POLLHUP tells of a client gone for good (a unix socket whose
              * peer closed; a mere half-close does not raise it), which is then closed rather
              * than kept until output fails to reach it. */
-            short ev = (short)((c->reading ? POLLIN : 0) | (c->out.len ? POLLOUT : 0));
+            bool in = c->reading;
+            if (in && c->kind == K_ATTACH && c->registered && c->want_stdin && sink.present &&
+                !sink.closed && sink.out.len >= HIGH_WATER)
+                in = false; /* the container does not read its stdin: neither do we, for now */
+            short ev = (short)((in ? POLLIN : 0) | (c->out.len ? POLLOUT : 0));
             ADD(c->fd, ev, P_CONN, c);
         }
 #undef ADD
@@ -2467,6 +2471,7 @@ static void run(void) {
                 conn_t *c = pobj[k];
                 if (!c->closed && (re & POLLOUT) && c->out.len)
                     conn_writable(c);
+                /* (POLLHUP without POLLIN polled: the client is gone, what it left is finite) */
                 if (!c->closed && c->reading && (re & (POLLIN | POLLHUP | POLLERR)))
                     conn_readable(c);
                 else if (!c->closed && (re & (POLLERR | POLLNVAL)))
