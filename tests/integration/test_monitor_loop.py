@@ -806,10 +806,17 @@ def test_start_with_argv(h: Harness) -> None:
     # the fifo's path is known only now: a second launch-time argument would not have it
     os.unlink(tool)
     fifo = mon2.state / "exec.fifo"
-    tool.write_text(f'#!/bin/sh\necho "$@" > {seen}\nprintf 0 > {fifo} && rm -f {fifo}\n')
+    # (it leaves a process behind that holds its stderr: start does not wait for that one)
+    tool.write_text(
+        f'#!/bin/sh\necho "$@" > {seen}\nsleep 3 &\necho $! > {seen}.pid\n'
+        f"printf 0 > {fifo} && rm -f {fifo}\n"
+    )
     tool.chmod(0o755)
     sock, _ = mon2.attach()
+    began = time.monotonic()
     mon2.start()
+    assert time.monotonic() - began < 2
+    h.pids.append(int(Path(f"{seen}.pid").read_text()))
     assert demux(read_all(sock))[1] == b"started\n"
     assert seen.read_text() == "start \n"
     assert mon2.wait() == 0

@@ -1617,26 +1617,44 @@ static int run_argv(char **argv, char *msg, size_t msgsz) {
         _exit(127);
     }
     close(p[1]);
+    fcntl(p[0], F_SETFL, O_NONBLOCK);
     char out[4096];
     size_t len = 0;
-    while (1) {
-        char tmp[1024];
-        ssize_t n = read(p[0], tmp, sizeof tmp);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            break;
-        for (ssize_t k = 0; k < n; k++) { /* keep the last 4 KiB */
-            if (len == sizeof out) {
-                memmove(out, out + 1024, sizeof out - 1024);
-                len -= 1024;
-            }
-            out[len++] = tmp[k];
+    int status = 0;
+    bool done = false, eof = false;
+    /* Its stderr until EOF, or until it exited and what it wrote is read (a process it left
+     * behind may hold the pipe open: not waited for). */
+    while (!eof) {
+        if (!done) {
+            pid_t w = waitpid(pid, &status, WNOHANG);
+            if (w == pid || (w < 0 && errno != EINTR))
+                done = true;
         }
+        struct pollfd pf = {.fd = p[0], .events = POLLIN};
+        if (!done && poll(&pf, 1, 50) <= 0)
+            continue;
+        while (1) {
+            char tmp[1024];
+            ssize_t n = read(p[0], tmp, sizeof tmp);
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n == 0 || (n < 0 && errno != EAGAIN))
+                eof = true;
+            if (n <= 0)
+                break;
+            for (ssize_t k = 0; k < n; k++) { /* keep the last 4 KiB */
+                if (len == sizeof out) {
+                    memmove(out, out + 1024, sizeof out - 1024);
+                    len -= 1024;
+                }
+                out[len++] = tmp[k];
+            }
+        }
+        if (done)
+            break;
     }
     close(p[0]);
-    int status = 0;
-    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+    while (!done && waitpid(pid, &status, 0) < 0 && errno == EINTR)
         ;
     int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
     /* the last non-empty line */
