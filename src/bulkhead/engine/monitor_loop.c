@@ -1786,7 +1786,8 @@ static void op_kill(conn_t *c) {
             fclose(f);
         }
     }
-    (void)any;
+    if (!any)
+        return reply_error(c, "the container is not running", "not_running");
     reply_ok(c);
 }
 
