@@ -28,12 +28,14 @@ import msgspec
 import pytest
 
 from bulkhead.engine.monitor import (
+    MONITOR_LOOP,
     MonitorBadRequest,
     MonitorClient,
     MonitorConfig,
     MonitorError,
     MonitorNotRunning,
     ProcessNotFound,
+    loop_binary,
 )
 from bulkhead.engine.zygote import ZygoteClient
 from bulkhead.runtime.state import proc_start_time
@@ -78,6 +80,7 @@ class Harness:
         self.tmp = tmp
         self.zygote = ZygoteClient(exec_root)
         self.configs: list[MonitorConfig] = []
+        self.loop = "c-loop"
 
     def runtime_root(self, runtime: str) -> str:
         return str(self.exec_root / "runtime" / runtime)
@@ -166,10 +169,28 @@ class Harness:
         self.zygote.stop()
 
 
-@pytest.fixture
-def harness(make_bundle: Any, cgroup_parent: str, tmp_path: Path) -> Iterator[Harness]:
+@pytest.fixture(params=["c-loop", "python-loop"])
+def harness(
+    request: pytest.FixtureRequest,
+    make_bundle: Any,
+    cgroup_parent: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[Harness]:
+    """Every monitor test twice: monitors that hand over to ``bh-monitor``, and the Python loop.
+
+    The zygote (started by the test) passes our environment on to its monitors:
+    ``BULKHEAD_MONITOR_LOOP=python`` keeps them in Python.
+    """
+    if request.param == "python-loop":
+        monkeypatch.setenv("BULKHEAD_MONITOR_LOOP", "python")
+    else:
+        monkeypatch.delenv("BULKHEAD_MONITOR_LOOP", raising=False)
+        if loop_binary() is None:
+            pytest.fail(f"{MONITOR_LOOP} is not built: `make deps` builds it")
     exec_root = Path(tempfile.mkdtemp(prefix="bh-", dir="/run"))
     h = Harness(exec_root, make_bundle, cgroup_parent, tmp_path)
+    h.loop = request.param
     try:
         yield h
     finally:
@@ -969,3 +990,54 @@ def test_a_zygote_that_cannot_warm_up_in_time_is_killed_and_named(harness: Harne
     with pytest.raises(MonitorError, match=r"did not start within 0 s \(see .*zygote\.log\)"):
         asyncio.run(harness.zygote.ensure_running())
     assert harness.zygote.pid() is None
+
+
+def _smaps_rollup(pid: int) -> dict[str, int]:
+    """``/proc/PID/smaps_rollup`` in KiB: Rss, Pss, Private_Clean, Private_Dirty, ..."""
+    out = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+        key, _, rest = line.partition(":")
+        out[key] = int(rest.split()[0])
+    return out
+
+
+def test_the_monitor_becomes_bh_monitor_and_stays_small(harness: Harness) -> None:
+    if harness.loop != "c-loop":
+        pytest.skip("the hand-over to the C loop")
+    cfg = harness.config(["sh", "-c", "echo up; sleep 100"], "bulkhead")
+
+    async def go() -> tuple[int, bytes, int]:
+        client = await harness.spawn(cfg)
+        reader, _ = await client.attach(stdin=False, stdout=True, stderr=True)
+        await client.start()
+        first = await asyncio.wait_for(reader.readexactly(8 + 3), 10)
+        info = client.info()
+        assert info is not None
+        pid, reader2, _ = await client.exec(
+            "e1",
+            {"args": ["echo", "from exec"], "cwd": "/", "user": {"uid": 0, "gid": 0}},
+            False,
+            False,
+        )
+        exec_out = demux(await read_all(reader2))[1]
+        assert exec_out == b"from exec\n"
+        status = client.exec_status("e1")
+        assert status is not None and status.exit_code == 0 and status.pid == pid
+        return info.monitor_pid, first, pid
+
+    monitor_pid, first, _ = asyncio.run(go())
+    assert demux(first)[1] == b"up\n"
+    assert os.path.realpath(f"/proc/{monitor_pid}/exe") == os.path.realpath(MONITOR_LOOP)
+    mem = _smaps_rollup(monitor_pid)
+    private = mem["Private_Clean"] + mem["Private_Dirty"]
+    print(f"bh-monitor: Rss {mem['Rss']} KiB, Pss {mem['Pss']} KiB, private {private} KiB")
+    assert mem["Rss"] < 4096 and private < 1024, mem
+
+    async def stop() -> None:
+        await MonitorClient(cfg.state_dir).kill(signal.SIGKILL)
+
+    asyncio.run(stop())
+    harness.wait_exit(cfg)
+    status = MonitorClient(cfg.state_dir).exit_status()
+    assert status is not None and status.exit_code == 137
+    harness.assert_clean(cfg)

@@ -377,13 +377,16 @@ class MonitorClient:
         request["width"] = int(width)
         session = exec_socket_path(self.state_dir, exec_id)
         if _EXEC_ID.match(exec_id) and os.path.exists(session):
-            reader, writer = await self._open(session)
             try:
-                writer.write(json.dumps(request).encode() + b"\n")
-                await writer.drain()
-                line = await asyncio.wait_for(reader.readline(), 60)
-            finally:
-                writer.close()
+                reader, writer = await self._open(session)
+                try:
+                    writer.write(json.dumps(request).encode() + b"\n")
+                    await writer.drain()
+                    line = await asyncio.wait_for(reader.readline(), 60)
+                finally:
+                    writer.close()
+            except (ConnectionError, MonitorNotRunning):  # the session ended meanwhile
+                line = b""
             if not line:
                 raise MonitorNotRunning(f"no running exec {exec_id!r}")
             reply = json.loads(line)
@@ -2169,6 +2172,9 @@ def _hand_over(mon: Monitor, binary: str) -> None:
                 argv += ["--kill-all-arg", arg]
     zygote = os.path.join(os.path.dirname(cfg.state_dir), ZYGOTE_SOCK)
     argv += ["--zygote-socket", zygote]
+    # The last resort when the zygote cannot delete the container at its exit: main() below.
+    for arg in (sys.executable, "-m", "bulkhead.engine.monitor", "delete", cfg.state_dir):
+        argv += ["--delete-arg", arg]
     write_atomic(os.path.join(cfg.state_dir, CONFIG_FILE), msgspec.json.encode(cfg))
     if mon.log is not None:
         mon.log.close()  # nothing written yet: the loop opens the file itself
