@@ -407,6 +407,7 @@ def test_ping_start_output_log_and_exit(h: Harness) -> None:
     }
     assert list(ping) == ["ok", "monitor_pid", "init_pid", "started", "exited"]
     assert os.path.realpath(f"/proc/{mon.pid}/exe") == str(BIN.resolve())
+    assert Path(f"/proc/{mon.pid}/comm").read_text() == "bh-mon c1\n"
     mon.start()
     assert mon.wait() == 0
     status = mon.exit_status()

@@ -51,6 +51,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -2654,6 +2655,9 @@ static void set_flags(int fd, bool nonblock) {
 
 int main(int argc, char **argv) {
     parse_args(argc, argv);
+    char name[32]; /* as the Python monitor named itself (the kernel keeps 15 bytes) */
+    snprintf(name, sizeof name, "bh-mon %.12s", cfg.id);
+    prctl(PR_SET_NAME, name, 0, 0, 0);
     int named[] = {cfg.fd_ctl, cfg.fd_attach, cfg.fd_out, cfg.fd_err, cfg.fd_stdin, cfg.fd_master};
     int maxfd = 2;
     for (size_t k = 0; k < sizeof named / sizeof named[0]; k++)
