@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from bulkhead.engine.jsonlog import (
     fixed_time,
     follow_logs,
     log_files,
+    log_position,
     log_time,
     parse_time,
 )
@@ -242,3 +244,29 @@ def test_follow_wakes_on_writes_and_stop_without_polling(tmp_path: Path) -> None
     w.close()
     assert got == [f"msg {i}\n".encode() for i in range(5)]
     assert took < 2
+
+
+def test_upto_stops_where_the_log_was_even_after_growth_and_rotation(tmp_path: Path) -> None:
+    log = tmp_path / "c.log"
+    w = JsonLogWriter(log, max_size=250, max_files=5)
+    for i in range(6):
+        w.write(1, f"m{i}\n".encode(), now_ns=T0 + i * 10**9)
+    mark = log_position(log)
+    assert mark is not None
+    for i in range(6, 12):  # written after the mark: rotates the marked file away too
+        w.write(1, f"m{i}\n".encode(), now_ns=T0 + i * 10**9)
+    w.close()
+    assert os.stat(log).st_ino != mark.inode
+    assert [d for _, d in collect(log, upto=mark)] == [f"m{i}\n".encode() for i in range(6)]
+    assert len(collect(log)) == 12
+
+
+def test_upto_of_an_empty_log_replays_the_rotated_files_only(tmp_path: Path) -> None:
+    log = tmp_path / "c.log"
+    log.write_bytes(b"")
+    mark = log_position(log)
+    w = JsonLogWriter(log)
+    w.write(1, b"later\n", now_ns=T0)
+    w.close()
+    assert collect(log, upto=mark) == []
+    assert log_position(tmp_path / "missing.log") is None

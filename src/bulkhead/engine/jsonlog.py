@@ -32,7 +32,7 @@ import collections
 import os
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -318,6 +318,22 @@ class _DirWatch:
             self.fd = -1
 
 
+class LogPosition(NamedTuple):
+    """Where a json-file log ended at one moment: its current file's inode and size."""
+
+    inode: int
+    size: int
+
+
+def log_position(path: str | os.PathLike[str]) -> LogPosition | None:
+    """The log's :class:`LogPosition` now (None: no log file yet)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return LogPosition(st.st_ino, st.st_size)
+
+
 async def follow_logs(
     path: str | os.PathLike[str],
     *,
@@ -330,6 +346,7 @@ async def follow_logs(
     timestamps: bool = False,
     stop_event: asyncio.Event | None = None,
     poll_interval: float = 0.1,
+    upto: LogPosition | None = None,
 ) -> AsyncIterator[tuple[int, bytes]]:
     """Yield ``(stream, message)`` from a json-file log, oldest first.
 
@@ -338,6 +355,9 @@ async def follow_logs(
     all); ``follow`` then waits for new messages, across rotations, until
     ``stop_event`` is set and what was written by then is drained.
     ``timestamps`` prefixes each message with its time and a space.
+    ``upto`` (:func:`log_position`, without ``follow``) ends the read where
+    the log was then, even if it has grown or been rotated since: an attach
+    with ``logs=1&stream=1`` replays up to the moment its live stream began.
     New lines are noticed through inotify on the log's directory;
     ``poll_interval`` is how often to look where inotify is not available.
     """
@@ -358,9 +378,14 @@ async def follow_logs(
         is_current = name == base
         leftover = b""
         keep = False
+        budget = -1  # bytes left to read in this file (-1: all of it)
+        if upto is not None and os.fstat(fd).st_ino == upto.inode:
+            budget = upto.size
         try:
             while True:
-                chunk = os.read(fd, 65536)
+                chunk = os.read(fd, 65536 if budget < 0 else min(65536, budget))
+                if budget >= 0:
+                    budget -= len(chunk)
                 if not chunk:
                     break
                 data = leftover + chunk
@@ -386,8 +411,8 @@ async def follow_logs(
         if keep:
             current_fd = fd
             current_ino = os.fstat(fd).st_ino
-        if filt.past_until:
-            break
+        if filt.past_until or budget == 0:
+            break  # past until, or at the position of ``upto``: newer files come after it
     watch: _DirWatch | None = None
     try:
         if pending is not None:
