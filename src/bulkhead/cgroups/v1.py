@@ -165,6 +165,21 @@ class V1Manager:
                     f"cannot move process {pid} into {self._unified.dir}: {exc.strerror}"
                 ) from exc
 
+    def self_placement(self) -> tuple[list[str], str | None]:
+        """How a process can join this cgroup by itself, without the migration lock's wait.
+
+        Writing a pid to ``cgroup.procs`` takes the write side of the kernel's
+        global ``cgroup_threadgroup_rwsem``, which first waits for an RCU grace
+        period (5 to 30 ms here). A thread that writes ``0`` (itself) to a v1
+        hierarchy's ``tasks`` file moves alone and skips that lock; the cgroup2
+        side mount of a hybrid host has no such file for a domain cgroup, but a
+        child can be born there (clone3 ``CLONE_INTO_CGROUP``). Returns the
+        ``tasks`` files, one per v1 hierarchy, and the cgroup2 directory (None
+        on a legacy host).
+        """
+        unified = self._unified.dir if self._unified is not None else None
+        return [f"{h.dir}/tasks" for h in self._hierarchies], unified
+
     def apply(self, resources: Resources | None, *, initial: bool = False) -> None:
         # an update is all or nothing: files read first, undone if the kernel
         # refuses a write half-way; a new cgroup is removed by the runtime instead

@@ -37,6 +37,7 @@ _SYSCALLS: dict[str, dict[str, int]] = {
         "keyctl": 250,
         "personality": 135,
         "sched_setattr": 314,
+        "clone3": 435,
     },
     "aarch64": {
         "pivot_root": 41,
@@ -56,6 +57,7 @@ _SYSCALLS: dict[str, dict[str, int]] = {
         "keyctl": 219,
         "personality": 92,
         "sched_setattr": 274,
+        "clone3": 435,
     },
 }
 

@@ -23,7 +23,7 @@ import signal
 import socket
 import stat
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import msgspec
 
@@ -236,18 +236,23 @@ class Runtime:
         primer = 0
         try:
             st.cgroup_path = _cgroup_path(spec, st.id)
-            # The cgroup's directories first, and the primer at once: see
-            # _start_cgroup_primer. Its resources are applied after the first fork.
+            plan = self._plan_container(spec, st, opts)
+            # The cgroup's directories, then, unless the init joins the cgroup by itself
+            # (_self_placement), the primer at once: see _start_cgroup_primer. Its
+            # resources are applied after the first fork.
             cg = self._make_cgroup(st)
-            primer = _start_cgroup_primer(cg)
+            own = _self_placement(spec, plan, cg)
+            if own is None:
+                primer = _start_cgroup_primer(cg)
             self.store.save(st)
             with open(os.path.join(bundle, "config.json"), "rb") as src:
                 config = src.read()
             with open(os.path.join(self.store.dir(container_id), "config.json"), "wb") as dst:
                 dst.write(config)
-            plan = self._plan_container(spec, st, opts)
             handed, primer = primer, 0  # _launch reaps it, whatever happens
-            launched = self._launch(spec, st, plan, cg, opts, hold_console, watch_start, handed)
+            launched = self._launch(
+                spec, st, plan, cg, opts, hold_console, watch_start, handed, own
+            )
             st.pid = launched.pid
             st.pid_start = proc_start_time(launched.pid) or 0
             st.creator_pid = st.creator_start = 0
@@ -289,6 +294,7 @@ class Runtime:
         plan.domainname = spec.domainname
         _check_lsm(proc)
         if spec.hooks is not None:
+            plan.hooks = True
             plan.create_container_hooks = list(spec.hooks.create_container or [])
             plan.start_container_hooks = list(spec.hooks.start_container or [])
         from bulkhead.runtime import rootfs
@@ -329,6 +335,7 @@ class Runtime:
         hold_console: bool,
         watch_start: bool,
         primer: int = 0,
+        own: tuple[list[str], str | None] | None = None,
     ) -> Started:
         """Fork the container's processes and walk them to *created*.
 
@@ -337,7 +344,9 @@ class Runtime:
         unshares and forks the init, and before the init is moved into it
         (the init waits for ``placed`` before it may fork or exec).
         ``primer`` is the pid of :func:`_start_cgroup_primer`'s child, reaped
-        here once the init is in its cgroup.
+        here once the init is in its cgroup. With ``own`` (see
+        :func:`_self_placement`) the init is born in the cgroup2 directory
+        and joins the v1 hierarchies itself once told ``placed``.
         """
         from bulkhead.linux import dmz
         from bulkhead.runtime import init
@@ -361,7 +370,18 @@ class Runtime:
         init_pid = 0
         stage1 = 0
         if direct:
-            init_pid = _fork_init(ctx, plan, parent, console_parent)
+            if own is not None:
+                try:
+                    ctx.cgroup_fds = _open_for_writing(own[0])
+                    init_pid = _fork_init(ctx, plan, parent, console_parent, cgroup2=own[1])
+                except OSError as exc:  # no clone3 into a cgroup here: we place the init
+                    logs.debug(__name__, f"container {st.id}: the parent places the init: {exc}")
+                    own = None
+                finally:
+                    sync.close_quietly(*ctx.cgroup_fds)
+                    ctx.cgroup_fds = []
+            if not init_pid:
+                init_pid = _fork_init(ctx, plan, parent, console_parent)
         else:
             stage1 = _fork_stage1(
                 ctx, plan, lambda c: init.container_init(c, plan), parent, console_parent
@@ -370,13 +390,16 @@ class Runtime:
 
         def placed(pid: int) -> None:
             # The init goes on with its namespaces and mounts meanwhile
-            # (init.wait_in_cgroup).
+            # (init.wait_in_cgroup). The primer is reaped after the init is told:
+            # the init cannot fork before our next answer ("go" to its "hooks") nor
+            # exec before create returns, and the primer's exit takes a while.
             nonlocal primer
-            cg.add_pid(pid)
+            if own is None:
+                cg.add_pid(pid)
+            sync.send_unless_gone(parent, "placed")
             if primer:
                 _reap(primer)
                 primer = 0
-            sync.send_unless_gone(parent, "placed")
             logs.debug(__name__, f"container {st.id}: init is pid {pid}")
 
         try:
@@ -766,24 +789,78 @@ def _init_without_stage1(spec: Spec, plan: ContainerPlan) -> bool:
     )
 
 
+def _self_placement(
+    spec: Spec, plan: ContainerPlan, cg: CgroupManager
+) -> tuple[list[str], str | None] | None:
+    """The v1 ``tasks`` files and cgroup2 directory for the init to join its cgroup itself.
+
+    Why: the parent's ``cgroup.procs`` write waits for an RCU grace period
+    (see :meth:`~bulkhead.cgroups.v1.V1Manager.self_placement`), which was
+    the longest single wait of a create. The init is forked with clone3
+    into the cgroup2 directory of a hybrid host, and writes ``0`` to each v1
+    hierarchy's ``tasks`` once the parent has applied the resources (its
+    ``placed``): no grace period anywhere. Only for an init we fork directly
+    (no user namespace; the ``tasks`` files are opened here, on the host,
+    and written through after pivot_root)
+    and on a v1 host; on a cgroup2-only host the parent still moves the
+    init, after the limits are written (a child born there would be charged
+    for its first pages against a memory limit not yet set). None: the
+    parent places the init (:meth:`CgroupManager.add_pid`).
+    """
+    from bulkhead.cgroups.v1 import V1Manager
+
+    if not isinstance(cg, V1Manager) or not _init_without_stage1(spec, plan):
+        return None
+    return cg.self_placement()
+
+
+def _open_for_writing(paths: list[str]) -> list[int]:
+    """``paths`` opened write-only (close-on-exec), all or none."""
+    fds: list[int] = []
+    try:
+        for path in paths:
+            fds.append(os.open(path, os.O_WRONLY | os.O_CLOEXEC))
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+    return fds
+
+
 def _fork_init(
     ctx: ChildContext,
     plan: ContainerPlan,
     parent: socket.socket,
     console_parent: socket.socket | None,
+    *,
+    cgroup2: str | None = None,
 ) -> int:
     """Fork the container's init directly (see :func:`_init_without_stage1`); its pid.
 
     We unshare the pid namespace for our children: the next one, the init,
     is PID 1 of a new one. Then we set our children's pid namespace back to
     our own (setns), so that whatever we start later (and a library caller
-    of :class:`Runtime`) is unaffected.
+    of :class:`Runtime`) is unaffected. With ``cgroup2`` the init is forked
+    by clone3 instead, into that cgroup2 directory and a new pid namespace
+    in one call (OSError when the kernel cannot: nothing was forked).
     """
     from bulkhead.linux import namespaces
     from bulkhead.runtime import init
 
     init.preload(plan)
     init.flush_std()
+    if cgroup2 is not None:
+        from bulkhead.linux import process
+
+        fd = os.open(cgroup2, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            pid = process.fork_into_cgroup(fd, namespaces.CLONE_NEWPID)
+            if pid == 0:
+                os.close(fd)
+                _run_init(ctx, plan, parent, console_parent)
+        finally:
+            os.close(fd)
+        return pid
     own = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
     try:
         namespaces.unshare(namespaces.CLONE_NEWPID)
@@ -791,15 +868,27 @@ def _fork_init(
             pid = os.fork()
             if pid == 0:
                 os.close(own)
-                parent.close()
-                if console_parent is not None:
-                    console_parent.close()
-                init.run_child(ctx, lambda c: init.direct_init(c, plan))
+                _run_init(ctx, plan, parent, console_parent)
         finally:
             namespaces.setns(own, namespaces.CLONE_NEWPID)
     finally:
         os.close(own)
     return pid
+
+
+def _run_init(
+    ctx: ChildContext,
+    plan: ContainerPlan,
+    parent: socket.socket,
+    console_parent: socket.socket | None,
+) -> NoReturn:
+    """The forked init (child side of :func:`_fork_init`): never returns."""
+    from bulkhead.runtime import init
+
+    parent.close()
+    if console_parent is not None:
+        console_parent.close()
+    init.run_child(ctx, lambda c: init.direct_init(c, plan))
 
 
 def _start_cgroup_primer(cg: CgroupManager) -> int:

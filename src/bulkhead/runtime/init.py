@@ -70,10 +70,15 @@ class ChildContext:
         self.step = "start"
         #: the OCI state (JSON) to hand to hooks run from inside the container
         self.hook_state = b""
+        #: the parent's "placed" is still to be read (late placement: see container_init)
+        self.placement_pending = False
+        #: the v1 ``tasks`` files (opened by the parent, on the host) we write ourselves
+        #: into once placed (the runtime's _self_placement); empty: the parent moves us
+        self.cgroup_fds: list[int] = []
 
     def own_fds(self) -> set[int]:
         fds = {self.sock.fileno()}
-        for fd in (self.fifo_fd, self.dmz_fd):
+        for fd in (self.fifo_fd, self.dmz_fd, *self.cgroup_fds):
             if fd is not None:
                 fds.add(fd)
         if self.console_sock is not None:
@@ -204,12 +209,25 @@ def wait_in_cgroup(ctx: ChildContext, plan: ContainerPlan | None = None) -> None
 
     The parent does that (one write per hierarchy, the first of which waits
     for an RCU grace period: milliseconds) while we work on the namespaces
-    and mounts, so it costs a start nothing. What must not happen outside
+    and mounts, so it costs a start nothing -- or, with ``ctx.cgroup_tasks``,
+    we were born in the cgroup2 directory and join the v1 hierarchies here,
+    once the parent has applied the resources (no grace period to wait for). What must not happen outside
     the cgroup waits here: a new cgroup namespace (its root is the cgroup
     we are in when it is made), any fork (hooks), and the user's program.
+    Without hooks nor a new cgroup namespace the wait comes last, just
+    before the ready message (:func:`_placed_now`): the move then overlaps
+    pivot_root and the process set-up too.
     """
     ctx.step = "wait-for-cgroup"
     sync.expect(ctx.sock, "placed")
+    if ctx.cgroup_fds:
+        # Self-placement: "0" moves this thread (the only one) without the global lock.
+        ctx.step = "join-cgroup"
+        for fd in ctx.cgroup_fds:
+            os.write(fd, b"0")
+        for fd in ctx.cgroup_fds:
+            os.close(fd)
+        ctx.cgroup_fds = []
     if plan is not None and plan.has_new("cgroup"):
         ctx.step = "unshare-cgroup-namespace"
         namespaces.unshare(namespaces.CLONE_NEWCGROUP)
@@ -243,12 +261,20 @@ def container_init(ctx: ChildContext, plan: ContainerPlan) -> None:
     if plan.rootfs is not None:
         ctx.step = "prepare-rootfs"
         rootfs.prepare_rootfs(plan.rootfs)
-    if not plan.has_new("cgroup"):
-        wait_in_cgroup(ctx)
-    ctx.step = "createRuntime-hooks"
-    sync.send(ctx.sock, "hooks")
-    fields = sync.expect(ctx.sock, "go")
-    ctx.hook_state = fields[0].encode() if fields else b""
+    if plan.hooks:
+        # The parent runs prestart/createRuntime hooks now: they see us in our cgroup.
+        if not plan.has_new("cgroup"):
+            wait_in_cgroup(ctx)
+        ctx.step = "createRuntime-hooks"
+        sync.send(ctx.sock, "hooks")
+        fields = sync.expect(ctx.sock, "go")
+        ctx.hook_state = fields[0].encode() if fields else b""
+    elif not plan.has_new("cgroup"):
+        # Late placement: no hook to run, so nothing before the ready message needs
+        # the cgroup (no fork, no exec, no cgroup namespace): the parent's move of
+        # this process (which waits for an RCU grace period, milliseconds) overlaps
+        # pivot_root and the process set-up, and finish_process reads "placed".
+        ctx.placement_pending = True
     if plan.create_container_hooks:
         ctx.step = "createContainer-hooks"
         _run_hooks_in_container(ctx, plan.create_container_hooks, "creating")
@@ -456,6 +482,7 @@ def finish_process(
         # The listener must reach the parent while it still listens.
         ctx.step = "seccomp"
         _load_seccomp(ctx, proc)
+    _placed_now(ctx)
     ctx.step = "ready"
     sync.send(ctx.sock, "ready")
     if ctx.fifo_fd is not None:
@@ -477,12 +504,20 @@ def finish_process(
     os.execve(path, proc.args, dict(e.split("=", 1) for e in env if "=" in e))
 
 
+def _placed_now(ctx: ChildContext) -> None:
+    """After a late placement: read the parent's "placed" before anything else of ours."""
+    if ctx.placement_pending:
+        wait_in_cgroup(ctx)
+        ctx.placement_pending = False
+
+
 def _load_seccomp(ctx: ChildContext, proc: ProcessPlan) -> None:
     from bulkhead.linux import seccomp
 
     assert proc.seccomp is not None
     listener = seccomp.load_filter(proc.seccomp)
     if listener is not None:
+        _placed_now(ctx)  # our messages go in order: "placed" is read first
         # The parent forwards the listener fd to listenerPath; wait until it has.
         socket.send_fds(ctx.sock, [b"seccomp-listener"], [listener])
         os.close(listener)

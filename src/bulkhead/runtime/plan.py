@@ -90,6 +90,10 @@ class ContainerPlan(msgspec.Struct):
     #: createContainer and startContainer hooks, run by the init itself
     create_container_hooks: list[Any] = []
     start_container_hooks: list[Any] = []
+    #: the spec has hooks of any kind: the init stops for the parent's (prestart,
+    #: createRuntime) once it is in its cgroup, before pivot_root. Without hooks it goes
+    #: on and waits for its cgroup only just before it is ready (a *late placement*).
+    hooks: bool = False
 
     def has_new(self, kind: str) -> bool:
         return bool(self.new_namespaces & NAMESPACES[kind][0])
