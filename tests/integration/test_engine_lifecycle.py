@@ -227,6 +227,26 @@ def test_auto_remove_and_wait_removed(engine_roots: Daemon) -> None:
     run(lambda: make_engine(engine_roots), body)
 
 
+def test_start_mounts_a_root_unmounted_since_create(engine_roots: Daemon) -> None:
+    """A fresh container's spawn skips the clean-up and mount, unless its root is gone."""
+
+    async def body(engine: Engine) -> None:
+        from bulkhead.engine import bundle
+
+        cid, _ = await engine.create(request(["sh", "-c", "cat /etc/hostname; exit 5"]))
+        rootfs = engine.paths(cid).rootfs
+        assert os.path.ismount(rootfs)
+        bundle.unmount_rootfs(rootfs)  # behind the engine's back
+        assert not os.path.ismount(rootfs)
+        await engine.start(cid)
+        assert await asyncio.wait_for(engine.wait(cid, "not-running"), 30) == (5, None)
+        assert [e["log"] for e in read_log(engine.get(cid).log_path)] == [cid[:12] + "\n"]
+        await engine.remove(cid)
+        await engine.settle()
+
+    run(lambda: make_engine(engine_roots), body)
+
+
 def test_missing_command_keeps_the_container_with_127(engine_roots: Daemon) -> None:
     async def body(engine: Engine) -> None:
         cid, _ = await engine.create(request(["/no/such/binary"]))
