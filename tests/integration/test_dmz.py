@@ -485,3 +485,39 @@ def test_cost_per_exec(tramp: int, capsys: pytest.CaptureFixture[str]) -> None:
             f"sealed_trampoline() {c:.0f} us"
         )
     assert t - d < 2000  # a second exec of a 468-byte static binary is cheap
+
+
+def test_trampoline_if_available_probes_with_the_one_it_returns(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    made: list[int] = []
+    real = dmz.sealed_trampoline
+
+    def counting() -> int:
+        fd = real()
+        made.append(fd)
+        return fd
+
+    monkeypatch.setattr(dmz, "_available", None)
+    monkeypatch.setattr(dmz, "sealed_trampoline", counting)
+    fd = dmz.trampoline_if_available()
+    try:
+        if os.uname().machine in dmz.supported_machines():
+            assert fd is not None and made == [fd] and dmz.available()
+        else:
+            assert fd is None and made == [] and not dmz.available()
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+def test_trampoline_if_available_says_none_where_memfds_fail(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def refuse() -> int:
+        raise OSError(22, "no sealed memfds here")
+
+    monkeypatch.setattr(dmz, "_available", None)
+    monkeypatch.setattr(dmz, "sealed_trampoline", refuse)
+    assert dmz.trampoline_if_available() is None
+    assert dmz.available() is False

@@ -770,3 +770,28 @@ def test_v1_rdma_and_network_name_what_is_missing(fake_fs: FakeTree) -> None:
     ):
         cg.apply(LinuxResources(rdma={"mlx5_0": LinuxRdma(hca_handles=1)}))
     cg.apply(LinuxResources(rdma={}))  # nothing asked: fine
+
+
+def test_makedirs_makes_only_the_missing_leaf_in_one_mkdir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bulkhead.cgroups import fs
+
+    calls: list[str] = []
+    real = fs.mkdir
+
+    def counting(path: str) -> bool:
+        calls.append(path)
+        return real(path)
+
+    monkeypatch.setattr(fs, "mkdir", counting)
+    top = str(tmp_path)
+    assert fs.makedirs(top, "/bulkhead/p/a") == [
+        f"{top}/bulkhead",
+        f"{top}/bulkhead/p",
+        f"{top}/bulkhead/p/a",
+    ]
+    calls.clear()
+    assert fs.makedirs(top, "/bulkhead/p/b") == [f"{top}/bulkhead/p/b"]
+    assert calls == [f"{top}/bulkhead/p/b"]
+    assert fs.makedirs(top, "/bulkhead/p/b") == []

@@ -758,6 +758,7 @@ def test_compile_time_of_docker_default_profile(capsys: pytest.CaptureFixture[st
     cold, warm = [], []
     for _ in range(10):
         seccomp._cache.clear()
+        seccomp._by_encoding.clear()
         t0 = time.perf_counter()
         compiled = compile_filter(model)
         t1 = time.perf_counter()
@@ -774,3 +775,38 @@ def test_compile_time_of_docker_default_profile(capsys: pytest.CaptureFixture[st
             f"cached median {warm[5] * 1e3:.2f} ms"
         )
     assert cold[0] < 1.0
+
+
+def test_an_equal_section_is_found_without_validating_it_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each create decodes config.json afresh: an equal section hits the cache by its JSON."""
+    runtime_spec = pytest.importorskip("bulkhead.oci.runtime_spec")
+    import msgspec
+
+    first = compile_filter(msgspec.convert(_docker_profile(), runtime_spec.LinuxSeccomp))
+
+    def no_compile(_section: object) -> CompiledFilter:
+        raise AssertionError("validated and compiled again")
+
+    monkeypatch.setattr(seccomp, "_compile", no_compile)
+    again = msgspec.convert(_docker_profile(), runtime_spec.LinuxSeccomp)
+    assert compile_filter(again) is first
+    other = msgspec.convert(
+        _docker_profile(DOCKER_CAPS | {"CAP_SYS_ADMIN"}), runtime_spec.LinuxSeccomp
+    )
+    with pytest.raises(AssertionError, match="compiled again"):
+        compile_filter(other)
+
+
+def test_a_bad_section_is_refused_every_time() -> None:
+    runtime_spec = pytest.importorskip("bulkhead.oci.runtime_spec")
+    import msgspec
+
+    bad = msgspec.convert(
+        {"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [{"names": ["read"], "action": "NOPE"}]},
+        runtime_spec.LinuxSeccomp,
+    )
+    for _ in range(2):
+        with pytest.raises(SeccompError, match="NOPE"):
+            compile_filter(bad)

@@ -122,6 +122,13 @@ def makedirs(top: str, rel: str) -> list[str]:
     by every container); we then start again, a few times.
     """
     parts = [p for p in rel.split("/") if p]
+    if len(parts) > 1:
+        # Usually only the leaf is missing (the parents are shared): one mkdir, not one
+        # per level (each a few microseconds of cgroup_mutex, times ten hierarchies).
+        try:
+            return [f"{top}/{'/'.join(parts)}"] if mkdir(f"{top}/{'/'.join(parts)}") else []
+        except FileNotFoundError:
+            pass
     for _attempt in range(5):
         created: list[str] = []
         path = top

@@ -346,6 +346,26 @@ def available() -> bool:
     return _available
 
 
+def trampoline_if_available() -> int | None:
+    """:func:`sealed_trampoline`, or None where it cannot be used (:func:`available`).
+
+    The first call probes with the trampoline it returns, instead of making
+    one to probe and another to use.
+    """
+    global _available
+    if _available is False or MACHINE not in _ARCHES:
+        return None
+    try:
+        fd = sealed_trampoline()
+    except OSError:
+        if _available is None:
+            _available = False
+            return None
+        raise
+    _available = True
+    return fd
+
+
 def _memfd() -> int:
     # MFD_EXEC says "this memfd is meant to be executed": without it, Linux >=
     # 6.3 with vm.memfd_noexec=1 would make it non-executable. Older kernels

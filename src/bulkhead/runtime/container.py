@@ -357,7 +357,7 @@ class Runtime:
         console_parent, console_child = _console_sockets(
             plan.process, opts.console_socket, hold_console
         )
-        dmz_fd = dmz.sealed_trampoline() if dmz.available() else None
+        dmz_fd = dmz.trampoline_if_available()
         parent, child = sync.channel()
         ctx = init.ChildContext(
             child,
@@ -644,7 +644,7 @@ class Runtime:
         console_parent, console_child = _console_sockets(proc, console_socket, hold_console)
         from bulkhead.linux import dmz
 
-        dmz_fd = dmz.sealed_trampoline() if dmz.available() else None
+        dmz_fd = dmz.trampoline_if_available()
         parent, child = sync.channel()
         ctx = init.ChildContext(
             child, console_sock=console_child, dmz_fd=dmz_fd, keep_fds=proc.preserve_fds
