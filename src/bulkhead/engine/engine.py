@@ -1544,26 +1544,26 @@ class Engine:
 
     async def archive_stat(self, ref: str, path: str) -> dict[str, Any]:
         """``HEAD /containers/{id}/archive``: Docker's ContainerPathStat (404 when missing)."""
-        from bulkhead.engine import filesystem
+        from bulkhead.engine import chrooted
 
         c = self.get(ref)
 
         def stat_it() -> dict[str, Any]:
             with self._cp_view(c) as view:
-                return filesystem.path_stat(view, path, c.id)
+                return chrooted.run("stat", view, path, c.id)
 
         return await asyncio.to_thread(stat_it)
 
     async def archive_get(self, ref: str, path: str) -> tuple[dict[str, Any], AsyncIterator[bytes]]:
         """``GET /containers/{id}/archive``: (path stat, the tar of ``path`` in chunks)."""
-        from bulkhead.engine import filesystem
+        from bulkhead.engine import chrooted
 
         c = self.get(ref)
         found: dict[str, Any] = {}
 
         def write(out: BinaryIO) -> None:
             with self._cp_view(c) as view:
-                found.update(filesystem.tar_path(view, path, c.id, out))
+                found.update(chrooted.run("get", view, path, c.id, stdout=out))
 
         chunks = await self._spooled(write)
         return found, chunks
@@ -1577,8 +1577,13 @@ class Engine:
         no_overwrite_dir_non_dir: bool = False,
         copy_uid_gid: bool = False,
     ) -> None:
-        """``PUT /containers/{id}/archive``: unpack a tar into directory ``path``."""
-        from bulkhead.engine import filesystem
+        """``PUT /containers/{id}/archive``: unpack a tar into directory ``path``.
+
+        The file work of the three archive endpoints is done chrooted into the
+        container's view (:mod:`bulkhead.engine.chrooted`): a running container
+        cannot turn a path into a way out between its resolution and its use.
+        """
+        from bulkhead.engine import chrooted
 
         c = self.get(ref)
         if c.host_config.get("ReadonlyRootfs"):
@@ -1593,8 +1598,13 @@ class Engine:
 
             def unpack() -> None:
                 with self._cp_view(c) as view:
-                    filesystem.extract_to(
-                        view, path, c.id, tmp, no_overwrite_dir_non_dir=no_overwrite_dir_non_dir
+                    chrooted.run(
+                        "put",
+                        view,
+                        path,
+                        c.id,
+                        stdin=tmp,
+                        no_overwrite_dir_non_dir=no_overwrite_dir_non_dir,
                     )
 
             await asyncio.to_thread(unpack)
