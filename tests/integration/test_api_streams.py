@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -76,3 +77,33 @@ def test_binary_stdin_round_trips_through_cat(daemon: Daemon) -> None:
         )
         assert r.returncode == 0, r.stderr
         assert len(r.stdout) == len(data) and r.stdout == data
+
+
+def test_attach_with_logs_and_stream_repeats_no_line(daemon: Daemon) -> None:
+    # A counter printing every 5 ms: an attach with logs=1&stream=1 replays the log up to
+    # the moment its live stream began, then streams; no line twice, none skipped.
+    client = daemon.client()
+    try:
+        c = client.containers.run(
+            "busybox",
+            ["sh", "-c", "i=0; while [ $i -lt 100000 ]; do echo $i; i=$((i+1)); usleep 5000; done"],
+            detach=True,
+            name="counter",
+        )
+        time.sleep(0.3)  # some lines in the log before the attach
+        for _ in range(3):
+            stream = client.api.attach(c.id, stdout=True, stderr=True, stream=True, logs=True)
+            got = b""
+            deadline = time.monotonic() + 0.6
+            for chunk in stream:
+                got += chunk
+                if time.monotonic() > deadline:
+                    break
+            stream.close()
+            lines = [int(x) for x in got.decode().split("\n")[:-1]]
+            assert lines[0] == 0, lines[:5]
+            repeated = [b for a, b in itertools.pairwise(lines) if b != a + 1]
+            assert not repeated, f"not one after another: {repeated[:10]}"
+        c.remove(force=True)
+    finally:
+        client.close()

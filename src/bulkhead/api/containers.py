@@ -67,6 +67,7 @@ from bulkhead.errors import BulkheadError
 if TYPE_CHECKING:
     from bulkhead.engine.context import Services
     from bulkhead.engine.engine import Engine
+    from bulkhead.engine.jsonlog import LogPosition
 
 log = logging.getLogger("bulkhead.api.containers")
 
@@ -388,13 +389,19 @@ class ContainersAPI:
         if c.state.paused:
             raise APIError(f"container {c.id} is paused, unpause the container before attach", 409)
         conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        # What the live stream carries must not be replayed too: the replay ends where
+        # the log was when the monitor registered us (logs=1&stream=1).
+        upto: LogPosition | None = None
         if live and c.state.status not in ("exited", "dead", "removing"):
             # Connect to the monitor now, before answering: a start that
             # follows this response cannot produce output we miss.
             client = await engine.attach_monitor(c.id)
             if client is not None:
                 try:
-                    conn = await client.attach(want_stdin, want_stdout, want_stderr)
+                    reader, writer, upto = await client.attach_at(
+                        want_stdin, want_stdout, want_stderr
+                    )
+                    conn = reader, writer
                 except (BulkheadError, OSError) as exc:
                     # the container ended (or never began) meanwhile: nothing to stream
                     log.info("attach to %s: %s", c.id[:12], exc)
@@ -402,7 +409,7 @@ class ContainersAPI:
 
         async def pump(stream: RawStream) -> None:
             try:
-                if replay and log_path:
+                if replay and log_path and (conn is None or upto is not None):
                     from bulkhead.engine.jsonlog import follow_logs
 
                     # Let the client finish reading the response head first:
@@ -410,7 +417,7 @@ class ContainersAPI:
                     # then reads the raw socket, losing whatever came along.
                     await asyncio.sleep(REPLAY_DELAY)
                     async for num, data in follow_logs(
-                        log_path, stdout=want_stdout, stderr=want_stderr
+                        log_path, stdout=want_stdout, stderr=want_stderr, upto=upto
                     ):
                         await stream.write(data if tty else frame(num, data))
                 if conn is not None:

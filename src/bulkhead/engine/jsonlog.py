@@ -143,6 +143,11 @@ class JsonLogWriter:
         del buf[:start]
         self._write_out()
 
+    def position(self) -> LogPosition:
+        """Where the log is now: the current file's inode and size (all written so far)."""
+        st = os.fstat(self._fd)
+        return LogPosition(st.st_ino, st.st_size)
+
     def flush(self, stream: int | None = None, now_ns: int | None = None) -> None:
         """Write what is left without a newline (the stream closed)."""
         for s in (1, 2) if stream is None else (stream,):

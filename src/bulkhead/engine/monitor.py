@@ -97,11 +97,14 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from bulkhead.errors import ContainerError, ContainerNotRunning
+
+if TYPE_CHECKING:
+    from bulkhead.engine.jsonlog import LogPosition
 
 # ---------------------------------------------------------------------- shared models
 
@@ -334,6 +337,20 @@ class MonitorClient:
         Returns once the monitor registered the client: no output after
         that is missed. Write stdin to the writer (``write_eof`` = EOF).
         """
+        reader, writer, _ = await self.attach_at(stdin, stdout, stderr)
+        return reader, writer
+
+    async def attach_at(
+        self, stdin: bool, stdout: bool, stderr: bool
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, LogPosition | None]:
+        """:meth:`attach`, and where the json-file log was when the client was registered.
+
+        Everything before that position reached the log but not this client;
+        everything after it comes on the reader (``logs=1&stream=1``
+        replays up to it: no line twice). None without a log.
+        """
+        from bulkhead.engine.jsonlog import LogPosition
+
         reader, writer = await self._open(self.attach_path)
         try:
             writer.write(
@@ -351,7 +368,11 @@ class MonitorClient:
         if "error" in reply:
             writer.close()
             raise error_from_reply(reply)
-        return reader, writer
+        mark = reply.get("log")
+        position = None
+        if isinstance(mark, list) and len(mark) == 2 and all(isinstance(x, int) for x in mark):
+            position = LogPosition(mark[0], mark[1])
+        return reader, writer, position
 
     async def exec(
         self, exec_id: str, process: dict[str, Any], tty: bool, stdin: bool
@@ -1266,7 +1287,11 @@ class _Attach:
             self.stderr = bool(opts.get("stderr", True))
             self.registered = True
             self.mon.attached.append(self)
-            self.conn.send(_reply({"ok": True, "tty": self.mon.cfg.tty}))
+            answer: dict[str, Any] = {"ok": True, "tty": self.mon.cfg.tty}
+            if self.mon.log is not None:  # where the log is now: see MonitorClient.attach
+                with contextlib.suppress(OSError):
+                    answer["log"] = list(self.mon.log.position())
+            self.conn.send(_reply(answer))
             if self.mon.exited:
                 # Nothing more will come: close once this reply went out.
                 self.conn.close_after_flush()

@@ -2069,10 +2069,18 @@ static void attach_data(conn_t *c, const char *data, size_t n) {
         buf_t copy = {0};
         buf_add(&copy, s + ln + 1, c->in.len - ln - 1);
         buf_free(&c->in);
-        if (cfg.tty)
-            conn_send(c, "{\"ok\": true, \"tty\": true}\n", 26);
+        /* Where the log is now (inode, size): what reached the log before this client was
+         * registered; an attach with logs=1&stream=1 replays up to there, no further. */
+        char reply[160];
+        struct stat lst;
+        if (cfg.log_path && lg.fd >= 0 && fstat(lg.fd, &lst) == 0)
+            snprintf(reply, sizeof reply, "{\"ok\": true, \"tty\": %s, \"log\": [%llu, %lld]}\n",
+                     cfg.tty ? "true" : "false", (unsigned long long)lst.st_ino,
+                     (long long)lst.st_size);
         else
-            conn_send(c, "{\"ok\": true, \"tty\": false}\n", 27);
+            snprintf(reply, sizeof reply, "{\"ok\": true, \"tty\": %s}\n",
+                     cfg.tty ? "true" : "false");
+        conn_send(c, reply, strlen(reply));
         if (exited)
             conn_close_after_flush(c); /* nothing more will come: close once this went out */
         if (copy.len && c->want_stdin)
