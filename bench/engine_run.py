@@ -240,6 +240,15 @@ def compare_state(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
     return diffs
 
 
+def remove_stale_cgroup_parents() -> None:
+    """Empty ``/bulkhead/bench-<pid>`` parents of earlier runs that were killed (SIGKILL)."""
+    for stale in sorted(CGROUP_ROOT.glob("*/bulkhead/bench-*")):
+        pid = stale.name.removeprefix("bench-")
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            with contextlib.suppress(OSError):  # not empty: a container still in it
+                stale.rmdir()
+
+
 def remove_host_leftovers(before: dict[str, Any]) -> list[str]:
     """Remove what the peers created on the host that was absent before: empty dirs, key file."""
     existed = set(before["host paths"])
@@ -1142,6 +1151,7 @@ def main(argv: list[str] | None = None) -> int:
         wait_for_quiet(args.wait_load, args.wait_max)
     sessions_lock = open(TEST_SESSIONS_LOCK, "a")  # noqa: SIM115 - held until we exit
     fcntl.flock(sessions_lock, fcntl.LOCK_SH)
+    remove_stale_cgroup_parents()
     before = host_state()
     bytecode = fresh_bytecode()
     work = Path(tempfile.mkdtemp(prefix="bhe-", dir="/tmp"))
