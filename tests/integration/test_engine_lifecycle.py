@@ -227,6 +227,91 @@ def test_auto_remove_and_wait_removed(engine_roots: Daemon) -> None:
     run(lambda: make_engine(engine_roots), body)
 
 
+@pytest.mark.parametrize("loop", ["c-loop", "python-loop"])
+def test_auto_remove_starts_while_the_monitor_finishes(
+    engine_roots: Daemon, loop: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The removal starts once the exit is recorded; the files wait for the monitor's end."""
+    if loop == "python-loop":
+        monkeypatch.setenv("BULKHEAD_MONITOR_LOOP", "python")
+    else:
+        monkeypatch.delenv("BULKHEAD_MONITOR_LOOP", raising=False)
+    size = 700_000  # more than the socket holds, less than what pauses the output
+
+    async def body(engine: Engine) -> None:
+        cid, _ = await engine.create(
+            request(["sh", "-c", f"head -c {size} /dev/zero; exit 5"], AutoRemove=True)
+        )
+        client = await engine.attach_monitor(cid)
+        assert client is not None
+        reader, writer = await client.attach(False, True, False)  # and read nothing yet
+        monitor = client.info()
+        assert monitor is not None
+        waiter = asyncio.ensure_future(engine.wait(cid, "removed"))
+        await asyncio.sleep(0)
+        await engine.start(cid)
+        assert await asyncio.wait_for(waiter, 30) == (5, None)
+        with pytest.raises(NoSuchContainer):
+            engine.get(cid)
+        # the monitor still waits for its client to take the output: it and its files stay
+        assert Path(f"/proc/{monitor.monitor_pid}").exists()
+        assert (engine.state_dir(cid) / "exit.json").exists()
+        settled = asyncio.ensure_future(engine.settle())
+        await asyncio.sleep(0.2)
+        assert not settled.done()
+        assert engine.paths(cid).dir.exists()
+        got = 0
+        while chunk := await asyncio.wait_for(reader.read(1 << 16), 30):
+            got += len(chunk)
+        writer.close()
+        assert got > size  # all of it, in frames
+        await asyncio.wait_for(settled, 30)
+        assert not engine.state_dir(cid).exists()
+        assert not engine.paths(cid).dir.exists()
+        assert not (engine.runtime_root(engine.config.default_runtime) / cid).exists()
+
+    run(lambda: make_engine(engine_roots), body)
+
+
+def test_exit_files_report_exit_json(tmp_path: Path) -> None:
+    """The inotify watch behind the early AutoRemove: exit.json renamed in, or already there."""
+    from bulkhead.engine.engine import _ExitFiles
+    from bulkhead.engine.monitor import write_atomic
+
+    async def main() -> list[str]:
+        seen: list[str] = []
+        got = asyncio.Event()
+
+        def on_exit(cid: str) -> None:
+            seen.append(cid)
+            got.set()
+
+        files = _ExitFiles(on_exit)
+        for name in ("a", "b", "c", "d"):
+            (tmp_path / name).mkdir()
+        write_atomic(str(tmp_path / "b" / "exit.json"), b"{}")
+        files.add("a", str(tmp_path / "a"))
+        files.add("b", str(tmp_path / "b"))  # already there: reported at once
+        files.add("c", str(tmp_path / "c"))
+        files.add("d", str(tmp_path / "d"))
+        assert seen == ["b"]
+        files.discard("c")
+        (tmp_path / "d" / "other.json").write_text("{}")
+        write_atomic(str(tmp_path / "c" / "exit.json"), b"{}")  # no longer watched
+        got.clear()
+        write_atomic(str(tmp_path / "a" / "exit.json"), b"{}")
+        await asyncio.wait_for(got.wait(), 10)
+        write_atomic(str(tmp_path / "a" / "exit.json"), b"{}")  # once per add
+        (tmp_path / "d" / "other.json").unlink()
+        os.rmdir(tmp_path / "d")  # the watch goes with its dir
+        await asyncio.sleep(0.1)
+        assert files.wd_of.keys() == set()
+        files.close()
+        return seen
+
+    assert asyncio.run(main()) == ["b", "a"]
+
+
 def test_start_mounts_a_root_unmounted_since_create(engine_roots: Daemon) -> None:
     """A fresh container's spawn skips the clean-up and mount, unless its root is gone."""
 

@@ -25,7 +25,11 @@ Lifecycle (Docker's states, :mod:`bulkhead.engine.containers`)::
     forks). It runs the OCI runtime's create, waits for the ``start`` order,
     owns the container's stdio and log, records the exit in ``exit.json`` and
     exits. The engine watches each monitor through a *pidfd* (readable when
-    the process ends) and then records the exit.
+    the process ends) and then records the exit. An AutoRemove (``--rm``)
+    container's exit is taken as soon as ``exit.json`` appears (inotify):
+    its removal starts while the monitor still deletes the runtime container
+    and lets its clients drain; the files (and any new monitor for that id)
+    wait for the monitor's end.
 *attach before start*
     ``docker run`` attaches, then starts. :meth:`Engine.attach_monitor`
     spawns the monitor (the runtime's create) early, so an attach
@@ -52,8 +56,10 @@ import contextlib
 import json
 import logging
 import os
+import select
 import shutil
 import signal as signal_mod
+import struct
 import subprocess
 import tempfile
 import threading
@@ -100,6 +106,8 @@ log = logging.getLogger("bulkhead.engine")
 DEFAULT_STOP_TIMEOUT = 10
 #: How long a SIGKILLed container may take to be reported gone.
 KILL_GRACE = 30.0
+#: How long a daemon starting up lets a removed container's finishing monitor end by itself.
+STRAY_FINISH_WAIT = 10.0
 
 
 class CreateRequestLike(Protocol):
@@ -197,6 +205,124 @@ class _Watch:
     def __init__(self, pid: int, fd: int) -> None:
         self.pid = pid
         self.fd = fd
+        #: resolved when the monitor process is gone (an AutoRemove container's files wait)
+        self.gone: asyncio.Future[None] | None = None
+
+
+class _ExitFiles:
+    """Where monitors record exits: inotify on state dirs, ``exit.json`` renamed into place.
+
+    A monitor writes ``exit.json`` and then still deletes the runtime
+    container (the zygote forks a helper for it) and lets its clients drain
+    before it exits. An AutoRemove container need not wait for that: its
+    removal starts when the exit is recorded, and only its files wait for the
+    monitor's end. One inotify instance for the engine; ``on_exit(container
+    id)`` is called once per :meth:`add`. Without inotify, nothing is
+    reported (the pidfd still is).
+    """
+
+    _IN_MOVED_TO = 0x080
+    _IN_Q_OVERFLOW = 0x4000
+    _IN_IGNORED = 0x8000
+    _IN_ONLYDIR = 0x01000000
+    _EVENT = struct.Struct("iIII")
+
+    def __init__(self, on_exit: Callable[[str], None]) -> None:
+        self.on_exit = on_exit
+        self.fd = -1
+        self.by_wd: dict[int, str] = {}
+        self.wd_of: dict[str, int] = {}
+        self.dirs: dict[str, str] = {}
+
+    def _open(self) -> bool:
+        if self.fd >= 0:
+            return True
+        try:
+            from bulkhead.linux.libc import LIBC
+
+            fd = int(LIBC.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC))
+        except (OSError, AttributeError):
+            return False
+        if fd < 0:
+            return False
+        self.fd = fd
+        asyncio.get_running_loop().add_reader(fd, self._readable)
+        return True
+
+    def add(self, container_id: str, state_dir: str) -> None:
+        """Report ``exit.json`` in ``state_dir`` (also when it is already there)."""
+        self.discard(container_id)
+        if not self._open():
+            return
+        from bulkhead.linux.libc import LIBC
+
+        wd = int(
+            LIBC.inotify_add_watch(
+                self.fd, os.fsencode(state_dir), self._IN_MOVED_TO | self._IN_ONLYDIR
+            )
+        )
+        if wd < 0:
+            return
+        self.by_wd[wd] = container_id
+        self.wd_of[container_id] = wd
+        self.dirs[container_id] = state_dir
+        if os.path.exists(os.path.join(state_dir, "exit.json")):
+            self._fire(container_id)
+
+    def discard(self, container_id: str) -> None:
+        wd = self.wd_of.pop(container_id, None)
+        self.dirs.pop(container_id, None)
+        if wd is None:
+            return
+        self.by_wd.pop(wd, None)
+        from bulkhead.linux.libc import LIBC
+
+        LIBC.inotify_rm_watch(self.fd, wd)
+
+    def _fire(self, container_id: str) -> None:
+        self.discard(container_id)
+        self.on_exit(container_id)
+
+    def _readable(self) -> None:
+        data = b""
+        try:
+            while chunk := os.read(self.fd, 65536):
+                data += chunk
+        except BlockingIOError:
+            pass
+        except OSError:
+            return
+        size = self._EVENT.size
+        pos = 0
+        while pos + size <= len(data):
+            wd, mask, _, length = self._EVENT.unpack_from(data, pos)
+            name = data[pos + size : pos + size + length].split(b"\0", 1)[0]
+            pos += size + length
+            if mask & self._IN_Q_OVERFLOW:  # events were lost: look at every dir
+                for cid, d in list(self.dirs.items()):
+                    if os.path.exists(os.path.join(d, "exit.json")):
+                        self._fire(cid)
+                continue
+            owner = self.by_wd.get(wd)
+            if owner is None:
+                continue
+            if mask & self._IN_IGNORED:  # the dir went away
+                self.by_wd.pop(wd, None)
+                if self.wd_of.get(owner) == wd:
+                    del self.wd_of[owner]
+                    self.dirs.pop(owner, None)
+            elif name == b"exit.json":
+                self._fire(owner)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            with contextlib.suppress(Exception):
+                asyncio.get_running_loop().remove_reader(self.fd)
+            os.close(self.fd)
+            self.fd = -1
+        self.by_wd.clear()
+        self.wd_of.clear()
+        self.dirs.clear()
 
 
 class Engine:
@@ -227,6 +353,7 @@ class Engine:
         self._zygote: Any = None
         self._zygote_ok = False  # ensure_running answered once (spawn retries on OSError)
         self._watches: dict[str, _Watch] = {}
+        self._exit_files = _ExitFiles(self._exit_recorded)
         self._exit_futures: dict[str, asyncio.Future[tuple[int, str | None]]] = {}
         self._removed_futures: dict[str, asyncio.Future[tuple[int, str | None]]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
@@ -631,6 +758,11 @@ class Engine:
         """The container's live monitor, spawned (runtime create, no start) if it has none."""
         if self._monitor_live(c):
             return self._monitor_client(c.id)
+        old = self._watches.get(c.id)
+        if old is not None and old.gone is not None:
+            # The exit is recorded, the monitor still deletes the runtime container:
+            # a create with the same id must not race that delete.
+            await asyncio.shield(old.gone)
         cfg = self._monitor_config(c)
         state_dir = self.state_dir(c.id)
         paths = self.paths(c.id)
@@ -663,7 +795,7 @@ class Engine:
             x.state.pid = int(getattr(spawned, "init_pid", 0) or 0)
 
         self.store.update(c.id, mark)
-        self._watch(c.id, monitor_pid)
+        self._watch(c.id, monitor_pid, c.auto_remove)
         return self._monitor_client(c.id)
 
     def _prepare_spawn(self, c: Container, state_dir: Path, paths: bundle.ContainerPaths) -> None:
@@ -673,11 +805,16 @@ class Engine:
         self._delete_runtime_state(c.runtime, c.id)
         bundle.mount_rootfs(self.snapshotter, c.snapshot_key, paths.rootfs)
 
-    def _watch(self, container_id: str, monitor_pid: int) -> None:
-        """Call :meth:`_on_monitor_exit` when the monitor process ends (pidfd readable)."""
+    def _watch(self, container_id: str, monitor_pid: int, auto_remove: bool = False) -> None:
+        """Call :meth:`_on_monitor_exit` when the monitor process ends (pidfd readable).
+
+        ``auto_remove``: also as soon as the monitor recorded the exit
+        (:class:`_ExitFiles`), for the removal to start while it finishes.
+        """
         old = self._watches.pop(container_id, None)
         if old is not None:
             self._unwatch_fd(old)
+        self._exit_files.discard(container_id)
         try:
             fd = os.pidfd_open(monitor_pid)
         except ProcessLookupError:
@@ -687,6 +824,9 @@ class Engine:
         self._watches[container_id] = w
         loop = asyncio.get_running_loop()
         loop.add_reader(fd, self._pidfd_readable, container_id, w)
+        if auto_remove:
+            w.gone = loop.create_future()
+            self._exit_files.add(container_id, str(self.state_dir(container_id)))
 
     def _unwatch_fd(self, w: _Watch) -> None:
         with contextlib.suppress(Exception):
@@ -699,12 +839,32 @@ class Engine:
         self._unwatch_fd(w)
         if self._watches.get(container_id) is w:
             del self._watches[container_id]
+            self._exit_files.discard(container_id)
+        if w.gone is not None and not w.gone.done():
+            w.gone.set_result(None)
         self._spawn_task(self._on_monitor_exit(container_id, w.pid))
 
-    async def _on_monitor_exit(self, container_id: str, monitor_pid: int) -> None:
-        """Record a monitor's end: the exit status, the unmount, waiters, ``--rm``."""
+    def _exit_recorded(self, container_id: str) -> None:
+        """An AutoRemove container's monitor wrote ``exit.json`` and is finishing."""
+        w = self._watches.get(container_id)
+        if w is not None:
+            self._spawn_task(self._on_monitor_exit(container_id, w.pid, finishing=True))
+
+    async def _on_monitor_exit(
+        self, container_id: str, monitor_pid: int, finishing: bool = False
+    ) -> None:
+        """Record a monitor's end: the exit status, the unmount, waiters, ``--rm``.
+
+        ``finishing``: the monitor recorded the exit and still runs (the
+        runtime's delete, its clients' last output). Only a running
+        AutoRemove container's exit is taken then, to remove it: the files
+        wait for the monitor's end (:meth:`remove`); all else is left to the
+        monitor's end.
+        """
         client = self._monitor_client(container_id)
         status = client.exit_status()
+        if status is None and finishing:
+            return
         if status is None:
             code, error, oom = (
                 255,
@@ -724,6 +884,12 @@ class Engine:
                 return
             if c.state.monitor_pid not in (0, monitor_pid):
                 return  # a newer monitor already took over
+            if finishing and not (
+                c.auto_remove
+                and c.state.monitor_pid == monitor_pid
+                and (c.state.running or c.state.status in ("running", "paused", "restarting"))
+            ):
+                return
             if status is None:  # the monitor vanished: its container must not run on unseen
                 await asyncio.to_thread(self._delete_runtime_state, c.runtime, c.id)
 
@@ -982,8 +1148,11 @@ class Engine:
             self.store.update(c.id, removing)
             await asyncio.to_thread(self._forget_sync, c, volumes or c.auto_remove)
         # The files go after the waiters are told (Docker's "removed" means the record is
-        # gone; a daemon killed meanwhile collects them in start_up, as half-made ones).
-        cleanup = asyncio.ensure_future(asyncio.to_thread(self._remove_files, c))
+        # gone; a daemon killed meanwhile collects them in start_up, as half-made ones),
+        # and after the monitor's end (it may still be deleting the runtime container).
+        w = self._watches.get(c.id)
+        gone = w.gone if w is not None and w.gone is not None and not w.gone.done() else None
+        cleanup = asyncio.ensure_future(self._remove_files_after(c, gone))
         self._cleanups.add(cleanup)
         cleanup.add_done_callback(self._cleanup_done)
         self._locks.pop(c.id, None)
@@ -1004,6 +1173,11 @@ class Engine:
         with contextlib.suppress(BulkheadError):
             self.images.unregister_use(c.image, c.id)
         self.store.remove(c.id)
+
+    async def _remove_files_after(self, c: Container, gone: asyncio.Future[None] | None) -> None:
+        if gone is not None:
+            await asyncio.shield(gone)
+        await asyncio.to_thread(self._remove_files, c)
 
     def _remove_files(self, c: Container) -> None:
         """The files of a forgotten container: rootfs mount, snapshot, runtime and monitor state."""
@@ -1392,7 +1566,7 @@ class Engine:
                     x.state.started_at = now_rfc3339()
 
         self.store.update(c.id, adopt)
-        self._watch(c.id, monitor_pid)
+        self._watch(c.id, monitor_pid, c.auto_remove)
 
     # -- restart policies ----------------------------------------------------------
 
@@ -1485,17 +1659,30 @@ class Engine:
             return
         try:
             info = json.loads((self.state_dir(container_id) / "monitor.json").read_text())
-            os.kill(int(info["monitor_pid"]), signal_mod.SIGKILL)
+            fd = os.pidfd_open(int(info["monitor_pid"]))
         except (OSError, ValueError, KeyError):
+            return
+        try:
+            if client.exit_status() is not None:
+                # It recorded the exit and is finishing (an AutoRemove container removed
+                # meanwhile): it deletes the runtime container; let it, rather than race it.
+                select.select([fd], [], [], STRAY_FINISH_WAIT)
+            signal_mod.pidfd_send_signal(fd, signal_mod.SIGKILL)
+        except OSError:
             pass
+        finally:
+            os.close(fd)
 
     async def shut_down(self) -> None:
         """Stop watching; containers and their monitors keep running (live restore)."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.settle(), 30)
+        for cleanup in list(self._cleanups):  # still waiting for a monitor: start_up collects
+            cleanup.cancel()
         for w in list(self._watches.values()):
             self._unwatch_fd(w)
         self._watches.clear()
+        self._exit_files.close()
         for task in list(self._tasks):
             task.cancel()
         for fut in [*self._exit_futures.values(), *self._removed_futures.values()]:
