@@ -48,7 +48,7 @@ $(STATE): pyproject.toml
 MONITOR_BIN := src/bulkhead/engine/bh-monitor
 
 $(MONITOR_BIN): src/bulkhead/engine/monitor_loop.c | $(STATE)
-	cc -O2 -Wall -Wextra -Werror -o $@ $<
+	cc -O2 -Wall -Wextra -Werror -static -o $@ $<
 
 deps: $(STATE) $(MONITOR_BIN)
 
