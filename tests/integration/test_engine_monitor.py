@@ -1041,3 +1041,51 @@ def test_the_monitor_becomes_bh_monitor_and_stays_small(harness: Harness) -> Non
     status = MonitorClient(cfg.state_dir).exit_status()
     assert status is not None and status.exit_code == 137
     harness.assert_clean(cfg)
+
+
+@pytest.mark.parametrize("tty", [False, True])
+def test_the_hand_over_happens_while_the_runtime_creates(harness: Harness, tty: bool) -> None:
+    """In-process runtime: bh-monitor takes the helper's answer and replies to the spawner.
+
+    So the spawner's reply comes from bh-monitor already; monitor.json names it
+    (with its start time), the OOM baseline and the kill of every process go
+    through the init's memory cgroup, the start through exec.fifo; with a
+    terminal the pty master (from the helper) is output and input.
+    """
+    if harness.loop != "c-loop":
+        pytest.skip("the hand-over to the C loop")
+    script = "sleep 100 & read line; echo got $line; wait"
+    cfg = harness.config(["sh", "-c", script], "bulkhead", tty=tty, stdin=True)
+
+    async def go() -> bytes:
+        await harness.zygote.ensure_running()
+        spawned = await harness.zygote.spawn(cfg)
+        exe = os.path.realpath(f"/proc/{spawned.monitor_pid}/exe")
+        assert exe == os.path.realpath(MONITOR_LOOP)  # replied by bh-monitor
+        client = MonitorClient(cfg.state_dir)
+        info = client.info()
+        assert info is not None
+        assert (info.monitor_pid, info.init_pid) == (spawned.monitor_pid, spawned.init_pid)
+        assert info.monitor_start == proc_start_time(info.monitor_pid)
+        reader, writer = await client.attach(stdin=True, stdout=True, stderr=True)
+        await client.start()
+        writer.write(b"hello\n")
+        await writer.drain()
+        out = b""
+        while b"got hello" not in out:
+            chunk = await asyncio.wait_for(reader.read(4096), 10)
+            assert chunk, out
+            out += chunk
+        await client.kill(signal.SIGKILL, all=True)  # the init and its background sleep
+        out += await read_all(reader)
+        return out
+
+    out = asyncio.run(go())
+    text = out if tty else demux(out)[1]
+    assert b"got hello" in text
+    harness.wait_exit(cfg)
+    status = MonitorClient(cfg.state_dir).exit_status()
+    assert status is not None and status.exit_code == 137
+    harness.assert_clean(cfg)
+    log = Path(cfg.state_dir, "monitor.log")
+    assert "Python loop" not in (log.read_text() if log.exists() else "")

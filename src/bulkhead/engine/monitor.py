@@ -40,7 +40,12 @@ PSS). So once step 4 is done the monitor *hands over*
 (:func:`_hand_over`): it execve()s ``bh-monitor`` (``monitor_loop.c``,
 built next to this module by ``make``), which keeps the pid, the fds, the
 container's init as its child and the subreaper flag, and runs steps 5 to 7
-with the same protocols, files and log format. What needs the runtime in
+with the same protocols, files and log format. With the in-process runtime
+the hand-over comes earlier, while the helper still creates the container
+(the exec's ~2 ms then cost nothing): ``bh-monitor`` reads the helper's
+answer and does the rest of step 4 (``monitor.json``, the reply, the OOM
+baseline). A spare monitor (see the zygote) has done what needs no
+container (:func:`monitor_prologue`) before its request comes. What needs the runtime in
 Python it asks the zygote for, which forks a helper from its warm state:
 an *exec session* per ``exec`` (:func:`serve_exec`: the client's connection
 is passed over with SCM_RIGHTS; it owns the exec's stdio and
@@ -537,6 +542,14 @@ def _in_helper(
     Errors come back as ``{"error", "kind"}`` and are raised here.
     ``meanwhile`` runs here while the child works.
     """
+    pid, ours = _start_helper(work)
+    return _helper_answer(pid, ours, meanwhile)
+
+
+def _start_helper(
+    work: Callable[[], tuple[dict[str, Any], list[int]]],
+) -> tuple[int, socket.socket]:
+    """:func:`_in_helper`'s fork: (the helper's pid, our end of the socket it answers on)."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     sys.stderr.flush()
     pid = os.fork()
@@ -557,7 +570,7 @@ def _in_helper(
         finally:
             os._exit(code)
     theirs.close()
-    return _helper_answer(pid, ours, meanwhile)
+    return pid, ours
 
 
 def _helper_answer(
@@ -711,7 +724,15 @@ class _InProcess(_Backend):
     def create(
         self, stdio: tuple[int, int, int], tty: bool, meanwhile: Callable[[], None] = _nothing
     ) -> tuple[int, int | None]:
-        doc: dict[str, Any] | None = None
+        return self.create_end(self.create_begin(stdio, tty), meanwhile)
+
+    def create_begin(self, stdio: tuple[int, int, int], tty: bool) -> tuple[int, socket.socket]:
+        """Have a helper start the runtime's create: (its pid, the socket it answers on).
+
+        The answer is ``{"pid", "fifo"}`` and the pty master (SCM_RIGHTS),
+        or ``{"error", "kind"}``: :meth:`create_end` reads it (or
+        ``bh-monitor``, after an early hand-over).
+        """
         if self.spare is not None:
             pid, sock = self.spare
             self.spare = None
@@ -721,9 +742,13 @@ class _InProcess(_Backend):
             except OSError:
                 sock.close()  # it is gone: the reaper collects it; fork one below
             else:
-                doc, fds = _helper_answer(pid, sock, meanwhile)
-        if doc is None:
-            doc, fds = _in_helper(lambda: _create_work(self.cfg, stdio, tty), meanwhile)
+                return pid, sock
+        return _start_helper(lambda: _create_work(self.cfg, stdio, tty))
+
+    def create_end(
+        self, helper: tuple[int, socket.socket], meanwhile: Callable[[], None] = _nothing
+    ) -> tuple[int, int | None]:
+        doc, fds = _helper_answer(helper[0], helper[1], meanwhile)
         self.fifo = str(doc.get("fifo") or "")
         return int(doc["pid"]), fds[0] if fds else None
 
@@ -1447,6 +1472,10 @@ class Monitor:
         #: an exec session (:func:`serve_exec`): one exec, no container of its own
         self.session = False
         self.exec_done = False
+        #: (``bh-monitor``, the spawner's connection): hand over while the runtime creates
+        #: (:func:`_hand_over`, the in-process runtime), bh-monitor replies
+        self.early: tuple[str, socket.socket] | None = None
+        self.hand_over_failed = ""
 
     # -- set-up -------------------------------------------------------------
 
@@ -1487,7 +1516,17 @@ class Monitor:
                 ours += [out_r, err_r]
                 theirs += [out_w, err_w]
                 stdio = (stdin_fd, out_w, err_w)
-            pid, master = self.backend.create(stdio, cfg.tty, meanwhile)
+            if self.early is not None and isinstance(self.backend, _InProcess):
+                helper = self.backend.create_begin(stdio, cfg.tty)
+                meanwhile()
+                if prepared[0] is None:
+                    try:  # returns only when the exec failed
+                        _hand_over(self, self.early[0], (helper[1], self.early[1], ours))
+                    except Exception as exc:
+                        self.hand_over_failed = f"{exc}"
+                pid, master = self.backend.create_end(helper)
+            else:
+                pid, master = self.backend.create(stdio, cfg.tty, meanwhile)
         except BaseException:
             for fd in ours:
                 os.close(fd)
@@ -1962,20 +2001,40 @@ def _noop(signum: int, frame: object) -> None:
     pass
 
 
-def serve(
-    cfg: MonitorConfig,
-    reply: socket.socket,
-    spare_helper: tuple[int, socket.socket] | None = None,
-) -> int:
-    """The monitor's life, in a fresh child of the zygote: set up, reply, run. Returns an exit code.
+def monitor_prologue() -> int:
+    """What starts a monitor's life whatever its container: returns the signal pipe's read end.
 
-    ``reply`` is the spawner's connection: it gets ``{"monitor_pid",
-    "init_pid"}`` or ``{"error", "kind"}``, then is closed.
+    Its own session, the subreaper flag, the signal handlers (see the
+    module docstring). A spare monitor does it before it has a container.
     """
     from bulkhead.linux import process as lxprocess
 
     os.setsid()
     lxprocess.set_child_subreaper(True)
+    sig_r, sig_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(sig_w)
+    # Handlers, not SIG_IGN: an ignored signal stays ignored across exec, in the container.
+    for sig in (signal.SIGCHLD, signal.SIGHUP, signal.SIGPIPE, *_FORWARDED):
+        signal.signal(sig, _noop)
+    return sig_r
+
+
+def serve(
+    cfg: MonitorConfig,
+    reply: socket.socket,
+    spare_helper: tuple[int, socket.socket] | None = None,
+    sig_r: int = -1,
+) -> int:
+    """The monitor's life, in a fresh child of the zygote: set up, reply, run. Returns an exit code.
+
+    ``reply`` is the spawner's connection: it gets ``{"monitor_pid",
+    "init_pid"}`` or ``{"error", "kind"}``, then is closed. ``sig_r``: the
+    :func:`monitor_prologue` already done (a spare monitor), else -1.
+    """
+    from bulkhead.linux import process as lxprocess
+
+    if sig_r < 0:
+        sig_r = monitor_prologue()
     with contextlib.suppress(OSError):
         lxprocess.set_name(f"bh-mon {cfg.container_id[:12]}")
     os.makedirs(cfg.state_dir, mode=0o711, exist_ok=True)
@@ -1989,13 +2048,11 @@ def serve(
     os.dup2(log_fd, 2)
     os.close(null)
     os.close(log_fd)
-    sig_r, sig_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-    signal.set_wakeup_fd(sig_w)
-    # Handlers, not SIG_IGN: an ignored signal stays ignored across exec, in the container.
-    for sig in (signal.SIGCHLD, signal.SIGHUP, signal.SIGPIPE, *_FORWARDED):
-        signal.signal(sig, _noop)
     mon = Monitor(cfg, spare_helper)
     mon.sig_r = sig_r
+    binary = loop_binary()
+    if binary is not None:
+        mon.early = (binary, reply)
     try:
         monitor_pid, init_pid = mon.setup()
     except MonitorError as exc:
@@ -2007,8 +2064,12 @@ def serve(
         return 1
     _send_reply(reply, {"monitor_pid": monitor_pid, "init_pid": init_pid})
     mon.note_oom_base()  # the container starts only once the loop serves ctl.sock
-    binary = loop_binary()
-    if binary is not None:
+    if mon.hand_over_failed:
+        print(
+            f"monitor: {binary}: {mon.hand_over_failed}: the Python loop serves instead",
+            file=sys.stderr,
+        )
+    elif binary is not None:
         try:
             _hand_over(mon, binary)  # returns only when the exec failed
         except Exception as exc:
@@ -2139,7 +2200,11 @@ def exec_socket_path(state_dir: str, exec_id: str) -> str:
     return os.path.join(os.path.dirname(state_dir), "execs", exec_id[:24] + ".sock")
 
 
-def _hand_over(mon: Monitor, binary: str) -> None:
+def _hand_over(
+    mon: Monitor,
+    binary: str,
+    early: tuple[socket.socket, socket.socket, list[int]] | None = None,
+) -> None:
     """Become ``bh-monitor``: the same process (pid, children, fds) running the C loop.
 
     The set-up (the runtime's create, the listening sockets, the reply to
@@ -2149,6 +2214,15 @@ def _hand_over(mon: Monitor, binary: str) -> None:
     drops everything Python. What the loop cannot do itself (an exec, the
     runtime's delete) it asks the zygote for, which forks a Python helper
     from its warm state (:func:`serve_exec`, :func:`serve_delete`).
+
+    ``early`` (the in-process runtime): (the socket the runtime's helper
+    will answer on, the spawner's connection, our ends of the container's
+    stdio: [stdin (with ``-i``), stdout, stderr], [] with a tty). Then the
+    hand-over happens while the helper still creates the container (the
+    exec costs ~2 ms: the kernel tears down a zygote-sized address space),
+    and ``bh-monitor`` reads the answer and does the rest of
+    :meth:`Monitor.setup`, the reply and :meth:`Monitor.note_oom_base`
+    (``--fd-helper`` in monitor_loop.c).
     """
     cfg = mon.cfg
     backend = mon.backend
@@ -2162,14 +2236,27 @@ def _hand_over(mon: Monitor, binary: str) -> None:
 
     ctl, attach = mon.listeners
     argv = [binary, "--id", cfg.container_id, "--state-dir", cfg.state_dir]
-    argv += ["--init-pid", str(mon.init_pid), "--fd-ctl", fd(ctl.fileno())]
-    argv += ["--fd-attach", fd(attach.fileno()), "--fd-out", fd(mon.sources[0].fd)]
-    if len(mon.sources) > 1:
-        argv += ["--fd-err", fd(mon.sources[1].fd)]
-    if mon.stdin is not None:
-        argv += ["--fd-stdin", fd(mon.stdin.fd)]
-    if mon.master is not None:
-        argv += ["--fd-master", fd(mon.master)]
+    if early is None:
+        argv += ["--init-pid", str(mon.init_pid)]
+    argv += ["--fd-ctl", fd(ctl.fileno()), "--fd-attach", fd(attach.fileno())]
+    if early is not None:
+        helper, reply, stdio = early
+        argv += ["--fd-helper", fd(helper.fileno()), "--fd-reply", fd(reply.fileno())]
+        argv += ["--monitor-start", str(mon.monitor_start)]
+        if cfg.tty:
+            argv += ["--stdin-open", str(int(cfg.stdin_open))]
+        else:
+            if cfg.stdin_open:
+                argv += ["--fd-stdin", fd(stdio[0])]
+            argv += ["--fd-out", fd(stdio[-2]), "--fd-err", fd(stdio[-1])]
+    else:
+        argv += ["--fd-out", fd(mon.sources[0].fd)]
+        if len(mon.sources) > 1:
+            argv += ["--fd-err", fd(mon.sources[1].fd)]
+        if mon.stdin is not None:
+            argv += ["--fd-stdin", fd(mon.stdin.fd)]
+        if mon.master is not None:
+            argv += ["--fd-master", fd(mon.master)]
     argv += ["--tty", str(int(cfg.tty)), "--stdin-once", str(int(cfg.stdin_once))]
     if cfg.log_path:
         argv += ["--log-path", cfg.log_path, "--log-max-size", str(cfg.log_max_size)]
@@ -2184,6 +2271,7 @@ def _hand_over(mon: Monitor, binary: str) -> None:
             argv += ["--kill-all-arg", arg]
     else:
         assert isinstance(backend, _InProcess)
+        # early: the loop uses the answer's exec.fifo, else (poststart hooks) these
         cli = [sys.executable, "-m", "bulkhead.runtime.cli", "--root", cfg.runtime_root]
         if backend.fifo:
             argv += ["--start-fifo", backend.fifo]
@@ -2192,7 +2280,7 @@ def _hand_over(mon: Monitor, binary: str) -> None:
                 argv += ["--start-arg", arg]
         if mon.memory_cgroup:
             argv += ["--cgroup-procs", os.path.join(mon.memory_cgroup, "cgroup.procs")]
-        else:
+        else:  # early: the loop uses the init's memory cgroup when it has one, else these
             for arg in (*cli, "kill", "--all", cfg.container_id):
                 argv += ["--kill-all-arg", arg]
     zygote = os.path.join(os.path.dirname(cfg.state_dir), ZYGOTE_SOCK)
@@ -2201,8 +2289,9 @@ def _hand_over(mon: Monitor, binary: str) -> None:
     for arg in (sys.executable, "-m", "bulkhead.engine.monitor", "delete", cfg.state_dir):
         argv += ["--delete-arg", arg]
     write_atomic(os.path.join(cfg.state_dir, CONFIG_FILE), msgspec.json.encode(cfg))
-    if mon.log is not None:
-        mon.log.close()  # nothing written yet: the loop opens the file itself
+    log = mon.log
+    if log is not None:
+        log.close()  # nothing written yet: the loop opens the file itself
         mon.log = None
     sys.stderr.flush()
     try:
@@ -2210,6 +2299,10 @@ def _hand_over(mon: Monitor, binary: str) -> None:
     except OSError:
         for n in keep:
             os.set_inheritable(n, False)
+        if log is not None and cfg.log_path:  # the Python loop writes the log after all
+            from bulkhead.engine.jsonlog import JsonLogWriter
+
+            mon.log = JsonLogWriter(cfg.log_path, cfg.log_max_size, cfg.log_max_files)
         raise
 
 

@@ -29,6 +29,16 @@
  *              [--kill-all-arg ARG]... [--cgroup-procs PATH]
  *              --zygote-socket PATH [--delete-arg ARG]...
  *
+ *              [--fd-helper N --fd-reply N --monitor-start N [--stdin-open 0|1]]
+ *
+ * --fd-helper: the early hand-over (the in-process runtime). The runtime's create still runs
+ * in the Python monitor's helper, which answers on this socket ({"pid", "fifo"} and, with a
+ * tty, the pty master; or {"error", "kind"}); we then do the rest of the monitor's set-up:
+ * monitor.json (with --monitor-start), the reply to the spawner on --fd-reply, the OOM
+ * baseline and the kill through the memory cgroup's cgroup.procs (else --kill-all-arg), the
+ * start through the answer's exec.fifo (else --start-arg). No --init-pid, --fd-master,
+ * --oom-cgroup then; with a tty no --fd-out (--stdin-open: the master is stdin too).
+ *
  * --delete-arg: what to execve() at the very end when the zygote could not be asked to delete
  * the runtime container (unreachable, or it closed without a reply): e.g. python3 -m
  * bulkhead.engine.monitor delete STATE_DIR. Absent: the failure is only noted in monitor.log.
@@ -1064,8 +1074,12 @@ static struct {
     const char *zygote_socket;
     char **delete_argv;
     size_t delete_argc;
+    /* early hand-over: the runtime's create still runs in the helper of --fd-helper */
+    int fd_helper, fd_reply;
+    long long monitor_start;
+    bool stdin_open;
 } cfg = {.fd_ctl = -1, .fd_attach = -1, .fd_out = -1, .fd_err = -1, .fd_stdin = -1,
-         .fd_master = -1, .log_max_files = 1};
+         .fd_master = -1, .log_max_files = 1, .fd_helper = -1, .fd_reply = -1};
 
 /* ------------------------------------------------------------------ state */
 
@@ -2187,28 +2201,36 @@ static long long oom_kill_count(void) {
     return 0;
 }
 
-static void write_atomic(const char *path, const char *data, size_t n) {
+/* 0, or the errno of the first failure (complained about) */
+static int write_atomic(const char *path, const char *data, size_t n) {
     char tmp[PATH_MAX + 32];
     snprintf(tmp, sizeof tmp, "%s.%d.tmp", path, (int)getpid());
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) {
-        complain("bh-monitor: %s: %s", tmp, strerror(errno));
-        return;
+        int e = errno;
+        complain("bh-monitor: %s: %s", tmp, strerror(e));
+        return e;
     }
+    int e = 0;
     size_t off = 0;
     while (off < n) {
         ssize_t w = write(fd, data + off, n - off);
         if (w < 0 && errno == EINTR)
             continue;
         if (w <= 0) {
-            complain("bh-monitor: %s: %s", tmp, strerror(errno));
+            e = w < 0 ? errno : EIO;
+            complain("bh-monitor: %s: %s", tmp, strerror(e));
             break;
         }
         off += (size_t)w;
     }
     close(fd);
-    if (rename(tmp, path) < 0)
+    if (rename(tmp, path) < 0) {
+        if (!e)
+            e = errno;
         complain("bh-monitor: rename %s: %s", path, strerror(errno));
+    }
+    return e;
 }
 
 static void write_exit(void) {
@@ -2541,6 +2563,216 @@ static void run(void) {
     }
 }
 
+/* ------------------------------------------------------------------ early hand-over */
+
+/* monitor._memory_cgroup: the v1 memory hierarchy's directory of pid, else the v2 one. */
+static char *memory_cgroup(pid_t pid) {
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/cgroup", (int)pid);
+    FILE *f = fopen(path, "re");
+    if (!f)
+        return NULL;
+    char *line = NULL, *v2 = NULL, *found = NULL;
+    size_t cap = 0;
+    ssize_t n;
+    while (!found && (n = getline(&line, &cap, f)) > 0) {
+        if (line[n - 1] == '\n')
+            line[--n] = 0;
+        char *c1 = strchr(line, ':');
+        char *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+        if (!c2)
+            continue;
+        *c2 = 0;
+        const char *where = c2 + 1;
+        for (char *tok = c1 + 1, *end; tok; tok = end ? end + 1 : NULL) {
+            end = strchr(tok, ',');
+            size_t len = end ? (size_t)(end - tok) : strlen(tok);
+            if (len == 6 && !memcmp(tok, "memory", 6)) {
+                if (asprintf(&found, "/sys/fs/cgroup/memory%s", where) < 0)
+                    oom_abort();
+                break;
+            }
+        }
+        if (!found && !c1[1]) {
+            free(v2);
+            v2 = strdup(where);
+            if (!v2)
+                oom_abort();
+        }
+    }
+    fclose(f);
+    free(line);
+    if (!found && v2 && access("/sys/fs/cgroup/cgroup.controllers", F_OK) == 0 &&
+        asprintf(&found, "/sys/fs/cgroup%s", v2) < 0)
+        oom_abort();
+    free(v2);
+    return found;
+}
+
+static void send_reply(const char *line, size_t n) {
+    size_t off = 0;
+    while (off < n) {
+        ssize_t w = send(cfg.fd_reply, line + off, n - off, MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            break;
+        off += (size_t)w;
+    }
+    close(cfg.fd_reply);
+    cfg.fd_reply = -1;
+}
+
+/* Set-up failed: as Monitor._close_listeners, then the error to the spawner, and exit 1. */
+static void create_failed(const char *reply, size_t n) {
+    char path[PATH_MAX];
+    close(cfg.fd_ctl);
+    close(cfg.fd_attach);
+    snprintf(path, sizeof path, "%s/ctl.sock", cfg.state_dir);
+    unlink(path);
+    snprintf(path, sizeof path, "%s/attach.sock", cfg.state_dir);
+    unlink(path);
+    send_reply(reply, n);
+}
+
+/*
+ * The Python monitor handed over while its helper still ran the runtime's create (the
+ * in-process runtime): what Monitor.setup, serve() and note_oom_base do with the helper's
+ * answer ({"pid", "fifo"} and the pty master, or {"error", "kind"}), done here. The answer
+ * is read as the Python monitor reads it: what one message brings, not up to EOF (the helper
+ * takes a while to exit).
+ */
+static void finish_create(void) {
+    buf_t in = {0};
+    int got[4], ngot = 0;
+    int r = -1;
+    while (1) {
+        char data[65536];
+        union {
+            struct cmsghdr h;
+            char space[CMSG_SPACE(4 * sizeof(int))];
+        } ctrl;
+        struct iovec iov = {.iov_base = data, .iov_len = sizeof data};
+        struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctrl.space,
+                            .msg_controllen = sizeof ctrl.space};
+        ssize_t n = recvmsg(cfg.fd_helper, &mh, MSG_CMSG_CLOEXEC);
+        if (n < 0 && errno == EINTR)
+            continue;
+        for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+            if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+                continue;
+            size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+            int *fds = (int *)CMSG_DATA(c);
+            for (size_t i = 0; i < k; i++) {
+                if (ngot < 4)
+                    got[ngot++] = fds[i];
+                else
+                    close(fds[i]);
+            }
+        }
+        if (n <= 0)
+            break;
+        buf_add(&in, data, (size_t)n);
+        char err[200];
+        r = j_parse_object(buf_data(&in), in.len, &req, err, sizeof err);
+        if (r == 0)
+            break;
+    }
+    close(cfg.fd_helper);
+    cfg.fd_helper = -1;
+    if (r != 0) {
+        static const char msg[] =
+            "{\"error\": \"the runtime helper process failed (see monitor.log)\", "
+            "\"kind\": \"runtime\"}\n";
+        for (int i = 0; i < ngot; i++)
+            close(got[i]);
+        create_failed(msg, sizeof msg - 1);
+        exit(1);
+    }
+    if (j_get(&req, "error")) { /* the helper's {"error", "kind"}, as serve() sends it on */
+        for (int i = 0; i < ngot; i++)
+            close(got[i]);
+        buf_addc(&in, '\n');
+        create_failed(buf_data(&in), in.len);
+        exit(1);
+    }
+    long pid = 0;
+    if (!j_int_in(j_get(&req, "pid"), 1, INT_MAX, &pid)) {
+        static const char msg[] = "{\"error\": \"KeyError: 'pid'\", \"kind\": \"runtime\"}\n";
+        create_failed(msg, sizeof msg - 1);
+        exit(1);
+    }
+    cfg.init_pid = (pid_t)pid;
+    const jmember *fm = j_get(&req, "fifo");
+    if (fm && fm->type == J_STR) {
+        buf_t tmp = {0};
+        const char *fifo = j_str(&tmp, fm);
+        if (*fifo) {
+            cfg.start_fifo = strdup(fifo);
+            if (!cfg.start_fifo)
+                oom_abort();
+        }
+        buf_free(&tmp);
+    }
+    if (cfg.tty) {
+        if (ngot < 1) {
+            static const char msg[] =
+                "{\"error\": \"AssertionError: \", \"kind\": \"runtime\"}\n";
+            create_failed(msg, sizeof msg - 1);
+            exit(1);
+        }
+        cfg.fd_master = got[0];
+        cfg.fd_out = dup(got[0]);
+        if (cfg.stdin_open)
+            cfg.fd_stdin = dup(got[0]);
+    } else {
+        for (int i = 0; i < ngot; i++)
+            close(got[i]);
+    }
+    buf_free(&in);
+    char doc[200];
+    int n = snprintf(doc, sizeof doc, "{\"monitor_pid\":%d,\"monitor_start\":%lld,\"init_pid\":%d}",
+                     (int)getpid(), cfg.monitor_start, (int)cfg.init_pid);
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/monitor.json", cfg.state_dir);
+    int e = write_atomic(path, doc, (size_t)n);
+    if (e) {
+        /* Created but not served: take the container down again (the runtime's delete, as
+         * --delete-arg does it at the end), after the error. */
+        buf_t b = {0};
+        char tmp[PATH_MAX + 32];
+        snprintf(tmp, sizeof tmp, "%s.%d.tmp", path, (int)getpid());
+        buf_addf(&b, "%s: [Errno %d] %s: ", errno_class(e), e, strerror(e));
+        py_repr_str(&b, tmp, strlen(tmp));
+        buf_t line = {0};
+        buf_adds(&line, "{\"error\": ");
+        json_str_ascii(&line, buf_data(&b), b.len);
+        buf_adds(&line, ", \"kind\": \"runtime\"}\n");
+        create_failed(buf_data(&line), line.len);
+        kill(cfg.init_pid, SIGKILL);
+        if (cfg.delete_argc) {
+            close(sigfd);
+            default_signals();
+            execvp(cfg.delete_argv[0], cfg.delete_argv);
+        }
+        exit(1);
+    }
+    n = snprintf(doc, sizeof doc, "{\"monitor_pid\": %d, \"init_pid\": %d}\n", (int)getpid(),
+                 (int)cfg.init_pid);
+    send_reply(doc, (size_t)n);
+    /* note_oom_base, before the container may start */
+    char *mem = memory_cgroup(cfg.init_pid);
+    if (mem) {
+        cfg.oom_cgroup = mem;
+        cfg.oom_base = oom_kill_count();
+        char *procs;
+        if (asprintf(&procs, "%s/cgroup.procs", mem) < 0)
+            oom_abort();
+        cfg.cgroup_procs = procs;
+        cfg.kill_argc = 0; /* _hand_over: --cgroup-procs when there is a memory cgroup */
+    }
+}
+
 /* ------------------------------------------------------------------ start-up */
 
 static void usage(const char *why) {
@@ -2549,7 +2781,8 @@ static void usage(const char *why) {
              "--fd-out N [--fd-err N] [--fd-stdin N] [--fd-master N] --tty 0|1 --stdin-once 0|1 "
              "[--log-path PATH --log-max-size BYTES --log-max-files N] [--oom-cgroup DIR "
              "--oom-base N] [--start-fifo PATH] [--start-arg ARG]... [--kill-all-arg ARG]... "
-             "[--cgroup-procs PATH] --zygote-socket PATH [--delete-arg ARG]...");
+             "[--cgroup-procs PATH] --zygote-socket PATH [--delete-arg ARG]... "
+             "[--fd-helper N --fd-reply N --monitor-start N [--stdin-open 0|1]]");
     exit(2);
 }
 
@@ -2636,14 +2869,28 @@ static void parse_args(int argc, char **argv) {
             cfg.cgroup_procs = v;
         else if (!strcmp(a, "--zygote-socket"))
             cfg.zygote_socket = v;
+        else if (!strcmp(a, "--fd-helper"))
+            cfg.fd_helper = fd_arg(a, v);
+        else if (!strcmp(a, "--fd-reply"))
+            cfg.fd_reply = fd_arg(a, v);
+        else if (!strcmp(a, "--monitor-start"))
+            cfg.monitor_start = num_arg(a, v);
+        else if (!strcmp(a, "--stdin-open"))
+            cfg.stdin_open = num_arg(a, v) != 0;
         else {
             char why[300];
             snprintf(why, sizeof why, "unknown option %s", a);
             usage(why);
         }
     }
-    if (!cfg.id || !cfg.state_dir || cfg.init_pid <= 0 || cfg.fd_ctl < 0 || cfg.fd_attach < 0 ||
-        cfg.fd_out < 0 || !have_tty || !have_once || !cfg.zygote_socket)
+    bool early = cfg.fd_helper >= 0;
+    if (early && (cfg.fd_reply < 0 || cfg.init_pid || cfg.fd_master >= 0 || cfg.oom_cgroup ||
+                  (cfg.tty && cfg.fd_out >= 0)))
+        usage("--fd-helper goes with --fd-reply, and without --init-pid, --fd-master, "
+              "--oom-cgroup and (with a tty) --fd-out: the helper's answer gives those");
+    if (!cfg.id || !cfg.state_dir || (!early && cfg.init_pid <= 0) || cfg.fd_ctl < 0 ||
+        cfg.fd_attach < 0 || (cfg.fd_out < 0 && !(early && cfg.tty)) || !have_tty ||
+        !have_once || !cfg.zygote_socket)
         usage("--id, --state-dir, --init-pid, --fd-ctl, --fd-attach, --fd-out, --tty, "
               "--stdin-once and --zygote-socket are required");
     if (!cfg.tty && cfg.fd_err < 0)
@@ -2666,7 +2913,8 @@ int main(int argc, char **argv) {
     char name[32]; /* as the Python monitor named itself (the kernel keeps 15 bytes) */
     snprintf(name, sizeof name, "bh-mon %.12s", cfg.id);
     prctl(PR_SET_NAME, name, 0, 0, 0);
-    int named[] = {cfg.fd_ctl, cfg.fd_attach, cfg.fd_out, cfg.fd_err, cfg.fd_stdin, cfg.fd_master};
+    int named[] = {cfg.fd_ctl,    cfg.fd_attach, cfg.fd_out,    cfg.fd_err,
+                   cfg.fd_stdin,  cfg.fd_master, cfg.fd_helper, cfg.fd_reply};
     int maxfd = 2;
     for (size_t k = 0; k < sizeof named / sizeof named[0]; k++)
         if (named[k] > maxfd)
@@ -2680,6 +2928,8 @@ int main(int argc, char **argv) {
     set_flags(cfg.fd_err, true);
     set_flags(cfg.fd_stdin, true);
     set_flags(cfg.fd_master, false);
+    set_flags(cfg.fd_helper, false);
+    set_flags(cfg.fd_reply, false);
 
     /* Handlers, not SIG_IGN (an ignored signal would stay ignored across exec, in the
      * runtime's children); blocked and read from a signalfd. */
@@ -2696,6 +2946,12 @@ int main(int argc, char **argv) {
     if (sigfd < 0) {
         complain("bh-monitor: signalfd: %s", strerror(errno));
         return 1;
+    }
+    if (cfg.fd_helper >= 0) { /* signals wait in the signalfd, children unreaped, meanwhile */
+        finish_create();
+        set_flags(cfg.fd_out, true);
+        set_flags(cfg.fd_stdin, true);
+        set_flags(cfg.fd_master, false);
     }
 
     sources[nsources++] = (source_t){.fd = cfg.fd_out, .stream = 1, .open = true};

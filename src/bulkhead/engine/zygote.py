@@ -700,16 +700,17 @@ class Zygote:
             try:
                 ours.close()
                 self._forget_zygote(*closing)
-                from bulkhead.engine.monitor import fork_spare_helper, serve
+                from bulkhead.engine.monitor import fork_spare_helper, monitor_prologue, serve
 
                 helper = fork_spare_helper()
+                sig_r = monitor_prologue()  # done now, while nothing waits
                 msg, fds, _, _ = socket.recv_fds(theirs, 1 << 20, 1)
                 theirs.close()
                 if not msg or len(fds) != 1:
                     os._exit(0)
                 cfg = msgspec.json.decode(msg, type=MonitorConfig)
                 conn = socket.socket(fileno=fds[0])
-                code = serve(cfg, conn, helper)
+                code = serve(cfg, conn, helper, sig_r)
             except BaseException:
                 import traceback
 
