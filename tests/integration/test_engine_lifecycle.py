@@ -273,6 +273,55 @@ def test_auto_remove_starts_while_the_monitor_finishes(
     run(lambda: make_engine(engine_roots), body)
 
 
+def test_restarted_engine_lets_a_finishing_monitor_end_before_the_files_go(
+    engine_roots: Daemon,
+) -> None:
+    """A monitor that recorded the exit while no engine watched: adopted, not raced."""
+    size = 700_000  # more than the socket holds, less than what pauses the output
+
+    async def main() -> None:
+        engine = make_engine(engine_roots)
+        cid, _ = await engine.create(
+            request(["sh", "-c", f"sleep 0.3; head -c {size} /dev/zero; exit 5"], AutoRemove=True)
+        )
+        client = await engine.attach_monitor(cid)
+        assert client is not None
+        reader, writer = await client.attach(False, True, False)  # and read nothing yet
+        monitor = client.info()
+        assert monitor is not None
+        await engine.start(cid)
+        await engine.shut_down()  # the daemon goes away; the container runs on
+        deadline = time.monotonic() + 30
+        while client.exit_status() is None:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.01)
+        engine = make_engine(engine_roots)
+        try:
+            await engine.start_up()
+            waited = 0.0
+            while engine.store.ids():
+                assert waited < 30
+                await asyncio.sleep(0.01)
+                waited += 0.01
+            # removed, but the monitor still waits for its client: its files stay
+            await asyncio.sleep(0.3)
+            assert Path(f"/proc/{monitor.monitor_pid}").exists()
+            assert (engine.state_dir(cid) / "exit.json").exists()
+            got = 0
+            while chunk := await asyncio.wait_for(reader.read(1 << 16), 30):
+                got += len(chunk)
+            writer.close()
+            assert got > size
+            await asyncio.wait_for(engine.settle(), 30)
+            assert not engine.state_dir(cid).exists()
+            assert not engine.paths(cid).dir.exists()
+            assert not (engine.runtime_root(engine.config.default_runtime) / cid).exists()
+        finally:
+            await engine.shut_down()
+
+    asyncio.run(main())
+
+
 def test_exit_files_report_exit_json(tmp_path: Path) -> None:
     """The inotify watch behind the early AutoRemove: exit.json renamed in, or already there."""
     from bulkhead.engine.engine import _ExitFiles

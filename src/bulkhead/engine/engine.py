@@ -1524,7 +1524,10 @@ class Engine:
                 continue
             client = self._monitor_client(c.id)
             info = client.info()
-            if info is not None and client.alive() and client.exit_status() is None:
+            if info is not None and client.alive():
+                # Also one that recorded the exit and is finishing (the runtime's delete):
+                # its exit is taken when it ends (or, AutoRemove, at once), so that neither
+                # a restart nor the removal of the files races that delete.
                 await self._adopt(c, client, info.monitor_pid, info.init_pid)
                 continue
             if c.state.monitor_pid or c.state.running:
@@ -1553,8 +1556,9 @@ class Engine:
     ) -> None:
         """Watch a monitor that outlived the previous daemon; trust its own word on ``started``."""
         started = c.state.running
-        with contextlib.suppress(BulkheadError, OSError, ValueError):
-            started = bool((await client.ping()).get("started"))
+        if client.exit_status() is None:
+            with contextlib.suppress(BulkheadError, OSError, ValueError):
+                started = bool((await client.ping()).get("started"))
 
         def adopt(x: Container) -> None:
             x.state.monitor_pid = monitor_pid
