@@ -47,6 +47,10 @@ from bulkhead.engine.monitor import MonitorConfig, MonitorError, error_from_repl
 ZYGOTE_SOCK = "zygote.sock"
 #: seconds of quiet after which the zygote forks the next request's monitor in advance
 _SPARE_DELAY = 0.02
+#: seconds after a spawn before that spare: its container's create, start and (``run --rm
+#: true``) exit come in this window, and the spare's fork and warm-up would compete with
+#: them for the CPUs. The end of a container (its runtime delete done) ends the wait.
+_SPARE_HOLD = 0.04
 ZYGOTE_PID = "zygote.pid"
 
 
@@ -467,6 +471,10 @@ class Zygote:
         self.lock_fd = -1
         #: the spare monitor (pid, our end of its socketpair), forked ahead of the next request
         self.spare: tuple[int, socket.socket] | None = None
+        #: no spare before this time.monotonic() (see _SPARE_HOLD)
+        self.spare_after = 0.0
+        #: the helpers serving a ``delete`` (a container's end)
+        self.deleting: set[int] = set()
 
     def serve(self) -> int:
         with contextlib.suppress(FileNotFoundError):
@@ -491,10 +499,18 @@ class Zygote:
         closing = (listener, sel, (sig_r, sig_w))
         try:
             while not self.stopping:
-                # The spare is forked once nothing has happened for a moment, so that
-                # its fork does not compete with a monitor just handed a container.
-                events = sel.select(_SPARE_DELAY if self.spare is None else None)
+                # The spare is forked once nothing has happened for a moment, and not
+                # soon after a spawn (_SPARE_HOLD), so that its fork and warm-up do not
+                # compete with the container just handed over; right after a delete
+                # (that container's end) if nothing waits.
+                timeout = None
+                if self.spare is None:
+                    timeout = max(_SPARE_DELAY, self.spare_after - time.monotonic())
+                    if self.spare_after < 0:  # a container just ended: now, if nothing waits
+                        timeout = 0
+                events = sel.select(timeout)
                 if not events and self.spare is None:
+                    self.spare_after = 0.0
                     self.spare = self._fork_spare(closing)
                 for key, _ in events:
                     if key.data == "signal":
@@ -525,6 +541,9 @@ class Zygote:
             if pid == 0:
                 return
             self.children.discard(pid)
+            if pid in self.deleting:
+                self.deleting.discard(pid)
+                self.spare_after = -1.0
             if self.spare is not None and self.spare[0] == pid:
                 self.spare[1].close()
                 self.spare = None
@@ -571,6 +590,7 @@ class Zygote:
         except msgspec.ValidationError as exc:
             _answer(conn, {"error": f"bad monitor config: {exc}", "kind": "bad_request"})
             return
+        self.spare_after = time.monotonic() + _SPARE_HOLD
         if self.spare is not None:
             pid, handoff = self.spare
             self.spare = None
@@ -655,6 +675,8 @@ class Zygote:
             finally:
                 os._exit(code)
         self.children.add(pid)
+        if client is None:
+            self.deleting.add(pid)
         conn.close()
         if client is not None:
             client.close()
