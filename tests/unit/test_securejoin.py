@@ -17,6 +17,15 @@ from bulkhead.runtime.securejoin import (
 )
 
 
+@pytest.fixture(autouse=True, params=[True, False], ids=["openat2", "walk"])
+def openat2(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
+    """Every test with open_in_root's openat2(2) fast path, and with the walk alone."""
+    import bulkhead.runtime.securejoin as sj
+
+    monkeypatch.setattr(sj, "_openat2_ok", sj._openat2_ok and request.param)
+    return bool(request.param)
+
+
 @pytest.fixture
 def root(tmp_path: Path) -> Path:
     r = tmp_path / "root"
@@ -182,6 +191,7 @@ def test_open_in_root_refuses_symlink_swapped_in(
         return resolved
 
     monkeypatch.setattr(sj, "secure_join", racy)
+    monkeypatch.setattr(sj, "_openat2_ok", False)  # the walk's own defence
     with pytest.raises(NotADirectoryError):
         open_in_root(str(root), "/var/x", create="dir")
     assert list(outside.iterdir()) == []
@@ -192,3 +202,44 @@ def test_open_in_root_loop(root: Path) -> None:
     with pytest.raises(OSError) as info:
         mkdir_all_in_root(str(root), "/l/x")
     assert info.value.errno == errno.ELOOP
+
+
+def test_open_in_root_openat2_matches_the_walk(root: Path, tmp_path: Path) -> None:
+    """Scoped symlinks, ``..`` and creation give the walk's fd and path by openat2 too."""
+    import bulkhead.runtime.securejoin as sj
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (root / "abs").symlink_to("/usr/lib")
+    (root / "esc").symlink_to("../../../outside")
+    (root / "usr" / "lib" / "dangling").symlink_to("/var/made")
+    cases: list[tuple[str, str | None]] = [
+        ("/abs", None),
+        ("/abs/../../etc/passwd", None),
+        ("/esc", "dir"),
+        ("/esc/new", "dir"),
+        ("/var/a", "dir"),
+        ("/var/f", "file"),
+        ("/top", "dir"),
+        ("/abs/dangling", "dir"),
+        ("/usr/missing/../lib", None),
+        ("/etc/new/hosts", "file"),
+        ("/etc/passwd/", None),
+        ("//etc/./../etc//passwd", "file"),
+        ("/usr/lib/dangling", "file"),
+        ("usr/lib/new", "dir"),
+    ]
+    for path, create in cases:
+        got: list[tuple[str, tuple[int, int, int]]] = []
+        for fast in (True, False):
+            sj._openat2_ok = fast
+            try:
+                fd, resolved = open_in_root(str(root), path, create=create)  # type: ignore[arg-type]
+            finally:
+                sj._openat2_ok = True
+            st = os.fstat(fd)
+            os.close(fd)
+            got.append((resolved, (st.st_dev, st.st_ino, st.st_mode)))
+        assert got[0] == got[1], path
+        assert got[0][0].startswith(str(root))
+    assert list(outside.iterdir()) == []

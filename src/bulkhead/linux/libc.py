@@ -38,6 +38,7 @@ _SYSCALLS: dict[str, dict[str, int]] = {
         "personality": 135,
         "sched_setattr": 314,
         "clone3": 435,
+        "openat2": 437,
     },
     "aarch64": {
         "pivot_root": 41,
@@ -58,6 +59,7 @@ _SYSCALLS: dict[str, dict[str, int]] = {
         "personality": 92,
         "sched_setattr": 274,
         "clone3": 435,
+        "openat2": 437,
     },
 }
 
@@ -102,3 +104,43 @@ def syscall(name: str, *args: object) -> int:
 def fspath(p: str | bytes | os.PathLike[str]) -> bytes:
     """A path as bytes for passing to C."""
     return os.fsencode(p)
+
+
+# openat2(2) (Linux >= 5.6): how->resolve flags
+RESOLVE_NO_XDEV = 0x01
+RESOLVE_NO_MAGICLINKS = 0x02
+RESOLVE_NO_SYMLINKS = 0x04
+RESOLVE_BENEATH = 0x08
+RESOLVE_IN_ROOT = 0x10
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = [
+        ("flags", ctypes.c_uint64),
+        ("mode", ctypes.c_uint64),
+        ("resolve", ctypes.c_uint64),
+    ]
+
+
+def openat2(dirfd: int, path: str, flags: int, resolve: int, mode: int = 0) -> int:
+    """openat2(2): open ``path`` relative to ``dirfd`` under the ``resolve`` restrictions.
+
+    Raises :class:`OSError` (``ENOSYS`` on kernels before 5.6, ``EAGAIN`` when
+    a concurrent rename made a scoped lookup retry, ``EXDEV``/``ELOOP`` when a
+    restriction was hit). A path containing NUL raises :class:`ValueError`.
+    """
+    raw = os.fsencode(path)
+    if b"\0" in raw:
+        raise ValueError("embedded null byte")
+    how = _OpenHow(flags, mode, resolve)
+    return check(
+        LIBC.syscall(
+            ctypes.c_long(syscall_number("openat2")),
+            ctypes.c_long(dirfd),
+            ctypes.c_char_p(raw),
+            ctypes.byref(how),
+            ctypes.c_size_t(ctypes.sizeof(how)),
+        ),
+        "openat2",
+        path,
+    )

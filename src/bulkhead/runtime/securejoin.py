@@ -27,6 +27,15 @@ resolved path from an fd of ``root`` with ``O_NOFOLLOW`` on every component,
 creating missing ones if asked, and returns an ``O_PATH`` fd of the result,
 which cannot be anywhere but inside ``root``. Mounting onto
 ``/proc/self/fd/<fd>`` then mounts onto exactly that inode.
+
+Where the kernel has openat2(2) (Linux >= 5.6), :func:`open_in_root` first
+asks it for the whole path in one call with ``RESOLVE_IN_ROOT`` (the same
+scoping, done atomically by the kernel) and ``RESOLVE_NO_SYMLINKS``: when no
+symlink is on the way, the resolved path is the lexical one and no other
+call is needed. Whatever that fast path cannot answer exactly as the walk
+would (a symlink, a missing component other than a plain last name to
+create, any error) goes the walk's way instead, so results and errors are
+the walk's.
 """
 
 from __future__ import annotations
@@ -36,10 +45,16 @@ import os
 import stat
 from typing import Literal
 
+from bulkhead.linux import libc
+
 #: how many symlinks one resolution may expand before giving up (Linux's own limit is 40)
 MAX_SYMLINKS = 255
 
 _O_PATH_NOFOLLOW = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
+
+_RESOLVE = libc.RESOLVE_IN_ROOT | libc.RESOLVE_NO_SYMLINKS
+#: cleared when the kernel (or a seccomp filter) says openat2 does not exist
+_openat2_ok = True
 
 
 def secure_join(root: str, unsafe_path: str) -> str:
@@ -106,6 +121,97 @@ def open_in_root(
     and a missing last component becomes a directory (``"dir"``) or an empty
     file (``"file"``). The caller closes the fd.
     """
+    if _openat2_ok:
+        fast = _open_in_root_openat2(root, unsafe_path, create, mode)
+        if fast is not None:
+            return fast
+    return _open_in_root_walk(root, unsafe_path, create=create, mode=mode)
+
+
+def _lexical(root: str, path: str) -> str:
+    """What :func:`secure_join` returns for ``path`` when no component is a symlink."""
+    done: list[str] = []
+    for name in path.split("/"):
+        if name in ("", "."):
+            continue
+        if name == "..":
+            if done:
+                done.pop()
+            continue
+        done.append(name)
+    root = os.path.normpath(root)
+    if not done:
+        return root
+    return root.rstrip("/") + "/" + "/".join(done)
+
+
+def _open_in_root_openat2(
+    root: str, unsafe_path: str, create: Literal["dir", "file"] | None, mode: int
+) -> tuple[int, str] | None:
+    """:func:`open_in_root` by openat2(2), or None when the walk must answer.
+
+    ``RESOLVE_IN_ROOT`` scopes the lookup to ``root`` as :func:`secure_join`
+    does; ``RESOLVE_NO_SYMLINKS`` makes any symlink on the way an error (the
+    walk then expands it), so on success every component exists and is no
+    symlink, and the resolved path is the lexical one.
+    """
+    global _openat2_ok
+    if "\0" in unsafe_path or "\0" in root or not unsafe_path.strip("/"):
+        return None
+    want_dir = os.O_DIRECTORY if create == "dir" else 0
+    try:
+        root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        try:
+            fd = libc.openat2(root_fd, unsafe_path, os.O_PATH | os.O_CLOEXEC | want_dir, _RESOLVE)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSYS, errno.EPERM):
+                _openat2_ok = False
+                return None
+            if exc.errno != errno.ENOENT or create is None:
+                return None
+        else:
+            return fd, _lexical(root, unsafe_path)
+        # A missing last component to create: resolve its parent, make it there.
+        parent, _, name = unsafe_path.rstrip("/").rpartition("/")
+        if name in ("", ".", ".."):
+            return None
+        try:
+            parent_fd = libc.openat2(
+                root_fd, parent or "/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC, _RESOLVE
+            )
+        except OSError:
+            return None
+        try:
+            try:
+                _create_new(parent_fd, name, directory=create == "dir", mode=mode)
+            except FileExistsError:
+                return None  # e.g. a dangling symlink: the walk expands it
+            fd = os.open(name, _O_PATH_NOFOLLOW | want_dir, dir_fd=parent_fd)
+        finally:
+            os.close(parent_fd)
+        resolved = _lexical(root, parent).rstrip("/") + "/" + name
+        try:
+            if stat.S_ISLNK(os.fstat(fd).st_mode):
+                raise OSError(errno.ELOOP, "a symlink appeared during resolution", resolved)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd, resolved
+    finally:
+        os.close(root_fd)
+
+
+def _open_in_root_walk(
+    root: str,
+    unsafe_path: str,
+    *,
+    create: Literal["dir", "file"] | None = None,
+    mode: int = 0o755,
+) -> tuple[int, str]:
+    """:func:`open_in_root` by :func:`secure_join` and an ``O_NOFOLLOW`` walk."""
     resolved = secure_join(root, unsafe_path)
     rel = os.path.relpath(resolved, os.path.normpath(root))
     names = [] if rel == "." else rel.split("/")
@@ -143,19 +249,24 @@ def open_in_root(
 
 def _create(dir_fd: int, name: str, *, directory: bool, mode: int) -> None:
     try:
-        if directory:
-            os.mkdir(name, mode, dir_fd=dir_fd)
-        else:
-            os.close(
-                os.open(
-                    name,
-                    os.O_CREAT | os.O_EXCL | os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC,
-                    mode,
-                    dir_fd=dir_fd,
-                )
-            )
+        _create_new(dir_fd, name, directory=directory, mode=mode)
     except FileExistsError:
         pass  # made by someone else meanwhile; the O_NOFOLLOW open that follows checks it
+
+
+def _create_new(dir_fd: int, name: str, *, directory: bool, mode: int) -> None:
+    """Make ``name`` in ``dir_fd``; :class:`FileExistsError` if anything is there."""
+    if directory:
+        os.mkdir(name, mode, dir_fd=dir_fd)
+    else:
+        os.close(
+            os.open(
+                name,
+                os.O_CREAT | os.O_EXCL | os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                mode,
+                dir_fd=dir_fd,
+            )
+        )
 
 
 def create_in_root(root: str, unsafe_path: str, *, directory: bool, mode: int = 0o755) -> str:
