@@ -243,3 +243,26 @@ def test_open_in_root_openat2_matches_the_walk(root: Path, tmp_path: Path) -> No
         assert got[0] == got[1], path
         assert got[0][0].startswith(str(root))
     assert list(outside.iterdir()) == []
+
+
+def test_open_in_root_with_root_as_own_fd(root: Path) -> None:
+    """A root named /proc/self/fd/N (as the runtime names the rootfs) is that fd."""
+    (root / "abs").symlink_to("/usr/lib")
+    root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY)
+    file_fd = os.open(root / "etc" / "passwd", os.O_PATH)
+    try:
+        via = f"/proc/self/fd/{root_fd}"
+        for path, create in [("/usr/lib", None), ("/abs/x", "dir"), ("/etc/y", "file")]:
+            fd, resolved = open_in_root(via, path, create=create)  # type: ignore[arg-type]
+            try:
+                assert resolved.startswith(via + "/")
+                want = os.lstat(root / secure_join(str(root), path)[len(str(root)) + 1 :])
+                assert (os.fstat(fd).st_ino, os.fstat(fd).st_dev) == (want.st_ino, want.st_dev)
+            finally:
+                os.close(fd)
+        assert os.fstat(root_fd)  # still open
+        with pytest.raises(NotADirectoryError):
+            open_in_root(f"/proc/self/fd/{file_fd}", "/x")
+    finally:
+        os.close(root_fd)
+        os.close(file_fd)

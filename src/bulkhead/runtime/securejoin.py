@@ -52,6 +52,7 @@ MAX_SYMLINKS = 255
 
 _O_PATH_NOFOLLOW = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
 
+_PROC_SELF_FD = "/proc/self/fd/"
 _RESOLVE = libc.RESOLVE_IN_ROOT | libc.RESOLVE_NO_SYMLINKS
 #: cleared when the kernel (or a seccomp filter) says openat2 does not exist
 _openat2_ok = True
@@ -159,10 +160,16 @@ def _open_in_root_openat2(
     if "\0" in unsafe_path or "\0" in root or not unsafe_path.strip("/"):
         return None
     want_dir = os.O_DIRECTORY if create == "dir" else 0
-    try:
-        root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError:
-        return None
+    own = _own_fd(root)
+    if own is not None:
+        # root names our fd (how the runtime names the rootfs): use it as it is
+        # rather than open the magic link again (openat2 refuses a non-directory)
+        root_fd = own
+    else:
+        try:
+            root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError:
+            return None
     try:
         try:
             fd = libc.openat2(root_fd, unsafe_path, os.O_PATH | os.O_CLOEXEC | want_dir, _RESOLVE)
@@ -201,7 +208,18 @@ def _open_in_root_openat2(
             raise
         return fd, resolved
     finally:
-        os.close(root_fd)
+        if own is None:
+            os.close(root_fd)
+
+
+def _own_fd(root: str) -> int | None:
+    """N when ``root`` is ``/proc/self/fd/N``, else None."""
+    if not root.startswith(_PROC_SELF_FD):
+        return None
+    digits = root[len(_PROC_SELF_FD) :]
+    if not digits.isdigit() or not digits.isascii() or (digits[0] == "0" and digits != "0"):
+        return None
+    return int(digits)
 
 
 def _open_in_root_walk(
