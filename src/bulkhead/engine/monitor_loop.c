@@ -1598,6 +1598,12 @@ static void default_signals(void) {
     for (int s = 1; s < NSIG; s++)
         if (s != SIGKILL && s != SIGSTOP)
             sigaction(s, &sa, NULL);
+    /* glibc's sigaction() refuses its two internal signals (32, 33), which its posix_spawn
+     * leaves ignored in the child (GNU make starts commands so): the raw syscall resets them.
+     * A zeroed kernel sigaction is SIG_DFL, no flags, empty mask on every architecture. */
+    unsigned long kernel_sa[4] = {0, 0, 0, 0};
+    for (int s = 32; s <= 33; s++)
+        syscall(SYS_rt_sigaction, s, kernel_sa, NULL, (size_t)8);
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
