@@ -200,7 +200,10 @@ class Daemon:
         for c in getattr(self, "_clients", []):
             with contextlib.suppress(Exception):
                 c.close()
+        graceful = self.proc is not None and self.proc.poll() is None
         self.stop()
+        if graceful:
+            problems += _cgroup_parent_left(self.cgroup_parent)
         runtime_base = self.exec_root / "runtime"
         if runtime_base.is_dir():
             for rt_dir in sorted(runtime_base.iterdir()):
@@ -232,6 +235,17 @@ class Daemon:
             subprocess.run(["umount", "-l", mount_point], capture_output=True, check=False)
         problems += _remove_cgroup_parent(self.cgroup_parent)
         return problems
+
+
+def _cgroup_parent_left(parent: str) -> list[str]:
+    """A daemon stopped with no container left must remove its (empty) cgroup parent."""
+    from bulkhead.cgroups import new_manager
+
+    problems = []
+    for path in sorted({Path(d) for d in new_manager(parent).paths().values()}):
+        if path.is_dir() and not any(p.is_dir() for p in path.iterdir()):
+            problems.append(f"the stopped daemon left its empty cgroup parent {path}")
+    return problems
 
 
 def _remove_cgroup_parent(parent: str) -> list[str]:

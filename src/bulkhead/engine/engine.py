@@ -1692,6 +1692,31 @@ class Engine:
         for fut in [*self._exit_futures.values(), *self._removed_futures.values()]:
             if not fut.done():
                 fut.cancel()
+        await asyncio.to_thread(self._remove_cgroup_parent)
+
+    def _remove_cgroup_parent(self) -> None:
+        """Remove the containers' cgroup parent (``/bulkhead``...) in every hierarchy, if empty.
+
+        Only the part at and below a top-level ``bulkhead`` is ours to remove
+        (a configured parent such as ``/system.slice`` is not); a parent that
+        still holds a container (live restore) stays. Another daemon creating
+        a container there meanwhile is fine: the cgroup layer re-creates a
+        parent that vanished under it (:func:`bulkhead.cgroups.fs.makedirs`).
+        """
+        from bulkhead.cgroups import new_manager
+
+        parts = [p for p in self.config.cgroup_parent.split("/") if p]
+        if not parts or parts[0] != "bulkhead":
+            return
+        while parts:
+            try:
+                dirs = new_manager("/" + "/".join(parts)).paths().values()
+            except BulkheadError:
+                return
+            for path in dirs:
+                with contextlib.suppress(OSError):
+                    os.rmdir(path)
+            parts.pop()
 
     # -- the container's files (cp, export, diff, commit) -------------------------------------
 
