@@ -38,6 +38,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -592,7 +593,7 @@ class Zygote:
             return
         self.spare_after = time.monotonic() + _SPARE_HOLD
         if self.spare is not None:
-            pid, handoff = self.spare
+            _, handoff = self.spare
             self.spare = None
             try:
                 socket.send_fds(handoff, [msgspec.json.encode(cfg)], [conn.fileno()])
@@ -603,24 +604,14 @@ class Zygote:
                 conn.close()
                 return
             handoff.close()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        pid = os.fork()
-        if pid == 0:
-            code = 1
-            try:
-                self._forget_zygote(listener, sel, sig)
-                from bulkhead.engine.monitor import serve
 
-                code = serve(cfg, conn)
-            except BaseException:
-                import traceback
+        def monitor() -> int:
+            from bulkhead.engine.monitor import serve
 
-                traceback.print_exc()
-            finally:
-                os._exit(code)
+            return serve(cfg, conn)
+
+        self._fork_child((listener, sel, sig), monitor)
         conn.close()
-        self.children.add(pid)
 
     def _for_monitor(
         self,
@@ -656,6 +647,30 @@ class Zygote:
                 _answer(client, reply)
             _answer(conn, reply)
             return
+
+        def helper() -> int:
+            if client is not None:
+                conn.close()
+                return serve_exec(cfg, client, received)
+            return serve_delete(cfg, conn)
+
+        pid = self._fork_child(closing, helper)
+        if client is None:
+            self.deleting.add(pid)
+        conn.close()
+        if client is not None:
+            client.close()
+
+    def _fork_child(
+        self,
+        closing: tuple[socket.socket, selectors.BaseSelector, tuple[int, int]],
+        body: Callable[[], int],
+    ) -> int:
+        """Fork a child that drops the zygote's fds and signals, runs ``body``, exits with its code.
+
+        Returns the child's pid (counted in :attr:`children`, reaped on SIGCHLD);
+        raises :class:`OSError` when the fork fails.
+        """
         sys.stdout.flush()
         sys.stderr.flush()
         pid = os.fork()
@@ -663,11 +678,7 @@ class Zygote:
             code = 1
             try:
                 self._forget_zygote(*closing)
-                if client is not None:
-                    conn.close()
-                    code = serve_exec(cfg, client, received)
-                else:
-                    code = serve_delete(cfg, conn)
+                code = body()
             except BaseException:
                 import traceback
 
@@ -675,11 +686,7 @@ class Zygote:
             finally:
                 os._exit(code)
         self.children.add(pid)
-        if client is None:
-            self.deleting.add(pid)
-        conn.close()
-        if client is not None:
-            client.close()
+        return pid
 
     def _forget_zygote(
         self, listener: socket.socket, sel: selectors.BaseSelector, sig: tuple[int, int]
@@ -708,39 +715,28 @@ class Zygote:
         warms up meanwhile (:func:`bulkhead.engine.monitor.fork_spare_helper`).
         """
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-        sys.stdout.flush()
-        sys.stderr.flush()
+
+        def spare() -> int:
+            ours.close()
+            from bulkhead.engine.monitor import fork_spare_helper, monitor_prologue, serve
+
+            helper = fork_spare_helper()
+            sig_r = monitor_prologue()  # done now, while nothing waits
+            msg, fds, _, _ = socket.recv_fds(theirs, 1 << 20, 1)
+            theirs.close()
+            if not msg or len(fds) != 1:
+                return 0
+            cfg = msgspec.json.decode(msg, type=MonitorConfig)
+            return serve(cfg, socket.socket(fileno=fds[0]), helper, sig_r)
+
         try:
-            pid = os.fork()
+            pid = self._fork_child(closing, spare)
         except OSError as exc:
             print(f"bulkhead.engine.zygote: no spare monitor: {exc}", file=sys.stderr)
             ours.close()
             theirs.close()
             return None
-        if pid == 0:
-            code = 1
-            try:
-                ours.close()
-                self._forget_zygote(*closing)
-                from bulkhead.engine.monitor import fork_spare_helper, monitor_prologue, serve
-
-                helper = fork_spare_helper()
-                sig_r = monitor_prologue()  # done now, while nothing waits
-                msg, fds, _, _ = socket.recv_fds(theirs, 1 << 20, 1)
-                theirs.close()
-                if not msg or len(fds) != 1:
-                    os._exit(0)
-                cfg = msgspec.json.decode(msg, type=MonitorConfig)
-                conn = socket.socket(fileno=fds[0])
-                code = serve(cfg, conn, helper, sig_r)
-            except BaseException:
-                import traceback
-
-                traceback.print_exc()
-            finally:
-                os._exit(code)
         theirs.close()
-        self.children.add(pid)
         return pid, ours
 
     def _drop_spare(self) -> None:
