@@ -558,12 +558,7 @@ def _start_helper(
         try:
             signal.set_wakeup_fd(-1)
             ours.close()
-            try:
-                doc, fds = work()
-            except Exception as exc:
-                err = _map_runtime_error(exc)
-                doc, fds = {"error": str(err), "kind": err.kind}, []
-            socket.send_fds(theirs, [json.dumps(doc).encode()], fds)
+            _send_helper_result(theirs, work)
         except BaseException:
             traceback.print_exc()
             code = 1
@@ -571,6 +566,18 @@ def _start_helper(
             os._exit(code)
     theirs.close()
     return pid, ours
+
+
+def _send_helper_result(
+    sock: socket.socket, work: Callable[[], tuple[dict[str, Any], list[int]]]
+) -> None:
+    """In a helper: run ``work``, send its (JSON dict, fds), or its error as the runtime's kind."""
+    try:
+        doc, fds = work()
+    except Exception as exc:
+        err = _map_runtime_error(exc)
+        doc, fds = {"error": str(err), "kind": err.kind}, []
+    socket.send_fds(sock, [json.dumps(doc).encode()], fds)
 
 
 def _helper_answer(
@@ -689,14 +696,13 @@ def fork_spare_helper() -> tuple[int, socket.socket] | None:
             if not msg or len(fds) != 3:
                 os._exit(0)
             lxprocess.set_pdeathsig(0)
-            try:
+
+            def create() -> tuple[dict[str, Any], list[int]]:
                 req = json.loads(msg)
                 cfg = msgspec.convert(req["config"], type=MonitorConfig)
-                doc, out = _create_work(cfg, (fds[0], fds[1], fds[2]), bool(req["tty"]))
-            except Exception as exc:
-                err = _map_runtime_error(exc)
-                doc, out = {"error": str(err), "kind": err.kind}, []
-            socket.send_fds(theirs, [json.dumps(doc).encode()], out)
+                return _create_work(cfg, (fds[0], fds[1], fds[2]), bool(req["tty"]))
+
+            _send_helper_result(theirs, create)
         except BaseException:
             traceback.print_exc()
             code = 1
