@@ -903,35 +903,20 @@ static bool j_value(jparser *j, int depth, int *type, buf_t *repr, jobject *obj)
             j->i++;
         }
     }
-    if (j_literal(j, "true")) {
-        *type = J_TRUE;
-        if (repr)
-            buf_adds(repr, "True");
-        return true;
-    }
-    if (j_literal(j, "false")) {
-        *type = J_FALSE;
-        if (repr)
-            buf_adds(repr, "False");
-        return true;
-    }
-    if (j_literal(j, "null")) {
-        *type = J_NULL;
-        if (repr)
-            buf_adds(repr, "None");
-        return true;
-    }
-    if (j_literal(j, "NaN")) {
-        *type = J_FLOAT;
-        if (repr)
-            buf_adds(repr, "nan");
-        return true;
-    }
-    if (j_literal(j, "Infinity")) {
-        *type = J_FLOAT;
-        if (repr)
-            buf_adds(repr, "inf");
-        return true;
+    /* The words json.loads takes, and how Python's repr() writes them. */
+    static const struct {
+        const char *word;
+        int type;
+        const char *repr;
+    } words[] = {{"true", J_TRUE, "True"},   {"false", J_FALSE, "False"}, {"null", J_NULL, "None"},
+                 {"NaN", J_FLOAT, "nan"},    {"Infinity", J_FLOAT, "inf"}};
+    for (size_t k = 0; k < sizeof words / sizeof words[0]; k++) {
+        if (j_literal(j, words[k].word)) {
+            *type = words[k].type;
+            if (repr)
+                buf_adds(repr, words[k].repr);
+            return true;
+        }
     }
     return j_number(j, type, repr);
 }
