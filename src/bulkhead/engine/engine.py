@@ -82,6 +82,7 @@ from bulkhead.engine.containers import (
     parse_rfc3339,
     random_name,
 )
+from bulkhead.engine.events import EventBus
 from bulkhead.engine.options import RunOptions, host_devices, stat_device
 from bulkhead.engine.runtimes import BUILTIN, Runtimes
 from bulkhead.errors import (
@@ -368,6 +369,16 @@ class Engine:
         self._unpack_locks_guard = threading.Lock()
         #: set by the exec API: container id -> its exec instances' ids (inspect's ExecIDs)
         self.exec_ids: Callable[[str], builtins.list[str]] | None = None
+        #: what happened, for ``GET /events`` (see :mod:`bulkhead.engine.events`)
+        self.events = EventBus()
+
+    def emit(self, c: Container, action: str, **extra: str) -> None:
+        """A ``container`` event for ``c``: Docker's attributes (image, name, labels) plus ``extra``."""
+        attributes = dict(c.config.get("Labels") or {})
+        attributes["image"] = c.config.get("Image") or c.image_ref or c.image
+        attributes["name"] = c.name
+        attributes.update(extra)
+        self.events.emit("container", action, c.id, attributes)
 
     @property
     def driver(self) -> str:
