@@ -464,6 +464,11 @@ def test_log_matches_jsonlogwriter(h: Harness) -> None:
     lines = got.splitlines(keepends=True)
     assert b"".join(x for x in lines if b'"stream":"stdout"' in x) == want_out
     assert b"".join(x for x in lines if b'"stream":"stderr"' in x) == want_err
+    # Docker's escaping (moby jsonlog): <>& and control characters as \u00XX, bad bytes as \ufffd
+    want = rb"\u003ca href='x'\u003e\u0026amp;\u003c/a\u003e \"q\" \\ \u0009\u0001\u001b[0m"
+    want += b"\x7f " + rb"\u2028 " + b"\xef\xbb\xbf" + rb"\n"
+    assert b'"log":"' + want + b'"' in got
+    assert rb'"log":"bad utf-8: \ufffd\ufffd \ufffd( \ufffd\ufffd \ufffd\ufffd\ufffd ' in got
     # chunked differently (the monitor reads what the pipe has): the same lines
     want_chunked = _untimed(
         _expected_log(h.root, [(1, out[i : i + 1000]) for i in range(0, len(out), 1000)])
@@ -475,7 +480,9 @@ def test_log_of_random_bytes_matches_jsonlogwriter(h: Harness) -> None:
     rng = random.Random(5)
     alphabet = [b"\n", b"a", b"\x00", b"\x1f", b'"', b"\\", b"\x7f", b"\xc3\xa9", b"\xe2\x82\xac"]
     alphabet += [b"\xf0\x9f\x98\x80", b"\xff", b"\xc3", b"\xe2\x82", b"\xed\xa0\x80", b"\x80"]
-    weights = [3, 60, 1, 1, 1, 1, 1, 2, 2, 1, 1, 1, 1, 1, 1]
+    alphabet += [b"<", b">", b"&", b"\t", b"\r", b"\xe2\x80\xa8", b"\xe2\x80\xa9", b"\xe2\x80"]
+    alphabet += [b"\xef\xbf\xbd", b"\xc0\x80", b"\xf4\x90\x80\x80"]
+    weights = [3, 60, 1, 1, 1, 1, 1, 2, 2, 1, 1, 1, 1, 1, 1] + [1] * 11
     blobs = {}
     for name in ("out", "err"):
         parts = rng.choices(alphabet, weights, k=150_000)

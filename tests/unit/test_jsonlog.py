@@ -270,3 +270,33 @@ def test_upto_of_an_empty_log_replays_the_rotated_files_only(tmp_path: Path) -> 
     w.close()
     assert collect(log, upto=mark) == []
     assert log_position(tmp_path / "missing.log") is None
+
+
+@pytest.mark.parametrize(
+    ("message", "body"),
+    [  # moby's jsonlogbytes_test.go cases, and what its rules give for the rest
+        (b'"A log line with \\"', rb"\"A log line with \\\""),
+        (b"A log line with \r", rb"A log line with \r"),
+        (b"A log line with & < >", rb"A log line with \u0026 \u003c \u003e"),
+        ("utf8 : 🚀 ψ ω β\n".encode(), "utf8 : 🚀 ψ ω β".encode() + rb"\n"),
+        ("\u2028 \u2029".encode(), rb"\u2028 \u2029"),
+        (b"\xaf", rb"\ufffd"),
+        (b"\x7f'", b"\x7f'"),
+        (b"\t\x08\x0c\x00\x1b", rb"\u0009\u0008\u000c\u0000\u001b"),
+        # each byte of a torn or invalid sequence on its own; a real U+FFFD stays raw
+        (b"\xe2\x82A\xed\xa0\x80\xc0\x80", rb"\ufffd\ufffdA" + rb"\ufffd" * 5),
+        ("\ufffd".encode(), "\ufffd".encode()),
+    ],
+)
+def test_lines_escape_as_dockers_json_file(tmp_path: Path, message: bytes, body: bytes) -> None:
+    log = tmp_path / "c.log"
+    w = JsonLogWriter(log)
+    w.write(2, message, now_ns=T0)
+    w.flush(now_ns=T0)  # the messages without a newline
+    w.close()
+    want = b'{"log":"' + body + b'","stream":"stderr","time":"2023-11-14T22:13:20Z"}\n'
+    assert log.read_bytes() == want
+    # and the reader gives the text back, each bad byte as one U+FFFD
+    text = message.decode("utf-8", "surrogateescape")
+    text = "".join("\ufffd" if "\udc80" <= c <= "\udcff" else c for c in text)
+    assert collect(log) == [(2, text.encode())]

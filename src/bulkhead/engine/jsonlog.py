@@ -30,6 +30,7 @@ import asyncio
 import calendar
 import collections
 import os
+import re
 import time
 from collections.abc import AsyncIterator
 from typing import Any, NamedTuple
@@ -101,8 +102,45 @@ class LogEntry(msgspec.Struct):
     time: str
 
 
-_encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(LogEntry)
+
+#: How Docker's json-file writes a message's characters that JSON or HTML would misread
+#: (moby's ``jsonlog.ffjsonWriteJSONBytesAsString``, Go's ``json.Marshal`` rules): control
+#: characters as ``\u00XX`` except ``\n`` and ``\r``; ``<``, ``>``, ``&`` as ``\u003c``,
+#: ``\u003e``, ``\u0026``; U+2028 and U+2029 escaped; DEL and other UTF-8 as they are; every
+#: byte that is not part of valid UTF-8 as the six characters ``\ufffd`` (one per byte, as Go's
+#: ``utf8.DecodeRune`` sees them), so a real U+FFFD in the output stays distinguishable.
+_ESCAPES: dict[str, str] = {chr(c): f"\\u{c:04x}" for c in range(0x20)}
+_ESCAPES.update({"\n": "\\n", "\r": "\\r", '"': '\\"', "\\": "\\\\"})
+_ESCAPES.update({c: f"\\u{ord(c):04x}" for c in "<>&\u2028\u2029"})
+#: bytes that are not UTF-8 come out of ``surrogateescape`` as U+DC80..U+DCFF, one per byte
+_ESCAPES.update({chr(0xDC00 + b): "\\ufffd" for b in range(0x80, 0x100)})
+_TO_ESCAPE = re.compile('[\x00-\x1f"\\\\<>&\u2028\u2029\udc80-\udcff]')
+
+
+def _escape(match: re.Match[str]) -> str:
+    return _ESCAPES[match.group()]
+
+
+def json_string_body(message: bytes) -> bytes:
+    """``message`` as the inside of a JSON string, byte for byte as Docker's json-file writes it."""
+    text = message.decode("utf-8", "surrogateescape")
+    return _TO_ESCAPE.sub(_escape, text).encode("utf-8")
+
+
+def log_line(stream: int, message: bytes, stamp: str) -> bytes:
+    """One json-file line (newline included): ``{"log":...,"stream":...,"time":...}``."""
+    return b"".join(
+        (
+            b'{"log":"',
+            json_string_body(message),
+            b'","stream":"',
+            STREAM_NAMES[stream].encode(),
+            b'","time":"',
+            stamp.encode(),
+            b'"}\n',
+        )
+    )
 
 
 class JsonLogWriter:
@@ -159,8 +197,7 @@ class JsonLogWriter:
 
     def _emit(self, stream: int, message: bytes, stamp: str) -> None:
         """Queue one message's line (rotating first if it would not fit)."""
-        entry = LogEntry(message.decode("utf-8", "replace"), STREAM_NAMES[stream], stamp)
-        line = _encoder.encode(entry) + b"\n"
+        line = log_line(stream, message, stamp)
         if self.max_size and self.size and self.size + len(line) > self.max_size:
             self._write_out()
             self.rotate()

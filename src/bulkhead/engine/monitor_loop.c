@@ -450,6 +450,57 @@ static size_t json_str_msgspec(char *out, const unsigned char *s, size_t n) {
     return (size_t)(o - out);
 }
 
+/* Docker's json-file string body (no quotes) of a message (jsonlog.json_string_body; moby's
+ * ffjsonWriteJSONBytesAsString): control characters as \u00XX except \n and \r; <, >, & as
+ * \u003c \u003e \u0026; U+2028/U+2029 escaped; each byte that is not part of valid UTF-8 as the
+ * six characters \ufffd (Go's utf8.DecodeRune: one byte at a time). Writes to out, which must
+ * have room for 6 * n bytes. Returns the length written. */
+static size_t json_str_docker(char *out, const unsigned char *s, size_t n) {
+    static const char hex[] = "0123456789abcdef";
+    char *o = out;
+    size_t i = 0, bad;
+    while (i < n) {
+        unsigned c = s[i];
+        if (c >= 0x80) {
+            size_t l = utf8_seq(s + i, n - i, &bad);
+            if (!l) {
+                memcpy(o, "\\ufffd", 6);
+                o += 6;
+                i += 1;
+            } else if (l == 3 && c == 0xE2 && s[i + 1] == 0x80 && (s[i + 2] & 0xFE) == 0xA8) {
+                memcpy(o, "\\u202", 5);
+                o[5] = hex[s[i + 2] & 1 ? 9 : 8];
+                o += 6;
+                i += 3;
+            } else {
+                memcpy(o, s + i, l);
+                o += l;
+                i += l;
+            }
+            continue;
+        }
+        i++;
+        if (c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&') {
+            *o++ = (char)c;
+            continue;
+        }
+        *o++ = '\\';
+        if (c == '"' || c == '\\') {
+            *o++ = (char)c;
+        } else if (c == '\n') {
+            *o++ = 'n';
+        } else if (c == '\r') {
+            *o++ = 'r';
+        } else {
+            memcpy(o, "u00", 3);
+            o[3] = hex[c >> 4];
+            o[4] = hex[c & 15];
+            o += 5;
+        }
+    }
+    return (size_t)(o - out);
+}
+
 /* Go's time.RFC3339Nano in UTC (jsonlog.log_time, oci.state.rfc3339_nano). */
 static size_t rfc3339_nano(char *out, size_t outsz, int64_t ns) {
     time_t secs = (time_t)(ns / 1000000000LL);
@@ -1203,7 +1254,7 @@ static void log_emit(int stream, const unsigned char *msg, size_t n, const char 
     char *line = lg.pending + lg.plen, *o = line;
     memcpy(o, head, sizeof head - 1);
     o += sizeof head - 1;
-    o += json_str_msgspec(o, msg, n);
+    o += json_str_docker(o, msg, n);
     size_t ml = strlen(mid), sl = strlen(stamp);
     memcpy(o, mid, ml);
     o += ml;
