@@ -27,6 +27,10 @@ class FakeEngine:
         self.env: list[str] = []
         self.containers = {CID}
         self.store = SimpleNamespace(exists=lambda cid: cid in self.containers)
+        self.emitted: list[tuple[str, dict[str, str]]] = []
+
+    def emit(self, c: Any, action: str, **extra: str) -> None:
+        self.emitted.append((action, extra))
 
     def paths(self, cid: str) -> ContainerPaths:
         return ContainerPaths(self.root, cid)
@@ -190,3 +194,16 @@ def test_term_follows_the_execs_tty_not_the_containers(api: ExecAPI) -> None:
     spec_path.write_text(json.dumps(spec))
     assert "TERM=vt100" in api._process(create(api, {"Cmd": ["env"]}))["env"]
     assert "TERM=vt100" in api._process(create(api, {"Cmd": ["env"], "Tty": True}))["env"]
+
+
+def test_exec_events_create_and_die_once(api: ExecAPI) -> None:
+    inst = create(api, {"Cmd": ["sh", "-c", "exit 3"]})
+    events: list[tuple[str, dict[str, str]]] = api.engine.emitted  # type: ignore[attr-defined]
+    assert events == [("exec_create: sh -c exit 3", {"execID": inst.id})]
+    inst.started = inst.running = True
+    api._finish(inst, 3)
+    api._finish(inst, 3)  # already ended: no second exec_die
+    assert events[1:] == [("exec_die", {"execID": inst.id, "exitCode": "3"})]
+    no_args = create(api, {"Cmd": ["ls"]})
+    assert events[-1][0] == "exec_create: ls "  # Docker's action keeps the space
+    assert events[-1][1] == {"execID": no_args.id}

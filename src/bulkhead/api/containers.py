@@ -406,6 +406,7 @@ class ContainersAPI:
                     # the container ended (or never began) meanwhile: nothing to stream
                     log.info("attach to %s: %s", c.id[:12], exc)
         log_path = c.log_path
+        engine.emit(c, "attach")
 
         async def pump(stream: RawStream) -> None:
             try:
@@ -438,6 +439,9 @@ class ContainersAPI:
             raise BadRequest("invalid resize: h and w must be non-negative integers")
         client = self.engine.monitor(req.params["id"])
         await client.resize(height, width)
+        self.engine.emit(
+            self.engine.get(req.params["id"]), "resize", height=str(height), width=str(width)
+        )
         return Response(200, b"", "text/plain; charset=utf-8")
 
     async def logs(self, req: Request) -> StreamResponse:

@@ -146,6 +146,11 @@ def _console_size(doc: dict[str, Any]) -> tuple[int, int] | None:
     return (size[0], size[1]) if any(size) else None
 
 
+def _exec_action(action: str, cmd: list[str]) -> str:
+    """Docker's exec event action: ``exec_start: sh -c true`` (entrypoint, a space, the args)."""
+    return f"{action}: {cmd[0] if cmd else ''} {' '.join(cmd[1:])}"
+
+
 def _merge_env(base: list[str], extra: list[str]) -> list[str]:
     """Docker's ``ReplaceOrAppendEnvValues``: an override keeps the variable's place."""
     merged: dict[str, str] = {}
@@ -219,6 +224,7 @@ class ExecAPI:
         )
         self._forget_finished()
         self.instances[inst.id] = inst
+        self.engine.emit(c, _exec_action("exec_create", cmd), execID=inst.id)
         return json_response({"Id": inst.id}, 201)
 
     def _forget_finished(self) -> None:
@@ -294,6 +300,21 @@ class ExecAPI:
         Without either it may still run (its client went away: the process
         goes on, as in Docker), unless its container is gone or stopped.
         """
+        was_running = inst.running
+        try:
+            self._settle(inst, code)
+        finally:
+            if was_running and not inst.running:
+                self._emit_die(inst)
+
+    def _emit_die(self, inst: ExecInstance) -> None:
+        """Docker's ``exec_die`` (``execID``, ``exitCode``), once the exec has ended."""
+        with contextlib.suppress(BulkheadError):
+            c = self.engine.get(inst.container_id)
+            code = inst.exit_code if inst.exit_code is not None else 127
+            self.engine.emit(c, "exec_die", execID=inst.id, exitCode=str(code))
+
+    def _settle(self, inst: ExecInstance, code: int | None) -> None:
         if code is not None:
             inst.running, inst.exit_code = False, code
             return
@@ -330,6 +351,9 @@ class ExecAPI:
         client = self.engine.monitor(inst.container_id)  # 409 when not running
         inst.started = True
         inst.running = True
+        self.engine.emit(
+            self.engine.get(inst.container_id), _exec_action("exec_start", inst.cmd), execID=inst.id
+        )
         stdin = inst.attach_stdin and not detach
 
         async def run() -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | BulkheadError:

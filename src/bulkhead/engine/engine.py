@@ -480,6 +480,7 @@ class Engine:
         finally:
             self._creating.discard(cid)
         self._fresh.add(c.id)
+        self.emit(c, "create")
         log.info("created container %s (%s) from %s", cid[:12], name, image_ref)
         return c.id, warnings
 
@@ -904,12 +905,16 @@ class Engine:
             if status is None:  # the monitor vanished: its container must not run on unseen
                 await asyncio.to_thread(self._delete_runtime_state, c.runtime, c.id)
 
+            died = False
+
             def record(x: Container) -> None:
+                nonlocal died
                 was_running = x.state.running or x.state.status in (
                     "running",
                     "paused",
                     "restarting",
                 )
+                died = was_running
                 x.state.running = False
                 x.state.paused = False
                 x.state.restarting = False
@@ -926,6 +931,8 @@ class Engine:
                     x.state.error = error
 
             c = self.store.update(container_id, record)
+            if died:
+                self._emit_exit(c, code, oom)
             if not (c.auto_remove and c.state.status == "exited"):  # remove() unmounts those
                 await asyncio.to_thread(self._after_exit, c)
         fut = self._exit_futures.pop(container_id, None)
@@ -940,6 +947,13 @@ class Engine:
             ran = parse_rfc3339(c.state.finished_at) - parse_rfc3339(c.state.started_at)
             count = 0 if ran > 10 else c.restart_count
             self._spawn_task(self._restart_later(container_id, min(0.1 * 2**count, 60.0)))
+
+    def _emit_exit(self, c: Container, code: int, oom: bool) -> None:
+        """Docker's events of an exit: ``oom`` (killed by its memory limit), then ``die``."""
+        if oom:
+            self.emit(c, "oom")
+        ran = parse_rfc3339(c.state.finished_at) - parse_rfc3339(c.state.started_at)
+        self.emit(c, "die", exitCode=str(code), execDuration=str(max(int(ran), 0)))
 
     def _after_exit(self, c: Container) -> None:
         self._release_network(c)
@@ -1010,7 +1024,8 @@ class Engine:
                 x.state.started_at = started_at
                 x.state.finished_at = ZERO_TIME
 
-            self.store.update(c.id, running)
+            c = self.store.update(c.id, running)
+            self.emit(c, "start")
         log.info("started container %s", c.id[:12])
         return True
 
@@ -1047,6 +1062,7 @@ class Engine:
         c = self.get(ref)
         if not c.state.running:
             raise ContainerNotRunning(f"Container {c.id} is not running")
+        self.emit(c, "kill", signal=str(sig))
         await self._monitor_client(c.id).kill(sig, sig == signal_mod.SIGKILL)
 
     async def stop(self, ref: str, timeout: int | None = None, signal: str | None = None) -> bool:
@@ -1067,6 +1083,8 @@ class Engine:
             await self._stop_running(c, sig, timeout)
         finally:
             self._stopping.discard(c.id)
+        with contextlib.suppress(NoSuchContainer):
+            self.emit(self.get(c.id), "stop")
         return True
 
     def _set_manually_stopped(self, container_id: str, value: bool) -> None:
@@ -1084,6 +1102,8 @@ class Engine:
         if not self._monitor_live(c) and c.state.monitor_pid == 0:
             return
         client = self._monitor_client(c.id)
+        if c.state.running:
+            self.emit(c, "kill", signal=str(sig))
         with contextlib.suppress(Exception):
             await client.kill(sig, False)
         try:
@@ -1094,6 +1114,8 @@ class Engine:
             return
         except TimeoutError:
             log.info("container %s did not stop in %ss: SIGKILL", c.id[:12], timeout)
+        if sig != signal_mod.SIGKILL:
+            self.emit(c, "kill", signal=str(int(signal_mod.SIGKILL)))
         with contextlib.suppress(Exception):
             await client.kill(signal_mod.SIGKILL, True)
         try:
@@ -1110,6 +1132,7 @@ class Engine:
         c = self.get(ref)
         await self.stop(c.id, timeout, signal)
         await self.start(c.id)
+        self.emit(self.get(c.id), "restart")
 
     async def wait(self, ref: str, condition: str = "not-running") -> tuple[int, str | None]:
         """Docker's wait: (exit code, error or None) when ``condition`` is met."""
@@ -1158,6 +1181,7 @@ class Engine:
 
             self.store.update(c.id, removing)
             await asyncio.to_thread(self._forget_sync, c, volumes or c.auto_remove)
+            self.emit(c, "destroy")
         # The files go after the waiters are told (Docker's "removed" means the record is
         # gone; a daemon killed meanwhile collects them in start_up, as half-made ones),
         # and after the monitor's end (it may still be deleting the runtime container).
@@ -1245,7 +1269,8 @@ class Engine:
     def rename(self, ref: str, new_name: str) -> None:
         """Give a container a new name (409 when taken, 400 when invalid or unchanged)."""
         c = self.get(ref)
-        self.store.rename(c.id, new_name)
+        renamed = self.store.rename(c.id, new_name)
+        self.emit(renamed, "rename", oldName="/" + c.name)
 
     def _delete_runtime_state(self, runtime_name: str, container_id: str) -> None:
         """Delete what the OCI runtime still knows of ``container_id`` (fine when nothing)."""
@@ -1767,7 +1792,9 @@ class Engine:
             with self.rootfs_mounted(c.id) as rootfs:
                 export_filesystem(rootfs, out)
 
-        return await self._spooled(write)
+        chunks = await self._spooled(write)
+        self.emit(c, "export")
+        return chunks
 
     async def archive_stat(self, ref: str, path: str) -> dict[str, Any]:
         """``HEAD /containers/{id}/archive``: Docker's ContainerPathStat (404 when missing)."""
@@ -1793,6 +1820,7 @@ class Engine:
                 found.update(chrooted.run("get", view, path, c.id, stdout=out))
 
         chunks = await self._spooled(write)
+        self.emit(c, "archive-path")
         return found, chunks
 
     async def archive_put(
@@ -1835,6 +1863,7 @@ class Engine:
                     )
 
             await asyncio.to_thread(unpack)
+        self.emit(c, "extract-to-dir")
 
     async def commit(
         self,
@@ -1856,7 +1885,7 @@ class Engine:
 
         c = self.get(ref)
         created_by = " ".join([c.path, *c.args]).strip()
-        return await asyncio.to_thread(
+        image_id: str = await asyncio.to_thread(
             filesystem.commit_image,
             self.images,
             self.snapshotter,
@@ -1872,6 +1901,13 @@ class Engine:
             changes_=changes or (),
             config_override=config,
         )
+        image_ref = ""
+        if repo:
+            from bulkhead.images.reference import parse_reference
+
+            image_ref = parse_reference(f"{repo}:{tag}" if tag else repo).familiar()
+        self.emit(c, "commit", comment=comment, imageID=image_id, imageRef=image_ref)
+        return image_id
 
     @contextlib.contextmanager
     def _cp_view(self, c: Container) -> Iterator[str]:
