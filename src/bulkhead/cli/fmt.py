@@ -94,14 +94,15 @@ _UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, 
 
 
 def _go_duration(text: str) -> float | None:
+    """Go's ``time.ParseDuration`` in seconds (``1h30m``, ``-5s``: a sign puts it ahead)."""
     import re
 
-    if not re.fullmatch(r"(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+", text):
+    if not re.fullmatch(r"[-+]?(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+", text):
         return None
     total = 0.0
     for num, _frac, unit in re.findall(r"(\d+(\.\d+)?)(ns|us|µs|ms|s|m|h)", text):
         total += float(num) * _UNITS[unit]
-    return total
+    return -total if text.startswith("-") else total
 
 
 # --- --format: docker's table layout (the template engine is imported only when needed)

@@ -56,6 +56,7 @@ COMMANDS: dict[str, str] = {
     "history": "images:cmd_history",
     "version": "system:cmd_version",
     "info": "system:cmd_info",
+    "events": "events:cmd_events",
     "login": "system:cmd_login",
     "logout": "system:cmd_logout",
 }
@@ -116,6 +117,7 @@ GROUPS: dict[str, dict[str, str]] = {
     },
     "system": {
         "info": COMMANDS["info"],
+        "events": COMMANDS["events"],
     },
 }
 
@@ -143,7 +145,7 @@ Management Commands:
   system      Manage bulkhead
 
 Commands:
-  attach cp commit create diff export history import inspect kill load logs port
+  attach cp commit create diff events export history import inspect kill load logs port
   rename restart rm rmi save start stop tag wait
 
 Daemon:
