@@ -1,0 +1,197 @@
+"""``docker events`` and ``bulkhead events`` against a real daemon; OOM kills in inspect and events.
+
+Every stream here is bounded by ``--until`` (a time already past: the
+history only; or a few seconds ahead: the live stream ends then), so each
+command exits by itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from typing import Any
+
+import pytest
+from tests.integration.engine_fixtures import DOCKER, Daemon
+
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root"),
+]
+
+needs_docker = pytest.mark.skipif(DOCKER is None, reason="docker CLI not installed")
+
+
+def ok(r: subprocess.CompletedProcess[str]) -> str:
+    assert r.returncode == 0, f"exit {r.returncode}\nstdout: {r.stdout}\nstderr: {r.stderr}"
+    return r.stdout
+
+
+def json_lines(text: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def actions(events: list[dict[str, Any]], actor: str) -> list[str]:
+    return [e["Action"] for e in events if e["Actor"]["ID"] == actor]
+
+
+@needs_docker
+def test_docker_events_since_until_shows_a_run(daemon: Daemon) -> None:
+    since = f"{time.time() - 1:.3f}"
+    r = daemon.docker(
+        "run", "--name", "ev-run", "--label", "team=a", "busybox", "sh", "-c", "exit 3"
+    )
+    assert r.returncode == 3, r.stderr
+    cid = ok(daemon.docker("inspect", "-f", "{{.Id}}", "ev-run")).strip()
+    ok(daemon.docker("rm", "ev-run"))
+    out = ok(
+        daemon.docker(
+            "events", "--since", since, "--until", f"{time.time():.3f}", "--format", "{{json .}}"
+        )
+    )
+    events = json_lines(out)
+    assert actions(events, cid) == ["create", "attach", "start", "die", "destroy"]
+    die = next(e for e in events if e["Action"] == "die")
+    attrs = die["Actor"]["Attributes"]
+    assert attrs["exitCode"] == "3"
+    assert attrs["name"] == "ev-run" and attrs["image"] == "busybox" and attrs["team"] == "a"
+    assert "execDuration" in attrs
+    assert die["Type"] == "container" and die["scope"] == "local"
+    assert die["timeNano"] // 1_000_000_000 == die["time"]
+
+
+@needs_docker
+def test_docker_events_filters(daemon: Daemon) -> None:
+    since = f"{time.time() - 1:.3f}"
+    ok(daemon.docker("create", "--name", "ev-a", "--label", "k=1", "busybox", "true"))
+    ok(daemon.docker("create", "--name", "ev-b", "busybox", "true"))
+    ok(daemon.docker("start", "ev-a"))
+    ok(daemon.docker("wait", "ev-a"))
+    until = f"{time.time():.3f}"
+
+    def names(*filters: str) -> list[tuple[str, str]]:
+        args = [a for f in filters for a in ("--filter", f)]
+        out = ok(
+            daemon.docker(
+                "events", "--since", since, "--until", until, *args, "--format", "{{json .}}"
+            )
+        )
+        return [(e["Actor"]["Attributes"]["name"], e["Action"]) for e in json_lines(out)]
+
+    assert names("container=ev-b") == [("ev-b", "create")]
+    assert names("event=start") == [("ev-a", "start")]
+    assert names("event=create", "event=die") == [
+        ("ev-a", "create"),
+        ("ev-b", "create"),
+        ("ev-a", "die"),
+    ]
+    assert names("label=k=1", "event=create") == [("ev-a", "create")]
+    assert names("label=k=2") == []
+    assert names("image=busybox", "event=create") == [("ev-a", "create"), ("ev-b", "create")]
+    assert names("type=image") == []
+    # the default (human) format: time, type, action, id, sorted attributes
+    out = ok(daemon.docker("events", "--since", since, "--until", until, "-f", "container=ev-b"))
+    line = out.strip()
+    assert " container create " in line and line.endswith("(image=busybox, name=ev-b)")
+
+
+@needs_docker
+def test_docker_events_until_in_the_future_streams_live_then_ends(daemon: Daemon) -> None:
+    until = f"{time.time() + 6:.3f}"
+    watcher = subprocess.Popen(
+        [str(DOCKER), "events", "--until", until, "--format", "{{json .}}", "-f", "event=start"],
+        env=daemon.env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(1)  # the subscription is made before the container starts
+        ok(daemon.docker("run", "--rm", "--name", "ev-live", "busybox", "true"))
+        out, err = watcher.communicate(timeout=60)
+    finally:
+        if watcher.poll() is None:
+            watcher.kill()
+            watcher.wait()
+    assert watcher.returncode == 0, err
+    assert [e["Actor"]["Attributes"]["name"] for e in json_lines(out)] == ["ev-live"]
+
+
+@needs_docker
+def test_docker_events_since_after_until_is_refused(daemon: Daemon) -> None:
+    r = daemon.docker("events", "--since", "2000000000", "--until", "1000000000")
+    assert r.returncode != 0
+    assert "cannot be after" in r.stderr
+
+
+def test_bulkhead_events_cli(daemon: Daemon) -> None:
+    ok(daemon.bulkhead("create", "--name", "ev-cli", "busybox", "true"))
+    ok(daemon.bulkhead("rename", "ev-cli", "ev-cli2"))
+    out = ok(daemon.bulkhead("events", "--since", "1m", "--until", "0s", "--format", "{{json .}}"))
+    events = json_lines(out)
+    assert [e["Action"] for e in events] == ["create", "rename"]
+    assert events[1]["Actor"]["Attributes"]["oldName"] == "/ev-cli"
+    assert events[1]["Actor"]["Attributes"]["name"] == "ev-cli2"
+    out = ok(
+        daemon.bulkhead("events", "--since", "1m", "--until", "0s", "--filter", "event=create")
+    )
+    line = out.strip()
+    assert line.endswith("(image=busybox, name=ev-cli)")
+    stamp, kind, action, ident = line.split(" ")[:4]
+    assert (kind, action, ident) == ("container", "create", events[0]["Actor"]["ID"])
+    assert len(stamp) == len("2024-01-01T00:00:00.123456789Z") and stamp.endswith("Z")
+    out = ok(
+        daemon.bulkhead(
+            "events",
+            "--since",
+            "1m",
+            "--until",
+            "0s",
+            "--format",
+            "{{.Action}} {{.Actor.Attributes.name}}",
+        )
+    )
+    assert out.splitlines() == ["create ev-cli", "rename ev-cli2"]
+
+
+def test_bulkhead_exec_events(daemon: Daemon) -> None:
+    ok(daemon.bulkhead("run", "-d", "--name", "ev-exec", "busybox", "sleep", "60"))
+    assert daemon.bulkhead("exec", "ev-exec", "sh", "-c", "exit 5").returncode == 5
+    out = ok(
+        daemon.bulkhead(
+            "events", "--since", "1m", "--until", "0s", "-f", "event=exec_create", "-f",
+            "event=exec_start", "-f", "event=exec_die", "--format", "{{json .}}",
+        )
+    )  # fmt: skip
+    events = json_lines(out)
+    assert [e["Action"] for e in events] == [
+        "exec_create: sh -c exit 5",
+        "exec_start: sh -c exit 5",
+        "exec_die",
+    ]
+    assert len({e["Actor"]["Attributes"]["execID"] for e in events}) == 1
+    assert events[2]["Actor"]["Attributes"]["exitCode"] == "5"
+    ok(daemon.bulkhead("rm", "-f", "ev-exec"))
+
+
+@needs_docker
+def test_oom_kill_is_reported_in_inspect_and_events(daemon: Daemon) -> None:
+    since = f"{time.time() - 1:.3f}"
+    r = daemon.docker(
+        "run", "--name", "hog", "-m", "16m", "--memory-swap", "16m", "busybox",
+        "sh", "-c", "x=a; while :; do x=$x$x; done",
+    )  # fmt: skip
+    assert r.returncode == 137, r.stderr
+    state = json.loads(ok(daemon.docker("inspect", "-f", "{{json .State}}", "hog")))
+    assert state["OOMKilled"] is True and state["ExitCode"] == 137
+    out = ok(
+        daemon.docker(
+            "events", "--since", since, "--until", f"{time.time():.3f}",
+            "-f", "container=hog", "--format", "{{json .}}",
+        )
+    )  # fmt: skip
+    events = json_lines(out)
+    acts = [e["Action"] for e in events]
+    assert acts[-2:] == ["oom", "die"], acts
+    assert events[-1]["Actor"]["Attributes"]["exitCode"] == "137"
