@@ -851,29 +851,22 @@ class ImagesAPI:
         return json_response(await asyncio.to_thread(self._prune, filters, dangling_only))
 
     def _prune(self, filters: dict[str, list[str]], dangling_only: bool) -> dict[str, Any]:
-        if not (filters.get("label") or filters.get("label!") or filters.get("until")):
-            return self.store.prune(dangling_only, snapshotter=self.services.snapshotter)
         until = _timestamp(filters["until"][-1]) if filters.get("until") else None
-        deleted: list[dict[str, str]] = []
-        reclaimed = 0
-        for image in self.store.list():
-            if dangling_only and image.tags:
-                continue
+
+        def keep(image: Image) -> bool:
+            """Whether the filters spare ``image`` (Docker: label, label!, until)."""
             labels = (image.config.get("config") or {}).get("Labels") or {}
             if filters.get("label") and not _labels_match(labels, filters["label"]):
-                continue
+                return True
             if filters.get("label!") and any(_labels_match(labels, [x]) for x in filters["label!"]):
-                continue
-            if until is not None and not _unix(image.created) < until:
-                continue
-            if self.store.users(image):
-                continue
-            with contextlib.suppress(ImageError):
-                deleted.extend(
-                    self.store.remove(image.id, True, snapshotter=self.services.snapshotter)
-                )
-                reclaimed += image.size
-        return {"ImagesDeleted": deleted or None, "SpaceReclaimed": reclaimed}
+                return True
+            return until is not None and not _unix(image.created) < until
+
+        report = self.store.prune(dangling_only, snapshotter=self.services.snapshotter, keep=keep)
+        events = getattr(getattr(self.services, "engine", None), "events", None)
+        if events is not None:  # Docker: one "prune" event with the bytes reclaimed
+            events.emit("image", "prune", "", {"reclaimed": str(report["SpaceReclaimed"])})
+        return report
 
     # -- save, load ---------------------------------------------------------------------------
 

@@ -47,7 +47,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -720,15 +720,21 @@ class ImageStore:
             db.execute(f"DELETE FROM {table} WHERE image = ?", (image_id,))
         db.execute("DELETE FROM images WHERE id = ?", (image_id,))
 
-    def prune(self, dangling_only: bool = True, *, snapshotter: Any = None) -> dict[str, Any]:
+    def prune(
+        self,
+        dangling_only: bool = True,
+        *,
+        snapshotter: Any = None,
+        keep: Callable[[Image], bool] | None = None,
+    ) -> dict[str, Any]:
         """Remove images nothing uses: the dangling ones, or (``dangling_only=False``) all.
 
-        Returns Docker's ``{"ImagesDeleted": [...], "SpaceReclaimed": bytes}``
-        (bytes of blobs collected). With ``snapshotter`` its unpacked layers
-        no remaining image needs go too.
+        ``keep(image)`` spares an image a filter does not select (``label``,
+        ``until``). Returns Docker's ``{"ImagesDeleted": [...], "SpaceReclaimed": bytes}``,
+        the bytes being what really left the disk (:meth:`collect`): blobs, and
+        with ``snapshotter`` the unpacked layers no remaining image needs.
         """
         deleted: builtins.list[dict[str, str]] = []
-        before = self._content_bytes()
         with self._tx() as db:
             for (image_id,) in db.execute("SELECT id FROM images ORDER BY id").fetchall():
                 if db.execute("SELECT 1 FROM uses WHERE image = ?", (image_id,)).fetchone():
@@ -738,14 +744,29 @@ class ImageStore:
                 ]
                 if dangling_only and tags:
                     continue
+                if keep is not None:
+                    try:
+                        if keep(self._load(image_id)):
+                            continue
+                    except ImageError:
+                        pass  # its manifest or config is unreadable: nothing to keep it for
                 deleted.extend({"Untagged": familiar(t)} for t in tags)
                 self._delete(db, image_id)
                 deleted.append({"Deleted": image_id})
-        self.gc()
+        reclaimed = self.collect(snapshotter)
+        return {"ImagesDeleted": deleted or None, "SpaceReclaimed": reclaimed}
+
+    def collect(self, snapshotter: Any = None) -> int:
+        """Garbage-collect blobs (:meth:`gc`) and unpacked layers (:meth:`gc_snapshots`).
+
+        Returns the bytes freed: the sizes of the blobs deleted plus the disk
+        usage the snapshotter recorded for each unpacked layer removed.
+        """
+        sizes = {info.digest: info.size for info in self.content.walk()}
+        freed = sum(sizes.get(digest, 0) for digest in self.gc())
         if snapshotter is not None:
-            self.gc_snapshots(snapshotter)
-        reclaimed = before - self._content_bytes()
-        return {"ImagesDeleted": deleted or None, "SpaceReclaimed": max(reclaimed, 0)}
+            freed += sum(self._gc_snapshots(snapshotter).values())
+        return freed
 
     def gc_snapshots(self, snapshotter: Any) -> builtins.list[str]:
         """Remove unpacked layer snapshots no image needs; return their names.
@@ -756,12 +777,16 @@ class ImageStore:
         built on, are removed; repeated until nothing more goes, so a chain
         is taken down from its top.
         """
+        return list(self._gc_snapshots(snapshotter))
+
+    def _gc_snapshots(self, snapshotter: Any) -> dict[str, int]:
+        """:meth:`gc_snapshots`, returning each removed snapshot's recorded disk usage."""
         with self._lock:
             wanted: set[str] = set()
             for (image_id,) in self._db.execute("SELECT id FROM images").fetchall():
                 with contextlib.suppress(ImageError):
                     wanted.update(self._load(image_id).chain_ids)
-        removed: builtins.list[str] = []
+        removed: dict[str, int] = {}
         while True:
             infos = list(snapshotter.walk())
             parents = {i.parent for i in infos if i.parent}
@@ -775,17 +800,61 @@ class ImageStore:
             ]
             gone = 0
             for victim in victims:
+                size = 0
+                with contextlib.suppress(Exception):
+                    size = int(snapshotter.usage(victim).size)
                 try:
                     snapshotter.remove(victim)
                 except SnapshotError:
                     continue  # someone built on it meanwhile
-                removed.append(victim)
+                removed[victim] = size
                 gone += 1
             if not gone:
                 return removed
 
-    def _content_bytes(self) -> int:
-        return sum(info.size for info in self.content.walk())
+    def disk_usage(self, snapshotter: Any = None) -> dict[str, Any]:
+        """What ``GET /system/df`` says of images: ``LayersSize`` and one summary per image.
+
+        Sizes are bytes on disk: an image's ``Size`` counts its blobs
+        (manifest, config, layers as stored) and its unpacked layer
+        snapshots; ``SharedSize`` the part of that other images reference
+        too; ``Containers`` the containers using it. ``LayersSize`` is every
+        blob plus every unpacked layer, each counted once.
+        """
+        blob_sizes = {info.digest: info.size for info in self.content.walk()}
+        snap_sizes: dict[str, int] = {}
+        if snapshotter is not None:
+            for info in snapshotter.walk():
+                if str(info.kind) == "committed" and UNPACKED_LABEL in (info.labels or {}):
+                    with contextlib.suppress(Exception):
+                        snap_sizes[info.name] = int(snapshotter.usage(info.name).size)
+        summaries = self.summaries()
+        units: dict[str, set[tuple[str, str]]] = {}
+        for summary in summaries:
+            mine: set[tuple[str, str]] = set()
+            with contextlib.suppress(ImageError):
+                image = self._load(summary["Id"])
+                mine.update(("blob", d) for d in (image.manifest_digest, image.target, image.id))
+                mine.update(("blob", layer.get("digest", "")) for layer in image.layers)
+                mine.update(("snapshot", c) for c in image.chain_ids)
+            units[summary["Id"]] = mine
+        counts: dict[tuple[str, str], int] = {}
+        for mine in units.values():
+            for unit in mine:
+                counts[unit] = counts.get(unit, 0) + 1
+
+        def size_of(unit: tuple[str, str]) -> int:
+            kind, name = unit
+            return (blob_sizes if kind == "blob" else snap_sizes).get(name, 0)
+
+        for summary in summaries:
+            mine = units[summary["Id"]]
+            summary["Size"] = sum(size_of(u) for u in mine)
+            summary["SharedSize"] = sum(size_of(u) for u in mine if counts[u] > 1)
+        return {
+            "LayersSize": sum(blob_sizes.values()) + sum(snap_sizes.values()),
+            "Images": summaries,
+        }
 
     def roots(self) -> builtins.list[str]:
         """What garbage collection starts from: every image's manifest and index."""
