@@ -359,13 +359,13 @@ def _plug_counters(services: Services) -> None:
 
 
 def build_router(services: Services) -> Any:
-    """The daemon's routing table: system, then containers, exec, images, volumes and events."""
-    from bulkhead.api import containers, events, exec, images, system, volumes
+    """The daemon's routing table: system, then containers, exec, images, volumes, events, disk."""
+    from bulkhead.api import containers, disk, events, exec, images, system, volumes
     from bulkhead.api.routes import Router
 
     router = Router()
     system.register(router, services.info)
-    for module in (containers, exec, images, volumes, events):
+    for module in (containers, exec, images, volumes, events, disk):
         module.register(router, services)
     return router
 

@@ -26,6 +26,7 @@ from bulkhead.api.routes import Request, Response, Router, json_response
 
 if TYPE_CHECKING:
     from bulkhead.engine.context import Services
+    from bulkhead.engine.events import EventBus
     from bulkhead.engine.volumes import VolumeStore
 
 
@@ -49,11 +50,15 @@ def _str_map(body: dict[str, Any], field: str) -> dict[str, str]:
 
 def register(router: Router, services: Services) -> None:
     """Add the volume endpoints to ``router``, served by ``services.volumes``."""
-    register_store(router, services.volumes)
+    register_store(router, services.volumes, services.engine.events)
 
 
-def register_store(router: Router, store: VolumeStore) -> None:
-    """Add the volume endpoints for ``store`` (tests use a store without a daemon)."""
+def register_store(router: Router, store: VolumeStore, events: EventBus | None = None) -> None:
+    """Add the volume endpoints for ``store`` (tests use a store without a daemon).
+
+    With ``events``, a prune is reported there (Docker's ``volume`` ``prune``
+    event, attribute ``reclaimed``).
+    """
 
     async def create(req: Request) -> Response:
         body = req.json()
@@ -91,6 +96,8 @@ def register_store(router: Router, store: VolumeStore) -> None:
         filters = req.filters()
         all_default = not req.version_at_least("1.42")
         report = await asyncio.to_thread(store.prune, filters, all_default=all_default)
+        if events is not None:
+            events.emit("volume", "prune", "", {"reclaimed": str(report["SpaceReclaimed"])})
         return json_response(report)
 
     async def update(req: Request) -> Response:

@@ -1264,6 +1264,8 @@ class Engine:
                 continue
             deleted.append(c.id)
             reclaimed += rw
+        # Docker: one "prune" event for the whole run, with the bytes reclaimed.
+        self.events.emit("container", "prune", "", {"reclaimed": str(reclaimed)})
         return {"ContainersDeleted": deleted or None, "SpaceReclaimed": reclaimed}
 
     def rename(self, ref: str, new_name: str) -> None:
