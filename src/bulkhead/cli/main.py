@@ -118,6 +118,8 @@ GROUPS: dict[str, dict[str, str]] = {
     "system": {
         "info": COMMANDS["info"],
         "events": COMMANDS["events"],
+        "df": "disk:cmd_system_df",
+        "prune": "disk:cmd_system_prune",
     },
 }
 
