@@ -165,9 +165,30 @@ def test_system_df_and_prune_with_docker_and_bulkhead_clis(daemon: Daemon) -> No
         assert re.search(r"^named +0 +0B", text, re.M), text
         assert re.search(r"^\w{12} +busybox +\"sleep 300\" +1 ", text, re.M), text
 
+    since = str(time.time() - 1)
     out = ok(daemon.docker("system", "prune", "-f"))
     assert out.startswith("Deleted Containers:\n")
     assert "Total reclaimed space: 2" in out  # the stopped container's 200 kB layer
+    events = ok(
+        daemon.docker(
+            "events",
+            "--since",
+            since,
+            "--until",
+            str(time.time() + 1),
+            "--filter",
+            "event=prune",
+            "--format",
+            "{{.Type}} {{.Action}} {{.Actor.Attributes.reclaimed}}",
+        )
+    ).splitlines()
+    assert [e.split()[:2] for e in events] == [
+        ["container", "prune"],
+        ["network", "prune"],
+        ["image", "prune"],
+        ["builder", "prune"],
+    ], events
+    assert int(events[0].split()[2]) >= 200_000
     names = ok(daemon.docker("ps", "-a", "--format", "{{.Names}}")).split()
     assert names == ["up"]
     ok(daemon.docker("rm", "-f", "up"))
