@@ -64,7 +64,8 @@ Protocols (all on unix sockets under the monitor's *state dir*,
 ``ctl.sock``
     one JSON line request, one JSON line reply: ``start``, ``kill``
     {signal, all}, ``resize`` {height, width}, ``exec`` {exec_id, process
-    (OCI process JSON), tty, stdin}, ``exec_resize`` {exec_id, height,
+    (OCI process JSON), tty, stdin, kill_after (seconds, optional: the
+    process is SIGKILLed then, daemon or not)}, ``exec_resize`` {exec_id, height,
     width}, ``ping``. Errors are ``{"error": message, "kind": kind}`` with
     kind ``not_found`` (exit 127), ``not_executable`` (126),
     ``bad_request``, ``not_running`` or ``runtime``. After an ``exec``
@@ -152,6 +153,8 @@ class ExecStatus(msgspec.Struct, kw_only=True):
 
     pid: int
     exit_code: int
+    #: killed by the monitor at the exec's ``kill_after`` (a healthcheck probe's timeout)
+    timed_out: bool = False
 
 
 class MonitorInfo(msgspec.Struct, kw_only=True):
@@ -380,21 +383,32 @@ class MonitorClient:
         return reader, writer, position
 
     async def exec(
-        self, exec_id: str, process: dict[str, Any], tty: bool, stdin: bool
+        self,
+        exec_id: str,
+        process: dict[str, Any],
+        tty: bool,
+        stdin: bool,
+        kill_after: float | None = None,
     ) -> tuple[int, asyncio.StreamReader, asyncio.StreamWriter]:
         """Start ``process`` (OCI process JSON) in the container; its stream is returned.
 
         The reader carries its output (8-byte frames, raw with a tty) and
         ends when it exited; :meth:`exec_status` then has its exit code.
+        ``kill_after``: the exec session SIGKILLs the process that many
+        seconds after it started (``timed_out`` in its status), whether or
+        not this daemon is still there to ask.
         """
         from bulkhead.engine.zygote import ZygoteClient
 
         # bh-monitor hands an exec to the zygote of our exec root: make sure one runs
         # (a look at zygote.pid and its command line when it does).
         await ZygoteClient(os.path.dirname(self.state_dir)).ensure_running()
-        reply, reader, writer = await self._request(
-            {"op": "exec", "exec_id": exec_id, "process": process, "tty": tty, "stdin": stdin}
-        )
+        request: dict[str, Any] = {
+            "op": "exec", "exec_id": exec_id, "process": process, "tty": tty, "stdin": stdin
+        }  # fmt: skip
+        if kill_after is not None:
+            request["kill_after"] = float(kill_after)
+        reply, reader, writer = await self._request(request)
         return int(reply["pid"]), reader, writer
 
     async def exec_resize(self, exec_id: str, height: int, width: int) -> None:
@@ -1355,6 +1369,9 @@ class _Exec:
         self.stdin: _Sink | None = None
         self.exit_code: int | None = None
         self.deadline: float | None = None
+        #: when to SIGKILL the process (the request's ``kill_after``; monotonic)
+        self.kill_at: float | None = None
+        self.timed_out = False
         self.done = False
 
     def output(self, stream: int, data: bytes) -> None:
@@ -1385,7 +1402,7 @@ class _Exec:
         if self.master is not None:
             os.close(self.master)
             self.master = None
-        status = ExecStatus(pid=self.pid, exit_code=self.exit_code)
+        status = ExecStatus(pid=self.pid, exit_code=self.exit_code, timed_out=self.timed_out)
         with contextlib.suppress(OSError):
             write_atomic(
                 os.path.join(self.mon.exec_dir, self.exec_id + ".json"),
@@ -1855,6 +1872,9 @@ class Monitor:
             conn.close_after_flush()
             return None
         ex.pid = pid
+        kill_after = req.get("kill_after")
+        if isinstance(kill_after, int | float) and not isinstance(kill_after, bool):
+            ex.kill_at = time.monotonic() + max(0.0, float(kill_after))
         self.execs[exec_id] = ex
         if tty:
             assert master is not None
@@ -1914,6 +1934,28 @@ class Monitor:
 
     # -- the loop -----------------------------------------------------------
 
+    def _exec_deadlines(self) -> list[float]:
+        """When the loop must wake up for execs (drain ends, ``kill_after``) and lingering clients."""
+        out = [ex.deadline for ex in self.execs.values() if ex.deadline is not None]
+        out += [ex.kill_at for ex in self.execs.values() if ex.kill_at is not None]
+        out += [c.linger_until for c in self.lingering]
+        return out
+
+    def _exec_timers(self) -> None:
+        """Act on the deadlines of :meth:`_exec_deadlines` that have come."""
+        now = time.monotonic()
+        for ex in list(self.execs.values()):
+            if ex.kill_at is not None and now >= ex.kill_at:
+                ex.kill_at = None
+                if ex.exit_code is None:  # not reaped yet: the pid is still this process
+                    ex.timed_out = True
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(ex.pid, signal.SIGKILL)
+            if ex.deadline is not None and now >= ex.deadline:
+                ex.maybe_finish(force=True)
+        for conn in [c for c in self.lingering if now >= c.linger_until]:
+            conn.close()
+
     def run(self) -> int:
         """Serve until the container exited and everything is written; the process's exit code."""
         self.reactor.add_reader(self.sig_r, self._signals)
@@ -1927,19 +1969,13 @@ class Monitor:
             ):
                 break
             timeout: float | None = None
-            deadlines = [ex.deadline for ex in self.execs.values() if ex.deadline is not None]
-            deadlines += [c.linger_until for c in self.lingering]
+            deadlines = self._exec_deadlines()
             if self.exited:
                 deadlines.append(self.exit_deadline)
             if deadlines:
                 timeout = max(0.0, min(deadlines) - now)
             self.reactor.run_once(timeout)
-            now = time.monotonic()
-            for ex in list(self.execs.values()):
-                if ex.deadline is not None and now >= ex.deadline:
-                    ex.maybe_finish(force=True)
-            for conn in [c for c in self.lingering if now >= c.linger_until]:
-                conn.close()
+            self._exec_timers()
         self.finish()
         return 0
 
@@ -2164,16 +2200,10 @@ def serve_exec(cfg: MonitorConfig, sock: socket.socket, received: bytes) -> int:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(path)
             now = time.monotonic()
-            deadlines = [ex.deadline for ex in mon.execs.values() if ex.deadline is not None]
-            deadlines += [c.linger_until for c in mon.lingering]
+            deadlines = mon._exec_deadlines()
             timeout = max(0.0, min(deadlines) - now) if deadlines else None
             mon.reactor.run_once(timeout)
-            now = time.monotonic()
-            for ex in list(mon.execs.values()):
-                if ex.deadline is not None and now >= ex.deadline:
-                    ex.maybe_finish(force=True)
-            for conn in [c for c in mon.lingering if now >= c.linger_until]:
-                conn.close()
+            mon._exec_timers()
     finally:
         if listener is not None:
             listener.close()
