@@ -81,11 +81,37 @@ def parse_rfc3339(text: str) -> float:
     return dt.timestamp() + frac
 
 
+class HealthResult(msgspec.Struct, kw_only=True):
+    """One probe run: Docker's ``HealthcheckResult`` (``inspect``'s ``State.Health.Log``)."""
+
+    start: str = ZERO_TIME
+    end: str = ZERO_TIME
+    exit_code: int = 0
+    output: str = ""
+
+
+class Health(msgspec.Struct, kw_only=True):
+    """Docker's ``State.Health``: ``starting``, ``healthy`` or ``unhealthy``, the count of
+    failures in a row and the last results (oldest first; see :mod:`bulkhead.engine.health`).
+
+    ``probe_exec`` and ``probe_start`` name a probe that is running (its
+    exec id and start time): a daemon killed meanwhile finds its result on
+    the next start instead of losing it. Not shown by ``inspect``.
+    """
+
+    status: str = "starting"
+    failing_streak: int = 0
+    log: list[HealthResult] = msgspec.field(default_factory=list)
+    probe_exec: str = ""
+    probe_start: str = ""
+
+
 class ContainerState(msgspec.Struct, kw_only=True):
     """Docker's ``ContainerState`` (lower-case names here; ``inspect`` renders Docker's).
 
     ``monitor_pid`` is the container's monitor process while one is live
     (running, or created with a monitor an early attach asked for).
+    ``health``: the healthcheck's state (:class:`Health`).
     """
 
     status: str = "created"
@@ -100,6 +126,8 @@ class ContainerState(msgspec.Struct, kw_only=True):
     started_at: str = ZERO_TIME
     finished_at: str = ZERO_TIME
     monitor_pid: int = 0
+    #: None until the container first starts with a healthcheck (Docker's nil Health)
+    health: Health | None = None
 
 
 class Container(msgspec.Struct, kw_only=True):

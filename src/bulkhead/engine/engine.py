@@ -70,7 +70,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 import msgspec
 
-from bulkhead.engine import bundle
+from bulkhead.engine import bundle, health
 from bulkhead.engine.containers import (
     STATUSES,
     ZERO_TIME,
@@ -166,9 +166,12 @@ def merged_config(image: Image, config: dict[str, Any], hostname: str) -> dict[s
             out["Cmd"] = img.get("Cmd")
     elif config.get("Entrypoint") == []:
         out["Entrypoint"] = None
-    for key in ("WorkingDir", "User", "StopSignal", "Healthcheck", "OnBuild", "Shell"):
+    for key in ("WorkingDir", "User", "StopSignal", "OnBuild", "Shell"):
         if not out.get(key) and img.get(key):
             out[key] = img[key]
+    hc = health.merge_healthcheck(config.get("Healthcheck"), img.get("Healthcheck"))
+    if hc is not None:
+        out["Healthcheck"] = hc
     labels = dict(img.get("Labels") or {})
     labels.update(config.get("Labels") or {})
     out["Labels"] = labels
@@ -371,6 +374,8 @@ class Engine:
         self.exec_ids: Callable[[str], builtins.list[str]] | None = None
         #: what happened, for ``GET /events`` (see :mod:`bulkhead.engine.events`)
         self.events = EventBus()
+        #: the healthcheck probes of running containers (:mod:`bulkhead.engine.health`)
+        self.health = health.HealthMonitor(self)
 
     def emit(self, c: Container, action: str, **extra: str) -> None:
         """A ``container`` event for ``c``: Docker's attributes (image, name, labels) plus ``extra``."""
@@ -931,6 +936,7 @@ class Engine:
                     x.state.error = error
 
             c = self.store.update(container_id, record)
+            self.health.stop(container_id)
             if died:
                 self._emit_exit(c, code, oom)
             if not (c.auto_remove and c.state.status == "exited"):  # remove() unmounts those
@@ -1026,6 +1032,7 @@ class Engine:
 
             c = self.store.update(c.id, running)
             self.emit(c, "start")
+            self.health.on_start(c.id)
         log.info("started container %s", c.id[:12])
         return True
 
@@ -1321,6 +1328,7 @@ class Engine:
                 "Error": s.error,
                 "StartedAt": s.started_at,
                 "FinishedAt": s.finished_at,
+                **({"Health": health.render(s.health)} if s.health is not None else {}),
             },
             "Image": c.image,
             "ResolvConfPath": c.resolv_conf_path,
@@ -1484,7 +1492,10 @@ class Engine:
                 }
                 if not any(v in names for v in values):
                     return False
-            elif key in ("network", "publish", "expose", "health", "isolation", "is-task"):
+            elif key == "health":
+                if health.filter_status(c) not in values:
+                    return False
+            elif key in ("network", "publish", "expose", "isolation", "is-task"):
                 if (
                     key == "network"
                     and str(c.host_config.get("NetworkMode") or "none") not in values
@@ -1537,7 +1548,7 @@ class Engine:
         now = time.time()
         if s.running:
             text = "Up " + human_duration(now - parse_rfc3339(s.started_at))
-            return text + " (Paused)" if s.paused else text
+            return text + " (Paused)" if s.paused else text + health.status_suffix(c)
         if s.restarting:
             ago = human_duration(now - parse_rfc3339(s.finished_at))
             return f"Restarting ({s.exit_code}) {ago} ago"
@@ -1609,6 +1620,7 @@ class Engine:
 
         self.store.update(c.id, adopt)
         self._watch(c.id, monitor_pid, c.auto_remove)
+        self.health.resume(c.id)
 
     # -- restart policies ----------------------------------------------------------
 
@@ -1725,6 +1737,7 @@ class Engine:
             self._unwatch_fd(w)
         self._watches.clear()
         self._exit_files.close()
+        self.health.close()
         for task in list(self._tasks):
             task.cancel()
         for fut in [*self._exit_futures.values(), *self._removed_futures.values()]:
@@ -2053,3 +2066,7 @@ def _check_filters(filters: dict[str, list[str]]) -> None:
             for v in values:
                 if not v.lstrip("-").isdigit():
                     raise SpecError(f"invalid filter 'exited={v}'")
+        if key == "health":
+            for v in values:
+                if v not in health.FILTER_VALUES:
+                    raise SpecError(f"Unrecognised filter value for health: {v}")

@@ -606,6 +606,16 @@ def _check_healthcheck(config: dict[str, Any]) -> None:
     test = hc.get("Test")
     if test is not None and not (isinstance(test, list) and all(isinstance(t, str) for t in test)):
         raise _bad("Config.Healthcheck.Test", "expected an array of strings")
+    from bulkhead.engine.health import ON_FAILURE_ACTIONS, ON_FAILURE_LABEL
+
+    labels = config.get("Labels") or {}
+    action = labels.get(ON_FAILURE_LABEL) if isinstance(labels, dict) else None
+    if action is not None and str(action).strip().lower() not in ON_FAILURE_ACTIONS:
+        raise _bad(
+            f"Config.Labels.{ON_FAILURE_LABEL}",
+            f"{action!r} is not an action on an unhealthy container "
+            f"(one of {', '.join(ON_FAILURE_ACTIONS)})",
+        )
 
 
 def _check_conflicts(config: dict[str, Any], hc: dict[str, Any]) -> None:
