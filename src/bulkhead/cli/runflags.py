@@ -62,6 +62,33 @@ CREATE_FLAGS: list[Flag] = [
     Flag("env", "e", LIST, "Set environment variables"),
     Flag("env-file", kind=LIST, help="Read in a file of environment variables"),
     Flag("group-add", kind=LIST, help="Add additional groups to join"),
+    Flag("health-cmd", kind=STR, help="Command to run to check health"),
+    Flag(
+        "health-interval", kind=STR, help="Time between running the check (ms|s|m|h) (default 0s)"
+    ),
+    Flag(
+        "health-on-failure",
+        kind=STR,
+        help="Action to take once the container turns unhealthy (none, kill, restart, stop); "
+        "sets the label bulkhead.health-on-failure",
+    ),
+    Flag("health-retries", kind=INT, help="Consecutive failures needed to report unhealthy"),
+    Flag(
+        "health-start-interval",
+        kind=STR,
+        help="Time between running the check during the start period (ms|s|m|h) (default 0s)",
+    ),
+    Flag(
+        "health-start-period",
+        kind=STR,
+        help="Start period for the container to initialize before starting health-retries "
+        "countdown (ms|s|m|h) (default 0s)",
+    ),
+    Flag(
+        "health-timeout",
+        kind=STR,
+        help="Maximum time to allow one check to run (ms|s|m|h) (default 0s)",
+    ),
     Flag("hostname", "h", STR, "Container host name"),
     Flag("init", help="Run an init inside the container that forwards signals and reaps processes"),
     Flag("interactive", "i", help="Keep STDIN open even if not attached"),
@@ -78,6 +105,7 @@ CREATE_FLAGS: list[Flag] = [
     Flag("name", kind=STR, help="Assign a name to the container"),
     Flag("network", kind=STR, help="Connect a container to a network (none, host)"),
     Flag("net", kind=STR, help="Connect a container to a network (alias of --network)"),
+    Flag("no-healthcheck", help="Disable any container-specified HEALTHCHECK"),
     Flag("oom-kill-disable", help="Disable OOM Killer"),
     Flag("oom-score-adj", kind=INT, help="Tune host's OOM preferences (-1000 to 1000)"),
     Flag("pid", kind=STR, help="PID namespace to use"),
@@ -200,6 +228,114 @@ def nano_cpus(text: str) -> int:
     if value.denominator != 1:
         raise bad_value("--cpus", text, "value is too precise")
     return int(value)
+
+
+_GO_UNITS = {
+    "ns": 1,
+    "us": 1_000,
+    "\u00b5s": 1_000,
+    "\u03bcs": 1_000,
+    "ms": 1_000_000,
+    "s": 1_000_000_000,
+    "m": 60_000_000_000,
+    "h": 3_600_000_000_000,
+}
+
+
+def go_duration_ns(text: str) -> int:
+    """Go's ``time.ParseDuration`` in nanoseconds (``1m30s``, ``500ms``, ``1.5h``, ``0``),
+    with its error messages."""
+    quoted = '"' + text + '"'
+    rest = text
+    negative = False
+    if rest[:1] in ("-", "+"):
+        negative = rest[0] == "-"
+        rest = rest[1:]
+    if rest == "0":
+        return 0
+    if not rest:
+        raise ValueError(f"time: invalid duration {quoted}")
+    total = 0
+    while rest:
+        i = 0
+        while i < len(rest) and rest[i].isdigit():
+            i += 1
+        whole = rest[:i]
+        frac = ""
+        if i < len(rest) and rest[i] == ".":
+            j = i + 1
+            while j < len(rest) and rest[j].isdigit():
+                j += 1
+            frac = rest[i + 1 : j]
+            i = j
+        if not whole and not frac:
+            raise ValueError(f"time: invalid duration {quoted}")
+        rest = rest[i:]
+        k = 0
+        while k < len(rest) and not (rest[k].isdigit() or rest[k] == "."):
+            k += 1
+        unit, rest = rest[:k], rest[k:]
+        if not unit:
+            raise ValueError(f"time: missing unit in duration {quoted}")
+        mult = _GO_UNITS.get(unit)
+        if mult is None:
+            raise ValueError(f'time: unknown unit "{unit}" in duration {quoted}')
+        total += int(whole or 0) * mult
+        if frac:
+            total += int(frac) * mult // 10 ** len(frac)
+    return -total if negative else total
+
+
+def healthcheck(v: Mapping[str, Any]) -> dict[str, Any] | None:
+    """``--health-*`` and ``--no-healthcheck`` → ``Config.Healthcheck`` (docker's opts.go)."""
+    durations: dict[str, int] = {}
+    for flag in (
+        "health-interval",
+        "health-timeout",
+        "health-start-period",
+        "health-start-interval",
+    ):
+        text = v[flag]
+        try:
+            durations[flag] = go_duration_ns(text) if text else 0
+        except ValueError as exc:
+            raise bad_value("--" + flag, text, str(exc)) from None
+    retries = int(v["health-retries"])
+    have = bool(v["health-cmd"]) or retries != 0 or any(durations.values())
+    if v["no-healthcheck"]:
+        if have:
+            raise UsageError("--no-healthcheck conflicts with --health-* options")
+        return {"Test": ["NONE"]}
+    if not have:
+        return None
+    for flag in ("health-interval", "health-timeout"):
+        if durations[flag] < 0:
+            raise UsageError(f"--{flag} cannot be negative")
+    if retries < 0:
+        raise UsageError("--health-retries cannot be negative")
+    for flag in ("health-start-period", "health-start-interval"):
+        if durations[flag] < 0:
+            raise UsageError(f"--{flag} cannot be negative")
+    out: dict[str, Any] = {}
+    if v["health-cmd"]:
+        out["Test"] = ["CMD-SHELL", v["health-cmd"]]
+    for key, flag in (
+        ("Interval", "health-interval"),
+        ("Timeout", "health-timeout"),
+        ("StartPeriod", "health-start-period"),
+        ("StartInterval", "health-start-interval"),
+    ):
+        if durations[flag]:
+            out[key] = durations[flag]
+    if retries:
+        out["Retries"] = retries
+    return out
+
+
+#: podman's ``--health-on-failure`` actions, carried in this label (the stock docker CLI
+#: can set it with ``--label``)
+HEALTH_ON_FAILURE_LABEL = "bulkhead.health-on-failure"
+HEALTH_ON_FAILURE_ACTIONS = ("none", "kill", "restart", "stop")
 
 
 def parse_env_file(path: str, environ: Mapping[str, str], *, labels: bool = False) -> list[str]:
@@ -637,6 +773,16 @@ def build_create(
     for item in v["label"]:
         k, _, val = item.partition("=")
         labels[k] = val
+    on_failure = v.get("health-on-failure") or ""
+    if on_failure:
+        if on_failure not in HEALTH_ON_FAILURE_ACTIONS:
+            raise bad_value(
+                "--health-on-failure",
+                on_failure,
+                "must be one of " + ", ".join(HEALTH_ON_FAILURE_ACTIONS),
+            )
+        labels[HEALTH_ON_FAILURE_LABEL] = on_failure
+    health = healthcheck(v)
 
     binds: list[str] = []
     volumes: dict[str, Any] = {}
@@ -799,6 +945,7 @@ def build_create(
         "StdinOnce": stdin_once,
         "Env": env or None,
         "Cmd": cmd or None,
+        **({"Healthcheck": health} if health is not None else {}),
         "Image": image,
         "Volumes": volumes,
         "WorkingDir": v["workdir"],
