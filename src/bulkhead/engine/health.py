@@ -519,7 +519,7 @@ class HealthMonitor:
     async def _exec_probe(self, c: Container, cfg: ProbeConfig, exec_id: str) -> HealthResult:
         """Run the probe as an exec in the container; moby's ``cmdProbe.run``."""
         client = self.engine.monitor(c.id)
-        text = " ".join(cfg.command)
+        text = f"{cfg.command[0]} {' '.join(cfg.command[1:])}"  # moby: entrypoint, a space, args
         self.engine.emit(c, f"exec_create: {text}", execID=exec_id)
         config_json = str(self.engine.paths(c.id).config_json)
         process = await asyncio.to_thread(probe_process, config_json, c, cfg.command)
