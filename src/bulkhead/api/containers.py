@@ -321,6 +321,21 @@ class ContainersAPI:
         await self.engine.restart(req.params["id"], timeout=timeout, signal=signal)
         return Response(204, b"", None)
 
+    async def pause(self, req: Request) -> Response:
+        await self.engine.pause(req.params["id"])
+        return Response(204, b"", None)
+
+    async def unpause(self, req: Request) -> Response:
+        await self.engine.unpause(req.params["id"])
+        return Response(204, b"", None)
+
+    async def update(self, req: Request) -> Response:
+        body = req.json()
+        if not isinstance(body, dict):
+            raise BadRequest("invalid JSON body: a ContainerUpdateRequest object is required")
+        warnings = await self.engine.update(req.params["id"], body)
+        return json_response({"Warnings": list(warnings)})
+
     async def wait(self, req: Request) -> StreamResponse:
         condition = req.query_str("condition") or "not-running"
         if condition not in ("not-running", "next-exit", "removed"):
@@ -581,6 +596,9 @@ def register(router: Router, services: Services) -> None:
         ("POST", "/containers/{id}/kill", api.kill),
         ("POST", "/containers/{id}/restart", api.restart),
         ("POST", "/containers/{id}/wait", api.wait),
+        ("POST", "/containers/{id}/pause", api.pause),
+        ("POST", "/containers/{id}/unpause", api.unpause),
+        ("POST", "/containers/{id}/update", api.update),
         ("POST", "/containers/{id}/attach", api.attach),
         ("POST", "/containers/{id}/resize", api.resize),
         ("GET", "/containers/{id}/logs", api.logs),

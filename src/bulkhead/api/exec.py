@@ -349,6 +349,10 @@ class ExecAPI:
         if inst.started:
             raise Conflict(f"exec {inst.id} has already been started")
         client = self.engine.monitor(inst.container_id)  # 409 when not running
+        if self.engine.get(inst.container_id).state.paused:
+            raise Conflict(
+                f"Container {inst.container_id} is paused, unpause the container before exec"
+            )
         inst.started = True
         inst.running = True
         self.engine.emit(

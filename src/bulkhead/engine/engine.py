@@ -53,6 +53,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -92,6 +93,7 @@ from bulkhead.errors import (
     ContainerRunning,
     NoSuchContainer,
     SpecError,
+    WrongState,
 )
 from bulkhead.units import human_duration
 
@@ -1071,6 +1073,7 @@ class Engine:
             raise ContainerNotRunning(f"Container {c.id} is not running")
         self.emit(c, "kill", signal=str(sig))
         await self._monitor_client(c.id).kill(sig, sig == signal_mod.SIGKILL)
+        await self._thaw_after_kill(c.id, sig)
 
     async def stop(self, ref: str, timeout: int | None = None, signal: str | None = None) -> bool:
         """Stop signal, up to ``timeout`` seconds, then SIGKILL; False if it was not running."""
@@ -1113,6 +1116,7 @@ class Engine:
             self.emit(c, "kill", signal=str(sig))
         with contextlib.suppress(Exception):
             await client.kill(sig, False)
+        await self._thaw_after_kill(c.id, sig)
         try:
             if timeout < 0:
                 await asyncio.shield(fut)
@@ -1125,12 +1129,205 @@ class Engine:
             self.emit(c, "kill", signal=str(int(signal_mod.SIGKILL)))
         with contextlib.suppress(Exception):
             await client.kill(signal_mod.SIGKILL, True)
+        await self._thaw_after_kill(c.id, signal_mod.SIGKILL)
         try:
             await asyncio.wait_for(asyncio.shield(fut), KILL_GRACE)
         except TimeoutError:
             raise ContainerError(
                 f"container {c.id} did not exit {KILL_GRACE:.0f}s after SIGKILL"
             ) from None
+
+    # -- pause / unpause / update ------------------------------------------------------
+
+    async def pause(self, ref: str) -> None:
+        """Freeze every process of a running container (the runtime's ``pause``).
+
+        The state becomes ``paused`` (``State.Paused``, ``Up ... (Paused)``)
+        and stays so across a daemon restart. Docker's 409s: not running,
+        already paused, restarting.
+        """
+        c = self.get(ref)
+        async with self._lock(c.id):
+            c = self.get(c.id)
+            self._check_pausable(c)
+            await asyncio.to_thread(self._runtime_verb, c, "pause")
+            self.store.update(c.id, _mark_paused)
+        log.info("paused container %s", c.id[:12])
+        self.emit(c, "pause")
+
+    async def unpause(self, ref: str) -> None:
+        """Thaw a paused container (the runtime's ``resume``); 409 when it is not paused."""
+        c = self.get(ref)
+        async with self._lock(c.id):
+            c = self.get(c.id)
+            if not c.state.paused:
+                raise WrongState(f"Container {c.id} is not paused")
+            await asyncio.to_thread(self._runtime_verb, c, "resume")
+            self.store.update(c.id, _mark_unpaused)
+        log.info("unpaused container %s", c.id[:12])
+        self.emit(c, "unpause")
+
+    @staticmethod
+    def _check_pausable(c: Container) -> None:
+        if not c.state.running:
+            raise ContainerNotRunning(f"Container {c.id} is not running")
+        if c.state.paused:
+            raise WrongState(f"Container {c.id} is already paused")
+        if c.state.restarting:
+            raise WrongState(f"Container {c.id} is restarting, wait until the container is running")
+
+    async def _thaw_after_kill(self, container_id: str, sig: int) -> None:
+        """moby's kill: a signal that ends the container thaws a paused one after it is sent.
+
+        That is SIGKILL, the container's ``StopSignal``, or any signal when
+        the container has no ``StopSignal`` (moby ``killWithSignal``). A
+        frozen process does not see the signal until it is thawed.
+        """
+        try:
+            c = self.get(container_id)
+        except NoSuchContainer:
+            return
+        if not c.state.paused:
+            return
+        stop_signal = c.config.get("StopSignal")
+        if stop_signal and sig != signal_mod.SIGKILL:
+            with contextlib.suppress(SpecError):
+                if parse_signal(stop_signal) != sig:
+                    return
+        try:
+            await asyncio.to_thread(self._runtime_verb, c, "resume")
+        except BulkheadError as exc:
+            log.warning("cannot unpause container %s after a kill: %s", c.id[:12], exc)
+            return
+        with contextlib.suppress(NoSuchContainer):
+            self.store.update(c.id, _mark_unpaused)
+        self.emit(c, "unpause")
+
+    def _runtime_verb(
+        self, c: Container, verb: str, resources: dict[str, Any] | None = None
+    ) -> None:
+        """The OCI runtime's ``pause``, ``resume`` or ``update`` on ``c`` (sync: in a thread).
+
+        The built-in runtime is called as a library (these verbs only write
+        cgroup files: nothing forks); a runc-compatible binary is run as
+        ``<runtime> --root <root> <verb> <id>`` (``update --resources -``
+        with the OCI ``LinuxResources`` JSON on stdin). Its refusal becomes a
+        :class:`ContainerError` with the runtime's own words; a container
+        that is gone meanwhile is :class:`ContainerNotRunning`.
+        """
+        root = self.runtime_root(c.runtime)
+        _, runtime = self.runtimes.resolve(c.runtime)
+        if runtime == BUILTIN:
+            from bulkhead.runtime.container import Runtime
+
+            rt = Runtime(str(root))
+            try:
+                if verb == "update":
+                    from bulkhead.oci.runtime_spec import LinuxResources
+
+                    rt.update(c.id, msgspec.convert(resources or {}, type=LinuxResources))
+                else:
+                    getattr(rt, verb)(c.id)
+            except (BulkheadError, OSError) as exc:
+                if not self._runtime_has(c):
+                    raise ContainerNotRunning(f"Container {c.id} is not running") from None
+                raise RuntimeRefused(c.id, verb, str(exc)) from exc
+            return
+        cmd = [runtime, "--root", str(root), verb]
+        data = None
+        if verb == "update":
+            cmd += ["--resources", "-"]
+            data = json.dumps(resources or {}).encode()
+        cmd.append(c.id)
+        try:
+            done = subprocess.run(cmd, input=data, capture_output=True, timeout=60, check=False)
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise RuntimeRefused(c.id, verb, str(exc)) from None
+        if done.returncode != 0:
+            if not self._runtime_has(c):
+                raise ContainerNotRunning(f"Container {c.id} is not running")
+            why = done.stderr.decode(errors="replace").strip().splitlines()
+            text = why[-1] if why else f"{os.path.basename(runtime)} exited {done.returncode}"
+            raise RuntimeRefused(c.id, verb, _runtime_words(text))
+
+    def _runtime_paused(self, c: Container) -> bool | None:
+        """Is ``c`` frozen, by its OCI runtime's ``state``? None when that cannot be told."""
+        root = self.runtime_root(c.runtime)
+        try:
+            _, runtime = self.runtimes.resolve(c.runtime)
+        except SpecError:
+            return None
+        if runtime == BUILTIN:
+            from bulkhead.runtime.container import Runtime
+
+            try:
+                status = str(Runtime(str(root)).state(c.id).get("status") or "")
+            except (BulkheadError, OSError):
+                return None
+        else:
+            try:
+                done = subprocess.run(
+                    [runtime, "--root", str(root), "state", c.id],
+                    capture_output=True,
+                    timeout=30,
+                    check=False,
+                )
+                status = str(json.loads(done.stdout or b"{}").get("status") or "")
+            except (OSError, subprocess.SubprocessError, ValueError, AttributeError):
+                return None
+        if status == "paused":
+            return True
+        if status in ("running", "created"):
+            return False
+        return None
+
+    def _runtime_has(self, c: Container) -> bool:
+        """Does the container's process still run (its runtime state names a live init)?"""
+        c = self.get(c.id)
+        return bool(c.state.running and c.state.pid and os.path.exists(f"/proc/{c.state.pid}"))
+
+    async def update(self, ref: str, body: Any) -> builtins.list[str]:
+        """``POST /containers/{id}/update``: new resources / restart policy; the warnings.
+
+        See :mod:`bulkhead.engine.update`: a running (or paused) container's
+        cgroup is updated first (all or nothing), then the ``HostConfig`` and
+        ``config.json`` are stored; a stopped one only gets the latter.
+        """
+        from bulkhead.engine.update import merge_into_spec, plan_update
+
+        c = self.get(ref)
+        async with self._lock(c.id):
+            c = self.get(c.id)
+            if c.state.status in ("removing", "dead"):
+                raise ContainerError(
+                    f"Cannot update container {c.id}: container is marked for removal and "
+                    'cannot be "update"'
+                )
+            plan = plan_update(c.id, c.config, c.host_config, body)
+            live = c.state.running and not c.state.restarting
+            if plan.resources is not None and live:
+                try:
+                    await asyncio.to_thread(self._runtime_verb, c, "update", plan.resources)
+                except RuntimeRefused as exc:
+                    raise _update_error(c.id, exc) from None
+            if plan.resources is not None:
+                resources = plan.resources
+
+                def respec() -> None:
+                    paths = self.paths(c.id)
+                    spec = json.loads(paths.config_json.read_text())
+                    bundle.write_config(paths, merge_into_spec(spec, resources))
+
+                await asyncio.to_thread(respec)
+            host_config = plan.host_config
+
+            def store(x: Container) -> None:
+                x.host_config = host_config
+
+            c = self.store.update(c.id, store)
+        log.info("updated container %s: %s", c.id[:12], ", ".join(plan.changed) or "nothing")
+        self.emit(c, "update")
+        return list(plan.warnings)
 
     async def restart(
         self, ref: str, timeout: int | None = None, signal: str | None = None
@@ -1161,6 +1358,11 @@ class Engine:
     async def remove(self, ref: str, force: bool = False, volumes: bool = False) -> None:
         """Remove a container (``force`` kills a running one first)."""
         c = self.get(ref)
+        if c.state.paused and not force:
+            raise ContainerRunning(
+                f'cannot remove container "/{c.name}": container is paused and must be '
+                "unpaused first"
+            )
         if c.state.running and not force:
             raise ContainerRunning(
                 f'cannot remove container "/{c.name}": container is running: '
@@ -1608,6 +1810,9 @@ class Engine:
         if client.exit_status() is None:
             with contextlib.suppress(BulkheadError, OSError, ValueError):
                 started = bool((await client.ping()).get("started"))
+        # a paused container stays paused; the runtime's word wins over the record
+        # (the daemon may have died between the freeze and its record)
+        frozen = await asyncio.to_thread(self._runtime_paused, c) if started else None
 
         def adopt(x: Container) -> None:
             x.state.monitor_pid = monitor_pid
@@ -1617,6 +1822,10 @@ class Engine:
                 x.state.pid = init_pid
                 if x.state.started_at == ZERO_TIME:
                     x.state.started_at = now_rfc3339()
+            if frozen is True:
+                _mark_paused(x)
+            elif frozen is False:
+                _mark_unpaused(x)
 
         self.store.update(c.id, adopt)
         self._watch(c.id, monitor_pid, c.auto_remove)
@@ -1893,12 +2102,43 @@ class Engine:
     ) -> str:
         """``docker commit``: a new image of the container's changes; returns its id.
 
-        ``pause`` is accepted for Docker's API; the snapshot is read while the
-        container runs (pausing lands with the freezer in a later issue).
+        ``pause`` (Docker's default): a running container is frozen while its
+        writable layer is read, so that the image is one moment of it (no
+        file half-written), and thawed after, whether the commit worked or
+        not (with ``pause``/``unpause`` events, as moby's). A container
+        already paused stays paused; ``pause=False`` reads it as it runs.
         """
+        c = self.get(ref)
+        froze = False
+        if pause and c.state.running and not c.state.paused:
+            try:
+                await self.pause(c.id)
+                froze = True
+            except BulkheadError as exc:  # moby commits anyway
+                log.warning("commit of %s: cannot pause it: %s", c.id[:12], exc)
+        try:
+            return await self._commit(c, repo, tag, comment, author, changes, config)
+        finally:
+            if froze:
+                try:
+                    await self.unpause(c.id)
+                except (ContainerNotRunning, NoSuchContainer, WrongState):
+                    pass  # it exited, or someone unpaused it meanwhile
+                except BulkheadError as exc:
+                    log.error("commit of %s: cannot unpause it: %s", c.id[:12], exc)
+
+    async def _commit(
+        self,
+        c: Container,
+        repo: str | None,
+        tag: str | None,
+        comment: str,
+        author: str,
+        changes: builtins.list[str] | None,
+        config: dict[str, Any] | None,
+    ) -> str:
         from bulkhead.engine import filesystem
 
-        c = self.get(ref)
         created_by = " ".join([c.path, *c.args]).strip()
         image_id: str = await asyncio.to_thread(
             filesystem.commit_image,
@@ -1956,6 +2196,54 @@ class Engine:
                 tmp.close()
 
         return chunks()
+
+
+def _mark_paused(x: Container) -> None:
+    x.state.paused = True
+    x.state.status = "paused"
+
+
+def _mark_unpaused(x: Container) -> None:
+    x.state.paused = False
+    if x.state.running:
+        x.state.status = "running"
+
+
+def _runtime_words(text: str) -> str:
+    """runc's ``time="..." level=error msg="..."`` line: just the message."""
+    import re
+
+    m = re.search(r'msg="((?:[^"\\]|\\.)*)"', text)
+    return m.group(1).replace('\\"', '"') if m else text
+
+
+class RuntimeRefused(ContainerError):
+    """The OCI runtime refused ``pause``/``resume``/``update``; ``reason`` is its word."""
+
+    def __init__(self, container_id: str, verb: str, reason: str) -> None:
+        super().__init__(f"cannot {verb} container {container_id}: {reason}")
+        self.reason = reason
+
+
+#: How runtimes say that a memory limit is below what the container uses (EBUSY).
+_BUSY_WORDS = ("device or resource busy", "the cgroup uses more", "current usage")
+
+
+def _update_error(container_id: str, exc: RuntimeRefused) -> BulkheadError:
+    """A refused cgroup write: 409 when the kernel said busy (usage above the new limit),
+    else 400 (a value this host cannot take: CPUs it lacks, a controller it has not)."""
+    from bulkhead.engine.update import UpdateConflict
+
+    text = exc.reason
+    busy = any(w in text.lower() for w in _BUSY_WORDS)
+    cause: BaseException | None = exc
+    while cause is not None and not busy:
+        busy = isinstance(cause, OSError) and cause.errno == errno.EBUSY
+        cause = cause.__cause__
+    message = f"Cannot update container {container_id}: {text}"
+    if busy:
+        return UpdateConflict(message)
+    return SpecError(message)
 
 
 _LIST_FILTERS = frozenset(

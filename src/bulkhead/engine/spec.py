@@ -511,6 +511,14 @@ def _throttle(devs: list[ThrottleDevice]) -> list[dict[str, int]]:
     return [{"major": d.major, "minor": d.minor, "rate": d.rate} for d in devs]
 
 
+def update_resources(opts: RunOptions) -> dict[str, Any]:
+    """The ``linux.resources`` of ``opts`` without device rules: what ``docker update``
+    applies to a running container (:mod:`bulkhead.engine.update`)."""
+    res = _resources(opts)
+    res.pop("devices", None)
+    return res
+
+
 def _resources(opts: RunOptions) -> dict[str, Any]:
     res: dict[str, Any] = {}
     if opts.privileged:
