@@ -45,6 +45,9 @@ COMMANDS: dict[str, str] = {
     "diff": "containers:cmd_diff",
     "commit": "containers:cmd_commit",
     "port": "containers:cmd_port",
+    "pause": "operate:cmd_pause",
+    "unpause": "operate:cmd_unpause",
+    "update": "operate:cmd_update",
     "pull": "images:cmd_pull",
     "push": "images:cmd_push",
     "images": "images:cmd_images",
@@ -83,6 +86,9 @@ GROUPS: dict[str, dict[str, str]] = {
                 "diff",
                 "commit",
                 "port",
+                "pause",
+                "unpause",
+                "update",
             )
         },
         "ls": COMMANDS["ps"],
@@ -147,8 +153,8 @@ Management Commands:
   system      Manage bulkhead
 
 Commands:
-  attach cp commit create diff events export history import inspect kill load logs port
-  rename restart rm rmi save start stop tag wait
+  attach cp commit create diff events export history import inspect kill load logs
+  pause port rename restart rm rmi save start stop tag unpause update wait
 
 Daemon:
   daemon      Run the bulkhead daemon (python -m bulkhead.daemon)
