@@ -18,6 +18,7 @@ from bulkhead.api import images as api
 from bulkhead.api.errors import BadRequest, status_for
 from bulkhead.api.routes import BodyStream, Request, Response, Router, StreamResponse
 from bulkhead.engine.context import DaemonConfig, Services
+from bulkhead.engine.events import EventBus
 from bulkhead.images import archive
 from bulkhead.images.auth import Credentials
 from bulkhead.images.progress import (
@@ -190,6 +191,7 @@ def _tar(files: dict[str, bytes]) -> bytes:
 class FakeEngine:
     def __init__(self) -> None:
         self.running: set[str] = set()
+        self.events = EventBus()
 
     def get(self, ref: str) -> Any:
         return SimpleNamespace(state=SimpleNamespace(running=ref in self.running))
@@ -265,6 +267,20 @@ def test_list_and_filters(env: SimpleNamespace) -> None:
         b"invalid filter 'colour'",
     )
     assert call(env, "GET", '/images/json?filters={"dangling":["maybe"]}')[0] == 400
+
+
+def test_image_events_carry_dockers_actor_and_labels(env: SimpleNamespace) -> None:
+    assert call(env, "POST", "/images/app:1/tag?repo=other&tag=2")[0] == 201
+    assert call(env, "DELETE", "/images/other:2")[0] == 200  # app:1 remains: untag only
+    assert call(env, "DELETE", "/images/app:1")[0] == 200  # the last name: untag, delete
+    a = env.a.id
+    got = [(e.action, e.actor_id, e.attributes) for e in env.engine.events.history()]
+    assert got == [
+        ("tag", a, {"team": "core", "name": "other:2"}),
+        ("untag", a, {"team": "core", "name": a}),
+        ("untag", a, {"team": "core", "name": a}),
+        ("delete", a, {"name": a}),
+    ]
 
 
 def test_tag_errors(env: SimpleNamespace) -> None:

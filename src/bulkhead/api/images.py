@@ -511,6 +511,34 @@ class ImagesAPI:
                 raise ImageNotFound(f"No such image: {ref}") from None
             raise ImageNotFound(f"No such image: {name}") from None
 
+    def _log(self, action: str, actor: str, name: str, image: Image | None = None) -> None:
+        """An ``image`` event as moby's ``LogImageEvent``: the image's labels and ``name``.
+
+        ``actor`` and ``name`` are what Docker puts there per action: the
+        reference for ``pull``/``push`` (``busybox:latest``, name
+        ``busybox``), the id and the new name for ``tag``, the id twice for
+        ``untag``, ``delete``, ``import``, ``load`` and ``save``. Safe from
+        the worker threads the pulls and loads run in.
+        """
+        engine = getattr(self.services, "engine", None)
+        if engine is None:
+            return
+        attributes: dict[str, str] = {}
+        if image is not None:
+            labels = (image.config.get("config") or {}).get("Labels") or {}
+            attributes.update({str(k): str(v) for k, v in labels.items()})
+        if name:
+            attributes["name"] = name
+        engine.events.emit("image", action, actor, attributes)
+
+    def _log_removal(self, image: Image, records: list[dict[str, str]]) -> None:
+        """``untag`` per name removed, ``delete`` when the image went (``docker rmi``)."""
+        for record in records:
+            if "Untagged" in record:
+                self._log("untag", image.id, image.id, image)
+            elif record.get("Deleted") == image.id:
+                self._log("delete", image.id, image.id)
+
     def _spool_dir(self) -> str:
         path = self.store.root / "tmp"
         path.mkdir(parents=True, exist_ok=True)
@@ -599,6 +627,7 @@ class ImagesAPI:
             progress.extracting()
             self.store.unpack(image, snapshotter)
         progress.finished(pulled.digest)
+        self._log("pull", ref.familiar(), ref.familiar_name(), image)
         return before == image.id
 
     async def _import(self, req: Request, from_src: str) -> StreamResponse:
@@ -656,6 +685,9 @@ class ImagesAPI:
                     if isinstance(exc, ImageNotFound):
                         raise
                     raise BadRequest(f"import failed: {exc}") from None
+            if name is not None:  # moby tags the new image first (TagImageWithReference)
+                self._log("tag", image.id, familiar(name), image)
+            self._log("import", image.id, image.id, image)
             emit(status(image.id))
 
         return await _Run(work).response()
@@ -703,6 +735,7 @@ class ImagesAPI:
                     )
                     self.store.add_repo_digest(image, f"{one.repository}@{desc.digest}")
                     progress.finished(t, desc.digest, desc.size)
+                    self._log("push", one.familiar(), one.familiar_name(), image)
 
         return await _Run(work).response()
 
@@ -726,6 +759,7 @@ class ImagesAPI:
             raise BadRequest(f"refusing to create a tag with a digest reference: {repo}")
         image = await asyncio.to_thread(self._get, name)
         await asyncio.to_thread(self.store.tag, image, str(ref))
+        self._log("tag", image.id, ref.familiar(), image)
         return Response(201, b"", None)
 
     # -- views -----------------------------------------------------------------------------
@@ -796,7 +830,9 @@ class ImagesAPI:
         users = self.store.users(image)
         if not users or not force:
             # No user: delete. Users and no force: the store refuses (409, naming them).
-            return self.store.remove(name, force, snapshotter=self.services.snapshotter)
+            records = self.store.remove(name, force, snapshotter=self.services.snapshotter)
+            self._log_removal(image, records)
+            return records
         short = image.short_id
         running = [u for u in users if self._running(u)]
         if running:
@@ -816,6 +852,7 @@ class ImagesAPI:
         for n in names:
             self.store.untag(n)
             out.append({"Untagged": familiar(n)})
+        self._log_removal(image, out)
         return out
 
     @staticmethod
@@ -880,11 +917,12 @@ class ImagesAPI:
         return await self._save(names)
 
     async def _save(self, names: list[str]) -> StreamResponse:
-        for n in names:  # a missing image is a 404 before any byte
-            await asyncio.to_thread(self.store.get, n)
+        images = [await asyncio.to_thread(self.store.get, n) for n in names]  # 404 before a byte
 
         def produce(out: IO[bytes]) -> None:
             archive.save(self.store, names, out)  # type: ignore[arg-type]
+            for image in {i.id: i for i in images}.values():
+                self._log("save", image.id, image.id, image)
 
         return StreamResponse(_stream_from_thread(produce), content_type="application/x-tar")
 
@@ -898,6 +936,13 @@ class ImagesAPI:
                     loaded = archive.load(self.store, spool)
                 except ImageError as exc:
                     raise BadRequest(f"invalid image archive: {exc}") from None
+            seen: set[str] = set()
+            for item in loaded:
+                with contextlib.suppress(ImageError):
+                    image = self.store.get(item)
+                    if image.id not in seen:
+                        seen.add(image.id)
+                        self._log("load", image.id, image.id, image)
             for item in loaded:
                 if item.startswith("sha256:"):
                     emit({"stream": f"Loaded image ID: {item}\n"})

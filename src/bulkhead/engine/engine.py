@@ -2161,6 +2161,12 @@ class Engine:
             from bulkhead.images.reference import parse_reference
 
             image_ref = parse_reference(f"{repo}:{tag}" if tag else repo).familiar()
+            attributes: dict[str, str] = {}
+            with contextlib.suppress(BulkheadError):
+                config = self.images.get(image_id).config.get("config") or {}
+                attributes.update({str(k): str(v) for k, v in (config.get("Labels") or {}).items()})
+            attributes["name"] = image_ref
+            self.events.emit("image", "tag", image_id, attributes)
         self.emit(c, "commit", comment=comment, imageID=image_id, imageRef=image_ref)
         return image_id
 
