@@ -319,6 +319,9 @@ def open_services(config: DaemonConfig) -> Services:
     snapshotter = open_snapshotter(config)
     volumes = VolumeStore(config.volumes_root)
     engine = Engine(config=config, images=images, snapshotter=snapshotter, volumes=volumes)
+    volumes.on_event = lambda action, name, attributes: engine.events.emit(
+        "volume", action, name, attributes
+    )
     info = SystemInfo(
         root=config.root,
         driver="overlay2" if config.snapshotter == "overlay" else "vfs",

@@ -52,7 +52,7 @@ import secrets
 import shutil
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -234,6 +234,9 @@ class VolumeStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(_SCHEMA)
+        #: ``(action, volume name, attributes)`` for ``GET /events`` (``create``,
+        #: ``destroy``); the daemon points it at the engine's event bus
+        self.on_event: Callable[[str, str, dict[str, str]], object] | None = None
         self._collect_orphans()
         self._restore_mounts()
 
@@ -368,7 +371,12 @@ class VolumeStore:
                 raise
             vol = self._row(self._db, name)
             assert vol is not None
-            return vol
+        self._event("create", vol)
+        return vol
+
+    def _event(self, action: str, vol: Volume) -> None:
+        if self.on_event is not None:
+            self.on_event(action, vol.name, {"driver": vol.driver})
 
     def get(self, name: str) -> Volume:
         """The volume ``name``; :class:`NoSuchVolume` (404) when there is none."""
@@ -541,6 +549,7 @@ class VolumeStore:
             self._unmount(vol)
         with self._tx() as db:
             db.execute("DELETE FROM volumes WHERE name = ?", (vol.name,))
+        self._event("destroy", vol)
         vol_dir = self.root / vol.name
         data = vol_dir / DATA_DIR
         if os.path.isdir(data) and _is_mountpoint(str(data)):
