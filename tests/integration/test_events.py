@@ -195,3 +195,94 @@ def test_oom_kill_is_reported_in_inspect_and_events(daemon: Daemon) -> None:
     acts = [e["Action"] for e in events]
     assert acts[-2:] == ["oom", "die"], acts
     assert events[-1]["Actor"]["Attributes"]["exitCode"] == "137"
+
+
+def _events(daemon: Daemon, since: str, *filters: str) -> list[dict[str, Any]]:
+    args = [a for f in filters for a in ("--filter", f)]
+    out = ok(
+        daemon.docker(
+            "events", "--since", since, "--until", f"{time.time():.3f}", *args,
+            "--format", "{{json .}}",
+        )
+    )  # fmt: skip
+    return json_lines(out)
+
+
+@needs_docker
+def test_image_events_tag_save_load_rmi_commit(daemon: Daemon, tmp_path: Any) -> None:
+    since = f"{time.time() - 1:.3f}"
+    bb = ok(daemon.docker("image", "inspect", "-f", "{{.Id}}", "busybox")).strip()
+    ok(daemon.docker("tag", "busybox", "mine:1"))
+    archive = str(tmp_path / "bb.tar")
+    ok(daemon.docker("save", "-o", archive, "mine:1"))
+    ok(daemon.docker("rmi", "mine:1"))  # busybox still names it: an untag only
+    ok(daemon.docker("load", "-i", archive))
+    ok(daemon.docker("create", "--name", "ev-commit", "busybox", "true"))
+    new = ok(daemon.docker("commit", "-m", "why", "ev-commit", "snap:2")).strip()
+    ok(daemon.docker("rm", "ev-commit"))
+    ok(daemon.docker("rmi", "snap:2"))  # its last name: untag, then delete
+    got = [(e["Action"], e["Actor"]["ID"], e["Actor"]["Attributes"].get("name")) for e in
+           _events(daemon, since, "type=image")]  # fmt: skip
+    assert got == [
+        ("tag", bb, "mine:1"),
+        ("save", bb, bb),
+        ("untag", bb, bb),
+        ("load", bb, bb),
+        ("tag", new, "snap:2"),
+        ("untag", new, new),
+        ("delete", new, new),
+    ]
+    commit = _events(daemon, since, "event=commit")
+    assert len(commit) == 1
+    assert commit[0]["Actor"]["Attributes"]["imageID"] == new
+    assert commit[0]["Actor"]["Attributes"]["imageRef"] == "snap:2"
+    assert commit[0]["Actor"]["Attributes"]["comment"] == "why"
+    # the image filter: an image event by name, a container event by its image
+    assert [e["Action"] for e in _events(daemon, since, "image=mine")] == ["tag"]
+
+
+@needs_docker
+def test_volume_events(daemon: Daemon) -> None:
+    since = f"{time.time() - 1:.3f}"
+    ok(daemon.docker("volume", "create", "ev-vol"))
+    ok(daemon.docker("volume", "create", "ev-vol"))  # exists already: no second create
+    ok(daemon.docker("volume", "rm", "ev-vol"))
+    ok(daemon.docker("run", "--rm", "-v", "/data", "busybox", "true"))
+    events = _events(daemon, since, "type=volume")
+    acts = [(e["Action"], e["Actor"]["Attributes"]) for e in events]
+    assert acts[:2] == [("create", {"driver": "local"}), ("destroy", {"driver": "local"})]
+    assert events[0]["Actor"]["ID"] == "ev-vol"
+    anonymous = [(e["Action"], e["Actor"]["ID"]) for e in events[2:]]
+    assert [a for a, _ in anonymous] == ["create", "destroy"]
+    assert anonymous[0][1] == anonymous[1][1] and len(anonymous[0][1]) == 64
+    assert [e["Action"] for e in _events(daemon, since, "volume=ev-vol")] == ["create", "destroy"]
+
+
+@needs_docker
+def test_push_and_pull_events(daemon: Daemon, registry: Any) -> None:
+    since = f"{time.time() - 1:.3f}"
+    ref = registry.ref("ev/bb:1")
+    ok(daemon.docker("tag", "busybox", ref))
+    ok(daemon.docker("push", ref))
+    ok(daemon.docker("pull", ref))
+    got = [
+        (e["Action"], e["Actor"]["ID"], e["Actor"]["Attributes"]["name"])
+        for e in _events(daemon, since, "event=push", "event=pull")
+    ]
+    name = ref.rsplit(":", 1)[0]
+    assert got == [("push", ref, name), ("pull", ref, name)]
+
+
+@needs_docker
+def test_import_event(daemon: Daemon, tmp_path: Any) -> None:
+    import tarfile
+
+    since = f"{time.time() - 1:.3f}"
+    path = tmp_path / "root.tar"
+    (tmp_path / "hello").write_text("hi\n")
+    with tarfile.open(path, "w") as tar:
+        tar.add(tmp_path / "hello", arcname="hello")
+    new = ok(daemon.docker("import", str(path), "imp:1")).strip()
+    events = _events(daemon, since, "type=image")
+    got = [(e["Action"], e["Actor"]["ID"], e["Actor"]["Attributes"]["name"]) for e in events]
+    assert got == [("tag", new, "imp:1"), ("import", new, new)]
