@@ -100,6 +100,7 @@ from bulkhead.units import human_duration
 if TYPE_CHECKING:
     from bulkhead.engine.context import DaemonConfig
     from bulkhead.engine.monitor import MonitorClient
+    from bulkhead.engine.stats import Sampler as StatsSampler
     from bulkhead.engine.volumes import VolumeStore
     from bulkhead.images.store import Image, ImageStore
 
@@ -455,6 +456,48 @@ class Engine:
         if not c.state.running:
             raise ContainerNotRunning(f"Container {c.id} is not running")
         return self._monitor_client(c.id)
+
+    # -- stats and top (see bulkhead.engine.stats and bulkhead.engine.top) -------------
+
+    def stats_sampler(self, c: Container) -> StatsSampler | None:
+        """What takes ``c``'s stats samples; None when it is not running (or restarting)."""
+        if not c.state.running or c.state.restarting or not c.state.pid:
+            return None
+        from bulkhead.cgroups import new_manager
+        from bulkhead.engine.stats import Sampler
+
+        mode = str(c.host_config.get("NetworkMode") or "none")
+        return Sampler(
+            new_manager(self._cgroups_path(c.id, c.host_config)),
+            name="/" + c.name,
+            container_id=c.id,
+            pid=c.state.pid,
+            networks=mode != "host" and not c.config.get("NetworkDisabled"),
+        )
+
+    async def top(self, ref: str, ps_args: str | None = None) -> dict[str, Any]:
+        """Docker's ``ContainerTopResponse``: ``ps`` rows of ``ref``'s processes; a ``top`` event."""
+        from bulkhead.cgroups import new_manager
+        from bulkhead.engine import top
+
+        ps_args = ps_args or top.DEFAULT_PS_ARGS
+        try:
+            top.validate_ps_args(ps_args)
+        except ValueError as exc:
+            raise SpecError(str(exc)) from None
+        c = self.get(ref)
+        if not c.state.running:
+            raise ContainerNotRunning(f"container {c.id} is not running")
+        if c.state.restarting:
+            raise ContainerNotRunning(
+                f"Container {c.id} is restarting, wait until the container is running"
+            )
+        manager = new_manager(self._cgroups_path(c.id, c.host_config))
+        pids = await asyncio.to_thread(manager.pids)
+        output = await asyncio.to_thread(top.run_ps, ps_args, pids)
+        result = top.parse_ps_output(output, set(pids))
+        self.emit(c, "top")
+        return result
 
     # -- create -------------------------------------------------------------------
 
