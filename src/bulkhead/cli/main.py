@@ -48,6 +48,8 @@ COMMANDS: dict[str, str] = {
     "pause": "operate:cmd_pause",
     "unpause": "operate:cmd_unpause",
     "update": "operate:cmd_update",
+    "stats": "stats:cmd_stats",
+    "top": "stats:cmd_top",
     "pull": "images:cmd_pull",
     "push": "images:cmd_push",
     "images": "images:cmd_images",
@@ -89,6 +91,8 @@ GROUPS: dict[str, dict[str, str]] = {
                 "pause",
                 "unpause",
                 "update",
+                "stats",
+                "top",
             )
         },
         "ls": COMMANDS["ps"],
@@ -154,7 +158,7 @@ Management Commands:
 
 Commands:
   attach cp commit create diff events export history import inspect kill load logs
-  pause port rename restart rm rmi save start stop tag unpause update wait
+  pause port rename restart rm rmi save start stats stop tag top unpause update wait
 
 Daemon:
   daemon      Run the bulkhead daemon (python -m bulkhead.daemon)
