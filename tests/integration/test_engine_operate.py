@@ -131,4 +131,15 @@ def test_update_event_and_stopped_container(engine_roots: Daemon) -> None:
         assert mem.read_text().strip() == str(32 << 20)
         await engine.remove(cid, force=True)
 
+        # created, with its runtime container made for an early attach: its cgroup
+        # exists already, so the update goes to it too
+        cid, _ = await engine.create(request(SLEEPER), name="early")
+        assert await engine.attach_monitor(cid) is not None
+        await engine.update(cid, {"Memory": 40 << 20, "MemorySwap": 80 << 20})
+        mem = Path("/sys/fs/cgroup/memory", parent, cid, "memory.limit_in_bytes")
+        assert mem.read_text().strip() == str(40 << 20)
+        await engine.start(cid)
+        assert mem.read_text().strip() == str(40 << 20)
+        await engine.remove(cid, force=True)
+
     run(lambda: make_engine(engine_roots), body)

@@ -1347,7 +1347,9 @@ class Engine:
                     'cannot be "update"'
                 )
             plan = plan_update(c.id, c.config, c.host_config, body)
-            live = c.state.running and not c.state.restarting
+            # running or paused; or created with its runtime container made (an early
+            # attach): its cgroup exists already and the start would not look at config.json
+            live = not c.state.restarting and (c.state.running or self._monitor_live(c))
             if plan.resources is not None and live:
                 try:
                     await asyncio.to_thread(self._runtime_verb, c, "update", plan.resources)
