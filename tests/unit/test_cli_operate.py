@@ -70,7 +70,7 @@ def test_update_leaves_out_what_was_not_given(fake: FakeDaemon) -> None:
 
 
 def test_update_usage_errors(fake: FakeDaemon, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["update", "web"]) == 125
+    assert main(["update", "web"]) == 1  # docker's status for it
     assert "you must provide one or more flags" in capsys.readouterr().err
     assert main(["update", "-m", "lots", "web"]) == 125
     assert 'invalid argument "lots" for "-m, --memory" flag' in capsys.readouterr().err

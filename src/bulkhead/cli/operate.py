@@ -12,7 +12,7 @@ exiting 1 if any failed.
 
 from __future__ import annotations
 
-from bulkhead.cli.app import App
+from bulkhead.cli.app import App, Exit
 from bulkhead.cli.client import APIError
 from bulkhead.cli.flags import INT, STR, Command, Flag, UsageError, need_args
 
@@ -98,8 +98,8 @@ def update_body(parsed: Any) -> dict[str, Any]:
     """
     from bulkhead.cli.runflags import mem_flag, nano_cpus
 
-    if not parsed.given:
-        raise UsageError("you must provide one or more flags when using this command")
+    if not parsed.given:  # docker: a plain error (status 1), before the daemon is asked
+        raise Exit(1, "you must provide one or more flags when using this command")
     v = parsed.values
     swap = v["memory-swap"]
     body: dict[str, Any] = {
