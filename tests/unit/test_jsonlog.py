@@ -300,3 +300,44 @@ def test_lines_escape_as_dockers_json_file(tmp_path: Path, message: bytes, body:
     text = message.decode("utf-8", "surrogateescape")
     text = "".join("\ufffd" if "\udc80" <= c <= "\udcff" else c for c in text)
     assert collect(log) == [(2, text.encode())]
+
+
+def _follow_while_rotating(log: Path, w: JsonLogWriter, later: list[bytes]) -> list[bytes]:
+    """Read the first message, then (the reader busy) write ``later``, then drain to the end."""
+
+    async def go() -> list[bytes]:
+        stop = asyncio.Event()
+        agen = follow_logs(log, follow=True, stop_event=stop, poll_interval=0.01)
+        got = [(await agen.__anext__())[1]]  # the reader holds the first file open
+        for data in later:
+            w.write(1, data)
+        stop.set()
+        got += [data async for _, data in agen]
+        return got
+
+    return asyncio.run(go())
+
+
+def test_follow_reads_every_file_rotated_while_it_was_busy(tmp_path: Path) -> None:
+    """Three rotations between two reads: the files are followed by inode, none skipped."""
+    log = tmp_path / "c.log"
+    w = JsonLogWriter(log, max_size=300, max_files=5)
+    w.write(1, b"m00\n")
+    later = [f"m{i:02d}\n".encode() for i in range(1, 13)]
+    got = _follow_while_rotating(log, w, later)
+    w.close()
+    assert len(log_files(log)) == 4  # it did rotate three times meanwhile
+    assert got == [b"m00\n", *later]
+
+
+def test_follow_that_fell_behind_goes_on_from_the_oldest_file_left(tmp_path: Path) -> None:
+    """More rotations than files kept: what was deleted is lost (as in Docker), nothing repeats."""
+    log = tmp_path / "c.log"
+    w = JsonLogWriter(log, max_size=300, max_files=2)
+    w.write(1, b"m00\n")
+    later = [f"m{i:02d}\n".encode() for i in range(1, 30)]
+    got = _follow_while_rotating(log, w, later)
+    w.close()
+    kept = [d for _, d in collect(log)]
+    assert got[0] == b"m00\n" and got[-len(kept) :] == kept
+    assert got == sorted(set(got)) and set(got) <= {b"m00\n", *later}

@@ -478,7 +478,7 @@ class ContainersAPI:
         cid = c.id
 
         async def chunks() -> AsyncIterator[bytes]:
-            from bulkhead.engine.jsonlog import follow_logs
+            from bulkhead.engine.jsonlog import follow_log_batches
 
             stop = asyncio.Event()
             watcher: asyncio.Future[Any] | None = None
@@ -492,7 +492,7 @@ class ContainersAPI:
 
                 watcher = asyncio.ensure_future(watch())
             try:
-                async for num, data in follow_logs(
+                batches = follow_log_batches(
                     log_path,
                     since=since,
                     until=until,
@@ -502,8 +502,13 @@ class ContainersAPI:
                     stderr=stderr,
                     timestamps=timestamps,
                     stop_event=stop,
-                ):
-                    yield data if tty else frame(num, data)
+                )
+                async with contextlib.aclosing(batches):
+                    async for batch in batches:  # one write per read of the log
+                        if tty:
+                            yield b"".join(data for _, data in batch)
+                        else:
+                            yield b"".join(frame(num, data) for num, data in batch)
             finally:
                 if watcher is not None:
                     watcher.cancel()

@@ -29,10 +29,11 @@ from __future__ import annotations
 import asyncio
 import calendar
 import collections
+import contextlib
 import os
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, NamedTuple
 
 import msgspec
@@ -376,6 +377,82 @@ def log_position(path: str | os.PathLike[str]) -> LogPosition | None:
     return LogPosition(st.st_ino, st.st_size)
 
 
+#: one read of a log file
+_READ = 256 * 1024
+
+
+class _FileChain:
+    """The files of a rotating log, read one after the other by inode, not by name.
+
+    Rotation renames ``path`` → ``path.1`` → ``path.2`` ...: a name does not
+    hold its file, but an open descriptor does. The reader keeps the file it
+    reads open, and when that file is no longer ``path`` (rotated), it drains
+    it (the writer finishes a file before renaming it) and then opens the
+    file that came right after it: the one now one number lower. Two
+    rotations while the reader was busy are thus two files to read, not one
+    skipped. Only a reader slower than ``max_files`` rotations loses files
+    (they were deleted), and then it goes on from the oldest file left.
+    """
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self.fd = -1
+        self.ino = 0
+        #: the current file was seen rotated: once drained, move to the next
+        self.rotated = False
+
+    def _listing(self) -> list[tuple[str, int]]:
+        out = []
+        for name in log_files(self.base):
+            try:
+                out.append((name, os.stat(name).st_ino))
+            except FileNotFoundError:
+                continue
+        return out
+
+    def _open(self, candidates: list[tuple[str, int]]) -> bool | None:
+        """Open the first of ``candidates``; None when it changed under us (look again)."""
+        if not candidates:
+            return False
+        name, ino = candidates[0]
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        if os.fstat(fd).st_ino != ino:
+            os.close(fd)
+            return None
+        self.close()
+        self.fd, self.ino, self.rotated = fd, ino, False
+        return True
+
+    def open_next(self) -> bool:
+        """Open the file after the current one (the oldest one without one); False: none yet."""
+        for _ in range(100):
+            listing = self._listing()
+            inodes = [ino for _, ino in listing]
+            if self.fd >= 0 and self.ino in inodes:
+                candidates = listing[inodes.index(self.ino) + 1 :]
+            else:
+                candidates = listing  # nothing read yet, or the reader fell behind the rotation
+            opened = self._open(candidates)
+            if opened is not None:
+                return opened
+        return False
+
+    def is_current(self) -> bool:
+        """Whether the open file is still ``path`` (else it was rotated away)."""
+        try:
+            return os.stat(self.base).st_ino == self.ino
+        except FileNotFoundError:
+            return False
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
 async def follow_logs(
     path: str | os.PathLike[str],
     *,
@@ -402,98 +479,131 @@ async def follow_logs(
     with ``logs=1&stream=1`` replays up to the moment its live stream began.
     New lines are noticed through inotify on the log's directory;
     ``poll_interval`` is how often to look where inotify is not available.
+
+    Files are followed by inode (:class:`_FileChain`): a follower that keeps
+    up (less than ``max_files - 1`` rotations behind) neither loses nor
+    repeats a message, however many rotations happen meanwhile.
+    """
+    batches = follow_log_batches(
+        path,
+        since=since,
+        until=until,
+        tail=tail,
+        follow=follow,
+        stdout=stdout,
+        stderr=stderr,
+        timestamps=timestamps,
+        stop_event=stop_event,
+        poll_interval=poll_interval,
+        upto=upto,
+    )
+    async with contextlib.aclosing(batches):
+        async for batch in batches:
+            for item in batch:
+                yield item
+
+
+async def follow_log_batches(
+    path: str | os.PathLike[str],
+    *,
+    since: float | None = None,
+    until: float | None = None,
+    tail: int | None = None,
+    follow: bool = False,
+    stdout: bool = True,
+    stderr: bool = True,
+    timestamps: bool = False,
+    stop_event: asyncio.Event | None = None,
+    poll_interval: float = 0.1,
+    upto: LogPosition | None = None,
+) -> AsyncGenerator[list[tuple[int, bytes]], None]:
+    """:func:`follow_logs` a read at a time: lists of ``(stream, message)``, never empty.
+
+    The daemon's ``docker logs`` writes a list as one piece: a fast writer's
+    follower then costs a write per read of the log, not one per message.
     """
     filt = _Filter(since, until, stdout, stderr, timestamps)
-    files = log_files(path)
     base = os.fspath(path)
     pending: collections.deque[tuple[int, bytes]] | None = (
         collections.deque(maxlen=tail) if tail is not None and tail >= 0 else None
     )
-    current_fd = -1
-    current_ino = 0
+    chain = _FileChain(base)
+    catching_up = True  # reading what was there when we began (``tail`` applies to it)
+    watch: _DirWatch | None = None
     leftover = b""
-    for name in files:
-        try:
-            fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            continue
-        is_current = name == base
-        leftover = b""
-        keep = False
-        budget = -1  # bytes left to read in this file (-1: all of it)
-        if upto is not None and os.fstat(fd).st_ino == upto.inode:
-            budget = upto.size
-        try:
-            while True:
-                chunk = os.read(fd, 65536 if budget < 0 else min(65536, budget))
-                if budget >= 0:
+    budget = -1  # bytes left to read in this file before ``upto`` (-1: all of it)
+
+    def opened() -> int:
+        if upto is not None and chain.ino == upto.inode:
+            return upto.size
+        return -1
+
+    try:
+        if chain.open_next():
+            budget = opened()
+        while True:
+            chunk = b""
+            if chain.fd >= 0 and budget != 0:
+                chunk = os.read(chain.fd, _READ if budget < 0 else min(_READ, budget))
+                if budget > 0:
                     budget -= len(chunk)
-                if not chunk:
-                    break
-                data = leftover + chunk
-                lines = data.split(b"\n")
+            if chunk:
+                lines = (leftover + chunk).split(b"\n")
                 leftover = lines.pop()
+                batch: list[tuple[int, bytes]] = []
                 for raw in lines:
                     item = filt.apply(raw)
                     if item is None:
                         if filt.past_until:
                             break
-                        continue
-                    if pending is not None:
+                    elif catching_up and pending is not None:
                         pending.append(item)
                     else:
-                        yield item
+                        batch.append(item)
+                if batch:
+                    yield batch
                 if filt.past_until:
                     break
                 await asyncio.sleep(0)
-            keep = is_current and follow and not filt.past_until
-        finally:
-            if not keep:
-                os.close(fd)
-        if keep:
-            current_fd = fd
-            current_ino = os.fstat(fd).st_ino
-        if filt.past_until or budget == 0:
-            break  # past until, or at the position of ``upto``: newer files come after it
-    watch: _DirWatch | None = None
-    try:
-        if pending is not None:
-            for item in pending:
-                yield item
-        if not follow or filt.past_until:
-            return
-        watch = _DirWatch(os.path.dirname(os.path.abspath(base)))
-        while True:
-            chunk = os.read(current_fd, 65536) if current_fd >= 0 else b""
-            if chunk:
-                data = leftover + chunk
-                lines = data.split(b"\n")
-                leftover = lines.pop()
-                for raw in lines:
-                    item = filt.apply(raw)
-                    if item is not None:
-                        yield item
-                    elif filt.past_until:
-                        return
                 continue
-            # Drained what is there: was the file rotated or (re)created meanwhile?
-            try:
-                st = os.stat(base)
-            except FileNotFoundError:
-                st = None
-            if st is not None and (current_fd < 0 or st.st_ino != current_ino):
-                if current_fd >= 0:
-                    os.close(current_fd)
-                current_fd = os.open(base, os.O_RDONLY | os.O_CLOEXEC)
-                current_ino = os.fstat(current_fd).st_ino
-                leftover = b""
+            if budget == 0:
+                break  # at the position of ``upto``: what came after is not ours
+            # At the end of this file: rotated meanwhile (drain it once more, then the next)?
+            if chain.fd >= 0 and not chain.is_current():
+                if not chain.rotated:
+                    chain.rotated = True
+                    continue
+                if chain.open_next():
+                    leftover = b""  # a torn last line of the rotated file (a crash): skipped
+                    budget = opened()
+                    continue
+            elif chain.fd < 0 and chain.open_next():
+                budget = opened()
                 continue
-            if current_fd >= 0 and st is not None and st.st_size < os.lseek(current_fd, 0, 1):
-                os.lseek(current_fd, 0, 0)  # truncated in place (max_files = 1)
-                leftover = b""
-                continue
+            # At the end of the log as it is now.
+            if catching_up:
+                catching_up = False
+                if pending:
+                    kept = list(pending)
+                    pending.clear()
+                    for k in range(0, len(kept), 1000):
+                        yield kept[k : k + 1000]
+                if not follow:
+                    break
+                watch = _DirWatch(os.path.dirname(os.path.abspath(base)))
+                continue  # look once more: something may have come meanwhile
+            if chain.fd >= 0 and chain.is_current():
+                try:
+                    size = os.fstat(chain.fd).st_size
+                except OSError:
+                    size = 0
+                if size < os.lseek(chain.fd, 0, os.SEEK_CUR):
+                    os.lseek(chain.fd, 0, os.SEEK_SET)  # truncated in place (max_files = 1)
+                    leftover = b""
+                    continue
             if stop_event is not None and stop_event.is_set():
-                return
+                break
+            assert watch is not None
             # Until the file changes (inotify; polling as a fallback) or we are told to stop.
             # With inotify the timeout is only a safety net (a file system that does not report).
             timeout = poll_interval if watch.fd < 0 else max(poll_interval, 1.0)
@@ -508,5 +618,4 @@ async def follow_logs(
     finally:
         if watch is not None:
             watch.close()
-        if current_fd >= 0:
-            os.close(current_fd)
+        chain.close()
