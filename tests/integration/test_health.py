@@ -8,6 +8,7 @@ bounded poll, never a fixed sleep that must be long enough.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -151,3 +152,161 @@ def test_timeout_start_period_and_no_health_for_plain_containers(daemon: Daemon)
     none = daemon.docker("ps", "--format", "{{.Names}}", "--filter", "health=none").stdout.split()
     assert none == ["plain"]
     assert daemon.docker("rm", "-f", "slow", "boot", "plain").returncode == 0
+
+
+def _inspect(daemon: Daemon, name: str, fmt: str) -> Any:
+    r = daemon.docker("inspect", "--format", "{{json " + fmt + "}}", name)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def test_image_healthcheck_merged_with_run_flags(daemon: Daemon) -> None:
+    # docker commit keeps the container's Healthcheck: an image with a HEALTHCHECK
+    r = daemon.docker(
+        "create", "--name", "base", "--health-cmd", "cat /tmp/ok", "--health-interval", "300ms",
+        "--health-retries", "1", "busybox",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert daemon.docker("commit", "base", "hcimg").returncode == 0
+    image_hc = _inspect(daemon, "hcimg", ".Config.Healthcheck")
+    assert image_hc["Test"] == ["CMD-SHELL", "cat /tmp/ok"]
+    assert _inspect(daemon, "base", ".State.Health") is None  # never started: no Health
+
+    up = ["sh", "-c", "touch /tmp/ok; exec sleep 300"]
+    assert daemon.docker("run", "-d", "--name", "img", "hcimg", *up).returncode == 0
+    _poll(lambda: _status(daemon, "img") == "healthy")
+    # run flags override the image's fields one by one; the test stays the image's
+    r = daemon.docker("run", "-d", "--name", "mix", "--health-retries", "4", "hcimg", *up)
+    assert r.returncode == 0, r.stderr
+    assert _inspect(daemon, "mix", ".Config.Healthcheck") == {
+        "Test": ["CMD-SHELL", "cat /tmp/ok"],
+        "Interval": 300_000_000,
+        "Retries": 4,
+    }
+    _poll(lambda: _status(daemon, "mix") == "healthy")
+    # --no-healthcheck turns the image's check off
+    r = daemon.docker("run", "-d", "--name", "off", "--no-healthcheck", "hcimg", *up)
+    assert r.returncode == 0, r.stderr
+    # (moby's merge still copies the image's other fields, as here)
+    assert _inspect(daemon, "off", ".Config.Healthcheck") == {
+        "Test": ["NONE"],
+        "Interval": 300_000_000,
+        "Retries": 1,
+    }
+    assert _health(daemon, "off") is None
+    assert "(" not in _ps_status(daemon, "off")
+    assert daemon.docker("rm", "-f", "base", "img", "mix", "off").returncode == 0
+
+
+def test_our_cli_health_on_failure_restart(daemon: Daemon) -> None:
+    """The ask since 2016: a container whose probe starts failing is restarted."""
+    r = daemon.bulkhead(
+        "run", "-d", "--name", "svc", "--health-cmd", "cat /tmp/ok", "--health-interval", "300ms",
+        "--health-retries", "2", "--health-on-failure", "restart",
+        "busybox", "sh", "-c", "touch /tmp/ok; exec sleep 300",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    labels = _inspect(daemon, "svc", ".Config.Labels")
+    assert labels == {"bulkhead.health-on-failure": "restart"}
+    _poll(lambda: _status(daemon, "svc") == "healthy")
+    first_start = _inspect(daemon, "svc", ".State.StartedAt")
+    ps = daemon.bulkhead("ps", "--filter", "health=healthy", "--format", "{{.Names}} {{.Status}}")
+    assert ps.returncode == 0 and ps.stdout.startswith("svc Up ") and "(healthy)" in ps.stdout
+
+    assert daemon.docker("exec", "svc", "rm", "/tmp/ok").returncode == 0
+    _poll(lambda: _inspect(daemon, "svc", ".RestartCount") == 1)
+    _poll(lambda: _status(daemon, "svc") == "healthy")  # the start made /tmp/ok again
+    assert _inspect(daemon, "svc", ".State.StartedAt") != first_start
+    assert _inspect(daemon, "svc", ".State.Running") is True
+    events = _events(daemon, "svc")
+    if events is not None:
+        actions = [e["Action"] for e in events]
+        unhealthy = actions.index("health_status: unhealthy")
+        assert "restart" in actions[unhealthy:]
+        assert actions[unhealthy:].count("health_status: healthy") == 1
+    assert daemon.docker("rm", "-f", "svc").returncode == 0
+
+
+def test_docker_cli_label_kill_then_policy_and_stop(daemon: Daemon) -> None:
+    # the stock docker CLI sets the action as a label; kill: SIGKILL, then the restart policy
+    r = daemon.docker(
+        "run", "-d", "--name", "hk", "--label", "bulkhead.health-on-failure=kill",
+        "--restart", "on-failure", "--health-cmd", "cat /tmp/ok", "--health-interval", "300ms",
+        "--health-retries", "1", "busybox", "sh", "-c", "touch /tmp/ok; exec sleep 300",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    _poll(lambda: _status(daemon, "hk") == "healthy")
+    assert daemon.docker("exec", "hk", "rm", "/tmp/ok").returncode == 0
+    _poll(lambda: _inspect(daemon, "hk", ".RestartCount") >= 1)
+    _poll(lambda: _status(daemon, "hk") == "healthy")
+    events = _events(daemon, "hk")
+    if events is not None:
+        died = [e for e in events if e["Action"] == "die"]
+        assert died and died[0]["Actor"]["Attributes"]["exitCode"] == "137"
+
+    # stop: the container is stopped (and stays so, as a docker stop would leave it)
+    r = daemon.docker(
+        "run", "-d", "--name", "hs", "--label", "bulkhead.health-on-failure=stop",
+        "--restart", "unless-stopped", "--health-cmd", "false", "--health-interval", "300ms",
+        "--health-retries", "1", "busybox", "sleep", "300",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    _poll(lambda: _inspect(daemon, "hs", ".State.Status") == "exited")
+    assert _status(daemon, "hs") == "unhealthy"
+    assert _inspect(daemon, "hs", ".RestartCount") == 0
+    assert _ps_status(daemon, "hs").startswith("Exited (")
+
+    bad = daemon.docker("run", "-d", "--label", "bulkhead.health-on-failure=boom", "busybox")
+    assert bad.returncode != 0 and "bulkhead.health-on-failure" in bad.stderr
+    assert daemon.docker("rm", "-f", "hk", "hs").returncode == 0
+
+
+def _probe_pids(container_id: str, argv: bytes) -> list[int]:
+    """The processes running ``argv`` (NUL-separated) in the container's cgroup."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                if f.read() != argv:
+                    continue
+            with open(f"/proc/{entry}/cgroup") as f:
+                if container_id not in f.read():
+                    continue
+        except OSError:
+            continue
+        out.append(int(entry))
+    return out
+
+
+def test_daemon_killed_while_a_probe_runs(daemon: Daemon) -> None:
+    """kill -9 of the daemon mid-probe: the probe still ends at its timeout (its exec session
+    kills it), the result is recorded once after the restart, and the probes go on."""
+    r = daemon.docker(
+        "run", "-d", "--name", "hf", "--health-cmd", "echo probing; exec sleep 37",
+        "--health-interval", "300ms", "--health-timeout", "3s", "--health-retries", "10",
+        "busybox", "sleep", "300",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    cid = _inspect(daemon, "hf", ".Id")
+    argv = b"sleep\x0037\x00"
+    probe = _poll(lambda: _probe_pids(cid, argv), interval=0.05)
+    assert _health(daemon, "hf") == {"Status": "starting", "FailingStreak": 0, "Log": []}
+
+    daemon.stop(kill=True)
+    # no daemon: the exec session kills the probe at its 3 s timeout all the same
+    _poll(lambda: not any(os.path.exists(f"/proc/{p}") for p in probe), timeout=30)
+    daemon.start()
+
+    h = _poll(lambda: (x := _health(daemon, "hf")) and len(x["Log"]) >= 2 and x, timeout=60)
+    first = h["Log"][0]
+    assert first["ExitCode"] == -1
+    assert first["Output"] == "Health check exceeded timeout (3s)"  # its output died with us
+    later = h["Log"][1]
+    assert later["ExitCode"] == -1
+    assert later["Output"] == "Health check exceeded timeout (3s): probing\n"
+    starts = [e["Start"] for e in h["Log"]]
+    assert len(set(starts)) == len(starts) and starts == sorted(starts)
+    assert h["FailingStreak"] == len(h["Log"])  # each probe counted once
+    assert daemon.docker("rm", "-f", "hf").returncode == 0
