@@ -310,3 +310,26 @@ def test_daemon_killed_while_a_probe_runs(daemon: Daemon) -> None:
     assert len(set(starts)) == len(starts) and starts == sorted(starts)
     assert h["FailingStreak"] == len(h["Log"])  # each probe counted once
     assert daemon.docker("rm", "-f", "hf").returncode == 0
+
+
+def test_no_probes_while_paused(daemon: Daemon) -> None:
+    r = daemon.docker(
+        "run", "-d", "--name", "hp", "--health-cmd", "true", "--health-interval", "200ms",
+        "busybox", "sleep", "300",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    _poll(lambda: _status(daemon, "hp") == "healthy")
+    assert daemon.docker("pause", "hp").returncode == 0
+    assert _ps_status(daemon, "hp").endswith("(Paused)")
+    before = _health(daemon, "hp")
+    assert before is not None
+    time.sleep(1.5)  # seven intervals: none may probe (an absence needs a wait)
+    during = _health(daemon, "hp")
+    assert during is not None
+    # nothing new: no probe started, and one frozen mid-run is not recorded
+    assert during["Log"] == before["Log"]
+    assert daemon.docker("unpause", "hp").returncode == 0
+    last = during["Log"][-1]["Start"]
+    _poll(lambda: (x := _health(daemon, "hp")) and x["Log"][-1]["Start"] > last)
+    assert _status(daemon, "hp") == "healthy"
+    assert daemon.docker("rm", "-f", "hp").returncode == 0

@@ -434,8 +434,8 @@ class HealthMonitor:
             if h.probe_exec != exec_id:
                 return  # restarted meanwhile (reset), or recorded already
             h.probe_exec = h.probe_start = ""
-            if not x.state.running or x.state.restarting:
-                return  # moby ignores a result that comes after the stop
+            if not x.state.running or x.state.restarting or x.state.paused:
+                return  # moby ignores a result that comes after the stop (or pause)
             seen.append(h.status)
             apply_result(h, result, cfg, parse_rfc3339(x.state.started_at))
             seen.append(h.status)
