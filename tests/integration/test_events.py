@@ -248,7 +248,7 @@ def test_volume_events(daemon: Daemon) -> None:
     ok(daemon.docker("volume", "create", "ev-vol"))  # exists already: no second create
     ok(daemon.docker("volume", "rm", "ev-vol"))
     ok(daemon.docker("run", "--rm", "-v", "/data", "busybox", "true"))
-    events = _events(daemon, since, "type=volume")
+    events = _events(daemon, since, "type=volume", "event=create", "event=destroy")
     acts = [(e["Action"], e["Actor"]["Attributes"]) for e in events]
     assert acts[:2] == [("create", {"driver": "local"}), ("destroy", {"driver": "local"})]
     assert events[0]["Actor"]["ID"] == "ev-vol"
@@ -256,6 +256,28 @@ def test_volume_events(daemon: Daemon) -> None:
     assert [a for a, _ in anonymous] == ["create", "destroy"]
     assert anonymous[0][1] == anonymous[1][1] and len(anonymous[0][1]) == 64
     assert [e["Action"] for e in _events(daemon, since, "volume=ev-vol")] == ["create", "destroy"]
+    assert [e["Action"] for e in _events(daemon, since, "event=mount")] == ["mount"]
+
+
+@needs_docker
+def test_volume_mount_and_unmount_events(daemon: Daemon) -> None:
+    since = f"{time.time() - 1:.3f}"
+    ok(daemon.docker("run", "--name", "ev-mnt", "-v", "ev-data:/data:ro", "busybox", "true"))
+    cid = ok(daemon.docker("inspect", "-f", "{{.Id}}", "ev-mnt")).strip()
+    events = _events(daemon, since, "event=mount", "event=unmount", "event=start", "event=die")
+    got = [(e["Type"], e["Action"]) for e in events]
+    assert got == [
+        ("volume", "mount"),
+        ("container", "start"),
+        ("volume", "unmount"),
+        ("container", "die"),
+    ]
+    assert events[0]["Actor"]["ID"] == "ev-data"
+    assert events[0]["Actor"]["Attributes"] == {
+        "container": cid, "destination": "/data", "driver": "local",
+        "propagation": "", "read/write": "false",
+    }  # fmt: skip
+    assert events[2]["Actor"]["Attributes"] == {"container": cid, "driver": "local"}
 
 
 @needs_docker
@@ -286,3 +308,43 @@ def test_import_event(daemon: Daemon, tmp_path: Any) -> None:
     events = _events(daemon, since, "type=image")
     got = [(e["Action"], e["Actor"]["ID"], e["Actor"]["Attributes"]["name"]) for e in events]
     assert got == [("tag", new, "imp:1"), ("import", new, new)]
+
+
+@needs_docker
+def test_stop_restart_kill_rm_sequences(daemon: Daemon) -> None:
+    ok(daemon.docker("run", "-d", "--name", "ev-seq", "busybox", "sleep", "60"))
+    cid = ok(daemon.docker("inspect", "-f", "{{.Id}}", "ev-seq")).strip()
+
+    def seq(*cmd: str) -> list[str]:
+        since = f"{time.time() - 0.001:.6f}"
+        ok(daemon.docker(*cmd))
+        return [
+            e["Action"]
+            + (f" {e['Actor']['Attributes']['signal']}" if e["Action"] == "kill" else "")
+            for e in _events(daemon, since, f"container={cid}")
+        ]
+
+    # sleep ignores SIGTERM as PID 1: docker stop -t 1 escalates to SIGKILL
+    assert seq("stop", "-t", "1", "ev-seq") == ["kill 15", "kill 9", "die", "stop"]
+    assert seq("start", "ev-seq") == ["start"]
+    assert seq("restart", "-t", "0", "ev-seq") == [
+        "kill 15",
+        "kill 9",
+        "die",
+        "stop",
+        "start",
+        "restart",
+    ]
+    assert seq("kill", "-s", "USR1", "ev-seq") == ["kill 10"]
+    assert seq("rm", "-f", "ev-seq") == ["kill 9", "die", "destroy"]
+
+
+def test_docker_py_events(daemon: Daemon) -> None:
+    client = daemon.client()
+    since = time.time() - 1
+    client.containers.create("busybox", "true", name="ev-py", labels={"via": "py"})
+    until = time.time()
+    got = list(client.events(since=since, until=until, decode=True, filters={"label": "via=py"}))
+    assert [(e["Type"], e["Action"], e["Actor"]["Attributes"]["name"]) for e in got] == [
+        ("container", "create", "ev-py")
+    ]

@@ -999,10 +999,24 @@ class Engine:
             count = 0 if ran > 10 else c.restart_count
             self._spawn_task(self._restart_later(container_id, min(0.1 * 2**count, 60.0)))
 
+    def _emit_volumes(self, c: Container, action: str) -> None:
+        """A volume ``mount`` (at start) or ``unmount`` (at exit) per volume of ``c``, as moby."""
+        for m in c.mount_points:
+            if m.get("Type") != "volume" or not m.get("Name"):
+                continue
+            attributes = {"driver": str(m.get("Driver") or "local"), "container": c.id}
+            if action == "mount":
+                attributes["destination"] = str(m.get("Destination") or "")
+                attributes["read/write"] = "true" if m.get("RW", True) else "false"
+                attributes["propagation"] = str(m.get("Propagation") or "")
+            self.events.emit("volume", action, str(m["Name"]), attributes)
+
     def _emit_exit(self, c: Container, code: int, oom: bool) -> None:
-        """Docker's events of an exit: ``oom`` (killed by its memory limit), then ``die``."""
+        """Docker's events of an exit: ``oom`` (killed by its memory limit), the volumes'
+        ``unmount``, then ``die``."""
         if oom:
             self.emit(c, "oom")
+        self._emit_volumes(c, "unmount")
         ran = parse_rfc3339(c.state.finished_at) - parse_rfc3339(c.state.started_at)
         self.emit(c, "die", exitCode=str(code), execDuration=str(max(int(ran), 0)))
 
@@ -1076,6 +1090,7 @@ class Engine:
                 x.state.finished_at = ZERO_TIME
 
             c = self.store.update(c.id, running)
+            self._emit_volumes(c, "mount")
             self.emit(c, "start")
             self.health.on_start(c.id)
         log.info("started container %s", c.id[:12])
