@@ -2,7 +2,8 @@
 
 One test (each docker call costs seconds under software emulation): a
 detached container's limits land in its cgroup v2 files and are what it sees
-through its own cgroup namespace; a memory hog is OOM-killed and reported as
+through its own cgroup namespace; pause freezes it (``cgroup.freeze``) and
+update rewrites its v2 limits; a memory hog is OOM-killed and reported as
 such; stop and remove leave no cgroup behind.
 """
 
@@ -44,6 +45,19 @@ def test_engine_limits_oom_and_cleanup_on_cgroup_v2(daemon_factory: Any) -> None
     assert r.returncode == 137, r.stderr
     state = json.loads(docker("inspect", "hog"))[0]["State"]
     assert state["OOMKilled"] is True and state["ExitCode"] == 137
+
+    # pause freezes through cgroup.freeze (v2); update rewrites memory.max, memory.swap.max
+    # (memory+swap - memory) and cpu.max of the running container
+    docker("pause", "limited")
+    assert (cgroup / "cgroup.freeze").read_text().strip() == "1"
+    assert "frozen 1" in (cgroup / "cgroup.events").read_text()
+    assert json.loads(docker("inspect", "limited"))[0]["State"]["Status"] == "paused"
+    docker("unpause", "limited")
+    assert "frozen 0" in (cgroup / "cgroup.events").read_text()
+    docker("update", "--memory", "48m", "--memory-swap", "64m", "--cpus", "0.25", "limited")
+    assert (cgroup / "memory.max").read_text().strip() == str(48 << 20)
+    assert (cgroup / "memory.swap.max").read_text().strip() == str(16 << 20)
+    assert (cgroup / "cpu.max").read_text().split() == ["25000", "100000"]
 
     docker("stop", "-t", "1", "limited")
     docker("rm", "limited", "hog")

@@ -87,6 +87,7 @@ def start_counter(d: Daemon, name: str, *extra: str) -> str:
 
 
 def test_pause_freezes_and_unpause_thaws(daemon: Daemon) -> None:
+    since = str(int(time.time()) - 1)
     cid = start_counter(daemon, "counter")
     assert cgroup_read(daemon, "freezer", cid, "freezer.state") == "THAWED"
     assert ok(daemon.docker("pause", "counter")).strip() == "counter"
@@ -115,6 +116,14 @@ def test_pause_freezes_and_unpause_thaws(daemon: Daemon) -> None:
     wait_for("the counter to count again", lambda: count(daemon, "counter") > frozen_at + 2)
     fails(daemon.docker("unpause", "counter"), f"Container {cid} is not paused")
     ok(daemon.docker("exec", "counter", "true"))
+    until = str(int(time.time()) + 1)
+    events = ok(
+        daemon.docker(
+            "events", "--since", since, "--until", until, "--filter", "container=counter",
+            "--filter", "event=pause", "--filter", "event=unpause", "--format", "{{.Action}}",
+        )
+    ).split()  # fmt: skip
+    assert events == ["pause", "unpause"]
     ok(daemon.docker("rm", "-f", "counter"))
 
 
