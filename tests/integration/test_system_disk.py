@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from tests.integration.engine_fixtures import Daemon
+from tests.integration.registry_fixtures import Registry
 
 
 def disk_bytes(root: Path) -> int:
@@ -192,9 +193,33 @@ def test_system_df_and_prune_with_docker_and_bulkhead_clis(daemon: Daemon) -> No
     names = ok(daemon.docker("ps", "-a", "--format", "{{.Names}}")).split()
     assert names == ["up"]
     ok(daemon.docker("rm", "-f", "up"))
+    since = str(time.time() - 1)
     out = ok(daemon.bulkhead("system", "prune", "-a", "-f", "--volumes"))
     assert "Deleted Volumes:\n" in out and "named" not in out  # anonymous volumes only
     assert "Deleted Images:\nuntagged: busybox:latest\ndeleted: sha256:" in out
+    image_id = out.split("deleted: ")[1].split()[0]
+    events = ok(
+        daemon.docker(
+            "events",
+            "--since",
+            since,
+            "--until",
+            str(time.time() + 1),
+            "--filter",
+            "type=image",
+            "--filter",
+            "type=volume",
+            "--format",
+            "{{.Type}} {{.Action}} {{.Actor.ID}}",
+        )
+    ).splitlines()
+    assert [e.split()[:2] for e in events][-4:] == [
+        ["volume", "prune"],
+        ["image", "untag"],
+        ["image", "delete"],
+        ["image", "prune"],
+    ], events
+    assert events[-2].split()[2] == image_id
     assert ok(daemon.docker("images", "-q")) == ""
     assert ok(daemon.docker("volume", "ls", "-q")).split() == ["named"]
     out = ok(daemon.docker("system", "prune", "-a", "-f", "--volumes"))
@@ -206,3 +231,23 @@ def test_system_df_and_prune_with_docker_and_bulkhead_clis(daemon: Daemon) -> No
     df = client.df()  # docker-py speaks the daemon's API version: the 1.52+ summaries
     assert df["ImageUsage"] == {"ActiveCount": 0, "TotalCount": 0, "Reclaimable": 0, "TotalSize": 0}
     assert df["VolumeUsage"]["TotalCount"] == 1 and df["ContainerUsage"]["TotalCount"] == 0
+
+
+def test_pull_run_rmi_returns_the_disk_to_its_baseline(daemon: Daemon, registry: Registry) -> None:
+    root = daemon.root
+    ref = registry.ref("gc/bb:1")
+    ok(daemon.docker("tag", "busybox", ref))
+    ok(daemon.docker("push", ref))
+    ok(daemon.docker("rmi", "busybox", ref))
+    empty = disk_bytes(root)
+    assert snapshot_dirs(root) == set()
+
+    ok(daemon.docker("pull", ref))
+    ok(daemon.docker("run", "--rm", ref, "true"))
+    settled(root, 1)
+    assert disk_bytes(root) > empty + 1_000_000  # the layer blob and its unpacked copy
+    ok(daemon.docker("rmi", ref))
+    assert snapshot_dirs(root) == set()
+    assert not list((root / "images" / "content" / "blobs" / "sha256").iterdir())
+    assert not list((root / "images" / "content" / "ingest").iterdir())
+    assert abs(disk_bytes(root) - empty) < 64 * 1024, (disk_bytes(root), empty)

@@ -900,6 +900,16 @@ class ImagesAPI:
             return until is not None and not _unix(image.created) < until
 
         report = self.store.prune(dangling_only, snapshotter=self.services.snapshotter, keep=keep)
+        # as rmi: "untag" per name, "delete" per image (each image's records end with Deleted)
+        untagged = 0
+        for record in report["ImagesDeleted"] or []:
+            if "Untagged" in record:
+                untagged += 1
+            elif "Deleted" in record:
+                for _ in range(untagged):
+                    self._log("untag", record["Deleted"], record["Deleted"])
+                self._log("delete", record["Deleted"], record["Deleted"])
+                untagged = 0
         events = getattr(getattr(self.services, "engine", None), "events", None)
         if events is not None:  # Docker: one "prune" event with the bytes reclaimed
             events.emit("image", "prune", "", {"reclaimed": str(report["SpaceReclaimed"])})
