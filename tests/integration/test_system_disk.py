@@ -251,3 +251,37 @@ def test_pull_run_rmi_returns_the_disk_to_its_baseline(daemon: Daemon, registry:
     assert not list((root / "images" / "content" / "blobs" / "sha256").iterdir())
     assert not list((root / "images" / "content" / "ingest").iterdir())
     assert abs(disk_bytes(root) - empty) < 64 * 1024, (disk_bytes(root), empty)
+
+
+def test_daemon_start_collects_what_a_killed_removal_left(daemon: Daemon) -> None:
+    from bulkhead.images.content import ContentStore
+    from bulkhead.images.store import UNPACKED_LABEL
+    from bulkhead.snapshots import open_snapshotter
+
+    root = daemon.root
+    ok(daemon.docker("run", "--rm", "busybox", "true"))
+    kept = settled(root, 1)
+    daemon.stop(kill=True)
+    # what a daemon killed between an image's removal and its collection leaves: a blob
+    # and an unpacked layer no image names
+    orphan = ContentStore(root / "images" / "content").write_blob(os.urandom(300_000))
+    [driver] = [p.name for p in (root / "snapshots").iterdir()]
+    snap = open_snapshotter(driver, str(root / "snapshots"))
+    try:
+        mounts = snap.prepare("extract-x sha256:" + "0" * 64)
+        target = mounts[0].source if mounts[0].type == "bind" else None
+        if target is None:
+            target = next(
+                o.split("=", 1)[1] for o in mounts[0].options if o.startswith("upperdir=")
+            )
+        Path(target, "junk").write_bytes(os.urandom(300_000))
+        snap.commit(
+            "sha256:" + "0" * 64, "extract-x sha256:" + "0" * 64, labels={UNPACKED_LABEL: "x"}
+        )
+    finally:
+        snap.close()
+    assert blob_path(root, orphan).exists() and len(snapshot_dirs(root)) == 2
+    daemon.start()
+    assert not blob_path(root, orphan).exists()
+    assert snapshot_dirs(root) == kept
+    ok(daemon.docker("run", "--rm", "busybox", "true"))

@@ -1960,6 +1960,15 @@ class Engine:
                 for user in self.images.users(image):
                     if len(user) == 64 and user not in known:
                         self.images.unregister_use(image, user)
+        # blobs and unpacked layers no image needs (a daemon killed between an image's
+        # removal and its garbage collection, or during a pull)
+        try:
+            freed = self.images.collect(self.snapshotter)
+        except Exception:
+            log.exception("collecting unused image blobs and layers failed")
+        else:
+            if freed:
+                log.info("collected %d bytes of image data no image needs", freed)
         exec_root = self.config.exec_root
         for entry in sorted(os.listdir(exec_root)) if exec_root.is_dir() else []:
             if len(entry) == 64 and entry not in known:
