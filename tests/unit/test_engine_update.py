@@ -55,6 +55,10 @@ def test_memory_keeps_the_swap_the_container_was_created_with() -> None:
         plan(hc(Memory=64 * MIB), {"Memory": 200 * MIB})
     p = plan(hc(Memory=64 * MIB), {"Memory": 200 * MIB, "MemorySwap": -1})
     assert p.resources["memory"] == {"limit": 200 * MIB, "swap": -1}
+    # another field: the stored HostConfig keeps what it had
+    p = plan(hc(Memory=64 * MIB), {"CpuShares": 4})
+    assert "MemorySwap" not in p.host_config
+    assert p.resources["memory"] == {"limit": 64 * MIB, "swap": 128 * MIB}
 
 
 def test_pids_limit_zero_or_negative_lifts_the_limit() -> None:

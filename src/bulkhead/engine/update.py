@@ -145,7 +145,7 @@ def plan_update(
         )
 
     merged = copy.deepcopy(host_config)
-    if memory > 0 and int(host_config.get("MemorySwap") or 0) == 0:
+    if "Memory" in want and memory > 0 and int(host_config.get("MemorySwap") or 0) == 0:
         merged["MemorySwap"] = swap  # pinned: a new Memory does not drag the swap along
     merged.update(want)
     if rname:
