@@ -202,7 +202,7 @@ def test_our_cli_health_on_failure_restart(daemon: Daemon) -> None:
     """The ask since 2016: a container whose probe starts failing is restarted."""
     r = daemon.bulkhead(
         "run", "-d", "--name", "svc", "--health-cmd", "cat /tmp/ok", "--health-interval", "300ms",
-        "--health-retries", "2", "--health-on-failure", "restart",
+        "--health-retries", "2", "--health-on-failure", "restart", "--stop-timeout", "1",
         "busybox", "sh", "-c", "touch /tmp/ok; exec sleep 300",
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
@@ -247,7 +247,7 @@ def test_docker_cli_label_kill_then_policy_and_stop(daemon: Daemon) -> None:
     # stop: the container is stopped (and stays so, as a docker stop would leave it)
     r = daemon.docker(
         "run", "-d", "--name", "hs", "--label", "bulkhead.health-on-failure=stop",
-        "--restart", "unless-stopped", "--health-cmd", "false", "--health-interval", "300ms",
+        "--restart", "unless-stopped", "--stop-timeout", "1", "--health-cmd", "false", "--health-interval", "300ms",
         "--health-retries", "1", "busybox", "sleep", "300",
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
@@ -333,3 +333,26 @@ def test_no_probes_while_paused(daemon: Daemon) -> None:
     _poll(lambda: (x := _health(daemon, "hp")) and x["Log"][-1]["Start"] > last)
     assert _status(daemon, "hp") == "healthy"
     assert daemon.docker("rm", "-f", "hp").returncode == 0
+
+
+def test_docker_py_healthcheck_and_the_daemons_minimums(daemon: Daemon) -> None:
+    client = daemon.client()
+    c = client.containers.run(
+        "busybox",
+        ["sleep", "300"],
+        name="hpy",
+        detach=True,
+        healthcheck={"test": ["CMD", "true"], "interval": 200_000_000, "retries": 1},
+    )
+    _poll(
+        lambda: (
+            (c.reload() or True) and c.attrs["State"].get("Health", {}).get("Status") == "healthy"
+        )
+    )
+    assert c.attrs["State"]["Health"]["Log"][-1]["ExitCode"] == 0
+    c.remove(force=True)
+    # the docker CLI refuses only negative values; the daemon refuses under 1 ms (moby's rule)
+    r = daemon.docker("run", "-d", "--health-cmd", "true", "--health-interval", "10us", "busybox")
+    assert r.returncode != 0 and "Interval in Healthcheck cannot be less than 1ms" in r.stderr
+    r = daemon.docker("run", "-d", "--health-cmd", "true", "--health-timeout", "-1s", "busybox")
+    assert r.returncode != 0 and "--health-timeout cannot be negative" in r.stderr

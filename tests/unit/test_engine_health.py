@@ -385,3 +385,28 @@ def test_resume_records_the_probe_a_killed_daemon_left(tmp_path: Path) -> None:
     assert h.log[-1].output == "Health check exceeded timeout (2s)"
     assert h.status == "healthy" and h.failing_streak == 1
     assert not (exec_dir / f"{exec_id}.json").exists()  # read once, removed
+
+
+def test_resume_clears_a_probe_that_never_started(tmp_path: Path) -> None:
+    """The daemon died between recording the probe and its exec: nothing to report."""
+    engine = FakeEngine(tmp_path)
+    cid = _running(engine, {"Test": ["CMD", "x"], "Interval": 3600 * S})
+
+    def marked(x: Container) -> None:
+        x.state.health = Health(status="healthy", probe_exec="f" * 64, probe_start=now_rfc3339())
+
+    engine.store.update(cid, marked)
+
+    async def runner(c: Container, cfg: health.ProbeConfig, exec_id: str) -> HealthResult:
+        raise AssertionError("no new probe within the hour")
+
+    async def main() -> None:
+        mon = health.HealthMonitor(engine, runner)
+        mon.resume(cid)
+        await _until(lambda: not engine.store.get(cid).state.health.probe_exec)  # type: ignore[union-attr]
+        assert cid in mon.running()  # and the schedule goes on
+        mon.close()
+
+    asyncio.run(main())
+    h = engine.store.get(cid).state.health
+    assert h is not None and h.log == [] and h.status == "healthy"
