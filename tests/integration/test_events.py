@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import time
 from typing import Any
@@ -176,7 +177,11 @@ def test_bulkhead_exec_events(daemon: Daemon) -> None:
 
 
 @needs_docker
-def test_oom_kill_is_reported_in_inspect_and_events(daemon: Daemon) -> None:
+@pytest.mark.parametrize("runtime", ["default", "runc"])
+def test_oom_kill_is_reported_in_inspect_and_events(daemon_factory: Any, runtime: str) -> None:
+    if runtime != "default" and shutil.which(runtime) is None:
+        pytest.skip(f"{runtime} is not installed")
+    daemon = daemon_factory(None if runtime == "default" else ["--default-runtime", runtime])
     since = f"{time.time() - 1:.3f}"
     r = daemon.docker(
         "run", "--name", "hog", "-m", "16m", "--memory-swap", "16m", "busybox",

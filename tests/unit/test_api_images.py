@@ -367,6 +367,9 @@ def test_inspect_history_prune_and_auth(env: SimpleNamespace) -> None:
     assert json.loads(body)["ImagesDeleted"] == [{"Deleted": env.b.id}]
     status, body = call(env, "POST", '/images/prune?filters={"dangling":["false"]}')
     assert {"Untagged": "app:1"} in json.loads(body)["ImagesDeleted"]
+    a, b = env.a.id, env.b.id
+    got = [(e.action, e.actor_id) for e in env.engine.events.history() if e.actor_id]
+    assert got == [("delete", b), ("untag", a), ("delete", a)]  # as docker rmi would log them
     assert call(env, "POST", '/images/prune?filters={"what":["x"]}')[0] == 400
     assert call(env, "POST", "/auth", b'{"serveraddress":"127.0.0.1:1"}')[0] == 400
     assert call(env, "POST", "/auth", b"[]")[0] == 400
