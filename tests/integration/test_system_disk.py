@@ -224,6 +224,12 @@ def test_system_df_and_prune_with_docker_and_bulkhead_clis(daemon: Daemon) -> No
     assert ok(daemon.docker("volume", "ls", "-q")).split() == ["named"]
     out = ok(daemon.docker("system", "prune", "-a", "-f", "--volumes"))
     assert out == "Total reclaimed space: 0B\n"
+    for cli in (daemon.docker, daemon.bulkhead):
+        r = cli("system", "prune", "-f", "--volumes", "--filter", "until=1h")
+        assert r.returncode == 1
+        assert r.stderr == 'ERROR: The "until" filter is not supported with "--volumes"\n'
+    assert ok(daemon.docker("network", "prune", "-f")) == ""
+    assert ok(daemon.docker("builder", "prune", "-a", "-f")) == "Total reclaimed space: 0B\n"
     # docker-py's prunes hit the same endpoints
     client = daemon.client()
     assert client.networks.prune() == {"NetworksDeleted": []}
@@ -285,3 +291,23 @@ def test_daemon_start_collects_what_a_killed_removal_left(daemon: Daemon) -> Non
     assert not blob_path(root, orphan).exists()
     assert snapshot_dirs(root) == kept
     ok(daemon.docker("run", "--rm", "busybox", "true"))
+
+
+def test_system_prune_filters_reach_every_kind(daemon: Daemon) -> None:
+    ok(daemon.docker("run", "--name", "marked", "--label", "gc=yes", "busybox", "true"))
+    ok(daemon.docker("run", "--name", "plain", "busybox", "true"))
+    ok(daemon.docker("run", "--name", "maker", "busybox", "touch", "/x"))
+    ok(daemon.docker("commit", "--change", "LABEL gc=yes", "maker", "marked-image:1"))
+    ok(daemon.docker("commit", "maker", "plain-image:1"))
+    ok(daemon.docker("rm", "maker"))
+    for cli in (daemon.bulkhead, daemon.docker):
+        out = ok(cli("system", "prune", "-a", "-f", "--filter", "label=gc=yes"))
+        if cli is daemon.bulkhead:
+            assert "Deleted Containers:\n" in out and "untagged: marked-image:1" in out
+    names = ok(daemon.docker("ps", "-a", "--format", "{{.Names}}")).split()
+    assert names == ["plain"]
+    repos = ok(daemon.docker("images", "--format", "{{.Repository}}")).split()
+    assert sorted(repos) == ["busybox", "plain-image"]
+    # until: nothing created in the future
+    out = ok(daemon.bulkhead("system", "prune", "-a", "-f", "--filter", "until=2000-01-01"))
+    assert out == "Total reclaimed space: 0B\n"

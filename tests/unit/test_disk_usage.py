@@ -264,3 +264,18 @@ def test_volume_prune_reports_an_event(tmp_path: Path) -> None:
         {"reclaimed": "1234"},
     )
     store.close()
+
+
+def test_container_prune_until_takes_dockers_time_forms() -> None:
+    import datetime
+
+    from bulkhead.engine.engine import _parse_until
+    from bulkhead.errors import SpecError
+
+    local = datetime.datetime(2000, 1, 2).timestamp()  # no zone: the daemon's local time
+    assert _parse_until("2000-01-02") == local
+    assert _parse_until("2000-01-02T00:00:00") == local
+    assert _parse_until("2000-01-02T00:00:00Z") == 946771200
+    assert _parse_until("946771200") == 946771200
+    with pytest.raises(SpecError, match="invalid filter 'until=soon'"):
+        _parse_until("soon")

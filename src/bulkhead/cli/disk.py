@@ -15,7 +15,7 @@ the same ``--filter`` values, prints what each deleted and the total.
 
 from __future__ import annotations
 
-from bulkhead.cli.app import App
+from bulkhead.cli.app import App, Exit
 from bulkhead.cli.containers import (
     confirm,
     filters_query,
@@ -230,6 +230,10 @@ def prune_warning(all_images: bool, volumes: bool) -> str:
 def cmd_system_prune(app: App, args: list[str]) -> int:
     parsed = PRUNE.parse(args)
     need_args(PRUNE, parsed, 0, 0)
+    if parsed["volumes"] and any(
+        f.partition("=")[0].strip().lower() == "until" for f in parsed["filter"]
+    ):
+        raise Exit(1, 'ERROR: The "until" filter is not supported with "--volumes"')
     if not parsed["force"] and not confirm(app, prune_warning(parsed["all"], parsed["volumes"])):
         return 0
     user_filters = list(parsed["filter"])

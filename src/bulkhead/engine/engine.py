@@ -2413,6 +2413,12 @@ def _parse_until(value: str) -> float:
     try:
         return parse_rfc3339(text)
     except ValueError:
+        pass
+    try:  # Docker's shorter forms (2006-01-02, 2006-01-02T15:04:05): the daemon's local time
+        import datetime
+
+        return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
         raise SpecError(f"invalid filter 'until={value}'") from None
 
 
