@@ -353,3 +353,19 @@ def test_docker_py_events(daemon: Daemon) -> None:
     assert [(e["Type"], e["Action"], e["Actor"]["Attributes"]["name"]) for e in got] == [
         ("container", "create", "ev-py")
     ]
+
+
+@needs_docker
+def test_file_and_tty_events(daemon: Daemon, tmp_path: Any) -> None:
+    ok(daemon.docker("run", "-d", "-t", "--name", "ev-files", "busybox", "sleep", "60"))
+    since = f"{time.time() - 0.001:.6f}"
+    (tmp_path / "in.txt").write_text("x")
+    ok(daemon.docker("cp", str(tmp_path / "in.txt"), "ev-files:/tmp/"))
+    ok(daemon.docker("cp", "ev-files:/tmp/in.txt", str(tmp_path / "out.txt")))
+    ok(daemon.docker("export", "-o", str(tmp_path / "fs.tar"), "ev-files"))
+    daemon.client().api.resize("ev-files", height=30, width=100)
+    events = _events(daemon, since, "container=ev-files")
+    assert [e["Action"] for e in events] == ["extract-to-dir", "archive-path", "export", "resize"]
+    assert events[-1]["Actor"]["Attributes"]["height"] == "30"
+    assert events[-1]["Actor"]["Attributes"]["width"] == "100"
+    ok(daemon.docker("rm", "-f", "ev-files"))
