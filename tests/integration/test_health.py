@@ -44,6 +44,25 @@ def _ps_status(daemon: Daemon, name: str) -> str:
     return r.stdout.strip()
 
 
+def _api_get(daemon: Daemon, path: str) -> Any:
+    import http.client
+    import socket
+
+    class Conn(http.client.HTTPConnection):
+        def connect(self) -> None:
+            self.sock = socket.socket(socket.AF_UNIX)
+            self.sock.connect(daemon.socket)
+
+    conn = Conn("localhost", timeout=30)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        assert resp.status == 200, resp.read()
+        return json.loads(resp.read())
+    finally:
+        conn.close()
+
+
 def _events(daemon: Daemon, name: str) -> list[dict[str, Any]] | None:
     """The container's events so far (None while the daemon has no ``/events`` yet)."""
     r = daemon.docker(
@@ -87,6 +106,10 @@ def test_docker_cli_health_cmd_healthy_unhealthy_ps_and_events(daemon: Daemon) -
     cid = daemon.docker("inspect", "--format", "{{.Id}}", "hc").stdout.strip()
     assert ids("healthy") == cid
     assert ids("unhealthy") == "" and ids("none") == ""
+    # API 1.52's ContainerSummary.Health; older clients (docker 28.2 speaks 1.50) do not get it
+    rows = _api_get(daemon, "/v1.52/containers/json?all=1")
+    assert [r["Health"] for r in rows] == [{"Status": "healthy", "FailingStreak": 0}]
+    assert "Health" not in _api_get(daemon, "/v1.50/containers/json")[0]
     bad = daemon.docker("ps", "--filter", "health=sick")
     assert bad.returncode != 0 and "Unrecognised filter value for health: sick" in bad.stderr
 

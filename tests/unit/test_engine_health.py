@@ -214,8 +214,13 @@ def test_render_and_ps_suffix() -> None:
         "FailingStreak": 0,
         "Log": [{"Start": "s", "End": "e", "ExitCode": 1, "Output": "o"}],
     }
+    assert health.summary(c) == {"Status": "none", "FailingStreak": 0}  # not running
+    c.state.running = True
+    c.state.health.failing_streak = 4
+    assert health.summary(c) == {"Status": "unhealthy", "FailingStreak": 4}
     c.config = {"Healthcheck": {"Test": ["NONE"]}}
     assert health.status_suffix(c) == ""
+    assert health.summary(c) == {"Status": "none", "FailingStreak": 0}
 
 
 def test_old_records_load_without_health(tmp_path: Path) -> None:

@@ -384,6 +384,9 @@ class ContainersAPI:
             size=req.query_bool("size"),
             filters=req.filters(),
         )
+        if not req.version_at_least("1.52"):  # ContainerSummary.Health came with API 1.52
+            for row in rows:
+                row.pop("Health", None)
         return json_response(rows)
 
     async def inspect(self, req: Request) -> Response:

@@ -1796,6 +1796,7 @@ class Engine:
             "HostConfig": {"NetworkMode": mode},
             "NetworkSettings": {"Networks": self._network_settings(c)["Networks"]},
             "Mounts": list(c.mount_points),
+            "Health": health.summary(c),
         }
         if size:
             rw, rootfs = self._sizes(c)

@@ -251,6 +251,14 @@ def filter_status(c: Container) -> str:
     return NONE if h is None or probe_config(c.config) is None else h.status
 
 
+def summary(c: Container) -> dict[str, Any]:
+    """``GET /containers/json``'s ``Health`` (API 1.52): ``none`` unless running with a check."""
+    h = c.state.health
+    if h is None or not c.state.running or probe_config(c.config) is None:
+        return {"Status": NONE, "FailingStreak": 0}
+    return {"Status": h.status, "FailingStreak": h.failing_streak}
+
+
 class _Output:
     """A probe's output from its exec stream (8-byte frames): the first :data:`MAX_OUTPUT` bytes."""
 
