@@ -257,3 +257,21 @@ def test_go_file_modes() -> None:
     assert go_file_mode(st.S_IFREG | 0o4755) == (1 << 23) | 0o755
     assert go_file_mode(st.S_IFCHR | 0o666) == (1 << 26) | (1 << 21) | 0o666
     assert go_file_mode(st.S_IFDIR | 0o1777) == (1 << 31) | (1 << 20) | 0o777
+
+
+def test_restart_backoff_is_moby_restartmanager() -> None:
+    """100 ms doubling up to 1 min; a run of >= 10 s begins again at 100 ms (not at the count)."""
+    from types import SimpleNamespace
+
+    from bulkhead.engine.engine import Engine
+
+    engine = SimpleNamespace(_backoff={})
+
+    def backoff(ran: float, cid: str = "c") -> float:
+        return Engine._next_backoff(engine, cid, ran)  # type: ignore[arg-type]
+
+    waits = [backoff(0.01) for _ in range(12)]
+    assert waits == [0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 6.4, 12.8, 25.6, 51.2, 60.0, 60.0]
+    assert backoff(9.99) == 60.0
+    assert [backoff(10.0), backoff(1), backoff(1)] == [0.1, 0.2, 0.4]  # reset, then doubling anew
+    assert backoff(0, "other") == 0.1  # per container

@@ -370,6 +370,10 @@ class Engine:
         #: (the spawn skips _prepare_spawn's clean-up and mount check for those)
         self._fresh: set[str] = set()
         self._stopping: set[str] = set()  # stop/remove in progress: no restart policy
+        #: restart policies: the back-off of each container (moby's restartmanager keeps it in
+        #: memory too), and the generation of its pending restart (a newer one voids an older)
+        self._backoff: dict[str, float] = {}
+        self._restart_gen: dict[str, int] = {}
         self._cleanups: set[asyncio.Future[None]] = set()  # files of removed containers
         self._unpack_locks: dict[str, threading.Lock] = {}
         self._unpack_locks_guard = threading.Lock()
@@ -955,10 +959,10 @@ class Engine:
             if status is None:  # the monitor vanished: its container must not run on unseen
                 await asyncio.to_thread(self._delete_runtime_state, c.runtime, c.id)
 
-            died = False
+            died = restart = False
 
             def record(x: Container) -> None:
-                nonlocal died
+                nonlocal died, restart
                 was_running = x.state.running or x.state.status in (
                     "running",
                     "paused",
@@ -976,6 +980,13 @@ class Engine:
                     x.state.error = error
                     x.state.oom_killed = oom
                     x.state.finished_at = finished
+                    # The policy's decision goes with the exit, in one transaction: a daemon
+                    # killed right after finds it restarting (and counted) or not at all.
+                    restart = container_id not in self._stopping and self._restart_wanted(x)
+                    if restart:
+                        x.state.status = "restarting"
+                        x.state.restarting = True
+                        x.restart_count += 1
                 elif x.state.status != "removing":
                     # a monitor spawned for an early attach, killed before start
                     x.state.error = error
@@ -993,11 +1004,9 @@ class Engine:
         if c.auto_remove and c.state.status == "exited":
             with contextlib.suppress(NoSuchContainer):
                 await self.remove(container_id, force=True, volumes=True)
-        elif self._restart_wanted(c) and container_id not in self._stopping:
-            # Docker's back-off: 100 ms doubling, reset after 10 s of running
+        elif restart:
             ran = parse_rfc3339(c.state.finished_at) - parse_rfc3339(c.state.started_at)
-            count = 0 if ran > 10 else c.restart_count
-            self._spawn_task(self._restart_later(container_id, min(0.1 * 2**count, 60.0)))
+            self._schedule_restart(container_id, self._next_backoff(container_id, ran))
 
     def _emit_volumes(self, c: Container, action: str) -> None:
         """A volume ``mount`` (at start) or ``unmount`` (at exit) per volume of ``c``, as moby."""
@@ -1045,8 +1054,12 @@ class Engine:
                 log.info("early monitor for %s failed: %s", c.id[:12], exc)
                 return None
 
-    async def start(self, ref: str) -> bool:
-        """Start a container; False when it was already running (Docker's 304)."""
+    async def start(self, ref: str, *, policy: bool = False) -> bool:
+        """Start a container; False when it was already running (Docker's 304).
+
+        A start by the user (not ``policy``, the restart policy's) begins the
+        count of restarts and the back-off afresh, as Docker's does.
+        """
         c = self.get(ref)
         async with self._lock(c.id):
             c = self.get(c.id)
@@ -1075,8 +1088,13 @@ class Engine:
             c = self.get(c.id)
             pid = c.state.pid
 
+            if not policy:
+                self._backoff.pop(c.id, None)
+
             def running(x: Container) -> None:
                 x.manually_stopped = False
+                if not policy:
+                    x.restart_count = 0
                 x.state.status = "running"
                 x.state.running = True
                 x.state.paused = False
@@ -1850,8 +1868,14 @@ class Engine:
             else:
                 await asyncio.to_thread(self._after_exit, c)
         for c in self.store.list():  # Docker restarts these when the daemon starts
-            if not c.state.running and self._restart_wanted(c, on_daemon_start=True):
-                self._spawn_task(self._restart_later(c.id, 0.0))
+            if c.state.running or c.id in self._restart_gen:
+                continue
+            if c.state.restarting:
+                # the previous daemon died during its back-off (the restart is counted): now
+                self._schedule_restart(c.id, 0.0)
+            elif self._restart_wanted(c, on_daemon_start=True):
+                self._store_restarting(c.id)  # the daemon's start, not a restart: not counted
+                self._schedule_restart(c.id, 0.0)
         # a cold zygote takes ~0.2 s (imports, the default seccomp compile): start it now,
         # so that the first run after the daemon starts does not wait for it
         self._spawn_task(self._warm_zygote())
@@ -1881,8 +1905,10 @@ class Engine:
                 x.state.status = "running"
                 x.state.running = True
                 x.state.pid = init_pid
-                if x.state.started_at == ZERO_TIME:
+                if x.state.started_at == ZERO_TIME or x.state.restarting:
                     x.state.started_at = now_rfc3339()
+                x.state.restarting = False
+                x.state.finished_at = ZERO_TIME
             if frozen is True:
                 _mark_paused(x)
             elif frozen is False:
@@ -1909,22 +1935,42 @@ class Engine:
             return c.state.exit_code != 0 and (limit == 0 or c.restart_count < limit)
         return False
 
-    async def _restart_later(self, container_id: str, delay: float) -> None:
-        """Start a container again after ``delay`` (status ``restarting`` meanwhile)."""
+    def _next_backoff(self, container_id: str, ran: float) -> float:
+        """The wait before the next restart: moby's restartmanager, exactly.
 
+        100 ms, doubled at each restart up to 1 minute; back to 100 ms after a
+        run of 10 s or more. Kept in memory, per container, as moby does (a
+        daemon restart or a start by the user begins again at 100 ms).
+        """
+        timeout = 0.0 if ran >= 10 else self._backoff.get(container_id, 0.0)
+        timeout = 0.1 if timeout == 0 else min(timeout * 2, 60.0)
+        self._backoff[container_id] = timeout
+        return timeout
+
+    def _store_restarting(self, container_id: str) -> None:
         def restarting(x: Container) -> None:
             x.state.status = "restarting"
             x.state.restarting = True
-            x.restart_count += 1
 
-        try:
+        with contextlib.suppress(NoSuchContainer):
             self.store.update(container_id, restarting)
+
+    def _schedule_restart(self, container_id: str, delay: float) -> None:
+        """Start a ``restarting`` container after ``delay``; voids any restart pending before."""
+        gen = self._restart_gen.get(container_id, 0) + 1
+        self._restart_gen[container_id] = gen
+        self._spawn_task(self._restart_later(container_id, delay, gen))
+
+    async def _restart_later(self, container_id: str, delay: float, gen: int) -> None:
+        """The pending restart ``gen``: unless stopped, removed or superseded meanwhile."""
+        try:
             await asyncio.sleep(delay)
             c = self.get(container_id)
-            if not c.state.restarting:  # stopped or removed meanwhile
+            if not c.state.restarting or self._restart_gen.get(container_id) != gen:
                 return
-            await self.start(container_id)
+            await self.start(container_id, policy=True)
         except NoSuchContainer:
+            self._backoff.pop(container_id, None)
             return
         except BulkheadError as exc:
             log.warning("restarting %s failed: %s", container_id[:12], exc)
@@ -1935,6 +1981,9 @@ class Engine:
 
             with contextlib.suppress(NoSuchContainer):
                 self.store.update(container_id, failed)
+        finally:
+            if self._restart_gen.get(container_id) == gen:
+                del self._restart_gen[container_id]
 
     def _collect_half_made(self) -> None:
         """What a daemon killed during create (or remove) left: dirs, snapshots, refs, state."""
