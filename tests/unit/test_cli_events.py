@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -12,7 +15,7 @@ from bulkhead.cli.events import message, pretty, rfc3339_nano_fixed
 from bulkhead.cli.fmt import parse_since
 from bulkhead.cli.template import Template
 
-DOC = {
+DOC: dict[str, Any] = {
     "Type": "container",
     "Action": "start",
     "Actor": {"ID": "abc", "Attributes": {"name": "x", "image": "busybox", "a": "1"}},
@@ -87,3 +90,37 @@ def test_relative_times_as_the_docker_cli_sends_them() -> None:
     assert parse_since("-5s", now) == "1700000005"  # a negative duration is ahead of now
     assert parse_since("1700000000.5", now) == "1700000000.5"
     assert parse_since("2023-11-14T22:13:20Z", now) == "1700000000"
+
+
+def test_events_against_a_daemon_sends_dockers_query_and_stays_lean(tmp_path: Path) -> None:
+    from tests.unit.cli_fake_daemon import FakeDaemon
+    from tests.unit.test_cli_startup import _assert_lean, _clean_env, _imported
+
+    first = json.dumps(DOC).encode() + b"\n"
+    second = json.dumps({**DOC, "Action": "die", "timeNano": DOC["timeNano"] + 1}).encode()
+    fake = FakeDaemon(str(tmp_path / "d.sock"))
+    try:
+        # an event split across chunks is still one line
+        fake.route(
+            "GET", "/events", (200, [first[:10], first[10:] + second[:5], second[5:] + b"\n"])
+        )
+        env = _clean_env(BULKHEAD_HOST=fake.host, TZ="UTC")
+        modules, proc = _imported(
+            ["events", "--since", "1700000000", "--until", "2023-11-14T22:13:21Z",
+             "-f", "event=start", "-f", "container=x", "--format", "{{.Action}} {{.Actor.ID}}"],
+            env,
+        )  # fmt: skip
+    finally:
+        fake.close()
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout == "start abc\ndie abc\n"
+    query = fake.requests[-1].query
+    assert query["since"] == ["1700000000"] and query["until"] == ["1700000001"]
+    assert json.loads(query["filters"][0]) == {"event": {"start": True}, "container": {"x": True}}
+    _assert_lean(modules)
+
+
+def test_events_bad_format_is_refused_before_streaming(tmp_path: Path) -> None:
+    from bulkhead.cli.main import main
+
+    assert main(["-H", f"unix://{tmp_path}/none.sock", "events", "--format", "{{.Action"]) == 64
