@@ -204,3 +204,25 @@ def test_logs_follow_across_rotations_loses_and_repeats_nothing(daemon: Daemon) 
     assert _numbers([e["log"] for e in _kept(log)])[-1] == count
     print(f"\nfollowed {count * LINE_LEN / 1e6:.0f} MB at {count * LINE_LEN / took / 1e6:.1f} MB/s")
     ok(daemon.docker("rm", cid))
+
+
+def test_non_blocking_mode_is_taken_and_drops_nothing(daemon: Daemon) -> None:
+    """``--log-opt mode=non-blocking``: Docker may drop lines then; the monitor never does."""
+    out = daemon.docker(
+        "run",
+        "--name",
+        "nb",
+        "--log-opt",
+        "mode=non-blocking",
+        "--log-opt",
+        "max-buffer-size=64k",
+        "busybox",
+        "seq",
+        "1",
+        "200000",
+    )
+    assert ok(out).split() == [str(n) for n in range(1, 200_001)]
+    assert ok(daemon.docker("logs", "nb")).split() == [str(n) for n in range(1, 200_001)]
+    bad = daemon.docker("run", "--rm", "--log-opt", "mode=lossy", "busybox", "true")
+    assert bad.returncode != 0 and "logging mode not supported: lossy" in bad.stderr
+    ok(daemon.docker("rm", "nb"))

@@ -380,6 +380,23 @@ BAD = [
         "unknown log opt 'colour' for json-file log driver",
     ),
     (
+        {"HostConfig__LogConfig": {"Type": "", "Config": {"mode": "lossy"}}},
+        "invalid HostConfig.LogConfig.Config.mode: logging mode not supported: lossy",
+    ),
+    (
+        {"HostConfig__LogConfig": {"Type": "", "Config": {"max-buffer-size": "4m"}}},
+        "max-buffer-size option is only supported with 'mode=non-blocking'",
+    ),
+    (
+        {
+            "HostConfig__LogConfig": {
+                "Type": "",
+                "Config": {"mode": "non-blocking", "max-buffer-size": "lots"},
+            }
+        },
+        "invalid HostConfig.LogConfig.Config.max-buffer-size",
+    ),
+    (
         {"HostConfig__Mounts": [{"Type": "nfs", "Target": "/x"}]},
         "invalid HostConfig.Mounts[0].Type: mount type unknown",
     ),
@@ -515,6 +532,19 @@ def test_log_max_size_minus_one_is_unlimited_and_none_driver() -> None:
     assert req.log_max_size == 0
     req = parse_create_request(_with("py_run_detach", HostConfig__LogConfig={"Type": "none"}))
     assert req.log_driver == "none"
+
+
+def test_log_modes_are_taken_and_the_log_stays_blocking() -> None:
+    """Docker's generic ``mode``/``max-buffer-size``: accepted with json-file's own options."""
+    for config in (
+        {"mode": "blocking"},
+        {"mode": "non-blocking", "max-buffer-size": "4m", "max-size": "1m", "max-file": "2"},
+    ):
+        req = parse_create_request(
+            _with("py_run_detach", HostConfig__LogConfig={"Type": "json-file", "Config": config})
+        )
+        assert req.log_driver == "json-file"
+        assert req.log_max_size == (1024 * 1024 if "max-size" in config else None)
 
 
 def test_pids_limit_negative_is_unlimited() -> None:

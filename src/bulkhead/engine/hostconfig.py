@@ -681,7 +681,25 @@ def _log_config(hc: dict[str, Any]) -> tuple[str, int | None, int | None]:
         raise _bad("HostConfig.LogConfig.Config", "the none logging driver takes no options")
     max_size: int | None = None
     max_files: int | None = None
+    # Docker's options of every driver (moby logger.ValidateLogOpts). Both modes are taken;
+    # the log is always written as Docker's default "blocking" mode writes it: a container
+    # that writes faster than its log is slowed by its pipe, no line is ever dropped.
+    mode = opts.get("mode", "")
+    if mode not in ("", "blocking", "non-blocking"):
+        raise _bad("HostConfig.LogConfig.Config.mode", f"logging mode not supported: {mode}")
+    if "max-buffer-size" in opts:
+        if mode != "non-blocking":
+            raise _bad(
+                "HostConfig.LogConfig.Config.max-buffer-size",
+                "max-buffer-size option is only supported with 'mode=non-blocking'",
+            )
+        try:
+            parse_memory(opts["max-buffer-size"], "max-buffer-size")
+        except SpecError as exc:
+            raise _spec_error("HostConfig.LogConfig.Config.max-buffer-size", exc) from None
     for key, value in opts.items():
+        if key in ("mode", "max-buffer-size"):
+            continue
         if key not in JSON_FILE_LOG_OPTS:
             raise _bad(
                 f"HostConfig.LogConfig.Config.{key}",
