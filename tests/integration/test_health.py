@@ -141,14 +141,14 @@ def test_docker_cli_health_cmd_healthy_unhealthy_ps_and_events(daemon: Daemon) -
 def test_timeout_start_period_and_no_health_for_plain_containers(daemon: Daemon) -> None:
     r = daemon.docker(
         "run", "-d", "--name", "slow", "--health-cmd", "echo out; exec sleep 30",
-        "--health-interval", "200ms", "--health-timeout", "500ms", "--health-retries", "1",
+        "--health-interval", "200ms", "--health-timeout", "2s", "--health-retries", "1",
         "busybox", "sleep", "300",
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     h = _poll(lambda: (x := _health(daemon, "slow")) and x["Log"] and x)
     entry = h["Log"][0]
     assert entry["ExitCode"] == -1
-    assert entry["Output"] == "Health check exceeded timeout (500ms): out\n"
+    assert entry["Output"] == "Health check exceeded timeout (2s): out\n"
     _poll(lambda: _status(daemon, "slow") == "unhealthy")
 
     # failures inside the start period do not count; the first success ends it
@@ -315,23 +315,28 @@ def test_daemon_killed_while_a_probe_runs(daemon: Daemon) -> None:
     cid = _inspect(daemon, "hf", ".Id")
     argv = b"sleep\x0037\x00"
     probe = _poll(lambda: _probe_pids(cid, argv), interval=0.05)
-    assert _health(daemon, "hf") == {"Status": "starting", "FailingStreak": 0, "Log": []}
-
     daemon.stop(kill=True)
     # no daemon: the exec session kills the probe at its 3 s timeout all the same
     _poll(lambda: not any(os.path.exists(f"/proc/{p}") for p in probe), timeout=30)
     daemon.start()
 
-    h = _poll(lambda: (x := _health(daemon, "hf")) and len(x["Log"]) >= 2 and x, timeout=60)
-    first = h["Log"][0]
-    assert first["ExitCode"] == -1
-    assert first["Output"] == "Health check exceeded timeout (3s)"  # its output died with us
-    later = h["Log"][1]
-    assert later["ExitCode"] == -1
-    assert later["Output"] == "Health check exceeded timeout (3s): probing\n"
+    def recovered_and_one_more() -> Any:
+        h = _health(daemon, "hf")
+        outputs = [e["Output"] for e in h["Log"]] if h else []
+        lost = "Health check exceeded timeout (3s)"  # its output died with the daemon
+        return h if lost in outputs and outputs.index(lost) < len(outputs) - 1 else None
+
+    h = _poll(recovered_and_one_more, timeout=60)
+    lost = [e for e in h["Log"] if e["Output"] == "Health check exceeded timeout (3s)"]
+    assert len(lost) == 1 and lost[0]["ExitCode"] == -1  # recorded once
+    for e in h["Log"]:
+        if e is not lost[0]:
+            assert e["ExitCode"] == -1
+            assert e["Output"] == "Health check exceeded timeout (3s): probing\n"
     starts = [e["Start"] for e in h["Log"]]
     assert len(set(starts)) == len(starts) and starts == sorted(starts)
-    assert h["FailingStreak"] == len(h["Log"])  # each probe counted once
+    # each probe counted once (the log keeps the last 5)
+    assert h["FailingStreak"] == len(h["Log"]) or (len(h["Log"]) == 5 < h["FailingStreak"])
     assert daemon.docker("rm", "-f", "hf").returncode == 0
 
 
