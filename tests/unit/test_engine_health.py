@@ -415,3 +415,25 @@ def test_resume_clears_a_probe_that_never_started(tmp_path: Path) -> None:
     asyncio.run(main())
     h = engine.store.get(cid).state.health
     assert h is not None and h.log == [] and h.status == "healthy"
+
+
+def test_a_probe_that_cannot_run_is_a_failed_check(tmp_path: Path) -> None:
+    engine = FakeEngine(tmp_path)
+    cid = _running(engine, {"Test": ["CMD", "x"], "Interval": 5 * MS, "Retries": 2})
+    calls: list[int] = []
+
+    async def runner(c: Container, cfg: health.ProbeConfig, exec_id: str) -> HealthResult:
+        calls.append(1)
+        raise ValueError("config.json: bad JSON")
+
+    async def main() -> None:
+        mon = health.HealthMonitor(engine, runner)
+        mon.on_start(cid)
+        await _until(lambda: len(calls) >= 3)
+        assert cid in mon.running()  # the schedule survives the error
+        mon.close()
+
+    asyncio.run(main())
+    h = engine.store.get(cid).state.health
+    assert h is not None and h.status == "unhealthy"
+    assert h.log[-1].exit_code == -1 and h.log[-1].output == "config.json: bad JSON"

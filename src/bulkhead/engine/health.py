@@ -304,7 +304,7 @@ class EngineLike(Protocol):
     ) -> bool: ...
 
 
-#: runs one probe of a container: (the result, the exec id it ran as)
+#: runs one probe: (the container, its probe, the exec id to run it as) -> its result
 Runner = Callable[[Container, ProbeConfig, str], Awaitable[HealthResult]]
 
 
@@ -389,7 +389,10 @@ class HealthMonitor:
             return None
 
     async def _loop(self, container_id: str) -> None:
-        await self._recover(container_id)
+        try:
+            await self._recover(container_id)
+        except Exception as exc:  # the schedule goes on without that result
+            log.warning("recovering the last health check of %s: %s", container_id[:12], exc)
         while True:
             c = self._get(container_id)
             if c is None or not c.state.running:
@@ -411,7 +414,8 @@ class HealthMonitor:
                 return
             try:
                 result = await self.runner(c, cfg, exec_id)
-            except (BulkheadError, OSError) as exc:
+            except Exception as exc:  # moby: an error running the probe is a failed check
+                log.warning("health check of %s: %s", container_id[:12], exc)
                 result = HealthResult(start=start, end=now_rfc3339(), exit_code=-1, output=str(exc))
             result.start = start
             self._record(container_id, cfg, result, exec_id)
