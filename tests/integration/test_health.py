@@ -133,6 +133,11 @@ def test_docker_cli_health_cmd_healthy_unhealthy_ps_and_events(daemon: Daemon) -
         assert "exec_start: /bin/sh -c cat /tmp/ok" in actions
         die = [e for e in events if e["Action"] == "exec_die"]
         assert die and {"execID", "exitCode"} <= set(die[-1]["Actor"]["Attributes"])
+        r = daemon.docker(
+            "events", "--since", "0", "--until", str(int(time.time()) + 1),
+            "--filter", "event=health_status", "--format", "{{.Action}}",
+        )  # fmt: skip
+        assert r.stdout.split("\n")[:2] == ["health_status: healthy", "health_status: unhealthy"]
     # a probe's exec record is read once and removed: only the `docker exec` one stays
     assert len(list((daemon.exec_root / cid / "exec").glob("*.json"))) == 1
     assert daemon.docker("rm", "-f", "hc").returncode == 0
