@@ -201,8 +201,11 @@ class Daemon:
             with contextlib.suppress(Exception):
                 c.close()
         graceful = self.proc is not None and self.proc.poll() is None
+        # A container still ending at the stop (its monitor deleting its cgroup) keeps the parent
+        # legitimately: it is only a leak when no monitor was alive as the daemon stopped.
+        quiet = not _monitor_pids(self.exec_root)
         self.stop()
-        if graceful:
+        if graceful and quiet:
             problems += _cgroup_parent_left(self.cgroup_parent)
         runtime_base = self.exec_root / "runtime"
         if runtime_base.is_dir():
