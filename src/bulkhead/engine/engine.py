@@ -625,6 +625,7 @@ class Engine:
                 namespaces=self._namespaces(cid, host_config),
             )
             spec["linux"]["cgroupsPath"] = self._cgroups_path(cid, host_config)
+            spec["ociVersion"] = self.runtimes.spec_version(runtime_name, spec["ociVersion"])
             # volumes, binds, --volumes-from (copy-up reads the mounted rootfs)
             resolved = None
             vmounts: Any = None

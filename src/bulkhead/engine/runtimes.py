@@ -13,12 +13,23 @@
 :class:`bulkhead.engine.monitor.MonitorConfig` takes as ``runtime``:
 ``"bulkhead"`` or a binary's path. An unknown name is Docker's 400
 ``unknown or invalid runtime name: x``.
+
+*spec version*
+    the ``ociVersion`` a ``config.json`` declares. Runtimes check it:
+    crun 1.8 refuses any version newer than the runtime spec it was built
+    with ("unknown version specified"). :meth:`Runtimes.spec_version` gives
+    the version to write for a runtime: ours for the built-in runtime, the
+    ``spec:`` line of ``<binary> --version`` (runc and crun print one) when
+    that is older, asked once per binary. The spec's content does not change:
+    fields an older runtime does not know it ignores, as with podman's specs.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -54,6 +65,7 @@ class Runtimes:
             self.extra[name] = path
         self.default = default
         self.resolve(default)  # an unknown default is a configuration error
+        self._spec_versions: dict[str, str] = {}
 
     def names(self) -> list[str]:
         """Every runtime name this daemon accepts (built-in first)."""
@@ -75,6 +87,16 @@ class Runtimes:
             return name, shutil.which(name) or name
         raise SpecError(f"unknown or invalid runtime name: {name}")
 
+    def spec_version(self, name: str | None, ours: str) -> str:
+        """The ``ociVersion`` to write for runtime ``name``: ``ours``, or the binary's if older."""
+        _, path = self.resolve(name)
+        if path == BUILTIN:
+            return ours
+        if path not in self._spec_versions:
+            self._spec_versions[path] = _declared_spec_version(path) or ours
+        theirs = self._spec_versions[path]
+        return theirs if _version_key(theirs) < _version_key(ours) else ours
+
     def info(self) -> dict[str, dict[str, str]]:
         """``/info``'s ``Runtimes``: name -> {"path": ...} (the built-in one's path is its name)."""
         out: dict[str, dict[str, str]] = {}
@@ -83,3 +105,23 @@ class Runtimes:
             if path == BUILTIN or os.path.isabs(path) or name in self.extra:
                 out[name] = {"path": path}
         return out
+
+
+def _declared_spec_version(binary: str) -> str | None:
+    """The ``spec: X`` line of ``binary --version`` (runc, crun), or None."""
+    try:
+        out = subprocess.run(
+            [binary, "--version"], capture_output=True, text=True, timeout=10, check=False
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    m = re.search(r"^spec:\s*(\d+\.\d+\.\d+\S*)", out, re.MULTILINE)
+    return m.group(1) if m else None
+
+
+def _version_key(version: str) -> tuple[int, int, int, int]:
+    """Orders ``1.0.2-dev`` before ``1.0.2`` (a pre-release), ``1.1.0`` after both."""
+    m = re.match(r"(\d+)\.(\d+)\.(\d+)(.*)", version)
+    if m is None:
+        return (0, 0, 0, 0)
+    return (int(m.group(1)), int(m.group(2)), int(m.group(3)), 0 if m.group(4) else 1)
