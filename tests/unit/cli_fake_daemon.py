@@ -36,6 +36,7 @@ class Hijacked:
     payload: bytes
     stdin: bytearray = field(default_factory=bytearray)
     wait_stdin: bool = False  # like `cat`: read stdin to its end, then answer
+    wait_seen_at_start: bool = False  # set by a test's start route that looks for the wait
 
 
 Handler = Callable[[Request], Any]

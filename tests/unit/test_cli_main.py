@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -123,14 +124,26 @@ def _run_routes(
     fake.route("POST", "/containers/create", (201, {"Id": CID, "Warnings": []}))
     fake.route("POST", f"/containers/{CID}/attach", lambda _r: attach)
     fake.route("POST", f"/containers/{CID}/wait", (200, {"StatusCode": status}))
-    fake.route("POST", f"/containers/{CID}/start", (204, b""))
+
+    def start(_req: Any) -> tuple[int, bytes]:
+        # The wait comes on its own connection (its handler thread may lag the start's): a
+        # client that sent it before the start has it arrive within moments; note if it did.
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            if any(r.path.endswith("/wait") for r in list(fake.requests)):
+                attach.wait_seen_at_start = True
+                break
+            time.sleep(0.005)
+        return (204, b"")
+
+    fake.route("POST", f"/containers/{CID}/start", start)
     return attach
 
 
 def test_run_attaches_and_waits_before_start(
     fake: FakeDaemon, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    _run_routes(fake, status=3)
+    attach_stream = _run_routes(fake, status=3)
     assert main(["run", "--rm", "busybox", "echo", "hi"]) == 3
     out, err = capfd.readouterr()
     assert out == "hi\n" and "warn\n" in err
@@ -139,9 +152,7 @@ def test_run_attaches_and_waits_before_start(
     assert calls.index(f"POST /containers/{CID}/attach") < calls.index(
         f"POST /containers/{CID}/start"
     )
-    assert calls.index(f"POST /containers/{CID}/wait") < calls.index(
-        f"POST /containers/{CID}/start"
-    )
+    assert attach_stream.wait_seen_at_start  # the wait was sent before the start
     wait = next(r for r in fake.requests if r.path.endswith("/wait"))
     assert wait.query["condition"] == ["removed"]
     attach = next(r for r in fake.requests if r.path.endswith("/attach"))
