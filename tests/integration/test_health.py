@@ -252,6 +252,9 @@ def test_our_cli_health_on_failure_restart(daemon: Daemon) -> None:
         unhealthy = actions.index("health_status: unhealthy")
         assert "restart" in actions[unhealthy:]
         assert actions[unhealthy:].count("health_status: healthy") == 1
+    # a second failure is a second restart: the daemon's restarts add up (a user's would reset)
+    assert daemon.docker("exec", "svc", "rm", "/tmp/ok").returncode == 0
+    _poll(lambda: _inspect(daemon, "svc", ".RestartCount") == 2)
     assert daemon.docker("rm", "-f", "svc").returncode == 0
 
 

@@ -257,9 +257,14 @@ class FakeEngine:
         return MonitorClient(self.root / "exec" / ref)
 
     async def restart(
-        self, ref: str, timeout: int | None = None, signal: str | None = None
+        self,
+        ref: str,
+        timeout: int | None = None,
+        signal: str | None = None,
+        *,
+        policy: bool = False,
     ) -> None:
-        self.calls.append("restart")
+        self.calls.append("restart" if policy else "restart by user")
 
     async def kill(self, ref: str, signal: str | int = "SIGKILL") -> None:
         self.calls.append(f"kill {signal}")

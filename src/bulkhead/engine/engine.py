@@ -1409,12 +1409,17 @@ class Engine:
         return list(plan.warnings)
 
     async def restart(
-        self, ref: str, timeout: int | None = None, signal: str | None = None
+        self,
+        ref: str,
+        timeout: int | None = None,
+        signal: str | None = None,
+        *,
+        policy: bool = False,
     ) -> None:
-        """Stop (if running), then start."""
+        """Stop (if running), then start; ``policy``: the daemon's own restart (see :meth:`start`)."""
         c = self.get(ref)
         await self.stop(c.id, timeout, signal)
-        await self.start(c.id)
+        await self.start(c.id, policy=policy)
         self.emit(self.get(c.id), "restart")
 
     async def wait(self, ref: str, condition: str = "not-running") -> tuple[int, str | None]:

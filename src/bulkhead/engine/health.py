@@ -296,7 +296,12 @@ class EngineLike(Protocol):
     def paths(self, container_id: str) -> ContainerPaths: ...
     def monitor(self, ref: str) -> MonitorClient: ...
     async def restart(
-        self, ref: str, timeout: int | None = None, signal: str | None = None
+        self,
+        ref: str,
+        timeout: int | None = None,
+        signal: str | None = None,
+        *,
+        policy: bool = False,
     ) -> None: ...
     async def kill(self, ref: str, signal: str | int = "SIGKILL") -> None: ...
     async def stop(
@@ -517,7 +522,7 @@ class HealthMonitor:
             elif action == "stop":
                 await self.engine.stop(container_id)
             elif action == "restart":
-                await self.engine.restart(container_id)
+                await self.engine.restart(container_id, policy=True)  # counted, not reset
 
                 def count(x: Container) -> None:
                     x.restart_count += 1
