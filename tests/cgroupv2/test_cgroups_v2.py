@@ -236,6 +236,20 @@ def test_stats(box: Box) -> None:
     assert s.memory.swap.usage >= s.memory.usage.usage
     assert set(s.hugetlb) == set(hugetlb.host_sizes())
     assert all(h.usage == 0 for h in s.hugetlb.values())
+    # Docker's stats document from the same cgroup (GET /containers/{id}/stats, v2 shape)
+    from bulkhead.engine.stats import Sampler
+
+    doc = Sampler(cg, name="/t", container_id="x", pid=child.pid, networks=False).sample()
+    assert doc is not None
+    mem = doc["memory_stats"]
+    assert mem["limit"] == 256 << 20 and mem["usage"] >= 8 << 20
+    assert "max_usage" not in mem and mem["stats"]["anon"] >= 8 << 20
+    assert "inactive_file" in mem["stats"] and "total_inactive_file" not in mem["stats"]
+    assert doc["pids_stats"] == {"current": 1, "limit": 50}
+    cpu = doc["cpu_stats"]
+    assert cpu["cpu_usage"]["total_usage"] > 0 and "percpu_usage" not in cpu["cpu_usage"]
+    assert cpu["system_cpu_usage"] > 0 and cpu["online_cpus"] >= 1
+    assert doc["blkio_stats"]["io_serviced_recursive"] is None
 
 
 def test_oom_kill_is_reported(box: Box) -> None:

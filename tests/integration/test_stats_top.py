@@ -25,6 +25,17 @@ pytestmark = [
 ]
 
 HOG = ["sh", "-c", "while :; do :; done"]
+
+
+@pytest.fixture
+def daemon(daemon_factory: Any) -> Daemon:
+    """The shared fixture's daemon; ``BULKHEAD_TEST_RUNTIME=runc`` (or crun) runs the
+    containers of this file on that runtime (the cgroup is where runc puts it too)."""
+    runtime = os.environ.get("BULKHEAD_TEST_RUNTIME")
+    made: Daemon = daemon_factory(["--default-runtime", runtime] if runtime else None)
+    return made
+
+
 SLEEPERS = ["sh", "-c", "sleep 600 & sleep 600; wait"]
 
 
@@ -81,6 +92,10 @@ def test_docker_stats_no_stream_and_docker_top(daemon: Daemon) -> None:
     custom = ok(daemon.docker("top", "s1", "-o", "pid,comm")).splitlines()
     assert custom[0].split() == ["PID", "COMMAND"]
     assert sorted(line.split()[1] for line in custom[1:]) == ["sh", "sleep", "sleep"]
+    until = str(time.time() + 1)
+    events = ok(daemon.docker("events", "--since", "0", "--until", until, "--filter", "event=top"))
+    assert len(events.splitlines()) == 2 and "container top" in events  # one per docker top
+    assert "name=s1" in events.splitlines()[0]
     r = daemon.docker("top", "idle")
     assert r.returncode == 1 and "is not running" in r.stderr, r.stderr
     r = daemon.docker("top", "s1", "-o", "user=PID")
@@ -123,6 +138,10 @@ def test_api_stats_stream_one_shot_and_stopped(daemon: Daemon) -> None:
     # top through docker-py
     procs = c.top()
     assert len(procs["Processes"]) == 3 and "PID" in procs["Titles"]
+    # --network host: the host's interfaces are not the container's (moby reports none)
+    host = client.containers.run("busybox", ["sleep", "600"], detach=True, network_mode="host")
+    assert "networks" not in host.stats(stream=False, one_shot=True)
+    host.remove(force=True)
 
     c.kill()
     c.wait(timeout=30)
@@ -165,11 +184,31 @@ def test_cpu_percent_of_a_half_cpu_hog(daemon: Daemon) -> None:
 
 
 def test_cli_stats_streams_until_interrupted(daemon: Daemon) -> None:
+    import select
     import signal
     import subprocess
     import sys
 
     ok(daemon.docker("run", "-d", "--name", "s3", "busybox", *SLEEPERS))
+    # the stock CLI's live table: redrawn (cursor home, erase) with our streamed samples
+    assert DOCKER is not None
+    stock = subprocess.Popen(
+        [DOCKER, "stats", "--format", "{{.Name}} {{.PIDs}}", "s3"],
+        env=daemon.env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert stock.stdout is not None
+        got = b""
+        deadline = time.monotonic() + 30
+        while got.count(b"s3 3") < 4 and time.monotonic() < deadline:
+            if select.select([stock.stdout], [], [], 1.0)[0]:
+                got += os.read(stock.stdout.fileno(), 4096)
+    finally:
+        stock.kill()  # docker 28's stats outlives SIGTERM/SIGINT in this mode
+        stock.communicate(timeout=30)
+    assert got.count(b"s3 3") >= 4 and b"--" not in got, got[-400:]
     exe = str(Path(sys.executable).with_name("bulkhead"))
     proc = subprocess.Popen(
         [exe, "stats", "--format", "{{.Name}} {{.PIDs}}"],
@@ -180,7 +219,11 @@ def test_cli_stats_streams_until_interrupted(daemon: Daemon) -> None:
     )
     try:
         assert proc.stdout is not None
-        seen = [proc.stdout.readline() for _ in range(3)]  # one line per refresh
+        seen: list[str] = []
+        deadline = time.monotonic() + 30
+        while len(seen) < 3 and time.monotonic() < deadline:
+            if select.select([proc.stdout], [], [], 1.0)[0]:
+                seen.append(proc.stdout.readline())  # one line per refresh
     finally:
         proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=30)
