@@ -3,7 +3,7 @@
 One test (each docker call costs seconds under software emulation): a
 detached container's limits land in its cgroup v2 files and are what it sees
 through its own cgroup namespace; pause freezes it (``cgroup.freeze``) and
-update rewrites its v2 limits; crun runs a container; a memory hog is OOM-killed and reported as
+update rewrites its v2 limits, which stats shows; crun runs a container; a memory hog is OOM-killed and reported as
 such; stop and remove leave no cgroup behind.
 """
 
@@ -58,6 +58,10 @@ def test_engine_limits_oom_and_cleanup_on_cgroup_v2(daemon_factory: Any) -> None
     assert (cgroup / "memory.max").read_text().strip() == str(48 << 20)
     assert (cgroup / "memory.swap.max").read_text().strip() == str(16 << 20)
     assert (cgroup / "cpu.max").read_text().split() == ["25000", "100000"]
+    # docker stats and top read the v2 cgroup: the updated limit, one process
+    row = json.loads(docker("stats", "--no-stream", "--format", "{{json .}}", "limited"))
+    assert row["MemUsage"].endswith(" / 48MiB") and row["PIDs"] == "1", row
+    assert "sleep 300" in docker("top", "limited")
 
     # crun runs here (it refuses the v1 hybrid host): the engine writes the ociVersion it knows
     assert docker("run", "--rm", "--runtime", "crun", "busybox", "echo", "crun ok") == "crun ok\n"
