@@ -1,0 +1,1 @@
+"""Container networks: bridges, veths, IPAM, NAT and published ports, DNS."""

@@ -1,0 +1,102 @@
+"""The nft JSON bulkhead renders from a declared firewall state (no kernel involved)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from bulkhead.network.firewall import (
+    FirewallError,
+    FirewallState,
+    NetworkRules,
+    PortRule,
+    render,
+    sysctls,
+)
+
+NETS = (
+    NetworkRules(bridge="br-a", subnets=("172.18.0.0/16", "fd00:1::/64")),
+    NetworkRules(bridge="br-b", subnets=("172.19.0.0/16",)),
+    NetworkRules(bridge="br-i", subnets=("172.20.0.0/16",), internal=True),
+)
+PORTS = (PortRule("tcp", "", 8080, "172.18.0.2", 80, "br-a"),)
+
+
+def _rules(cmds: list[dict[str, Any]], chain: str) -> list[list[dict[str, Any]]]:
+    return [
+        c["add"]["rule"]["expr"]
+        for c in cmds
+        if "rule" in c.get("add", {}) and c["add"]["rule"]["chain"] == chain
+    ]
+
+
+def test_empty_state_deletes_the_table_only() -> None:
+    table = {"table": {"family": "inet", "name": "bulkhead"}}
+    assert render(FirewallState()) == [{"add": table}, {"delete": table}]
+
+
+def test_the_table_is_replaced_whole_in_one_batch() -> None:
+    cmds = render(FirewallState(networks=NETS, ports=PORTS))
+    assert [next(iter(c)) for c in cmds[:3]] == ["add", "delete", "add"]
+    chains = {
+        c["add"]["chain"]["name"]: c["add"]["chain"] for c in cmds if "chain" in c.get("add", {})
+    }
+    assert chains["prerouting"]["prio"] == -100 and chains["output"]["hook"] == "output"
+    assert chains["forward"]["type"] == "filter" and chains["postrouting"]["prio"] == 100
+    json.dumps(cmds)  # plain JSON
+
+
+def test_forward_chain_only_drops() -> None:
+    """An accept would not override a host firewall's drop anyway; bulkhead never claims one."""
+    text = json.dumps(render(FirewallState(networks=NETS, ports=PORTS)))
+    assert '"accept": null' not in text and "return" not in text
+    for expr in _rules(render(FirewallState(networks=NETS, ports=PORTS)), "forward"):
+        assert expr[-1] == {"drop": None}
+
+
+def test_internal_network_no_masquerade_and_both_directions_dropped() -> None:
+    cmds = render(FirewallState(networks=NETS))
+    post = json.dumps(_rules(cmds, "postrouting"))
+    assert "172.20.0.0" not in post and "172.18.0.0" in post and "fd00:1::" in post
+    internal = [e for e in _rules(cmds, "forward") if e[0]["match"]["right"] == "br-i"]
+    assert len(internal) == 2
+
+
+def test_masquerade_off() -> None:
+    nets = (NetworkRules(bridge="br-a", subnets=("172.18.0.0/16",), masquerade=False),)
+    post = _rules(render(FirewallState(networks=nets)), "postrouting")
+    assert all(any("ct" in json.dumps(m) for m in e) for e in post)  # hairpin only
+
+
+def test_published_port_rule() -> None:
+    ports = (
+        PortRule("udp", "10.0.0.1", 53, "172.18.0.2", 5353, "br-a"),
+        PortRule("tcp", "::", 80, "fd00:1::2", 80, "br-a"),
+    )
+    v4, v6 = _rules(render(FirewallState(networks=NETS, ports=ports)), "published")
+    assert v4[0]["match"]["right"] == "10.0.0.1" and v4[1]["match"]["right"] == "udp"
+    assert v4[-1] == {"dnat": {"family": "ip", "addr": "172.18.0.2", "port": 5353}}
+    assert v6[0]["match"]["right"] == "ipv6" and v6[-1]["dnat"]["family"] == "ip6"
+
+
+@pytest.mark.parametrize(
+    "port",
+    [
+        PortRule("icmp", "", 1, "172.18.0.2", 1, "br-a"),
+        PortRule("tcp", "::1", 1, "172.18.0.2", 1, "br-a"),
+    ],
+)
+def test_bad_port_rules(port: PortRule) -> None:
+    with pytest.raises(FirewallError):
+        render(FirewallState(networks=NETS, ports=(port,)))
+
+
+def test_sysctls() -> None:
+    assert sysctls(FirewallState(networks=NETS, ports=PORTS)) == {
+        "net/ipv4/ip_forward": "1",
+        "net/ipv6/conf/all/forwarding": "1",
+        "net/ipv4/conf/br-a/route_localnet": "1",
+    }
+    assert sysctls(FirewallState(networks=NETS[2:])) == {}
