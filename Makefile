@@ -29,7 +29,7 @@ CGROUPV2_TESTS := tests/cgroupv2 \
 	tests/integration/test_rootfs.py::test_cgroup_v2_fresh_mount_in_cgroup_namespace \
 	tests/integration/test_rootfs.py::test_cgroup_v2_bind_of_own_cgroup
 
-.PHONY: run run-runtime test deps test-deps lint typecheck pytest test-cgroupv2 bench bench-cgroups bench-layers bench-pull bench-engine bench-monitor clean
+.PHONY: run run-runtime test deps test-deps lint typecheck pytest test-cgroupv2 bench bench-cgroups bench-layers bench-pull bench-engine bench-monitor bench-stats clean
 
 $(STATE): pyproject.toml
 	@need=""; for p in $(RUN_DEBS); do dpkg -s $$p >/dev/null 2>&1 || need="$$need $$p"; done; \
@@ -122,6 +122,11 @@ bench-engine: test-deps
 # conmon vs containerd-shim-runc-v2, 20 sleeping busybox containers each (PSS/RSS/USS).
 bench-monitor: test-deps
 	$(PY) bench/monitor_memory.py
+
+# docker stats' CPU % of busybox hogs at --cpus 0.5 and 1.0: our API vs the cgroup's own count
+# vs the stock docker CLI's figure.
+bench-stats: test-deps
+	$(PY) bench/stats_accuracy.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info
