@@ -141,20 +141,15 @@ def test_runtimes() -> None:
     assert rt.info()["mine"] == {"path": "/opt/mine"}
 
 
-def test_resolv_conf_and_hosts() -> None:
-    host = "# comment\nnameserver 127.0.0.53\nnameserver 10.0.0.1\nsearch lan\noptions ndots:2\n"
-    text = bundle.resolv_conf("none", host_text=host)
-    assert text == "nameserver 10.0.0.1\nsearch lan\noptions ndots:2\n"
-    only_loopback = bundle.resolv_conf("none", host_text="nameserver 127.0.0.53\n")
-    assert only_loopback == "nameserver 8.8.8.8\nnameserver 8.8.4.4\n"
-    assert "127.0.0.53" in bundle.resolv_conf("host", host_text=host)
-    custom = bundle.resolv_conf("none", ["1.1.1.1"], ["example.com"], ["ndots:1"], host_text=host)
-    assert custom == "nameserver 1.1.1.1\nsearch example.com\noptions ndots:1\n"
-    hosts = bundle.hosts_file("none", ["db:10.1.2.3", "v6:[::1]"])
+def test_etc_hosts_text() -> None:
+    hosts = bundle.hosts_text("none", ["db:10.1.2.3", "v6:[::1]"])
     assert hosts.startswith("127.0.0.1\tlocalhost\n")
     assert hosts.endswith("10.1.2.3\tdb\n::1\tv6\n")
     with pytest.raises(SpecError, match="add-host"):
-        bundle.hosts_file("none", ["nocolon"])
+        bundle.hosts_text("none", ["nocolon"])
+    assert bundle.resolv_conf_mode("host") == "host"
+    assert bundle.resolv_conf_mode("none") == "legacy"
+    assert bundle.resolv_conf_mode("mynet", ["172.18.0.1"]) == "internal"
     assert bundle.container_hostname("none", None, None, "a" * 64) == "a" * 12
     assert bundle.container_hostname("none", None, "box", "a" * 64) == "box"
 

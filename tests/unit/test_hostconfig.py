@@ -482,6 +482,18 @@ BAD = [
         {"HostConfig__NetworkMode": "container:web", "ExposedPorts": {"80/tcp": {}}},
         "port exposing and the container type network mode",
     ),
+    (
+        {"HostConfig__Dns": ["1.1.1.1", "dns.example"]},
+        "invalid HostConfig.Dns[1]: bad nameserver address dns.example",
+    ),
+    (
+        {"HostConfig__ExtraHosts": ["db:10.0.0.1", "nocolon"]},
+        "invalid HostConfig.ExtraHosts[1]: invalid argument 'nocolon': bad format for add-host",
+    ),
+    (
+        {"HostConfig__ExtraHosts": ["db:10.0.0.300"]},
+        "invalid IP address in add-host",
+    ),
 ]
 
 

@@ -17,7 +17,8 @@ Layout under ``<data root>/containers/<id>/`` (:class:`ContainerPaths`)::
 *etc files*
     ``/etc/hostname``, ``/etc/hosts`` and ``/etc/resolv.conf`` are files of
     the container's directory bind-mounted into it, so the engine can
-    rewrite them (a later network issue fills ``hosts`` with addresses).
+    rewrite them in place (:mod:`bulkhead.network.hosts` and
+    :mod:`bulkhead.network.resolvconf` write them as Docker does).
 *init*
     ``--init`` runs Debian's statically linked ``tini`` (Docker's
     ``docker-init`` is tini too), bind-mounted read-only at
@@ -40,24 +41,14 @@ import msgspec
 
 from bulkhead.errors import SpecError
 from bulkhead.linux import mountinfo
+from bulkhead.network import hosts as hostsfile
+from bulkhead.network import resolvconf
 from bulkhead.snapshots.mount import mount_all, unmount_all
 
 #: The init ``--init`` runs: Debian's static tini (package ``tini``).
 TINI_STATIC = "/usr/bin/tini-static"
 #: Where Docker puts its init in the container.
 INIT_PATH = "/sbin/docker-init"
-
-#: Docker's /etc/hosts for a container without a network address.
-HOSTS_DEFAULT = (
-    "127.0.0.1\tlocalhost\n"
-    "::1\tlocalhost ip6-localhost ip6-loopback\n"
-    "fe00::0\tip6-localnet\n"
-    "ff00::0\tip6-mcastprefix\n"
-    "ff02::1\tip6-allnodes\n"
-    "ff02::2\tip6-allrouters\n"
-)
-#: Docker's fallback nameservers when the host has only loopback ones.
-DEFAULT_NAMESERVERS = ("8.8.8.8", "8.8.4.4")
 
 
 @dataclass(frozen=True)
@@ -131,86 +122,31 @@ def write_config(paths: ContainerPaths, spec: Mapping[str, Any]) -> None:
 # --- /etc files ----------------------------------------------------------------
 
 
-def _host_resolv_conf(path: str = "/etc/resolv.conf") -> str:
-    try:
-        return Path(path).read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return ""
-
-
-def _loopback(addr: str) -> bool:
-    return addr.startswith("127.") or addr == "::1"
-
-
-def resolv_conf(
-    network_mode: str,
-    dns: Iterable[str] = (),
-    dns_search: Iterable[str] = (),
-    dns_options: Iterable[str] = (),
-    host_text: str | None = None,
-) -> str:
-    """The container's resolv.conf: the host's (loopback nameservers dropped unless
-    ``--network host``), with ``--dns``/``--dns-search``/``--dns-option`` replacing
-    the matching lines, as Docker does."""
-    text = _host_resolv_conf() if host_text is None else host_text
-    dns, dns_search, dns_options = list(dns), list(dns_search), list(dns_options)
-    nameservers: list[str] = []
-    search: list[str] = []
-    options: list[str] = []
-    other: list[str] = []
-    for line in text.splitlines():
-        words = line.split()
-        if not words or words[0].startswith(("#", ";")):
-            continue
-        if words[0] == "nameserver" and len(words) > 1:
-            nameservers.append(words[1])
-        elif words[0] in ("search", "domain"):
-            search = words[1:]
-        elif words[0] == "options":
-            options.extend(words[1:])
-        else:
-            other.append(line)
-    if network_mode != "host":
-        nameservers = [n for n in nameservers if not _loopback(n)]
-        if not nameservers and not dns:
-            nameservers = list(DEFAULT_NAMESERVERS)
-    if dns:
-        nameservers = dns
-    if dns_search:
-        search = [] if dns_search == ["."] else dns_search
-    if dns_options:
-        options = dns_options
-    lines = [f"nameserver {n}" for n in nameservers]
-    if search:
-        lines.append("search " + " ".join(search))
-    if options:
-        lines.append("options " + " ".join(options))
-    lines.extend(other)
-    return "\n".join(lines) + "\n"
-
-
-def hosts_file(network_mode: str, extra_hosts: Iterable[str] = ()) -> str:
-    """The container's /etc/hosts: the host's for ``--network host``, else Docker's
-    localhost entries; ``--add-host name:ip`` lines appended."""
+def resolv_conf_mode(network_mode: str, resolvers: Iterable[str] = ()) -> str:
+    """How a network mode shapes resolv.conf (:mod:`bulkhead.network.resolvconf`):
+    ``host`` for the host's namespace, ``internal`` when an embedded resolver
+    serves the container (user-defined networks), else ``legacy``."""
     if network_mode == "host":
-        try:
-            text = Path("/etc/hosts").read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            text = HOSTS_DEFAULT
-        if text and not text.endswith("\n"):
-            text += "\n"
-    else:
-        text = HOSTS_DEFAULT
-    for entry in extra_hosts:
-        name, sep, addr = entry.partition(":")
-        if not sep:
-            name, sep, addr = entry.partition("=")
-        if not sep or not name or not addr:
-            raise SpecError(
-                f"invalid argument {entry!r}: bad format for add-host", where="--add-host"
-            )
-        text += f"{addr.strip('[]')}\t{name}\n"
-    return text
+        return "host"
+    return "internal" if list(resolvers) else "legacy"
+
+
+def hosts_text(
+    network_mode: str,
+    extra_hosts: Iterable[str] = (),
+    *,
+    host_gateway: str | None = None,
+    links: Iterable[hostsfile.Record] = (),
+    own: Iterable[hostsfile.Record] = (),
+    ipv6: bool = True,
+) -> str:
+    """The container's /etc/hosts (:mod:`bulkhead.network.hosts`): the host's for
+    ``--network host`` without ``--add-host``, else Docker's defaults, the
+    ``--add-host`` and ``--link`` records and the container's own addresses."""
+    extra = [hostsfile.parse_extra_host(e, host_gateway) for e in extra_hosts]
+    if network_mode == "host" and not extra:
+        return hostsfile.host_copy()
+    return hostsfile.build([*extra, *links, *own], ipv6=ipv6)
 
 
 def container_hostname(
@@ -231,21 +167,36 @@ def write_etc_files(
     hostname: str,
     network_mode: str,
     host_config: Mapping[str, Any],
-) -> None:
-    """hostname, hosts and resolv.conf in the container's directory."""
+    resolvers: Iterable[str] = (),
+    host_gateway: str | None = None,
+    links: Iterable[hostsfile.Record] = (),
+    own: Iterable[hostsfile.Record] = (),
+    ipv6: bool = False,
+) -> list[resolvconf.ExtServer]:
+    """hostname, hosts and resolv.conf in the container's directory; returns the
+    embedded resolver's upstreams for this container (empty unless ``resolvers``)."""
     atomic_write(paths.hostname, (hostname + "\n").encode())
     atomic_write(
-        paths.hosts, hosts_file(network_mode, host_config.get("ExtraHosts") or ()).encode()
-    )
-    atomic_write(
-        paths.resolv_conf,
-        resolv_conf(
+        paths.hosts,
+        hosts_text(
             network_mode,
-            host_config.get("Dns") or (),
-            host_config.get("DnsSearch") or (),
-            host_config.get("DnsOptions") or (),
+            host_config.get("ExtraHosts") or (),
+            host_gateway=host_gateway,
+            links=links,
+            own=own,
         ).encode(),
     )
+    resolvers = list(resolvers)
+    text, ext = resolvconf.container_resolv_conf(
+        resolv_conf_mode(network_mode, resolvers),
+        dns=host_config.get("Dns") or (),
+        dns_search=host_config.get("DnsSearch") or (),
+        dns_options=host_config.get("DnsOptions") or (),
+        resolvers=resolvers,
+        ipv6=ipv6,
+    )
+    resolvconf.write(paths.resolv_conf, text)
+    return ext
 
 
 def etc_mounts(paths: ContainerPaths, read_only: bool) -> list[dict[str, Any]]:

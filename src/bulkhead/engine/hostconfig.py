@@ -568,10 +568,31 @@ def _normalize_host_config(hc: dict[str, Any], warnings: list[str]) -> dict[str,
     for key in ("DeviceCgroupRules", "DeviceRequests", "Links"):
         if hc.get(key):
             raise _bad(f"HostConfig.{key}", "not supported by this engine")
+    _check_dns(hc)
     for key in ("CpuRealtimePeriod", "CpuRealtimeRuntime"):
         if _get_int(hc, key, f"HostConfig.{key}"):
             raise _bad(f"HostConfig.{key}", "realtime scheduling is not supported by this engine")
     return out
+
+
+def _check_dns(hc: dict[str, Any]) -> None:
+    """``--dns`` must be IP addresses, ``--add-host`` ``name:ip`` (or ``host-gateway``)."""
+    import ipaddress
+
+    from bulkhead.network.hosts import HOST_GATEWAY, parse_extra_host
+
+    for i, server in enumerate(_get_str_list(hc, "Dns", "HostConfig.Dns") or []):
+        try:
+            ipaddress.ip_address(server.partition("%")[0])
+        except ValueError:
+            raise _bad(f"HostConfig.Dns[{i}]", f"bad nameserver address {server}") from None
+    for key in ("DnsSearch", "DnsOptions"):
+        _get_str_list(hc, key, f"HostConfig.{key}")
+    for i, entry in enumerate(_get_str_list(hc, "ExtraHosts", "HostConfig.ExtraHosts") or []):
+        try:
+            parse_extra_host(entry, host_gateway="0.0.0.0" if HOST_GATEWAY in entry else None)
+        except SpecError as e:
+            raise _bad(f"HostConfig.ExtraHosts[{i}]", str(e)) from None
 
 
 _PORT_RANGE_RE = re.compile(r"^(\d{1,5})(-(\d{1,5}))?$")

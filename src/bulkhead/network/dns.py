@@ -1,0 +1,571 @@
+"""The daemon's embedded DNS resolver for user-defined networks.
+
+Vocabulary:
+
+*listener*
+    a UDP socket and a TCP socket on ``<gateway>:53`` of one user-defined
+    network, in the daemon's network namespace, where the network's bridge
+    carries that address. Containers on the network find it through
+    ``nameserver <gateway>`` in their resolv.conf
+    (:mod:`bulkhead.network.resolvconf`). The default ``bridge`` network has
+    none, as in Docker: its containers use the host's nameservers directly.
+*record*
+    what a container endpoint contributes (:class:`DnsEndpoint`): its name,
+    its ``--network-alias`` aliases, its short id and hostname, and its
+    addresses on that network. Names are matched case-insensitively, with or
+    without the trailing dot, and also as ``<name>.<network name>``.
+*scope*
+    the networks whose records a query may see: those of the container that
+    sent it (found by its source address on the listener's network), or the
+    listener's network alone for any other client. A container on another
+    network is therefore NXDOMAIN (or whatever the upstreams say) — the
+    isolation Docker gives.
+*answers*
+    A/AAAA with every address of the matching endpoints (shuffled, TTL 600
+    as Docker's ``respTTL``); a name we know without an address of the asked
+    family gets an empty NOERROR answer (NODATA); PTR of an address in scope
+    gives ``<container name>.<network name>.``.
+*upstreams*
+    every other query is forwarded, from the daemon's namespace, to the
+    querying container's *external servers* (its ``--dns``, else the
+    daemon's ``dns`` option, else the daemon's own resolv.conf nameservers,
+    loopback ones included since the daemon shares the host's namespace),
+    tried in order (at most three, as Docker's ``maxExtDNS``), each with a
+    timeout. UDP queries go upstream over UDP, TCP ones over TCP. With no
+    upstream the answer is SERVFAIL.
+*truncation*
+    a UDP answer larger than the client's limit (512 bytes, or its EDNS
+    payload size) is sent empty with TC set; the client repeats the query
+    over TCP and gets it whole.
+
+Why the gateway address and not Docker's 127.0.0.11: Docker runs a resolver
+socket *inside* every container's namespace and redirects port 53 with
+iptables rules in that namespace; that costs a namespace entry, rules and a
+goroutine per container at every start. podman's aardvark-dns listens on
+each network's gateway instead: one listener per network, created with the
+network and living in the daemon's namespace, nothing to do per container
+but a record. bulkhead does the same. The visible difference is the
+nameserver line of a container's resolv.conf (the gateway rather than
+127.0.0.11), and that a container's ``--dns 127.0.0.1`` (its own loopback)
+cannot be reached from the daemon's namespace.
+
+Threads: the listeners live on the daemon's event loop; the table of
+records is guarded by a lock, since the engine changes it from worker
+threads (:meth:`DnsServer.listen` and :meth:`DnsServer.stop` hand their
+work to the loop and wait for it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import ipaddress
+import logging
+import random
+import socket
+import struct
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import dns.exception
+import dns.flags
+import dns.message
+import dns.name
+import dns.opcode
+import dns.rcode
+import dns.rdataclass
+import dns.rdatatype
+import dns.reversename
+import dns.rrset
+
+from bulkhead.errors import BulkheadError
+
+log = logging.getLogger(__name__)
+
+#: Docker's TTL for the names it answers.
+TTL = 600
+#: How many upstreams a query tries (Docker's ``maxExtDNS``).
+MAX_UPSTREAMS = 3
+#: Seconds an upstream has to answer.
+UPSTREAM_TIMEOUT = 4.0
+#: Queries in flight at once; more are dropped (the client retries).
+MAX_CONCURRENT = 1024
+#: Seconds a TCP client may stay idle between queries.
+TCP_IDLE_TIMEOUT = 10.0
+DNS_PORT = 53
+
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+class DnsError(BulkheadError):
+    """A listener that cannot be opened (the address or port is taken)."""
+
+
+@dataclass(frozen=True)
+class DnsEndpoint:
+    """A container's records on one network."""
+
+    container_id: str
+    name: str
+    addresses: tuple[str, ...]
+    aliases: tuple[str, ...] = ()
+    hostname: str = ""
+    #: the external servers for this container's queries (``[ip|host][:port]``)
+    upstreams: tuple[str, ...] = ()
+
+    def names(self) -> set[str]:
+        out = {self.name, self.container_id[:12], *self.aliases}
+        if self.hostname:
+            out.add(self.hostname)
+        return {n.lower().rstrip(".") for n in out if n}
+
+
+@dataclass
+class _Network:
+    name: str
+    endpoints: dict[str, DnsEndpoint] = field(default_factory=dict)
+
+
+class DnsTable:
+    """Every user network's records; thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._networks: dict[str, _Network] = {}
+
+    def set_network(self, network_id: str, name: str) -> None:
+        with self._lock:
+            net = self._networks.setdefault(network_id, _Network(name))
+            net.name = name
+
+    def drop_network(self, network_id: str) -> None:
+        with self._lock:
+            self._networks.pop(network_id, None)
+
+    def set_endpoint(self, network_id: str, network_name: str, ep: DnsEndpoint) -> None:
+        """Add or replace the container's records on a network."""
+        with self._lock:
+            net = self._networks.setdefault(network_id, _Network(network_name))
+            net.endpoints[ep.container_id] = ep
+
+    def remove_endpoint(self, network_id: str, container_id: str) -> None:
+        with self._lock:
+            net = self._networks.get(network_id)
+            if net is not None:
+                net.endpoints.pop(container_id, None)
+
+    def remove_container(self, container_id: str) -> None:
+        with self._lock:
+            for net in self._networks.values():
+                net.endpoints.pop(container_id, None)
+
+    # -- lookups (the listener's side) ----------------------------------------------
+
+    def _client(self, network_id: str, client: str) -> DnsEndpoint | None:
+        net = self._networks.get(network_id)
+        if net is None:
+            return None
+        try:
+            addr = _norm(client)
+        except ValueError:
+            return None
+        for ep in net.endpoints.values():
+            if addr in {_norm(a) for a in ep.addresses}:
+                return ep
+        return None
+
+    def _scope(self, network_id: str, client: str) -> list[_Network]:
+        """The networks the querying container is on (or the listener's alone)."""
+        me = self._client(network_id, client)
+        if me is None:
+            net = self._networks.get(network_id)
+            return [net] if net is not None else []
+        return [n for n in self._networks.values() if me.container_id in n.endpoints]
+
+    def lookup(self, network_id: str, client: str, qname: str) -> list[str] | None:
+        """The addresses of ``qname`` as seen by ``client``; None when no record matches."""
+        name = qname.lower().rstrip(".")
+        with self._lock:
+            scope = self._scope(network_id, client)
+            found: list[str] | None = None
+            for net in scope:
+                suffix = "." + net.name.lower()
+                candidates = [name]
+                if name.endswith(suffix):
+                    candidates.append(name[: -len(suffix)])
+                for ep in net.endpoints.values():
+                    if any(c in ep.names() for c in candidates):
+                        found = found if found is not None else []
+                        found.extend(a for a in ep.addresses if a not in found)
+            return found
+
+    def reverse(self, network_id: str, client: str, address: str) -> str | None:
+        """``<container name>.<network name>`` of an address in scope, or None."""
+        try:
+            want = _norm(address)
+        except ValueError:
+            return None
+        with self._lock:
+            for net in self._scope(network_id, client):
+                for ep in net.endpoints.values():
+                    if want in {_norm(a) for a in ep.addresses}:
+                        return f"{ep.name}.{net.name}"
+        return None
+
+    def upstreams(self, network_id: str, client: str) -> tuple[str, ...] | None:
+        """The querying container's external servers (None: not a container)."""
+        with self._lock:
+            me = self._client(network_id, client)
+            return None if me is None else me.upstreams
+
+
+def _norm(addr: str) -> Address:
+    return ipaddress.ip_address(addr.partition("%")[0])
+
+
+def parse_upstream(spec: str) -> tuple[str, int]:
+    """``1.2.3.4``, ``1.2.3.4:5353``, ``fd00::1``, ``[fd00::1]:5353`` → (address, port)."""
+    spec = spec.strip()
+    if spec.startswith("["):
+        host, _, rest = spec[1:].partition("]")
+        port = int(rest[1:]) if rest.startswith(":") else DNS_PORT
+    elif spec.count(":") == 1:
+        host, _, p = spec.partition(":")
+        port = int(p)
+    else:
+        host, port = spec, DNS_PORT
+    ipaddress.ip_address(host.partition("%")[0])
+    return host, port
+
+
+# --- answering ---------------------------------------------------------------------------
+
+
+def _max_udp_size(query: dns.message.Message) -> int:
+    if query.edns >= 0 and query.payload:
+        return max(512, min(int(query.payload), 65535))
+    return 512
+
+
+def _wire(response: dns.message.Message, limit: int | None) -> bytes:
+    """``response`` as bytes within ``limit`` (UDP), else empty with TC set."""
+    try:
+        return response.to_wire(max_size=limit or 65535)
+    except dns.exception.TooBig:
+        return _truncated(response).to_wire(max_size=limit or 65535)
+
+
+def _truncated(response: dns.message.Message) -> dns.message.Message:
+    r = dns.message.Message(id=response.id)
+    r.flags = response.flags | dns.flags.TC
+    r.set_rcode(response.rcode())
+    r.question = list(response.question)
+    return r
+
+
+class DnsServer:
+    """The listeners of every user network, answering from a :class:`DnsTable`.
+
+    ``default_upstreams`` gives the external servers of a client that is no
+    container we know (e.g. the host asking the gateway); containers carry
+    their own in their records. ``port`` is 53 but for tests (0: any free port,
+    the same for UDP and TCP).
+    """
+
+    def __init__(
+        self,
+        table: DnsTable,
+        default_upstreams: Callable[[], Sequence[str]] | Sequence[str] = (),
+        *,
+        port: int = DNS_PORT,
+        upstream_timeout: float = UPSTREAM_TIMEOUT,
+    ) -> None:
+        self.table = table
+        self._default_upstreams = default_upstreams
+        self.port = port
+        self.upstream_timeout = upstream_timeout
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._listeners: dict[str, list[socket.socket]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._inflight = 0
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    def attach(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """Bind the server to the daemon's event loop (call from the loop)."""
+        self._loop = loop or asyncio.get_running_loop()
+
+    def _on_loop(self, fn: Callable[[], Any]) -> Any:
+        loop = self._loop
+        if loop is None:
+            raise RuntimeError("the DNS server is not attached to an event loop")
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            return fn()
+
+        async def call() -> Any:
+            return fn()
+
+        return asyncio.run_coroutine_threadsafe(call(), loop).result(timeout=30)
+
+    def listening(self, network_id: str) -> list[tuple[str, int, str]]:
+        """(address, port, "udp"|"tcp") of a network's listeners."""
+        out = []
+        for s in self._listeners.get(network_id, []):
+            host, port = s.getsockname()[:2]
+            out.append((host, port, "udp" if s.type == socket.SOCK_DGRAM else "tcp"))
+        return out
+
+    def listen(self, network_id: str, network_name: str, addresses: Iterable[str]) -> None:
+        """Open the network's listeners on ``addresses`` (its gateways); replaces old ones."""
+        self.table.set_network(network_id, network_name)
+        addresses = [a for a in addresses if a]
+        socks: list[socket.socket] = []
+        try:
+            for addr in addresses:
+                socks.extend(self._open(addr))
+        except BaseException:
+            for s in socks:
+                s.close()
+            raise
+        self._on_loop(lambda: self._serve(network_id, socks))
+
+    def stop(self, network_id: str, *, forget: bool = True) -> None:
+        """Close a network's listeners (and drop its records unless ``forget`` is False)."""
+        if forget:
+            self.table.drop_network(network_id)
+        if self._loop is not None and not self._loop.is_closed():
+            self._on_loop(lambda: self._close(network_id))
+        else:
+            for s in self._listeners.pop(network_id, []):
+                s.close()
+
+    def close(self) -> None:
+        """Close every listener (daemon stop); records stay."""
+        for network_id in list(self._listeners):
+            self.stop(network_id, forget=False)
+        for task in list(self._tasks):
+            task.cancel()
+
+    def _open(self, addr: str) -> list[socket.socket]:
+        ip = _norm(addr)
+        family = socket.AF_INET if ip.version == 4 else socket.AF_INET6
+        out: list[socket.socket] = []
+        port = self.port
+        try:
+            for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+                s = socket.socket(family, kind | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
+                out.append(s)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                # the gateway may not be on the bridge yet (or the bridge is re-made)
+                if family == socket.AF_INET:
+                    s.setsockopt(socket.IPPROTO_IP, 15, 1)  # IP_FREEBIND
+                else:
+                    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                    s.setsockopt(socket.IPPROTO_IPV6, 78, 1)  # IPV6_FREEBIND
+                s.bind((str(ip), port))
+                port = s.getsockname()[1]  # port 0 (tests): TCP takes UDP's
+                if kind == socket.SOCK_STREAM:
+                    s.listen(128)
+        except OSError as e:
+            for s in out:
+                s.close()
+            what = "in use" if e.errno == errno.EADDRINUSE else e.strerror
+            raise DnsError(f"cannot listen for DNS on {addr}:{port}: {what}") from e
+        return out
+
+    def _serve(self, network_id: str, socks: list[socket.socket]) -> None:
+        assert self._loop is not None
+        self._close(network_id)
+        self._listeners[network_id] = socks
+        for s in socks:
+            if s.type == socket.SOCK_DGRAM:
+                self._loop.add_reader(s.fileno(), self._on_udp, network_id, s)
+            else:
+                self._loop.add_reader(s.fileno(), self._on_accept, network_id, s)
+
+    def _close(self, network_id: str) -> None:
+        assert self._loop is not None
+        for s in self._listeners.pop(network_id, []):
+            with contextlib.suppress(ValueError, OSError):
+                self._loop.remove_reader(s.fileno())
+            s.close()
+
+    def _spawn(self, coro: Any) -> None:
+        assert self._loop is not None
+        task = self._loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- UDP ------------------------------------------------------------------------
+
+    def _on_udp(self, network_id: str, sock: socket.socket) -> None:
+        for _ in range(64):  # a burst, then let the loop breathe
+            try:
+                data, peer = sock.recvfrom(65535)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return
+            if self._inflight >= MAX_CONCURRENT:
+                continue
+            self._spawn(self._udp_query(network_id, sock, data, peer))
+
+    async def _udp_query(
+        self, network_id: str, sock: socket.socket, data: bytes, peer: Any
+    ) -> None:
+        self._inflight += 1
+        try:
+            out = await self.answer(network_id, peer[0], data, tcp=False)
+            if out is not None:
+                with contextlib.suppress(OSError):
+                    sock.sendto(out, peer)
+        except Exception:  # pragma: no cover - never let a query kill the listener
+            log.exception("DNS query from %s", peer[0])
+        finally:
+            self._inflight -= 1
+
+    # -- TCP ------------------------------------------------------------------------
+
+    def _on_accept(self, network_id: str, sock: socket.socket) -> None:
+        try:
+            conn, peer = sock.accept()
+        except OSError:
+            return
+        conn.setblocking(False)
+        self._spawn(self._tcp_client(network_id, conn, peer))
+
+    async def _tcp_client(self, network_id: str, conn: socket.socket, peer: Any) -> None:
+        try:
+            reader, writer = await asyncio.open_connection(sock=conn)
+        except OSError:
+            conn.close()
+            return
+        try:
+            while True:
+                try:
+                    head = await asyncio.wait_for(reader.readexactly(2), TCP_IDLE_TIMEOUT)
+                    (size,) = struct.unpack("!H", head)
+                    data = await asyncio.wait_for(reader.readexactly(size), TCP_IDLE_TIMEOUT)
+                except (TimeoutError, asyncio.IncompleteReadError, OSError):
+                    return
+                self._inflight += 1
+                try:
+                    out = await self.answer(network_id, peer[0], data, tcp=True)
+                finally:
+                    self._inflight -= 1
+                if out is None:
+                    return  # malformed: drop the connection
+                writer.write(struct.pack("!H", len(out)) + out)
+                await writer.drain()
+        except Exception:  # pragma: no cover
+            log.exception("DNS over TCP from %s", peer[0])
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    # -- the answer -----------------------------------------------------------------
+
+    async def answer(self, network_id: str, client: str, data: bytes, *, tcp: bool) -> bytes | None:
+        """The reply to one query (wire format), or None to ignore it (malformed)."""
+        try:
+            query = dns.message.from_wire(data)
+        except Exception:
+            return None
+        if query.flags & dns.flags.QR:
+            return None  # a response sent to us: not a query
+        limit = None if tcp else _max_udp_size(query)
+        if query.opcode() != dns.opcode.QUERY or len(query.question) != 1:
+            r = dns.message.make_response(query)
+            r.set_rcode(
+                dns.rcode.NOTIMP if query.opcode() != dns.opcode.QUERY else dns.rcode.FORMERR
+            )
+            return _wire(r, limit)
+        q = query.question[0]
+        local = self._local(network_id, client, query, q)
+        if local is not None:
+            return _wire(local, limit)
+        return _wire(await self._forward(network_id, client, query, tcp), limit)
+
+    def _local(
+        self, network_id: str, client: str, query: dns.message.Message, q: dns.rrset.RRset
+    ) -> dns.message.Message | None:
+        """Our own answer, or None when the name is none of ours."""
+        if q.rdclass != dns.rdataclass.IN:
+            return None
+        text = q.name.to_text(omit_final_dot=True)
+        if q.rdtype == dns.rdatatype.PTR:
+            try:
+                addr = dns.reversename.to_address(q.name)
+            except Exception:
+                return None
+            target = self.table.reverse(network_id, client, addr)
+            if target is None:
+                return None
+            r = dns.message.make_response(query)
+            r.flags |= dns.flags.AA | dns.flags.RA
+            r.answer.append(dns.rrset.from_text(q.name, TTL, "IN", "PTR", target + "."))
+            return r
+        found = self.table.lookup(network_id, client, text)
+        if found is None:
+            return None
+        r = dns.message.make_response(query)
+        r.flags |= dns.flags.AA | dns.flags.RA
+        version = {dns.rdatatype.A: 4, dns.rdatatype.AAAA: 6}.get(q.rdtype)
+        if version is not None:
+            addrs = [a for a in found if _norm(a).version == version]
+            random.shuffle(addrs)
+            if addrs:
+                kind = "A" if version == 4 else "AAAA"
+                r.answer.append(dns.rrset.from_text_list(q.name, TTL, "IN", kind, addrs))
+        return r  # a name of ours without that type: NOERROR, no answer (NODATA)
+
+    def _upstreams_for(self, network_id: str, client: str) -> list[tuple[str, int]]:
+        mine = self.table.upstreams(network_id, client)
+        if mine is None or not mine:
+            d = self._default_upstreams
+            mine = tuple(d() if callable(d) else d)
+        own = {
+            (h, p)
+            for socks in self._listeners.values()
+            for s in socks
+            for h, p in [s.getsockname()[:2]]
+        }
+        out: list[tuple[str, int]] = []
+        for spec in mine:
+            try:
+                hp = parse_upstream(spec)
+            except ValueError:
+                continue
+            if hp not in own and hp not in out:  # never forward to ourselves
+                out.append(hp)
+        return out[:MAX_UPSTREAMS]
+
+    async def _forward(
+        self, network_id: str, client: str, query: dns.message.Message, tcp: bool
+    ) -> dns.message.Message:
+        import dns.asyncquery
+
+        for host, port in self._upstreams_for(network_id, client):
+            try:
+                if tcp:
+                    return await dns.asyncquery.tcp(
+                        query, host, timeout=self.upstream_timeout, port=port
+                    )
+                return await dns.asyncquery.udp(
+                    query, host, timeout=self.upstream_timeout, port=port
+                )
+            except (dns.exception.DNSException, OSError, EOFError) as e:
+                log.debug("upstream %s:%d failed: %s", host, port, e)
+                continue
+        r = dns.message.make_response(query)
+        r.flags |= dns.flags.RA
+        r.set_rcode(dns.rcode.SERVFAIL)
+        return r
