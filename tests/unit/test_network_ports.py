@@ -1,0 +1,145 @@
+"""Published port requests, host port allocation (real sockets on 127.0.0.1), inspect shapes."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+from bulkhead.network.ports import (
+    Binding,
+    PortAllocationError,
+    PortAllocator,
+    Request,
+    exposed_keys,
+    parse_key,
+    requests,
+    settings_ports,
+    summary_ports,
+)
+
+
+@pytest.fixture
+def alloc() -> Iterator[PortAllocator]:
+    a = PortAllocator()
+    yield a
+    a.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_parse_key() -> None:
+    assert parse_key("80") == (80, 80, "tcp")
+    assert parse_key("8000-8010/UDP") == (8000, 8010, "udp")
+    for bad in ("0", "70000", "80/icmp", "90-80", "x"):
+        with pytest.raises(PortAllocationError):
+            parse_key(bad)
+
+
+def test_requests() -> None:
+    got = requests(
+        ["80/tcp", "443/tcp", "53/udp"],
+        {
+            "80/tcp": [{"HostIp": "", "HostPort": "8080"}],
+            "81-82/tcp": [{"HostIp": "127.0.0.1", "HostPort": "9001-9002"}],
+            "90/tcp": [{"HostIp": "", "HostPort": "7000-7005"}],
+            "91/tcp": [{"HostIp": "[::1]", "HostPort": ""}],
+        },
+        publish_all=True,
+    )
+    assert got == [
+        Request("tcp", 80, "", 8080, 0),
+        Request("tcp", 81, "127.0.0.1", 9001, 9001),
+        Request("tcp", 82, "127.0.0.1", 9002, 9002),
+        Request("tcp", 90, "", 7000, 7005),
+        Request("tcp", 91, "::1", 0, 0),
+        Request("tcp", 443),
+        Request("udp", 53),
+    ]
+    assert requests(["443/tcp"], {}, publish_all=False) == []
+    with pytest.raises(PortAllocationError, match="invalid ranges"):
+        requests([], {"80-81/tcp": [{"HostPort": "90-99"}]}, publish_all=False)
+    with pytest.raises(PortAllocationError, match="invalid IP address"):
+        requests([], {"80/tcp": [{"HostIp": "nope", "HostPort": "1"}]}, publish_all=False)
+
+
+def test_allocate_holds_the_port_and_release_frees_it(alloc: PortAllocator) -> None:
+    port = _free_port()
+    got = alloc.allocate("c1", [Request("tcp", 80, "127.0.0.1", port)], ["172.18.0.2"])
+    assert got == [Binding("tcp", 80, "127.0.0.1", port)]
+    with socket.socket() as other, pytest.raises(OSError):
+        other.bind(("127.0.0.1", port))  # nothing else can take it
+    with pytest.raises(PortAllocationError) as exc:
+        alloc.allocate("c2", [Request("tcp", 80, "", port)], ["172.18.0.3"])
+    assert str(exc.value) == f"Bind for 0.0.0.0:{port} failed: port is already allocated"
+    # udp is another port space
+    assert alloc.allocate("c2", [Request("udp", 80, "127.0.0.1", port)], ["172.18.0.3"])
+    alloc.release("c1")
+    assert alloc.bindings("c1") == []
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", port))
+
+
+def test_port_in_use_by_another_program_all_or_nothing(alloc: PortAllocator) -> None:
+    free = _free_port()
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        busy = other.getsockname()[1]
+        with pytest.raises(PortAllocationError) as exc:
+            alloc.allocate(
+                "c1",
+                [Request("tcp", 80, "127.0.0.1", free), Request("tcp", 81, "127.0.0.1", busy)],
+                ["172.18.0.2"],
+            )
+    assert str(exc.value) == (
+        f"failed to bind host port for 127.0.0.1:{busy}:172.18.0.2:81/tcp: address already in use"
+    )
+    assert alloc.bindings("c1") == []  # the first port was given back
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", free))
+
+
+def test_host_range_and_ephemeral(alloc: PortAllocator) -> None:
+    base = _free_port()
+    with socket.socket() as other:
+        try:
+            other.bind(("127.0.0.1", base))
+        except OSError:
+            pytest.skip("the port went meanwhile")
+        got = alloc.allocate("c1", [Request("tcp", 80, "127.0.0.1", base, base + 20)], ["10.0.0.2"])
+    assert base < got[0].host_port <= base + 20
+    eph = PortAllocator(ephemeral=(base + 30, base + 40))
+    try:
+        a = eph.allocate(
+            "c1", [Request("tcp", 80, "127.0.0.1"), Request("udp", 81, "127.0.0.1")], ["10.0.0.2"]
+        )
+        assert base + 30 <= a[0].host_port <= base + 40 and a[1].host_port > a[0].host_port
+    finally:
+        eph.close()
+
+
+def test_families(alloc: PortAllocator) -> None:
+    with pytest.raises(PortAllocationError, match="family"):
+        alloc.allocate("c1", [Request("tcp", 80, "::1", _free_port())], ["172.18.0.2"])
+
+
+def test_inspect_shapes() -> None:
+    keys = exposed_keys(["443/tcp", "53/udp"], {"80/tcp": []})
+    assert keys == ["53/udp", "80/tcp", "443/tcp"]
+    b = [Binding("tcp", 80, "0.0.0.0", 8080)]
+    assert settings_ports(keys, b) == {
+        "53/udp": None,
+        "80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8080"}],
+        "443/tcp": None,
+    }
+    assert summary_ports(keys, b) == [
+        {"IP": "0.0.0.0", "PrivatePort": 80, "PublicPort": 8080, "Type": "tcp"},
+        {"PrivatePort": 53, "Type": "udp"},
+        {"PrivatePort": 443, "Type": "tcp"},
+    ]
