@@ -209,3 +209,61 @@ def test_mount_rejects_mixed_options() -> None:
         parse_mount("type=bind,src=/a,dst=/b,volume-nocopy")
     with pytest.raises(UsageError, match="unexpected key 'bogus'"):
         parse_mount("type=bind,src=/a,dst=/b,bogus=1")
+
+
+def test_publish_expose_and_publish_all() -> None:
+    body, _ = _body_for(
+        [
+            "run",
+            "-p",
+            "8080:80",
+            "-p",
+            "127.0.0.1::53/UDP",
+            "-p",
+            "9000-9001:90-91",
+            "-p",
+            "7000-7005:70",
+            "-p",
+            "[::1]:6000:60/sctp",
+            "-p",
+            "5000",
+            "--expose",
+            "100-101/udp",
+            "-P",
+            "busybox",
+        ]
+    )
+    hc = body["HostConfig"]
+    assert hc["PublishAllPorts"] is True
+    assert hc["PortBindings"] == {
+        "80/tcp": [{"HostIp": "", "HostPort": "8080"}],
+        "53/udp": [{"HostIp": "127.0.0.1", "HostPort": ""}],
+        "90/tcp": [{"HostIp": "", "HostPort": "9000"}],
+        "91/tcp": [{"HostIp": "", "HostPort": "9001"}],
+        "70/tcp": [{"HostIp": "", "HostPort": "7000-7005"}],
+        "60/sctp": [{"HostIp": "::1", "HostPort": "6000"}],
+        "5000/tcp": [{"HostIp": "", "HostPort": ""}],
+    }
+    assert set(body["ExposedPorts"]) == {*hc["PortBindings"], "100/udp", "101/udp"}
+    assert list(body)[list(body).index("AttachStderr") + 1] == "ExposedPorts"  # Go's order
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("8080:", "no port specified: 8080:<empty>"),
+        ("x:80", "invalid hostPort: x"),
+        ("8080:80x", "invalid containerPort: 80x"),
+        ("8080:80/icmp", "invalid proto: icmp"),
+        ("1.2.3:8080:80", "invalid IP address: 1.2.3"),
+        (
+            "8000-8002:80-81",
+            "invalid ranges specified for container and host Ports: 80-81 and 8000-8002",
+        ),
+        ("8080:70000", "invalid containerPort: 70000"),
+    ],
+)
+def test_publish_errors(spec: str, message: str) -> None:
+    with pytest.raises(UsageError) as exc:
+        _body_for(["run", "-p", spec, "busybox"])
+    assert str(exc.value) == message

@@ -61,6 +61,7 @@ CREATE_FLAGS: list[Flag] = [
     Flag("entrypoint", kind=STR, help="Overwrite the default ENTRYPOINT of the image"),
     Flag("env", "e", LIST, "Set environment variables"),
     Flag("env-file", kind=LIST, help="Read in a file of environment variables"),
+    Flag("expose", kind=LIST, help="Expose a port or a range of ports"),
     Flag("group-add", kind=LIST, help="Add additional groups to join"),
     Flag("health-cmd", kind=STR, help="Command to run to check health"),
     Flag(
@@ -112,6 +113,8 @@ CREATE_FLAGS: list[Flag] = [
     Flag("pids-limit", kind=INT, help="Tune container pids limit (set -1 for unlimited)"),
     Flag("platform", kind=STR, help="Set platform if server is multi-platform capable"),
     Flag("privileged", help="Give extended privileges to this container"),
+    Flag("publish", "p", LIST, "Publish a container's port(s) to the host"),
+    Flag("publish-all", "P", help="Publish all exposed ports to random ports"),
     Flag(
         "pull",
         kind=STR,
@@ -653,6 +656,87 @@ def parse_mount(text: str) -> dict[str, Any]:
     return mount
 
 
+_PROTOS = ("tcp", "udp", "sctp")
+
+
+def _port_range(text: str) -> tuple[int, int] | None:
+    """go-connections' ParsePortRange: ``80`` or ``8000-8010``, 0..65535; None if bad."""
+    lo, sep, hi = text.partition("-")
+    if not lo.isdigit() or (sep and not hi.isdigit()):
+        return None
+    a, b = int(lo), int(hi) if sep else int(lo)
+    if a > 65535 or b > 65535 or b < a:
+        return None
+    return a, b
+
+
+def parse_publish(spec: str) -> list[tuple[str, dict[str, str]]]:
+    """``-p [ip:][hostPort[-end]:]containerPort[-end][/proto]`` → (port key, binding) pairs.
+
+    go-connections' ``nat.ParsePortSpec`` as the docker CLI uses it: a container
+    range maps one to one onto a host range of the same length; one container port
+    with a host range keeps the range (the daemon picks a free port in it).
+    """
+    parts = spec.split(":")
+    container = parts[-1]
+    if len(parts) == 1:
+        ip, host = "", ""
+    elif len(parts) == 2:
+        ip, host = "", parts[0]
+    else:
+        ip, host = ":".join(parts[:-2]), parts[-2]
+    container, _, proto = container.partition("/")
+    proto = proto or "tcp"
+    if ip.startswith("[") and ip.endswith("]"):
+        ip = ip[1:-1]
+    if ip:
+        import ipaddress
+
+        try:
+            ipaddress.ip_address(ip)
+        except ValueError:
+            raise UsageError(f"invalid IP address: {ip}") from None
+    if not container:
+        raise UsageError(f"no port specified: {spec}<empty>")
+    crange = _port_range(container)
+    if crange is None:
+        raise UsageError(f"invalid containerPort: {container}")
+    hrange = (0, 0)
+    if host:
+        got = _port_range(host)
+        if got is None:
+            raise UsageError(f"invalid hostPort: {host}")
+        hrange = got
+    clen, hlen = crange[1] - crange[0], hrange[1] - hrange[0]
+    if host and clen != hlen and clen != 0:
+        raise UsageError(
+            f"invalid ranges specified for container and host Ports: {container} and {host}"
+        )
+    proto = proto.lower()
+    if proto not in _PROTOS:
+        raise UsageError(f"invalid proto: {proto}")
+    out = []
+    for i in range(clen + 1):
+        host_port = host
+        if host and clen == hlen:
+            host_port = str(hrange[0] + i)
+        elif host and clen == 0 and hlen:
+            host_port = f"{hrange[0]}-{hrange[1]}"
+        out.append((f"{crange[0] + i}/{proto}", {"HostIp": ip, "HostPort": host_port}))
+    return out
+
+
+def parse_expose(spec: str) -> list[str]:
+    """``--expose 80``, ``--expose 8000-8010/udp`` → port keys."""
+    port, _, proto = spec.rpartition(":")[2].partition("/")
+    got = _port_range(port)
+    if got is None:
+        raise UsageError(
+            f"invalid range format for --expose: {spec}, error: invalid syntax: {port!r}"
+        )
+    return [f"{p}/{(proto or 'tcp').lower()}" for p in range(got[0], got[1] + 1)]
+
+
 def split_volume(spec: str) -> tuple[str, str]:
     """``-v`` → (source, rest): no source for an anonymous volume (``-v /data``)."""
     parts = spec.split(":")
@@ -813,6 +897,16 @@ def build_create(
         k, _, val = opt.partition("=")
         log_config[k] = val
 
+    port_bindings: dict[str, list[dict[str, str]]] = {}
+    exposed: dict[str, dict[str, Any]] = {}
+    for spec in v["publish"]:
+        for key, binding in parse_publish(spec):
+            port_bindings.setdefault(key, []).append(binding)
+            exposed[key] = {}
+    for spec in v["expose"]:
+        for key in parse_expose(spec):
+            exposed[key] = {}
+
     restart_name, _, retries = v["restart"].partition(":")
     try:
         max_retry = int(retries) if retries else 0
@@ -851,7 +945,7 @@ def build_create(
         "ContainerIDFile": v["cidfile"],
         "LogConfig": {"Type": v["log-driver"], "Config": log_config},
         "NetworkMode": network,
-        "PortBindings": {},
+        "PortBindings": port_bindings,
         "RestartPolicy": {"Name": restart_name, "MaximumRetryCount": max_retry},
         "AutoRemove": bool(v["rm"]),
         "VolumeDriver": "",
@@ -871,7 +965,7 @@ def build_create(
         "OomScoreAdj": oom_score_adj,
         "PidMode": pid_mode,
         "Privileged": bool(v["privileged"]),
-        "PublishAllPorts": False,
+        "PublishAllPorts": bool(v["publish-all"]),
         "ReadonlyRootfs": bool(v["read-only"]),
         "SecurityOpt": parse_security_opts(v["security-opt"]),
         "UTSMode": uts_mode,
@@ -940,6 +1034,7 @@ def build_create(
         "AttachStdin": attach_stdin,
         "AttachStdout": attach_stdout,
         "AttachStderr": attach_stderr,
+        **({"ExposedPorts": exposed} if exposed else {}),
         "Tty": bool(v["tty"]),
         "OpenStdin": open_stdin,
         "StdinOnce": stdin_once,
