@@ -25,6 +25,10 @@ from bulkhead.devtools import busybox
 
 VENV_BIN = Path(__file__).resolve().parent.parent / ".venv" / "bin"
 
+# Safety: no daemon or engine of the tests may create a network interface in the
+# host's network namespace (bulkhead.network.manager refuses it when this is set).
+os.environ["BULKHEAD_FORBID_ROOT_NETNS"] = "1"
+
 
 def is_root() -> bool:
     return os.geteuid() == 0

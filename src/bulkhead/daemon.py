@@ -10,7 +10,9 @@ Settings come from flags over ``/etc/bulkhead/daemon.json`` (Docker's
 ``daemon.json`` keys: ``data-root``, ``exec-root``, ``hosts``,
 ``default-runtime``, ``runtimes`` (``{"runc": {"path": "/usr/sbin/runc"}}``),
 ``log-opts`` (``max-size``, ``max-file``), ``insecure-registries``,
-``registry-mirrors``, ``storage-driver``, ``debug``). An unknown key or a
+``registry-mirrors``, ``storage-driver``, ``debug``, ``bridge``: the default
+bridge network's interface, ``bh0``, or ``none`` for no default bridge
+network, as dockerd's ``--bridge``). An unknown key or a
 value of the wrong type is an error naming the file and the key, as dockerd
 does.
 
@@ -129,6 +131,7 @@ _KNOWN_KEYS = {
     "debug",
     "live-restore",
     "cgroup-parent",
+    "bridge",
 }
 
 
@@ -200,6 +203,15 @@ def apply_config_file(config: DaemonConfig, path: str, *, required: bool) -> Non
         )
     if "debug" in doc:
         config.debug = _expect(doc["debug"], bool, f"{path}: debug")
+    if "bridge" in doc:
+        config.bridge = _bridge_name(_expect(doc["bridge"], str, f"{path}: bridge"), path)
+
+
+def _bridge_name(value: str, where: str) -> str:
+    """``bridge``: ``none`` or an interface name (at most 15 characters)."""
+    if value != "none" and (len(value) > 15 or "/" in value or not value.isprintable()):
+        raise ConfigError(f"{where}: invalid bridge name {value!r}")
+    return value
 
 
 def _cgroup_parent(value: str, where: str) -> str:
@@ -237,6 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--storage-driver", help="overlay2 or vfs")
     parser.add_argument("--cgroup-parent", help="cgroup of the containers' cgroups (/bulkhead)")
     parser.add_argument("--debug", "-D", action="store_true", help="debug logging")
+    parser.add_argument(
+        "--bridge", "-b", help="the default bridge network's interface (bh0), or none"
+    )
     return parser
 
 
@@ -276,6 +291,8 @@ def load_config(argv: list[str] | None = None) -> DaemonConfig:
     if args.cgroup_parent:
         config.cgroup_parent = _cgroup_parent(args.cgroup_parent, "--cgroup-parent")
     config.debug = config.debug or args.debug
+    if args.bridge:
+        config.bridge = _bridge_name(args.bridge, "--bridge")
     from bulkhead.engine.runtimes import Runtimes
 
     try:  # the built-in runtime, runc, crun, bulkhead-runtime, and the configured ones

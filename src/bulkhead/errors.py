@@ -45,9 +45,13 @@ with another (httpx's exception tree is the model)::
     ├── SnapshotError             snapshots (prepare / commit / remove / mounts)
     │   ├── SnapshotNotFound
     │   └── SnapshotExists
-    └── VolumeError               named volumes: create, mount, remove
-        ├── NoSuchVolume
-        └── VolumeInUse
+    ├── VolumeError               named volumes: create, mount, remove
+    │   ├── NoSuchVolume
+    │   └── VolumeInUse
+    └── NetworkError              networks: create, connect, remove, addresses
+        ├── NoSuchNetwork         no network by this name, id or id prefix (404)
+        ├── NetworkConflict       a name taken, an address in use, active endpoints (409)
+        └── NetworkForbidden      removing a pre-defined network (403)
 
 Each class carries ``exit_code``: what a command-line front end exits with.
 This module imports nothing, so every package (``oci`` and ``linux``
@@ -323,3 +327,19 @@ class NoSuchVolume(VolumeError):
 
 class VolumeInUse(VolumeError):
     """The volume is used by a container (HTTP 409)."""
+
+
+class NetworkError(BulkheadError):
+    """A network could not be created, found, connected or removed."""
+
+
+class NoSuchNetwork(NetworkError):
+    """No network has this name, id or id prefix (HTTP 404)."""
+
+
+class NetworkConflict(NetworkError):
+    """A network name or an address in use, or a network with active endpoints (HTTP 409)."""
+
+
+class NetworkForbidden(NetworkError):
+    """An operation never allowed, e.g. removing a pre-defined network (HTTP 403)."""

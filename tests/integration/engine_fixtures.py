@@ -14,6 +14,15 @@ exec root (through each runtime's own ``delete --force``), kills the monitor
 zygote and monitors it started (by PID, checked against their command line),
 unmounts everything under both roots and removes them; it then asserts that
 no mount and no process of the test is left.
+
+Networks: a daemon of ``daemon_factory()`` runs in the host's network
+namespace with ``bridge: none`` (no default bridge network: ``run`` without
+``--network`` gets ``none``) and must never create an interface there.
+``daemon_factory(netns=True)`` runs the daemon (``nsenter --net=``) in a
+network namespace of the test's own, ``bh-t-<random>``, with Docker's default
+bridge network; ``daemon.in_netns(*argv)`` runs a command in that namespace.
+Its teardown checks that the host got no bridge or veth, then deletes the
+namespace (and everything in it).
 """
 
 from __future__ import annotations
@@ -70,7 +79,14 @@ def busybox_image_store(cache_dir: Path) -> Path:
 class Daemon:
     """One daemon process and its roots; see the module docstring."""
 
-    def __init__(self, root: Path, exec_root: Path, extra_args: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        exec_root: Path,
+        extra_args: list[str] | None = None,
+        netns: str | None = None,
+    ) -> None:
+        self.netns = netns
         self.root = root
         self.exec_root = exec_root
         self.socket = str(exec_root / "bulkhead.sock")
@@ -96,7 +112,9 @@ class Daemon:
 
     def start(self) -> None:
         assert self.proc is None or self.proc.poll() is not None, "already running"
+        enter = ["nsenter", f"--net=/run/netns/{self.netns}"] if self.netns else []
         cmd = [
+            *enter,
             sys.executable,
             "-m",
             "bulkhead.daemon",
@@ -127,8 +145,30 @@ class Daemon:
     def config_file(self) -> Path:
         path = self.root.parent / "daemon.json"
         if not path.exists():
-            path.write_text(json.dumps({"cgroup-parent": self.cgroup_parent}) + "\n")
+            doc: dict[str, Any] = {"cgroup-parent": self.cgroup_parent}
+            if not self.netns:
+                doc["bridge"] = "none"  # never a bridge in the host's namespace
+            path.write_text(json.dumps(doc) + "\n")
         return path
+
+    def in_netns(
+        self, *argv: str, timeout: float = 30, check: bool = False
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``argv`` in the daemon's network namespace (``nsenter --net=``)."""
+        assert self.netns, "a daemon_factory(netns=True) daemon"
+        return subprocess.run(
+            ["nsenter", f"--net=/run/netns/{self.netns}", *argv],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=check,
+        )
+
+    def links(self) -> list[dict[str, Any]]:
+        """``ip -j link`` of the daemon's namespace."""
+        out = self.in_netns("ip", "-j", "link", check=True).stdout
+        links: list[dict[str, Any]] = json.loads(out or "[]")
+        return links
 
     def stop(self, *, kill: bool = False, timeout: float = 20) -> None:
         """Stop the daemon (SIGTERM, or SIGKILL with ``kill``); containers stay running."""
@@ -321,34 +361,78 @@ def _mounts_under(*roots: Path) -> list[str]:
     return sorted(set(points), key=lambda p: -p.count("/"))
 
 
+#: interface names bulkhead creates: they must never appear in the host's namespace
+_OUR_LINK_PREFIXES = ("bh0", "br-", "veth", "bhp")
+
+
+def host_links() -> set[str]:
+    """Names of the links of the host's (this process's) network namespace."""
+    out = subprocess.run(["ip", "-j", "link"], capture_output=True, text=True, check=True).stdout
+    return {str(link["ifname"]) for link in json.loads(out or "[]")}
+
+
+def make_netns() -> str:
+    """A fresh network namespace ``bh-t-<random>`` with its loopback up."""
+    name = f"bh-t-{os.urandom(4).hex()}"
+    subprocess.run(["ip", "netns", "add", name], check=True, capture_output=True)
+    subprocess.run(
+        ["nsenter", f"--net=/run/netns/{name}", "ip", "link", "set", "lo", "up"],
+        check=True,
+        capture_output=True,
+    )
+    return name
+
+
+def delete_netns(name: str) -> None:
+    subprocess.run(["ip", "netns", "delete", name], capture_output=True, check=False)
+
+
 @pytest.fixture
 def daemon_factory(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """``daemon_factory(extra_args=[...], start=True) -> Daemon``; all cleaned up afterwards."""
+    """``daemon_factory(extra_args=[...], start=True, netns=False) -> Daemon``; all cleaned up
+    afterwards. ``netns=True``: in a network namespace of its own (see the module docstring)."""
     made: list[tuple[Daemon, Path]] = []
+    namespaces: list[str] = []
     images = busybox_image_store(tmp_path_factory.getbasetemp())
+    links_before = host_links()
 
-    def make(extra_args: list[str] | None = None, *, start: bool = True) -> Daemon:
+    def make(
+        extra_args: list[str] | None = None, *, start: bool = True, netns: bool = False
+    ) -> Daemon:
         base = tmp_path / f"daemon{len(made)}"
         base.mkdir()
         root = base / "root"
         root.mkdir()
         shutil.copytree(images, root / "images", symlinks=True)
         exec_root = Path(tempfile.mkdtemp(prefix="bh-", dir="/run"))
-        d = Daemon(root, exec_root, extra_args)
+        name = None
+        if netns:
+            name = make_netns()
+            namespaces.append(name)
+        d = Daemon(root, exec_root, extra_args, netns=name)
         d._clients = []
         made.append((d, exec_root))
         if start:
             d.start()
         return d
 
-    yield make
-    problems: list[str] = []
-    for d, exec_root in made:
-        problems += d.cleanup()
-        left = _mounts_under(d.root, exec_root)
-        if left:
-            problems.append(f"mounts left: {left}")
-        shutil.rmtree(exec_root, ignore_errors=True)
+    try:
+        yield make
+    finally:
+        problems: list[str] = []
+        try:
+            for d, exec_root in made:
+                problems += d.cleanup()
+                left = _mounts_under(d.root, exec_root)
+                if left:
+                    problems.append(f"mounts left: {left}")
+                shutil.rmtree(exec_root, ignore_errors=True)
+            new = sorted(n for n in host_links() - links_before if n.startswith(_OUR_LINK_PREFIXES))
+            if new:
+                problems.append(f"links made in the host's network namespace: {new}")
+        finally:
+            for name in namespaces:
+                delete_netns(name)
     assert not problems, "daemon test leaked: " + "; ".join(problems)
 
 

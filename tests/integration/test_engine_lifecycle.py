@@ -47,6 +47,7 @@ def make_engine(d: Daemon) -> Engine:
 
     config = DaemonConfig(root=d.root, exec_root=d.exec_root, socket=d.socket)
     config.cgroup_parent = d.cgroup_parent  # the fixture removes it and reports leaks under it
+    config.bridge = "none"  # the host's namespace: no default bridge network
     # BULKHEAD_TEST_RUNTIME=runc runs them with another default runtime
     config.default_runtime = os.environ.get("BULKHEAD_TEST_RUNTIME", "bulkhead")
     images = ImageStore(config.images_root)

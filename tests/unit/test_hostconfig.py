@@ -59,7 +59,7 @@ ALL_VALID = sorted(p.stem for p in DATA.glob("*.json") if p.stem != "py_api_crea
 def test_every_recorded_body_parses(name: str) -> None:
     req = parse_fixture(name)
     assert req.image == "busybox"
-    assert req.options.network_mode in ("none", "host")
+    assert req.options.network_mode in ("none", "host", "default")
     assert req.host_config["RestartPolicy"]["Name"] in ("no", "on-failure")
 
 
@@ -111,7 +111,7 @@ def test_plain_run_is_docker_defaults() -> None:
     assert (o.pids_limit, o.shm_size, o.oom_score_adj, o.blkio_weight) == (None, None, None, None)
     assert o.pid_mode is o.ipc_mode is o.uts_mode is o.cgroupns_mode is None
     assert not o.init and o.init_path is None
-    assert req.host_config["NetworkMode"] == "none"  # "default" before networking lands
+    assert req.host_config["NetworkMode"] == "default"  # the engine makes it bridge (or none)
     assert req.log_driver == "json-file"
     assert req.log_max_size is None and req.log_max_files is None
     assert not req.auto_remove
@@ -347,8 +347,8 @@ BAD = [
     ({"HostConfig__Tmpfs": {"run": ""}}, "invalid HostConfig.Tmpfs.run: invalid mount path"),
     ({"HostConfig__ShmSize": -1}, "invalid HostConfig.ShmSize: SHM size can not be less than 0"),
     (
-        {"HostConfig__NetworkMode": "mynet"},
-        "invalid HostConfig.NetworkMode: network 'mynet' is not supported",
+        {"HostConfig__NetworkMode": "-mynet"},
+        "invalid HostConfig.NetworkMode: invalid network mode '-mynet'",
     ),
     ({"HostConfig__PidMode": "bogus"}, "invalid HostConfig.PidMode: invalid mode 'bogus'"),
     ({"HostConfig__IpcMode": "container:"}, "invalid HostConfig.IpcMode: invalid mode"),
@@ -637,10 +637,11 @@ def test_resource_warnings(tmp_path: Path) -> None:
     )
 
 
-def test_bridge_is_kept_and_runs_without_a_network_for_now() -> None:
-    req = parse_create_request(_with("py_run_detach", HostConfig__NetworkMode="bridge"))
-    assert req.host_config["NetworkMode"] == "bridge"
-    assert req.options.network_mode == "none"
+def test_network_names_are_kept_for_the_engine() -> None:
+    for name in ("bridge", "mynet"):
+        req = parse_create_request(_with("py_run_detach", HostConfig__NetworkMode=name))
+        assert req.host_config["NetworkMode"] == name
+        assert req.options.network_mode == name
 
 
 def test_cgroup_parent_passes_through() -> None:

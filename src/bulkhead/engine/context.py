@@ -58,6 +58,9 @@ class DaemonConfig:
     registry_mirrors: list[str] = field(default_factory=list)
     snapshotter: str = ""  # "" = overlay when the data root supports it, else vfs
     cgroup_parent: str = "/bulkhead"  # containers' cgroups: <cgroup_parent>/<id>
+    #: the default ``bridge`` network's Linux bridge (``bh0`` when empty); ``none``: no
+    #: default bridge network, ``run`` without ``--network`` gets ``none`` (dockerd's --bridge)
+    bridge: str = ""
     debug: bool = False
 
     @property

@@ -43,9 +43,13 @@ Lifecycle (Docker's states, :mod:`bulkhead.engine.containers`)::
     :meth:`Engine._network_namespace` (at create: which namespace the spec
     names), :meth:`Engine._prepare_network` (at every start, before the
     runtime create: where a bridge driver makes the namespace and its veth)
-    and :meth:`Engine._release_network` (after exit and at remove). Today
+    and :meth:`Engine._release_network` (after exit and at remove), served by
+    :class:`bulkhead.network.manager.NetworkManager` (``self.network``).
     ``none`` is a fresh empty namespace made by the runtime and ``host`` none
-    at all, so the hooks do nothing.
+    at all; a bridge network's container joins ``<exec_root>/netns/<id>``,
+    which the manager makes at every start (veth, address, routes) and
+    removes at the exit. Its addresses are taken at create (or ``network
+    connect``) and kept until the container is removed.
 """
 
 from __future__ import annotations
@@ -383,6 +387,15 @@ class Engine:
         self.events = EventBus()
         #: the healthcheck probes of running containers (:mod:`bulkhead.engine.health`)
         self.health = health.HealthMonitor(self)
+        from bulkhead.network.manager import NetworkManager
+
+        #: networks, endpoints and the containers' network namespaces (:mod:`bulkhead.network`)
+        self.network = NetworkManager(
+            config.root,
+            config.exec_root,
+            default_bridge=getattr(config, "bridge", ""),
+            events=self.events,
+        )
 
     def emit(self, c: Container, action: str, **extra: str) -> None:
         """A ``container`` event for ``c``: Docker's attributes (image, name, labels) plus ``extra``."""
@@ -561,14 +574,12 @@ class Engine:
             getattr(req, "log_max_size", None),
             getattr(req, "log_max_files", None),
         )
-        if str(host_config.get("NetworkMode") or "") == "bridge":
-            warnings.append(
-                "the bridge network is not implemented yet: the container gets an empty "
-                "network namespace (as --network none)"
-            )
+        self._resolve_network_mode(host_config, opts)
+        networking = dict(getattr(req, "networking_config", None) or {})
         return self._create_sync(
-            cid, name, image, image_ref, config, host_config, opts, runtime_name, log_opts
-        )
+            cid, name, image, image_ref, config, host_config, opts, runtime_name, log_opts,
+            networking,
+        )  # fmt: skip
 
     def _create_sync(
         self,
@@ -581,6 +592,7 @@ class Engine:
         opts: RunOptions,
         runtime_name: str,
         log_opts: tuple[str, int | None, int | None],
+        networking: dict[str, Any] | None = None,
     ) -> Container:
         from bulkhead.engine.spec import build_spec
         from bulkhead.oci.image_spec import parse_image_config
@@ -691,6 +703,8 @@ class Engine:
             )
             self.images.register_use(image, cid)
             undo.insert(0, lambda: self.images.unregister_use(image, cid))
+            undo.insert(0, lambda: self.network.forget_container(cid))
+            self._attach_networks(cid, host_config, networking)
             self.store.add(c)  # the commit point
             return c
         except BaseException:
@@ -747,37 +761,117 @@ class Engine:
             raise SpecError(f"invalid cgroup parent {parent!r}", where="HostConfig.CgroupParent")
         return "/" + "/".join(p for p in [*parent.split("/"), container_id] if p)
 
+    def _resolve_network_mode(self, host_config: dict[str, Any], opts: RunOptions) -> None:
+        """``default`` is ``bridge`` (``none`` when the daemon runs with ``bridge: none``);
+        a network name must exist (400 ``network x not found``: a 404 at create would make
+        the docker CLI pull the image).
+        """
+        mode = str(host_config.get("NetworkMode") or "default")
+        if mode == "default":
+            mode = "bridge" if self.network.bridge_enabled else "none"
+        if mode not in ("none", "host") and not mode.startswith("container:"):
+            net = self.network.find(mode)
+            if net is None:
+                raise SpecError(f"network {mode} not found")
+            mode = {"host": "host", "null": "none"}.get(net.driver, mode)
+        host_config["NetworkMode"] = mode
+        opts.network_mode = mode
+
+    def _attach_networks(
+        self, cid: str, host_config: dict[str, Any], networking: dict[str, Any] | None
+    ) -> None:
+        """At create: an endpoint (addresses, aliases) on ``NetworkMode``'s network and on
+        every other network of ``NetworkingConfig.EndpointsConfig``."""
+        mode = str(host_config.get("NetworkMode") or "none")
+        if mode in ("none", "host") or mode.startswith("container:"):
+            return
+        configs = dict((networking or {}).get("EndpointsConfig") or {})
+        primary = self.network.get(mode)
+        cfg = configs.pop(mode, None) or configs.pop(primary.name, None) or {}
+        configs.pop(primary.id, None)
+        configs.pop("default", None)
+        self._attach_one(cid, primary, cfg)
+        for ref, other_cfg in configs.items():
+            other = self.network.find(ref)
+            if other is None:
+                raise SpecError(f"network {ref} not found")
+            self._attach_one(cid, other, other_cfg or {})
+
+    def _attach_one(self, cid: str, net: Any, cfg: dict[str, Any]) -> Any:
+        if not isinstance(cfg, dict):
+            raise SpecError("expected an object", where=f"EndpointsConfig.{net.name}")
+        ipam_cfg = cfg.get("IPAMConfig") or {}
+        return self.network.attach(
+            cid,
+            net,
+            ipv4=str(ipam_cfg.get("IPv4Address") or ""),
+            ipv6=str(ipam_cfg.get("IPv6Address") or ""),
+            aliases=[str(a) for a in (cfg.get("Aliases") or [])],
+            mac=str(cfg.get("MacAddress") or ""),
+        )
+
     def _network_namespace(self, container_id: str, network_mode: str) -> str | None:
         """The network hook: the path of a namespace prepared for ``container_id``, or None.
 
         ``none`` gets a fresh empty namespace from the runtime and ``host``
-        none at all (build_spec handles both), so this returns None. A later
-        bridge driver creates ``<exec_root>/netns/<id>`` (veth, address)
-        here, before the spec is written and the container starts.
+        none at all (build_spec handles both): None. A bridge network's
+        container joins ``<exec_root>/netns/<id>``, made by
+        :meth:`_prepare_network` at every start.
         """
         if network_mode.startswith("container:"):
             return None  # joined in _namespaces
-        if network_mode not in ("none", "host", "default", "bridge", ""):
-            raise SpecError(
-                f"network {network_mode} not found (only none and host exist yet)",
-                where="HostConfig.NetworkMode",
-            )
-        return None
+        if network_mode in ("none", "host", "default", ""):
+            return None
+        net = self.network.get(network_mode)
+        if net.driver != "bridge":
+            return None
+        return str(self.network.ns_path(container_id))
 
     def _prepare_network(self, c: Container) -> None:
         """Hook: set up the container's network before its runtime create (every start).
 
-        Nothing to do for ``none`` and ``host``. A bridge driver creates the
-        namespace here (``<exec_root>/netns/<id>``, a veth pair, an address,
-        routes, ``/etc/hosts`` and ``resolv.conf`` rewritten in the container's
-        directory), points config.json's network namespace at it as
-        :meth:`_refresh_namespaces` does for ``container:`` modes, and records
-        the endpoint for inspect's ``NetworkSettings``. :meth:`_release_network`
-        undoes it.
+        Nothing to do for ``none``, ``host`` and ``container:``. On bridge
+        networks: the namespace ``<exec_root>/netns/<id>`` (named in
+        config.json since the create), a veth pair per endpoint, addresses
+        (the ones taken at create), routes (:meth:`NetworkManager.up`).
+        :meth:`_release_network` undoes it.
         """
+        if self.network.has_endpoints(c.id):
+            self.network.up(c.id)
 
     def _release_network(self, c: Container) -> None:
         """Hook: tear down what :meth:`_prepare_network` made (after exit, and at remove)."""
+        if self.network.has_endpoints(c.id) or self.network.is_live(c.id):
+            self.network.down(c.id)
+
+    async def network_connect(
+        self, network_ref: str, container_ref: str, endpoint_config: dict[str, Any] | None = None
+    ) -> None:
+        """``POST /networks/{id}/connect``: an endpoint now, plugged in at once when running."""
+        net = await asyncio.to_thread(self.network.get, network_ref)
+        c = self.get(container_ref)
+        async with self._lock(c.id):
+            c = self.get(c.id)
+            mode = str(c.host_config.get("NetworkMode") or "none")
+            if mode in ("none", "host") or mode.startswith("container:"):
+                raise SpecError(
+                    f"container {c.name} is in network mode {mode}: it cannot be connected "
+                    "to other networks"
+                )
+            ep = await asyncio.to_thread(self._attach_one, c.id, net, endpoint_config or {})
+            if c.state.running and self.network.is_live(c.id):
+                try:
+                    await asyncio.to_thread(self.network.connect_live, c.id, ep)
+                except BaseException:
+                    await asyncio.to_thread(self.network.detach, c.id, net)
+                    raise
+
+    async def network_disconnect(self, network_ref: str, container_ref: str) -> None:
+        """``POST /networks/{id}/disconnect``: the endpoint goes (unplugged at once)."""
+        net = await asyncio.to_thread(self.network.get, network_ref)
+        c = self.get(container_ref)
+        async with self._lock(c.id):
+            await asyncio.to_thread(self.network.detach, c.id, net)
 
     def _refresh_namespaces(self, c: Container) -> None:
         """Point config.json at the current pids of the containers whose namespaces ``c`` joins."""
@@ -838,7 +932,8 @@ class Engine:
             # the root still mounted (an overlay: ismount sees it); the hooks remain.
             self._fresh.discard(c.id)
             self._refresh_namespaces(c)
-            self._prepare_network(c)
+            if self.network.has_endpoints(c.id):
+                await asyncio.to_thread(self._prepare_network, c)
         else:
             self._fresh.discard(c.id)
             await asyncio.to_thread(self._prepare_spawn, c, state_dir, paths)
@@ -1500,6 +1595,7 @@ class Engine:
             self.volumes.release_container(c.id, remove_anonymous=remove_anonymous)
         with contextlib.suppress(BulkheadError):
             self.images.unregister_use(c.image, c.id)
+        self.network.forget_container(c.id)
         self.store.remove(c.id)
 
     async def _remove_files_after(self, c: Container, gone: asyncio.Future[None] | None) -> None:
@@ -1646,6 +1742,30 @@ class Engine:
 
     def _network_settings(self, c: Container) -> dict[str, Any]:
         mode = str(c.host_config.get("NetworkMode") or "none")
+        networks = self.network.settings(c.id, c.name)
+        if networks:
+            top = networks.get("bridge") or {}
+            live = c.state.running and self.network.is_live(c.id)
+            return {
+                "Bridge": "",
+                "SandboxID": c.id if live else "",
+                "SandboxKey": str(self.network.ns_path(c.id)) if live else "",
+                "HairpinMode": False,
+                "LinkLocalIPv6Address": "",
+                "LinkLocalIPv6PrefixLen": 0,
+                "Ports": {},
+                "SecondaryIPAddresses": None,
+                "SecondaryIPv6Addresses": None,
+                "EndpointID": top.get("EndpointID", ""),
+                "Gateway": top.get("Gateway", ""),
+                "GlobalIPv6Address": top.get("GlobalIPv6Address", ""),
+                "GlobalIPv6PrefixLen": top.get("GlobalIPv6PrefixLen", 0),
+                "IPAddress": top.get("IPAddress", ""),
+                "IPPrefixLen": top.get("IPPrefixLen", 0),
+                "IPv6Gateway": top.get("IPv6Gateway", ""),
+                "MacAddress": top.get("MacAddress", ""),
+                "Networks": networks,
+            }
         endpoint = {
             "IPAMConfig": None,
             "Links": None,
@@ -1852,6 +1972,7 @@ class Engine:
     async def start_up(self) -> None:
         """After a daemon (re)start: adopt live monitors, record missed exits, collect leftovers."""
         self.config.exec_root.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(self.network.start_up)
         await asyncio.to_thread(self._collect_half_made)
         for c in self.store.list():
             if c.state.status == "removing":

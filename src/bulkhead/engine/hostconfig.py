@@ -91,6 +91,8 @@ _NS_MODES = {
     "CgroupnsMode": frozenset({"", "host", "private"}),
 }
 _CPUSET_RE = re.compile(r"^\d+(-\d+)?(,\d+(-\d+)?)*$")
+#: a network name or id (Docker: ``[a-zA-Z0-9][a-zA-Z0-9_.-]*``)
+_NETWORK_NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
 _PLATFORM_RE = re.compile(r"^[a-z0-9_]+(/[a-z0-9_]+(/[a-z0-9_.]+)?)?$")
 
 
@@ -481,15 +483,11 @@ def _normalize_host_config(hc: dict[str, Any], warnings: list[str]) -> dict[str,
     out["VolumesFrom"] = _get_str_list(hc, "VolumesFrom", "HostConfig.VolumesFrom") or None
     out["Tmpfs"] = _get_str_map(hc, "Tmpfs", "HostConfig.Tmpfs")
 
-    # networking: none and host only in this engine
-    mode = _get_str(hc, "NetworkMode", "HostConfig.NetworkMode")
-    if mode in ("", "default"):
-        mode = "none"
-    if mode not in ("none", "host", "bridge") and not mode.startswith("container:"):
-        raise _bad(
-            "HostConfig.NetworkMode",
-            f"network {mode!r} is not supported yet: use none, host or container:<name>",
-        )
+    # networking: none, host, container:<name>, or a network's name ("default": the
+    # engine's default, bridge); the engine looks the network up (404 when missing)
+    mode = _get_str(hc, "NetworkMode", "HostConfig.NetworkMode") or "default"
+    if not mode.startswith("container:") and not _NETWORK_NAME_RE.match(mode):
+        raise _bad("HostConfig.NetworkMode", f"invalid network mode {mode!r}")
     out["NetworkMode"] = mode
     for port, bindings in _get_obj(hc, "PortBindings", "HostConfig.PortBindings").items():
         field = f"HostConfig.PortBindings.{port}"
@@ -879,10 +877,8 @@ def run_options(
             raise _spec_error(f"HostConfig.Tmpfs.{dest}", exc) from None
     opts.tmpfs = tmpfs
 
-    opts.network_mode = _get_str(hc, "NetworkMode", "HostConfig.NetworkMode") or "none"
-    if opts.network_mode in ("default", "bridge"):
-        # no bridge driver yet: an empty network namespace (the engine warns for "bridge")
-        opts.network_mode = "none"
+    # "default" and network names: the engine resolves them at create
+    opts.network_mode = _get_str(hc, "NetworkMode", "HostConfig.NetworkMode") or "default"
     for key, attr in (
         ("PidMode", "pid_mode"),
         ("IpcMode", "ipc_mode"),

@@ -455,7 +455,9 @@ def _namespaces(
         cgroup_v2 = os.path.exists("/sys/fs/cgroup/cgroup.controllers")
     modes = {
         "mount": "private",
-        "network": {"none": "private", "host": "host"}.get(opts.network_mode, opts.network_mode),
+        "network": {"none": "private", "host": "host", "default": "private"}.get(
+            opts.network_mode, opts.network_mode
+        ),
         "uts": opts.uts_mode or "private",
         "pid": opts.pid_mode or "private",
         "ipc": opts.ipc_mode or "private",

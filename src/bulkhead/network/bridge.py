@@ -1,0 +1,188 @@
+"""The bridge driver: a Linux bridge per network, a veth pair per endpoint (pyroute2).
+
+*bridge*
+    a virtual switch in the daemon's network namespace, named by the
+    network's ``com.docker.network.bridge.name`` option (``bh0`` for the
+    default ``bridge`` network, ``br-<12 hex of the id>`` otherwise),
+    holding the gateway address(es) of its subnets.
+*veth pair*
+    two linked interfaces: the host side (``veth`` + 7 hex) is a port of
+    the bridge, the peer moves into the container's namespace
+    (:mod:`bulkhead.network.netns`) and is renamed ``eth0`` (``eth1``...),
+    given its address, MAC and MTU, and (for the first network with a
+    gateway) the default route. Deleting the host side deletes both.
+*ip_forward*
+    the bridge forwards between its ports by itself; routing between a
+    bridge and other interfaces needs ``net.ipv4.ip_forward=1`` in the
+    daemon's namespace, set when a bridge is made (as dockerd does on the
+    host; in the tests that namespace is the test's own).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from dataclasses import dataclass
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from bulkhead.network import netns
+
+#: IFA_F_NODAD: an IPv6 address usable at once (no duplicate address detection)
+IFA_F_NODAD = 0x02
+DEFAULT_MTU = 1500
+
+
+@dataclass
+class Address:
+    """An address with its prefix length, e.g. ``Address("172.17.0.2", 16)``."""
+
+    address: str
+    prefixlen: int
+
+    @property
+    def family(self) -> int:
+        return 10 if ":" in self.address else 2
+
+
+def _lookup(ipr: IPRoute, name: str) -> int | None:
+    found = ipr.link_lookup(ifname=name)
+    return int(found[0]) if found else None
+
+
+def _add_addr(ipr: IPRoute, index: int, a: Address) -> None:
+    kw: dict[str, object] = {}
+    if a.family == 10:
+        kw["flags"] = IFA_F_NODAD
+    try:
+        ipr.addr("add", index=index, address=a.address, prefixlen=a.prefixlen, **kw)
+    except NetlinkError as exc:
+        if exc.code != 17:  # EEXIST: already there
+            raise
+
+
+def ensure_bridge(name: str, addresses: list[Address], mtu: int = 0) -> None:
+    """The bridge ``name`` exists, is up, holds ``addresses`` and the MTU; ip_forward on."""
+    with IPRoute() as ipr:
+        idx = _lookup(ipr, name)
+        if idx is None:
+            try:
+                ipr.link("add", ifname=name, kind="bridge")
+            except NetlinkError as exc:
+                if exc.code != 17:
+                    raise
+            idx = _lookup(ipr, name)
+            assert idx is not None
+        ipr.link("set", index=idx, mtu=mtu or DEFAULT_MTU)
+        if any(a.family == 10 for a in addresses):
+            _sysctl(f"net/ipv6/conf/{name}/disable_ipv6", "0")
+        for a in addresses:
+            _add_addr(ipr, idx, a)
+        ipr.link("set", index=idx, state="up")
+    _sysctl("net/ipv4/ip_forward", "1")
+    if any(a.family == 10 for a in addresses):
+        _sysctl("net/ipv6/conf/all/forwarding", "1")
+
+
+def delete_link(name: str) -> None:
+    """Delete an interface of the daemon's namespace (a bridge, a veth); fine when gone."""
+    with IPRoute() as ipr:
+        idx = _lookup(ipr, name)
+        if idx is not None:
+            with contextlib.suppress(NetlinkError):
+                ipr.link("del", index=idx)
+
+
+def link_exists(name: str) -> bool:
+    with IPRoute() as ipr:
+        return _lookup(ipr, name) is not None
+
+
+def new_veth_name() -> str:
+    return "veth" + secrets.token_hex(4)[:7]
+
+
+@dataclass
+class EndpointSpec:
+    """What :func:`add_endpoint` sets up for one endpoint."""
+
+    bridge: str
+    host_ifname: str
+    ifname: str
+    mac: str
+    ipv4: Address | None
+    ipv6: Address | None
+    gateway4: str
+    gateway6: str
+    default_route: bool
+    mtu: int = 0
+
+
+def add_endpoint(ns_path: str, spec: EndpointSpec) -> None:
+    """A veth pair: host side on ``spec.bridge``, peer in ``ns_path`` as ``spec.ifname``."""
+    mtu = spec.mtu or DEFAULT_MTU
+    peer_tmp = "bhp" + secrets.token_hex(5)
+    with IPRoute() as ipr:
+        bridge_idx = _lookup(ipr, spec.bridge)
+        if bridge_idx is None:
+            raise RuntimeError(f"bridge {spec.bridge} does not exist")
+        ipr.link("add", ifname=spec.host_ifname, kind="veth", peer={"ifname": peer_tmp})
+        try:
+            host_idx = _lookup(ipr, spec.host_ifname)
+            peer_idx = _lookup(ipr, peer_tmp)
+            assert host_idx is not None and peer_idx is not None
+            ipr.link("set", index=host_idx, master=bridge_idx, mtu=mtu)
+            fd = os.open(ns_path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                ipr.link("set", index=peer_idx, net_ns_fd=fd)
+            finally:
+                os.close(fd)
+            ipr.link("set", index=host_idx, state="up")
+        except BaseException:
+            with contextlib.suppress(NetlinkError):
+                ipr.link("del", ifname=spec.host_ifname)
+            raise
+
+    def inside() -> None:
+        if spec.ipv6 is not None:
+            _sysctl("net/ipv6/conf/all/disable_ipv6", "0")
+            _sysctl("net/ipv6/conf/default/disable_ipv6", "0")
+        with IPRoute() as ipr:
+            idx = _lookup(ipr, peer_tmp)
+            assert idx is not None
+            ipr.link("set", index=idx, ifname=spec.ifname, address=spec.mac, mtu=mtu)
+            for a in (spec.ipv4, spec.ipv6):
+                if a is not None:
+                    _add_addr(ipr, idx, a)
+            ipr.link("set", index=idx, state="up")
+            if spec.default_route and spec.gateway4:
+                ipr.route("replace", dst="0.0.0.0/0", gateway=spec.gateway4, oif=idx)
+            if spec.default_route and spec.gateway6 and spec.ipv6 is not None:
+                ipr.route("replace", dst="::/0", gateway=spec.gateway6, oif=idx, family=10)
+
+    try:
+        netns.run_in(ns_path, inside)
+    except BaseException:
+        delete_link(spec.host_ifname)
+        raise
+
+
+def remove_in_netns(ns_path: str, ifname: str) -> None:
+    """Delete interface ``ifname`` inside the namespace at ``ns_path`` (its veth peer goes too)."""
+
+    def inside() -> None:
+        with IPRoute() as ipr:
+            idx = _lookup(ipr, ifname)
+            if idx is not None:
+                with contextlib.suppress(NetlinkError):
+                    ipr.link("del", index=idx)
+
+    netns.run_in(ns_path, inside)
+
+
+def _sysctl(name: str, value: str) -> None:
+    """Write ``/proc/sys/<name>`` of the calling thread's network namespace."""
+    with contextlib.suppress(OSError), open(f"/proc/sys/{name}", "w") as f:
+        f.write(value)

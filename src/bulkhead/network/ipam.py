@@ -1,0 +1,194 @@
+"""IP address management: subnets for networks, addresses for endpoints.
+
+*default pools*
+    where a network without ``--subnet`` gets one, as Docker's
+    ``default-address-pools``: ``172.17.0.0/16`` ... ``172.31.0.0/16``
+    (one /16 each), then ``192.168.0.0/16`` cut in /20s. A candidate is
+    skipped when it overlaps another network's subnet or a route or address
+    of the daemon's network namespace (:func:`routed_subnets`, read with
+    pyroute2), so a new bridge never shadows a network the host reaches.
+*IPv6*
+    ``--ipv6`` without a v6 ``--subnet``: a /64 of a random RFC 4193 unique
+    local prefix (``fd`` + a 40-bit random global id + a zero subnet id).
+*addresses*
+    the gateway takes the subnet's first host address unless ``--gateway``
+    says otherwise; endpoints take the lowest free address of ``--ip-range``
+    (the whole subnet by default), never the network or broadcast address.
+    Allocations live in :class:`bulkhead.network.store.NetworkStore` and
+    are written with the endpoint, in one transaction.
+
+Errors are Docker's words: ``invalid CIDR address``, ``Pool overlaps with
+other one on this address space``, ``no available IPv4 addresses on this
+network's address pools``, ``Address already in use``...
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import secrets
+import sqlite3
+from collections.abc import Iterable
+
+from bulkhead.errors import NetworkConflict, SpecError
+from bulkhead.network.store import NetworkStore, Pool
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def default_pools() -> Iterable[ipaddress.IPv4Network]:
+    """Docker's default address pools, in order."""
+    for second in range(17, 32):
+        yield ipaddress.IPv4Network(f"172.{second}.0.0/16")
+    yield from ipaddress.IPv4Network("192.168.0.0/16").subnets(new_prefix=20)
+
+
+def parse_cidr(text: str, field: str) -> IPNetwork:
+    """``172.20.0.0/16`` → the network; 400 ``invalid CIDR address: x`` otherwise.
+
+    Host bits are cleared, as Docker does (``172.20.0.5/16`` is ``172.20.0.0/16``).
+    """
+    if "/" not in text:
+        raise SpecError(f"invalid CIDR address: {text}", where=field)
+    try:
+        return ipaddress.ip_network(text.strip(), strict=False)
+    except ValueError:
+        raise SpecError(f"invalid CIDR address: {text}", where=field) from None
+
+
+def parse_address(text: str, field: str) -> IPAddress:
+    try:
+        return ipaddress.ip_address(text.strip())
+    except ValueError:
+        raise SpecError(f"invalid IP address: {text!r}", where=field) from None
+
+
+def ula_subnet() -> ipaddress.IPv6Network:
+    """A random RFC 4193 /64: ``fdXX:XXXX:XXXX::/64`` (40-bit global id, subnet 0)."""
+    global_id = secrets.randbits(40)
+    value = (0xFD << 120) | (global_id << 80)
+    return ipaddress.IPv6Network((value, 64))
+
+
+def routed_subnets() -> list[IPNetwork]:
+    """The destinations of the daemon namespace's routes (main table) and its addresses.
+
+    The default route (``0.0.0.0/0``) is left out: it overlaps everything.
+    """
+    from pyroute2 import IPRoute
+
+    out: list[IPNetwork] = []
+    with IPRoute() as ipr:
+        for family in (2, 10):
+            for r in ipr.get_routes(family=family, table=254):
+                dst, plen = r.get("dst"), int(r.get("dst_len") or 0)
+                if dst and plen:
+                    out.append(ipaddress.ip_network(f"{dst}/{plen}", strict=False))
+        for a in ipr.get_addr():
+            addr, plen = a.get("address"), int(a.get("prefixlen") or 0)
+            if addr and a.get("family") == 2:
+                out.append(ipaddress.ip_network(f"{addr}/{plen}", strict=False))
+    return out
+
+
+def overlaps(a: IPNetwork, b: IPNetwork) -> bool:
+    return a.version == b.version and a.overlaps(b)
+
+
+def choose_subnet(taken: list[IPNetwork], routed: list[IPNetwork]) -> ipaddress.IPv4Network:
+    """The first default pool that overlaps neither ``taken`` nor ``routed``."""
+    for candidate in default_pools():
+        if any(overlaps(candidate, t) for t in [*taken, *routed]):
+            continue
+        return candidate
+    raise NetworkConflict(
+        "could not find an available, non-overlapping IPv4 address pool among the defaults "
+        "to assign to the network"
+    )
+
+
+def check_pools(pools: list[Pool], taken: list[IPNetwork]) -> list[Pool]:
+    """Validate ``--subnet/--gateway/--ip-range`` entries; return them normalized.
+
+    ``taken``: subnets of the other networks (an overlap is 409, Docker's
+    ``Pool overlaps with other one on this address space``).
+    """
+    out: list[Pool] = []
+    seen: list[IPNetwork] = list(taken)
+    for i, p in enumerate(pools):
+        field = f"IPAM.Config[{i}]"
+        subnet = parse_cidr(p.subnet, f"{field}.Subnet")
+        if subnet.num_addresses < 4 and subnet.version == 4:
+            raise SpecError(f"subnet {subnet} is too small", where=f"{field}.Subnet")
+        if any(overlaps(subnet, s) for s in seen):
+            raise NetworkConflict("Pool overlaps with other one on this address space")
+        seen.append(subnet)
+        ip_range = ""
+        if p.ip_range:
+            rng = parse_cidr(p.ip_range, f"{field}.IPRange")
+            if rng.version != subnet.version or not rng.subnet_of(subnet):  # type: ignore[arg-type]
+                raise SpecError(
+                    f"invalid ip-range {p.ip_range}: it must be a subset of subnet {subnet}",
+                    where=f"{field}.IPRange",
+                )
+            ip_range = str(rng)
+        if p.gateway:
+            gw = parse_address(p.gateway, f"{field}.Gateway")
+            if gw not in subnet or gw in (subnet.network_address, _broadcast(subnet)):
+                raise SpecError(
+                    f"gateway {p.gateway} is not in subnet {subnet}", where=f"{field}.Gateway"
+                )
+            gateway = str(gw)
+        else:
+            gateway = str(subnet.network_address + 1)
+        out.append(Pool(subnet=str(subnet), gateway=gateway, ip_range=ip_range))
+    return out
+
+
+def _broadcast(net: IPNetwork) -> IPAddress | None:
+    return net.broadcast_address if net.version == 4 else None
+
+
+def allocate(
+    store: NetworkStore,
+    db: sqlite3.Connection,
+    network_id: str,
+    pool: Pool,
+    owner: str,
+    wanted: str = "",
+) -> str:
+    """Take an address of ``pool`` for ``owner`` inside transaction ``db``; return it.
+
+    ``wanted`` (``--ip``): that address or an error (400 outside the subnet,
+    409 ``Address already in use``); else the lowest free one of the range.
+    """
+    subnet = ipaddress.ip_network(pool.subnet)
+    taken = store.allocated(db, network_id)
+    if wanted:
+        addr = parse_address(wanted, "IPAMConfig")
+        if addr not in subnet or addr in (subnet.network_address, _broadcast(subnet)):
+            raise SpecError(
+                f"invalid address {wanted}: it does not belong to any of this network's subnets"
+            )
+        if str(addr) in taken:
+            raise NetworkConflict(f"Address already in use: {wanted}")
+        store.allocate(db, network_id, str(addr), owner)
+        return str(addr)
+    rng = ipaddress.ip_network(pool.ip_range) if pool.ip_range else subnet
+    bcast = _broadcast(subnet)
+    for i, candidate in enumerate(rng.hosts() if rng.num_addresses > 2 else iter(rng)):
+        if i > 1 << 20:
+            break
+        if candidate in (subnet.network_address, bcast) or str(candidate) in taken:
+            continue
+        store.allocate(db, network_id, str(candidate), owner)
+        return str(candidate)
+    family = "IPv4" if subnet.version == 4 else "IPv6"
+    raise NetworkConflict(f"no available {family} addresses on this network's address pools")
+
+
+def mac_for(ipv4: str) -> str:
+    """Docker's MAC for an IPv4 address: ``02:42`` then the address's four bytes."""
+    if not ipv4:
+        return "02:42:" + ":".join(f"{b:02x}" for b in secrets.token_bytes(4))
+    return "02:42:" + ":".join(f"{b:02x}" for b in ipaddress.IPv4Address(ipv4).packed)

@@ -1,0 +1,651 @@
+"""What the engine and the API call: networks, endpoints, the sandbox of a container.
+
+The daemon holds one :class:`NetworkManager`. Its small API:
+
+- :meth:`NetworkManager.start_up` (daemon start): the pre-defined networks
+  ``bridge`` (unless the daemon runs with ``bridge: none``), ``host`` and
+  ``none``; the bridges of every bridge network made again (they do not
+  survive a reboot; a daemon restart finds them and keeps them).
+- :meth:`create_network`, :meth:`remove_network`, :meth:`prune`,
+  :meth:`get`, :meth:`list_docs`, :meth:`inspect_doc` (``/networks``).
+- :meth:`attach` (container create, ``network connect``): an endpoint and
+  its addresses, persisted; :meth:`detach` (``disconnect``) frees them;
+  :meth:`forget_container` (container removal) frees all of a container's.
+- :meth:`up` (every container start): the container's namespace
+  ``<exec_root>/netns/<id>`` and one veth per endpoint; :meth:`down`
+  (exit, removal) takes them away again. :meth:`connect_live` /
+  :meth:`disconnect_live` do the same for one endpoint of a running container.
+- :meth:`settings`: inspect's ``NetworkSettings``.
+
+Extension points for the NAT and DNS parts (called in worker threads, after
+the change): ``on_endpoint_up`` / ``on_endpoint_down`` (``(network,
+endpoint)``), ``on_network_up`` / ``on_network_down`` (``(network)``). An
+exception in a hook is logged, never raised into the engine.
+
+Safety: with ``BULKHEAD_FORBID_ROOT_NETNS=1`` in its environment (the test
+suite sets it) the manager refuses to create any interface while the daemon
+runs in the network namespace of PID 1 (the host's).
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import ipaddress
+import logging
+import os
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bulkhead.errors import (
+    NetworkConflict,
+    NetworkForbidden,
+    NoSuchNetwork,
+    SpecError,
+    UnsupportedError,
+)
+from bulkhead.network import bridge, ipam, netns
+from bulkhead.network.store import Endpoint, Network, NetworkStore, Pool, new_id
+
+if TYPE_CHECKING:
+    from bulkhead.engine.events import EventBus
+
+log = logging.getLogger("bulkhead.network")
+
+#: the default bridge network's Linux bridge (Docker's is docker0)
+DEFAULT_BRIDGE = "bh0"
+PREDEFINED = ("bridge", "host", "none")
+OPT_BRIDGE_NAME = "com.docker.network.bridge.name"
+OPT_MTU = "com.docker.network.driver.mtu"
+_NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
+
+NetworkHook = Callable[[Network], None]
+EndpointHook = Callable[[Network, Endpoint], None]
+
+
+def _now() -> str:
+    t = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1e9):09d}Z"
+
+
+def _prefix(pools: list[Pool], address: str) -> int:
+    if not address:
+        return 0
+    addr = ipaddress.ip_address(address)
+    for p in pools:
+        net = ipaddress.ip_network(p.subnet)
+        if addr.version == net.version and addr in net:
+            return net.prefixlen
+    return 0
+
+
+def _pool(net: Network, version: int) -> Pool | None:
+    for p in net.pools:
+        if ipaddress.ip_network(p.subnet).version == version:
+            return p
+    return None
+
+
+class NetworkManager:
+    """See the module docstring. ``default_bridge``: ``"none"`` disables the ``bridge`` network."""
+
+    def __init__(
+        self,
+        root: Path,
+        exec_root: Path,
+        *,
+        default_bridge: str = "",
+        events: EventBus | None = None,
+    ) -> None:
+        self.store = NetworkStore(root)
+        self.exec_root = Path(exec_root)
+        self.default_bridge = default_bridge or DEFAULT_BRIDGE
+        self.bridge_enabled = default_bridge != "none"
+        self.events = events
+        self.on_endpoint_up: list[EndpointHook] = []
+        self.on_endpoint_down: list[EndpointHook] = []
+        self.on_network_up: list[NetworkHook] = []
+        self.on_network_down: list[NetworkHook] = []
+        self._predefined_done = False
+
+    # -- helpers -----------------------------------------------------------------
+
+    def ns_path(self, container_id: str) -> Path:
+        """The container's network namespace file."""
+        return self.exec_root / "netns" / container_id
+
+    def _emit(self, action: str, net: Network, **extra: str) -> None:
+        if self.events is not None:
+            attrs = {"name": net.name, "type": net.driver}
+            attrs.update(extra)
+            self.events.emit("network", action, net.id, attrs)
+
+    def _hooks(self, hooks: builtins.list[Any], *args: Any) -> None:
+        for hook in list(hooks):
+            try:
+                hook(*args)
+            except Exception:
+                log.exception("network hook %r failed", hook)
+
+    @staticmethod
+    def _guard() -> None:
+        """Refuse to touch the host's namespace when the tests say so (see module docstring)."""
+        if os.environ.get("BULKHEAD_FORBID_ROOT_NETNS") != "1":
+            return
+        try:
+            mine = os.stat("/proc/thread-self/ns/net").st_ino
+            host = os.stat("/proc/1/ns/net").st_ino
+        except OSError:
+            return
+        if mine == host:
+            raise UnsupportedError(
+                "refusing to create network interfaces in the host's network namespace "
+                "(BULKHEAD_FORBID_ROOT_NETNS=1): run the daemon in a namespace of its own"
+            )
+
+    # -- start-up ------------------------------------------------------------------
+
+    def ensure_predefined(self) -> None:
+        """Records of ``bridge`` (when enabled), ``host`` and ``none`` (no interfaces made)."""
+        if self._predefined_done:
+            return
+        with self.store.tx() as db:
+            names = {n.name for n in self.store.networks()}
+            if "none" not in names:
+                self.store.add_network(
+                    db, Network(id=new_id(), name="none", driver="null", created=_now(),
+                                predefined=True),
+                )  # fmt: skip
+            if "host" not in names:
+                self.store.add_network(
+                    db, Network(id=new_id(), name="host", driver="host", created=_now(),
+                                predefined=True),
+                )  # fmt: skip
+        if self.bridge_enabled and self.store.find("bridge") is None:
+            self._create(
+                "bridge",
+                predefined=True,
+                options={
+                    "com.docker.network.bridge.default_bridge": "true",
+                    "com.docker.network.bridge.enable_icc": "true",
+                    "com.docker.network.bridge.enable_ip_masquerade": "true",
+                    "com.docker.network.bridge.host_binding_ipv4": "0.0.0.0",
+                    OPT_BRIDGE_NAME: self.default_bridge,
+                    OPT_MTU: "1500",
+                },
+            )
+        self._predefined_done = True
+
+    def start_up(self) -> None:
+        """Daemon start: the pre-defined networks, then every bridge network's bridge."""
+        self.ensure_predefined()
+        for net in self.store.networks():
+            if net.driver != "bridge" or (net.name == "bridge" and not self.bridge_enabled):
+                continue
+            try:
+                self._bridge_up(net)
+            except Exception:
+                log.exception("could not set up the bridge of network %s", net.name)
+
+    def _bridge_up(self, net: Network) -> None:
+        self._guard()
+        addresses = [
+            bridge.Address(p.gateway, ipaddress.ip_network(p.subnet).prefixlen)
+            for p in net.pools
+            if p.gateway
+        ]
+        bridge.ensure_bridge(net.bridge, addresses, net.mtu)
+        self._hooks(self.on_network_up, net)
+
+    # -- networks --------------------------------------------------------------------
+
+    def get(self, ref: str) -> Network:
+        """A network by id, name or id prefix; 404 ``network x not found``."""
+        self.ensure_predefined()
+        return self.store.get(ref)
+
+    def find(self, ref: str) -> Network | None:
+        self.ensure_predefined()
+        return self.store.find(ref)
+
+    def networks(self) -> builtins.list[Network]:
+        self.ensure_predefined()
+        return self.store.networks()
+
+    def create_network(
+        self,
+        name: str,
+        *,
+        driver: str = "bridge",
+        internal: bool = False,
+        enable_ipv6: bool = False,
+        attachable: bool = False,
+        pools: builtins.list[Pool] | None = None,
+        options: dict[str, str] | None = None,
+        labels: dict[str, str] | None = None,
+        ipam_driver: str = "default",
+    ) -> Network:
+        """``POST /networks/create``: a bridge network, its bridge up; a ``create`` event."""
+        self.ensure_predefined()
+        if not name:
+            raise SpecError("network name must not be empty", where="Name")
+        if not _NAME_RE.match(name):
+            raise SpecError(
+                f"invalid network name {name!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed",
+                where="Name",
+            )
+        driver = driver or "bridge"
+        if driver in ("host", "null"):
+            raise NetworkForbidden(f'only one instance of "{driver}" network is allowed')
+        if driver != "bridge":
+            raise NoSuchNetwork(f'plugin "{driver}" not found')
+        if ipam_driver not in ("", "default"):
+            raise NoSuchNetwork(f'plugin "{ipam_driver}" not found')
+        return self._create(
+            name,
+            internal=internal,
+            enable_ipv6=enable_ipv6,
+            attachable=attachable,
+            pools=pools or [],
+            options=options or {},
+            labels=labels or {},
+        )
+
+    def _create(
+        self,
+        name: str,
+        *,
+        predefined: bool = False,
+        internal: bool = False,
+        enable_ipv6: bool = False,
+        attachable: bool = False,
+        pools: builtins.list[Pool] | None = None,
+        options: dict[str, str] | None = None,
+        labels: dict[str, str] | None = None,
+    ) -> Network:
+        options = dict(options or {})
+        net_id = new_id()
+        bridge_name = options.get(OPT_BRIDGE_NAME) or f"br-{net_id[:12]}"
+        if len(bridge_name) > 15:
+            raise SpecError(f"bridge name {bridge_name!r} is longer than 15 characters")
+        mtu = 0
+        if options.get(OPT_MTU):
+            try:
+                mtu = int(options[OPT_MTU])
+            except ValueError:
+                raise SpecError(f"invalid MTU {options[OPT_MTU]!r}", where=OPT_MTU) from None
+            if not 68 <= mtu <= 65535:
+                raise SpecError(f"invalid MTU {mtu}: must be 68..65535", where=OPT_MTU)
+        with self.store.tx() as db:
+            others = self.store.networks()
+            if any(n.name == name for n in others):
+                raise NetworkConflict(f"network with name {name} already exists")
+            if any(n.bridge == bridge_name for n in others):
+                raise NetworkConflict(f"bridge name {bridge_name} is used by another network")
+            taken = [ipaddress.ip_network(p.subnet) for n in others for p in n.pools]
+            checked = ipam.check_pools(list(pools or []), taken)
+            if not any(ipaddress.ip_network(p.subnet).version == 4 for p in checked):
+                subnet = ipam.choose_subnet(
+                    taken + [ipaddress.ip_network(p.subnet) for p in checked],
+                    ipam.routed_subnets(),
+                )
+                checked.insert(0, Pool(subnet=str(subnet), gateway=str(subnet.network_address + 1)))
+            has_v6 = any(ipaddress.ip_network(p.subnet).version == 6 for p in checked)
+            if enable_ipv6 and not has_v6:
+                v6 = ipam.ula_subnet()
+                checked.append(Pool(subnet=str(v6), gateway=str(v6.network_address + 1)))
+            enable_ipv6 = enable_ipv6 or has_v6
+            net = Network(
+                id=net_id,
+                name=name,
+                driver="bridge",
+                created=_now(),
+                internal=internal,
+                enable_ipv6=enable_ipv6,
+                attachable=attachable,
+                pools=checked,
+                options=options,
+                labels=dict(labels or {}),
+                bridge=bridge_name,
+                mtu=mtu,
+                predefined=predefined,
+            )
+            self.store.add_network(db, net)
+            for p in checked:
+                if p.gateway:
+                    self.store.allocate(db, net.id, p.gateway, "gateway")
+        try:
+            self._bridge_up(net)
+        except BaseException:
+            bridge.delete_link(net.bridge)
+            with self.store.tx() as db:
+                self.store.remove_network(db, net.id)
+            raise
+        self._emit("create", net)
+        return net
+
+    def remove_network(self, ref: str) -> None:
+        """``DELETE /networks/{id}``: 403 pre-defined, 409 with endpoints; a ``destroy`` event."""
+        net = self.get(ref)
+        if net.predefined or net.name in PREDEFINED:
+            raise NetworkForbidden(f"{net.name} is a pre-defined network and cannot be removed")
+        if self.store.endpoints(network_id=net.id):
+            raise NetworkConflict(
+                f"error while removing network: network {net.name} id {net.id} has active endpoints"
+            )
+        self._hooks(self.on_network_down, net)
+        bridge.delete_link(net.bridge)
+        with self.store.tx() as db:
+            self.store.remove_network(db, net.id)
+        self._emit("destroy", net)
+
+    def prune(self, filters: dict[str, builtins.list[str]] | None = None) -> builtins.list[str]:
+        """Remove the user-defined networks without endpoints (``label``/``until`` filters)."""
+        filters = filters or {}
+        for key in filters:
+            if key not in ("label", "label!", "until"):
+                raise SpecError(f"invalid filter '{key}'")
+        deleted = []
+        for net in self.networks():
+            if net.predefined or net.name in PREDEFINED:
+                continue
+            if not match_labels(net, filters) or not _before_until(net, filters.get("until")):
+                continue
+            if self.store.endpoints(network_id=net.id):
+                continue
+            with contextlib.suppress(NetworkConflict, NoSuchNetwork):
+                self.remove_network(net.id)
+                deleted.append(net.name)
+        return deleted
+
+    # -- endpoints ---------------------------------------------------------------------
+
+    def attach(
+        self,
+        container_id: str,
+        net: Network,
+        *,
+        ipv4: str = "",
+        ipv6: str = "",
+        aliases: builtins.list[str] | None = None,
+        mac: str = "",
+    ) -> Endpoint:
+        """Record ``container_id`` on ``net`` with its addresses (one transaction).
+
+        409 when already connected or an address is taken, 400 for an address
+        outside the subnets or options the default bridge refuses (as Docker).
+        """
+        if net.driver != "bridge":
+            raise SpecError(f"container cannot be connected to network {net.name} ({net.driver})")
+        if net.name == "bridge":
+            if ipv4 or ipv6:
+                raise SpecError(
+                    "user specified IP address is supported on user defined networks only"
+                )
+            if aliases:
+                raise SpecError(
+                    "network-scoped alias is supported only for containers in user defined networks"
+                )
+        with self.store.tx() as db:
+            for ep in self.store.endpoints(container_id=container_id):
+                if ep.network_id == net.id:
+                    raise NetworkConflict(
+                        f"endpoint with name {container_id[:12]} already exists in network "
+                        f"{net.name}"
+                    )
+            seq = max((e.seq for e in self.store.endpoints(container_id=container_id)), default=0)
+            addr4 = addr6 = ""
+            pool4 = _pool(net, 4)
+            if pool4 is not None:
+                addr4 = ipam.allocate(self.store, db, net.id, pool4, container_id, ipv4)
+            elif ipv4:
+                raise SpecError(f"invalid address {ipv4}: the network has no IPv4 subnet")
+            pool6 = _pool(net, 6)
+            if pool6 is not None and net.enable_ipv6:
+                addr6 = ipam.allocate(self.store, db, net.id, pool6, container_id, ipv6)
+            elif ipv6:
+                raise SpecError(f"invalid address {ipv6}: the network has no IPv6 subnet")
+            if mac:
+                try:
+                    parts = [int(x, 16) for x in mac.split(":")]
+                except ValueError:
+                    parts = []
+                if len(parts) != 6 or any(not 0 <= x <= 255 for x in parts):
+                    raise SpecError(f"invalid MAC address {mac!r}", where="MacAddress")
+            ep = Endpoint(
+                id=new_id(),
+                network_id=net.id,
+                container_id=container_id,
+                ipv4=addr4,
+                ipv6=addr6,
+                mac=mac.lower() or ipam.mac_for(addr4),
+                aliases=list(aliases or []),
+                static_ipv4=ipv4,
+                static_ipv6=ipv6,
+                seq=seq + 1,
+            )
+            self.store.put_endpoint(db, ep)
+        return ep
+
+    def endpoints(self, container_id: str) -> builtins.list[Endpoint]:
+        return self.store.endpoints(container_id=container_id)
+
+    def detach(self, container_id: str, net: Network) -> Endpoint:
+        """Forget ``container_id``'s endpoint on ``net`` (its addresses freed); 404 if none."""
+        for ep in self.store.endpoints(container_id=container_id, network_id=net.id):
+            if ep.host_ifname:
+                self.disconnect_live(container_id, ep)
+            with self.store.tx() as db:
+                self.store.remove_endpoint(db, ep)
+            return ep
+        raise NoSuchNetwork(f"container {container_id} is not connected to network {net.name}")
+
+    def forget_container(self, container_id: str) -> None:
+        """Container removal: its interfaces (if any are left), endpoints and addresses go."""
+        if self.store.endpoints(container_id=container_id) or self.is_live(container_id):
+            self.down(container_id, quiet=True)
+        with self.store.tx() as db:
+            for ep in self.store.endpoints(container_id=container_id):
+                self.store.remove_endpoint(db, ep)
+
+    # -- the sandbox ----------------------------------------------------------------------
+
+    def has_endpoints(self, container_id: str) -> bool:
+        return bool(self.store.endpoints(container_id=container_id))
+
+    def up(self, container_id: str) -> None:
+        """Container start: its namespace and a veth per endpoint (what a last run left, gone)."""
+        eps = self.store.endpoints(container_id=container_id)
+        if not eps:
+            return
+        self.down(container_id, quiet=True)
+        self._guard()
+        path = self.ns_path(container_id)
+        netns.create(path)
+        try:
+            for ep in eps:
+                self.connect_live(container_id, ep)
+        except BaseException:
+            self.down(container_id, quiet=True)
+            raise
+
+    def connect_live(self, container_id: str, ep: Endpoint) -> Endpoint:
+        """Plug ``ep`` into the container's namespace (which must exist); an event, the hooks."""
+        self._guard()
+        net = self.store.get(ep.network_id)
+        if not bridge.link_exists(net.bridge):
+            self._bridge_up(net)
+        live = [e for e in self.store.endpoints(container_id=container_id) if e.host_ifname]
+        used = {e.ifname for e in live}
+        n = 0
+        while f"eth{n}" in used:
+            n += 1
+        default_route = not net.internal and not any(
+            not self.store.get(e.network_id).internal for e in live
+        )
+        pool4, pool6 = _pool(net, 4), _pool(net, 6)
+        spec = bridge.EndpointSpec(
+            bridge=net.bridge,
+            host_ifname=bridge.new_veth_name(),
+            ifname=f"eth{n}",
+            mac=ep.mac,
+            ipv4=bridge.Address(ep.ipv4, _prefix(net.pools, ep.ipv4)) if ep.ipv4 else None,
+            ipv6=bridge.Address(ep.ipv6, _prefix(net.pools, ep.ipv6)) if ep.ipv6 else None,
+            gateway4=pool4.gateway if pool4 else "",
+            gateway6=pool6.gateway if pool6 and ep.ipv6 else "",
+            default_route=default_route,
+            mtu=net.mtu,
+        )
+        bridge.add_endpoint(str(self.ns_path(container_id)), spec)
+        ep.host_ifname, ep.ifname = spec.host_ifname, spec.ifname
+        with self.store.tx() as db:
+            self.store.put_endpoint(db, ep)
+        self._emit("connect", net, container=container_id)
+        self._hooks(self.on_endpoint_up, net, ep)
+        return ep
+
+    def disconnect_live(self, container_id: str, ep: Endpoint) -> None:
+        """Unplug ``ep`` (delete its veth); the endpoint and its addresses stay."""
+        net = self.store.find(ep.network_id)
+        if ep.host_ifname:
+            bridge.delete_link(ep.host_ifname)
+        ep.host_ifname = ep.ifname = ""
+        with self.store.tx() as db:
+            if self.store.endpoints(container_id=container_id, network_id=ep.network_id):
+                self.store.put_endpoint(db, ep)
+        if net is not None:
+            self._emit("disconnect", net, container=container_id)
+            self._hooks(self.on_endpoint_down, net, ep)
+
+    def down(self, container_id: str, *, quiet: bool = False) -> None:
+        """Container exit/removal: the veths and the namespace go; the addresses stay."""
+        for ep in self.store.endpoints(container_id=container_id):
+            if ep.host_ifname:
+                try:
+                    if quiet:
+                        bridge.delete_link(ep.host_ifname)
+                        ep.host_ifname = ep.ifname = ""
+                        with self.store.tx() as db:
+                            self.store.put_endpoint(db, ep)
+                    else:
+                        self.disconnect_live(container_id, ep)
+                except Exception:
+                    log.exception("removing the veth of %s", container_id[:12])
+        netns.remove(self.ns_path(container_id))
+
+    def is_live(self, container_id: str) -> bool:
+        return netns.is_bound(self.ns_path(container_id))
+
+    # -- views ----------------------------------------------------------------------------
+
+    def endpoint_doc(self, net: Network, ep: Endpoint, name: str) -> dict[str, Any]:
+        """A ``Networks.<name>`` entry of inspect (Docker's EndpointSettings)."""
+        pool4, pool6 = _pool(net, 4), _pool(net, 6)
+        ipam_config = None
+        if ep.static_ipv4 or ep.static_ipv6:
+            ipam_config = {"IPv4Address": ep.static_ipv4, "IPv6Address": ep.static_ipv6}
+        user_defined = net.name != "bridge"
+        dns_names = [name, *ep.aliases, ep.container_id[:12]] if user_defined else None
+        return {
+            "IPAMConfig": ipam_config,
+            "Links": None,
+            "Aliases": list(ep.aliases) or None,
+            "MacAddress": ep.mac,
+            "DriverOpts": None,
+            "GwPriority": 0,
+            "NetworkID": net.id,
+            "EndpointID": ep.id,
+            "Gateway": pool4.gateway if pool4 and ep.ipv4 else "",
+            "IPAddress": ep.ipv4,
+            "IPPrefixLen": _prefix(net.pools, ep.ipv4),
+            "IPv6Gateway": pool6.gateway if pool6 and ep.ipv6 else "",
+            "GlobalIPv6Address": ep.ipv6,
+            "GlobalIPv6PrefixLen": _prefix(net.pools, ep.ipv6),
+            "DNSNames": dns_names,
+        }
+
+    def settings(self, container_id: str, name: str) -> dict[str, dict[str, Any]]:
+        """``Networks`` of inspect for a container on bridge networks: name -> endpoint."""
+        out: dict[str, dict[str, Any]] = {}
+        for ep in self.store.endpoints(container_id=container_id):
+            net = self.store.find(ep.network_id)
+            if net is not None:
+                out[net.name] = self.endpoint_doc(net, ep, name)
+        return out
+
+    def network_doc(
+        self, net: Network, containers: dict[str, str] | None = None, *, verbose: bool = True
+    ) -> dict[str, Any]:
+        """Docker's ``Network`` document; ``containers``: id -> name of the attached ones."""
+        config = []
+        for p in net.pools:
+            entry = {"Subnet": p.subnet}
+            if p.ip_range:
+                entry["IPRange"] = p.ip_range
+            if p.gateway:
+                entry["Gateway"] = p.gateway
+            config.append(entry)
+        attached: dict[str, Any] = {}
+        if containers is not None:
+            for ep in self.store.endpoints(network_id=net.id):
+                if ep.container_id not in containers:
+                    continue
+                attached[ep.container_id] = {
+                    "Name": containers[ep.container_id],
+                    "EndpointID": ep.id,
+                    "MacAddress": ep.mac,
+                    "IPv4Address": f"{ep.ipv4}/{_prefix(net.pools, ep.ipv4)}" if ep.ipv4 else "",
+                    "IPv6Address": f"{ep.ipv6}/{_prefix(net.pools, ep.ipv6)}" if ep.ipv6 else "",
+                }
+        return {
+            "Name": net.name,
+            "Id": net.id,
+            "Created": net.created,
+            "Scope": net.scope,
+            "Driver": net.driver,
+            "EnableIPv4": net.driver == "bridge",
+            "EnableIPv6": net.enable_ipv6,
+            "IPAM": {"Driver": "default", "Options": None, "Config": config},
+            "Internal": net.internal,
+            "Attachable": net.attachable,
+            "Ingress": False,
+            "ConfigFrom": {"Network": ""},
+            "ConfigOnly": False,
+            "Containers": attached,
+            "Options": dict(net.options),
+            "Labels": dict(net.labels),
+        }
+
+
+def match_labels(net: Network, filters: dict[str, builtins.list[str]]) -> bool:
+    for v in filters.get("label", []):
+        k, eq, want = v.partition("=")
+        if k not in net.labels or (eq and net.labels[k] != want):
+            return False
+    for v in filters.get("label!", []):
+        k, eq, want = v.partition("=")
+        if k in net.labels and (not eq or net.labels[k] == want):
+            return False
+    return True
+
+
+def _before_until(net: Network, values: builtins.list[str] | None) -> bool:
+    if not values:
+        return True
+    from bulkhead.engine.containers import parse_rfc3339
+
+    created = parse_rfc3339(net.created)
+    for v in values:
+        try:
+            limit = float(v)
+        except ValueError:
+            try:
+                limit = parse_rfc3339(v)
+            except Exception:
+                raise SpecError(f"invalid filter 'until={v}'") from None
+        if created >= limit:
+            return False
+    return True
