@@ -1,0 +1,235 @@
+"""Name resolution for containers: the embedded resolver and the files, kept current.
+
+:class:`NameService` ties :mod:`bulkhead.network.dns` and the etc-file
+writers (:mod:`bulkhead.network.hosts`, :mod:`bulkhead.network.resolvconf`)
+to the network manager's hooks (:class:`bulkhead.network.manager.NetworkManager`):
+
+- a *user-defined* network (a bridge network other than the default
+  ``bridge``) coming up (create, daemon start) gets its resolver listener on
+  its gateway addresses; going down (``network rm``, daemon stop) closes it;
+- an endpoint coming up (start, ``network connect``) adds the container's
+  records on that network (so the other containers resolve it at once),
+  appends its ``<ip>\\t<hostname>`` lines to its /etc/hosts (and, on the
+  default bridge, the legacy ``--link`` lines) and rewrites its resolv.conf:
+  ``nameserver <gateway>`` for each user network it is on (at most three),
+  else the host's nameservers as for the default bridge;
+- an endpoint going down (stop, ``network disconnect``) undoes that.
+
+A container's *external servers* (what its queries for other names are
+forwarded to) are computed as Docker does for its resolv.conf: its
+``--dns``, else the daemon's ``dns`` option, else the daemon's own
+resolv.conf nameservers. A resolv.conf the user edited is left alone (its
+``.hash``), as Docker does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from bulkhead.network import hosts as hostsfile
+from bulkhead.network import resolvconf
+from bulkhead.network.dns import DnsEndpoint, DnsServer, DnsTable
+
+log = logging.getLogger("bulkhead.network.dns")
+
+#: resolv.conf takes at most three nameservers (glibc's MAXNS).
+MAX_NAMESERVERS = 3
+
+
+@dataclass(frozen=True)
+class ContainerNames:
+    """What the service needs to know of a container (the engine supplies it)."""
+
+    id: str
+    name: str
+    hostname: str
+    domainname: str
+    hosts_path: str
+    resolv_conf_path: str
+    dns: tuple[str, ...] = ()
+    dns_search: tuple[str, ...] = ()
+    dns_options: tuple[str, ...] = ()
+    #: legacy links: (linked container's name, alias)
+    links: tuple[tuple[str, str], ...] = ()
+
+
+def user_defined(net: Any) -> bool:
+    """A network with an embedded resolver: a bridge network other than ``bridge``."""
+    return bool(net.driver == "bridge" and net.name != "bridge")
+
+
+def gateways(net: Any) -> list[str]:
+    """The network's gateway addresses, IPv4 first."""
+    out = [p.gateway for p in net.pools if p.gateway]
+    return sorted(out, key=lambda a: ipaddress.ip_address(a).version)
+
+
+class NameService:
+    """See the module docstring. ``containers(ref)`` (an id or a name) gives a container's
+    :class:`ContainerNames` (None when unknown); ``default_dns`` is the
+    daemon's ``dns`` option; ``port`` is 53 but for tests."""
+
+    def __init__(
+        self,
+        manager: Any,
+        containers: Callable[[str], ContainerNames | None],
+        *,
+        default_dns: Sequence[str] = (),
+        host_resolv_conf: str = resolvconf.HOST_RESOLV_CONF,
+        port: int = 53,
+    ) -> None:
+        self.manager = manager
+        self.containers = containers
+        self.default_dns = tuple(default_dns)
+        self.host_resolv_conf = host_resolv_conf
+        self.table = DnsTable()
+        self.server = DnsServer(self.table, self._default_upstreams, port=port)
+        self._attached = False
+        self._pending: dict[str, Any] = {}  # networks up before the loop was attached
+
+    def install(self) -> None:
+        """Subscribe to the manager's hooks."""
+        self.manager.on_network_up.append(self.network_up)
+        self.manager.on_network_down.append(self.network_down)
+        self.manager.on_endpoint_up.append(self.endpoint_up)
+        self.manager.on_endpoint_down.append(self.endpoint_down)
+
+    def attach(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """Serve on the daemon's event loop (call from the loop, before networks come up)."""
+        self.server.attach(loop)
+        self._attached = True
+        pending, self._pending = self._pending, {}
+        for net in pending.values():
+            self.network_up(net)
+
+    def close(self) -> None:
+        """Daemon stop: every listener closed."""
+        if self._attached:
+            self.server.close()
+
+    def _default_upstreams(self) -> list[str]:
+        return list(self.default_dns) or resolvconf.host_nameservers(self.host_resolv_conf)
+
+    # -- networks ---------------------------------------------------------------------
+
+    def network_up(self, net: Any) -> None:
+        if not user_defined(net):
+            return
+        if not self._attached:
+            self._pending[net.id] = net
+            return
+        self.server.listen(net.id, net.name, gateways(net))
+
+    def network_down(self, net: Any) -> None:
+        self._pending.pop(net.id, None)
+        if user_defined(net) and self._attached:
+            self.server.stop(net.id)
+
+    # -- endpoints ----------------------------------------------------------------------
+
+    def endpoint_up(self, net: Any, ep: Any) -> None:
+        c = self.containers(ep.container_id)
+        if c is None:
+            return
+        resolvers, ipv6 = self._resolvers(c.id)
+        ext = self._write_resolv_conf(c, resolvers, ipv6)
+        if user_defined(net):
+            self._set_records(c, ext)
+        records: list[hostsfile.Record] = []
+        if net.name == "bridge":
+            records += self._link_records(c, net)
+        records += hostsfile.own_records([ep.ipv4, ep.ipv6], c.hostname, c.domainname)
+        with contextlib.suppress(OSError):
+            hostsfile.add(c.hosts_path, records)
+
+    def endpoint_down(self, net: Any, ep: Any) -> None:
+        self.table.remove_endpoint(net.id, ep.container_id)
+        c = self.containers(ep.container_id)
+        if c is None:
+            return
+        resolvers, ipv6 = self._resolvers(c.id)
+        self._write_resolv_conf(c, resolvers, ipv6)
+        records = hostsfile.own_records([ep.ipv4, ep.ipv6], c.hostname, c.domainname)
+        if net.name == "bridge":
+            records += self._link_records(c, net)
+        with contextlib.suppress(OSError):
+            hostsfile.delete(c.hosts_path, records)
+
+    def _live_user_networks(self, container_id: str) -> list[tuple[Any, Any]]:
+        out = []
+        for ep in self.manager.endpoints(container_id):
+            if not ep.host_ifname:
+                continue
+            net = self.manager.find(ep.network_id)
+            if net is not None and user_defined(net):
+                out.append((net, ep))
+        return out
+
+    def _resolvers(self, container_id: str) -> tuple[list[str], bool]:
+        """The gateways of the user networks the container is plugged into (its
+        nameservers), and whether any of them has IPv6."""
+        resolvers: list[str] = []
+        ipv6 = False
+        for net, ep in self._live_user_networks(container_id):
+            ipv6 = ipv6 or bool(ep.ipv6)
+            for gw in gateways(net)[:1]:
+                if gw not in resolvers:
+                    resolvers.append(gw)
+        return resolvers[:MAX_NAMESERVERS], ipv6
+
+    def _write_resolv_conf(
+        self, c: ContainerNames, resolvers: list[str], ipv6: bool
+    ) -> list[resolvconf.ExtServer]:
+        text, ext = resolvconf.container_resolv_conf(
+            "internal" if resolvers else "legacy",
+            dns=c.dns or self.default_dns,
+            dns_search=c.dns_search,
+            dns_options=c.dns_options,
+            resolvers=resolvers,
+            ipv6=ipv6,
+            host_path=self.host_resolv_conf,
+        )
+        if not ext:  # legacy: the same servers, for the records of other networks
+            ext = [resolvconf.ExtServer(a) for a in (c.dns or self._default_upstreams())]
+        if c.resolv_conf_path and not resolvconf.user_modified(c.resolv_conf_path):
+            try:
+                resolvconf.write(c.resolv_conf_path, text)
+            except OSError:
+                log.warning("could not write %s", c.resolv_conf_path)
+        return ext
+
+    def _set_records(self, c: ContainerNames, ext: list[resolvconf.ExtServer]) -> None:
+        """The container's records on each user network it is plugged into."""
+        upstreams = tuple(e.addr for e in ext)
+        hostname = c.hostname if c.hostname != c.id[:12] else ""
+        for net, ep in self._live_user_networks(c.id):
+            self.table.set_endpoint(
+                net.id,
+                net.name,
+                DnsEndpoint(
+                    container_id=c.id,
+                    name=c.name,
+                    addresses=tuple(a for a in (ep.ipv4, ep.ipv6) if a),
+                    aliases=tuple(ep.aliases),
+                    hostname=hostname,
+                    upstreams=upstreams,
+                ),
+            )
+
+    def _link_records(self, c: ContainerNames, net: Any) -> list[hostsfile.Record]:
+        """``--link name:alias`` lines: the linked container's address on ``net``."""
+        out: list[hostsfile.Record] = []
+        for name, alias in c.links:
+            target = self.containers(name)
+            if target is None:
+                continue
+            for ep in self.manager.endpoints(target.id):
+                if ep.network_id == net.id and ep.ipv4:
+                    out.append(hostsfile.link_record(ep.ipv4, alias, target.hostname, target.name))
+        return out

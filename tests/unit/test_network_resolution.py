@@ -1,0 +1,125 @@
+"""NameService: the manager's hooks keep the resolver's records and the containers'
+/etc/hosts and resolv.conf current (a fake manager; listeners on 127.0.0.x)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import dns.asyncquery
+import dns.message
+import dns.rcode
+
+from bulkhead.network import hosts as hostsfile
+from bulkhead.network.resolution import ContainerNames, NameService
+
+A, B = "a" * 64, "b" * 64
+
+
+class FakeManager:
+    def __init__(self) -> None:
+        self.on_network_up: list[Any] = []
+        self.on_network_down: list[Any] = []
+        self.on_endpoint_up: list[Any] = []
+        self.on_endpoint_down: list[Any] = []
+        self.nets: dict[str, Any] = {}
+        self.eps: list[Any] = []
+
+    def find(self, ref: str) -> Any:
+        return self.nets.get(ref)
+
+    def endpoints(self, container_id: str) -> list[Any]:
+        return [e for e in self.eps if e.container_id == container_id]
+
+    def net(self, nid: str, name: str, gateway: str) -> Any:
+        net = SimpleNamespace(
+            id=nid, name=name, driver="bridge", pools=[SimpleNamespace(gateway=gateway)]
+        )
+        self.nets[nid] = net
+        for hook in self.on_network_up:
+            hook(net)
+        return net
+
+    def up(self, net: Any, cid: str, ip: str, aliases: tuple[str, ...] = ()) -> Any:
+        ep = SimpleNamespace(
+            container_id=cid, network_id=net.id, ipv4=ip, ipv6="", aliases=list(aliases),
+            host_ifname="veth",
+        )  # fmt: skip
+        self.eps.append(ep)
+        for hook in self.on_endpoint_up:
+            hook(net, ep)
+        return ep
+
+    def down(self, net: Any, ep: Any) -> None:
+        self.eps.remove(ep)
+        for hook in self.on_endpoint_down:
+            hook(net, ep)
+
+
+def test_hooks_keep_records_and_files_current(tmp_path: Path) -> None:
+    host_resolv = tmp_path / "host-resolv.conf"
+    host_resolv.write_text("nameserver 127.0.0.77\nsearch corp\n")
+    cs: dict[str, ContainerNames] = {}
+    for cid, name, links in ((A, "web", (("db", "dbalias"),)), (B, "db", ())):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "hosts").write_text(hostsfile.build())
+        (d / "resolv.conf").write_text("")
+        cs[cid] = cs[name] = ContainerNames(
+            id=cid, name=name, hostname=cid[:12], domainname="",
+            hosts_path=str(d / "hosts"), resolv_conf_path=str(d / "resolv.conf"),
+            dns=("10.9.9.9",) if name == "db" else (), links=links,
+        )  # fmt: skip
+    mgr = FakeManager()
+    svc = NameService(mgr, cs.get, host_resolv_conf=str(host_resolv), port=0)
+    svc.install()
+
+    async def main() -> None:
+        net = mgr.net("n1", "front", "127.0.0.1")  # before the loop: pending
+        assert svc.server.listening("n1") == []
+        svc.attach()
+        (_, port, _), *_ = svc.server.listening("n1")
+        ea = mgr.up(net, A, "127.0.1.1", ("www",))
+        eb = mgr.up(net, B, "127.0.1.2")
+
+        async def ask(name: str) -> dns.message.Message:
+            q = dns.message.make_query(name, "A")
+            return await dns.asyncquery.udp(q, "127.0.0.1", 5, port, source="127.0.1.1")
+
+        assert [r.to_text() for r in (await ask("db")).answer[0]] == ["127.0.1.2"]
+        assert [r.to_text() for r in (await ask("www")).answer[0]] == ["127.0.1.1"]
+        web = Path(cs["web"].resolv_conf_path).read_text()
+        assert "nameserver 127.0.0.1\nsearch corp\noptions ndots:0\n" in web
+        assert "# ExtServers: [host(127.0.0.77)]" in web
+        assert svc.table.upstreams("n1", "127.0.1.1") == ("127.0.0.77",)
+        assert svc.table.upstreams("n1", "127.0.1.2") == ("10.9.9.9",)  # db's --dns
+        assert Path(cs["web"].hosts_path).read_text().endswith("127.0.1.1\t" + A[:12] + "\n")
+        mgr.down(net, eb)  # disconnect: gone at once, everywhere
+        assert svc.table.lookup("n1", "127.0.1.1", "db") is None
+        assert Path(cs["db"].hosts_path).read_text() == hostsfile.build()
+        db = Path(cs["db"].resolv_conf_path).read_text()
+        assert "nameserver 10.9.9.9\n" in db and "(legacy)" in db
+        # a resolv.conf the user edited stays as it is
+        Path(cs["web"].resolv_conf_path).write_text("nameserver 1.1.1.1\n")
+        mgr.down(net, ea)
+        assert Path(cs["web"].resolv_conf_path).read_text() == "nameserver 1.1.1.1\n"
+        # the default bridge: link lines, no resolver
+        bridge = mgr.net("b0", "bridge", "127.0.0.9")
+        assert svc.server.listening("b0") == []
+        mgr.up(bridge, B, "127.0.2.2")
+        ea = mgr.up(bridge, A, "127.0.2.1")
+        assert (
+            Path(cs["web"].hosts_path)
+            .read_text()
+            .endswith(f"127.0.2.2\tdbalias {B[:12]} db\n127.0.2.1\t{A[:12]}\n")
+        )
+        mgr.down(bridge, ea)
+        assert Path(cs["web"].hosts_path).read_text() == hostsfile.build()
+        for hook in mgr.on_network_down:
+            hook(net)
+        assert svc.server.listening("n1") == []
+        svc.close()
+
+    asyncio.run(asyncio.wait_for(main(), 30))
