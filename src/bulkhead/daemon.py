@@ -381,12 +381,22 @@ def _plug_counters(services: Services) -> None:
 def build_router(services: Services) -> Any:
     """The daemon's routing table: system, then containers (stats, top), exec, images, volumes,
     events, disk."""
-    from bulkhead.api import containers, disk, events, exec, images, stats, system, volumes
+    from bulkhead.api import (
+        containers,
+        disk,
+        events,
+        exec,
+        images,
+        networks,
+        stats,
+        system,
+        volumes,
+    )
     from bulkhead.api.routes import Router
 
     router = Router()
     system.register(router, services.info)
-    for module in (containers, stats, exec, images, volumes, events, disk):
+    for module in (containers, stats, exec, images, volumes, networks, events, disk):
         module.register(router, services)
     return router
 

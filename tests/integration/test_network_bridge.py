@@ -53,3 +53,167 @@ def test_default_bridge_address_gateway_and_peer(ndaemon: Daemon) -> None:
     ok(d.docker("rm", "-f", "ca"))
     left = [link["ifname"] for link in d.links() if link["ifname"].startswith("veth")]
     assert left == []
+
+
+def links(d: Daemon, prefix: str) -> list[str]:
+    return sorted(str(x["ifname"]) for x in d.links() if str(x["ifname"]).startswith(prefix))
+
+
+def network_names(d: Daemon) -> list[str]:
+    return sorted(ok(d.docker("network", "ls", "--format", "{{.Name}}")).split())
+
+
+def test_network_create_ls_inspect_static_ip_rm(ndaemon: Daemon) -> None:
+    d = ndaemon
+    assert network_names(d) == ["bridge", "host", "none"]
+    nid = ok(d.docker(
+        "network", "create", "--subnet", "10.50.0.0/24", "--gateway", "10.50.0.254",
+        "--ip-range", "10.50.0.128/25", "--label", "k=v", "--opt",
+        "com.docker.network.driver.mtu=1400", "front",
+    )).strip()  # fmt: skip
+    assert len(nid) == 64
+    assert network_names(d) == ["bridge", "front", "host", "none"]
+    doc = json.loads(ok(d.docker("network", "inspect", "front")))[0]
+    assert doc["Id"] == nid and doc["Driver"] == "bridge" and doc["Scope"] == "local"
+    assert doc["IPAM"]["Config"] == [
+        {"Subnet": "10.50.0.0/24", "IPRange": "10.50.0.128/25", "Gateway": "10.50.0.254"}
+    ]
+    assert doc["Labels"] == {"k": "v"}
+    bridge_name = "br-" + nid[:12]
+    assert bridge_name in links(d, "br-")
+    # the first dynamic address comes from the range; --ip takes a given one
+    ok(d.docker("run", "-d", "--name", "c1", "--network", "front", "busybox", "sleep", "100"))
+    ok(d.docker(
+        "run", "-d", "--name", "c2", "--network", "front", "--ip", "10.50.0.7", "busybox",
+        "sleep", "100",
+    ))  # fmt: skip
+    n1 = inspect(d, "c1")["NetworkSettings"]["Networks"]["front"]
+    n2 = inspect(d, "c2")["NetworkSettings"]["Networks"]["front"]
+    assert (n1["IPAddress"], n1["Gateway"], n1["IPPrefixLen"]) == ("10.50.0.128", "10.50.0.254", 24)
+    assert n2["IPAddress"] == "10.50.0.7" and n2["IPAMConfig"]["IPv4Address"] == "10.50.0.7"
+    assert n1["NetworkID"] == nid and len(n1["EndpointID"]) == 64
+    assert "mtu 1400" in ok(d.docker("exec", "c1", "ip", "link", "show", "eth0"))
+    ok(d.docker("exec", "c1", "ping", "-c", "1", "-W", "5", "10.50.0.7"))
+    doc = json.loads(ok(d.docker("network", "inspect", "front")))[0]
+    assert sorted(v["Name"] for v in doc["Containers"].values()) == ["c1", "c2"]
+    assert doc["Containers"][inspect(d, "c2")["Id"]]["IPv4Address"] == "10.50.0.7/24"
+    # in use: 409 and nothing changed
+    r = d.docker("network", "rm", "front")
+    assert r.returncode != 0 and "has active endpoints" in r.stderr
+    r = d.docker("run", "--rm", "--network", "front", "--ip", "10.50.0.7", "busybox", "true")
+    assert r.returncode == 125 and "Address already in use" in r.stderr
+    ok(d.docker("rm", "-f", "c1", "c2"))
+    assert links(d, "veth") == []
+    ok(d.docker("network", "rm", "front"))
+    assert links(d, "br-") == []
+    assert network_names(d) == ["bridge", "host", "none"]
+
+
+def test_bad_input_changes_nothing(ndaemon: Daemon) -> None:
+    d = ndaemon
+    ok(d.docker("network", "create", "--subnet", "10.60.0.0/16", "one"))
+    before = network_names(d), links(d, "br-")
+    cases = [
+        (("network", "create", "--subnet", "10.60.5.0/24", "two"), "Pool overlaps"),
+        (("network", "create", "--subnet", "10.61.0.0", "two"), "invalid CIDR address"),
+        (("network", "create", "--subnet", "10.300.0.0/16", "two"), "invalid CIDR address"),
+        (
+            ("network", "create", "--subnet", "10.62.0.0/16", "--gateway", "10.63.0.1", "two"),
+            "gateway 10.63.0.1",  # the CLI's check (the daemon's: "is not in subnet")
+        ),
+        (("network", "create", "one"), "already exists"),
+        (("network", "rm", "bridge"), "is a pre-defined network and cannot be removed"),
+        (("network", "rm", "nosuch"), "not found"),
+        (("network", "connect", "nosuch", "x1"), "not found"),
+        (("run", "--rm", "--network", "one", "--ip", "10.99.0.5", "busybox", "true"),
+         "does not belong"),
+        (("run", "--rm", "--ip", "172.17.0.9", "busybox", "true"),
+         "user specified IP address is supported on user defined networks only"),
+        (("run", "--rm", "--network", "nosuch", "busybox", "true"), "network nosuch not found"),
+    ]  # fmt: skip
+    for argv, message in cases:
+        r = d.docker(*argv)
+        assert r.returncode != 0 and message in r.stderr, (argv, r.stderr)
+    assert (network_names(d), links(d, "br-")) == before
+    assert ok(d.docker("ps", "-aq")) == ""
+
+
+def test_connect_disconnect_live(ndaemon: Daemon) -> None:
+    d = ndaemon
+    ok(d.docker("network", "create", "--subnet", "10.70.0.0/24", "side"))
+    ok(d.docker("run", "-d", "--name", "live", "busybox", "sleep", "100"))
+    ok(d.docker("network", "connect", "--ip", "10.70.0.9", "--alias", "al", "side", "live"))
+    out = ok(d.docker("exec", "live", "ip", "-o", "addr", "show", "eth1"))
+    assert "10.70.0.9/24" in out
+    nets = inspect(d, "live")["NetworkSettings"]["Networks"]
+    assert sorted(nets) == ["bridge", "side"]
+    assert nets["side"]["Aliases"] == ["al"] and nets["side"]["IPAddress"] == "10.70.0.9"
+    # the default route stays on the first network
+    assert "default via 172.17.0.1" in ok(d.docker("exec", "live", "ip", "route"))
+    r = d.docker("network", "connect", "side", "live")
+    assert r.returncode != 0 and "already exists" in r.stderr
+    ok(d.docker("network", "disconnect", "side", "live"))
+    r = d.docker("exec", "live", "ip", "link", "show", "eth1")
+    assert r.returncode != 0
+    assert sorted(inspect(d, "live")["NetworkSettings"]["Networks"]) == ["bridge"]
+    assert len(links(d, "veth")) == 1
+    # a stopped container: connected now, plugged in at its start
+    ok(d.docker("create", "--name", "later", "busybox", "sleep", "100"))
+    ok(d.docker("network", "connect", "side", "later"))
+    ok(d.docker("start", "later"))
+    assert "10.70.0.2/24" in ok(d.docker("exec", "later", "ip", "-o", "addr", "show", "eth1"))
+    ok(d.docker("rm", "-f", "live", "later"))
+    assert links(d, "veth") == []
+
+
+def test_restart_daemon_kill_and_removal(ndaemon: Daemon) -> None:
+    d = ndaemon
+    ok(d.docker("run", "-d", "--name", "r1", "busybox", "sleep", "100"))
+    ok(d.docker("run", "-d", "--name", "r2", "busybox", "sleep", "100"))
+    assert inspect(d, "r2")["NetworkSettings"]["IPAddress"] == "172.17.0.3"
+    ok(d.docker("restart", "-t", "0", "r2"))
+    assert inspect(d, "r2")["NetworkSettings"]["IPAddress"] == "172.17.0.3"
+    assert "172.17.0.3/16" in ok(d.docker("exec", "r2", "ip", "-o", "addr", "show", "eth0"))
+    ok(d.docker("stop", "-t", "0", "r2"))
+    assert len(links(d, "veth")) == 1  # a stopped container has no veth
+    d.restart(kill=True)
+    assert inspect(d, "r1")["NetworkSettings"]["IPAddress"] == "172.17.0.2"
+    ok(d.docker("exec", "r1", "ping", "-c", "1", "-W", "5", "172.17.0.1"))
+    ok(d.docker("start", "r2"))
+    assert inspect(d, "r2")["NetworkSettings"]["IPAddress"] == "172.17.0.3"
+    # a new container does not get a kept address; a removed one's is free again
+    ok(d.docker("run", "-d", "--name", "r3", "busybox", "sleep", "100"))
+    assert inspect(d, "r3")["NetworkSettings"]["IPAddress"] == "172.17.0.4"
+    ok(d.docker("rm", "-f", "r1"))
+    ok(d.docker("run", "-d", "--name", "r4", "busybox", "sleep", "100"))
+    assert inspect(d, "r4")["NetworkSettings"]["IPAddress"] == "172.17.0.2"
+    ok(d.docker("rm", "-f", "r2", "r3", "r4"))
+    assert links(d, "veth") == []
+
+
+def test_default_pool_skips_routed_subnets_and_ipv6(ndaemon: Daemon) -> None:
+    d = ndaemon
+    # 172.18.0.0/16 is reached from the daemon's namespace: the pool after it is taken
+    d.in_netns("ip", "addr", "add", "172.18.5.1/16", "dev", "lo", check=True)
+    d.in_netns("ip", "route", "add", "172.20.0.0/16", "dev", "lo", check=True)
+    ok(d.docker("network", "create", "auto"))
+    doc = json.loads(ok(d.docker("network", "inspect", "auto")))[0]
+    assert doc["IPAM"]["Config"] == [{"Subnet": "172.19.0.0/16", "Gateway": "172.19.0.1"}]
+    ok(d.docker("network", "create", "auto2"))
+    doc = json.loads(ok(d.docker("network", "inspect", "auto2")))[0]
+    assert doc["IPAM"]["Config"][0]["Subnet"] == "172.21.0.0/16"
+    ok(d.docker("network", "create", "--ipv6", "six"))
+    doc = json.loads(ok(d.docker("network", "inspect", "six")))[0]
+    assert doc["EnableIPv6"] is True
+    v6 = next(c for c in doc["IPAM"]["Config"] if ":" in c["Subnet"])
+    assert v6["Subnet"].startswith("fd") and v6["Subnet"].endswith("::/64")
+    ok(d.docker("run", "-d", "--name", "v6", "--network", "six", "busybox", "sleep", "100"))
+    net = inspect(d, "v6")["NetworkSettings"]["Networks"]["six"]
+    assert net["GlobalIPv6Address"].startswith(v6["Subnet"].split("::")[0])
+    assert net["GlobalIPv6PrefixLen"] == 64 and net["IPv6Gateway"] == v6["Gateway"]
+    ok(d.docker("exec", "v6", "ping", "-6", "-c", "1", "-W", "5", v6["Gateway"]))
+    ok(d.docker("rm", "-f", "v6"))
+    out = ok(d.docker("network", "prune", "-f"))
+    assert "auto" in out and "auto2" in out and "six" in out
+    assert network_names(d) == ["bridge", "host", "none"]
+    assert links(d, "br-") == []

@@ -22,10 +22,11 @@ From API 1.52 the daemon adds them up: ``ImageUsage``, ``ContainerUsage``,
 hold alone (``Size - SharedSize``); for containers, the writable layers of
 containers not running; for volumes, the volumes no container references.
 
-``docker system prune`` calls each kind's prune endpoint; the user-defined
-networks and build cache it would prune do not exist here, so
-``POST /networks/prune`` answers ``{"NetworksDeleted": []}`` and
-``POST /build/prune`` ``{"CachesDeleted": [], "SpaceReclaimed": 0}``.
+``docker system prune`` calls each kind's prune endpoint:
+``POST /networks/prune`` removes the unused user-defined networks
+(:meth:`bulkhead.network.manager.NetworkManager.prune`); the build cache does
+not exist here, so ``POST /build/prune`` answers
+``{"CachesDeleted": [], "SpaceReclaimed": 0}``.
 Each prune reports one ``prune`` event of its object type with the
 ``reclaimed`` attribute, as Docker does.
 """
@@ -183,10 +184,13 @@ def register(router: Router, services: Services) -> None:
         return json_response(doc)
 
     async def networks_prune(req: Request) -> Response:
-        _check_filters(req.filters(), _NETWORK_PRUNE_FILTERS)
-        # Only the built-in networks (host, none) exist: they are never pruned.
+        filters = req.filters()
+        _check_filters(filters, _NETWORK_PRUNE_FILTERS)
+        # the user-defined networks without containers (each one a destroy event)
+        manager = getattr(services.engine, "network", None)
+        deleted = await asyncio.to_thread(manager.prune, filters) if manager is not None else []
         services.engine.events.emit("network", "prune", "", {"reclaimed": "0"})
-        return json_response({"NetworksDeleted": []})
+        return json_response({"NetworksDeleted": deleted})
 
     async def build_prune(req: Request) -> Response:
         _check_filters(req.filters(), _BUILD_PRUNE_FILTERS)

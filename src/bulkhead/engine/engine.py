@@ -787,9 +787,9 @@ class Engine:
             return
         configs = dict((networking or {}).get("EndpointsConfig") or {})
         primary = self.network.get(mode)
-        cfg = configs.pop(mode, None) or configs.pop(primary.name, None) or {}
-        configs.pop(primary.id, None)
-        configs.pop("default", None)
+        cfg: dict[str, Any] = {}
+        for key in (mode, primary.name, primary.id, "default"):  # the CLI's key: "default"
+            cfg = configs.pop(key, None) or cfg
         self._attach_one(cid, primary, cfg)
         for ref, other_cfg in configs.items():
             other = self.network.find(ref)

@@ -176,7 +176,7 @@ def allocate(
         return str(addr)
     rng = ipaddress.ip_network(pool.ip_range) if pool.ip_range else subnet
     bcast = _broadcast(subnet)
-    for i, candidate in enumerate(rng.hosts() if rng.num_addresses > 2 else iter(rng)):
+    for i, candidate in enumerate(iter(rng)):
         if i > 1 << 20:
             break
         if candidate in (subnet.network_address, bcast) or str(candidate) in taken:

@@ -1,0 +1,207 @@
+"""Network endpoints: ``/networks``, ``/networks/{id}``, create, connect, disconnect, prune.
+
+What ``docker network create/ls/inspect/rm/connect/disconnect/prune`` and
+docker-py's ``client.networks`` call. The work is
+:class:`~bulkhead.network.manager.NetworkManager`'s (in a worker thread) and,
+for connect/disconnect, the engine's (it knows whether the container runs);
+this module maps requests and answers in Docker's shapes:
+
+- ``GET /networks?filters=`` → a list of ``Network`` documents (filters
+  ``driver``, ``id``, ``label``, ``name``, ``scope``, ``type``
+  ``custom|builtin``, ``dangling``);
+- ``GET /networks/{id}?verbose=&scope=`` → the ``Network`` with its ``Containers``;
+- ``POST /networks/create`` → 201 ``{"Id", "Warning"}`` (409 name taken or
+  pool overlap, 400 bad CIDR/gateway, 403 a second host/null network);
+- ``DELETE /networks/{id}`` → 204 (403 pre-defined, 409 active endpoints);
+- ``POST /networks/{id}/connect`` ``{"Container", "EndpointConfig"}`` and
+  ``/disconnect`` ``{"Container", "Force"}`` → 200;
+- ``POST /networks/prune?filters=`` (in :mod:`bulkhead.api.disk`, which
+  calls :func:`prune`) → ``{"NetworksDeleted": [names]}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import TYPE_CHECKING, Any
+
+from bulkhead.api.errors import BadRequest, NotFound
+from bulkhead.api.routes import Request, Response, Router, json_response
+from bulkhead.network.manager import PREDEFINED, match_labels
+from bulkhead.network.store import Network, Pool
+
+if TYPE_CHECKING:
+    from bulkhead.engine.context import Services
+    from bulkhead.engine.engine import Engine
+
+_LIST_FILTERS = {"driver", "id", "label", "name", "scope", "type", "dangling"}
+
+
+def _str_map(body: dict[str, Any], field: str) -> dict[str, str]:
+    value = body.get(field)
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise BadRequest(f"invalid {field}: must be an object of strings")
+    return dict(value)
+
+
+def _bool(body: dict[str, Any], field: str) -> bool:
+    value = body.get(field)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise BadRequest(f"invalid {field}: must be a boolean")
+    return value
+
+
+def _names(engine: Engine) -> dict[str, str]:
+    return {c.id: c.name for c in engine.store.list()}
+
+
+def _matches(net: Network, filters: dict[str, list[str]], attached: set[str]) -> bool:
+    for key, values in filters.items():
+        if key == "driver" and net.driver not in values:
+            return False
+        if key == "id" and not any(net.id.startswith(v) for v in values):
+            return False
+        if key == "name" and not any(re.search(v, net.name) for v in values):
+            return False
+        if key == "scope" and net.scope not in values:
+            return False
+        if key == "type":
+            for v in values:
+                if v not in ("custom", "builtin"):
+                    raise BadRequest(f"invalid filter: 'type'='{v}'")
+            kind = "builtin" if net.name in PREDEFINED else "custom"
+            if kind not in values:
+                return False
+        if key == "dangling":
+            want = {v.lower() for v in values}
+            if not want <= {"true", "false", "1", "0"}:
+                raise BadRequest(f"invalid filter 'dangling={values[0]}'")
+            dangling = net.id not in attached and net.name not in PREDEFINED
+            if dangling != (want & {"true", "1"} != set()):
+                return False
+        if key == "label" and not match_labels(net, {"label": values}):
+            return False
+    return True
+
+
+def prune(engine: Engine, filters: dict[str, list[str]]) -> list[str]:
+    """Remove the unused user-defined networks; their names."""
+    return engine.network.prune(filters)
+
+
+def register(router: Router, services: Services) -> None:
+    """Add the network endpoints to ``router``, served by ``services.engine.network``."""
+    engine = services.engine
+    manager = engine.network
+
+    def list_docs(filters: dict[str, list[str]]) -> list[dict[str, Any]]:
+        attached = {ep.network_id for ep in manager.store.endpoints()}
+        return [
+            manager.network_doc(n, {}) for n in manager.networks() if _matches(n, filters, attached)
+        ]
+
+    async def list_networks(req: Request) -> Response:
+        filters = req.filters()
+        for key in filters:
+            if key not in _LIST_FILTERS:
+                raise BadRequest(f"invalid filter '{key}'")
+        return json_response(await asyncio.to_thread(list_docs, filters))
+
+    async def inspect(req: Request) -> Response:
+        scope = req.query_str("scope") or ""
+        req.query_bool("verbose")
+        net = await asyncio.to_thread(manager.get, req.params["id"])
+        if scope and scope != net.scope:
+            raise NotFound(f"network {req.params['id']} not found")
+        doc = await asyncio.to_thread(manager.network_doc, net, _names(engine))
+        return json_response(doc)
+
+    async def create(req: Request) -> Response:
+        body = req.json()
+        if not isinstance(body, dict):
+            raise BadRequest("invalid network create request: not a JSON object")
+        name = body.get("Name")
+        if not isinstance(name, str) or not name:
+            raise BadRequest("invalid Name: a network needs a name")
+        driver = body.get("Driver") or "bridge"
+        if not isinstance(driver, str):
+            raise BadRequest("invalid Driver: must be a string")
+        ipam = body.get("IPAM") or {}
+        if not isinstance(ipam, dict):
+            raise BadRequest("invalid IPAM: must be an object")
+        pools = []
+        for i, entry in enumerate(ipam.get("Config") or []):
+            if not isinstance(entry, dict):
+                raise BadRequest(f"invalid IPAM.Config[{i}]: must be an object")
+            fields = {}
+            for key in ("Subnet", "Gateway", "IPRange"):
+                value = entry.get(key) or ""
+                if not isinstance(value, str):
+                    raise BadRequest(f"invalid IPAM.Config[{i}].{key}: must be a string")
+                fields[key] = value
+            if not fields["Subnet"]:
+                if fields["Gateway"] or fields["IPRange"]:
+                    raise BadRequest(f"invalid IPAM.Config[{i}]: a gateway or range needs a subnet")
+                continue
+            pools.append(
+                Pool(subnet=fields["Subnet"], gateway=fields["Gateway"], ip_range=fields["IPRange"])
+            )
+        options = _str_map(body, "Options")
+        labels = _str_map(body, "Labels")
+        ipam_driver = ipam.get("Driver") or "default"
+        if not isinstance(ipam_driver, str):
+            raise BadRequest("invalid IPAM.Driver: must be a string")
+        net = await asyncio.to_thread(
+            lambda: manager.create_network(
+                name,
+                driver=driver,
+                internal=_bool(body, "Internal"),
+                enable_ipv6=_bool(body, "EnableIPv6"),
+                attachable=_bool(body, "Attachable"),
+                pools=pools,
+                options=options,
+                labels=labels,
+                ipam_driver=ipam_driver,
+            )
+        )
+        return json_response({"Id": net.id, "Warning": ""}, status=201)
+
+    async def remove(req: Request) -> Response:
+        await asyncio.to_thread(manager.remove_network, req.params["id"])
+        return Response(204, b"", None)
+
+    def _container(body: Any) -> str:
+        if not isinstance(body, dict):
+            raise BadRequest("invalid request: not a JSON object")
+        ref = body.get("Container")
+        if not isinstance(ref, str) or not ref:
+            raise BadRequest("invalid Container: a container is required")
+        return ref
+
+    async def connect(req: Request) -> Response:
+        body = req.json()
+        ref = _container(body)
+        cfg = body.get("EndpointConfig") or {}
+        if not isinstance(cfg, dict):
+            raise BadRequest("invalid EndpointConfig: must be an object")
+        await engine.network_connect(req.params["id"], ref, cfg)
+        return Response(200, b"", None)
+
+    async def disconnect(req: Request) -> Response:
+        body = req.json()
+        ref = _container(body)
+        await engine.network_disconnect(req.params["id"], ref)
+        return Response(200, b"", None)
+
+    router.add("GET", "/networks", list_networks)
+    router.add("POST", "/networks/create", create)
+    router.add("GET", "/networks/{id}", inspect)
+    router.add("DELETE", "/networks/{id}", remove)
+    router.add("POST", "/networks/{id}/connect", connect)
+    router.add("POST", "/networks/{id}/disconnect", disconnect)
