@@ -838,9 +838,34 @@ class Engine:
         """
         if self.network.has_endpoints(c.id):
             self.network.up(c.id)
+            try:
+                self._publish_ports(c)
+            except BaseException:
+                self.network.down(c.id, quiet=True)
+                raise
+
+    def _publish_ports(self, c: Container) -> None:
+        """The container's published ports: host ports held, their nft rules in (or a 500
+        naming the port, as Docker's "driver failed programming external connectivity")."""
+        from bulkhead.network.ports import PortAllocationError
+
+        endpoint = next(iter(self.network.endpoints(c.id)), None)
+        try:
+            self.network.nat.publish(
+                c.id,
+                list(c.config.get("ExposedPorts") or {}),
+                c.host_config.get("PortBindings") or {},
+                bool(c.host_config.get("PublishAllPorts")),
+            )
+        except PortAllocationError as exc:
+            raise PortAllocationError(
+                f"driver failed programming external connectivity on endpoint {c.name} "
+                f"({endpoint.id if endpoint else ''}): {exc}"
+            ) from None
 
     def _release_network(self, c: Container) -> None:
         """Hook: tear down what :meth:`_prepare_network` made (after exit, and at remove)."""
+        self.network.nat.unpublish(c.id)
         if self.network.has_endpoints(c.id) or self.network.is_live(c.id):
             self.network.down(c.id)
 
@@ -1753,7 +1778,7 @@ class Engine:
                 "HairpinMode": False,
                 "LinkLocalIPv6Address": "",
                 "LinkLocalIPv6PrefixLen": 0,
-                "Ports": {},
+                "Ports": self.network.nat.settings_ports(c.id) if live else {},
                 "SecondaryIPAddresses": None,
                 "SecondaryIPv6Addresses": None,
                 "EndpointID": top.get("EndpointID", ""),
@@ -1813,9 +1838,11 @@ class Engine:
         return rw, rw + image_size
 
     def port(self, ref: str) -> dict[str, Any]:
-        """Published ports: none without networking."""
-        self.get(ref)
-        return {}
+        """Published ports of a running container: ``{"80/tcp": [{"HostIp", "HostPort"}]}``."""
+        c = self.get(ref)
+        if not c.state.running:
+            return {}
+        return {k: v for k, v in self.network.nat.settings_ports(c.id).items() if v}
 
     def list(
         self,
@@ -1933,7 +1960,7 @@ class Engine:
             "ImageID": c.image,
             "Command": cmd,
             "Created": int(parse_rfc3339(c.created)),
-            "Ports": [],
+            "Ports": self.network.nat.summary_ports(c.id) if c.state.running else [],
             "Labels": c.config.get("Labels") or {},
             "State": c.state.status,
             "Status": self._status_text(c),
@@ -2199,6 +2226,7 @@ class Engine:
             if not fut.done():
                 fut.cancel()
         await asyncio.to_thread(self._remove_cgroup_parent)
+        await asyncio.to_thread(self.network.nat.shut_down)
 
     def _remove_cgroup_parent(self) -> None:
         """Remove the containers' cgroup parent (``/bulkhead``...) in every hierarchy, if empty.

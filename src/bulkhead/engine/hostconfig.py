@@ -37,6 +37,7 @@ numbers), the list of online CPUs, and ``/dev`` for ``Privileged``.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -498,8 +499,15 @@ def _normalize_host_config(hc: dict[str, Any], warnings: list[str]) -> dict[str,
             host_port = _get_str(binding, "HostPort", f"{field}[{i}].HostPort")
             if host_port and not _PORT_RANGE_RE.match(host_port):
                 raise _bad(f"{field}[{i}].HostPort", f"invalid port specification: {host_port!r}")
-    if _get_obj(hc, "PortBindings", "HostConfig.PortBindings") or _get_bool(
-        hc, "PublishAllPorts", "HostConfig.PublishAllPorts"
+            host_ip = _get_str(binding, "HostIp", f"{field}[{i}].HostIp")
+            if host_ip:
+                try:
+                    ipaddress.ip_address(host_ip.strip("[]"))
+                except ValueError:
+                    raise _bad(f"{field}[{i}].HostIp", f"invalid IP address: {host_ip}") from None
+    if mode in ("host", "none") and (
+        _get_obj(hc, "PortBindings", "HostConfig.PortBindings")
+        or _get_bool(hc, "PublishAllPorts", "HostConfig.PublishAllPorts")
     ):
         warnings.append(f"Published ports are discarded when using {mode} network mode")
 

@@ -110,6 +110,10 @@ class NetworkManager:
         self.on_network_up: list[NetworkHook] = []
         self.on_network_down: list[NetworkHook] = []
         self._predefined_done = False
+        from bulkhead.network.nat import Nat
+
+        #: published ports and bulkhead's nftables table (:mod:`bulkhead.network.nat`)
+        self.nat = Nat(self, self.exec_root)
 
     # -- helpers -----------------------------------------------------------------
 
@@ -189,6 +193,7 @@ class NetworkManager:
                 self._bridge_up(net)
             except Exception:
                 log.exception("could not set up the bridge of network %s", net.name)
+        self.nat.restore()
 
     def _bridge_up(self, net: Network) -> None:
         self._guard()

@@ -1,0 +1,249 @@
+"""The network manager's NAT part: published ports of running containers and the firewall.
+
+:class:`Nat` keeps bulkhead's nftables table (:mod:`bulkhead.network.firewall`)
+equal to what exists: every bridge network of the store (its masquerade,
+isolation, ``--internal``) and the published ports of every running container
+(:mod:`bulkhead.network.ports`). It is told of changes by the manager's hooks
+(a network up or down) and by the engine (:meth:`publish` at a start after the
+container's veths are up, :meth:`unpublish` after its exit), and rewrites the
+table whole each time.
+
+A container's bindings (the host ports it got, ephemeral ones included) are
+written to ``<exec_root>/ports/<id>.json`` while it runs: a daemon that starts
+again (after a crash or a ``kill -9``) holds those ports again and restores
+their rules (:meth:`restore`); files of containers that are no longer running
+are dropped. A daemon that stops leaves the rules of running containers in
+place (live restore) and deletes the table when no container runs.
+
+The table is touched only by a daemon that has something to put in it, or
+that put something there before (the marker ``<exec_root>/ports/.table``): a
+daemon without bridge networks never runs ``nft``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from bulkhead.network import firewall
+from bulkhead.network.ports import (
+    Binding,
+    PortAllocator,
+    exposed_keys,
+    requests,
+    settings_ports,
+    summary_ports,
+)
+
+if TYPE_CHECKING:
+    from bulkhead.network.manager import NetworkManager
+    from bulkhead.network.store import Network
+
+log = logging.getLogger("bulkhead.network")
+
+OPT_MASQUERADE = "com.docker.network.bridge.enable_ip_masquerade"
+
+
+class Published(msgspec.Struct, kw_only=True):
+    """A running container's ports: where they go and what the host gave."""
+
+    container_id: str
+    bridge: str = ""
+    ipv4: str = ""
+    ipv6: str = ""
+    #: every exposed/published port key (``80/tcp``), for inspect's ``Ports``
+    keys: list[str] = msgspec.field(default_factory=list)
+    bindings: list[Binding] = msgspec.field(default_factory=list)
+
+
+class Nat:
+    """See the module docstring. Thread-safe (the daemon calls it from worker threads)."""
+
+    def __init__(self, manager: NetworkManager, exec_root: Path, *, nft: str = "nft") -> None:
+        self.manager = manager
+        self.dir = Path(exec_root) / "ports"
+        self.nft = nft
+        self.ports = PortAllocator()
+        self._published: dict[str, Published] = {}
+        self._lock = threading.RLock()
+        manager.on_network_up.append(self._on_network_up)
+        manager.on_network_down.append(self._on_network_down)
+
+    # -- the table -------------------------------------------------------------------
+
+    def state(self, *, exclude: str = "") -> firewall.FirewallState:
+        """What the table must hold now (``exclude``: a network id being removed)."""
+        nets = []
+        for net in self.manager.store.networks():
+            if net.driver != "bridge" or not net.bridge or net.id == exclude:
+                continue
+            if net.name == "bridge" and not self.manager.bridge_enabled:
+                continue
+            nets.append(
+                firewall.NetworkRules(
+                    bridge=net.bridge,
+                    subnets=tuple(p.subnet for p in net.pools),
+                    internal=net.internal,
+                    masquerade=net.options.get(OPT_MASQUERADE, "true").lower() != "false",
+                )
+            )
+        bridges = {n.bridge for n in nets}
+        rules = []
+        for p in self._published.values():
+            if p.bridge not in bridges:
+                continue
+            for b in p.bindings:
+                cip = p.ipv6 if ":" in b.host_ip else p.ipv4
+                if cip:
+                    rules.append(
+                        firewall.PortRule(
+                            proto=b.proto,
+                            host_ip=b.host_ip,
+                            host_port=b.host_port,
+                            container_ip=cip,
+                            container_port=b.container_port,
+                            bridge=p.bridge,
+                        )
+                    )
+        return firewall.FirewallState(networks=tuple(nets), ports=tuple(rules))
+
+    @property
+    def _marker(self) -> Path:
+        return self.dir / ".table"
+
+    def sync(self, *, exclude: str = "") -> None:
+        """Rewrite the table from :meth:`state` (delete it when empty)."""
+        with self._lock:
+            state = self.state(exclude=exclude)
+            self._apply(state)
+
+    def _apply(self, state: firewall.FirewallState) -> None:
+        if state.empty and not self._marker.exists():
+            return  # never touched the table: nothing to delete
+        if not state.empty:
+            self.manager._guard()
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self._marker.touch()
+        firewall.apply(state, nft=self.nft)
+        if state.empty:
+            self._marker.unlink(missing_ok=True)
+
+    def _on_network_up(self, net: Network) -> None:
+        self.sync()
+
+    def _on_network_down(self, net: Network) -> None:
+        self.sync(exclude=net.id)
+
+    # -- published ports -------------------------------------------------------------
+
+    def publish(
+        self,
+        container_id: str,
+        exposed: Iterable[str],
+        port_bindings: Mapping[str, Any] | None,
+        publish_all: bool,
+    ) -> None:
+        """At a start, the veths up: hold the host ports and add their rules (all or nothing).
+
+        Raises :class:`~bulkhead.network.ports.PortAllocationError` (nothing held, nothing
+        changed) when a port is allocated or in use.
+        """
+        exposed = list(exposed)
+        reqs = requests(exposed, port_bindings, publish_all)
+        keys = exposed_keys(exposed, port_bindings)
+        pub = Published(container_id=container_id, keys=keys)
+        # the ports go to the first endpoint (by connection order) of a network that has
+        # an outside (Docker: the gateway endpoint); an internal-only container has none
+        for ep in sorted(
+            self.manager.store.endpoints(container_id=container_id), key=lambda e: e.seq
+        ):
+            net = self.manager.store.find(ep.network_id)
+            if net is not None and not net.internal and net.bridge:
+                pub.bridge, pub.ipv4, pub.ipv6 = net.bridge, ep.ipv4, ep.ipv6
+                break
+        with self._lock:
+            self.ports.release(container_id)
+            if reqs and pub.bridge:
+                ips = [ip for ip in (pub.ipv4, pub.ipv6) if ip]
+                pub.bindings = self.ports.allocate(container_id, reqs, ips)
+            self._published[container_id] = pub
+            try:
+                self._save(pub)
+                if pub.bindings:
+                    self.sync()
+            except BaseException:
+                self._forget(container_id)
+                raise
+
+    def unpublish(self, container_id: str) -> None:
+        """After the exit: the rules go and the host ports are free again."""
+        with self._lock:
+            pub = self._published.get(container_id)
+            self._forget(container_id)
+            if pub is not None and pub.bindings:
+                self.sync()
+
+    def _forget(self, container_id: str) -> None:
+        self.ports.release(container_id)
+        self._published.pop(container_id, None)
+        with contextlib.suppress(FileNotFoundError):
+            (self.dir / f"{container_id}.json").unlink()
+
+    def _save(self, pub: Published) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        path = self.dir / f"{pub.container_id}.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(msgspec.json.encode(pub))
+        os.replace(tmp, path)
+
+    def restore(self) -> None:
+        """Daemon start: hold again the ports of containers still running, restore the table."""
+        with self._lock:
+            if self.dir.is_dir():
+                for path in sorted(self.dir.glob("*.json")):
+                    try:
+                        pub = msgspec.json.decode(path.read_bytes(), type=Published)
+                    except (OSError, msgspec.DecodeError):
+                        path.unlink(missing_ok=True)
+                        continue
+                    if not self.manager.is_live(pub.container_id):
+                        path.unlink(missing_ok=True)
+                        continue
+                    ips = [ip for ip in (pub.ipv4, pub.ipv6) if ip]
+                    for err in self.ports.restore(pub.container_id, pub.bindings, ips):
+                        log.warning("container %s: %s", pub.container_id[:12], err)
+                    self._published[pub.container_id] = pub
+            try:
+                self.sync()
+            except Exception:
+                log.exception("restoring the firewall rules")
+
+    def shut_down(self) -> None:
+        """Daemon stop: the rules of running containers stay; no container, no table."""
+        with self._lock:
+            live = {ep.container_id for ep in self.manager.store.endpoints()}
+            if not any(self.manager.is_live(cid) for cid in live):
+                with contextlib.suppress(Exception):
+                    if self._marker.exists():
+                        firewall.apply(firewall.FirewallState(), nft=self.nft)
+                        self._marker.unlink(missing_ok=True)
+            self.ports.close()
+
+    # -- views ---------------------------------------------------------------------------
+
+    def settings_ports(self, container_id: str) -> dict[str, list[dict[str, str]] | None]:
+        """Inspect's ``NetworkSettings.Ports`` of a running container ({} otherwise)."""
+        pub = self._published.get(container_id)
+        return settings_ports(pub.keys, pub.bindings) if pub else {}
+
+    def summary_ports(self, container_id: str) -> list[dict[str, Any]]:
+        """``ps``' ``Ports`` of a running container ([] otherwise)."""
+        pub = self._published.get(container_id)
+        return summary_ports(pub.keys, pub.bindings) if pub else []
