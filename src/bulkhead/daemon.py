@@ -12,7 +12,8 @@ Settings come from flags over ``/etc/bulkhead/daemon.json`` (Docker's
 ``log-opts`` (``max-size``, ``max-file``), ``insecure-registries``,
 ``registry-mirrors``, ``storage-driver``, ``debug``, ``bridge``: the default
 bridge network's interface, ``bh0``, or ``none`` for no default bridge
-network, as dockerd's ``--bridge``). An unknown key or a
+network, as dockerd's ``--bridge``; ``dns``: the nameservers of containers
+without ``--dns``, also the embedded resolver's upstreams). An unknown key or a
 value of the wrong type is an error naming the file and the key, as dockerd
 does.
 
@@ -132,6 +133,7 @@ _KNOWN_KEYS = {
     "live-restore",
     "cgroup-parent",
     "bridge",
+    "dns",
 }
 
 
@@ -205,6 +207,20 @@ def apply_config_file(config: DaemonConfig, path: str, *, required: bool) -> Non
         config.debug = _expect(doc["debug"], bool, f"{path}: debug")
     if "bridge" in doc:
         config.bridge = _bridge_name(_expect(doc["bridge"], str, f"{path}: bridge"), path)
+    if "dns" in doc:
+        servers = _expect(doc["dns"], list, f"{path}: dns")
+        config.dns = [_nameserver(_expect(s, str, f"{path}: dns"), f"{path}: dns") for s in servers]
+
+
+def _nameserver(value: str, where: str) -> str:
+    """``dns``: an IP address (as dockerd's; a port is not allowed)."""
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        raise ConfigError(f"{value} is not an ip address", where=where) from None
+    return value
 
 
 def _bridge_name(value: str, where: str) -> str:
@@ -252,6 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--bridge", "-b", help="the default bridge network's interface (bh0), or none"
     )
+    parser.add_argument(
+        "--dns", action="append", default=[], help="DNS server for the containers to use"
+    )
     return parser
 
 
@@ -293,6 +312,8 @@ def load_config(argv: list[str] | None = None) -> DaemonConfig:
     config.debug = config.debug or args.debug
     if args.bridge:
         config.bridge = _bridge_name(args.bridge, "--bridge")
+    if args.dns:
+        config.dns = [_nameserver(s, "--dns") for s in args.dns]
     from bulkhead.engine.runtimes import Runtimes
 
     try:  # the built-in runtime, runc, crun, bulkhead-runtime, and the configured ones

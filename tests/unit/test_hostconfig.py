@@ -491,6 +491,14 @@ BAD = [
         "invalid HostConfig.ExtraHosts[1]: invalid argument 'nocolon': bad format for add-host",
     ),
     (
+        {"HostConfig__Links": ["a:b:c"]},
+        "invalid HostConfig.Links[0]: invalid link 'a:b:c': bad format for links",
+    ),
+    (
+        {"HostConfig__NetworkMode": "host", "HostConfig__Links": ["db:d"]},
+        "conflicting options: host type networking can't be used with links",
+    ),
+    (
         {"HostConfig__ExtraHosts": ["db:10.0.0.300"]},
         "invalid IP address in add-host",
     ),

@@ -166,6 +166,12 @@ def test_isolation_by_network() -> None:
         assert env.upstream.queries == [("udp", "db.")]  # forwarded, as any unknown name
         r = await env.ask("app")  # the alias on front is web's only
         assert addrs(r) == ["127.0.1.1"]
+        # a link alias resolves for the linking container only
+        env.table.set_endpoint(
+            FRONT, "front", ep(BOTH, "both", "127.0.1.9", links=(("database", "db"),))
+        )
+        assert addrs(await env.ask("database", src="127.0.1.9")) == ["127.0.2.1"]
+        assert (await env.ask("database")).rcode() == dns.rcode.NXDOMAIN
         r = await env.ask("db", net="127.0.0.2", src="127.0.2.1")
         assert addrs(r) == ["127.0.2.1"]
         r = await env.ask("web", net="127.0.0.2", src="127.0.2.1")
@@ -302,6 +308,9 @@ def test_records_change_at_once_and_stop_closes() -> None:
         env.server.stop(BACK)
         assert env.server.listening(BACK) == []
         env.server.listen("other", "other", ["127.0.0.2"])  # the address is free again
+        before = env.server.listening("other")
+        env.server.listen("other", "other", ["127.0.0.2"])  # the bridge made again: kept
+        assert env.server.listening("other") == before
         # stop/listen from a worker thread (the engine's side) wait for the loop
         await asyncio.to_thread(env.server.stop, "other")
         assert env.server.listening("other") == []

@@ -163,3 +163,16 @@ def test_hosts_add_and_delete_in_place(tmp_path: Path) -> None:
     hosts.delete(path, own)
     assert path.read_text() == hosts.build([hosts.Record("10.0.0.9", "db")])
     assert os.stat(path).st_ino == ino
+
+
+def test_daemon_dns_option(tmp_path: Path) -> None:
+    from bulkhead.daemon import ConfigError, load_config
+
+    conf = tmp_path / "daemon.json"
+    conf.write_text('{"dns": ["10.0.0.1", "fd00::1"]}')
+    assert load_config(["--config-file", str(conf)]).dns == ["10.0.0.1", "fd00::1"]
+    flags = load_config(["--config-file", str(conf), "--dns", "10.0.0.2"])
+    assert flags.dns == ["10.0.0.2"]  # flags over the file
+    conf.write_text('{"dns": ["dns.example"]}')
+    with pytest.raises(ConfigError, match=r"dns\.example is not an ip address"):
+        load_config(["--config-file", str(conf)])

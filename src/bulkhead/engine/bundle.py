@@ -172,9 +172,11 @@ def write_etc_files(
     links: Iterable[hostsfile.Record] = (),
     own: Iterable[hostsfile.Record] = (),
     ipv6: bool = False,
+    default_dns: Iterable[str] = (),
 ) -> list[resolvconf.ExtServer]:
     """hostname, hosts and resolv.conf in the container's directory; returns the
-    embedded resolver's upstreams for this container (empty unless ``resolvers``)."""
+    embedded resolver's upstreams for this container (empty unless ``resolvers``).
+    ``default_dns``: the daemon's ``dns`` option, for a container without ``--dns``."""
     atomic_write(paths.hostname, (hostname + "\n").encode())
     atomic_write(
         paths.hosts,
@@ -189,7 +191,7 @@ def write_etc_files(
     resolvers = list(resolvers)
     text, ext = resolvconf.container_resolv_conf(
         resolv_conf_mode(network_mode, resolvers),
-        dns=host_config.get("Dns") or (),
+        dns=host_config.get("Dns") or list(default_dns),
         dns_search=host_config.get("DnsSearch") or (),
         dns_options=host_config.get("DnsOptions") or (),
         resolvers=resolvers,

@@ -61,6 +61,9 @@ class DaemonConfig:
     #: the default ``bridge`` network's Linux bridge (``bh0`` when empty); ``none``: no
     #: default bridge network, ``run`` without ``--network`` gets ``none`` (dockerd's --bridge)
     bridge: str = ""
+    #: dockerd's ``dns``: the nameservers of containers without ``--dns`` (written into
+    #: their resolv.conf, and the upstreams of the embedded resolver on user networks)
+    dns: list[str] = field(default_factory=list)
     debug: bool = False
 
     @property

@@ -396,6 +396,14 @@ class Engine:
             default_bridge=getattr(config, "bridge", ""),
             events=self.events,
         )
+        from bulkhead.network.resolution import NameService
+
+        #: the embedded resolver of user networks and the containers' /etc/hosts and
+        #: resolv.conf, kept current through the manager's hooks
+        self.names = NameService(
+            self.network, self._container_names, default_dns=getattr(config, "dns", [])
+        )
+        self.names.install()
 
     def emit(self, c: Container, action: str, **extra: str) -> None:
         """A ``container`` event for ``c``: Docker's attributes (image, name, labels) plus ``extra``."""
@@ -663,8 +671,14 @@ class Engine:
                 if m["destination"] not in user_dests
             ]
             spec["mounts"] = bundle.merge_mounts(spec["mounts"], [], etc, extra)
+            self._normalize_links(name, host_config)
             bundle.write_etc_files(
-                paths, hostname=hostname, network_mode=network_mode, host_config=host_config
+                paths,
+                hostname=hostname,
+                network_mode=network_mode,
+                host_config=host_config,
+                host_gateway=self._host_gateway(),
+                default_dns=getattr(self.config, "dns", []),
             )
             bundle.write_config(paths, spec)
             # The root stays mounted for the start that usually follows (an
@@ -827,6 +841,71 @@ class Engine:
             return None
         return str(self.network.ns_path(container_id))
 
+    def _container_names(self, ref: str) -> Any:
+        """What the name service needs of a container (None when there is none)."""
+        from bulkhead.engine.hostconfig import parse_link
+        from bulkhead.network.resolution import ContainerNames
+
+        try:
+            c = self.store.get(ref)
+        except BulkheadError:
+            return None
+        hc = c.host_config
+        return ContainerNames(
+            id=c.id,
+            name=c.name,
+            hostname=str(c.config.get("Hostname") or c.id[:12]),
+            domainname=str(c.config.get("Domainname") or ""),
+            hosts_path=c.hosts_path,
+            resolv_conf_path=c.resolv_conf_path,
+            dns=tuple(hc.get("Dns") or ()),
+            dns_search=tuple(hc.get("DnsSearch") or ()),
+            dns_options=tuple(hc.get("DnsOptions") or ()),
+            links=tuple(parse_link(link) for link in hc.get("Links") or ()),
+        )
+
+    def _host_gateway(self) -> str | None:
+        """``--add-host name:host-gateway``: the default bridge's gateway (Docker's)."""
+        net = self.network.find("bridge") if self.network.bridge_enabled else None
+        for pool in net.pools if net is not None else []:
+            if pool.gateway:
+                return str(pool.gateway)
+        return None
+
+    def _normalize_links(self, name: str, host_config: dict[str, Any]) -> None:
+        """``--link db:alias`` → ``/db:/<name>/alias`` (Docker's form); the linked
+        container must exist (400)."""
+        from bulkhead.engine.hostconfig import parse_link
+
+        links = host_config.get("Links") or []
+        out = []
+        for link in links:
+            target, alias = parse_link(link)
+            try:
+                child = self.store.get(target)
+            except NoSuchContainer:
+                # 400, not 404: a 404 makes the docker CLI pull the image (moby's reason too)
+                raise SpecError(
+                    f"could not get container for {target}: No such container: {target}"
+                ) from None
+            out.append(f"/{child.name}:/{name}/{alias}")
+        host_config["Links"] = out or None
+
+    def _check_links(self, c: Container) -> None:
+        """A linked container must be running when ``c`` starts (Docker's 409)."""
+        from bulkhead.engine.hostconfig import parse_link
+
+        for link in c.host_config.get("Links") or ():
+            target, alias = parse_link(link)
+            try:
+                child = self.store.get(target)
+            except NoSuchContainer:
+                child = None
+            if child is None or not child.state.running:
+                raise ContainerNotRunning(
+                    f"Cannot link to a non running container: /{target} AS /{c.name}/{alias}"
+                )
+
     def _prepare_network(self, c: Container) -> None:
         """Hook: set up the container's network before its runtime create (every start).
 
@@ -836,6 +915,7 @@ class Engine:
         (the ones taken at create), routes (:meth:`NetworkManager.up`).
         :meth:`_release_network` undoes it.
         """
+        self._check_links(c)
         if self.network.has_endpoints(c.id):
             self.network.up(c.id)
             try:
@@ -1999,6 +2079,7 @@ class Engine:
     async def start_up(self) -> None:
         """After a daemon (re)start: adopt live monitors, record missed exits, collect leftovers."""
         self.config.exec_root.mkdir(parents=True, exist_ok=True)
+        self.names.attach()  # before the networks come up: their resolvers listen
         await asyncio.to_thread(self.network.start_up)
         await asyncio.to_thread(self._collect_half_made)
         for c in self.store.list():
@@ -2220,6 +2301,7 @@ class Engine:
         self._watches.clear()
         self._exit_files.close()
         self.health.close()
+        self.names.close()
         for task in list(self._tasks):
             task.cancel()
         for fut in [*self._exit_futures.values(), *self._removed_futures.values()]:

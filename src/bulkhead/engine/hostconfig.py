@@ -571,7 +571,9 @@ def _normalize_host_config(hc: dict[str, Any], warnings: list[str]) -> dict[str,
                 "future release; the limit is ignored."
             )
             out[key] = 0
-    for key in ("DeviceCgroupRules", "DeviceRequests", "Links"):
+    for i, link in enumerate(_get_str_list(hc, "Links", "HostConfig.Links") or []):
+        parse_link(link, f"HostConfig.Links[{i}]")
+    for key in ("DeviceCgroupRules", "DeviceRequests"):
         if hc.get(key):
             raise _bad(f"HostConfig.{key}", "not supported by this engine")
     _check_dns(hc)
@@ -579,6 +581,16 @@ def _normalize_host_config(hc: dict[str, Any], warnings: list[str]) -> dict[str,
         if _get_int(hc, key, f"HostConfig.{key}"):
             raise _bad(f"HostConfig.{key}", "realtime scheduling is not supported by this engine")
     return out
+
+
+def parse_link(link: str, field: str = "HostConfig.Links") -> tuple[str, str]:
+    """``--link name[:alias]`` (or the stored ``/name:/container/alias``) → (name, alias)."""
+    parts = link.split(":")
+    name = parts[0].lstrip("/")
+    alias = parts[1].rsplit("/", 1)[-1] if len(parts) == 2 else name
+    if len(parts) > 2 or not name or not alias:
+        raise _bad(field, f"invalid link {link!r}: bad format for links (name:alias)")
+    return name, alias
 
 
 def _check_dns(hc: dict[str, Any]) -> None:
@@ -651,6 +663,13 @@ def _check_conflicts(config: dict[str, Any], hc: dict[str, Any]) -> None:
     network = str(hc.get("NetworkMode") or "")
     if config.get("Hostname") and hc.get("UTSMode") == "host":
         raise _bad("Config.Hostname", "conflicting options: hostname and the UTS mode")
+    if hc.get("Links") and (network == "host" or network.startswith("container:")):
+        kind = "host type networking" if network == "host" else "container type network"
+        raise _bad(
+            "HostConfig.Links",
+            f"conflicting options: {kind} can't be used with links. "
+            "This would result in undefined behavior",
+        )
     if not network.startswith("container:"):
         return
     if config.get("Hostname"):

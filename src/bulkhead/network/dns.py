@@ -13,7 +13,9 @@ Vocabulary:
     what a container endpoint contributes (:class:`DnsEndpoint`): its name,
     its ``--network-alias`` aliases, its short id and hostname, and its
     addresses on that network. Names are matched case-insensitively, with or
-    without the trailing dot, and also as ``<name>.<network name>``.
+    without the trailing dot, and also as ``<name>.<network name>``. A
+    container's legacy ``--link name:alias`` makes ``alias`` resolve to
+    ``name`` for that container alone (Docker's links on user networks).
 *scope*
     the networks whose records a query may see: those of the container that
     sent it (found by its source address on the listener's network), or the
@@ -115,6 +117,8 @@ class DnsEndpoint:
     hostname: str = ""
     #: the external servers for this container's queries (``[ip|host][:port]``)
     upstreams: tuple[str, ...] = ()
+    #: legacy ``--link name:alias``: (alias, name), resolved for this container only
+    links: tuple[tuple[str, str], ...] = ()
 
     def names(self) -> set[str]:
         out = {self.name, self.container_id[:12], *self.aliases}
@@ -190,10 +194,12 @@ class DnsTable:
         name = qname.lower().rstrip(".")
         with self._lock:
             scope = self._scope(network_id, client)
+            me = self._client(network_id, client)
+            linked = [n.lower() for a, n in (me.links if me else ()) if a.lower() == name]
             found: list[str] | None = None
             for net in scope:
                 suffix = "." + net.name.lower()
-                candidates = [name]
+                candidates = [name, *linked]
                 if name.endswith(suffix):
                     candidates.append(name[: -len(suffix)])
                 for ep in net.endpoints.values():
@@ -326,6 +332,11 @@ class DnsServer:
         """Open the network's listeners on ``addresses`` (its gateways); replaces old ones."""
         self.table.set_network(network_id, network_name)
         addresses = [a for a in addresses if a]
+        have = {_norm(h) for h, _, _ in self.listening(network_id)}
+        if have and have == {_norm(a) for a in addresses}:
+            return  # already there (the bridge was only made again)
+        if have:
+            self._on_loop(lambda: self._close(network_id))
         socks: list[socket.socket] = []
         try:
             for addr in addresses:

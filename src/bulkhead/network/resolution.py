@@ -219,6 +219,7 @@ class NameService:
                     aliases=tuple(ep.aliases),
                     hostname=hostname,
                     upstreams=upstreams,
+                    links=tuple((alias, name) for name, alias in c.links),
                 ),
             )
 
