@@ -355,3 +355,96 @@ def test_last_network_removes_the_table(net_factory: Callable[..., Net]) -> None
     ok(d.docker("network", "rm", "n2"))
     assert net.nft() == ""
     assert not os.path.exists(d.exec_root / "ports" / ".table")
+
+
+def test_disconnect_takes_the_published_ports(net: Net) -> None:
+    d = net.d
+    ok(d.docker("network", "create", "n1"))
+    cid = ok(
+        d.docker(
+            "run",
+            "-d",
+            "--name",
+            "web",
+            "--network",
+            "n1",
+            "-p",
+            "8080:80",
+            "busybox",
+            "sh",
+            "-c",
+            HTTPD,
+        )
+    ).strip()
+    want = f"hello-{cid[:12]}"
+    assert net.wait_fetch("out", HOST_IP, 8080, want) == want
+    ok(d.docker("network", "disconnect", "n1", "web"))
+    assert net.fetch("out", HOST_IP, 8080).startswith("error=")
+    assert "dnat ip to" not in net.nft()
+    assert inspect(d, "web")["NetworkSettings"]["Ports"] in ({}, {"80/tcp": None})
+    ok(d.in_netns(PY, "-c", "import socket; socket.socket().bind(('0.0.0.0', 8080))"))
+    ok(d.docker("rm", "-f", "web"))
+    ok(d.docker("network", "rm", "n1"))
+
+
+def test_publish_all_with_the_image_expose(net: Net, tmp_path: Any) -> None:
+    d = net.d
+    ok(d.docker("create", "--name", "src", "busybox"))
+    tar = tmp_path / "fs.tar"
+    ok(d.docker("export", "-o", str(tar), "src"))
+    ok(d.docker("import", "-c", "EXPOSE 80/tcp 81", str(tar), "exposed:1"))
+    ok(d.docker("run", "-d", "--name", "web", "-P", "exposed:1", "sh", "-c", HTTPD))
+    ports = inspect(d, "web")["NetworkSettings"]["Ports"]
+    assert sorted(ports) == ["80/tcp", "81/tcp"]
+    p80 = int(ports["80/tcp"][0]["HostPort"])
+    assert int(ports["81/tcp"][0]["HostPort"]) != p80
+    host = inspect(d, "web")["Config"]["Hostname"]
+    assert net.wait_fetch("out", HOST_IP, p80, f"hello-{host}") == f"hello-{host}"
+    ok(d.docker("rm", "-f", "web", "src"))
+
+
+def test_ipv6_published_port(net: Net) -> None:
+    d = net.d
+    ok(d.in_netns("ip", "addr", "add", "fd00:aa::1/64", "dev", "vout", "nodad"))
+    subprocess.run(
+        [
+            "nsenter",
+            f"--net=/run/netns/{net.out}",
+            "ip",
+            "addr",
+            "add",
+            "fd00:aa::2/64",
+            "dev",
+            "eth0",
+            "nodad",
+        ],
+        check=True,
+    )
+    ok(d.docker("network", "create", "--ipv6", "--subnet", "fd00:bb::/64", "n6"))
+    cid = ok(
+        d.docker(
+            "run",
+            "-d",
+            "--name",
+            "web",
+            "--network",
+            "n6",
+            "-p",
+            "8080:80",
+            "busybox",
+            "sh",
+            "-c",
+            HTTPD,
+        )
+    )
+    want = f"hello-{cid.strip()[:12]}"
+    ports = inspect(d, "web")["NetworkSettings"]["Ports"]["80/tcp"]
+    assert ports == [
+        {"HostIp": "0.0.0.0", "HostPort": "8080"},
+        {"HostIp": "::", "HostPort": "8080"},
+    ]
+    assert net.wait_fetch("out", "fd00:aa::1", 8080, want) == want
+    assert net.fetch("out", HOST_IP, 8080) == want
+    assert "dnat ip6 to [fd00:bb::2]:80" in net.nft()
+    ok(d.docker("rm", "-f", "web"))
+    ok(d.docker("network", "rm", "n6"))

@@ -44,7 +44,7 @@ from bulkhead.network.ports import (
 
 if TYPE_CHECKING:
     from bulkhead.network.manager import NetworkManager
-    from bulkhead.network.store import Network
+    from bulkhead.network.store import Endpoint, Network
 
 log = logging.getLogger("bulkhead.network")
 
@@ -75,6 +75,7 @@ class Nat:
         self._lock = threading.RLock()
         manager.on_network_up.append(self._on_network_up)
         manager.on_network_down.append(self._on_network_down)
+        manager.on_endpoint_down.append(self._on_endpoint_down)
 
     # -- the table -------------------------------------------------------------------
 
@@ -140,6 +141,18 @@ class Nat:
 
     def _on_network_down(self, net: Network) -> None:
         self.sync(exclude=net.id)
+
+    def _on_endpoint_down(self, net: Network, ep: Endpoint) -> None:
+        """``network disconnect`` of the network that carries a running container's ports:
+        they go with it (as Docker's), the host ports are free again."""
+        with self._lock:
+            pub = self._published.get(ep.container_id)
+            if pub is None or pub.bridge != net.bridge or not pub.bindings:
+                return
+            self.ports.release(ep.container_id)
+            pub.bindings, pub.bridge, pub.ipv4, pub.ipv6 = [], "", "", ""
+            self._save(pub)
+            self.sync()
 
     # -- published ports -------------------------------------------------------------
 
