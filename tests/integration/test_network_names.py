@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -69,3 +72,100 @@ def test_default_bridge_hosts_links_and_host_gateway(ndaemon: Daemon) -> None:
     assert r.returncode != 0 and "Cannot link to a non running container: /db AS /web/dbalias" in (
         r.stderr
     )
+
+
+# --- the embedded resolver of user-defined networks ------------------------------------
+
+FAKE_UPSTREAM = r"""
+import socket, sys
+import dns.message, dns.rcode, dns.rrset
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("127.0.0.53", 53))
+print("ready", flush=True)
+while True:
+    data, peer = s.recvfrom(4096)
+    q = dns.message.from_wire(data)
+    r = dns.message.make_response(q)
+    name = q.question[0].name.to_text()
+    if name == "outside.test." and q.question[0].rdtype == 1:
+        r.answer.append(dns.rrset.from_text(name, 30, "IN", "A", "192.0.2.7"))
+    elif name != "outside.test.":
+        r.set_rcode(dns.rcode.NXDOMAIN)
+    print(name, flush=True)
+    s.sendto(r.to_wire(), peer)
+"""
+
+
+@pytest.fixture
+def rdaemon(daemon_factory: Any) -> Iterator[tuple[Daemon, subprocess.Popen[str]]]:
+    """A daemon in its own namespace whose upstream resolver (``--dns``) is a fake one
+    on 127.0.0.53:53 in that namespace; yields (daemon, the fake's process)."""
+    d: Daemon = daemon_factory(["--dns", "127.0.0.53"], netns=True)
+    fake = subprocess.Popen(
+        ["nsenter", f"--net=/run/netns/{d.netns}", sys.executable, "-c", FAKE_UPSTREAM],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert fake.stdout is not None and fake.stdout.readline() == "ready\n"
+        yield d, fake
+    finally:
+        fake.kill()
+        fake.wait()
+
+
+def lookup(d: Daemon, container: str, name: str) -> subprocess.CompletedProcess[str]:
+    return d.docker("exec", container, "nslookup", "-type=a", name)
+
+
+def test_user_network_names_aliases_isolation_and_forwarding(rdaemon: Any) -> None:
+    d, fake = rdaemon
+    ok(d.docker("network", "create", "--subnet", "10.80.0.0/24", "front"))
+    ok(d.docker("network", "create", "--subnet", "10.81.0.0/24", "back"))
+    run = ("run", "-d", "--network")
+    ok(
+        d.docker(
+            *run, "front", "--name", "web", "--network-alias", "www", "busybox", "sleep", "300"
+        )
+    )
+    ok(d.docker(*run, "front", "--name", "client", "busybox", "sleep", "300"))
+    ok(d.docker(*run, "back", "--name", "db", "--dns", "127.0.0.53", "busybox", "sleep", "300"))
+    web_ip = inspect(d, "web")["NetworkSettings"]["Networks"]["front"]["IPAddress"]
+    # by name and alias, answered by the resolver on the gateway
+    out = ok(lookup(d, "client", "web"))
+    assert "Server:\t\t10.80.0.1" in out and f"Address: {web_ip}" in out
+    assert f"Address: {web_ip}" in ok(lookup(d, "client", "www"))
+    assert f"Address: {web_ip}" in ok(lookup(d, "client", "WEB.front"))
+    assert "1 packets received" in ok(d.docker("exec", "client", "ping", "-c1", "-W5", "web"))
+    d.restart()  # the containers keep running; the new daemon serves their names again
+    assert f"Address: {web_ip}" in ok(lookup(d, "client", "web"))
+    resolv = ok(d.docker("exec", "client", "cat", "/etc/resolv.conf"))
+    assert "\nnameserver 10.80.0.1\noptions ndots:0\n" in resolv
+    assert "# ExtServers: [127.0.0.53]\n" in resolv
+    assert "ff02::2\tip6-allrouters\n10.80.0." in ok(
+        d.docker("exec", "client", "cat", "/etc/hosts")
+    )
+    # not across networks: db (on back) cannot resolve web; the fake upstream says NXDOMAIN
+    r = lookup(d, "db", "web")
+    assert r.returncode != 0 and "NXDOMAIN" in r.stdout + r.stderr
+    # an outside name is forwarded to the upstream (the fake one in this namespace)
+    assert "Address: 192.0.2.7" in ok(lookup(d, "client", "outside.test"))
+    # connect takes effect at once, and so does disconnect
+    ok(d.docker("network", "connect", "back", "web"))
+    back_ip = inspect(d, "web")["NetworkSettings"]["Networks"]["back"]["IPAddress"]
+    assert f"Address: {back_ip}" in ok(lookup(d, "db", "web"))
+    ok(d.docker("network", "disconnect", "back", "web"))
+    r = lookup(d, "db", "web")
+    assert r.returncode != 0 and "NXDOMAIN" in r.stdout + r.stderr
+    # a stopped container no longer resolves; removing the network closes its resolver
+    ok(d.docker("stop", "-t", "0", "web"))
+    r = lookup(d, "client", "web")
+    assert r.returncode != 0
+    ok(d.docker("rm", "-f", "web", "client", "db"))
+    ok(d.docker("network", "rm", "front", "back"))
+    udp = d.in_netns("ss", "-Hlun", check=True).stdout
+    assert "10.80.0.1:53" not in udp and "10.81.0.1:53" not in udp
+    fake.kill()
+    assert fake.stdout is not None
+    asked = fake.stdout.read().split()
+    assert "outside.test." in asked and "web." in asked  # what the resolver forwarded

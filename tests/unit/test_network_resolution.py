@@ -26,6 +26,7 @@ class FakeManager:
         self.on_endpoint_down: list[Any] = []
         self.nets: dict[str, Any] = {}
         self.eps: list[Any] = []
+        self.store = SimpleNamespace(endpoints=lambda: list(self.eps))
 
     def find(self, ref: str) -> Any:
         return self.nets.get(ref)
@@ -96,6 +97,11 @@ def test_hooks_keep_records_and_files_current(tmp_path: Path) -> None:
         assert svc.table.upstreams("n1", "127.0.1.1") == ("127.0.0.77",)
         assert svc.table.upstreams("n1", "127.0.1.2") == ("10.9.9.9",)  # db's --dns
         assert Path(cs["web"].hosts_path).read_text().endswith("127.0.1.1\t" + A[:12] + "\n")
+        # a new daemon finds the plugged-in endpoints' records again
+        again = NameService(mgr, cs.get, host_resolv_conf=str(host_resolv), port=0)
+        again.restore()
+        assert again.table.lookup("n1", "127.0.1.1", "db") == ["127.0.1.2"]
+        assert again.table.upstreams("n1", "127.0.1.2") == ("10.9.9.9",)
         mgr.down(net, eb)  # disconnect: gone at once, everywhere
         assert svc.table.lookup("n1", "127.0.1.1", "db") is None
         assert Path(cs["db"].hosts_path).read_text() == hostsfile.build()

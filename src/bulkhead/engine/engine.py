@@ -2081,6 +2081,7 @@ class Engine:
         self.config.exec_root.mkdir(parents=True, exist_ok=True)
         self.names.attach()  # before the networks come up: their resolvers listen
         await asyncio.to_thread(self.network.start_up)
+        await asyncio.to_thread(self.names.restore)  # the names of containers still running
         await asyncio.to_thread(self._collect_half_made)
         for c in self.store.list():
             if c.state.status == "removing":

@@ -108,6 +108,21 @@ class NameService:
         for net in pending.values():
             self.network_up(net)
 
+    def restore(self) -> None:
+        """Daemon start: the records of the endpoints still plugged in (their containers
+        kept running while no daemon was there; an exit found later removes them)."""
+        done: set[str] = set()
+        for ep in self.manager.store.endpoints():
+            if not ep.host_ifname or ep.container_id in done:
+                continue
+            net = self.manager.find(ep.network_id)
+            c = self.containers(ep.container_id)
+            if net is None or not user_defined(net) or c is None:
+                continue
+            done.add(c.id)
+            resolvers, ipv6 = self._resolvers(c.id)
+            self._set_records(c, self._write_resolv_conf(c, resolvers, ipv6, write=False))
+
     def close(self) -> None:
         """Daemon stop: every listener closed."""
         if self._attached:
@@ -184,8 +199,10 @@ class NameService:
         return resolvers[:MAX_NAMESERVERS], ipv6
 
     def _write_resolv_conf(
-        self, c: ContainerNames, resolvers: list[str], ipv6: bool
+        self, c: ContainerNames, resolvers: list[str], ipv6: bool, *, write: bool = True
     ) -> list[resolvconf.ExtServer]:
+        """Rewrite the container's resolv.conf (unless the user edited it, or not
+        ``write``); returns the container's external servers."""
         text, ext = resolvconf.container_resolv_conf(
             "internal" if resolvers else "legacy",
             dns=c.dns or self.default_dns,
@@ -197,7 +214,7 @@ class NameService:
         )
         if not ext:  # legacy: the same servers, for the records of other networks
             ext = [resolvconf.ExtServer(a) for a in (c.dns or self._default_upstreams())]
-        if c.resolv_conf_path and not resolvconf.user_modified(c.resolv_conf_path):
+        if write and c.resolv_conf_path and not resolvconf.user_modified(c.resolv_conf_path):
             try:
                 resolvconf.write(c.resolv_conf_path, text)
             except OSError:
