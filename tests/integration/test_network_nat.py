@@ -446,5 +446,13 @@ def test_ipv6_published_port(net: Net) -> None:
     assert net.wait_fetch("out", "fd00:aa::1", 8080, want) == want
     assert net.fetch("out", HOST_IP, 8080) == want
     assert "dnat ip6 to [fd00:bb::2]:80" in net.nft()
+    # both CLIs print them as docker does
+    for cli in (d.docker, d.bulkhead):
+        assert ok(cli("port", "web")).splitlines() == [
+            "80/tcp -> 0.0.0.0:8080",
+            "80/tcp -> [::]:8080",
+        ]
+        ps = ok(cli("ps", "--format", "{{.Ports}}")).strip()
+        assert ps == "0.0.0.0:8080->80/tcp, [::]:8080->80/tcp"
     ok(d.docker("rm", "-f", "web"))
     ok(d.docker("network", "rm", "n6"))

@@ -143,3 +143,30 @@ def test_inspect_shapes() -> None:
         {"PrivatePort": 53, "Type": "udp"},
         {"PrivatePort": 443, "Type": "tcp"},
     ]
+
+
+def test_ps_ports_column_as_docker() -> None:
+    from bulkhead.cli.containers import _ports
+
+    assert _ports([]) == ""
+    assert (
+        _ports(
+            [
+                {"IP": "0.0.0.0", "PrivatePort": 80, "PublicPort": 8080, "Type": "tcp"},
+                {"IP": "::", "PrivatePort": 80, "PublicPort": 8080, "Type": "tcp"},
+            ]
+        )
+        == "0.0.0.0:8080->80/tcp, [::]:8080->80/tcp"
+    )
+    assert (
+        _ports(
+            [
+                {"IP": "0.0.0.0", "PrivatePort": 9001, "PublicPort": 9001, "Type": "tcp"},
+                {"IP": "0.0.0.0", "PrivatePort": 9000, "PublicPort": 9000, "Type": "tcp"},
+                {"PrivatePort": 443, "Type": "tcp"},
+                {"PrivatePort": 444, "Type": "tcp"},
+                {"PrivatePort": 53, "Type": "udp"},
+            ]
+        )
+        == "53/udp, 443-444/tcp, 0.0.0.0:9000-9001->9000-9001/tcp"
+    )

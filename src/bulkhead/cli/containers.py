@@ -518,15 +518,51 @@ def filters_query(values: list[str]) -> str | None:
 
 
 def _ports(ports: list[dict[str, Any]] | None) -> str:
-    out = []
-    for p in ports or []:
-        if p.get("PublicPort"):
-            out.append(
-                f"{p.get('IP', '0.0.0.0')}:{p['PublicPort']}->{p['PrivatePort']}/{p.get('Type', 'tcp')}"
-            )
+    """The PORTS column as docker's ``DisplayablePorts``: runs of consecutive ports grouped
+    (``0.0.0.0:9000-9001->9000-9001/tcp``, ``80-81/tcp``), a host port other than the
+    container's written out (``0.0.0.0:8080->80/tcp``, ``[::]:8080->80/tcp``)."""
+    entries = sorted(
+        ports or [],
+        key=lambda p: (
+            int(p.get("PrivatePort") or 0),
+            str(p.get("IP") or ""),
+            int(p.get("PublicPort") or 0),
+            str(p.get("Type") or ""),
+        ),
+    )
+    groups: dict[str, list[int]] = {}
+    result: list[str] = []
+    mappings: list[str] = []
+
+    def form(key: str, first: int, last: int) -> str:
+        ip, _, kind = key.rpartition("/")
+        group = str(first) if first == last else f"{first}-{last}"
+        if ip:
+            group = f"{ip}:{group}->{group}"
+        return f"{group}/{kind}"
+
+    for p in entries:
+        current = int(p.get("PrivatePort") or 0)
+        kind = str(p.get("Type") or "tcp")
+        ip = str(p.get("IP") or "")
+        key = kind
+        if ip:
+            public = int(p.get("PublicPort") or 0)
+            if public != current:
+                host = f"[{ip}]" if ":" in ip else ip
+                mappings.append(f"{host}:{public}->{current}/{kind}")
+                continue
+            key = f"{ip}/{kind}"
+        group = groups.get(key)
+        if group is None:
+            groups[key] = [current, current]
+        elif current == group[1] + 1:
+            group[1] = current
         else:
-            out.append(f"{p.get('PrivatePort')}/{p.get('Type', 'tcp')}")
-    return ", ".join(out)
+            result.append(form(key, group[0], group[1]))
+            groups[key] = [current, current]
+    result += [form(key, g[0], g[1]) for key, g in groups.items()]
+    return ", ".join(result + mappings)
 
 
 def ps_context(c: dict[str, Any], trunc: bool = True) -> dict[str, Any]:
@@ -942,12 +978,18 @@ def cmd_port(app: App, args: list[str]) -> int:
         if not bindings:
             raise Exit(1, f"Error: No public port '{want}' published for {parsed.args[0]}")
         for b in bindings:
-            app.print(f"{b.get('HostIp') or '0.0.0.0'}:{b.get('HostPort')}")
+            app.print(_join_host_port(b))
         return 0
-    for key in sorted(ports):
-        for b in ports[key] or []:
-            app.print(f"{key} -> {b.get('HostIp') or '0.0.0.0'}:{b.get('HostPort')}")
+    out = [f"{key} -> {_join_host_port(b)}" for key in ports for b in ports[key] or []]
+    for line in sorted(out):
+        app.print(line)
     return 0
+
+
+def _join_host_port(binding: dict[str, Any]) -> str:
+    """Go's ``net.JoinHostPort``: ``0.0.0.0:8080``, ``[::]:8080``."""
+    ip = str(binding.get("HostIp") or "0.0.0.0")
+    return f"[{ip}]:{binding.get('HostPort')}" if ":" in ip else f"{ip}:{binding.get('HostPort')}"
 
 
 CP = Command(
