@@ -8,6 +8,7 @@ between that namespace and its containers.
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
@@ -217,3 +218,61 @@ def test_default_pool_skips_routed_subnets_and_ipv6(ndaemon: Daemon) -> None:
     assert "auto" in out and "auto2" in out and "six" in out
     assert network_names(d) == ["bridge", "host", "none"]
     assert links(d, "br-") == []
+
+
+def test_bulkhead_cli_network_verbs_and_run_flags(ndaemon: Daemon) -> None:
+    d = ndaemon
+    nid = ok(d.bulkhead(
+        "network", "create", "--subnet", "10.80.0.0/24", "--gateway", "10.80.0.1",
+        "--label", "team=a", "back",
+    )).strip()  # fmt: skip
+    out = ok(d.bulkhead("network", "ls"))
+    assert out.splitlines()[0].split() == ["NETWORK", "ID", "NAME", "DRIVER", "SCOPE"]
+    assert f"{nid[:12]}   back      bridge    local" in out
+    assert ok(d.bulkhead("network", "ls", "-q", "--filter", "label=team=a")).split() == [nid[:12]]
+    assert ok(d.bulkhead("network", "ls", "--filter", "type=builtin", "--format", "{{.Name}}"))\
+        .split() == ["bridge", "host", "none"]  # fmt: skip
+    doc = json.loads(ok(d.bulkhead("network", "inspect", "back")))[0]
+    assert doc["Id"] == nid and doc["IPAM"]["Config"][0]["Gateway"] == "10.80.0.1"
+    ok(d.bulkhead(
+        "run", "-d", "--name", "m1", "--network", "back", "--ip", "10.80.0.50",
+        "--network-alias", "db", "--mac-address", "02:00:00:aa:bb:cc", "busybox", "sleep", "100",
+    ))  # fmt: skip
+    net = inspect(d, "m1")["NetworkSettings"]["Networks"]["back"]
+    assert (net["IPAddress"], net["MacAddress"], net["Aliases"]) == (
+        "10.80.0.50", "02:00:00:aa:bb:cc", ["db"],
+    )  # fmt: skip
+    assert "02:00:00:aa:bb:cc" in ok(d.docker("exec", "m1", "ip", "link", "show", "eth0"))
+    ok(d.bulkhead("network", "connect", "bridge", "m1"))
+    assert sorted(inspect(d, "m1")["NetworkSettings"]["Networks"]) == ["back", "bridge"]
+    ok(d.bulkhead("network", "disconnect", "bridge", "m1"))
+    r = d.bulkhead("network", "rm", "back")
+    assert r.returncode == 1 and "has active endpoints" in r.stderr
+    ok(d.bulkhead("rm", "-f", "m1"))
+    assert ok(d.bulkhead("network", "rm", "back")).strip() == "back"
+    r = d.bulkhead("run", "--rm", "--network", "none", "--ip", "10.0.0.1", "busybox", "true")
+    assert r.returncode == 125 and "--ip" in r.stderr
+    ok(d.bulkhead("network", "create", "gone"))
+    assert ok(d.bulkhead("network", "prune", "-f")) == "Deleted Networks:\ngone\n"
+
+
+def test_network_events(ndaemon: Daemon) -> None:
+    d = ndaemon
+    since = f"{time.time() - 1:.3f}"
+    ok(d.docker("network", "create", "evt"))
+    cid = ok(d.docker("run", "-d", "--network", "evt", "busybox", "sleep", "100")).strip()
+    ok(d.docker("rm", "-f", cid))
+    ok(d.docker("network", "rm", "evt"))
+    out = ok(d.docker(
+        "events", "--since", since, "--until", f"{time.time() + 1:.3f}", "--filter",
+        "type=network", "--format",
+        "{{.Action}} {{.Actor.Attributes.name}} {{.Actor.Attributes.type}} "
+        "{{.Actor.Attributes.container}}",
+    ))  # fmt: skip
+    lines = [line for line in out.splitlines() if " evt " in line]
+    assert lines == [
+        "create evt bridge <no value>",
+        f"connect evt bridge {cid}",
+        f"disconnect evt bridge {cid}",
+        "destroy evt bridge <no value>",
+    ]

@@ -4,7 +4,7 @@ Global options (before the command): ``-H/--host unix:///path`` (else
 ``BULKHEAD_HOST``, ``DOCKER_HOST``, then /run/bulkhead/bulkhead.sock),
 ``-D/--debug``, ``-v/--version``, ``--help``. Commands are Docker's: the
 top-level verbs (``run``, ``ps``, ``images``...) and the management groups
-(``container``, ``image``, ``volume``, ``system``). A command module is
+(``container``, ``image``, ``volume``, ``network``, ``system``). A command module is
 imported only when its verb runs, so ``bulkhead --version`` imports nothing
 but this file.
 
@@ -125,6 +125,17 @@ GROUPS: dict[str, dict[str, str]] = {
         "remove": "volumes:cmd_volume_rm",
         "prune": "volumes:cmd_volume_prune",
     },
+    "network": {
+        "create": "networks:cmd_network_create",
+        "ls": "networks:cmd_network_ls",
+        "list": "networks:cmd_network_ls",
+        "inspect": "networks:cmd_network_inspect",
+        "rm": "networks:cmd_network_rm",
+        "remove": "networks:cmd_network_rm",
+        "prune": "networks:cmd_network_prune",
+        "connect": "networks:cmd_network_connect",
+        "disconnect": "networks:cmd_network_disconnect",
+    },
     "system": {
         "info": COMMANDS["info"],
         "events": COMMANDS["events"],
@@ -154,6 +165,7 @@ Management Commands:
   container   Manage containers
   image       Manage images
   volume      Manage volumes
+  network     Manage networks
   system      Manage bulkhead
 
 Commands:

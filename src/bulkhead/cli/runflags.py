@@ -105,8 +105,13 @@ CREATE_FLAGS: list[Flag] = [
     Flag("memory-swappiness", kind=INT, default=-1, help="Tune container memory swappiness"),
     Flag("mount", kind=LIST, help="Attach a filesystem mount to the container"),
     Flag("name", kind=STR, help="Assign a name to the container"),
-    Flag("network", kind=STR, help="Connect a container to a network (none, host)"),
+    Flag("network", kind=STR, help="Connect a container to a network"),
     Flag("net", kind=STR, help="Connect a container to a network (alias of --network)"),
+    Flag("network-alias", kind=LIST, help="Add network-scoped alias for the container"),
+    Flag("net-alias", kind=LIST, help="Add network-scoped alias (alias of --network-alias)"),
+    Flag("ip", kind=STR, help="IPv4 address (e.g., 172.30.100.104)"),
+    Flag("ip6", kind=STR, help="IPv6 address (e.g., 2001:db8::33)"),
+    Flag("mac-address", kind=STR, help="Container MAC address (e.g., 92:d0:c6:0a:29:33)"),
     Flag("no-healthcheck", help="Disable any container-specified HEALTHCHECK"),
     Flag("oom-kill-disable", help="Disable OOM Killer"),
     Flag("oom-score-adj", kind=INT, help="Tune host's OOM preferences (-1000 to 1000)"),
@@ -920,9 +925,22 @@ def build_create(
     if network in ("default", "bridge") or not (
         network in ("none", "host") or network.startswith("container:")
     ):
-        endpoints: dict[str, Any] = {network: _endpoint()}
+        endpoint = _endpoint()
+        if v["ip"] or v["ip6"]:
+            endpoint["IPAMConfig"] = {"IPv4Address": v["ip"], "IPv6Address": v["ip6"]}
+        aliases = [*v["network-alias"], *v["net-alias"]]
+        if aliases:
+            endpoint["Aliases"] = aliases
+        if v["mac-address"]:
+            endpoint["MacAddress"] = v["mac-address"]
+        endpoints: dict[str, Any] = {network: endpoint}
     else:
         endpoints = {}
+        for flag in ("ip", "ip6", "mac-address"):
+            if v[flag]:
+                raise UsageError(f"--{flag} needs a bridge network (--network {network})")
+        if v["network-alias"] or v["net-alias"]:
+            raise UsageError("network-scoped aliases are only supported for user-defined networks")
 
     pid_mode = _mode_check("pid", v["pid"], ("", "host"), "PID", container_ok=True)
     uts_mode = _mode_check("uts", v["uts"], ("", "host"), "UTS")

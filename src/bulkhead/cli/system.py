@@ -32,6 +32,7 @@ _PATHS = {
     "container": "/containers/{}/json",
     "image": "/images/{}/json",
     "volume": "/volumes/{}",
+    "network": "/networks/{}",
 }
 
 
@@ -48,7 +49,7 @@ def inspect_objects(app: App, args: list[str], kind: str | None = None) -> int:
         kind = parsed["type"]
         if kind not in _PATHS:
             raise UsageError(f'"{kind}" is not a valid value for --type')
-    kinds = [kind] if kind else ["container", "image", "volume"]
+    kinds = [kind] if kind else ["container", "image", "volume", "network"]
     results: list[Any] = []
     failed = False
     for name in parsed.args:
