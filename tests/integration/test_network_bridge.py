@@ -276,3 +276,58 @@ def test_network_events(ndaemon: Daemon) -> None:
         f"disconnect evt bridge {cid}",
         "destroy evt bridge <no value>",
     ]
+
+
+def test_container_mode_host_mode_and_bridges_across_daemon_restarts(ndaemon: Daemon) -> None:
+    d = ndaemon
+    ok(d.docker("run", "-d", "--name", "base", "busybox", "sleep", "100"))
+    # container:NAME shares base's namespace, address included
+    out = ok(d.docker(
+        "run", "--rm", "--network", "container:base", "busybox", "ip", "-o", "addr", "show", "eth0"
+    ))  # fmt: skip
+    assert "172.17.0.2/16" in out
+    # host: the daemon's namespace (the test's): its links, bh0 among them
+    out = ok(d.docker("run", "--rm", "--network", "host", "busybox", "ls", "/sys/class/net"))
+    assert "bh0" in out.split()
+    assert inspect(d, "base")["NetworkSettings"]["Networks"]["bridge"]["IPAddress"]
+    ok(d.docker("network", "create", "--subnet", "10.90.0.0/24", "keep"))
+    bridges = links(d, "br-")
+    # a graceful stop keeps the bridges (networks are persistent); a start makes missing ones
+    d.stop()
+    assert links(d, "br-") == bridges and "bh0" in links(d, "bh")
+    d.in_netns("ip", "link", "del", bridges[0], check=True)
+    d.start()
+    assert links(d, "br-") == bridges
+    assert "inet 10.90.0.1/24" in d.in_netns("ip", "-o", "addr", "show", bridges[0]).stdout
+    ok(d.docker("exec", "base", "ping", "-c", "1", "-W", "5", "172.17.0.1"))
+    ok(d.docker("rm", "-f", "base"))
+    ok(d.docker("network", "rm", "keep"))
+    assert links(d, "br-") == [] and links(d, "veth") == []
+
+
+def test_docker_py_networks(ndaemon: Daemon) -> None:
+    client = ndaemon.client()
+    ipam_pool = {"Subnet": "10.91.0.0/24", "Gateway": "10.91.0.1"}
+    import docker  # type: ignore[import-untyped]
+
+    netw = client.networks.create(
+        "pynet", driver="bridge", ipam=docker.types.IPAMConfig(pool_configs=[ipam_pool])
+    )
+    assert netw.name == "pynet" and len(netw.id) == 64
+    c = client.containers.run("busybox", ["sleep", "100"], detach=True, network="pynet")
+    netw.reload()
+    assert [x.id for x in netw.containers] == [c.id]
+    netw.disconnect(c)
+    c.reload()
+    assert list(c.attrs["NetworkSettings"]["Networks"]) == []
+    netw.connect(c, ipv4_address="10.91.0.77")
+    c.reload()
+    assert c.attrs["NetworkSettings"]["Networks"]["pynet"]["IPAddress"] == "10.91.0.77"
+    with pytest.raises(docker.errors.APIError) as err:
+        netw.remove()
+    assert err.value.status_code == 409
+    c.remove(force=True)
+    netw.remove()
+    assert [n.name for n in client.networks.list(names=["pynet"])] == []
+    with pytest.raises(docker.errors.NotFound):
+        client.networks.get("pynet")

@@ -758,6 +758,9 @@ class Engine:
                         f"cannot join {kind} namespace of a non running container: {other.id}"
                     )
                 out[kind] = f"/proc/{other.state.pid}/ns/{proc_name}"
+                if kind == "network" and not host_config.get("UTSMode"):
+                    # Docker: --network container:X shares X's hostname (UTS) too
+                    out.setdefault("uts", f"/proc/{other.state.pid}/ns/uts")
         network = self._network_namespace(
             container_id, str(host_config.get("NetworkMode") or "none")
         )
@@ -1887,6 +1890,9 @@ class Engine:
             "DriverOpts": None,
             "DNSNames": None,
         }
+        if mode in ("none", "host"):
+            predefined = self.network.find(mode)
+            endpoint["NetworkID"] = predefined.id if predefined is not None else ""
         return {
             "Bridge": "",
             "SandboxID": "",
@@ -1905,7 +1911,11 @@ class Engine:
             "IPPrefixLen": 0,
             "IPv6Gateway": "",
             "MacAddress": "",
-            "Networks": {mode: endpoint},
+            # none/host/container:X show their mode; a bridge network's container
+            # disconnected from everything shows no network, as Docker
+            "Networks": {mode: endpoint}
+            if mode in ("none", "host", "default") or mode.startswith("container:")
+            else {},
         }
 
     def _sizes(self, c: Container) -> tuple[int, int]:
