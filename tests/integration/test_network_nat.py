@@ -180,6 +180,25 @@ def test_published_port_from_host_localhost_and_outside(net: Net) -> None:
     assert ok(d.docker("port", "web", "80")).strip() == "0.0.0.0:8080"
     assert "0.0.0.0:8080->80/tcp" in ok(d.docker("ps", "--format", "{{.Ports}}"))
     assert "dnat ip to 172.17.0.2:80" in net.nft()
+    # the container itself by the host's addresses (hairpin), another container likewise
+    for ip in ("172.17.0.1", HOST_IP):
+        got = ok(
+            d.docker("exec", "web", "timeout", "5", "wget", "-qO-", f"http://{ip}:8080/index.html")
+        )
+        assert got.strip() == want
+        got = ok(
+            d.docker(
+                "run",
+                "--rm",
+                "busybox",
+                "timeout",
+                "5",
+                "wget",
+                "-qO-",
+                f"http://{ip}:8080/index.html",
+            )
+        )
+        assert got.strip() == want
     # the port is held: nothing else in the namespace can bind it
     r = d.in_netns(PY, "-c", "import socket; socket.socket().bind(('0.0.0.0', 8080))")
     assert "Address already in use" in r.stderr

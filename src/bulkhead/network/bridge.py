@@ -134,6 +134,10 @@ def add_endpoint(ns_path: str, spec: EndpointSpec) -> None:
             peer_idx = _lookup(ipr, peer_tmp)
             assert host_idx is not None and peer_idx is not None
             ipr.link("set", index=host_idx, master=bridge_idx, mtu=mtu)
+            # hairpin: the bridge may send a frame back out of the port it came in by, for a
+            # container that reaches its own published port by a host address (the DNAT
+            # sends it back where it came from), as Docker without its proxy and podman do
+            ipr.brport("set", index=host_idx, mode=1)
             fd = os.open(ns_path, os.O_RDONLY | os.O_CLOEXEC)
             try:
                 ipr.link("set", index=peer_idx, net_ns_fd=fd)
