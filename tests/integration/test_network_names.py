@@ -150,6 +150,16 @@ def test_user_network_names_aliases_isolation_and_forwarding(rdaemon: Any) -> No
     assert r.returncode != 0 and "NXDOMAIN" in r.stdout + r.stderr
     # an outside name is forwarded to the upstream (the fake one in this namespace)
     assert "Address: 192.0.2.7" in ok(lookup(d, "client", "outside.test"))
+    # an --internal network: names resolve, nothing is forwarded
+    ok(d.docker("network", "create", "--internal", "--subnet", "10.82.0.0/24", "quiet"))
+    ok(d.docker(*run, "quiet", "--name", "q1", "busybox", "sleep", "300"))
+    ok(d.docker(*run, "quiet", "--name", "q2", "busybox", "sleep", "300"))
+    q2_ip = inspect(d, "q2")["NetworkSettings"]["Networks"]["quiet"]["IPAddress"]
+    assert f"Address: {q2_ip}" in ok(lookup(d, "q1", "q2"))
+    r = lookup(d, "q1", "inside-only.test")
+    assert r.returncode != 0 and "SERVFAIL" in r.stdout + r.stderr
+    ok(d.docker("rm", "-f", "q1", "q2"))
+    ok(d.docker("network", "rm", "quiet"))
     # connect takes effect at once, and so does disconnect
     ok(d.docker("network", "connect", "back", "web"))
     back_ip = inspect(d, "web")["NetworkSettings"]["Networks"]["back"]["IPAddress"]
@@ -169,3 +179,4 @@ def test_user_network_names_aliases_isolation_and_forwarding(rdaemon: Any) -> No
     assert fake.stdout is not None
     asked = fake.stdout.read().split()
     assert "outside.test." in asked and "web." in asked  # what the resolver forwarded
+    assert "inside-only.test." not in asked

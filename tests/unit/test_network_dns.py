@@ -228,6 +228,19 @@ def test_forwarding_and_container_upstreams() -> None:
     run(body)
 
 
+def test_internal_networks_forward_nothing() -> None:
+    async def body(env: Env) -> None:
+        env.server.listen(BACK, "back", ["127.0.0.2"], internal=True)
+        r = await env.ask("outside.test", net="127.0.0.2", src="127.0.2.1")
+        assert r.rcode() == dns.rcode.SERVFAIL  # db is on the internal network only
+        assert addrs(await env.ask("db", net="127.0.0.2", src="127.0.2.1")) == ["127.0.2.1"]
+        r = await env.ask("outside.test", net="127.0.0.2", src="127.0.2.9")
+        assert addrs(r) == ["192.0.2.7"]  # "both" has a way out through front
+        assert env.upstream.queries == [("udp", "outside.test.")]
+
+    run(body)
+
+
 def test_no_upstream_is_servfail() -> None:
     async def body(env: Env) -> None:
         r = await env.ask("outside.test")

@@ -36,8 +36,9 @@ class FakeManager:
 
     def net(self, nid: str, name: str, gateway: str) -> Any:
         net = SimpleNamespace(
-            id=nid, name=name, driver="bridge", pools=[SimpleNamespace(gateway=gateway)]
-        )
+            id=nid, name=name, driver="bridge", pools=[SimpleNamespace(gateway=gateway)],
+            internal=False,
+        )  # fmt: skip
         self.nets[nid] = net
         for hook in self.on_network_up:
             hook(net)

@@ -63,13 +63,23 @@ def _add_addr(ipr: IPRoute, index: int, a: Address) -> None:
             raise
 
 
+def random_mac() -> str:
+    """A random unicast, locally administered MAC address."""
+    octets = bytearray(secrets.token_bytes(6))
+    octets[0] = (octets[0] & 0xFE) | 0x02
+    return ":".join(f"{o:02x}" for o in octets)
+
+
 def ensure_bridge(name: str, addresses: list[Address], mtu: int = 0) -> None:
     """The bridge ``name`` exists, is up, holds ``addresses`` and the MTU; ip_forward on."""
     with IPRoute() as ipr:
         idx = _lookup(ipr, name)
         if idx is None:
             try:
-                ipr.link("add", ifname=name, kind="bridge")
+                # A MAC of its own (as Docker's): else the bridge takes its ports' lowest one,
+                # and it changes when a container joins or leaves; a neighbour's cached entry
+                # for the gateway then points at a MAC that is gone (seconds of lost traffic).
+                ipr.link("add", ifname=name, kind="bridge", address=random_mac())
             except NetlinkError as exc:
                 if exc.code != 17:
                     raise

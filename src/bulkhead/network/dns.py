@@ -34,7 +34,8 @@ Vocabulary:
     loopback ones included since the daemon shares the host's namespace),
     tried in order (at most three, as Docker's ``maxExtDNS``), each with a
     timeout. UDP queries go upstream over UDP, TCP ones over TCP. With no
-    upstream the answer is SERVFAIL.
+    upstream the answer is SERVFAIL; so it is for a container whose networks
+    are all ``--internal`` (nothing leaves an internal network, as Docker's).
 *truncation*
     a UDP answer larger than the client's limit (512 bytes, or its EDNS
     payload size) is sent empty with TC set; the client repeats the query
@@ -131,6 +132,7 @@ class DnsEndpoint:
 class _Network:
     name: str
     endpoints: dict[str, DnsEndpoint] = field(default_factory=dict)
+    internal: bool = False
 
 
 class DnsTable:
@@ -140,10 +142,11 @@ class DnsTable:
         self._lock = threading.Lock()
         self._networks: dict[str, _Network] = {}
 
-    def set_network(self, network_id: str, name: str) -> None:
+    def set_network(self, network_id: str, name: str, internal: bool = False) -> None:
         with self._lock:
             net = self._networks.setdefault(network_id, _Network(name))
             net.name = name
+            net.internal = internal
 
     def drop_network(self, network_id: str) -> None:
         with self._lock:
@@ -220,6 +223,13 @@ class DnsTable:
                     if want in {_norm(a) for a in ep.addresses}:
                         return f"{ep.name}.{net.name}"
         return None
+
+    def may_forward(self, network_id: str, client: str) -> bool:
+        """Queries are forwarded only for a client with a way out: one on at least
+        one network that is not ``--internal`` (Docker's resolver without proxyDNS)."""
+        with self._lock:
+            scope = self._scope(network_id, client)
+            return not scope or any(not n.internal for n in scope)
 
     def upstreams(self, network_id: str, client: str) -> tuple[str, ...] | None:
         """The querying container's external servers (None: not a container)."""
@@ -328,9 +338,17 @@ class DnsServer:
             out.append((host, port, "udp" if s.type == socket.SOCK_DGRAM else "tcp"))
         return out
 
-    def listen(self, network_id: str, network_name: str, addresses: Iterable[str]) -> None:
-        """Open the network's listeners on ``addresses`` (its gateways); replaces old ones."""
-        self.table.set_network(network_id, network_name)
+    def listen(
+        self,
+        network_id: str,
+        network_name: str,
+        addresses: Iterable[str],
+        *,
+        internal: bool = False,
+    ) -> None:
+        """Open the network's listeners on ``addresses`` (its gateways); replaces old ones.
+        On an ``internal`` network nothing is forwarded upstream."""
+        self.table.set_network(network_id, network_name, internal)
         addresses = [a for a in addresses if a]
         have = {_norm(h) for h, _, _ in self.listening(network_id)}
         if have and have == {_norm(a) for a in addresses}:
@@ -502,8 +520,11 @@ class DnsServer:
         q = query.question[0]
         local = self._local(network_id, client, query, q)
         if local is not None:
+            log.debug("%s asks %s: %s", client, q.name, dns.rcode.to_text(local.rcode()))
             return _wire(local, limit)
-        return _wire(await self._forward(network_id, client, query, tcp), limit)
+        reply = await self._forward(network_id, client, query, tcp)
+        log.debug("%s asks %s: forwarded, %s", client, q.name, dns.rcode.to_text(reply.rcode()))
+        return _wire(reply, limit)
 
     def _local(
         self, network_id: str, client: str, query: dns.message.Message, q: dns.rrset.RRset
@@ -564,7 +585,10 @@ class DnsServer:
     ) -> dns.message.Message:
         import dns.asyncquery
 
-        for host, port in self._upstreams_for(network_id, client):
+        upstreams = self._upstreams_for(network_id, client)
+        if not self.table.may_forward(network_id, client):
+            upstreams = []
+        for host, port in upstreams:
             try:
                 if tcp:
                     return await dns.asyncquery.tcp(

@@ -139,7 +139,7 @@ class NameService:
         if not self._attached:
             self._pending[net.id] = net
             return
-        self.server.listen(net.id, net.name, gateways(net))
+        self.server.listen(net.id, net.name, gateways(net), internal=bool(net.internal))
 
     def network_down(self, net: Any) -> None:
         self._pending.pop(net.id, None)
