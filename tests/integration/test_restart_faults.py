@@ -251,7 +251,16 @@ def test_daemon_killed_while_a_fast_writer_rotates_its_log(daemon: Daemon) -> No
         return [log.parent / n for n in os.listdir(log.parent) if n.startswith(log.name)]
 
     def last_number() -> int:
-        return int(json.loads(log.read_bytes().splitlines()[-1])["log"][:12])
+        """The newest complete entry's number (the monitor may be mid-write or just rotated)."""
+        for _ in range(200):
+            for path in (log, log.parent / f"{log.name}.1"):
+                with contextlib.suppress(FileNotFoundError):
+                    data = path.read_bytes()
+                    complete = data[: data.rfind(b"\n") + 1].splitlines()
+                    if complete:
+                        return int(json.loads(complete[-1])["log"][:12])
+            time.sleep(0.01)
+        raise AssertionError(f"no complete entry in {log} or its .1")
 
     before = last_number()
     for _ in range(100):  # the daemon is gone: the monitor goes on writing and rotating
