@@ -136,6 +136,7 @@ def test_user_network_names_aliases_isolation_and_forwarding(rdaemon: Any) -> No
     assert "Server:\t\t10.80.0.1" in out and f"Address: {web_ip}" in out
     assert f"Address: {web_ip}" in ok(lookup(d, "client", "www"))
     assert f"Address: {web_ip}" in ok(lookup(d, "client", "WEB.front"))
+    assert "web.front" in ok(d.docker("exec", "client", "nslookup", web_ip))  # PTR
     assert "1 packets received" in ok(d.docker("exec", "client", "ping", "-c1", "-W5", "web"))
     d.restart()  # the containers keep running; the new daemon serves their names again
     assert f"Address: {web_ip}" in ok(lookup(d, "client", "web"))
@@ -150,6 +151,9 @@ def test_user_network_names_aliases_isolation_and_forwarding(rdaemon: Any) -> No
     assert r.returncode != 0 and "NXDOMAIN" in r.stdout + r.stderr
     # an outside name is forwarded to the upstream (the fake one in this namespace)
     assert "Address: 192.0.2.7" in ok(lookup(d, "client", "outside.test"))
+    # the default bridge has no resolver: the daemon's dns option is the nameserver
+    out = ok(d.docker("run", "--rm", "busybox", "cat", "/etc/resolv.conf"))
+    assert "\nnameserver 127.0.0.53\n" in out and "(legacy)" in out
     # an --internal network: names resolve, nothing is forwarded
     ok(d.docker("network", "create", "--internal", "--subnet", "10.82.0.0/24", "quiet"))
     ok(d.docker(*run, "quiet", "--name", "q1", "busybox", "sleep", "300"))
