@@ -13,6 +13,7 @@ another test session runs at the same time (their containers are not ours).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from collections.abc import Callable, Iterator
@@ -26,8 +27,9 @@ from bulkhead.devtools import busybox
 VENV_BIN = Path(__file__).resolve().parent.parent / ".venv" / "bin"
 
 # Safety: no daemon or engine of the tests may create a network interface in the
-# host's network namespace (bulkhead.network.manager refuses it when this is set).
-os.environ["BULKHEAD_FORBID_ROOT_NETNS"] = "1"
+# host's network namespace, the one this test process runs in (bulkhead.network.manager
+# refuses to while its own namespace has this inode; /proc/1/ns is not readable here).
+os.environ["BULKHEAD_FORBID_NETNS"] = str(os.stat("/proc/self/ns/net").st_ino)
 
 
 def is_root() -> bool:
@@ -75,6 +77,48 @@ def no_leaked_cgroups() -> Iterator[None]:
 
 
 SESSIONS_LOCK = "/run/bulkhead-test-sessions.lock"
+
+
+def _host_network() -> dict[str, Any]:
+    """What the tests must leave as it was in the host's network namespace (read-only looks)."""
+    import json
+    import subprocess
+
+    def run(*argv: str) -> str:
+        try:
+            return subprocess.run(argv, capture_output=True, text=True, timeout=30).stdout
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    links = sorted(link["ifname"] for link in json.loads(run("ip", "-j", "link") or "[]"))
+    tables = json.loads(run("nft", "-j", "list", "tables") or '{"nftables": []}')["nftables"]
+    sysctls = {}
+    for name in ("net/ipv4/ip_forward", "net/ipv6/conf/all/forwarding"):
+        with contextlib.suppress(OSError):
+            sysctls[name] = Path("/proc/sys", name).read_text().strip()
+    return {
+        "links": links,
+        "nft tables": sorted(
+            f"{t['table']['family']} {t['table']['name']}" for t in tables if "table" in t
+        ),
+        "sysctls": sysctls,
+    }
+
+
+@pytest.fixture(scope="session", autouse=True)
+def host_network_untouched() -> Iterator[None]:
+    """Fail the session if the host's network namespace gained a link, an nft table or a sysctl change.
+
+    Network tests run their daemons in namespaces of their own (see
+    tests/integration/engine_fixtures.py); nothing may reach the host's.
+    """
+    if not is_root():
+        yield
+        return
+    before = _host_network()
+    yield
+    after = _host_network()
+    assert after == before, f"the test session changed the host's network: {before} -> {after}"
 
 
 def _default_zygotes() -> set[int]:
