@@ -2251,6 +2251,10 @@ class Engine:
         if self.volumes is not None:
             with contextlib.suppress(Exception):
                 self.volumes.reconcile(known)
+        try:  # endpoints (addresses) and namespaces of containers that were never recorded
+            self.network.collect(known)
+        except Exception:
+            log.exception("collecting the endpoints of half-made containers failed")
         with contextlib.suppress(Exception):
             for image in self.images.list():
                 for user in self.images.users(image):

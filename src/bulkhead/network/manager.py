@@ -454,6 +454,18 @@ class NetworkManager:
             for ep in self.store.endpoints(container_id=container_id):
                 self.store.remove_endpoint(db, ep)
 
+    def collect(self, known: set[str]) -> builtins.list[str]:
+        """Daemon start: forget endpoints and namespaces of containers not in ``known`` (a
+        daemon killed during a create leaves them); the container ids collected."""
+        gone = {ep.container_id for ep in self.store.endpoints()} - known
+        ns_dir = self.exec_root / "netns"
+        if ns_dir.is_dir():
+            gone |= {p.name for p in ns_dir.iterdir()} - known
+        for cid in sorted(gone):
+            log.info("forgetting the endpoints of the half-made container %s", cid[:12])
+            self.forget_container(cid)
+        return sorted(gone)
+
     # -- the sandbox ----------------------------------------------------------------------
 
     def has_endpoints(self, container_id: str) -> bool:
