@@ -475,3 +475,51 @@ def test_ipv6_published_port(net: Net) -> None:
         assert ps == "0.0.0.0:8080->80/tcp, [::]:8080->80/tcp"
     ok(d.docker("rm", "-f", "web"))
     ok(d.docker("network", "rm", "n6"))
+
+
+UDP_TAG_SERVER = r"""
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", 53))
+print("ready", flush=True)
+while True:
+    data, peer = s.recvfrom(100); s.sendto(sys.argv[1].encode(), peer)
+"""
+
+UDP_FIXED_SPORT = r"""
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(1)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("0.0.0.0", 40053))
+for _ in range(5):
+    try:
+        s.sendto(b"x", (sys.argv[1], int(sys.argv[2]))); print(s.recv(100).decode()); break
+    except OSError:
+        pass
+else:
+    print("error=timeout")
+"""
+
+
+def test_udp_port_follows_a_new_container(net: Net) -> None:
+    """The conntrack entry of a client that keeps its source port goes with the container."""
+    d = net.d
+    ok(d.docker("network", "create", "--subnet", "172.30.9.0/24", "un"))
+    servers: list[subprocess.Popen[bytes]] = []
+    try:
+        for name, ip in (("u1", "172.30.9.10"), ("u2", "172.30.9.11")):
+            args = ("--network", "un", "--ip", ip, "-p", "8053:53/udp", "busybox", "sleep", "100")
+            ok(d.docker("run", "-d", "--name", name, *args))
+            sandbox = inspect(d, name)["NetworkSettings"]["SandboxKey"]
+            server = subprocess.Popen(
+                ["nsenter", f"--net={sandbox}", PY, "-c", UDP_TAG_SERVER, name],
+                stdout=subprocess.PIPE,
+            )
+            servers.append(server)
+            assert server.stdout is not None and server.stdout.readline().strip() == b"ready"
+            assert net.in_out(PY, "-c", UDP_FIXED_SPORT, HOST_IP, "8053") == name
+            if name == "u1":
+                ok(d.docker("rm", "-f", "u1"))
+    finally:
+        for server in servers:
+            server.kill()
+            server.wait()
+    ok(d.docker("rm", "-f", "u2"))

@@ -150,9 +150,11 @@ class Nat:
             if pub is None or pub.bridge != net.bridge or not pub.bindings:
                 return
             self.ports.release(ep.container_id)
+            ips = [ip for ip in (pub.ipv4, pub.ipv6) if ip]
             pub.bindings, pub.bridge, pub.ipv4, pub.ipv6 = [], "", "", ""
             self._save(pub)
             self.sync()
+            flush_conntrack(ips)
 
     # -- published ports -------------------------------------------------------------
 
@@ -202,6 +204,7 @@ class Nat:
             self._forget(container_id)
             if pub is not None and pub.bindings:
                 self.sync()
+                flush_conntrack([ip for ip in (pub.ipv4, pub.ipv6) if ip])
 
     def _forget(self, container_id: str) -> None:
         self.ports.release(container_id)
@@ -260,3 +263,41 @@ class Nat:
         """``ps``' ``Ports`` of a running container ([] otherwise)."""
         pub = self._published.get(container_id)
         return summary_ports(pub.keys, pub.bindings) if pub else []
+
+
+def flush_conntrack(ips: list[str]) -> int:
+    """Forget the UDP and SCTP connections (conntrack entries) to and from ``ips``.
+
+    A published UDP port's DNAT lives on in conntrack for as long as its client
+    keeps sending (30 s, 120 s once answered): without this, a container that
+    replaces another on the same host port would not get the traffic of a
+    client that sends from the same source port (a syslog forwarder, a DNS
+    client), which would still go to the old address. TCP connections end with
+    their container. Best effort; returns how many entries went.
+    """
+    import socket
+
+    from pyroute2 import Conntrack
+    from pyroute2.netlink.nfnetlink.nfctsocket import NFCTAttrTuple
+
+    gone = 0
+    try:
+        ct = Conntrack()
+    except Exception:
+        log.debug("no conntrack netlink socket", exc_info=True)
+        return 0
+    try:
+        for ip in ips:
+            family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+            for proto in (socket.IPPROTO_UDP, socket.IPPROTO_SCTP):
+                for key in ("tuple_orig", "tuple_reply"):
+                    flt = NFCTAttrTuple(family=family, proto=proto, saddr=ip)
+                    for entry in list(ct.dump_entries(**{key: flt})):
+                        with contextlib.suppress(Exception):
+                            ct.delete(entry)
+                            gone += 1
+    except Exception:
+        log.warning("flushing the conntrack entries of %s", ips, exc_info=True)
+    finally:
+        ct.close()
+    return gone
