@@ -151,6 +151,10 @@ def test_user_network_names_aliases_isolation_and_forwarding(rdaemon: Any) -> No
     assert r.returncode != 0 and "NXDOMAIN" in r.stdout + r.stderr
     # an outside name is forwarded to the upstream (the fake one in this namespace)
     assert "Address: 192.0.2.7" in ok(lookup(d, "client", "outside.test"))
+    # --network container:client shares client's files, so its names too
+    out = ok(d.docker("run", "--rm", "--network", "container:client", "busybox", "sh", "-c",
+                      "cat /etc/resolv.conf; nslookup -type=a www"))  # fmt: skip
+    assert "\nnameserver 10.80.0.1\n" in out and f"Address: {web_ip}" in out
     # the default bridge has no resolver: the daemon's dns option is the nameserver
     out = ok(d.docker("run", "--rm", "busybox", "cat", "/etc/resolv.conf"))
     assert "\nnameserver 127.0.0.53\n" in out and "(legacy)" in out
@@ -184,3 +188,18 @@ def test_user_network_names_aliases_isolation_and_forwarding(rdaemon: Any) -> No
     asked = fake.stdout.read().split()
     assert "outside.test." in asked and "web." in asked  # what the resolver forwarded
     assert "inside-only.test." not in asked
+
+
+def test_ipv6_network_answers_aaaa(rdaemon: Any) -> None:
+    d, _ = rdaemon
+    ok(d.docker("network", "create", "--ipv6", "--subnet", "10.83.0.0/24", "six"))
+    ok(d.docker("run", "-d", "--network", "six", "--name", "a6", "busybox", "sleep", "300"))
+    ok(d.docker("run", "-d", "--network", "six", "--name", "b6", "busybox", "sleep", "300"))
+    net = inspect(d, "b6")["NetworkSettings"]["Networks"]["six"]
+    v6 = net["GlobalIPv6Address"]
+    assert v6
+    out = ok(d.docker("exec", "a6", "nslookup", "-type=aaaa", "b6"))
+    assert f"Address: {v6}" in out
+    listening = d.in_netns("ss", "-Hlun", check=True).stdout
+    assert f"[{net['IPv6Gateway']}]:53" in listening and "10.83.0.1:53" in listening
+    ok(d.docker("rm", "-f", "a6", "b6"))

@@ -665,21 +665,26 @@ class Engine:
                 undo.insert(0, lambda: vs.release_container(cid, remove_anonymous=True))
                 vmounts.apply_to_spec(spec, resolved)
             user_dests = {os.path.normpath(m["destination"]) for m in spec["mounts"]}
+            # --network container:X uses X's hostname, hosts and resolv.conf (Docker's)
+            etc_paths = paths
+            if network_mode.startswith("container:"):
+                etc_paths = self.paths(self.get(network_mode.split(":", 1)[1]).id)
             etc = [
                 m
-                for m in bundle.etc_mounts(paths, opts.read_only)
+                for m in bundle.etc_mounts(etc_paths, opts.read_only)
                 if m["destination"] not in user_dests
             ]
             spec["mounts"] = bundle.merge_mounts(spec["mounts"], [], etc, extra)
             self._normalize_links(name, host_config)
-            bundle.write_etc_files(
-                paths,
-                hostname=hostname,
-                network_mode=network_mode,
-                host_config=host_config,
-                host_gateway=self._host_gateway(),
-                default_dns=getattr(self.config, "dns", []),
-            )
+            if etc_paths is paths:
+                bundle.write_etc_files(
+                    paths,
+                    hostname=hostname,
+                    network_mode=network_mode,
+                    host_config=host_config,
+                    host_gateway=self._host_gateway(),
+                    default_dns=getattr(self.config, "dns", []),
+                )
             bundle.write_config(paths, spec)
             # The root stays mounted for the start that usually follows (an
             # unmount costs ~5 ms of RCU grace period); exit unmounts it.
@@ -711,9 +716,9 @@ class Engine:
                 auto_remove=bool(host_config.get("AutoRemove")),
                 mount_points=list(resolved.mount_points) if resolved is not None else [],
                 volumes=list(resolved.volumes_used) if resolved is not None else [],
-                hostname_path=str(paths.hostname),
-                hosts_path=str(paths.hosts),
-                resolv_conf_path=str(paths.resolv_conf),
+                hostname_path=str(etc_paths.hostname),
+                hosts_path=str(etc_paths.hosts),
+                resolv_conf_path=str(etc_paths.resolv_conf),
             )
             self.images.register_use(image, cid)
             undo.insert(0, lambda: self.images.unregister_use(image, cid))
