@@ -128,9 +128,14 @@ def test_user_network_names_aliases_isolation_and_forwarding(rdaemon: Any) -> No
             *run, "front", "--name", "web", "--network-alias", "www", "busybox", "sleep", "300"
         )
     )
-    ok(d.docker(*run, "front", "--name", "client", "busybox", "sleep", "300"))
+    ok(d.docker(*run, "front", "--name", "client", "-h", "clienthost", "busybox", "sleep", "300"))
     ok(d.docker(*run, "back", "--name", "db", "--dns", "127.0.0.53", "busybox", "sleep", "300"))
     web_ip = inspect(d, "web")["NetworkSettings"]["Networks"]["front"]["IPAddress"]
+    client = inspect(d, "client")
+    names = client["NetworkSettings"]["Networks"]["front"]["DNSNames"]
+    assert names == ["client", client["Id"][:12], "clienthost"]
+    client_ip = client["NetworkSettings"]["Networks"]["front"]["IPAddress"]
+    assert f"Address: {client_ip}" in ok(lookup(d, "web", "clienthost"))
     # by name and alias, answered by the resolver on the gateway
     out = ok(lookup(d, "client", "web"))
     assert "Server:\t\t10.80.0.1" in out and f"Address: {web_ip}" in out

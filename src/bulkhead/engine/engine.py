@@ -1855,7 +1855,7 @@ class Engine:
 
     def _network_settings(self, c: Container) -> dict[str, Any]:
         mode = str(c.host_config.get("NetworkMode") or "none")
-        networks = self.network.settings(c.id, c.name)
+        networks = self.network.settings(c.id, c.name, str(c.config.get("Hostname") or ""))
         if networks:
             top = networks.get("bridge") or {}
             live = c.state.running and self.network.is_live(c.id)

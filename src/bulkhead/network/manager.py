@@ -556,14 +556,20 @@ class NetworkManager:
 
     # -- views ----------------------------------------------------------------------------
 
-    def endpoint_doc(self, net: Network, ep: Endpoint, name: str) -> dict[str, Any]:
-        """A ``Networks.<name>`` entry of inspect (Docker's EndpointSettings)."""
+    def endpoint_doc(
+        self, net: Network, ep: Endpoint, name: str, hostname: str = ""
+    ) -> dict[str, Any]:
+        """A ``Networks.<name>`` entry of inspect (Docker's EndpointSettings); ``DNSNames``:
+        the name, aliases, short id and hostname, each once (what the resolver answers)."""
         pool4, pool6 = _pool(net, 4), _pool(net, 6)
         ipam_config = None
         if ep.static_ipv4 or ep.static_ipv6:
             ipam_config = {"IPv4Address": ep.static_ipv4, "IPv6Address": ep.static_ipv6}
         user_defined = net.name != "bridge"
-        dns_names = [name, *ep.aliases, ep.container_id[:12]] if user_defined else None
+        dns_names = None
+        if user_defined:
+            dns_names = list(dict.fromkeys(n for n in (name, *ep.aliases, ep.container_id[:12],
+                                                       hostname) if n))  # fmt: skip
         return {
             "IPAMConfig": ipam_config,
             "Links": None,
@@ -582,13 +588,15 @@ class NetworkManager:
             "DNSNames": dns_names,
         }
 
-    def settings(self, container_id: str, name: str) -> dict[str, dict[str, Any]]:
+    def settings(
+        self, container_id: str, name: str, hostname: str = ""
+    ) -> dict[str, dict[str, Any]]:
         """``Networks`` of inspect for a container on bridge networks: name -> endpoint."""
         out: dict[str, dict[str, Any]] = {}
         for ep in self.store.endpoints(container_id=container_id):
             net = self.store.find(ep.network_id)
             if net is not None:
-                out[net.name] = self.endpoint_doc(net, ep, name)
+                out[net.name] = self.endpoint_doc(net, ep, name, hostname)
         return out
 
     def network_doc(
