@@ -100,3 +100,21 @@ def test_sysctls() -> None:
         "net/ipv4/conf/br-a/route_localnet": "1",
     }
     assert sysctls(FirewallState(networks=NETS[2:])) == {}
+
+
+def test_apply_refuses_the_forbidden_namespace(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    import os
+
+    from bulkhead.network.firewall import apply
+
+    monkeypatch.setenv("BULKHEAD_FORBID_NETNS", str(os.stat("/proc/self/ns/net").st_ino))
+    ran = tmp_path / "ran"
+    nft = tmp_path / "nft"
+    nft.write_text(f"#!/bin/sh\ntouch {ran}\n")
+    nft.chmod(0o755)
+    for state in (FirewallState(networks=NETS), FirewallState()):
+        with pytest.raises(FirewallError, match="host's network namespace"):
+            apply(state, nft=str(nft), proc_sys=str(tmp_path))
+    assert not ran.exists()

@@ -308,8 +308,16 @@ def apply(state: FirewallState, *, nft: str = "nft", proc_sys: str = "/proc/sys"
     """Make the kernel's table exactly ``state`` (or delete it when empty), atomically.
 
     Runs in the calling process's network namespace: the daemon's (a test's
-    daemon runs inside the test's own namespace).
+    daemon runs inside the test's own namespace). Refuses, before touching
+    anything, in the namespace ``BULKHEAD_FORBID_NETNS`` names by inode (the
+    test suite's own, the host's).
     """
+    forbidden = os.environ.get("BULKHEAD_FORBID_NETNS", "")
+    if forbidden.isdigit() and os.stat("/proc/thread-self/ns/net").st_ino == int(forbidden):
+        raise FirewallError(
+            "refusing to change the firewall of the host's network namespace "
+            "(BULKHEAD_FORBID_NETNS): run the daemon in a namespace of its own"
+        )
     for path, value in sysctls(state).items():
         _write_sysctl(os.path.join(proc_sys, path), value)
     doc = json.dumps({"nftables": render(state)})
