@@ -52,12 +52,22 @@ def test_default_bridge_address_gateway_and_peer(ndaemon: Daemon) -> None:
     # the gateway is the bridge's address, in the daemon's namespace
     assert "inet 172.17.0.1/16" in d.in_netns("ip", "-o", "addr", "show", "bh0").stdout
     ok(d.docker("rm", "-f", "ca"))
-    left = [link["ifname"] for link in d.links() if link["ifname"].startswith("veth")]
-    assert left == []
+    assert wait_links(d, "veth") == []
 
 
 def links(d: Daemon, prefix: str) -> list[str]:
     return sorted(str(x["ifname"]) for x in d.links() if str(x["ifname"]).startswith(prefix))
+
+
+def wait_links(d: Daemon, prefix: str, count: int = 0) -> list[str]:
+    """The links named ``prefix...`` once there are ``count`` of them (a namespace's veths
+    go with it, a moment after its file is unmounted: the kernel's clean-up is deferred)."""
+    deadline = time.monotonic() + 20
+    found = links(d, prefix)
+    while len(found) != count and time.monotonic() < deadline:
+        time.sleep(0.05)
+        found = links(d, prefix)
+    return found
 
 
 def network_names(d: Daemon) -> list[str]:
@@ -104,7 +114,7 @@ def test_network_create_ls_inspect_static_ip_rm(ndaemon: Daemon) -> None:
     r = d.docker("run", "--rm", "--network", "front", "--ip", "10.50.0.7", "busybox", "true")
     assert r.returncode == 125 and "Address already in use" in r.stderr
     ok(d.docker("rm", "-f", "c1", "c2"))
-    assert links(d, "veth") == []
+    assert wait_links(d, "veth") == []
     ok(d.docker("network", "rm", "front"))
     assert links(d, "br-") == []
     assert network_names(d) == ["bridge", "host", "none"]
@@ -164,7 +174,7 @@ def test_connect_disconnect_live(ndaemon: Daemon) -> None:
     ok(d.docker("start", "later"))
     assert "10.70.0.2/24" in ok(d.docker("exec", "later", "ip", "-o", "addr", "show", "eth1"))
     ok(d.docker("rm", "-f", "live", "later"))
-    assert links(d, "veth") == []
+    assert wait_links(d, "veth") == []
 
 
 def test_restart_daemon_kill_and_removal(ndaemon: Daemon) -> None:
@@ -176,7 +186,7 @@ def test_restart_daemon_kill_and_removal(ndaemon: Daemon) -> None:
     assert inspect(d, "r2")["NetworkSettings"]["IPAddress"] == "172.17.0.3"
     assert "172.17.0.3/16" in ok(d.docker("exec", "r2", "ip", "-o", "addr", "show", "eth0"))
     ok(d.docker("stop", "-t", "0", "r2"))
-    assert len(links(d, "veth")) == 1  # a stopped container has no veth
+    assert len(wait_links(d, "veth", 1)) == 1  # a stopped container has no veth
     d.restart(kill=True)
     assert inspect(d, "r1")["NetworkSettings"]["IPAddress"] == "172.17.0.2"
     ok(d.docker("exec", "r1", "ping", "-c", "1", "-W", "5", "172.17.0.1"))
@@ -189,7 +199,7 @@ def test_restart_daemon_kill_and_removal(ndaemon: Daemon) -> None:
     ok(d.docker("run", "-d", "--name", "r4", "busybox", "sleep", "100"))
     assert inspect(d, "r4")["NetworkSettings"]["IPAddress"] == "172.17.0.2"
     ok(d.docker("rm", "-f", "r2", "r3", "r4"))
-    assert links(d, "veth") == []
+    assert wait_links(d, "veth") == []
 
 
 def test_default_pool_skips_routed_subnets_and_ipv6(ndaemon: Daemon) -> None:
@@ -302,7 +312,7 @@ def test_container_mode_host_mode_and_bridges_across_daemon_restarts(ndaemon: Da
     ok(d.docker("exec", "base", "ping", "-c", "1", "-W", "5", "172.17.0.1"))
     ok(d.docker("rm", "-f", "base"))
     ok(d.docker("network", "rm", "keep"))
-    assert links(d, "br-") == [] and links(d, "veth") == []
+    assert links(d, "br-") == [] and wait_links(d, "veth") == []
 
 
 def test_docker_py_networks(ndaemon: Daemon) -> None:

@@ -8,9 +8,10 @@
 *veth pair*
     two linked interfaces: the host side (``veth`` + 7 hex) is a port of
     the bridge, the peer moves into the container's namespace
-    (:mod:`bulkhead.network.netns`) and is renamed ``eth0`` (``eth1``...),
-    given its address, MAC and MTU, and (for the first network with a
-    gateway) the default route. Deleting the host side deletes both.
+    (:mod:`bulkhead.network.netns`) is made there as ``eth0`` (``eth1``...)
+    with its MAC and MTU, then gets its address and (for the first network
+    with a gateway) the default route. Deleting either side deletes both, and
+    so does the end of the container's namespace.
 *ip_forward*
     the bridge forwards between its ports by itself; routing between a
     bridge and other interfaces needs ``net.ipv4.ip_forward=1`` in the
@@ -70,11 +71,27 @@ def random_mac() -> str:
     return ":".join(f"{o:02x}" for o in octets)
 
 
-def ensure_bridge(name: str, addresses: list[Address], mtu: int = 0) -> None:
-    """The bridge ``name`` exists, is up, holds ``addresses`` and the MTU; ip_forward on."""
+class NotABridge(Exception):
+    """An interface of that name exists and is not a bridge (it is never touched)."""
+
+
+def ensure_bridge(name: str, addresses: list[Address], mtu: int = 0) -> bool:
+    """The bridge ``name`` exists, is up, holds ``addresses`` and the MTU; ip_forward on.
+
+    True when it was made here. An existing interface of that name that is not
+    a bridge raises :class:`NotABridge` before anything changes.
+    """
+    created = False
     with IPRoute() as ipr:
         idx = _lookup(ipr, name)
+        if idx is not None:
+            (link,) = ipr.get_links(idx)
+            info = link.get_attr("IFLA_LINKINFO")
+            kind = info.get_attr("IFLA_INFO_KIND") if info is not None else None
+            if kind != "bridge":
+                raise NotABridge(f"interface {name} exists and is not a bridge ({kind or 'none'})")
         if idx is None:
+            created = True
             try:
                 # A MAC of its own (as Docker's): else the bridge takes its ports' lowest one,
                 # and it changes when a container joins or leaves; a neighbour's cached entry
@@ -94,6 +111,7 @@ def ensure_bridge(name: str, addresses: list[Address], mtu: int = 0) -> None:
     _sysctl("net/ipv4/ip_forward", "1")
     if any(a.family == 10 for a in addresses):
         _sysctl("net/ipv6/conf/all/forwarding", "1")
+    return created
 
 
 def delete_link(name: str) -> None:
@@ -131,28 +149,37 @@ class EndpointSpec:
 
 
 def add_endpoint(ns_path: str, spec: EndpointSpec) -> None:
-    """A veth pair: host side on ``spec.bridge``, peer in ``ns_path`` as ``spec.ifname``."""
+    """A veth pair: host side on ``spec.bridge``, peer made in ``ns_path`` as ``spec.ifname``.
+
+    The peer is created in the container's namespace with its name, MAC and
+    MTU in the same request (moving and renaming an interface afterwards
+    costs an RCU grace period each, ~20 ms); then, inside, the loopback, the
+    addresses, the link and the routes.
+    """
     mtu = spec.mtu or DEFAULT_MTU
-    peer_tmp = "bhp" + secrets.token_hex(5)
     with IPRoute() as ipr:
         bridge_idx = _lookup(ipr, spec.bridge)
         if bridge_idx is None:
             raise RuntimeError(f"bridge {spec.bridge} does not exist")
-        ipr.link("add", ifname=spec.host_ifname, kind="veth", peer={"ifname": peer_tmp})
+        fd = os.open(ns_path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            ipr.link(
+                "add",
+                ifname=spec.host_ifname,
+                kind="veth",
+                mtu=mtu,
+                master=bridge_idx,
+                peer={"ifname": spec.ifname, "net_ns_fd": fd, "address": spec.mac, "mtu": mtu},
+            )
+        finally:
+            os.close(fd)
         try:
             host_idx = _lookup(ipr, spec.host_ifname)
-            peer_idx = _lookup(ipr, peer_tmp)
-            assert host_idx is not None and peer_idx is not None
-            ipr.link("set", index=host_idx, master=bridge_idx, mtu=mtu)
+            assert host_idx is not None
             # hairpin: the bridge may send a frame back out of the port it came in by, for a
             # container that reaches its own published port by a host address (the DNAT
             # sends it back where it came from), as Docker without its proxy and podman do
             ipr.brport("set", index=host_idx, mode=1)
-            fd = os.open(ns_path, os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                ipr.link("set", index=peer_idx, net_ns_fd=fd)
-            finally:
-                os.close(fd)
             ipr.link("set", index=host_idx, state="up")
         except BaseException:
             with contextlib.suppress(NetlinkError):
@@ -164,9 +191,11 @@ def add_endpoint(ns_path: str, spec: EndpointSpec) -> None:
             _sysctl("net/ipv6/conf/all/disable_ipv6", "0")
             _sysctl("net/ipv6/conf/default/disable_ipv6", "0")
         with IPRoute() as ipr:
-            idx = _lookup(ipr, peer_tmp)
+            lo = _lookup(ipr, "lo")
+            if lo is not None:
+                ipr.link("set", index=lo, state="up")
+            idx = _lookup(ipr, spec.ifname)
             assert idx is not None
-            ipr.link("set", index=idx, ifname=spec.ifname, address=spec.mac, mtu=mtu)
             for a in (spec.ipv4, spec.ipv6):
                 if a is not None:
                     _add_addr(ipr, idx, a)

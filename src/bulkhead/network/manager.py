@@ -170,6 +170,7 @@ class NetworkManager:
             self._create(
                 "bridge",
                 predefined=True,
+                up=False,
                 options={
                     "com.docker.network.bridge.default_bridge": "true",
                     "com.docker.network.bridge.enable_icc": "true",
@@ -193,15 +194,20 @@ class NetworkManager:
                 log.exception("could not set up the bridge of network %s", net.name)
         self.nat.restore()
 
-    def _bridge_up(self, net: Network) -> None:
+    def _bridge_up(self, net: Network) -> bool:
+        """The network's bridge up (made when missing); True when made here."""
         self._guard()
         addresses = [
             bridge.Address(p.gateway, ipaddress.ip_network(p.subnet).prefixlen)
             for p in net.pools
             if p.gateway
         ]
-        bridge.ensure_bridge(net.bridge, addresses, net.mtu)
+        try:
+            created = bridge.ensure_bridge(net.bridge, addresses, net.mtu)
+        except bridge.NotABridge as exc:
+            raise NetworkConflict(str(exc)) from None
         self._hooks(self.on_network_up, net)
+        return created
 
     # -- networks --------------------------------------------------------------------
 
@@ -268,6 +274,7 @@ class NetworkManager:
         pools: builtins.list[Pool] | None = None,
         options: dict[str, str] | None = None,
         labels: dict[str, str] | None = None,
+        up: bool = True,
     ) -> Network:
         options = dict(options or {})
         net_id = new_id()
@@ -320,13 +327,23 @@ class NetworkManager:
             for p in checked:
                 if p.gateway:
                     self.store.allocate(db, net.id, p.gateway, "gateway")
+        if not up:  # a pre-defined network's record: its bridge comes with the daemon's start
+            return net
+        existed = False
         try:
+            existed = bridge.link_exists(net.bridge)
             self._bridge_up(net)
         except BaseException:
-            bridge.delete_link(net.bridge)
+            if not existed:
+                with contextlib.suppress(Exception):
+                    bridge.delete_link(net.bridge)
             with self.store.tx() as db:
                 self.store.remove_network(db, net.id)
             raise
+        if existed:
+            net.foreign_bridge = True
+            with self.store.tx() as db:
+                self.store.put_network(db, net)
         self._emit("create", net)
         return net
 
@@ -340,7 +357,8 @@ class NetworkManager:
                 f"error while removing network: network {net.name} id {net.id} has active endpoints"
             )
         self._hooks(self.on_network_down, net)
-        bridge.delete_link(net.bridge)
+        if not net.foreign_bridge:
+            bridge.delete_link(net.bridge)
         with self.store.tx() as db:
             self.store.remove_network(db, net.id)
         self._emit("destroy", net)
@@ -479,7 +497,7 @@ class NetworkManager:
         self.down(container_id, quiet=True)
         self._guard()
         path = self.ns_path(container_id)
-        netns.create(path)
+        netns.create(path, loopback=False)  # lo comes up with the first endpoint
         try:
             for ep in eps:
                 self.connect_live(container_id, ep)
@@ -536,19 +554,24 @@ class NetworkManager:
             self._hooks(self.on_endpoint_down, net, ep)
 
     def down(self, container_id: str, *, quiet: bool = False) -> None:
-        """Container exit/removal: the veths and the namespace go; the addresses stay."""
+        """Container exit/removal: the namespace goes, and its veths with it; the addresses stay.
+
+        The container's processes are gone: unmounting the namespace file drops
+        its last reference and the kernel deletes the namespace and the veth
+        pairs in it by itself, a moment later (deleting each veth here would
+        cost an RCU grace period, ~20 ms, on the container's way out).
+        ``quiet``: no ``disconnect`` events or hooks (a stale sandbox cleared).
+        """
         for ep in self.store.endpoints(container_id=container_id):
-            if ep.host_ifname:
-                try:
-                    if quiet:
-                        bridge.delete_link(ep.host_ifname)
-                        ep.host_ifname = ep.ifname = ""
-                        with self.store.tx() as db:
-                            self.store.put_endpoint(db, ep)
-                    else:
-                        self.disconnect_live(container_id, ep)
-                except Exception:
-                    log.exception("removing the veth of %s", container_id[:12])
+            if not ep.host_ifname:
+                continue
+            ep.host_ifname = ep.ifname = ""
+            with self.store.tx() as db:
+                self.store.put_endpoint(db, ep)
+            net = self.store.find(ep.network_id)
+            if net is not None and not quiet:
+                self._emit("disconnect", net, container=container_id)
+                self._hooks(self.on_endpoint_down, net, ep)
         netns.remove(self.ns_path(container_id))
 
     def is_live(self, container_id: str) -> bool:

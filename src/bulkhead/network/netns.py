@@ -64,8 +64,12 @@ def run_in(path: str | None, fn: Callable[[], T]) -> T:
     return result[0]
 
 
-def create(path: Path) -> None:
-    """Make a new network namespace bound at ``path``, its loopback up (no-op if it exists)."""
+def create(path: Path, *, loopback: bool = True) -> None:
+    """Make a new network namespace bound at ``path``, its loopback up (no-op if it exists).
+
+    ``loopback`` False leaves ``lo`` down (the bridge driver brings it up with
+    the first endpoint, saving a netlink socket).
+    """
     if path.exists() and os.path.ismount(path):
         return
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o711)
@@ -73,6 +77,8 @@ def create(path: Path) -> None:
 
     def bind() -> None:
         mnt.mount("/proc/thread-self/ns/net", path, None, MS_BIND)
+        if not loopback:
+            return
         from pyroute2 import IPRoute
 
         with IPRoute() as ipr:

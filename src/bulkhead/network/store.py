@@ -69,6 +69,9 @@ class Network(msgspec.Struct, kw_only=True):
     bridge: str = ""
     mtu: int = 0
     predefined: bool = False
+    #: the bridge existed before the network (``-o com.docker.network.bridge.name=``
+    #: naming one): never deleted by bulkhead
+    foreign_bridge: bool = False
 
 
 class Endpoint(msgspec.Struct, kw_only=True):
