@@ -341,3 +341,19 @@ def test_docker_py_networks(ndaemon: Daemon) -> None:
     assert [n.name for n in client.networks.list(names=["pynet"])] == []
     with pytest.raises(docker.errors.NotFound):
         client.networks.get("pynet")
+
+
+def test_bridge_name_option_never_takes_or_deletes_others_interfaces(ndaemon: Daemon) -> None:
+    d = ndaemon
+    d.in_netns("ip", "link", "add", "plain0", "type", "veth", "peer", "name", "plain1", check=True)
+    d.in_netns("ip", "link", "add", "mybr", "type", "bridge", check=True)
+    r = d.docker("network", "create", "-o", "com.docker.network.bridge.name=plain0", "bad")
+    assert r.returncode != 0 and "interface plain0 exists and is not a bridge" in r.stderr
+    assert "inet" not in d.in_netns("ip", "-o", "addr", "show", "plain0").stdout
+    assert "bad" not in network_names(d)
+    ok(d.docker("network", "create", "-o", "com.docker.network.bridge.name=mybr", "--subnet",
+                "10.95.0.0/24", "theirs"))  # fmt: skip
+    assert "inet 10.95.0.1/24" in d.in_netns("ip", "-o", "addr", "show", "mybr").stdout
+    ok(d.docker("network", "rm", "theirs"))
+    assert links(d, "mybr") == ["mybr"]  # an existing bridge stays, without our address
+    assert "10.95.0.1" not in d.in_netns("ip", "-o", "addr", "show", "mybr").stdout

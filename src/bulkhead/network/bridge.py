@@ -123,6 +123,17 @@ def delete_link(name: str) -> None:
                 ipr.link("del", index=idx)
 
 
+def remove_addresses(name: str, addresses: list[Address]) -> None:
+    """Take ``addresses`` off interface ``name`` (fine when it or they are gone)."""
+    with IPRoute() as ipr:
+        idx = _lookup(ipr, name)
+        if idx is None:
+            return
+        for a in addresses:
+            with contextlib.suppress(NetlinkError):
+                ipr.addr("del", index=idx, address=a.address, prefixlen=a.prefixlen)
+
+
 def link_exists(name: str) -> bool:
     with IPRoute() as ipr:
         return _lookup(ipr, name) is not None

@@ -194,14 +194,18 @@ class NetworkManager:
                 log.exception("could not set up the bridge of network %s", net.name)
         self.nat.restore()
 
-    def _bridge_up(self, net: Network) -> bool:
-        """The network's bridge up (made when missing); True when made here."""
-        self._guard()
-        addresses = [
+    @staticmethod
+    def _gateway_addresses(net: Network) -> builtins.list[bridge.Address]:
+        return [
             bridge.Address(p.gateway, ipaddress.ip_network(p.subnet).prefixlen)
             for p in net.pools
             if p.gateway
         ]
+
+    def _bridge_up(self, net: Network) -> bool:
+        """The network's bridge up (made when missing); True when made here."""
+        self._guard()
+        addresses = self._gateway_addresses(net)
         try:
             created = bridge.ensure_bridge(net.bridge, addresses, net.mtu)
         except bridge.NotABridge as exc:
@@ -359,6 +363,8 @@ class NetworkManager:
         self._hooks(self.on_network_down, net)
         if not net.foreign_bridge:
             bridge.delete_link(net.bridge)
+        else:  # someone else's bridge: only the gateway addresses go
+            bridge.remove_addresses(net.bridge, self._gateway_addresses(net))
         with self.store.tx() as db:
             self.store.remove_network(db, net.id)
         self._emit("destroy", net)
