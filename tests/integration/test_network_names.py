@@ -156,6 +156,12 @@ def test_user_network_names_aliases_isolation_and_forwarding(rdaemon: Any) -> No
     assert r.returncode != 0 and "NXDOMAIN" in r.stdout + r.stderr
     # an outside name is forwarded to the upstream (the fake one in this namespace)
     assert "Address: 192.0.2.7" in ok(lookup(d, "client", "outside.test"))
+    # a legacy link on a user network: an alias for the linking container only
+    out = ok(d.docker("run", "--rm", "--network", "front", "--link", "web:webby", "busybox",
+                      "nslookup", "-type=a", "webby"))  # fmt: skip
+    assert f"Address: {web_ip}" in out
+    r = lookup(d, "client", "webby")
+    assert r.returncode != 0 and "NXDOMAIN" in r.stdout + r.stderr
     # --network container:client shares client's files, so its names too
     out = ok(d.docker("run", "--rm", "--network", "container:client", "busybox", "sh", "-c",
                       "cat /etc/resolv.conf; nslookup -type=a www"))  # fmt: skip
