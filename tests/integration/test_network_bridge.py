@@ -159,6 +159,9 @@ def test_connect_disconnect_live(ndaemon: Daemon) -> None:
     nets = inspect(d, "live")["NetworkSettings"]["Networks"]
     assert sorted(nets) == ["bridge", "side"]
     assert nets["side"]["Aliases"] == ["al"] and nets["side"]["IPAddress"] == "10.70.0.9"
+    for key in ("side", nets["side"]["NetworkID"], "bridge"):
+        out = ok(d.docker("ps", "--filter", f"network={key}", "--format", "{{.Names}}"))
+        assert out.split() == ["live"], key
     # the default route stays on the first network
     assert "default via 172.17.0.1" in ok(d.docker("exec", "live", "ip", "route"))
     r = d.docker("network", "connect", "side", "live")

@@ -2023,12 +2023,17 @@ class Engine:
             elif key == "health":
                 if health.filter_status(c) not in values:
                     return False
-            elif key in ("network", "publish", "expose", "isolation", "is-task"):
-                if (
-                    key == "network"
-                    and str(c.host_config.get("NetworkMode") or "none") not in values
-                ):
+            elif key == "network":
+                # Docker's keys: a connected network's name or id (or the mode: none, host)
+                keys = {str(c.host_config.get("NetworkMode") or "none")}
+                for ep in self.network.endpoints(c.id):
+                    net = self.network.store.find(ep.network_id)
+                    if net is not None:
+                        keys |= {net.name, net.id}
+                if not any(v in keys for v in values):
                     return False
+            elif key in ("publish", "expose", "isolation", "is-task"):
+                pass
             else:
                 raise SpecError(f"invalid filter '{key}'")
         return True

@@ -11,7 +11,9 @@ container's **Config** (``Image``, ``Cmd``, ``Entrypoint``, ``Env``,
     ...), storage (``Binds``, ``Mounts``, ``Tmpfs``, ``VolumesFrom``),
     ``LogConfig``, ``RestartPolicy``, ``AutoRemove``, ``Runtime``, ``Init``.
 *NetworkingConfig*
-    per-network endpoint settings (unused until networking lands).
+    per-network endpoint settings (``EndpointsConfig``: ``IPAMConfig``,
+    ``Aliases``, ``MacAddress``), used by the engine when it attaches the
+    container at create.
 
 The docker CLI sends every field (zeros, empty strings and ``null`` for what
 the user did not set: ``tests/unit/data/create_requests`` holds what docker
@@ -104,8 +106,9 @@ class CreateRequest(msgspec.Struct, kw_only=True):
     (``Cmd``/``Entrypoint`` as lists or None, ``Env`` a list, ``Labels`` a
     dict, ``Volumes`` a dict: only what the request said; the engine merges
     the image's defaults). ``host_config`` is Docker's *HostConfig* with
-    Docker's defaults filled in (``NetworkMode`` "none" for "default"; "bridge"
-    is kept, and runs as "none" until the bridge driver lands),
+    Docker's defaults filled in (``NetworkMode`` "default" for none given: the
+    engine makes it "bridge", or "none" for a daemon without the default
+    bridge network; a network name is kept, the engine looks it up),
     ``RestartPolicy``, ``LogConfig``). ``options`` is what
     :func:`~bulkhead.engine.spec.build_spec` takes; ``options.init_path`` is
     :data:`INIT_PATH` when ``Init`` is set. ``log_max_size``/``log_max_files``
