@@ -523,3 +523,34 @@ def test_udp_port_follows_a_new_container(net: Net) -> None:
             server.kill()
             server.wait()
     ok(d.docker("rm", "-f", "u2"))
+
+
+def test_a_host_firewall_drop_is_not_bypassed(net: Net) -> None:
+    """A forward drop of the host's own table wins over published ports, rewrites included."""
+    d = net.d
+    cid = ok(
+        d.docker("run", "-d", "--name", "web", "-p", "8080:80", "busybox", "sh", "-c", HTTPD)
+    ).strip()
+    want = f"hello-{cid[:12]}"
+    assert net.wait_fetch("out", HOST_IP, 8080, want) == want
+    hostfw = (
+        "table inet hostfw {\n chain forward {\n  type filter hook forward priority 0; policy accept;\n"
+        "  meta l4proto tcp ct original proto-dst 8080 drop\n }\n}\n"
+    )
+    ok(_nft_file(d, hostfw))
+    assert net.fetch("out", HOST_IP, 8080).startswith("error=")
+    assert net.fetch("host", "127.0.0.1", 8080) == want  # the host's own: not forwarded
+    # bulkhead rewrites its table (another container publishes): the host's drop stays in force
+    cid2 = ok(
+        d.docker("run", "-d", "--name", "web2", "-p", "8081:80", "busybox", "sh", "-c", HTTPD)
+    ).strip()
+    assert net.wait_fetch("out", HOST_IP, 8081, f"hello-{cid2[:12]}") == f"hello-{cid2[:12]}"
+    assert net.fetch("out", HOST_IP, 8080).startswith("error=")
+    assert "proto-dst 8080 drop" in str(d.in_netns("nft", "list", "table", "inet", "hostfw").stdout)
+    ok(d.docker("rm", "-f", "web", "web2"))
+
+
+def _nft_file(d: Daemon, text: str) -> subprocess.CompletedProcess[str]:
+    path = d.root.parent / "hostfw.nft"
+    path.write_text(text)
+    return d.in_netns("nft", "-f", str(path))
