@@ -253,6 +253,20 @@ def test_port_ranges_publish_all_and_udp(net: Net) -> None:
     finally:
         server.kill()
         server.wait()
+
+    # ps filters: publish= a host port, expose= a container port (ranges, protocols)
+    def names(*filters: str) -> list[str]:
+        args = [a for f in filters for a in ("--filter", f)]
+        return sorted(ok(d.docker("ps", *args, "--format", "{{.Names}}")).split())
+
+    assert names("publish=9001") == ["rng"]
+    assert names("publish=8053/udp") == ["dns"]
+    assert names("publish=8053") == []
+    assert names("expose=80") == ["pall", "rng"]
+    assert names("expose=50-53/udp") == ["dns"]
+    assert names(f"publish={host_port}-{host_port}/tcp") == ["pall"]
+    r = d.docker("ps", "--filter", "publish=1.2.3.4:80")
+    assert r.returncode != 0 and "should not contain ':'" in r.stderr
     ok(d.docker("rm", "-f", "rng", "pall", "dns"))
     assert "dnat ip to" not in net.nft()
 

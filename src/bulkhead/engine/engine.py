@@ -2032,7 +2032,17 @@ class Engine:
                         keys |= {net.name, net.id}
                 if not any(v in keys for v in values):
                     return False
-            elif key in ("publish", "expose", "isolation", "is-task"):
+            elif key in ("publish", "expose"):
+                # Docker's: a published (host) port or an exposed (container) port of the
+                # running container's Ports, ``80``, ``8080/udp``, ``8000-8010/tcp``
+                ports = self.network.nat.summary_ports(c.id) if c.state.running else []
+                if key == "publish":
+                    have = {f"{p['PublicPort']}/{p['Type']}" for p in ports if p.get("PublicPort")}
+                else:
+                    have = {f"{p['PrivatePort']}/{p['Type']}" for p in ports}
+                if not have & _port_filter(key, values):
+                    return False
+            elif key in ("isolation", "is-task"):
                 pass
             else:
                 raise SpecError(f"invalid filter '{key}'")
@@ -2631,6 +2641,20 @@ def _update_error(container_id: str, exc: RuntimeRefused) -> BulkheadError:
     if busy:
         return UpdateConflict(message)
     return SpecError(message)
+
+
+def _port_filter(key: str, values: builtins.list[str]) -> set[str]:
+    """moby's ``portOp``: ``80``, ``80/udp``, ``8000-8010/tcp`` → port keys."""
+    out: set[str] = set()
+    for value in values:
+        if ":" in value:
+            raise SpecError(f"filter for '{key}' should not contain ':': {value}")
+        port, _, proto = value.partition("/")
+        lo, sep, hi = port.partition("-")
+        if not lo.isdigit() or (sep and not hi.isdigit()) or int(hi or lo) < int(lo):
+            raise SpecError(f"error while looking up for {key} {value}: invalid port {port!r}")
+        out |= {f"{p}/{proto or 'tcp'}" for p in range(int(lo), int(hi or lo) + 1)}
+    return out
 
 
 _LIST_FILTERS = frozenset(
