@@ -14,7 +14,7 @@ STATE := $(VENV)/.installed
 # What `make run` needs on a fresh machine.
 RUN_DEBS := python3 python3-venv python3-pip busybox-static libseccomp2 procps tini gcc libc6-dev
 # What the test suite needs on top: real peers to compare with and drive us.
-TEST_DEBS := $(RUN_DEBS) runc crun podman containerd uidmap iproute2 nftables hyperfine docker-registry apache2-utils skopeo umoci
+TEST_DEBS := $(RUN_DEBS) runc crun podman containerd uidmap iproute2 nftables hyperfine docker-registry apache2-utils skopeo umoci iperf3
 
 # The cgroup v2 lane: this project's machines are cgroup v1 hybrids, so the
 # tests that need a cgroup-v2-only kernel run in a throwaway QEMU guest (see
@@ -29,7 +29,7 @@ CGROUPV2_TESTS := tests/cgroupv2 \
 	tests/integration/test_rootfs.py::test_cgroup_v2_fresh_mount_in_cgroup_namespace \
 	tests/integration/test_rootfs.py::test_cgroup_v2_bind_of_own_cgroup
 
-.PHONY: run run-runtime test deps test-deps lint typecheck pytest test-cgroupv2 bench bench-cgroups bench-layers bench-pull bench-engine bench-monitor bench-stats clean
+.PHONY: run run-runtime test deps test-deps lint typecheck pytest test-cgroupv2 bench bench-cgroups bench-layers bench-pull bench-engine bench-engine-debs bench-network bench-monitor bench-stats clean
 
 $(STATE): pyproject.toml
 	@need=""; for p in $(RUN_DEBS); do dpkg -s $$p >/dev/null 2>&1 || need="$$need $$p"; done; \
@@ -106,7 +106,7 @@ bench-pull: test-deps
 # dockerd on temporary roots); /usr/local/bin/docker, the 28.2 client, stays first on PATH.
 BENCH_ENGINE_DEBS := docker.io
 
-bench-engine: test-deps
+bench-engine-debs:
 	@need=""; for p in $(BENCH_ENGINE_DEBS); do dpkg -s $$p >/dev/null 2>&1 || need="$$need $$p"; done; \
 	if [ -n "$$need" ]; then \
 	  echo "apt: installing$$need (services not started)"; \
@@ -116,7 +116,15 @@ bench-engine: test-deps
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$need; \
 	  rc=$$?; if [ -n "$$guard" ]; then rm -f /usr/sbin/policy-rc.d; fi; exit $$rc; \
 	fi
+
+bench-engine: test-deps bench-engine-debs
 	$(PY) bench/engine_run.py
+
+# What a bridge network adds to `run --rm busybox true` (bridge vs none) for bulkhead, podman
+# and dockerd, each inside a network namespace of the benchmark's own; iperf3 throughput
+# container<->container and through a published port, against the namespace's loopback.
+bench-network: test-deps bench-engine-debs
+	$(PY) bench/network.py
 
 # Memory of the per-container monitor: bulkhead's (in-process runtime and runc) vs podman's
 # conmon vs containerd-shim-runc-v2, 20 sleeping busybox containers each (PSS/RSS/USS).

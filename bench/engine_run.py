@@ -12,7 +12,9 @@ the host is read or changed:
     ``python -m bulkhead.daemon`` on a temporary data root, exec root and
     unix socket, driven by bulkhead's own CLI (``.venv/bin/bulkhead``) and,
     as a second subject, by the stock ``docker`` 28.2 CLI (the same daemon:
-    the difference is the client's start-up).
+    the difference is the client's start-up). Its daemon.json says
+    ``"bridge": "none"``: no default bridge network (no ``bh0``) in the host's
+    namespace.
 ``podman``
     ``podman --root/--runroot/--tmpdir/--network-config-dir <tmp>`` with
     ``CONTAINERS_CONF`` pointing at a temporary containers.conf (the
@@ -398,6 +400,13 @@ class Engine:
         self.archive = archive
         self.env = env
         self.versions: dict[str, str] = {}
+        #: A network namespace (its name under /run/netns) the engine runs in, with its bridge
+        #: networks (bench/network.py); None: the host's, where it makes no network at all.
+        self.netns: str | None = None
+
+    def enter(self) -> list[str]:
+        """The argv prefix that runs the engine's daemon (or podman) in :attr:`netns`."""
+        return ["nsenter", f"--net=/run/netns/{self.netns}"] if self.netns else []
 
     def start(self) -> list[Client]:
         raise NotImplementedError
@@ -453,14 +462,16 @@ class Bulkhead(Engine):
         config = self.work / "daemon.json"
         host = f"unix://{self.sock}"
         cmd = [
-            str(PYTHON), "-m", "bulkhead.daemon", "--host", host, "--data-root", str(self.root),
+            *self.enter(), str(PYTHON), "-m", "bulkhead.daemon", "--host", host, "--data-root", str(self.root),
             "--exec-root", str(self.exec_root), "--config-file", str(config),
         ]  # fmt: skip
         # Our containers' cgroups in a subtree of /bulkhead of our own (test sessions leave
         # /bulkhead alone while we hold their lock); a daemon without Docker's
         # "cgroup-parent" key refuses it: then without.
+        # In the host's namespace: no default bridge network (no bh0 on the host).
+        bridge = {} if self.netns else {"bridge": "none"}
         for settings in ({"cgroup-parent": f"/{BULKHEAD_CGROUP_PARENT}"}, {}):
-            config.write_text(json.dumps(settings) + "\n")
+            config.write_text(json.dumps(settings | bridge) + "\n")
             with open(self.log, "ab") as log:
                 self.proc = subprocess.Popen(
                     cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True
@@ -580,7 +591,7 @@ class Podman(Engine):
         )
         env = dict(self.env, CONTAINERS_CONF=str(conf))
         base = [
-            str(PODMAN), "--root", str(self.work / "root"), "--runroot", str(self.run_root / "run"),
+            *self.enter(), str(PODMAN), "--root", str(self.work / "root"), "--runroot", str(self.run_root / "run"),
             "--tmpdir", str(self.run_root / "tmp"), "--storage-driver", "overlay",
             "--network-config-dir", str(self.work / "net"),
         ]  # fmt: skip
@@ -636,12 +647,14 @@ class Dockerd(Engine):
         # The trust key would otherwise go to /etc/docker/key.json.
         config.write_text(json.dumps({"deprecated-key-path": str(self.work / "key.json")}) + "\n")
         cmd = [
-            str(DOCKERD), "--data-root", str(self.work / "data"), "--exec-root",
+            *self.enter(), str(DOCKERD), "--data-root", str(self.work / "data"), "--exec-root",
             str(self.exec_root / "x"), "-H", f"unix://{self.sock}", "--pidfile", str(self.pidfile),
-            "--config-file", str(config), "--iptables=false", "--ip6tables=false",
-            "--bridge=none", "--ip-forward=false", "--ip-masq=false", "--userland-proxy=false",
+            "--config-file", str(config), "--userland-proxy=false",
             "--storage-driver", "overlay2", "--log-level", "warn",
         ]  # fmt: skip
+        if not self.netns:  # the host's namespace: no firewall rules, no docker0, no sysctl
+            cmd += ["--iptables=false", "--ip6tables=false", "--bridge=none"]
+            cmd += ["--ip-forward=false", "--ip-masq=false"]
         if SYSTEM_CONTAINERD_SOCK.exists():
             # dockerd attaches to a system containerd when that socket exists; use our own.
             cmd += ["--containerd", str(self.start_containerd())]
