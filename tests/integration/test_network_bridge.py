@@ -171,6 +171,17 @@ def test_connect_disconnect_live(ndaemon: Daemon) -> None:
     assert r.returncode != 0
     assert sorted(inspect(d, "live")["NetworkSettings"]["Networks"]) == ["bridge"]
     assert len(links(d, "veth")) == 1
+    # disconnected from every network, a container starts again with a loopback only
+    ok(d.docker("run", "-d", "--name", "alone", "--network", "side", "busybox", "sleep", "100"))
+    ok(d.docker("network", "disconnect", "side", "alone"))
+    ok(d.docker("restart", "-t", "0", "alone"))
+    assert ok(d.docker("exec", "alone", "ls", "/sys/class/net")).split() == ["lo"]
+    assert inspect(d, "alone")["NetworkSettings"]["Networks"] == {}
+    ok(d.docker("create", "--name", "never", "--network", "side", "busybox", "sleep", "100"))
+    ok(d.docker("network", "disconnect", "side", "never"))
+    ok(d.docker("start", "never"))
+    assert ok(d.docker("exec", "never", "ls", "/sys/class/net")).split() == ["lo"]
+    ok(d.docker("rm", "-f", "alone", "never"))
     # a stopped container: connected now, plugged in at its start
     ok(d.docker("create", "--name", "later", "busybox", "sleep", "100"))
     ok(d.docker("network", "connect", "side", "later"))

@@ -931,6 +931,10 @@ class Engine:
             except BaseException:
                 self.network.down(c.id, quiet=True)
                 raise
+        elif self._network_namespace(c.id, str(c.host_config.get("NetworkMode") or "none")):
+            # on a bridge network and disconnected from every network since: the namespace
+            # its spec names, with only a loopback (as Docker's container without networks)
+            self.network.up(c.id, empty_ok=True)
 
     def _publish_ports(self, c: Container) -> None:
         """The container's published ports: host ports held, their nft rules in (or a 500
@@ -1045,7 +1049,8 @@ class Engine:
             # the root still mounted (an overlay: ismount sees it); the hooks remain.
             self._fresh.discard(c.id)
             self._refresh_namespaces(c)
-            if self.network.has_endpoints(c.id):
+            mode = str(c.host_config.get("NetworkMode") or "none")
+            if mode not in ("none", "host") and not mode.startswith("container:"):
                 await asyncio.to_thread(self._prepare_network, c)
         else:
             self._fresh.discard(c.id)

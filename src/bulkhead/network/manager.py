@@ -495,15 +495,18 @@ class NetworkManager:
     def has_endpoints(self, container_id: str) -> bool:
         return bool(self.store.endpoints(container_id=container_id))
 
-    def up(self, container_id: str) -> None:
-        """Container start: its namespace and a veth per endpoint (what a last run left, gone)."""
+    def up(self, container_id: str, *, empty_ok: bool = False) -> None:
+        """Container start: its namespace and a veth per endpoint (what a last run left, gone).
+
+        ``empty_ok``: make the namespace (a loopback only) even without endpoints.
+        """
         eps = self.store.endpoints(container_id=container_id)
-        if not eps:
+        if not eps and not empty_ok:
             return
         self.down(container_id, quiet=True)
         self._guard()
         path = self.ns_path(container_id)
-        netns.create(path, loopback=False)  # lo comes up with the first endpoint
+        netns.create(path, loopback=not eps)  # else lo comes up with the first endpoint
         try:
             for ep in eps:
                 self.connect_live(container_id, ep)
