@@ -9,6 +9,7 @@ containers; every ``nft`` runs in the daemon's namespace.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -568,3 +569,31 @@ def _nft_file(d: Daemon, text: str) -> subprocess.CompletedProcess[str]:
     path = d.root.parent / "hostfw.nft"
     path.write_text(text)
     return d.in_netns("nft", "-f", str(path))
+
+
+def test_docker_py_ports(net: Net) -> None:
+    import docker  # type: ignore[import-untyped]
+
+    client = net.d.client()
+    c = client.containers.run(
+        "busybox",
+        ["sh", "-c", HTTPD],
+        detach=True,
+        ports={"80/tcp": 8080, "81/tcp": ("127.0.0.1", None)},
+    )
+    try:
+        c.reload()
+        assert c.ports["80/tcp"] == [{"HostIp": "0.0.0.0", "HostPort": "8080"}]
+        [local] = c.ports["81/tcp"]
+        assert local["HostIp"] == "127.0.0.1" and int(local["HostPort"]) >= 1024
+        want = f"hello-{c.id[:12]}"
+        assert net.wait_fetch("out", HOST_IP, 8080, want) == want
+        assert client.api.port(c.id, 80) == [{"HostIp": "0.0.0.0", "HostPort": "8080"}]
+        with pytest.raises(docker.errors.APIError, match="port is already allocated"):
+            client.containers.run(
+                "busybox", ["sleep", "100"], detach=True, ports={"80/tcp": 8080}, name="dup"
+            )
+    finally:
+        c.remove(force=True)
+        with contextlib.suppress(Exception):
+            client.containers.get("dup").remove(force=True)
