@@ -6,7 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from bulkhead.errors import NetworkConflict, NetworkForbidden, NoSuchNetwork, SpecError
+from bulkhead.errors import (
+    NetworkConflict,
+    NetworkForbidden,
+    NoSuchNetwork,
+    SpecError,
+    UnsupportedError,
+)
 from bulkhead.network.manager import NetworkManager
 from bulkhead.network.store import Network, Pool
 
@@ -23,6 +29,7 @@ def manager(tmp_path: Path) -> NetworkManager:
             bridge="bh0" if name == "bridge" else "br-x",
             pools=[Pool(subnet=subnet, gateway=subnet.replace("0/", "1/").split("/")[0])],
             predefined=name == "bridge",
+            created="2026-11-30T12:00:00.000000000Z",
         )
         with m.store.tx() as db:
             m.store.add_network(db, net)
@@ -91,3 +98,19 @@ def test_collect_forgets_endpoints_of_unknown_containers(tmp_path: Path) -> None
     # a new manager on the same root (a restarted daemon) keeps C1's address
     again = NetworkManager(tmp_path / "root", tmp_path / "exec", default_bridge="none")
     assert again.endpoints(C1)[0].ipv4 == "172.17.0.2"
+
+
+def test_prune_filters(tmp_path: Path) -> None:
+    m = manager(tmp_path)
+    with pytest.raises(SpecError, match="invalid filter 'until=soon'"):
+        m.prune({"until": ["soon"]})
+    with pytest.raises(SpecError, match="invalid filter 'driver'"):
+        m.prune({"driver": ["bridge"]})
+    assert [n.name for n in m.networks()] == ["none", "host", "bridge", "user"]
+    # nothing matches: "user" was made after that time, and has no label
+    assert m.prune({"until": ["2026-11-30T11:00:00Z"]}) == []
+    assert m.prune({"label": ["team"]}) == []
+    # the removal itself refuses in the host's namespace (the suite's guard)
+    with pytest.raises(UnsupportedError, match="host's network namespace"):
+        m.prune({})
+    assert [n.name for n in m.networks()] == ["none", "host", "bridge", "user"]

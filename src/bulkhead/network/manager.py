@@ -360,6 +360,7 @@ class NetworkManager:
             raise NetworkConflict(
                 f"error while removing network: network {net.name} id {net.id} has active endpoints"
             )
+        self._guard()
         self._hooks(self.on_network_down, net)
         if not net.foreign_bridge:
             bridge.delete_link(net.bridge)
@@ -375,11 +376,12 @@ class NetworkManager:
         for key in filters:
             if key not in ("label", "label!", "until"):
                 raise SpecError(f"invalid filter '{key}'")
+        limits = _until_limits(filters.get("until"))  # a bad value: 400 before any removal
         deleted = []
         for net in self.networks():
             if net.predefined or net.name in PREDEFINED:
                 continue
-            if not match_labels(net, filters) or not _before_until(net, filters.get("until")):
+            if not match_labels(net, filters) or not _before_until(net, limits):
                 continue
             if self.store.endpoints(network_id=net.id):
                 continue
@@ -553,6 +555,7 @@ class NetworkManager:
         """Unplug ``ep`` (delete its veth); the endpoint and its addresses stay."""
         net = self.store.find(ep.network_id)
         if ep.host_ifname:
+            self._guard()
             bridge.delete_link(ep.host_ifname)
         ep.host_ifname = ep.ifname = ""
         with self.store.tx() as db:
@@ -687,20 +690,15 @@ def match_labels(net: Network, filters: dict[str, builtins.list[str]]) -> bool:
     return True
 
 
-def _before_until(net: Network, values: builtins.list[str] | None) -> bool:
-    if not values:
-        return True
+def _until_limits(values: builtins.list[str] | None) -> builtins.list[float]:
+    """``until`` filter values as Unix times (Docker's forms: timestamps, RFC 3339, ``10m``)."""
+    from bulkhead.engine.engine import _parse_until
+
+    return [_parse_until(v) for v in values or []]
+
+
+def _before_until(net: Network, limits: builtins.list[float]) -> bool:
     from bulkhead.engine.containers import parse_rfc3339
 
     created = parse_rfc3339(net.created)
-    for v in values:
-        try:
-            limit = float(v)
-        except ValueError:
-            try:
-                limit = parse_rfc3339(v)
-            except Exception:
-                raise SpecError(f"invalid filter 'until={v}'") from None
-        if created >= limit:
-            return False
-    return True
+    return all(created < limit for limit in limits)
