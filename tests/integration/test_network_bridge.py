@@ -111,6 +111,9 @@ def test_network_create_ls_inspect_static_ip_rm(ndaemon: Daemon) -> None:
     # in use: 409 and nothing changed
     r = d.docker("network", "rm", "front")
     assert r.returncode != 0 and "has active endpoints" in r.stderr
+    ok(d.docker("stop", "-t", "0", "c1"))  # Containers: the running ones, as Docker
+    doc = json.loads(ok(d.docker("network", "inspect", "front")))[0]
+    assert [v["Name"] for v in doc["Containers"].values()] == ["c2"]
     r = d.docker("run", "--rm", "--network", "front", "--ip", "10.50.0.7", "busybox", "true")
     assert r.returncode == 125 and "Address already in use" in r.stderr
     ok(d.docker("rm", "-f", "c1", "c2"))

@@ -637,7 +637,8 @@ class NetworkManager:
     def network_doc(
         self, net: Network, containers: dict[str, str] | None = None, *, verbose: bool = True
     ) -> dict[str, Any]:
-        """Docker's ``Network`` document; ``containers``: id -> name of the attached ones."""
+        """Docker's ``Network`` document; ``containers``: id -> name of the containers to
+        list in ``Containers`` (those with an active endpoint: running)."""
         config = []
         for p in net.pools:
             entry = {"Subnet": p.subnet}
@@ -649,7 +650,8 @@ class NetworkManager:
         attached: dict[str, Any] = {}
         if containers is not None:
             for ep in self.store.endpoints(network_id=net.id):
-                if ep.container_id not in containers:
+                # Docker lists the active endpoints: the running containers'
+                if ep.container_id not in containers or not ep.host_ifname:
                     continue
                 attached[ep.container_id] = {
                     "Name": containers[ep.container_id],
