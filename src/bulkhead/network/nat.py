@@ -173,6 +173,9 @@ class Nat:
         exposed = list(exposed)
         reqs = requests(exposed, port_bindings, publish_all)
         keys = exposed_keys(exposed, port_bindings)
+        if not keys and not reqs:  # the common case: nothing to hold, write or sync
+            self.unpublish(container_id)
+            return
         pub = Published(container_id=container_id, keys=keys)
         # the ports go to the first endpoint (by connection order) of a network that has
         # an outside (Docker: the gateway endpoint); an internal-only container has none
