@@ -597,3 +597,13 @@ def test_docker_py_ports(net: Net) -> None:
         c.remove(force=True)
         with contextlib.suppress(Exception):
             client.containers.get("dup").remove(force=True)
+
+
+def test_a_failed_start_gives_the_port_back(net: Net) -> None:
+    d = net.d
+    r = d.docker("run", "-d", "--name", "bad", "-p", "8080:80", "busybox", "/no/such/binary")
+    assert r.returncode != 0
+    assert "dnat ip to" not in net.nft()
+    ok(d.in_netns(PY, "-c", "import socket; socket.socket().bind(('0.0.0.0', 8080))"))
+    ok(d.docker("run", "-d", "--name", "good", "-p", "8080:80", "busybox", "sleep", "100"))
+    ok(d.docker("rm", "-f", "bad", "good"))

@@ -1296,6 +1296,10 @@ class Engine:
                     raise
             except BulkheadError as exc:
                 self._record_start_failure(c.id, exc)
+                # the published ports now, not when the monitor's exit is collected: a
+                # start that failed changed nothing (the rest goes with that exit)
+                with contextlib.suppress(Exception):
+                    await asyncio.to_thread(self.network.nat.unpublish, c.id)
                 if c.auto_remove:  # Docker removes a --rm container that failed to start
                     self._spawn_task(self._remove_quietly(c.id))
                 raise
