@@ -5,9 +5,11 @@ The daemon holds one :class:`NetworkManager`. Its small API:
 - :meth:`NetworkManager.start_up` (daemon start): the pre-defined networks
   ``bridge`` (unless the daemon runs with ``bridge: none``), ``host`` and
   ``none``; the bridges of every bridge network made again (they do not
-  survive a reboot; a daemon restart finds them and keeps them).
+  survive a reboot; a daemon restart finds them and keeps them). Only this,
+  :meth:`create_network` and a container's start make interfaces: looking
+  networks up never does.
 - :meth:`create_network`, :meth:`remove_network`, :meth:`prune`,
-  :meth:`get`, :meth:`list_docs`, :meth:`inspect_doc` (``/networks``).
+  :meth:`get`, :meth:`networks`, :meth:`network_doc` (``/networks``).
 - :meth:`attach` (container create, ``network connect``): an endpoint and
   its addresses, persisted; :meth:`detach` (``disconnect``) frees them;
   :meth:`forget_container` (container removal) frees all of a container's.
