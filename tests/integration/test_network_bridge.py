@@ -240,6 +240,14 @@ def test_default_pool_skips_routed_subnets_and_ipv6(ndaemon: Daemon) -> None:
     assert net["GlobalIPv6Address"].startswith(v6["Subnet"].split("::")[0])
     assert net["GlobalIPv6PrefixLen"] == 64 and net["IPv6Gateway"] == v6["Gateway"]
     ok(d.docker("exec", "v6", "ping", "-6", "-c", "1", "-W", "5", v6["Gateway"]))
+    prefix = v6["Subnet"].split("::")[0]
+    ok(d.docker("run", "-d", "--name", "v6s", "--network", "six", "--ip6", f"{prefix}::99",
+                "busybox", "sleep", "100"))  # fmt: skip
+    assert inspect(d, "v6s")["NetworkSettings"]["Networks"]["six"]["GlobalIPv6Address"] == (
+        f"{prefix}::99"
+    )
+    ok(d.docker("exec", "v6", "ping", "-6", "-c", "1", "-W", "5", f"{prefix}::99"))
+    ok(d.docker("rm", "-f", "v6s"))
     ok(d.docker("rm", "-f", "v6"))
     # made just now: not before an hour ago
     assert ok(d.docker("network", "prune", "-f", "--filter", "until=1h")) == ""
@@ -376,3 +384,12 @@ def test_bridge_name_option_never_takes_or_deletes_others_interfaces(ndaemon: Da
     ok(d.docker("network", "rm", "theirs"))
     assert links(d, "mybr") == ["mybr"]  # an existing bridge stays, without our address
     assert "10.95.0.1" not in d.in_netns("ip", "-o", "addr", "show", "mybr").stdout
+
+
+def test_daemon_bridge_option_names_the_default_bridge(daemon_factory: Any) -> None:
+    d: Daemon = daemon_factory(["--bridge", "bhtest0"], netns=True)
+    assert links(d, "bhtest0") == ["bhtest0"] and links(d, "bh0") == []
+    doc = json.loads(ok(d.docker("network", "inspect", "bridge")))[0]
+    assert doc["Options"]["com.docker.network.bridge.name"] == "bhtest0"
+    out = ok(d.docker("run", "--rm", "busybox", "ip", "-o", "addr", "show", "eth0"))
+    assert "172.17.0.2/16" in out
