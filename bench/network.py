@@ -29,6 +29,16 @@ median none, and the median of the per-round differences) and each engine's
 cost divided by bulkhead's. Target: bulkhead's networking adds less time than
 podman's and dockerd's.
 
+``--gap`` (0.5 s) of pause before each run: a container's network namespace
+and the veth in it are destroyed by the kernel *after* its engine has
+answered (``cleanup_net`` in a kernel worker, holding the RTNL lock through
+RCU grace periods), so back to back, a run that needs that lock (creating a
+veth) waits for the previous engine's tear-down: each engine's bridge run
+would pay for whichever engine ran before it (with ``--gap 0`` at load ~4,
+bulkhead's measured cost rose from ~30 ms, alone or with a gap, to ~85 ms).
+The pause lets each run start on a settled kernel, the same for every
+engine; ``--gap 0`` measures back to back.
+
 Part 2, throughput with iperf3 (Debian's ``iperf3``), bulkhead only, TCP,
 ``--iperf-seconds`` per test, ``--iperf-rounds`` rounds with the scenarios
 alternating, the median in Gbit/s and its ratio to loopback:
@@ -59,8 +69,9 @@ Traffic flows only between that namespace and its containers. Needs root;
 ``make bench-network`` installs the packages (TEST_DEBS: podman, iperf3, ...;
 docker.io as for bench-engine) and runs it.
 
-Usage: ``.venv/bin/python bench/network.py [--runs 25] [--engines bulkhead,podman,dockerd]
-[--iperf-rounds 3 --iperf-seconds 5] [--skip-start|--skip-iperf]``
+Usage: ``.venv/bin/python bench/network.py [--runs 25] [--gap 0.5]
+[--engines bulkhead,docker-bulkhead,podman,dockerd] [--iperf-rounds 3 --iperf-seconds 5]
+[--skip-start|--skip-iperf]``
 """
 
 from __future__ import annotations
@@ -175,14 +186,19 @@ def rotating(items: Sequence[Subject], rounds: int) -> Iterator[tuple[int, Subje
             yield rnd, s
 
 
-def measure_start(subjects: Sequence[Subject], runs: int, warmup: int) -> list[float]:
-    """Alternate every subject; return the 1-minute load average sampled each round."""
+def measure_start(
+    subjects: Sequence[Subject], runs: int, warmup: int, gap: float = 0.0
+) -> list[float]:
+    """Alternate every subject, ``gap`` seconds of pause before each run (see the module
+    docstring); return the 1-minute load average sampled each round."""
     loads = []
     last = -1
     for rnd, s in rotating(subjects, warmup + runs):
         if rnd != last:
             loads.append(os.getloadavg()[0])
             last = rnd
+        if gap > 0:
+            time.sleep(gap)
         elapsed, err = s.client.timed(*s.argv())
         if rnd < warmup:
             continue
@@ -404,6 +420,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=25, help="measured runs per engine and mode")
     ap.add_argument("--warmup", type=int, default=3, help="unmeasured rounds first")
     ap.add_argument("--engines", default=",".join(ENGINES), help="subset of " + ",".join(ENGINES))
+    ap.add_argument(
+        "--gap", type=float, default=0.5, help="pause before each run of part 1 (s; 0: none)"
+    )
     ap.add_argument("--iperf-rounds", type=int, default=3)
     ap.add_argument("--iperf-seconds", type=int, default=5)
     ap.add_argument("--skip-start", action="store_true", help="no part 1")
@@ -505,10 +524,11 @@ def main(argv: list[str] | None = None) -> int:
         if not args.skip_start and subjects:
             print(
                 f"{len(subjects)} (engine, network) pairs x {args.runs} runs "
-                f"(+{args.warmup} warm-up rounds), alternating",
+                f"(+{args.warmup} warm-up rounds), alternating, {args.gap:g} s apart",
                 flush=True,
             )
-            loads = measure_start(subjects, args.runs, args.warmup)
+            loads = measure_start(subjects, args.runs, args.warmup, args.gap)
+            result["gap_s"] = args.gap
             result["loadavg_during_start"] = loads
             verdicts += report_start(subjects, result)
             print(
