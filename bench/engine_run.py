@@ -242,6 +242,12 @@ def compare_state(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
     return diffs
 
 
+def forbid_root_netns() -> None:
+    """Have every bulkhead daemon started from here refuse to make an interface or nft table
+    in this (the host's) network namespace: ``BULKHEAD_FORBID_NETNS``, as the tests do."""
+    os.environ["BULKHEAD_FORBID_NETNS"] = str(os.stat("/proc/self/ns/net").st_ino)
+
+
 def remove_stale_cgroup_parents() -> None:
     """Empty ``/bulkhead/bench-<pid>`` parents of earlier runs that were killed (SIGKILL)."""
     for stale in sorted(CGROUP_ROOT.glob("*/bulkhead/bench-*")):
@@ -1162,6 +1168,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGHUP, terminate)
     if args.wait_load > 0:
         wait_for_quiet(args.wait_load, args.wait_max)
+    forbid_root_netns()
     sessions_lock = open(TEST_SESSIONS_LOCK, "a")  # noqa: SIM115 - held until we exit
     fcntl.flock(sessions_lock, fcntl.LOCK_SH)
     remove_stale_cgroup_parents()

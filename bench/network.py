@@ -107,6 +107,7 @@ from engine_run import (
     Podman,
     compare_state,
     fmt_load,
+    forbid_root_netns,
     git_state,
     host_state,
     make_image,
@@ -455,6 +456,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGHUP, terminate)
     if args.wait_load > 0:
         wait_for_quiet(args.wait_load, args.wait_max)
+    forbid_root_netns()  # the daemons make their networks in their own namespaces only
     sessions_lock = open(TEST_SESSIONS_LOCK, "a")  # noqa: SIM115 - held until we exit
     fcntl.flock(sessions_lock, fcntl.LOCK_SH)
     remove_stale_cgroup_parents()
