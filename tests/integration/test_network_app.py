@@ -12,8 +12,8 @@ With the stock ``docker`` CLI only:
   ``http://<server name>/`` by name (busybox ``wget``): the daemon's DNS;
 - the published port from the daemon's namespace, on ``127.0.0.1:8080`` and on
   ``10.252.0.1:8080``;
-- ``docker rm -f``, ``docker network rm``: the namespace's links, addresses
-  and nft tables are what they were before the app (the default bridge the
+- ``docker rm -f``, ``docker network rm``: the namespace's links, addresses,
+  nft tables and rules are what they were before the app (the default bridge the
   daemon made at its start stays: it is the daemon's, not the app's).
 
 Traffic flows only inside that namespace. Docker Compose is not installed on
@@ -66,7 +66,8 @@ def ok(r: subprocess.CompletedProcess[str]) -> str:
 
 
 def netns_state(d: Daemon) -> dict[str, Any]:
-    """The namespace's links, addresses and nft tables (what the app must leave as it found)."""
+    """The namespace's links, addresses, nft tables and rules (what the app must leave as it
+    found)."""
     addrs = json.loads(ok(d.in_netns("ip", "-j", "addr")) or "[]")
     tables = json.loads(ok(d.in_netns("nft", "-j", "list", "tables")) or "{}")
     return {
@@ -82,6 +83,7 @@ def netns_state(d: Daemon) -> dict[str, Any]:
             for t in tables.get("nftables", [])
             if "table" in t
         ),
+        "nft ruleset": ok(d.in_netns("nft", "list", "ruleset")),
     }
 
 
@@ -126,6 +128,7 @@ def test_two_container_app_by_name_with_a_published_port(app_daemon: Daemon) -> 
     )  # fmt: skip
     during = netns_state(d)
     assert len(during["links"]) > len(before["links"])  # the app's bridge and the server's veth
+    assert "8080" in during["nft ruleset"]
     check_app(d, server, "app")
     info = json.loads(ok(d.docker("inspect", server)))[0]
     endpoint = info["NetworkSettings"]["Networks"]["app"]
