@@ -393,3 +393,21 @@ def test_daemon_bridge_option_names_the_default_bridge(daemon_factory: Any) -> N
     assert doc["Options"]["com.docker.network.bridge.name"] == "bhtest0"
     out = ok(d.docker("run", "--rm", "busybox", "ip", "-o", "addr", "show", "eth0"))
     assert "172.17.0.2/16" in out
+
+
+def test_a_start_that_fails_half_way_leaves_no_veth(ndaemon: Daemon) -> None:
+    d = ndaemon
+    d.in_netns("ip", "link", "add", "theirbr", "type", "bridge", check=True)
+    ok(d.docker("network", "create", "-o", "com.docker.network.bridge.name=theirbr", "n2"))
+    ok(d.docker("create", "--name", "half", "busybox", "sleep", "100"))
+    ok(d.docker("network", "connect", "n2", "half"))
+    # the second network's bridge is replaced by something that is not a bridge
+    d.in_netns("ip", "link", "del", "theirbr", check=True)
+    d.in_netns(
+        "ip", "link", "add", "theirbr", "type", "veth", "peer", "name", "theirpr", check=True
+    )
+    r = d.docker("start", "half")
+    assert r.returncode != 0 and "interface theirbr exists and is not a bridge" in r.stderr
+    assert wait_links(d, "veth") == []
+    assert inspect(d, "half")["State"]["Running"] is False
+    ok(d.docker("rm", "-f", "half"))

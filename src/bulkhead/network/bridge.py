@@ -75,6 +75,14 @@ class NotABridge(Exception):
     """An interface of that name exists and is not a bridge (it is never touched)."""
 
 
+def _check_bridge(ipr: IPRoute, index: int, name: str) -> None:
+    (link,) = ipr.get_links(index)
+    info = link.get_attr("IFLA_LINKINFO")
+    kind = info.get_attr("IFLA_INFO_KIND") if info is not None else None
+    if kind != "bridge":
+        raise NotABridge(f"interface {name} exists and is not a bridge ({kind or 'none'})")
+
+
 def ensure_bridge(name: str, addresses: list[Address], mtu: int = 0) -> bool:
     """The bridge ``name`` exists, is up, holds ``addresses`` and the MTU; ip_forward on.
 
@@ -85,11 +93,7 @@ def ensure_bridge(name: str, addresses: list[Address], mtu: int = 0) -> bool:
     with IPRoute() as ipr:
         idx = _lookup(ipr, name)
         if idx is not None:
-            (link,) = ipr.get_links(idx)
-            info = link.get_attr("IFLA_LINKINFO")
-            kind = info.get_attr("IFLA_INFO_KIND") if info is not None else None
-            if kind != "bridge":
-                raise NotABridge(f"interface {name} exists and is not a bridge ({kind or 'none'})")
+            _check_bridge(ipr, idx, name)
         if idx is None:
             created = True
             try:
@@ -171,7 +175,8 @@ def add_endpoint(ns_path: str, spec: EndpointSpec) -> None:
     with IPRoute() as ipr:
         bridge_idx = _lookup(ipr, spec.bridge)
         if bridge_idx is None:
-            raise RuntimeError(f"bridge {spec.bridge} does not exist")
+            raise NotABridge(f"bridge {spec.bridge} does not exist")
+        _check_bridge(ipr, bridge_idx, spec.bridge)
         fd = os.open(ns_path, os.O_RDONLY | os.O_CLOEXEC)
         try:
             ipr.link(

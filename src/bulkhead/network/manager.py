@@ -44,8 +44,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pyroute2.netlink.exceptions import NetlinkError
+
 from bulkhead.errors import (
     NetworkConflict,
+    NetworkError,
     NetworkForbidden,
     NoSuchNetwork,
     SpecError,
@@ -515,7 +518,7 @@ class NetworkManager:
             for ep in eps:
                 self.connect_live(container_id, ep)
         except BaseException:
-            self.down(container_id, quiet=True)
+            self.down(container_id)  # the hooks undo what the endpoints up so far did
             raise
 
     def connect_live(self, container_id: str, ep: Endpoint) -> Endpoint:
@@ -545,7 +548,14 @@ class NetworkManager:
             default_route=default_route,
             mtu=net.mtu,
         )
-        bridge.add_endpoint(str(self.ns_path(container_id)), spec)
+        try:
+            bridge.add_endpoint(str(self.ns_path(container_id)), spec)
+        except bridge.NotABridge as exc:
+            raise NetworkConflict(f"network {net.name}: {exc}") from None
+        except NetlinkError as exc:
+            raise NetworkError(
+                f"network {net.name}: could not plug the container in: {exc.args[-1]}"
+            ) from None
         ep.host_ifname, ep.ifname = spec.host_ifname, spec.ifname
         with self.store.tx() as db:
             self.store.put_endpoint(db, ep)
