@@ -2353,6 +2353,7 @@ class Engine:
                 fut.cancel()
         await asyncio.to_thread(self._remove_cgroup_parent)
         await asyncio.to_thread(self.network.nat.shut_down)
+        await asyncio.to_thread(self.network.shut_down)
 
     def _remove_cgroup_parent(self) -> None:
         """Remove the containers' cgroup parent (``/bulkhead``...) in every hierarchy, if empty.

@@ -199,6 +199,33 @@ class NetworkManager:
                 log.exception("could not set up the bridge of network %s", net.name)
         self.nat.restore()
 
+    def shut_down(self) -> None:
+        """Daemon stop: the bridges no running container uses go (with their addresses).
+
+        A bridge a running container still uses stays (live restore: the
+        container keeps its network while the daemon is away); a bridge that
+        was there before its network (``foreign``) only loses our gateway
+        addresses. :meth:`start_up` makes them again, from the store.
+        """
+        busy = {
+            ep.network_id
+            for ep in self.store.endpoints()
+            if ep.host_ifname and self.is_live(ep.container_id)
+        }
+        for net in self.store.networks():
+            if net.driver != "bridge" or net.id in busy or not net.bridge:
+                continue
+            if net.name == "bridge" and not self.bridge_enabled:
+                continue
+            try:
+                self._guard()
+                if net.foreign_bridge:
+                    bridge.remove_addresses(net.bridge, self._gateway_addresses(net))
+                else:
+                    bridge.delete_link(net.bridge)
+            except Exception:
+                log.exception("could not remove the bridge of network %s", net.name)
+
     @staticmethod
     def _gateway_addresses(net: Network) -> builtins.list[bridge.Address]:
         return [
