@@ -36,7 +36,7 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,7 @@ from typing import Any
 import msgspec
 
 from bulkhead.errors import NameConflict, NoSuchContainer, SpecError
+from bulkhead.statedb import open_state_db, transaction
 
 #: Docker's "never" (Go's zero time.Time).
 ZERO_TIME = "0001-01-01T00:00:00Z"
@@ -207,27 +208,14 @@ class ContainerStore:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(
-            self.root / "containers.db", isolation_level=None, timeout=30, check_same_thread=False
-        )
+        self._db = open_state_db(self.root / "containers.db", _SCHEMA)
         self._lock = threading.RLock()
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")  # crash-safe under WAL, no fsync per commit
-        self._db.executescript(_SCHEMA)
 
     def close(self) -> None:
         self._db.close()
 
-    @contextlib.contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+    def _tx(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        return transaction(self._db, self._lock)
 
     # -- writing ----------------------------------------------------------------
 

@@ -52,13 +52,14 @@ import secrets
 import shutil
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
 from bulkhead.errors import NoSuchVolume, SpecError, VolumeError, VolumeInUse
+from bulkhead.statedb import open_state_db, transaction
 
 log = logging.getLogger("bulkhead.volumes")
 
@@ -227,13 +228,8 @@ class VolumeStore:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         os.chmod(self.root, 0o701)
-        self._db = sqlite3.connect(
-            self.root / "volumes.db", isolation_level=None, timeout=30, check_same_thread=False
-        )
+        self._db = open_state_db(self.root / "volumes.db", _SCHEMA, foreign_keys=True)
         self._lock = threading.RLock()
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.executescript(_SCHEMA)
         #: ``(action, volume name, attributes)`` for ``GET /events`` (``create``,
         #: ``destroy``); the daemon points it at the engine's event bus
         self.on_event: Callable[[str, str, dict[str, str]], object] | None = None
@@ -243,16 +239,8 @@ class VolumeStore:
     def close(self) -> None:
         self._db.close()
 
-    @contextlib.contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+    def _tx(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        return transaction(self._db, self._lock)
 
     def _collect_orphans(self) -> None:
         """Remove empty volume directories with no row (a crash between mkdir and commit).

@@ -31,12 +31,12 @@ import contextlib
 import secrets
 import sqlite3
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
 
 from bulkhead.errors import NoSuchNetwork, SpecError
+from bulkhead.statedb import open_state_db, transaction
 
 
 class Pool(msgspec.Struct, kw_only=True):
@@ -132,28 +132,15 @@ class NetworkStore:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(
-            self.root / "networks.db", isolation_level=None, timeout=30, check_same_thread=False
-        )
+        self._db = open_state_db(self.root / "networks.db", _SCHEMA)
         self.lock = threading.RLock()
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
 
     def close(self) -> None:
         self._db.close()
 
-    @contextlib.contextmanager
-    def tx(self) -> Iterator[sqlite3.Connection]:
+    def tx(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
         """One transaction (``BEGIN IMMEDIATE``): all of it or nothing."""
-        with self.lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+        return transaction(self._db, self.lock)
 
     # -- networks -----------------------------------------------------------------
 
