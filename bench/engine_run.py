@@ -1126,6 +1126,17 @@ def wait_for_quiet(limit: float, max_wait: float) -> None:
         print(f"NOTE: the load average is still {fmt_load(os.getloadavg())}: measuring anyway")
 
 
+def private_client_env(work: Path) -> dict[str, str]:
+    """The clients' environment: their own configuration (docker CLI, podman's auth lookup)
+    empty and private under ``work``, and no variable pointing them at another daemon."""
+    (work / "docker-config").mkdir()
+    (work / "docker-config" / "config.json").write_text("{}\n")
+    env = dict(os.environ, DOCKER_CONFIG=str(work / "docker-config"))
+    for var in ("DOCKER_HOST", "BULKHEAD_HOST", "BULKHEAD_AUTOSTART", "CONTAINERS_CONF"):
+        env.pop(var, None)
+    return env
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     ap.add_argument("--runs", type=int, default=25, help="measured runs per engine (>= 20)")
@@ -1175,12 +1186,7 @@ def main(argv: list[str] | None = None) -> int:
     before = host_state()
     bytecode = fresh_bytecode()
     work = Path(tempfile.mkdtemp(prefix="bhe-", dir="/tmp"))
-    # The clients' own configuration (docker CLI, podman's auth lookup): empty, private.
-    (work / "docker-config").mkdir()
-    (work / "docker-config" / "config.json").write_text("{}\n")
-    env = dict(os.environ, DOCKER_CONFIG=str(work / "docker-config"))
-    for var in ("DOCKER_HOST", "BULKHEAD_HOST", "BULKHEAD_AUTOSTART", "CONTAINERS_CONF"):
-        env.pop(var, None)
+    env = private_client_env(work)
     result: dict[str, Any] = {
         "benchmark": "engine_run",
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

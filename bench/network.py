@@ -111,6 +111,7 @@ from engine_run import (
     git_state,
     host_state,
     make_image,
+    private_client_env,
     remove_host_leftovers,
     remove_stale_cgroup_parents,
     unmount_under,
@@ -465,11 +466,7 @@ def main(argv: list[str] | None = None) -> int:
     cni_existed = CNI_STATE.exists()
     bytecode = fresh_bytecode()
     work = Path(tempfile.mkdtemp(prefix="bhn-", dir="/tmp"))
-    (work / "docker-config").mkdir()
-    (work / "docker-config" / "config.json").write_text("{}\n")
-    env = dict(os.environ, DOCKER_CONFIG=str(work / "docker-config"))
-    for var in ("DOCKER_HOST", "BULKHEAD_HOST", "BULKHEAD_AUTOSTART", "CONTAINERS_CONF"):
-        env.pop(var, None)
+    env = private_client_env(work)
     result: dict[str, Any] = {
         "benchmark": "network",
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
