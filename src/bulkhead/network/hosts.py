@@ -141,7 +141,10 @@ def host_copy(path: str = "/etc/hosts") -> str:
 # --- changing the file of a running container -----------------------------------------
 
 
-def _write_in_place(path: str | os.PathLike[str], text: str) -> None:
+def write_in_place(path: str | os.PathLike[str], text: str) -> None:
+    """Rewrite the file's content in place (truncate and write, same inode): the hosts and
+    resolv.conf files are bind-mounted into running containers, and a rename would leave a
+    container on the old inode."""
     data = text.encode()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
@@ -180,7 +183,7 @@ def delete(path: str | os.PathLike[str], records: Sequence[Record]) -> None:
         if tab and not line.startswith("#") and (_norm(ip), names) in gone:
             continue
         kept.append(line + "\n")
-    _write_in_place(path, "".join(kept))
+    write_in_place(path, "".join(kept))
 
 
 def _norm(ip: str) -> str:

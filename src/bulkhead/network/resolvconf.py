@@ -47,6 +47,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bulkhead.network.hosts import write_in_place
+
 #: Docker's fallback nameservers when no usable one is left (written, never queried by us).
 DEFAULT_IPV4_NAMESERVERS = ("8.8.8.8", "8.8.4.4")
 DEFAULT_IPV6_NAMESERVERS = ("2001:4860:4860::8888", "2001:4860:4860::8844")
@@ -319,14 +321,7 @@ def write(path: str | os.PathLike[str], text: str) -> None:
     """Write the file in place (it is bind-mounted into a running container: a
     rename would leave the container on the old inode) and then its hash."""
     data = text.encode()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    try:
-        os.ftruncate(fd, 0)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-    finally:
-        os.close(fd)
+    write_in_place(path, text)
     hp = hash_path(path)
     tmp = hp.with_name(f".{hp.name}.tmp")
     tmp.write_text(_digest(data))
