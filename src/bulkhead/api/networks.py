@@ -26,7 +26,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from bulkhead.api.errors import BadRequest, NotFound
-from bulkhead.api.routes import Request, Response, Router, json_response
+from bulkhead.api.routes import Request, Response, Router, json_response, str_map
 from bulkhead.network.manager import PREDEFINED, match_labels
 from bulkhead.network.store import Network, Pool
 
@@ -35,17 +35,6 @@ if TYPE_CHECKING:
     from bulkhead.engine.engine import Engine
 
 _LIST_FILTERS = {"driver", "id", "label", "name", "scope", "type", "dangling"}
-
-
-def _str_map(body: dict[str, Any], field: str) -> dict[str, str]:
-    value = body.get(field)
-    if value is None:
-        return {}
-    if not isinstance(value, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
-    ):
-        raise BadRequest(f"invalid {field}: must be an object of strings")
-    return dict(value)
 
 
 def _bool(body: dict[str, Any], field: str) -> bool:
@@ -152,8 +141,8 @@ def register(router: Router, services: Services) -> None:
             pools.append(
                 Pool(subnet=fields["Subnet"], gateway=fields["Gateway"], ip_range=fields["IPRange"])
             )
-        options = _str_map(body, "Options")
-        labels = _str_map(body, "Labels")
+        options = str_map(body, "Options")
+        labels = str_map(body, "Labels")
         ipam_driver = ipam.get("Driver") or "default"
         if not isinstance(ipam_driver, str):
             raise BadRequest("invalid IPAM.Driver: must be a string")

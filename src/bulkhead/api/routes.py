@@ -256,6 +256,19 @@ class Request:
             raise BadRequest(f"invalid JSON: {exc}") from None
 
 
+def str_map(body: dict[str, Any], field: str) -> dict[str, str]:
+    """``body[field]`` as a string-to-string map (``Labels``, ``Options``...): {} when absent,
+    :class:`BadRequest` naming the field when it is anything else."""
+    value = body.get(field)
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise BadRequest(f"invalid {field}: must be an object of strings")
+    return dict(value)
+
+
 @dataclass(slots=True)
 class Response:
     """A complete response: status, body and extra headers."""

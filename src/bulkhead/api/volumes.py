@@ -19,10 +19,10 @@ only maps requests and answers in Docker's shapes:
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from bulkhead.api.errors import APIError, BadRequest
-from bulkhead.api.routes import Request, Response, Router, json_response
+from bulkhead.api.routes import Request, Response, Router, json_response, str_map
 
 if TYPE_CHECKING:
     from bulkhead.engine.context import Services
@@ -35,17 +35,6 @@ _NOT_SWARM = (
     'This node is not a swarm manager. Use "docker swarm init" or "docker swarm join" '
     "to connect this node to swarm and try again."
 )
-
-
-def _str_map(body: dict[str, Any], field: str) -> dict[str, str]:
-    value = body.get(field)
-    if value is None:
-        return {}
-    if not isinstance(value, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
-    ):
-        raise BadRequest(f"invalid {field}: must be an object of strings")
-    return dict(value)
 
 
 def register(router: Router, services: Services) -> None:
@@ -72,8 +61,8 @@ def register_store(router: Router, store: VolumeStore, events: EventBus | None =
             raise BadRequest("invalid Name: must be a string")
         if not isinstance(driver, str):
             raise BadRequest("invalid Driver: must be a string")
-        opts = _str_map(body, "DriverOpts")
-        labels = _str_map(body, "Labels")
+        opts = str_map(body, "DriverOpts")
+        labels = str_map(body, "Labels")
         vol = await asyncio.to_thread(
             store.create, name or None, driver=driver, driver_opts=opts, labels=labels
         )
