@@ -41,6 +41,7 @@ from bulkhead.api.routes import (
     Request,
     Response,
     Router,
+    bool_field,
     frame,
     json_response,
 )
@@ -102,15 +103,6 @@ class ExecInstance:
             "Running": self.running,
             "Pid": self.pid,
         }
-
-
-def _bool(doc: dict[str, Any], key: str) -> bool:
-    value = doc.get(key)
-    if value is None:
-        return False
-    if not isinstance(value, bool):
-        raise BadRequest(f"invalid {key}: expected a boolean, got {value!r}")
-    return value
 
 
 def _str(doc: dict[str, Any], key: str) -> str:
@@ -211,15 +203,15 @@ class ExecAPI:
             id=secrets.token_hex(32),
             container_id=c.id,
             cmd=cmd,
-            tty=_bool(body, "Tty"),
-            attach_stdin=_bool(body, "AttachStdin"),
-            attach_stdout=_bool(body, "AttachStdout"),
-            attach_stderr=_bool(body, "AttachStderr"),
+            tty=bool_field(body, "Tty"),
+            attach_stdin=bool_field(body, "AttachStdin"),
+            attach_stdout=bool_field(body, "AttachStdout"),
+            attach_stderr=bool_field(body, "AttachStderr"),
             detach_keys=detach_keys,
             env=env,
             user=_str(body, "User"),
             working_dir=workdir,
-            privileged=_bool(body, "Privileged"),
+            privileged=bool_field(body, "Privileged"),
             console_size=_console_size(body),
         )
         self._forget_finished()
@@ -340,9 +332,9 @@ class ExecAPI:
         body = req.json() or {}
         if not isinstance(body, dict):
             raise BadRequest("invalid JSON body: an ExecStartConfig object is expected")
-        detach = _bool(body, "Detach")
+        detach = bool_field(body, "Detach")
         if "Tty" in body and body["Tty"] is not None:
-            inst.tty = _bool(body, "Tty")
+            inst.tty = bool_field(body, "Tty")
         size = _console_size(body)
         if size:
             inst.console_size = size

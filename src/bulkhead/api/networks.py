@@ -26,7 +26,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from bulkhead.api.errors import BadRequest, NotFound
-from bulkhead.api.routes import Request, Response, Router, json_response, str_map
+from bulkhead.api.routes import Request, Response, Router, bool_field, json_response, str_map
 from bulkhead.network.manager import PREDEFINED, match_labels
 from bulkhead.network.store import Network, Pool
 
@@ -35,15 +35,6 @@ if TYPE_CHECKING:
     from bulkhead.engine.engine import Engine
 
 _LIST_FILTERS = {"driver", "id", "label", "name", "scope", "type", "dangling"}
-
-
-def _bool(body: dict[str, Any], field: str) -> bool:
-    value = body.get(field)
-    if value is None:
-        return False
-    if not isinstance(value, bool):
-        raise BadRequest(f"invalid {field}: must be a boolean")
-    return value
 
 
 def _names(engine: Engine) -> dict[str, str]:
@@ -150,9 +141,9 @@ def register(router: Router, services: Services) -> None:
             lambda: manager.create_network(
                 name,
                 driver=driver,
-                internal=_bool(body, "Internal"),
-                enable_ipv6=_bool(body, "EnableIPv6"),
-                attachable=_bool(body, "Attachable"),
+                internal=bool_field(body, "Internal"),
+                enable_ipv6=bool_field(body, "EnableIPv6"),
+                attachable=bool_field(body, "Attachable"),
                 pools=pools,
                 options=options,
                 labels=labels,

@@ -256,6 +256,16 @@ class Request:
             raise BadRequest(f"invalid JSON: {exc}") from None
 
 
+def bool_field(body: dict[str, Any], field: str) -> bool:
+    """``body[field]`` as a JSON boolean (False when absent); :class:`BadRequest` otherwise."""
+    value = body.get(field)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise BadRequest(f"invalid {field}: expected a boolean, got {value!r}")
+    return value
+
+
 def str_map(body: dict[str, Any], field: str) -> dict[str, str]:
     """``body[field]`` as a string-to-string map (``Labels``, ``Options``...): {} when absent,
     :class:`BadRequest` naming the field when it is anything else."""
