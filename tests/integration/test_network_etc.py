@@ -42,8 +42,8 @@ def test_etc_files_with_dns_flags_on_network_none(daemon: Daemon) -> None:
     assert hosts == (
         "127.0.0.1\tlocalhost\n"
         "::1\tlocalhost ip6-localhost ip6-loopback\n"
-        "fe00::0\tip6-localnet\n"
-        "ff00::0\tip6-mcastprefix\n"
+        "fe00::\tip6-localnet\n"
+        "ff00::\tip6-mcastprefix\n"
         "ff02::1\tip6-allnodes\n"
         "ff02::2\tip6-allrouters\n"
         "10.0.0.9\tdb\n"

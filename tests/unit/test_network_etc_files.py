@@ -4,6 +4,7 @@ internal/resolvconf, their golden files), and their in-place updates."""
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -116,7 +117,7 @@ def test_hosts_build_matches_docker() -> None:
     text = hosts.build(
         [
             hosts.parse_extra_host("db:10.0.0.9"),
-            hosts.parse_extra_host("v6=[fd00::9]"),
+            hosts.parse_extra_host("v6=[fd00:0::0009]"),  # canonical, as moby writes it
             hosts.link_record("172.17.0.3", "dbalias", "3c0ffee00000", "db"),
             *hosts.own_records(["172.18.0.2"], "web", "example.com"),
         ]
@@ -124,8 +125,8 @@ def test_hosts_build_matches_docker() -> None:
     assert text == (
         "127.0.0.1\tlocalhost\n"
         "::1\tlocalhost ip6-localhost ip6-loopback\n"
-        "fe00::0\tip6-localnet\n"
-        "ff00::0\tip6-mcastprefix\n"
+        "fe00::\tip6-localnet\n"
+        "ff00::\tip6-mcastprefix\n"
         "ff02::1\tip6-allnodes\n"
         "ff02::2\tip6-allrouters\n"
         "10.0.0.9\tdb\n"
@@ -150,6 +151,47 @@ def test_add_host_bad_input_and_host_gateway() -> None:
     for bad in ("nocolon", ":1.2.3.4", "name:", "name:not-an-ip"):
         with pytest.raises(SpecError, match="add-host"):
             hosts.parse_extra_host(bad)
+
+
+def test_hosts_add_after_a_user_line_without_newline(tmp_path: Path) -> None:
+    """A user's ``printf '10.0.0.5 cache' >> /etc/hosts`` (no newline): the next
+    connect's record goes on a line of its own, and its disconnect leaves the user's."""
+    path = tmp_path / "hosts"
+    path.write_text(hosts.build() + "10.0.0.5 cache")
+    own = hosts.own_records(["172.18.0.2"], "web")
+    hosts.add(path, own)
+    assert path.read_text() == hosts.build() + "10.0.0.5 cache\n172.18.0.2\tweb\n"
+    hosts.delete(path, own)
+    assert path.read_text() == hosts.build() + "10.0.0.5 cache\n"
+    empty = tmp_path / "empty"
+    empty.write_text("")
+    hosts.add(empty, own)
+    assert empty.read_text() == "172.18.0.2\tweb\n"
+
+
+def test_hosts_add_waits_for_a_delete_of_the_same_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A connect (add) while a disconnect (delete) rewrites the file, in two worker
+    threads: the add is not lost under the rewrite (moby's per-path lock)."""
+    path = tmp_path / "hosts"
+    path.write_text(hosts.build([hosts.Record("10.0.0.9", "db")]))
+    write = hosts.write_in_place
+    back = hosts.Record("172.19.0.2", "web")
+
+    def racing_write(p: str | os.PathLike[str], text: str) -> None:
+        t = threading.Thread(target=hosts.add, args=(path, [back]))
+        t.start()
+        t.join(0.3)  # without the lock the add lands now, before the rewrite below
+        write(p, text)
+        threads.append(t)
+
+    threads: list[threading.Thread] = []
+    monkeypatch.setattr(hosts, "write_in_place", racing_write)
+    hosts.delete(path, [hosts.Record("10.0.0.9", "db")])
+    for t in threads:
+        t.join(10)
+    assert path.read_text() == hosts.build() + "172.19.0.2\tweb\n"
 
 
 def test_hosts_add_and_delete_in_place(tmp_path: Path) -> None:

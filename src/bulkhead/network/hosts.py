@@ -4,8 +4,8 @@ Layout of the file (one *record* a line, ``<ip>\\t<names>``)::
 
     127.0.0.1	localhost
     ::1	localhost ip6-localhost ip6-loopback     \\
-    fe00::0	ip6-localnet                         |  the IPv6 defaults, left out
-    ff00::0	ip6-mcastprefix                      |  (with every other IPv6
+    fe00::	ip6-localnet                          |  the IPv6 defaults, left out
+    ff00::	ip6-mcastprefix                       |  (with every other IPv6
     ff02::1	ip6-allnodes                         |  record) when the container
     ff02::2	ip6-allrouters                       /  has no IPv6
     10.0.0.9	db                                  --add-host db:10.0.0.9
@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,8 +65,9 @@ class Record:
 DEFAULT_IPV4 = (Record("127.0.0.1", "localhost"),)
 DEFAULT_IPV6 = (
     Record("::1", "localhost ip6-localhost ip6-loopback"),
-    Record("fe00::0", "ip6-localnet"),
-    Record("ff00::0", "ip6-mcastprefix"),
+    # moby's records hold a netip.Addr, written as "fe00::" (older releases wrote "fe00::0")
+    Record("fe00::", "ip6-localnet"),
+    Record("ff00::", "ip6-mcastprefix"),
     Record("ff02::1", "ip6-allnodes"),
     Record("ff02::2", "ip6-allrouters"),
 )
@@ -89,12 +91,12 @@ def parse_extra_host(entry: str, host_gateway: str | None = None) -> Record:
             raise SpecError("unable to derive the IP value for host-gateway")
         addr = host_gateway
     try:
-        ipaddress.ip_address(addr)
+        ip = ipaddress.ip_address(addr)
     except ValueError:
         raise SpecError(
             f"invalid argument {entry!r}: invalid IP address in add-host: {addr!r}",
         ) from None
-    return Record(addr, name)
+    return Record(str(ip), name)  # written in canonical form, as moby's netip.Addr
 
 
 def link_record(ip: str, alias: str, hostname: str, name: str) -> Record:
@@ -156,13 +158,31 @@ def write_in_place(path: str | os.PathLike[str], text: str) -> None:
         os.close(fd)
 
 
+_locks_guard = threading.Lock()
+_locks: dict[str, threading.Lock] = {}
+
+
+def _lock(path: str | os.PathLike[str]) -> threading.Lock:
+    """The lock of one file (moby's ``pathLock``): a connect and a disconnect of the same
+    container run in different worker threads, and a delete rewrites the whole file."""
+    key = os.path.abspath(path)
+    with _locks_guard:
+        return _locks.setdefault(key, threading.Lock())
+
+
 def add(path: str | os.PathLike[str], records: Sequence[Record], ipv6: bool = True) -> None:
-    """Append ``records`` (IPv6 ones only when the container has IPv6)."""
+    """Append ``records`` (IPv6 ones only when the container has IPv6). A last line the
+    user left without its newline is ended first, not run into the first record."""
     records = [r for r in records if ipv6 or not r.is_ipv6]
     if not records:
         return
-    with open(path, "a", encoding="utf-8") as f:
-        f.write("".join(r.line() for r in records))
+    with _lock(path), open(path, "a+b") as f:
+        text = "".join(r.line() for r in records).encode()
+        if f.tell() > 0:
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) != b"\n":
+                text = b"\n" + text
+        f.write(text)
 
 
 def delete(path: str | os.PathLike[str], records: Sequence[Record]) -> None:
@@ -170,6 +190,11 @@ def delete(path: str | os.PathLike[str], records: Sequence[Record]) -> None:
     edited stays), rewriting the file in place."""
     if not records:
         return
+    with _lock(path):
+        _delete(path, records)
+
+
+def _delete(path: str | os.PathLike[str], records: Sequence[Record]) -> None:
     try:
         text = Path(path).read_text(encoding="utf-8", errors="replace")
     except FileNotFoundError:
