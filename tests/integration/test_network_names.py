@@ -136,9 +136,9 @@ def test_user_network_names_aliases_isolation_and_forwarding(rdaemon: Any) -> No
     assert names == ["client", client["Id"][:12], "clienthost"]
     client_ip = client["NetworkSettings"]["Networks"]["front"]["IPAddress"]
     assert f"Address: {client_ip}" in ok(lookup(d, "web", "clienthost"))
-    # by name and alias, answered by the resolver on the gateway
+    # by name and alias, answered at Docker's 127.0.0.11 (redirected to the gateway's resolver)
     out = ok(lookup(d, "client", "web"))
-    assert "Server:\t\t10.80.0.1" in out and f"Address: {web_ip}" in out
+    assert "Server:\t\t127.0.0.11" in out and f"Address: {web_ip}" in out
     assert f"Address: {web_ip}" in ok(lookup(d, "client", "www"))
     assert f"Address: {web_ip}" in ok(lookup(d, "client", "WEB.front"))
     assert "web.front" in ok(d.docker("exec", "client", "nslookup", web_ip))  # PTR
@@ -146,7 +146,8 @@ def test_user_network_names_aliases_isolation_and_forwarding(rdaemon: Any) -> No
     d.restart()  # the containers keep running; the new daemon serves their names again
     assert f"Address: {web_ip}" in ok(lookup(d, "client", "web"))
     resolv = ok(d.docker("exec", "client", "cat", "/etc/resolv.conf"))
-    assert "\nnameserver 10.80.0.1\noptions ndots:0\n" in resolv
+    assert "\n\nnameserver 127.0.0.11\noptions ndots:0\n\n" in resolv
+    assert "(internal resolver)\n" in resolv
     assert "# ExtServers: [127.0.0.53]\n" in resolv
     assert "ff02::2\tip6-allrouters\n10.80.0." in ok(
         d.docker("exec", "client", "cat", "/etc/hosts")
@@ -165,7 +166,7 @@ def test_user_network_names_aliases_isolation_and_forwarding(rdaemon: Any) -> No
     # --network container:client shares client's files, so its names too
     out = ok(d.docker("run", "--rm", "--network", "container:client", "busybox", "sh", "-c",
                       "cat /etc/resolv.conf; nslookup -type=a www"))  # fmt: skip
-    assert "\nnameserver 10.80.0.1\n" in out and f"Address: {web_ip}" in out
+    assert "\nnameserver 127.0.0.11\n" in out and f"Address: {web_ip}" in out
     # the default bridge has no resolver: the daemon's dns option is the nameserver
     out = ok(d.docker("run", "--rm", "busybox", "cat", "/etc/resolv.conf"))
     assert "\nnameserver 127.0.0.53\n" in out and "(legacy)" in out
@@ -214,3 +215,76 @@ def test_ipv6_network_answers_aaaa(rdaemon: Any) -> None:
     listening = d.in_netns("ss", "-Hlun", check=True).stdout
     assert f"[{net['IPv6Gateway']}]:53" in listening and "10.83.0.1:53" in listening
     ok(d.docker("rm", "-f", "a6", "b6"))
+
+
+ASK = r"""
+import sys
+import dns.message, dns.query
+q = dns.message.make_query(sys.argv[1], "A")
+for how in (dns.query.udp, dns.query.tcp):
+    r = how(q, "127.0.0.11", timeout=5)
+    print(how.__name__, *sorted(a.to_text() for rr in r.answer for a in rr))
+"""
+
+#: GET argv[1]:7777/hostname (up to argv[2] tries: the server may be starting); "hi" if served
+HI = r"""
+import socket, sys, time
+for attempt in range(int(sys.argv[2])):
+    try:
+        with socket.create_connection((sys.argv[1], 7777), timeout=2) as s:
+            s.sendall(b"GET /hostname HTTP/1.0\r\n\r\n")
+            print("hi" if b" 200 " in s.recv(100) else "no")
+            break
+    except ConnectionRefusedError:
+        time.sleep(0.1)
+    except TimeoutError:
+        print("timed out", file=sys.stderr)
+"""
+
+
+def test_127_0_0_11_redirect_over_udp_and_tcp_follows_the_networks(ndaemon: Daemon) -> None:
+    """127.0.0.11:53 in a user-network container answers over UDP and TCP (the DNAT in
+    the container's namespace); it follows the container's first user network as
+    networks are connected and disconnected; a packet from the bridge to the
+    container's 127.0.0.0/8 is dropped (route_localnet is on in there)."""
+    d = ndaemon
+    ok(d.docker("network", "create", "--subnet", "10.90.0.0/24", "front"))
+    ok(d.docker("network", "create", "--subnet", "10.91.0.0/24", "back"))
+    ok(d.docker("run", "-d", "--network", "front", "--name", "web", "busybox", "sleep", "300"))
+    ok(d.docker("run", "-d", "--network", "back", "--name", "db", "busybox", "sleep", "300"))
+    cid = ok(d.docker("run", "-d", "--network", "front", "--name", "client", "busybox",
+                      "sleep", "300")).strip()  # fmt: skip
+    ns = str(d.exec_root / "netns" / cid)
+
+    def ask(name: str) -> str:
+        r = subprocess.run(["nsenter", f"--net={ns}", sys.executable, "-c", ASK, name],
+                           capture_output=True, text=True, timeout=60)  # fmt: skip
+        return ok(r)
+
+    def ip(name: str, net: str) -> str:
+        return str(inspect(d, name)["NetworkSettings"]["Networks"][net]["IPAddress"])
+
+    web = ip("web", "front")
+    assert ask("web") == f"udp {web}\ntcp {web}\n"
+    ok(d.docker("network", "connect", "back", "client"))
+    ok(d.docker("network", "disconnect", "front", "client"))  # now only on back
+    db = ip("db", "back")
+    assert ask("db") == f"udp {db}\ntcp {db}\n"
+    assert "\nnameserver 127.0.0.11\n" in ok(d.docker("exec", "client", "cat", "/etc/resolv.conf"))
+    ruleset = subprocess.run(["nsenter", f"--net={ns}", "nft", "list", "table", "ip", "bulkhead_dns"],
+                             capture_output=True, text=True, check=True).stdout  # fmt: skip
+    assert "dnat to 10.91.0.1:53" in ruleset
+    # the guard: from the daemon's side of the bridge, 127.0.0.99 routed to the container
+    # (a neighbour's CVE-2020-8558 trick) does not reach its listener on 0.0.0.0
+    ok(d.docker("exec", "client", "httpd", "-p", "7777", "-h", "/etc"))
+    client_ip = ip("client", "back")
+    assert d.in_netns(sys.executable, "-c", HI, client_ip, "50").stdout == "hi\n"
+    d.in_netns("ip", "route", "del", "local", "127.0.0.0/8", "dev", "lo", "table", "local",
+               check=True)  # fmt: skip
+    bridge = json.loads(ok(d.docker("network", "inspect", "back")))[0]["Id"][:12]
+    d.in_netns("sysctl", "-qw", f"net.ipv4.conf.br-{bridge}.route_localnet=1", check=True)
+    d.in_netns("ip", "route", "add", "127.0.0.99/32", "via", client_ip, check=True)
+    sneaked = d.in_netns(sys.executable, "-c", HI, "127.0.0.99", "3")
+    assert sneaked.stdout == "" and "timed out" in sneaked.stderr
+    ok(d.docker("rm", "-f", "web", "db", "client"))
+    ok(d.docker("network", "rm", "front", "back"))

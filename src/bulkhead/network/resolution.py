@@ -11,7 +11,9 @@ to the network manager's hooks (:class:`bulkhead.network.manager.NetworkManager`
   records on that network (so the other containers resolve it at once),
   appends its ``<ip>\\t<hostname>`` lines to its /etc/hosts (and, on the
   default bridge, the legacy ``--link`` lines) and rewrites its resolv.conf:
-  ``nameserver <gateway>`` for each user network it is on (at most three),
+  ``nameserver 127.0.0.11`` when it is on a user network (Docker's address,
+  redirected inside the container's namespace to the resolver on the
+  gateway of its first user network: :mod:`bulkhead.network.dnsredirect`),
   else the host's nameservers as for the default bridge;
 - an endpoint going down (stop, ``network disconnect``) undoes that.
 
@@ -28,18 +30,26 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from bulkhead.network import dnsredirect, resolvconf
 from bulkhead.network import hosts as hostsfile
-from bulkhead.network import resolvconf
 from bulkhead.network.dns import DnsEndpoint, DnsServer, DnsTable
 
 log = logging.getLogger("bulkhead.network.dns")
 
 #: resolv.conf takes at most three nameservers (glibc's MAXNS).
 MAX_NAMESERVERS = 3
+
+#: ``redirect(ns_path, gateway, port)``: point the namespace's 127.0.0.11:53 at the resolver.
+Redirect = Callable[[str, str, int], None]
+
+
+def _install_redirect(ns_path: str, gateway: str, port: int) -> None:
+    dnsredirect.install(ns_path, gateway, port=port)
 
 
 @dataclass(frozen=True)
@@ -73,7 +83,8 @@ def gateways(net: Any) -> list[str]:
 class NameService:
     """See the module docstring. ``containers(ref)`` (an id or a name) gives a container's
     :class:`ContainerNames` (None when unknown); ``default_dns`` is the
-    daemon's ``dns`` option; ``port`` is 53 but for tests."""
+    daemon's ``dns`` option; ``port`` is 53 but for tests; ``redirect`` sets
+    up 127.0.0.11 in a container's namespace (a fake in unit tests)."""
 
     def __init__(
         self,
@@ -83,8 +94,12 @@ class NameService:
         default_dns: Sequence[str] = (),
         host_resolv_conf: str = resolvconf.HOST_RESOLV_CONF,
         port: int = 53,
+        redirect: Redirect = _install_redirect,
     ) -> None:
         self.manager = manager
+        self.redirect = redirect
+        #: container id → (its namespace's inode, the gateway 127.0.0.11 leads to there)
+        self._redirected: dict[str, tuple[int, str]] = {}
         self.containers = containers
         self.default_dns = tuple(default_dns)
         self.host_resolv_conf = host_resolv_conf
@@ -120,7 +135,7 @@ class NameService:
             if net is None or not user_defined(net) or c is None:
                 continue
             done.add(c.id)
-            resolvers, ipv6 = self._resolvers(c.id)
+            resolvers, ipv6 = self._resolvers(c.id, present=True)
             self._set_records(c, self._write_resolv_conf(c, resolvers, ipv6, write=False))
 
     def close(self) -> None:
@@ -186,17 +201,44 @@ class NameService:
                 out.append((net, ep))
         return out
 
-    def _resolvers(self, container_id: str) -> tuple[list[str], bool]:
-        """The gateways of the user networks the container is plugged into (its
-        nameservers), and whether any of them has IPv6."""
+    def _resolvers(self, container_id: str, *, present: bool = False) -> tuple[list[str], bool]:
+        """The container's nameservers (``127.0.0.11`` on a user network, none
+        otherwise), and whether any of its user networks gives it IPv6.
+
+        127.0.0.11 leads to the resolver on the IPv4 gateway of the first user
+        network the container is plugged into (redirected inside its namespace
+        when that changes). A container whose user networks have no IPv4
+        gateway gets their IPv6 gateways as nameservers instead. ``present``: the
+        redirect is known to be in place (a running container the daemon finds again).
+        """
+        live = self._live_user_networks(container_id)
+        if not live:
+            self._redirected.pop(container_id, None)
+        ipv6 = any(ep.ipv6 for _, ep in live)
+        v4 = [gw for net, _ in live for gw in gateways(net) if ":" not in gw]
+        if v4:
+            try:
+                self._redirect(container_id, v4[0], present=present)
+                return [dnsredirect.RESOLVER_ADDRESS], ipv6
+            except (dnsredirect.RedirectError, OSError) as exc:
+                log.warning("%s; the container gets its gateways as nameservers", exc)
         resolvers: list[str] = []
-        ipv6 = False
-        for net, ep in self._live_user_networks(container_id):
-            ipv6 = ipv6 or bool(ep.ipv6)
+        for net, _ in live:
             for gw in gateways(net)[:1]:
                 if gw not in resolvers:
                     resolvers.append(gw)
         return resolvers[:MAX_NAMESERVERS], ipv6
+
+    def _redirect(self, container_id: str, gateway: str, *, present: bool = False) -> None:
+        """Make 127.0.0.11 lead to ``gateway`` in the container's namespace, once per
+        namespace and gateway (a new start makes a new namespace, so a new inode)."""
+        path = str(self.manager.ns_path(container_id))
+        inode = os.stat(path).st_ino
+        if self._redirected.get(container_id) == (inode, gateway):
+            return
+        if not present:
+            self.redirect(path, gateway, self.server.port)
+        self._redirected[container_id] = (inode, gateway)
 
     def _write_resolv_conf(
         self, c: ContainerNames, resolvers: list[str], ipv6: bool, *, write: bool = True

@@ -32,10 +32,11 @@ Vocabulary (moby's ``libnetwork/internal/resolvconf``):
     header says the engine leaves the file alone once the user edits it,
     which the ``.hash`` file next to it detects (:func:`user_modified`).
 
-Docker writes ``nameserver 127.0.0.11`` (its resolver listens inside each
-container's namespace); bulkhead's resolver listens on each user network's
-gateway address (see :mod:`bulkhead.network.dns`), so that is the
-nameserver written here.
+On user networks the nameserver is Docker's ``127.0.0.11``: bulkhead's
+resolver listens on each user network's gateway (:mod:`bulkhead.network.dns`)
+and a redirect in the container's namespace leads 127.0.0.11 there
+(:mod:`bulkhead.network.dnsredirect`). Should the redirect fail, the
+gateway's address is written instead.
 """
 
 from __future__ import annotations
