@@ -13,7 +13,9 @@ Settings come from flags over ``/etc/bulkhead/daemon.json`` (Docker's
 ``registry-mirrors``, ``storage-driver``, ``debug``, ``bridge``: the default
 bridge network's interface, ``bh0``, or ``none`` for no default bridge
 network, as dockerd's ``--bridge``; ``dns``: the nameservers of containers
-without ``--dns``, also the embedded resolver's upstreams). An unknown key or a
+without ``--dns``, also the embedded resolver's upstreams; ``dns-search`` and
+``dns-opts``: the search domains and resolver options of containers without
+``--dns-search`` / ``--dns-option``). An unknown key or a
 value of the wrong type is an error naming the file and the key, as dockerd
 does.
 
@@ -35,6 +37,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import stat
@@ -134,6 +137,8 @@ _KNOWN_KEYS = {
     "cgroup-parent",
     "bridge",
     "dns",
+    "dns-search",
+    "dns-opts",
 }
 
 
@@ -210,6 +215,13 @@ def apply_config_file(config: DaemonConfig, path: str, *, required: bool) -> Non
     if "dns" in doc:
         servers = _expect(doc["dns"], list, f"{path}: dns")
         config.dns = [_nameserver(_expect(s, str, f"{path}: dns"), f"{path}: dns") for s in servers]
+    if "dns-search" in doc:
+        where = f"{path}: dns-search"
+        domains = _expect(doc["dns-search"], list, where)
+        config.dns_search = [_search_domain(_expect(d, str, where), where) for d in domains]
+    if "dns-opts" in doc:
+        where = f"{path}: dns-opts"
+        config.dns_options = [_expect(o, str, where) for o in _expect(doc["dns-opts"], list, where)]
 
 
 def _nameserver(value: str, where: str) -> str:
@@ -221,6 +233,17 @@ def _nameserver(value: str, where: str) -> str:
     except ValueError:
         raise ConfigError(f"{value} is not an ip address", where=where) from None
     return value
+
+
+_DOMAIN_LABEL = r"([a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_DOMAIN = re.compile(rf"{_DOMAIN_LABEL}(\.{_DOMAIN_LABEL})*\.?")
+
+
+def _search_domain(value: str, where: str) -> str:
+    """``dns-search``: a domain name (moby's ``ValidateDNSSearch``), or ``.`` for none."""
+    if value == "." or (len(value) <= 255 and _DOMAIN.fullmatch(value)):
+        return value
+    raise ConfigError(f"{value} is not a valid domain", where=where)
 
 
 def _bridge_name(value: str, where: str) -> str:
@@ -271,6 +294,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--dns", action="append", default=[], help="DNS server for the containers to use"
     )
+    parser.add_argument(
+        "--dns-search", action="append", default=[], help="DNS search domain for the containers"
+    )
+    parser.add_argument(
+        "--dns-opt", action="append", default=[], help="DNS option for the containers"
+    )
     return parser
 
 
@@ -314,6 +343,10 @@ def load_config(argv: list[str] | None = None) -> DaemonConfig:
         config.bridge = _bridge_name(args.bridge, "--bridge")
     if args.dns:
         config.dns = [_nameserver(s, "--dns") for s in args.dns]
+    if args.dns_search:
+        config.dns_search = [_search_domain(d, "--dns-search") for d in args.dns_search]
+    if args.dns_opt:
+        config.dns_options = list(args.dns_opt)
     from bulkhead.engine.runtimes import Runtimes
 
     try:  # the built-in runtime, runc, crun, bulkhead-runtime, and the configured ones

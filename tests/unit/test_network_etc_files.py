@@ -218,3 +218,41 @@ def test_daemon_dns_option(tmp_path: Path) -> None:
     conf.write_text('{"dns": ["dns.example"]}')
     with pytest.raises(ConfigError, match=r"dns\.example is not an ip address"):
         load_config(["--config-file", str(conf)])
+
+
+def test_daemon_dns_search_and_options(tmp_path: Path) -> None:
+    """dockerd's ``dns-search``/``dns-opts`` (``--dns-search``/``--dns-opt``): a container's
+    own ``--dns-search``/``--dns-option`` win; without them the daemon's are written."""
+    from bulkhead.daemon import ConfigError, load_config
+    from bulkhead.engine.bundle import ContainerPaths, write_etc_files
+
+    conf = tmp_path / "daemon.json"
+    conf.write_text('{"dns-search": ["corp.example", "."], "dns-opts": ["ndots:3", "rotate"]}')
+    config = load_config(["--config-file", str(conf)])
+    assert (config.dns_search, config.dns_options) == (["corp.example", "."], ["ndots:3", "rotate"])
+    flags = load_config(
+        ["--config-file", str(conf), "--dns-search", "a.test", "--dns-opt", "edns0"]
+    )
+    assert (flags.dns_search, flags.dns_options) == (["a.test"], ["edns0"])
+    conf.write_text('{"dns-search": ["-bad-.example"]}')
+    with pytest.raises(ConfigError, match=r"-bad-\.example is not a valid domain"):
+        load_config(["--config-file", str(conf)])
+
+    paths = ContainerPaths(tmp_path, "c" * 64)
+    paths.dir.mkdir()
+    host = {"NetworkMode": "bridge"}
+    for hc, search, options in (
+        ({}, "search corp.example\n", "options ndots:3 rotate\n"),
+        (
+            {"DnsSearch": ["own.test"], "DnsOptions": ["debug"]},
+            "search own.test\n",
+            "options debug\n",
+        ),
+    ):
+        write_etc_files(
+            paths, hostname="h", network_mode="bridge", host_config={**host, **hc},
+            default_dns=["10.0.0.1"], default_dns_search=["corp.example"],
+            default_dns_options=["ndots:3", "rotate"],
+        )  # fmt: skip
+        text = paths.resolv_conf.read_text()
+        assert f"nameserver 10.0.0.1\n{search}{options}" in text

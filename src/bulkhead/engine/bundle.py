@@ -173,10 +173,13 @@ def write_etc_files(
     own: Iterable[hostsfile.Record] = (),
     ipv6: bool = False,
     default_dns: Iterable[str] = (),
+    default_dns_search: Iterable[str] = (),
+    default_dns_options: Iterable[str] = (),
 ) -> list[resolvconf.ExtServer]:
     """hostname, hosts and resolv.conf in the container's directory; returns the
     embedded resolver's upstreams for this container (empty unless ``resolvers``).
-    ``default_dns``: the daemon's ``dns`` option, for a container without ``--dns``."""
+    ``default_dns`` (``_search``, ``_options``): the daemon's ``dns`` (``dns-search``,
+    ``dns-opts``) options, for a container without ``--dns`` (its own search, options)."""
     atomic_write(paths.hostname, (hostname + "\n").encode())
     atomic_write(
         paths.hosts,
@@ -192,8 +195,8 @@ def write_etc_files(
     text, ext = resolvconf.container_resolv_conf(
         resolv_conf_mode(network_mode, resolvers),
         dns=host_config.get("Dns") or list(default_dns),
-        dns_search=host_config.get("DnsSearch") or (),
-        dns_options=host_config.get("DnsOptions") or (),
+        dns_search=host_config.get("DnsSearch") or list(default_dns_search),
+        dns_options=host_config.get("DnsOptions") or list(default_dns_options),
         resolvers=resolvers,
         ipv6=ipv6,
     )

@@ -64,6 +64,10 @@ class DaemonConfig:
     #: dockerd's ``dns``: the nameservers of containers without ``--dns`` (written into
     #: their resolv.conf, and the upstreams of the embedded resolver on user networks)
     dns: list[str] = field(default_factory=list)
+    #: dockerd's ``dns-search`` / ``dns-opts``: for containers without ``--dns-search`` /
+    #: ``--dns-option``
+    dns_search: list[str] = field(default_factory=list)
+    dns_options: list[str] = field(default_factory=list)
     debug: bool = False
 
     @property

@@ -684,6 +684,8 @@ class Engine:
                     host_config=host_config,
                     host_gateway=self._host_gateway(),
                     default_dns=getattr(self.config, "dns", []),
+                    default_dns_search=getattr(self.config, "dns_search", []),
+                    default_dns_options=getattr(self.config, "dns_options", []),
                 )
             bundle.write_config(paths, spec)
             # The root stays mounted for the start that usually follows (an
@@ -867,8 +869,8 @@ class Engine:
             hosts_path=c.hosts_path,
             resolv_conf_path=c.resolv_conf_path,
             dns=tuple(hc.get("Dns") or ()),
-            dns_search=tuple(hc.get("DnsSearch") or ()),
-            dns_options=tuple(hc.get("DnsOptions") or ()),
+            dns_search=tuple(hc.get("DnsSearch") or getattr(self.config, "dns_search", ())),
+            dns_options=tuple(hc.get("DnsOptions") or getattr(self.config, "dns_options", ())),
             links=tuple(parse_link(link) for link in hc.get("Links") or ()),
         )
 
