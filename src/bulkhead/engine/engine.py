@@ -869,8 +869,8 @@ class Engine:
             hosts_path=c.hosts_path,
             resolv_conf_path=c.resolv_conf_path,
             dns=tuple(hc.get("Dns") or ()),
-            dns_search=tuple(hc.get("DnsSearch") or getattr(self.config, "dns_search", ())),
-            dns_options=tuple(hc.get("DnsOptions") or getattr(self.config, "dns_options", ())),
+            dns_search=tuple(hc.get("DnsSearch") or self.config.dns_search),
+            dns_options=tuple(hc.get("DnsOptions") or self.config.dns_options),
             links=tuple(parse_link(link) for link in hc.get("Links") or ()),
         )
 
