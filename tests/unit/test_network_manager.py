@@ -37,6 +37,15 @@ def manager(tmp_path: Path) -> NetworkManager:
     return m
 
 
+def running(m: NetworkManager, container_id: str, up: bool = True) -> None:
+    """Mark ``container_id``'s endpoints plugged in (``up``) or not, as a start or an exit
+    does (no netlink in unit tests)."""
+    with m.store.tx() as db:
+        for n, ep in enumerate(m.endpoints(container_id)):
+            ep.host_ifname, ep.ifname = (f"vethtest{n}", f"eth{n}") if up else ("", "")
+            m.store.put_endpoint(db, ep)
+
+
 def test_predefined_networks_and_their_protection(tmp_path: Path) -> None:
     m = manager(tmp_path)
     assert [n.name for n in m.networks()] == ["none", "host", "bridge", "user"]
@@ -73,8 +82,15 @@ def test_attach_addresses_checks_and_forget(tmp_path: Path) -> None:
     with pytest.raises(SpecError, match="invalid MAC"):
         m.attach(C1, user, mac="zz")
     assert [e.network_id for e in m.endpoints(C1)] == [bridge.id]  # nothing changed
-    with pytest.raises(NetworkConflict, match="has active endpoints"):
-        m.remove_network("user")
+    running(m, C2)
+    with pytest.raises(NetworkConflict) as err:
+        m.remove_network("user", {C2: "web"})
+    # moby's words: the running containers' endpoints, by name and short endpoint id
+    assert str(err.value) == (
+        'error while removing network: network user has active endpoints (name:"web" '
+        f'id:"{s.id[:12]}")'
+    )
+    running(m, C2, up=False)
     settings = m.settings(C2, "web")
     assert settings["user"]["IPAddress"] == "10.3.0.9"
     assert settings["user"]["IPAMConfig"] == {"IPv4Address": "10.3.0.9", "IPv6Address": ""}
@@ -114,3 +130,139 @@ def test_prune_filters(tmp_path: Path) -> None:
     with pytest.raises(UnsupportedError, match="host's network namespace"):
         m.prune({})
     assert [n.name for n in m.networks()] == ["none", "host", "bridge", "user"]
+
+
+@pytest.fixture
+def fake_links(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The bridge driver's link calls recorded, not made (and the suite's guard lifted for
+    them: nothing here reaches netlink)."""
+    from bulkhead.network import bridge
+
+    deleted: list[str] = []
+    monkeypatch.setattr(NetworkManager, "_guard", staticmethod(lambda: None))
+    monkeypatch.setattr(bridge, "delete_link", deleted.append)
+    monkeypatch.setattr(bridge, "remove_addresses", lambda name, addrs: None)
+    return deleted
+
+
+def test_remove_a_network_only_stopped_containers_use(
+    tmp_path: Path, fake_links: list[str]
+) -> None:
+    """Docker's: stopped containers have no endpoint in libnetwork, the network goes; their
+    start then fails (``network <id> not found``) until they are disconnected from it."""
+    m = manager(tmp_path)
+    user = m.get("user")
+    ep = m.attach(C1, user, ipv4="10.3.0.9", aliases=["db"], name="web")
+    m.remove_network("user")
+    assert fake_links == ["br-x"] and m.find("user") is None
+    assert [e.id for e in m.endpoints(C1)] == [ep.id]  # the stopped container keeps it
+    doc = m.settings(C1, "web")["user"]
+    assert (doc["NetworkID"], doc["IPAddress"], doc["EndpointID"]) == (user.id, "", "")
+    assert doc["Aliases"] == ["db"] and doc["IPAMConfig"]["IPv4Address"] == "10.3.0.9"
+    with pytest.raises(NoSuchNetwork, match=f"^network {user.id} not found$"):
+        m.connect_live(C1, ep)
+    assert not m.endpoints(C1)[0].host_ifname
+    # the address went with the network: a new network of that subnet hands it out again
+    again = Network(id="f" * 64, name="user", bridge="br-y", pools=user.pools)
+    with m.store.tx() as db:
+        m.store.add_network(db, again)
+    assert m.attach(C2, again, ipv4="10.3.0.9").ipv4 == "10.3.0.9"
+    with pytest.raises(NoSuchNetwork, match="network nosuch not found"):
+        m.detach_gone(C1, "nosuch")
+    m.detach_gone(C1, "user")  # by the name the network had
+    assert m.endpoints(C1) == []
+
+
+def test_remove_refuses_an_endpoint_coming_up_and_the_other_way_round(
+    tmp_path: Path, fake_links: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A container starting while its network is removed: whichever comes second loses,
+    and nothing is left half-made (no endpoint plugged into a network that is gone)."""
+    m = manager(tmp_path)
+    ep = m.attach(C1, m.get("user"), name="web")
+    seen: list[str] = []
+
+    def plug(container_id: str, e: object, net: object, others: object) -> object:
+        with pytest.raises(NetworkConflict, match='active endpoints \\(name:"web"'):
+            m.remove_network("user", {C1: "web"})  # the removal arrives mid-start
+        seen.append("plugged")
+        return e
+
+    monkeypatch.setattr(m, "_plug", plug)
+    m.connect_live(C1, ep)
+    assert seen == ["plugged"] and m.find("user") is not None
+    assert m.endpoints(C1)[0].host_ifname.startswith("veth")
+
+    # and the other way round: a removal that began first makes the start fail
+    m2 = manager(tmp_path / "two")
+    ep2 = m2.attach(C2, m2.get("user"))
+    net = m2.get("user")
+    net.removing = True
+    with m2.store.tx() as db:
+        m2.store.put_network(db, net)
+    with pytest.raises(NoSuchNetwork, match="not found"):
+        m2.connect_live(C2, ep2)
+    with pytest.raises(NoSuchNetwork, match="not found"):
+        m2.attach(C1, net)
+    assert [n.name for n in m2.networks()] == ["none", "host", "bridge"]
+    assert not m2.endpoints(C2)[0].host_ifname
+
+
+def test_a_removal_a_killed_daemon_left_is_finished_at_start(
+    tmp_path: Path, fake_links: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    m = manager(tmp_path)
+    net = m.get("user")
+    net.removing = True  # the daemon died between the two transactions of remove_network
+    with m.store.tx() as db:
+        m.store.put_network(db, net)
+    again = NetworkManager(tmp_path / "root", tmp_path / "exec", default_bridge="none")
+    monkeypatch.setattr(again, "_bridge_up", lambda net: False)
+    monkeypatch.setattr(again.nat, "restore", lambda: None)
+    again.start_up()
+    assert fake_links == ["br-x"]
+    assert "user" not in [n.name for n in again.store.networks()]
+
+
+def test_prune_removes_networks_only_stopped_containers_use(
+    tmp_path: Path, fake_links: list[str]
+) -> None:
+    m = manager(tmp_path)
+    m.attach(C1, m.get("user"))
+    with m.store.tx() as db:
+        m.store.add_network(db, Network(id="d" * 64, name="busy", bridge="br-d"))
+    m.attach(C2, m.get("busy"))
+    running(m, C2)
+    assert m.prune({}) == ["user"]  # as Docker: C1 is stopped, C2 runs
+    assert [n.name for n in m.networks()] == ["none", "host", "bridge", "busy"]
+
+
+def test_docker_words_for_names_ids_and_created(tmp_path: Path) -> None:
+    m = manager(tmp_path)
+    for name in ("bridge", "host", "none"):
+        with pytest.raises(NetworkForbidden) as err:
+            m.create_network(name)
+        assert str(err.value) == f"operation is not permitted on predefined {name} network "
+    with m.store.tx() as db:
+        m.store.add_network(db, Network(id="e" * 63 + "f", name="other", bridge="br-o"))
+    with pytest.raises(SpecError) as amb:
+        m.get("eee")
+    assert str(amb.value) == "network eee is ambiguous (2 matches found based on ID prefix)"
+    with pytest.raises(SpecError, match="host network mode"):
+        m.attach(C1, m.get("host"))
+    with pytest.raises(SpecError, match=r"in private \(none\) mode"):
+        m.attach(C1, m.get("none"))
+    m.attach(C1, m.get("user"), name="web")
+    with pytest.raises(NetworkConflict, match=r"^endpoint with name web already exists in"):
+        m.attach(C1, m.get("user"), name="web")
+
+
+def test_created_is_go_rfc3339nano(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``Created`` as Go's RFC3339Nano: trailing zeros of the fraction dropped."""
+    import time
+
+    from bulkhead.network.manager import _now
+
+    monkeypatch.setattr(time, "time", lambda: 1.5)
+    monkeypatch.setattr(time, "time_ns", lambda: 1_500_000_000)
+    assert _now() == "1970-01-01T00:00:01.5Z"

@@ -41,13 +41,42 @@ def _names(engine: Engine) -> dict[str, str]:
     return {c.id: c.name for c in engine.store.list()}
 
 
+def _match(values: list[str], source: str) -> bool:
+    """Docker's ``filters.Args.Match``: a value equal to ``source`` or a regular expression
+    found in it (an invalid expression matches nothing, no error)."""
+    for v in values:
+        if v == source:
+            return True
+        try:
+            if re.search(v, source):
+                return True
+        except re.error:
+            continue
+    return False
+
+
+def _dangling_wanted(values: list[str]) -> bool:
+    """The ``dangling`` filter's one value (moby's words for a bad one)."""
+    if len(values) > 1:
+        raise BadRequest('got more than one value for filter key "dangling"')
+    if values[0] in ("1", "true"):
+        return True
+    if values[0] in ("0", "false"):
+        return False
+    raise BadRequest(
+        'invalid value for filter \'dangling\', must be "true" (or "1"), or "false" (or "0")'
+    )
+
+
 def _matches(net: Network, filters: dict[str, list[str]], attached: set[str]) -> bool:
+    """``attached``: the ids of the networks with active endpoints (running containers':
+    a network only stopped containers use is dangling, as Docker's)."""
     for key, values in filters.items():
         if key == "driver" and net.driver not in values:
             return False
-        if key == "id" and not any(net.id.startswith(v) for v in values):
+        if key == "id" and not _match(values, net.id):
             return False
-        if key == "name" and not any(re.search(v, net.name) for v in values):
+        if key == "name" and not _match(values, net.name):
             return False
         if key == "scope" and net.scope not in values:
             return False
@@ -59,11 +88,8 @@ def _matches(net: Network, filters: dict[str, list[str]], attached: set[str]) ->
             if kind not in values:
                 return False
         if key == "dangling":
-            want = {v.lower() for v in values}
-            if not want <= {"true", "false", "1", "0"}:
-                raise BadRequest(f"invalid filter 'dangling={values[0]}'")
             dangling = net.id not in attached and net.name not in PREDEFINED
-            if dangling != (want & {"true", "1"} != set()):
+            if dangling != _dangling_wanted(values):
                 return False
         if key == "label" and not match_labels(net, {"label": values}):
             return False
@@ -81,7 +107,7 @@ def register(router: Router, services: Services) -> None:
     manager = engine.network
 
     def list_docs(filters: dict[str, list[str]]) -> list[dict[str, Any]]:
-        attached = {ep.network_id for ep in manager.store.endpoints()}
+        attached = {ep.network_id for ep in manager.store.endpoints() if ep.host_ifname}
         return [
             manager.network_doc(n, {}) for n in manager.networks() if _matches(n, filters, attached)
         ]
@@ -91,6 +117,8 @@ def register(router: Router, services: Services) -> None:
         for key in filters:
             if key not in _LIST_FILTERS:
                 raise BadRequest(f"invalid filter '{key}'")
+        if filters.get("dangling"):
+            _dangling_wanted(filters["dangling"])  # a bad value is 400 even with no network
         return json_response(await asyncio.to_thread(list_docs, filters))
 
     async def inspect(req: Request) -> Response:
@@ -153,7 +181,7 @@ def register(router: Router, services: Services) -> None:
         return json_response({"Id": net.id, "Warning": ""}, status=201)
 
     async def remove(req: Request) -> Response:
-        await asyncio.to_thread(manager.remove_network, req.params["id"])
+        await asyncio.to_thread(manager.remove_network, req.params["id"], _names(engine))
         return Response(204, b"", None)
 
     def _container(body: Any) -> str:
@@ -176,7 +204,7 @@ def register(router: Router, services: Services) -> None:
     async def disconnect(req: Request) -> Response:
         body = req.json()
         ref = _container(body)
-        await engine.network_disconnect(req.params["id"], ref)
+        await engine.network_disconnect(req.params["id"], ref, bool_field(body, "Force"))
         return Response(200, b"", None)
 
     router.add("GET", "/networks", list_networks)

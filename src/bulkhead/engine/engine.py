@@ -96,6 +96,7 @@ from bulkhead.errors import (
     ContainerNotRunning,
     ContainerRunning,
     NoSuchContainer,
+    NoSuchNetwork,
     SpecError,
     WrongState,
 )
@@ -725,7 +726,7 @@ class Engine:
             self.images.register_use(image, cid)
             undo.insert(0, lambda: self.images.unregister_use(image, cid))
             undo.insert(0, lambda: self.network.forget_container(cid))
-            self._attach_networks(cid, host_config, networking)
+            self._attach_networks(cid, host_config, networking, name)
             self.store.add(c)  # the commit point
             return c
         except BaseException:
@@ -802,7 +803,11 @@ class Engine:
         opts.network_mode = mode
 
     def _attach_networks(
-        self, cid: str, host_config: dict[str, Any], networking: dict[str, Any] | None
+        self,
+        cid: str,
+        host_config: dict[str, Any],
+        networking: dict[str, Any] | None,
+        name: str = "",
     ) -> None:
         """At create: an endpoint (addresses, aliases) on ``NetworkMode``'s network and on
         every other network of ``NetworkingConfig.EndpointsConfig``."""
@@ -814,14 +819,14 @@ class Engine:
         cfg: dict[str, Any] = {}
         for key in (mode, primary.name, primary.id, "default"):  # the CLI's key: "default"
             cfg = configs.pop(key, None) or cfg
-        self._attach_one(cid, primary, cfg)
+        self._attach_one(cid, primary, cfg, name)
         for ref, other_cfg in configs.items():
             other = self.network.find(ref)
             if other is None:
                 raise SpecError(f"network {ref} not found")
-            self._attach_one(cid, other, other_cfg or {})
+            self._attach_one(cid, other, other_cfg or {}, name)
 
-    def _attach_one(self, cid: str, net: Any, cfg: dict[str, Any]) -> Any:
+    def _attach_one(self, cid: str, net: Any, cfg: dict[str, Any], name: str = "") -> Any:
         if not isinstance(cfg, dict):
             raise SpecError("expected an object", where=f"EndpointsConfig.{net.name}")
         ipam_cfg = cfg.get("IPAMConfig") or {}
@@ -832,6 +837,7 @@ class Engine:
             ipv6=str(ipam_cfg.get("IPv6Address") or ""),
             aliases=[str(a) for a in (cfg.get("Aliases") or [])],
             mac=str(cfg.get("MacAddress") or ""),
+            name=name,
         )
 
     def _network_namespace(self, container_id: str, network_mode: str) -> str | None:
@@ -926,17 +932,22 @@ class Engine:
         :meth:`_release_network` undoes it.
         """
         self._check_links(c)
-        if self.network.has_endpoints(c.id):
-            self.network.up(c.id)
-            try:
-                self._publish_ports(c)
-            except BaseException:
-                self.network.down(c.id, quiet=True)
-                raise
-        elif self._network_namespace(c.id, str(c.host_config.get("NetworkMode") or "none")):
-            # on a bridge network and disconnected from every network since: the namespace
-            # its spec names, with only a loopback (as Docker's container without networks)
-            self.network.up(c.id, empty_ok=True)
+        try:
+            if self.network.has_endpoints(c.id):
+                self.network.up(c.id)
+                try:
+                    self._publish_ports(c)
+                except BaseException:
+                    self.network.down(c.id, quiet=True)
+                    raise
+            elif _bridge_mode(str(c.host_config.get("NetworkMode") or "none")):
+                # on a bridge network and disconnected from every network since (that
+                # network maybe removed meanwhile): the namespace its spec names, with only
+                # a loopback (as Docker's container without networks)
+                self.network.up(c.id, empty_ok=True)
+        except NoSuchNetwork as exc:
+            # a network removed while the container was stopped (Docker's words at start)
+            raise NoSuchNetwork(f"failed to set up container networking: {exc}") from None
 
     def _publish_ports(self, c: Container) -> None:
         """The container's published ports: host ports held, their nft rules in (or a 500
@@ -971,13 +982,20 @@ class Engine:
         c = self.get(container_ref)
         async with self._lock(c.id):
             c = self.get(c.id)
+            if c.state.status in ("removing", "dead"):
+                raise SpecError(_removal_message(c.id))
             mode = str(c.host_config.get("NetworkMode") or "none")
-            if mode in ("none", "host") or mode.startswith("container:"):
+            if mode == "host" or mode.startswith("container:"):
                 raise SpecError(
-                    f"container {c.name} is in network mode {mode}: it cannot be connected "
-                    "to other networks"
+                    "container sharing network namespace with another container or host "
+                    "cannot be connected to any other network"
                 )
-            ep = await asyncio.to_thread(self._attach_one, c.id, net, endpoint_config or {})
+            if mode == "none" or net.driver == "null":
+                raise SpecError(
+                    "container cannot be connected to multiple networks with one of the "
+                    "networks in private (none) mode"
+                )
+            ep = await asyncio.to_thread(self._attach_one, c.id, net, endpoint_config or {}, c.name)
             if c.state.running and self.network.is_live(c.id):
                 try:
                     await asyncio.to_thread(self.network.connect_live, c.id, ep)
@@ -985,11 +1003,32 @@ class Engine:
                     await asyncio.to_thread(self.network.detach, c.id, net)
                     raise
 
-    async def network_disconnect(self, network_ref: str, container_ref: str) -> None:
-        """``POST /networks/{id}/disconnect``: the endpoint goes (unplugged at once)."""
-        net = await asyncio.to_thread(self.network.get, network_ref)
+    async def network_disconnect(
+        self, network_ref: str, container_ref: str, force: bool = False
+    ) -> None:
+        """``POST /networks/{id}/disconnect``: the endpoint goes (unplugged at once).
+
+        As Docker: a stopped container (or, with ``force``, any) is disconnected
+        from a network removed since by the name the network had; a container in
+        host mode cannot leave ``host``.
+        """
         c = self.get(container_ref)
         async with self._lock(c.id):
+            c = self.get(c.id)
+            if c.state.status in ("removing", "dead"):
+                raise SpecError(_removal_message(c.id))
+            net = await asyncio.to_thread(self.network.find, network_ref)
+            if net is None:
+                if c.state.running and not force:
+                    raise NoSuchNetwork(f"network {network_ref} not found")
+                await asyncio.to_thread(self.network.detach_gone, c.id, network_ref)
+                return
+            mode = str(c.host_config.get("NetworkMode") or "none")
+            if net.driver == "host" and mode == "host":
+                raise SpecError(
+                    "cannot disconnect container from host network - container was created "
+                    "in host network mode"
+                )
             await asyncio.to_thread(self.network.detach, c.id, net)
 
     def _refresh_namespaces(self, c: Container) -> None:
@@ -2605,6 +2644,19 @@ class Engine:
                 tmp.close()
 
         return chunks()
+
+
+def _bridge_mode(mode: str) -> bool:
+    """A ``NetworkMode`` naming a bridge network (create maps the host and null drivers'
+    networks to ``host`` and ``none``)."""
+    return mode not in ("none", "host", "default", "") and not mode.startswith("container:")
+
+
+def _removal_message(container_id: str) -> str:
+    return (
+        f"Container {container_id} is marked for removal and cannot be connected or "
+        "disconnected to the network"
+    )
 
 
 def _mark_paused(x: Container) -> None:

@@ -39,7 +39,6 @@ import ipaddress
 import logging
 import os
 import re
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -74,8 +73,10 @@ EndpointHook = Callable[[Network, Endpoint], None]
 
 
 def _now() -> str:
-    t = time.time()
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1e9):09d}Z"
+    """Docker's ``Created``: RFC 3339 with nanoseconds, trailing zeros dropped (Go's)."""
+    from bulkhead.engine.containers import now_rfc3339
+
+    return now_rfc3339()
 
 
 def _prefix(pools: list[Pool], address: str) -> int:
@@ -188,9 +189,17 @@ class NetworkManager:
         self._predefined_done = True
 
     def start_up(self) -> None:
-        """Daemon start: the pre-defined networks, then every bridge network's bridge."""
+        """Daemon start: the pre-defined networks, then every bridge network's bridge (the
+        removals a killed daemon left half-done are finished)."""
         self.ensure_predefined()
         for net in self.store.networks():
+            if net.removing:
+                try:
+                    self._guard()
+                    self._finish_removal(net)
+                except Exception:
+                    log.exception("could not finish the removal of network %s", net.name)
+                continue
             if net.driver != "bridge" or (net.name == "bridge" and not self.bridge_enabled):
                 continue
             try:
@@ -213,7 +222,7 @@ class NetworkManager:
             if ep.host_ifname and self.is_live(ep.container_id)
         }
         for net in self.store.networks():
-            if net.driver != "bridge" or net.id in busy or not net.bridge:
+            if net.driver != "bridge" or net.id in busy or not net.bridge or net.removing:
                 continue
             if net.name == "bridge" and not self.bridge_enabled:
                 continue
@@ -258,7 +267,11 @@ class NetworkManager:
 
     def networks(self) -> builtins.list[Network]:
         self.ensure_predefined()
-        return self.store.networks()
+        return [n for n in self.store.networks() if not n.removing]
+
+    def active_endpoints(self, network_id: str) -> builtins.list[Endpoint]:
+        """The endpoints of ``network_id`` that are plugged in (running containers')."""
+        return [e for e in self.store.endpoints(network_id=network_id) if e.host_ifname]
 
     def create_network(
         self,
@@ -282,6 +295,8 @@ class NetworkManager:
                 f"invalid network name {name!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed",
                 where="Name",
             )
+        if name in PREDEFINED:  # moby's PredefinedNetworkError (its trailing space too)
+            raise NetworkForbidden(f"operation is not permitted on predefined {name} network ")
         driver = driver or "bridge"
         if driver in ("host", "null"):
             raise NetworkForbidden(f'only one instance of "{driver}" network is allowed')
@@ -383,16 +398,46 @@ class NetworkManager:
         self._emit("create", net)
         return net
 
-    def remove_network(self, ref: str) -> None:
-        """``DELETE /networks/{id}``: 403 pre-defined, 409 with endpoints; a ``destroy`` event."""
+    def remove_network(self, ref: str, names: dict[str, str] | None = None) -> None:
+        """``DELETE /networks/{id}``: 403 pre-defined, 409 with active endpoints; ``destroy``.
+
+        *Active* endpoints are the running containers' (``Containers`` of
+        inspect). As Docker, a network only stopped containers are attached to
+        is removed: their endpoints stay, naming the network that is gone, and
+        their next start fails (``network <id> not found``) until they are
+        disconnected from it. ``names``: container id -> name, for the message.
+
+        Crash-safe and race-free: one transaction checks for active endpoints
+        and marks the network ``removing`` (an endpoint that comes up later is
+        refused, :meth:`connect_live`); the bridge goes; a second transaction
+        drops the record. A daemon killed in between finishes it at its start.
+        """
         net = self.get(ref)
         if net.predefined or net.name in PREDEFINED:
             raise NetworkForbidden(f"{net.name} is a pre-defined network and cannot be removed")
-        if self.store.endpoints(network_id=net.id):
-            raise NetworkConflict(
-                f"error while removing network: network {net.name} id {net.id} has active endpoints"
-            )
-        self._guard()
+        with self.store.tx() as db:
+            current = self.store.find(net.id)
+            if current is None or current.removing:
+                raise NoSuchNetwork(f"network {ref} not found")
+            net = current
+            active = [e for e in self.store.endpoints(network_id=net.id) if e.host_ifname]
+            if active:
+                listed = ", ".join(
+                    f'name:"{(names or {}).get(e.container_id, e.container_id[:12])}" '
+                    f'id:"{e.id[:12]}"'
+                    for e in active
+                )
+                raise NetworkConflict(
+                    f"error while removing network: network {net.name} has active endpoints "
+                    f"({listed})"
+                )
+            self._guard()
+            net.removing = True
+            self.store.put_network(db, net)
+        self._finish_removal(net)
+
+    def _finish_removal(self, net: Network) -> None:
+        """The second half of :meth:`remove_network`: hooks, bridge, record, event."""
         self._hooks(self.on_network_down, net)
         if not net.foreign_bridge:
             bridge.delete_link(net.bridge)
@@ -411,11 +456,11 @@ class NetworkManager:
         limits = _until_limits(filters.get("until"))  # a bad value: 400 before any removal
         deleted = []
         for net in self.networks():
-            if net.predefined or net.name in PREDEFINED:
+            if net.predefined or net.name in PREDEFINED or net.removing:
                 continue
             if not match_labels(net, filters) or not _before_until(net, limits):
                 continue
-            if self.store.endpoints(network_id=net.id):
+            if self.active_endpoints(net.id):  # as Docker: stopped containers do not count
                 continue
             with contextlib.suppress(NetworkConflict, NoSuchNetwork):
                 self.remove_network(net.id)
@@ -433,12 +478,24 @@ class NetworkManager:
         ipv6: str = "",
         aliases: builtins.list[str] | None = None,
         mac: str = "",
+        name: str = "",
     ) -> Endpoint:
         """Record ``container_id`` on ``net`` with its addresses (one transaction).
 
         409 when already connected or an address is taken, 400 for an address
         outside the subnets or options the default bridge refuses (as Docker).
+        ``name``: the container's, for the messages (Docker's endpoint name).
         """
+        if net.driver == "host":
+            raise SpecError(
+                "cannot connect container to host network - container must be created in "
+                "host network mode"
+            )
+        if net.driver == "null":
+            raise SpecError(
+                "container cannot be connected to multiple networks with one of the networks "
+                "in private (none) mode"
+            )
         if net.driver != "bridge":
             raise SpecError(f"container cannot be connected to network {net.name} ({net.driver})")
         if net.name == "bridge":
@@ -451,11 +508,14 @@ class NetworkManager:
                     "network-scoped alias is supported only for containers in user defined networks"
                 )
         with self.store.tx() as db:
+            current = self.store.find(net.id)  # not removed since the caller looked it up
+            if current is None or current.removing:
+                raise NoSuchNetwork(f"network {net.id} not found")
             for ep in self.store.endpoints(container_id=container_id):
                 if ep.network_id == net.id:
                     raise NetworkConflict(
-                        f"endpoint with name {container_id[:12]} already exists in network "
-                        f"{net.name}"
+                        f"endpoint with name {name or container_id[:12]} already exists in "
+                        f"network {net.name}"
                     )
             seq = max((e.seq for e in self.store.endpoints(container_id=container_id)), default=0)
             addr4 = addr6 = ""
@@ -487,6 +547,7 @@ class NetworkManager:
                 static_ipv4=ipv4,
                 static_ipv6=ipv6,
                 seq=seq + 1,
+                network_name=net.name,
             )
             self.store.put_endpoint(db, ep)
         return ep
@@ -503,6 +564,18 @@ class NetworkManager:
                 self.store.remove_endpoint(db, ep)
             return ep
         raise NoSuchNetwork(f"container {container_id} is not connected to network {net.name}")
+
+    def detach_gone(self, container_id: str, ref: str) -> Endpoint:
+        """Disconnect a container from a network that was removed since it stopped (Docker
+        allows it, by the name the network had or its id); 404 if it has no such endpoint."""
+        for ep in self.store.endpoints(container_id=container_id):
+            if self.store.find(ep.network_id) is not None:
+                continue
+            if ref and (ref == ep.network_name or ep.network_id.startswith(ref)):
+                with self.store.tx() as db:
+                    self.store.remove_endpoint(db, ep)
+                return ep
+        raise NoSuchNetwork(f"network {ref} not found")
 
     def forget_container(self, container_id: str) -> None:
         """Container removal: its interfaces (if any are left), endpoints and addresses go."""
@@ -549,24 +622,57 @@ class NetworkManager:
             raise
 
     def connect_live(self, container_id: str, ep: Endpoint) -> Endpoint:
-        """Plug ``ep`` into the container's namespace (which must exist); an event, the hooks."""
+        """Plug ``ep`` into the container's namespace (which must exist); an event, the hooks.
+
+        The endpoint is recorded active (its veth's name) in the transaction
+        that checks its network is still there, before any interface is made:
+        a removal of the network either saw it active and refused, or had begun
+        and this refuses (``network <id> not found``, as Docker's start). Its
+        failure leaves it inactive again.
+        """
         self._guard()
-        net = self.store.get(ep.network_id)
+        with self.store.tx() as db:
+            net = self.store.find(ep.network_id)
+            if net is None or net.removing:
+                raise NoSuchNetwork(f"network {ep.network_id} not found")
+            live = [
+                e
+                for e in self.store.endpoints(container_id=container_id)
+                if e.host_ifname and e.id != ep.id
+            ]
+            used = {e.ifname for e in live}
+            n = 0
+            while f"eth{n}" in used:
+                n += 1
+            others = [self.store.find(e.network_id) for e in live]
+            ep.host_ifname, ep.ifname = bridge.new_veth_name(), f"eth{n}"
+            self.store.put_endpoint(db, ep)
+        try:
+            return self._plug(container_id, ep, net, others)
+        except BaseException:
+            ep.host_ifname = ep.ifname = ""
+            with self.store.tx() as db:
+                if self.store.endpoints(container_id=container_id, network_id=ep.network_id):
+                    self.store.put_endpoint(db, ep)
+            raise
+
+    def _plug(
+        self,
+        container_id: str,
+        ep: Endpoint,
+        net: Network,
+        others: builtins.list[Network | None],
+    ) -> Endpoint:
         if not bridge.link_exists(net.bridge):
             self._bridge_up(net)
-        live = [e for e in self.store.endpoints(container_id=container_id) if e.host_ifname]
-        used = {e.ifname for e in live}
-        n = 0
-        while f"eth{n}" in used:
-            n += 1
         default_route = not net.internal and not any(
-            not self.store.get(e.network_id).internal for e in live
+            o is not None and not o.internal for o in others
         )
         pool4, pool6 = _pool(net, 4), _pool(net, 6)
         spec = bridge.EndpointSpec(
             bridge=net.bridge,
-            host_ifname=bridge.new_veth_name(),
-            ifname=f"eth{n}",
+            host_ifname=ep.host_ifname,
+            ifname=ep.ifname,
             mac=ep.mac,
             ipv4=bridge.Address(ep.ipv4, _prefix(net.pools, ep.ipv4)) if ep.ipv4 else None,
             ipv6=bridge.Address(ep.ipv6, _prefix(net.pools, ep.ipv6)) if ep.ipv6 else None,
@@ -583,9 +689,6 @@ class NetworkManager:
             raise NetworkError(
                 f"network {net.name}: could not plug the container in: {exc.args[-1]}"
             ) from None
-        ep.host_ifname, ep.ifname = spec.host_ifname, spec.ifname
-        with self.store.tx() as db:
-            self.store.put_endpoint(db, ep)
         self._emit("connect", net, container=container_id)
         self._hooks(self.on_endpoint_up, net, ep)
         return ep
@@ -671,6 +774,8 @@ class NetworkManager:
             net = self.store.find(ep.network_id)
             if net is not None:
                 out[net.name] = self.endpoint_doc(net, ep, name, hostname)
+            elif ep.network_name:  # removed while the container was stopped (Docker keeps it)
+                out[ep.network_name] = _gone_endpoint_doc(ep)
         return out
 
     def network_doc(
@@ -717,6 +822,31 @@ class NetworkManager:
             "Options": dict(net.options),
             "Labels": dict(net.labels),
         }
+
+
+def _gone_endpoint_doc(ep: Endpoint) -> dict[str, Any]:
+    """A ``Networks.<name>`` entry for an endpoint whose network was removed: its
+    configuration, no operational data (what Docker shows of a stopped container)."""
+    ipam_config = None
+    if ep.static_ipv4 or ep.static_ipv6:
+        ipam_config = {"IPv4Address": ep.static_ipv4, "IPv6Address": ep.static_ipv6}
+    return {
+        "IPAMConfig": ipam_config,
+        "Links": None,
+        "Aliases": list(ep.aliases) or None,
+        "MacAddress": "",
+        "DriverOpts": None,
+        "GwPriority": 0,
+        "NetworkID": ep.network_id,
+        "EndpointID": "",
+        "Gateway": "",
+        "IPAddress": "",
+        "IPPrefixLen": 0,
+        "IPv6Gateway": "",
+        "GlobalIPv6Address": "",
+        "GlobalIPv6PrefixLen": 0,
+        "DNSNames": None,
+    }
 
 
 def match_labels(net: Network, filters: dict[str, builtins.list[str]]) -> bool:

@@ -72,13 +72,19 @@ class Network(msgspec.Struct, kw_only=True):
     #: the bridge existed before the network (``-o com.docker.network.bridge.name=``
     #: naming one): never deleted by bulkhead
     foreign_bridge: bool = False
+    #: a removal began (no endpoint may join any more); a daemon killed before it ended
+    #: finishes it at its next start
+    removing: bool = False
 
 
 class Endpoint(msgspec.Struct, kw_only=True):
     """A container's attachment to a network (see the module docstring).
 
     ``ipv4``/``ipv6`` are bare addresses (``""`` when none);
-    ``static_ipv4``/``static_ipv6`` what ``--ip``/``--ip6`` asked for.
+    ``static_ipv4``/``static_ipv6`` what ``--ip``/``--ip6`` asked for;
+    ``network_name`` the network's name when attached (a stopped container's
+    endpoint outlives a network removed meanwhile, as in Docker, and is shown
+    and disconnected by that name).
     """
 
     id: str
@@ -93,6 +99,7 @@ class Endpoint(msgspec.Struct, kw_only=True):
     ifname: str = ""
     host_ifname: str = ""
     seq: int = 0
+    network_name: str = ""
 
 
 _SCHEMA = """
@@ -154,8 +161,8 @@ class NetworkStore:
         db.execute("UPDATE networks SET doc = ? WHERE id = ?", (_enc.encode(net), net.id))
 
     def remove_network(self, db: sqlite3.Connection, network_id: str) -> None:
+        """The network and its addresses; its endpoints (stopped containers') stay."""
         db.execute("DELETE FROM allocations WHERE network_id = ?", (network_id,))
-        db.execute("DELETE FROM endpoints WHERE network_id = ?", (network_id,))
         db.execute("DELETE FROM networks WHERE id = ?", (network_id,))
 
     def networks(self) -> builtins.list[Network]:
@@ -173,10 +180,12 @@ class NetworkStore:
                 row = self._db.execute("SELECT doc FROM networks WHERE name = ?", (ref,)).fetchone()
             if row is None and all(ch in "0123456789abcdef" for ch in ref):
                 rows = self._db.execute(
-                    "SELECT doc FROM networks WHERE id LIKE ? LIMIT 2", (ref + "%",)
+                    "SELECT doc FROM networks WHERE id LIKE ?", (ref + "%",)
                 ).fetchall()
                 if len(rows) > 1:
-                    raise SpecError(f"network {ref} is ambiguous ({len(rows)} matches found)")
+                    raise SpecError(
+                        f"network {ref} is ambiguous ({len(rows)} matches found based on ID prefix)"
+                    )
                 row = rows[0] if rows else None
         return None if row is None else _net_dec.decode(row[0])
 
