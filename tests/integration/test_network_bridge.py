@@ -417,3 +417,34 @@ def test_a_start_that_fails_half_way_leaves_no_veth(ndaemon: Daemon) -> None:
     assert wait_links(d, "veth") == []
     assert inspect(d, "half")["State"]["Running"] is False
     ok(d.docker("rm", "-f", "half"))
+
+
+def test_rm_of_a_network_only_stopped_containers_use_as_docker(ndaemon: Daemon) -> None:
+    """moby: a stopped container holds no endpoint, so the network goes; the container's
+    start then fails (network <id> not found) until it is disconnected from it."""
+    d = ndaemon
+    nid = ok(d.docker("network", "create", "--subnet", "10.81.0.0/24", "gone")).strip()
+    ok(d.docker("run", "-d", "--name", "s2", "--network", "gone", "busybox", "sleep", "100"))
+    ok(d.docker("run", "-d", "--name", "up", "--network", "gone", "busybox", "sleep", "100"))
+    ok(d.docker("stop", "-t", "0", "s2"))
+    listed = ok(d.docker("network", "ls", "--filter", "dangling=true", "--format", "{{.Name}}"))
+    assert listed.split() == []  # "up" runs on it
+    r = d.docker("network", "rm", "gone")
+    assert r.returncode != 0 and 'has active endpoints (name:"up" id:"' in r.stderr, r.stderr
+    ok(d.docker("rm", "-f", "up"))
+    listed = ok(d.docker("network", "ls", "--filter", "dangling=true", "--format", "{{.Name}}"))
+    assert listed.split() == ["gone"]  # only a stopped container: dangling, as Docker's
+    ok(d.docker("network", "rm", "gone"))
+    assert links(d, "br-") == [] and "gone" not in network_names(d)
+    entry = inspect(d, "s2")["NetworkSettings"]["Networks"]["gone"]
+    assert entry["NetworkID"] == nid and entry["IPAddress"] == ""
+    r = d.docker("start", "s2")
+    assert r.returncode != 0, r.stderr
+    assert f"failed to set up container networking: network {nid} not found" in r.stderr
+    assert wait_links(d, "veth") == [] and links(d, "br-") == []
+    ok(d.docker("network", "disconnect", "gone", "s2"))  # by the name it had
+    ok(d.docker("start", "s2"))  # with no network but its loopback, as Docker's
+    out = ok(d.docker("exec", "s2", "ip", "-o", "link"))
+    assert "lo:" in out and "eth0" not in out
+    assert inspect(d, "s2")["NetworkSettings"]["Networks"] == {}
+    ok(d.docker("rm", "-f", "s2"))
