@@ -9,6 +9,7 @@ their container has (127.0.1.x), and a fake upstream resolver on
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -31,11 +32,18 @@ UPSTREAM = "127.0.0.3"
 
 
 class FakeUpstream:
-    """An "outside" resolver: outside.test has an address, big.test many; else NXDOMAIN."""
+    """An "outside" resolver: outside.test has an address, big.test many; else NXDOMAIN.
+    It speaks no EDNS: a UDP answer over 512 bytes goes out empty with TC.
 
-    def __init__(self) -> None:
+    ``rcode``: answer every query so instead; ``silent``: answer nothing over UDP (a
+    blackholed server); ``stray``: send a wrong answer (another id, then junk) first."""
+
+    def __init__(
+        self, rcode: dns.rcode.Rcode | None = None, silent: bool = False, stray: bool = False
+    ) -> None:
         self.queries: list[tuple[str, str]] = []  # (transport, name)
         self.port = 0
+        self.rcode, self.silent, self.stray = rcode, silent, stray
         self._udp: asyncio.DatagramTransport | None = None
         self._tcp: asyncio.Server | None = None
 
@@ -44,7 +52,9 @@ class FakeUpstream:
         name = q.question[0].name.to_text()
         self.queries.append((transport, name))
         r = dns.message.make_response(q)
-        if name == "outside.test.":
+        if self.rcode is not None:
+            r.set_rcode(self.rcode)
+        elif name == "outside.test.":
             r.answer.append(dns.rrset.from_text(name, 30, "IN", "A", "192.0.2.7"))
         elif name == "big.test.":
             addrs = [f"192.0.2.{i}" for i in range(1, 80)]
@@ -67,7 +77,16 @@ class FakeUpstream:
                 self.t = transport
 
             def datagram_received(self, data: bytes, addr: Any) -> None:
-                self.t.sendto(up.reply(data, "udp"), addr)
+                if up.silent:
+                    up.queries.append(("udp", "?"))
+                    return
+                out = up.reply(data, "udp")
+                if up.stray:  # another query's answer, then no DNS at all, then the answer
+                    other = dns.message.from_wire(out)
+                    other.id ^= 1
+                    self.t.sendto(other.to_wire(), addr)
+                    self.t.sendto(b"\xff" * 7, addr)
+                self.t.sendto(out, addr)
 
         async def tcp(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             size = int.from_bytes(await reader.readexactly(2), "big")
@@ -115,14 +134,46 @@ def addrs(r: dns.message.Message) -> list[str]:
     return sorted(rd.to_text() for rrset in r.answer for rd in rrset)
 
 
-def run(body: Callable[[Env], Awaitable[None]], upstreams: tuple[str, ...] = ()) -> None:
+async def udp_wire(q: dns.message.Message, port: int, net: str = "127.0.0.1") -> bytes:
+    """The raw answer to ``q`` over UDP (to see its size)."""
+    loop = asyncio.get_running_loop()
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setblocking(False)
+    try:
+        s.connect((net, port))
+        s.send(q.to_wire())
+        return await asyncio.wait_for(loop.sock_recv(s, 65535), 5)
+    finally:
+        s.close()
+
+
+def tcp_frame(q: dns.message.Message) -> bytes:
+    wire = q.to_wire()
+    return len(wire).to_bytes(2, "big") + wire
+
+
+async def read_tcp(reader: asyncio.StreamReader) -> dns.message.Message:
+    size = int.from_bytes(await asyncio.wait_for(reader.readexactly(2), 5), "big")
+    return dns.message.from_wire(await asyncio.wait_for(reader.readexactly(size), 5))
+
+
+def run(
+    body: Callable[[Env], Awaitable[None]],
+    upstreams: tuple[str, ...] = (),
+    *,
+    others: tuple[FakeUpstream, ...] = (),
+) -> None:
+    """``body`` against the two networks' listeners; the default upstreams: ``upstreams``,
+    else those of ``others`` (started here) then the well-behaved fake."""
+
     async def main() -> None:
         upstream = FakeUpstream()
         await upstream.start()
+        for o in others:
+            await o.start()
         table = DnsTable()
-        server = DnsServer(
-            table, upstreams or (f"{UPSTREAM}:{upstream.port}",), port=0, upstream_timeout=1
-        )
+        default = (*(f"{UPSTREAM}:{o.port}" for o in others), f"{UPSTREAM}:{upstream.port}")
+        server = DnsServer(table, upstreams or default, port=0, upstream_timeout=1)
         server.attach()
         try:
             server.listen(FRONT, "front", ["127.0.0.1"])
@@ -141,6 +192,8 @@ def run(body: Callable[[Env], Awaitable[None]], upstreams: tuple[str, ...] = ())
         finally:
             server.close()
             upstream.close()
+            for o in others:
+                o.close()
 
     asyncio.run(asyncio.wait_for(main(), 60))
 
@@ -256,17 +309,28 @@ def test_big_answers_truncated_over_udp_whole_over_tcp() -> None:
             env.table.set_endpoint(
                 FRONT, "front", ep(f"{i:064x}", f"w{i}", f"127.0.3.{i + 1}", aliases=("pool",))
             )
-        r = await env.ask("pool")
-        assert r.flags & dns.flags.TC and r.answer == []
+        q = dns.message.make_query("pool", "A")
+        wire = await udp_wire(q, env.port)
+        r = dns.message.from_wire(wire)
+        # as many as fit in 512 bytes, with TC (miekg's Truncate): a client without a
+        # TCP retry (musl before 1.2.4) still gets addresses
+        assert len(wire) <= 512 and r.flags & dns.flags.TC and r.id == q.id
+        assert 20 < len(addrs(r)) < 60 and set(addrs(r)) <= {f"127.0.3.{i}" for i in range(1, 61)}
+        assert r.question == q.question
         r = await env.ask("pool", tcp=True)
         assert len(addrs(r)) == 60 and not r.flags & dns.flags.TC
         # an EDNS client with a big buffer gets it over UDP
         q = dns.message.make_query("pool", "A", use_edns=0, payload=4096)
         r = await dns.asyncquery.udp(q, "127.0.0.1", timeout=5, port=env.port)
         assert len(addrs(r)) == 60
-        # the upstream's truncated answer too: the client's TCP retry goes upstream by TCP
-        r = await env.ask("big.test")
-        assert r.flags & dns.flags.TC
+        # the upstream's truncated answer is asked again over TCP: an EDNS client gets it
+        # whole over UDP, though the upstream speaks no EDNS
+        q = dns.message.make_query("big.test", "A", use_edns=0, payload=4096)
+        r = await dns.asyncquery.udp(q, "127.0.0.1", timeout=5, port=env.port)
+        assert len(addrs(r)) == 79 and not r.flags & dns.flags.TC
+        assert env.upstream.queries[-2:] == [("udp", "big.test."), ("tcp", "big.test.")]
+        r = await env.ask("big.test")  # a 512-byte client: what fits, with TC
+        assert r.flags & dns.flags.TC and 20 < len(addrs(r)) < 79
         r = await env.ask("big.test", tcp=True)
         assert len(addrs(r)) == 79
 
@@ -280,11 +344,16 @@ def test_malformed_queries_are_ignored() -> None:
         s.setblocking(False)
         try:
             s.connect(("127.0.0.1", env.port))
-            for junk in (b"", b"\x00", b"garbage that is no DNS message at all"):
+            for junk in (b"", b"\x00", b"\x00" * 11):  # no header: no answer
                 s.send(junk)
             response = dns.message.make_response(dns.message.make_query("web", "A"))
             s.send(response.to_wire())  # a response is no query: ignored too
-            # the listener still answers (and sent nothing back for the junk)
+            # a header and garbage: FORMERR with its id (as miekg/dns answers)
+            s.send(b"\x12\x34\x01\x00" + b"garbage that is no DNS message at all")
+            reply = dns.message.from_wire(await asyncio.wait_for(loop.sock_recv(s, 4096), 5))
+            assert reply.id == 0x1234 and reply.rcode() == dns.rcode.FORMERR
+            assert reply.flags & dns.flags.QR and reply.flags & dns.flags.RD
+            # the listener still answers (and sent nothing back for the rest)
             q = dns.message.make_query("web", "A")
             s.send(q.to_wire())
             reply = dns.message.from_wire(await asyncio.wait_for(loop.sock_recv(s, 4096), 5))
@@ -296,6 +365,15 @@ def test_malformed_queries_are_ignored() -> None:
         writer.write(b"\x00\x05hello")
         await writer.drain()
         assert await asyncio.wait_for(reader.read(), 5) == b""
+        writer.close()
+        # a header and junk over TCP: FORMERR, and the connection serves the next query
+        reader, writer = await asyncio.open_connection("127.0.0.1", env.port)
+        junk = b"\x43\x21\x01\x00" + b"\xff" * 20
+        q = dns.message.make_query("web", "A")
+        writer.write(len(junk).to_bytes(2, "big") + junk + tcp_frame(q))
+        await writer.drain()
+        assert (await read_tcp(reader)).rcode() == dns.rcode.FORMERR
+        assert addrs(await read_tcp(reader)) == ["127.0.1.1"]
         writer.close()
         assert addrs(await env.ask("web", tcp=True)) == ["127.0.1.1"]
         # two questions: FORMERR
@@ -338,3 +416,167 @@ def test_parse_upstream() -> None:
     assert parse_upstream("[fd00::1]:5353") == ("fd00::1", 5353)
     with pytest.raises(ValueError):
         parse_upstream("dns.example")
+
+
+async def until(check: Callable[[], bool], what: str, seconds: float = 10) -> None:
+    """A bounded poll of the event loop (no fixed sleeps)."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + seconds
+    while not check():
+        assert loop.time() < end, f"still not: {what}"
+        await asyncio.sleep(0.02)
+
+
+def test_upstream_servfail_or_refused_tries_the_next() -> None:
+    """Docker's resolver: SERVFAIL and REFUSED pass the query to the next upstream;
+    NXDOMAIN is an answer; nothing but failures: SERVFAIL."""
+    failing = FakeUpstream(rcode=dns.rcode.SERVFAIL)
+    refusing = FakeUpstream(rcode=dns.rcode.REFUSED)
+
+    async def body(env: Env) -> None:
+        assert addrs(await env.ask("outside.test")) == ["192.0.2.7"]
+        assert failing.queries == refusing.queries == [("udp", "outside.test.")]
+        assert env.upstream.queries == [("udp", "outside.test.")]
+        assert (await env.ask("nowhere.test", tcp=True)).rcode() == dns.rcode.NXDOMAIN
+        assert env.upstream.queries[-1] == ("tcp", "nowhere.test.")
+        only_failing = tuple(f"{UPSTREAM}:{u.port}" for u in (failing, refusing))
+        env.table.set_endpoint(FRONT, "front", ep(WEB, "web", "127.0.1.1", upstreams=only_failing))
+        r = await env.ask("outside.test")
+        assert r.rcode() == dns.rcode.SERVFAIL and r.flags & dns.flags.RA
+        assert len(failing.queries) == len(refusing.queries) == 3
+
+    run(body, others=(failing, refusing))
+
+
+def test_stray_datagrams_are_not_the_upstreams_answer() -> None:
+    """An answer with another id, or a datagram that is no DNS, from the upstream's
+    address: ignored while the real answer is awaited (not a reason to give up on it)."""
+    stray = FakeUpstream(stray=True)
+
+    async def body(env: Env) -> None:
+        r = await env.ask("outside.test")
+        assert addrs(r) == ["192.0.2.7"]
+        assert stray.queries == [("udp", "outside.test.")]
+        assert env.upstream.queries == []  # the next upstream was not needed
+
+    run(body, others=(stray,))
+
+
+def test_aaaa_and_ipv6_ptr() -> None:
+    async def body(env: Env) -> None:
+        web = DnsEndpoint(container_id=WEB, name="web", addresses=("127.0.1.1", "fd00:0::5"))
+        env.table.set_endpoint(FRONT, "front", web)
+        r = await env.ask("web", "AAAA")
+        assert addrs(r) == ["fd00::5"] and r.answer[0].ttl == TTL
+        r = await env.ask(dns.reversename.from_address("fd00::5").to_text(), "PTR")
+        assert addrs(r) == ["web.front."]
+        r = await env.ask("web", "MX")  # a name of ours, another type: NOERROR, empty
+        assert r.rcode() == dns.rcode.NOERROR and r.answer == []
+        assert env.upstream.queries == []
+
+    run(body)
+
+
+def test_tcp_several_queries_idle_timeout_and_connection_bound() -> None:
+    async def body(env: Env) -> None:
+        env.server.tcp_idle_timeout = 0.5
+        env.server.max_tcp_clients = 2
+        # three queries in one write, three answers in order on the same connection
+        r1, w1 = await asyncio.open_connection("127.0.0.1", env.port)
+        qs = [dns.message.make_query(n, "A") for n in ("web", "outside.test", "www")]
+        w1.write(b"".join(tcp_frame(q) for q in qs))
+        answers = [await read_tcp(r1) for _ in qs]
+        assert [a.id for a in answers] == [q.id for q in qs]
+        assert [addrs(a) for a in answers] == [["127.0.1.1"], ["192.0.2.7"], ["127.0.1.1"]]
+        r2, w2 = await asyncio.open_connection("127.0.0.1", env.port)
+        w2.write(tcp_frame(qs[0]))
+        assert addrs(await read_tcp(r2)) == ["127.0.1.1"]
+        # a third connection over the bound: closed at once
+        r3, w3 = await asyncio.open_connection("127.0.0.1", env.port)
+        assert await asyncio.wait_for(r3.read(), 5) == b""
+        w3.close()
+        # idle connections are closed, which frees their places
+        assert await asyncio.wait_for(r1.read(), 5) == b""
+        assert await asyncio.wait_for(r2.read(), 5) == b""
+        w1.close()
+        w2.close()
+        await until(lambda: env.server._tcp_clients == 0, "idle connections closed")
+        assert addrs(await env.ask("web", tcp=True)) == ["127.0.1.1"]
+
+    run(body)
+
+
+def test_tcp_client_that_does_not_read_is_dropped() -> None:
+    """Queries written, answers never read: once the answers fill the buffers the
+    connection is dropped after the idle timeout, not held forever."""
+
+    async def body(env: Env) -> None:
+        env.server.tcp_idle_timeout = 0.5
+        for i in range(60):
+            env.table.set_endpoint(
+                FRONT, "front", ep(f"{i:064x}", f"w{i}", f"127.0.3.{i + 1}", aliases=("pool",))
+            )
+        loop = asyncio.get_running_loop()
+        for listener in env.server._listeners[FRONT]:  # accepted sockets inherit it
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.setblocking(False)
+        try:
+            await loop.sock_connect(s, ("127.0.0.1", env.port))
+            frames = b"".join(tcp_frame(dns.message.make_query("pool", "A")) for _ in range(400))
+            await loop.sock_sendall(s, frames)  # ~400 kB of answers, more than the buffers
+            await until(lambda: env.server._tcp_clients == 1, "the client accepted")
+            await until(lambda: env.server._tcp_clients == 0, "the stuck client dropped")
+        finally:
+            s.close()
+        assert addrs(await env.ask("web", tcp=True)) == ["127.0.1.1"]
+
+    run(body)
+
+
+def test_udp_bound_on_queries_in_flight() -> None:
+    """More queries at once than the bound: the excess is dropped on arrival (a burst
+    read in one go cannot overshoot), and the count returns to zero."""
+    silent = FakeUpstream(silent=True)
+
+    async def body(env: Env) -> None:
+        env.server.max_concurrent = 10
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind(("127.0.1.1", 0))
+        try:
+            for i in range(50):
+                q = dns.message.make_query(f"q{i}.outside.test", "A")
+                s.sendto(q.to_wire(), ("127.0.0.1", env.port))
+            await until(lambda: len(silent.queries) >= 10, "10 queries forwarded")
+            assert env.server._inflight == 10
+            await until(lambda: env.server._inflight == 0, "all answered")
+            assert len(silent.queries) == 10
+        finally:
+            s.close()
+
+    run(body, others=(silent,))
+
+
+def test_stress_200_concurrent_queries_one_upstream_blackholed() -> None:
+    """200 queries at once (local names, forwarded ones over UDP and TCP) while the first
+    upstream never answers: each is answered; no task, socket or count is left behind."""
+    silent = FakeUpstream(silent=True)
+
+    def fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    async def body(env: Env) -> None:
+        before = fds()
+
+        async def one(i: int) -> list[str]:
+            name = ("web", "outside.test")[i % 2]
+            return addrs(await env.ask(name, src=f"127.0.1.{1 + i % 3}", tcp=i % 5 == 0))
+
+        results = await asyncio.gather(*(one(i) for i in range(200)))
+        assert results == [(["127.0.1.1"], ["192.0.2.7"])[i % 2] for i in range(200)]
+        await until(lambda: not env.server._tasks, "no task left")
+        assert env.server._inflight == 0 and env.server._tcp_clients == 0
+        await until(lambda: fds() <= before, "no socket left")
+
+    run(body, others=(silent,))

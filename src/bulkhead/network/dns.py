@@ -33,13 +33,30 @@ Vocabulary:
     daemon's ``dns`` option, else the daemon's own resolv.conf nameservers,
     loopback ones included since the daemon shares the host's namespace),
     tried in order (at most three, as Docker's ``maxExtDNS``), each with a
-    timeout. UDP queries go upstream over UDP, TCP ones over TCP. With no
-    upstream the answer is SERVFAIL; so it is for a container whose networks
-    are all ``--internal`` (nothing leaves an internal network, as Docker's).
+    timeout. UDP queries go upstream over UDP, TCP ones over TCP; an
+    upstream's truncated UDP answer (TC) is asked again of it over TCP, so
+    that a client whose limit is larger than the upstream's gets it whole.
+    An upstream that answers SERVFAIL or REFUSED, does not answer in time or
+    cannot be reached passes the query to the next one (Docker's resolver);
+    a stray datagram (another id or question, or no DNS message) is not its
+    answer and is ignored. When no upstream answers, or there is none, the
+    answer is SERVFAIL; so it is for a container whose networks are all
+    ``--internal`` (nothing leaves an internal network, as Docker's).
 *truncation*
-    a UDP answer larger than the client's limit (512 bytes, or its EDNS
-    payload size) is sent empty with TC set; the client repeats the query
-    over TCP and gets it whole.
+    an answer larger than the client's limit over UDP (512 bytes, or its
+    EDNS payload size) keeps the records that fit and has TC set (miekg's
+    ``Truncate``, as Docker): a client that retries over TCP gets it whole,
+    one that does not (musl before 1.2.4) still gets addresses.
+*malformed queries*
+    a datagram too short for a DNS header, or a response, gets no answer; a
+    header followed by anything that does not parse gets FORMERR (as
+    Docker's miekg/dns server answers), as does a query with other than one
+    question; another opcode gets NOTIMP.
+*bounds*
+    at most :data:`MAX_CONCURRENT` UDP queries in flight (more are dropped:
+    the client retries), at most :data:`MAX_TCP_CLIENTS` TCP connections
+    (more are closed at once), each dropped after :data:`TCP_IDLE_TIMEOUT`
+    seconds without a query, or when it does not read its answers.
 
 Why the gateway address and not Docker's 127.0.0.11: Docker runs a resolver
 socket *inside* every container's namespace and redirects port 53 with
@@ -96,8 +113,10 @@ MAX_UPSTREAMS = 3
 UPSTREAM_TIMEOUT = 4.0
 #: Queries in flight at once; more are dropped (the client retries).
 MAX_CONCURRENT = 1024
-#: Seconds a TCP client may stay idle between queries.
+#: Seconds a TCP client may stay idle between queries (or take to read an answer).
 TCP_IDLE_TIMEOUT = 10.0
+#: TCP connections at once; more are closed as soon as accepted.
+MAX_TCP_CLIENTS = 256
 DNS_PORT = 53
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -267,19 +286,57 @@ def _max_udp_size(query: dns.message.Message) -> int:
 
 
 def _wire(response: dns.message.Message, limit: int | None) -> bytes:
-    """``response`` as bytes within ``limit`` (UDP), else empty with TC set."""
+    """``response`` as bytes within ``limit`` (UDP; None: TCP's 65535): whole, else its
+    first answer records that fit, with TC set (miekg's ``Msg.Truncate``, which Docker uses)."""
+    size = limit or 65535
     try:
-        return response.to_wire(max_size=limit or 65535)
+        return response.to_wire(max_size=size)
     except dns.exception.TooBig:
-        return _truncated(response).to_wire(max_size=limit or 65535)
+        pass
+    records = [(rrset, rd) for rrset in response.answer for rd in rrset]
+    lo, hi = 0, len(records)  # the most answer records that fit: in [lo, hi]
+    best = _truncated(response, []).to_wire(max_size=size)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        try:
+            best = _truncated(response, records[:mid]).to_wire(max_size=size)
+            lo = mid
+        except dns.exception.TooBig:
+            hi = mid - 1
+    return best
 
 
-def _truncated(response: dns.message.Message) -> dns.message.Message:
+def _truncated(
+    response: dns.message.Message, records: list[tuple[dns.rrset.RRset, Any]]
+) -> dns.message.Message:
+    """``response`` with TC set, ``records`` as its answer and no other section."""
     r = dns.message.Message(id=response.id)
     r.flags = response.flags | dns.flags.TC
+    if response.edns >= 0:
+        r.use_edns(
+            response.edns, response.ednsflags, response.payload, options=list(response.options)
+        )
     r.set_rcode(response.rcode())
     r.question = list(response.question)
+    for rrset, rd in records:
+        r.find_rrset(
+            r.answer, rrset.name, rrset.rdclass, rrset.rdtype, rrset.covers, create=True
+        ).add(rd, rrset.ttl)
     return r
+
+
+def _formerr(data: bytes) -> bytes | None:
+    """FORMERR for a query whose header reads but whose body does not (miekg/dns's
+    server answers so); None when there is no header, or it is a response's."""
+    if len(data) < 12:
+        return None
+    qid, flags = struct.unpack("!HH", data[:4])
+    if flags & dns.flags.QR:
+        return None
+    r = dns.message.Message(id=qid)
+    r.flags = dns.flags.QR | (flags & dns.flags.RD)
+    r.set_rcode(dns.rcode.FORMERR)
+    return r.to_wire()
 
 
 class DnsServer:
@@ -303,10 +360,14 @@ class DnsServer:
         self._default_upstreams = default_upstreams
         self.port = port
         self.upstream_timeout = upstream_timeout
+        self.tcp_idle_timeout = TCP_IDLE_TIMEOUT
+        self.max_concurrent = MAX_CONCURRENT
+        self.max_tcp_clients = MAX_TCP_CLIENTS
         self._loop: asyncio.AbstractEventLoop | None = None
         self._listeners: dict[str, list[socket.socket]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._inflight = 0
+        self._inflight = 0  # UDP queries being answered
+        self._tcp_clients = 0
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -426,11 +487,14 @@ class DnsServer:
                 self._loop.remove_reader(s.fileno())
             s.close()
 
-    def _spawn(self, coro: Any) -> None:
+    def _spawn(self, coro: Any, done: Callable[[], None] | None = None) -> None:
+        """Run ``coro`` as a task of ours; ``done`` when it ends, even cancelled unstarted."""
         assert self._loop is not None
         task = self._loop.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        if done is not None:
+            task.add_done_callback(lambda _: done())
 
     # -- UDP ------------------------------------------------------------------------
 
@@ -442,14 +506,17 @@ class DnsServer:
                 return
             except OSError:
                 return
-            if self._inflight >= MAX_CONCURRENT:
-                continue
-            self._spawn(self._udp_query(network_id, sock, data, peer))
+            if self._inflight >= self.max_concurrent:
+                continue  # counted here, not when the task starts: a burst cannot overshoot
+            self._inflight += 1
+            self._spawn(self._udp_query(network_id, sock, data, peer), self._udp_done)
+
+    def _udp_done(self) -> None:
+        self._inflight -= 1
 
     async def _udp_query(
         self, network_id: str, sock: socket.socket, data: bytes, peer: Any
     ) -> None:
-        self._inflight += 1
         try:
             out = await self.answer(network_id, peer[0], data, tcp=False)
             if out is not None:
@@ -457,8 +524,6 @@ class DnsServer:
                     sock.sendto(out, peer)
         except Exception:  # pragma: no cover - never let a query kill the listener
             log.exception("DNS query from %s", peer[0])
-        finally:
-            self._inflight -= 1
 
     # -- TCP ------------------------------------------------------------------------
 
@@ -467,8 +532,16 @@ class DnsServer:
             conn, peer = sock.accept()
         except OSError:
             return
+        if self._tcp_clients >= self.max_tcp_clients:
+            conn.close()
+            return
         conn.setblocking(False)
-        self._spawn(self._tcp_client(network_id, conn, peer))
+        self._tcp_clients += 1
+        self._spawn(self._tcp_client(network_id, conn, peer), lambda: self._tcp_done(conn))
+
+    def _tcp_done(self, conn: socket.socket) -> None:
+        self._tcp_clients -= 1
+        conn.close()  # already, unless the task was cancelled before it started
 
     async def _tcp_client(self, network_id: str, conn: socket.socket, peer: Any) -> None:
         try:
@@ -476,38 +549,44 @@ class DnsServer:
         except OSError:
             conn.close()
             return
+        idle = self.tcp_idle_timeout
         try:
             while True:
                 try:
-                    head = await asyncio.wait_for(reader.readexactly(2), TCP_IDLE_TIMEOUT)
+                    head = await asyncio.wait_for(reader.readexactly(2), idle)
                     (size,) = struct.unpack("!H", head)
-                    data = await asyncio.wait_for(reader.readexactly(size), TCP_IDLE_TIMEOUT)
+                    data = await asyncio.wait_for(reader.readexactly(size), idle)
                 except (TimeoutError, asyncio.IncompleteReadError, OSError):
                     return
-                self._inflight += 1
-                try:
-                    out = await self.answer(network_id, peer[0], data, tcp=True)
-                finally:
-                    self._inflight -= 1
+                out = await self.answer(network_id, peer[0], data, tcp=True)
                 if out is None:
-                    return  # malformed: drop the connection
+                    return  # no DNS header, or a response: drop the connection
                 writer.write(struct.pack("!H", len(out)) + out)
-                await writer.drain()
+                try:  # a client that does not read its answers is dropped
+                    await asyncio.wait_for(writer.drain(), idle)
+                except (TimeoutError, OSError):
+                    writer.transport.abort()  # close() would wait for it to read them
+                    return
         except Exception:  # pragma: no cover
             log.exception("DNS over TCP from %s", peer[0])
         finally:
             writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
+            try:
+                await asyncio.wait_for(writer.wait_closed(), idle)
+            except Exception:
+                writer.transport.abort()
+            except asyncio.CancelledError:
+                writer.transport.abort()
+                raise
 
     # -- the answer -----------------------------------------------------------------
 
     async def answer(self, network_id: str, client: str, data: bytes, *, tcp: bool) -> bytes | None:
-        """The reply to one query (wire format), or None to ignore it (malformed)."""
+        """The reply to one query (wire format), or None to ignore it (no header, a response)."""
         try:
             query = dns.message.from_wire(data)
         except Exception:
-            return None
+            return _formerr(data)
         if query.flags & dns.flags.QR:
             return None  # a response sent to us: not a query
         limit = None if tcp else _max_udp_size(query)
@@ -565,7 +644,7 @@ class DnsServer:
             d = self._default_upstreams
             mine = tuple(d() if callable(d) else d)
         own = {
-            (h, p)
+            (_norm(h), p)
             for socks in self._listeners.values()
             for s in socks
             for h, p in [s.getsockname()[:2]]
@@ -573,34 +652,54 @@ class DnsServer:
         out: list[tuple[str, int]] = []
         for spec in mine:
             try:
-                hp = parse_upstream(spec)
+                host, port = parse_upstream(spec)
             except ValueError:
                 continue
-            if hp not in own and hp not in out:  # never forward to ourselves
-                out.append(hp)
+            if (_norm(host), port) not in own and (host, port) not in out:  # never ourselves
+                out.append((host, port))
         return out[:MAX_UPSTREAMS]
 
     async def _forward(
         self, network_id: str, client: str, query: dns.message.Message, tcp: bool
     ) -> dns.message.Message:
-        import dns.asyncquery
-
         upstreams = self._upstreams_for(network_id, client)
         if not self.table.may_forward(network_id, client):
             upstreams = []
         for host, port in upstreams:
-            try:
-                if tcp:
-                    return await dns.asyncquery.tcp(
-                        query, host, timeout=self.upstream_timeout, port=port
-                    )
-                return await dns.asyncquery.udp(
-                    query, host, timeout=self.upstream_timeout, port=port
-                )
-            except (dns.exception.DNSException, OSError, EOFError) as e:
-                log.debug("upstream %s:%d failed: %s", host, port, e)
+            reply = await self._exchange(query, host, port, tcp)
+            if reply is None:
                 continue
+            if reply.rcode() in (dns.rcode.SERVFAIL, dns.rcode.REFUSED):
+                log.debug("upstream %s:%d: %s", host, port, dns.rcode.to_text(reply.rcode()))
+                continue  # Docker's resolver: maybe the next one knows
+            return reply
         r = dns.message.make_response(query)
         r.flags |= dns.flags.RA
         r.set_rcode(dns.rcode.SERVFAIL)
         return r
+
+    async def _exchange(
+        self, query: dns.message.Message, host: str, port: int, tcp: bool
+    ) -> dns.message.Message | None:
+        """One upstream's answer, or None (no answer in time, unreachable, not DNS)."""
+        import dns.asyncquery
+
+        timeout = self.upstream_timeout
+        try:
+            if tcp:
+                return await dns.asyncquery.tcp(query, host, timeout=timeout, port=port)
+            # ignore_*: a datagram from elsewhere, or with another id or question, or that
+            # does not parse is not the answer (RFC 5452): keep waiting for the real one
+            reply = await dns.asyncquery.udp(
+                query, host, timeout=timeout, port=port, ignore_unexpected=True, ignore_errors=True
+            )
+        except (dns.exception.DNSException, OSError, EOFError) as e:
+            log.debug("upstream %s:%d failed: %s", host, port, e)
+            return None
+        if not reply.flags & dns.flags.TC:
+            return reply
+        try:  # truncated: the whole answer from the same server over TCP
+            return await dns.asyncquery.tcp(query, host, timeout=timeout, port=port)
+        except (dns.exception.DNSException, OSError, EOFError) as e:
+            log.debug("upstream %s:%d over TCP failed: %s", host, port, e)
+            return reply  # the truncated one: the client may retry over TCP itself
