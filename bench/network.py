@@ -39,6 +39,11 @@ bulkhead's measured cost rose from ~30 ms, alone or with a gap, to ~85 ms).
 The pause lets each run start on a settled kernel, the same for every
 engine; ``--gap 0`` measures back to back.
 
+``--user-network`` adds a third mode, ``--network=bhbench``: a user-defined
+network each engine creates first (names served by its embedded DNS: for
+bulkhead the resolver on the gateway and the 127.0.0.11 redirect in each
+container), reported as its own table (median minus ``none``).
+
 Part 2, throughput with iperf3 (Debian's ``iperf3``), bulkhead only, TCP,
 ``--iperf-seconds`` per test, ``--iperf-rounds`` rounds with the scenarios
 alternating, the median in Gbit/s and its ratio to loopback:
@@ -121,6 +126,9 @@ from engine_run import (
 IPERF3 = Path("/usr/bin/iperf3")
 ENGINES = ("bulkhead", "docker-bulkhead", "podman", "dockerd")
 MODES = ("none", "bridge")
+#: ``--user-network``: the third mode, a user-defined network each engine makes first
+USER_NETWORK = "bhbench"
+USER_SUBNET = "10.254.0.0/24"
 NS_ADDR = "10.253.0.1"
 IPERF_PORT = 5201
 LOOP_PORT = 5202
@@ -223,6 +231,7 @@ def report_start(subjects: Sequence[Subject], result: dict[str, Any]) -> list[st
         f"{'cost':>7} {'paired':>7} {'cost / bulkhead':>15}"
     )
     rows: dict[str, dict[str, float]] = {}
+    user_rows: dict[str, dict[str, float]] = {}
     for key, modes in by_key.items():
         none, bridge = modes["none"], modes["bridge"]
         if not none.samples or not bridge.samples:
@@ -233,6 +242,17 @@ def report_start(subjects: Sequence[Subject], result: dict[str, Any]) -> list[st
         paired = [
             bridge.by_round[r] - none.by_round[r] for r in bridge.by_round if r in none.by_round
         ]
+        user = modes.get(USER_NETWORK)
+        if user is not None and user.samples:
+            su = summary(user.samples)
+            user_paired = [
+                user.by_round[r] - none.by_round[r] for r in user.by_round if r in none.by_round
+            ]
+            user_rows[key] = {
+                "user_median_ms": su["median_ms"],
+                "user_cost_ms": su["median_ms"] - sn["median_ms"],
+                "user_paired_cost_ms": statistics.median(user_paired) * 1e3,
+            }
         rows[key] = {
             "n": min(sn["n"], sb["n"]),
             "none_median_ms": sn["median_ms"],
@@ -260,6 +280,19 @@ def report_start(subjects: Sequence[Subject], result: dict[str, Any]) -> list[st
         "cost / bulkhead: the cost over bulkhead CLI's)"
     )
     result.setdefault("summary", {})["start"] = rows
+    if user_rows:
+        print(f"\n--network={USER_NETWORK} (a user-defined network with its names), ms")
+        print(f"{'engine':<34} {'median':>9} {'cost':>7} {'paired':>7} {'cost / bulkhead':>15}")
+        uref = user_rows.get("bulkhead") or user_rows.get("docker-bulkhead")
+        for key, u in user_rows.items():
+            ratio = u["user_cost_ms"] / uref["user_cost_ms"] if uref else float("nan")
+            u["user_cost_ratio_to_bulkhead"] = ratio
+            print(
+                f"{by_key[key]['none'].client.label:<34} {u['user_median_ms']:>9.1f} "
+                f"{u['user_cost_ms']:>7.1f} {u['user_paired_cost_ms']:>7.1f} {ratio:>14.2f}x"
+            )
+        print("(cost: median user-network - median none)")
+        result["summary"]["start_user_network"] = user_rows
     verdicts = []
     if ref is not None:
         for key in ("podman", "dockerd"):
@@ -432,6 +465,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--wait-load", type=float, default=0.0, help="wait for a load below this")
     ap.add_argument("--wait-max", type=float, default=600.0)
     ap.add_argument("--out", default=str(HERE / "results"), help="where the JSON goes")
+    ap.add_argument(
+        "--user-network",
+        action="store_true",
+        help=f"also --network={USER_NETWORK}, a user-defined network (embedded DNS) per engine",
+    )
     args = ap.parse_args(argv)
     if os.geteuid() != 0:
         print("network.py needs root", file=sys.stderr)
@@ -510,8 +548,12 @@ def main(argv: list[str] | None = None) -> int:
         result["versions"] = {k: v for e in engines for k, v in e.versions.items()}
         result["namespaces"] = {e.name: e.netns for e in engines}
         subjects = []
+        modes = MODES + ((USER_NETWORK,) if args.user_network else ())
+        for c in clients if args.user_network else []:
+            # bulkhead's two CLIs share a daemon: the second create says "already exists"
+            c.timed("network", "create", "--subnet", USER_SUBNET, USER_NETWORK)
         for c in clients:
-            for mode in MODES:
+            for mode in modes:
                 s = Subject(c, mode)
                 _, err = c.timed(*s.argv())
                 if err:
