@@ -10,6 +10,9 @@ The topology, every piece in a ``bh-t-*`` network namespace removed afterwards::
 Servers (python sockets via ``nsenter``) answer each connection with the
 peer address they saw, so a test checks both reachability and NAT. A refused
 reach is a drop: the client's connect times out (1 s).
+
+The last test runs the daemon itself (``ndaemon``: in a namespace of the
+test's own) and attacks its default bridge from one more namespace.
 """
 
 from __future__ import annotations
@@ -19,9 +22,11 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import msgspec
 import pytest
+from tests.integration.engine_fixtures import Daemon, delete_netns, make_netns
 
 from bulkhead.network.firewall import FirewallState, NetworkRules, PortRule
 
@@ -31,12 +36,13 @@ SERVER = r"""
 import socket, sys, select
 socks = []
 for spec in sys.argv[1:]:
-    proto, port = spec.split(":")
+    proto, *addr, port = spec.split(":")  # tcp:80, udp:53, tcp:127.0.0.1:7000
+    addr = addr[0] if addr else "0.0.0.0"
     if proto == "tcp":
         s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind(("0.0.0.0", int(port))); s.listen(16)
+        s.bind((addr, int(port))); s.listen(16)
     else:
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", int(port)))
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind((addr, int(port)))
     socks.append((proto, s))
 print("ready", flush=True)
 while True:
@@ -63,6 +69,18 @@ try:
 except OSError as e:
     print("error=%s" % type(e).__name__)
 """
+
+FETCH = r"""
+import socket, sys
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)
+s.sendall(b"GET /index.html HTTP/1.0\r\n\r\n")
+data = b""
+while chunk := s.recv(4096):
+    data += chunk
+print(data.decode(errors="replace").rpartition("\r\n\r\n")[2])
+"""
+
+HTTPD = "mkdir -p /www && echo hello-$HOSTNAME > /www/index.html && exec httpd -f -p 80 -h /www"
 
 APPLY = r"""
 import sys, msgspec
@@ -262,3 +280,152 @@ def test_firewall_replace_refuse_and_delete(topo: Topology) -> None:
     for _ in range(2):
         assert topo.apply(FirewallState()).returncode == 0
         assert topo.tables() == []
+
+
+def route_loopback_via(topo: Topology, where: str, gateway: str) -> None:
+    """CVE-2020-8558's proof of concept: ``where`` sends 127.0.0.0/8 to ``gateway``.
+
+    It gives up its own loopback address (and with it the local routes of
+    127.0.0.0/8, and the martian check that would refuse answers from an
+    address of its own), lets its interface carry loopback addresses
+    (``route_localnet``), and routes 127.0.0.0/8 via the neighbour under attack.
+    """
+    topo.ip(where, "addr", "del", "127.0.0.1/8", "dev", "lo")
+    topo.run(where, "sh", "-c", "echo 1 > /proc/sys/net/ipv4/conf/eth0/route_localnet")
+    topo.ip(where, "route", "add", "127.0.0.0/8", "via", gateway, "dev", "eth0")
+
+
+def test_firewall_guard_keeps_the_hosts_loopback_from_its_bridges(topo: Topology) -> None:
+    """A neighbour on a bridge cannot reach the host's 127.0.0.1-only services (CVE-2020-8558).
+
+    route_localnet on br-a (set for the host's own 127.0.0.1:8080) would let
+    packets to 127.0.0.1 arriving on br-a be delivered locally.
+    """
+    topo.serve("host", "tcp:127.0.0.1:7000")
+    assert topo.apply(FirewallState(networks=NETS, ports=PORTS)).returncode == 0
+    assert topo.run("host", "cat", "/proc/sys/net/ipv4/conf/br-a/route_localnet") == "1"
+    route_loopback_via(topo, "c4", "172.30.1.1")
+    assert topo.reach("c4", "127.0.0.1", 7000).startswith("error=")
+    # the published ports still work: from the host's loopback, from a container
+    assert topo.reach("host", "127.0.0.1", 8080) == "peer=172.30.1.1"
+    assert topo.reach("host", "127.0.0.1", 8081) == "peer=172.30.1.1"
+    assert topo.reach("host", "127.0.0.1", 7000) == "peer=127.0.0.1"
+    assert topo.reach("c1", "10.250.0.1", 8080) == "peer=172.30.1.1"
+    # the proof that the attack is real: without the guard it gets through
+    topo.run("host", "nft", "delete", "chain", "inet", "bulkhead", "guard")
+    assert topo.reach("c4", "127.0.0.1", 7000) == "peer=172.30.1.3"
+
+
+def test_firewall_guard_keeps_loopback_published_ports_from_the_outside(topo: Topology) -> None:
+    """``-p 127.0.0.1:8081:81`` is the host's alone, even for a neighbour routing 127.0.0.1 to it.
+
+    The DNAT runs before the routing decision that would drop a loopback
+    destination arriving by a real interface (moby#41872).
+    """
+    assert topo.apply(FirewallState(networks=NETS, ports=PORTS)).returncode == 0
+    route_loopback_via(topo, "out", "10.250.0.1")
+    assert topo.reach("out", "127.0.0.1", 8081).startswith("error=")
+    assert topo.reach("out", "10.250.0.1", 8080) == "peer=10.250.0.2"
+    topo.run("host", "nft", "delete", "chain", "inet", "bulkhead", "guard")
+    assert topo.reach("out", "127.0.0.1", 8081) == "peer=10.250.0.2"
+
+
+RECV_ONE = r"""
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", int(sys.argv[1])))
+s.settimeout(float(sys.argv[2])); print("ready", flush=True)
+try:
+    print("peer=%s" % s.recvfrom(100)[1][0])
+except OSError:
+    print("nothing")
+"""
+
+SEND_FROM = r"""
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_IP, 15, 1)  # IP_FREEBIND: a source the sender does not own
+s.bind((sys.argv[1], 0))
+for _ in range(3):
+    s.sendto(b"x", (sys.argv[2], int(sys.argv[3])))
+"""
+
+
+def spoofed_datagram_seen(topo: Topology, where: str, source: str, gateway: str) -> str:
+    """What a UDP server of the host on every address saw of ``where``'s datagrams from ``source``."""
+    server = subprocess.Popen(
+        ["nsenter", f"--net=/run/netns/{topo.ns['host']}", PY, "-c", RECV_ONE, "7001", "2"],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert server.stdout is not None
+        assert server.stdout.readline().strip() == b"ready"
+        topo.run(where, PY, "-c", SEND_FROM, source, gateway, "7001")
+        return server.stdout.readline().decode().strip()
+    finally:
+        server.kill()
+        server.wait()
+
+
+def test_firewall_guard_drops_loopback_sources_from_bridges(topo: Topology) -> None:
+    """A container cannot pass for the host's loopback (127.0.0.2 is no address of the host's)."""
+    assert topo.apply(FirewallState(networks=NETS, ports=PORTS)).returncode == 0
+    topo.run("c4", "sh", "-c", "echo 1 > /proc/sys/net/ipv4/conf/eth0/route_localnet")
+    assert spoofed_datagram_seen(topo, "c4", "172.30.1.3", "172.30.1.1") == "peer=172.30.1.3"
+    assert spoofed_datagram_seen(topo, "c4", "127.0.0.2", "172.30.1.1") == "nothing"
+    topo.run("host", "nft", "delete", "chain", "inet", "bulkhead", "guard")
+    assert spoofed_datagram_seen(topo, "c4", "127.0.0.2", "172.30.1.1") == "peer=127.0.0.2"
+
+
+# --- through the daemon -------------------------------------------------------------
+
+
+@pytest.fixture
+def ndaemon(daemon_factory: Any) -> Daemon:
+    d: Daemon = daemon_factory(netns=True)
+    return d
+
+
+def _ok(r: Any) -> str:
+    assert r.returncode == 0, f"{r.args}: {r.stderr}"
+    return str(r.stdout)
+
+
+def test_daemon_bridge_neighbour_cannot_reach_the_hosts_loopback(ndaemon: Daemon) -> None:
+    """CVE-2020-8558 against the daemon: its bh0 has route_localnet for a published port.
+
+    An attacker namespace of the test's own is plugged into bh0 like a
+    container and routes 127.0.0.0/8 to the gateway; a service of the daemon's
+    namespace bound to 127.0.0.1 only must stay out of its reach, while the
+    host's 127.0.0.1:8080 still reaches the container.
+    """
+    d = ndaemon
+    _ok(d.docker("run", "-d", "--name", "web", "-p", "8080:80", "busybox", "sh", "-c", HTTPD))
+    assert _ok(d.in_netns("cat", "/proc/sys/net/ipv4/conf/bh0/route_localnet")).strip() == "1"
+    listener = subprocess.Popen(
+        ["nsenter", f"--net=/run/netns/{d.netns}", PY, "-c", SERVER, "tcp:127.0.0.1:7000"],
+        stdout=subprocess.PIPE,
+    )
+    attacker = make_netns()
+    topo = Topology()
+    topo.ns = {"host": str(d.netns), "atk": attacker}
+    try:
+        assert listener.stdout is not None
+        assert listener.stdout.readline().strip() == b"ready"
+        topo.ip("host", "link", "add", "vatk", "type", "veth", "peer", "name", "eth0")
+        topo.ip("host", "link", "set", "eth0", "netns", attacker)
+        topo.ip("host", "link", "set", "vatk", "master", "bh0", "up")
+        topo.ip("atk", "addr", "add", "172.17.255.250/16", "dev", "eth0")
+        topo.ip("atk", "link", "set", "eth0", "up")
+        route_loopback_via(topo, "atk", "172.17.0.1")
+        assert topo.reach("atk", "172.17.0.1", 7000).startswith("error=")  # bound to lo only
+        assert topo.reach("atk", "127.0.0.1", 7000).startswith("error=")
+        # the published port from the daemon's own loopback still works
+        got = _ok(d.in_netns(PY, "-c", FETCH, "127.0.0.1", "8080")).strip()
+        assert got.startswith("hello-"), got
+        # the proof: without bulkhead's guard the attacker gets through
+        topo.run("host", "nft", "delete", "chain", "inet", "bulkhead", "guard")
+        assert topo.reach("atk", "127.0.0.1", 7000) == "peer=172.17.255.250"
+    finally:
+        listener.kill()
+        listener.wait()
+        delete_netns(attacker)

@@ -98,8 +98,91 @@ def test_sysctls() -> None:
         "net/ipv4/ip_forward": "1",
         "net/ipv6/conf/all/forwarding": "1",
         "net/ipv4/conf/br-a/route_localnet": "1",
+        "net/ipv4/conf/br-b/route_localnet": "0",
+        "net/ipv4/conf/br-i/route_localnet": "0",
     }
-    assert sysctls(FirewallState(networks=NETS[2:])) == {}
+    assert sysctls(FirewallState(networks=NETS[2:])) == {"net/ipv4/conf/br-i/route_localnet": "0"}
+
+
+def test_route_localnet_goes_with_the_last_published_port() -> None:
+    """Docker leaves it on (moby#45578); bulkhead's sysctls follow the declared state."""
+    assert sysctls(FirewallState(networks=NETS))["net/ipv4/conf/br-a/route_localnet"] == "0"
+
+
+def test_loopback_guard() -> None:
+    """CVE-2020-8558: 127.0.0.0/8 arriving by anything but lo is dropped before any DNAT."""
+    cmds = render(FirewallState(networks=NETS, ports=PORTS))
+    chain = next(
+        c["add"]["chain"]
+        for c in cmds
+        if "chain" in c.get("add", {}) and c["add"]["chain"]["name"] == "guard"
+    )
+    assert (chain["type"], chain["hook"], chain["policy"]) == ("filter", "prerouting", "accept")
+    assert -200 < chain["prio"] < -100  # after conntrack, before dstnat
+    loopnet = {"prefix": {"addr": "127.0.0.0", "len": 8}}
+    not_lo = {"match": {"op": "!=", "left": {"meta": {"key": "iifname"}}, "right": "lo"}}
+    assert _rules(cmds, "guard") == [
+        [
+            not_lo,
+            {
+                "match": {
+                    "op": "==",
+                    "left": {"payload": {"protocol": "ip", "field": field}},
+                    "right": loopnet,
+                }
+            },
+            {"drop": None},
+        ]
+        for field in ("daddr", "saddr")
+    ]
+    # a table with networks but no port yet has it too (route_localnet may be left on)
+    assert _rules(render(FirewallState(networks=NETS[1:2])), "guard")
+
+
+def _fake_nft(tmp_path: Any, *, exit_code: int) -> tuple[Any, Any]:
+    """An ``nft`` that records the route_localnet it saw when it ran."""
+    seen = tmp_path / "seen"
+    nft = tmp_path / "nft"
+    rl = tmp_path / "proc" / "net/ipv4/conf/br-a/route_localnet"
+    nft.write_text(f"#!/bin/sh\ncat >/dev/null\ncat {rl} > {seen}\nexit {exit_code}\n")
+    nft.chmod(0o755)
+    for path in ("net/ipv4/ip_forward", "net/ipv6/conf/all/forwarding"):
+        (tmp_path / "proc" / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "proc" / path).write_text("0\n")
+    for br in ("br-a", "br-b", "br-i"):
+        (tmp_path / "proc" / f"net/ipv4/conf/{br}").mkdir(parents=True)
+        (tmp_path / "proc" / f"net/ipv4/conf/{br}/route_localnet").write_text("0\n")
+    return nft, seen
+
+
+def test_apply_sets_the_sysctls_after_the_rules(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    """route_localnet only once the guard is in; forwarding only once the drops are."""
+    from bulkhead.network.firewall import apply
+
+    monkeypatch.delenv("BULKHEAD_FORBID_NETNS", raising=False)
+    nft, seen = _fake_nft(tmp_path, exit_code=0)
+    apply(FirewallState(networks=NETS, ports=PORTS), nft=str(nft), proc_sys=str(tmp_path / "proc"))
+    assert seen.read_text().strip() == "0"  # nft ran before the sysctl
+    proc = tmp_path / "proc"
+    assert (proc / "net/ipv4/conf/br-a/route_localnet").read_text().strip() == "1"
+    assert (proc / "net/ipv4/ip_forward").read_text().strip() == "1"
+
+
+def test_a_refused_state_changes_no_sysctl(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    from bulkhead.network.firewall import apply
+
+    monkeypatch.delenv("BULKHEAD_FORBID_NETNS", raising=False)
+    nft, _ = _fake_nft(tmp_path, exit_code=1)
+    proc = tmp_path / "proc"
+    with pytest.raises(FirewallError, match="nft refused"):
+        apply(FirewallState(networks=NETS, ports=PORTS), nft=str(nft), proc_sys=str(proc))
+    bad = FirewallState(networks=NETS, ports=(PortRule("icmp", "", 1, "172.18.0.2", 1, "br-a"),))
+    with pytest.raises(FirewallError, match="invalid protocol"):
+        apply(bad, nft=str(nft), proc_sys=str(proc))
+    assert (proc / "net/ipv4/ip_forward").read_text().strip() == "0"
+    assert (proc / "net/ipv4/conf/br-a/route_localnet").read_text().strip() == "0"
 
 
 def test_apply_refuses_the_forbidden_namespace(

@@ -59,6 +59,29 @@ the container answers the bridge's address. A userland proxy (docker-proxy)
 would cost a process per port and hide the client's address from the
 container; DNAT keeps it (for every client but loopback ones). IPv6 has no
 ``route_localnet``: ``[::1]:8080`` is not served (neither does podman).
+
+The loopback guard (CVE-2020-8558)
+----------------------------------
+``route_localnet`` cuts both ways: packets *arriving* on the bridge with a
+``127.0.0.0/8`` destination are no longer martians either, so a container
+(or anything plugged into the bridge) that routes 127.0.0.1 via the gateway
+reaches the services the host bound to 127.0.0.1 only — kube-proxy's
+CVE-2020-8558 (kubelet answered it with a filter rule dropping such packets
+that are not part of a connection). Independently of ``route_localnet``, a
+port published on ``127.0.0.1`` is DNATed in ``prerouting``, before the
+routing decision that would drop the loopback destination, so a neighbour
+on any interface that routes 127.0.0.1 to the host reached it (moby#41872).
+The ``guard`` chain (filter, ``prerouting``, priority -150: after conntrack,
+before ``dstnat``) drops every packet that arrives by an interface other than
+``lo`` with a ``127.0.0.0/8`` destination or source. At that priority a
+packet still carries the addresses it had on the wire: the container's answer
+to the host's ``127.0.0.1:8080`` (masqueraded above) is addressed to the
+bridge's address and passes; the NAT that turns it back into ``127.0.0.1``
+comes later. Nothing legitimate carries a loopback address on a wire (RFC
+1122), so the guard covers every interface, not only bulkhead's bridges (a
+bridge being removed, or one whose ``route_localnet`` outlived its ports,
+included). IPv6 needs none: the kernel drops ``::1`` arriving by a real
+interface before any hook.
 """
 
 from __future__ import annotations
@@ -78,6 +101,9 @@ TABLE = "bulkhead"
 FAMILY = "inet"
 
 #: Chain priorities (nft's named ones): ``dstnat`` -100, ``filter`` 0, ``srcnat`` 100.
+#: The guard runs after conntrack (-200) and before ``dstnat``: it sees a packet's
+#: destination as it arrived (see "The loopback guard").
+PRIO_GUARD = -150
 PRIO_DSTNAT = -100
 PRIO_FILTER = 0
 PRIO_SRCNAT = 100
@@ -200,6 +226,7 @@ def render(state: FirewallState) -> list[dict[str, Any]]:
     cmds.append({"add": table})
     cmds += [
         _chain("published"),
+        _chain("guard", type="filter", hook="prerouting", prio=PRIO_GUARD, policy="accept"),
         _chain("prerouting", type="nat", hook="prerouting", prio=PRIO_DSTNAT, policy="accept"),
         _chain("output", type="nat", hook="output", prio=PRIO_DSTNAT, policy="accept"),
         _chain("postrouting", type="nat", hook="postrouting", prio=PRIO_SRCNAT, policy="accept"),
@@ -213,6 +240,14 @@ def render(state: FirewallState) -> list[dict[str, Any]]:
         }
     }
     jump = {"jump": {"target": "published"}}
+    # the loopback guard (CVE-2020-8558): 127.0.0.0/8 never arrives by a real interface
+    loopnet = _prefix(ipaddress.ip_network("127.0.0.0/8"))
+    for field in ("daddr", "saddr"):
+        cmds.append(
+            _rule(
+                "guard", _meta("iifname", "!=", "lo"), _payload("ip", field, "==", loopnet), _DROP
+            )
+        )
     cmds.append(_rule("prerouting", local, jump))
     cmds.append(_rule("output", local, jump))
     cmds += [_port_rule(p) for p in state.ports]
@@ -296,8 +331,10 @@ def sysctls(state: FirewallState) -> dict[str, str]:
         out["net/ipv4/ip_forward"] = "1"
     if any(":" in s for n in outside for s in n.subnets):
         out["net/ipv6/conf/all/forwarding"] = "1"
-    for br in sorted({p.bridge for p in state.ports}):
-        out[f"net/ipv4/conf/{br}/route_localnet"] = "1"
+    published = {p.bridge for p in state.ports}
+    # route_localnet only where a port needs it, and off again when the last one goes
+    for br in sorted(published | {n.bridge for n in state.networks}):
+        out[f"net/ipv4/conf/{br}/route_localnet"] = "1" if br in published else "0"
     return out
 
 
@@ -318,8 +355,9 @@ def apply(state: FirewallState, *, nft: str = "nft", proc_sys: str = "/proc/sys"
             "refusing to change the firewall of the host's network namespace "
             "(BULKHEAD_FORBID_NETNS): run the daemon in a namespace of its own"
         )
-    for path, value in sysctls(state).items():
-        _write_sysctl(os.path.join(proc_sys, path), value)
+    # the rules first, the sysctls after: forwarding is switched on only once the
+    # forward chain's drops are in place, route_localnet only once the guard is; a
+    # state nft refuses (or render rejects) changes nothing at all
     doc = json.dumps({"nftables": render(state)})
     try:
         r = subprocess.run(
@@ -331,6 +369,8 @@ def apply(state: FirewallState, *, nft: str = "nft", proc_sys: str = "/proc/sys"
         raise FirewallError(
             f"nft refused bulkhead's rules: {r.stderr.decode(errors='replace').strip()}"
         )
+    for path, value in sysctls(state).items():
+        _write_sysctl(os.path.join(proc_sys, path), value)
 
 
 def _write_sysctl(path: str, value: str) -> None:
