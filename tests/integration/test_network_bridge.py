@@ -140,7 +140,7 @@ def test_bad_input_changes_nothing(ndaemon: Daemon) -> None:
         (("network", "rm", "nosuch"), "not found"),
         (("network", "connect", "nosuch", "x1"), "not found"),
         (("run", "--rm", "--network", "one", "--ip", "10.99.0.5", "busybox", "true"),
-         "does not belong"),
+         "no configured subnet or ip-range contain the IP address 10.99.0.5"),
         (("run", "--rm", "--ip", "172.17.0.9", "busybox", "true"),
          "user specified IP address is supported on user defined networks only"),
         (("run", "--rm", "--network", "nosuch", "busybox", "true"), "network nosuch not found"),
@@ -241,12 +241,19 @@ def test_default_pool_skips_routed_subnets_and_ipv6(ndaemon: Daemon) -> None:
     assert net["GlobalIPv6PrefixLen"] == 64 and net["IPv6Gateway"] == v6["Gateway"]
     ok(d.docker("exec", "v6", "ping", "-6", "-c", "1", "-W", "5", v6["Gateway"]))
     prefix = v6["Subnet"].split("::")[0]
-    ok(d.docker("run", "-d", "--name", "v6s", "--network", "six", "--ip6", f"{prefix}::99",
+    # as Docker: a static address needs a subnet the user configured, not the daemon's choice
+    r = d.docker("run", "--rm", "--network", "six", "--ip6", f"{prefix}::99", "busybox", "true")
+    assert r.returncode == 125 and (
+        "user specified IP address is supported only when connecting to networks with user "
+        "configured subnets" in r.stderr
+    ), r.stderr
+    ok(d.docker("network", "create", "--ipv6", "--subnet", "fd00:5::/64", "six2"))
+    ok(d.docker("run", "-d", "--name", "v6s", "--network", "six2", "--ip6", "fd00:5::99",
                 "busybox", "sleep", "100"))  # fmt: skip
-    assert inspect(d, "v6s")["NetworkSettings"]["Networks"]["six"]["GlobalIPv6Address"] == (
-        f"{prefix}::99"
+    assert inspect(d, "v6s")["NetworkSettings"]["Networks"]["six2"]["GlobalIPv6Address"] == (
+        "fd00:5::99"
     )
-    ok(d.docker("exec", "v6", "ping", "-6", "-c", "1", "-W", "5", f"{prefix}::99"))
+    ok(d.docker("exec", "v6s", "ping", "-6", "-c", "1", "-W", "5", "fd00:5::1"))
     ok(d.docker("rm", "-f", "v6s"))
     ok(d.docker("rm", "-f", "v6"))
     # made just now: not before an hour ago

@@ -266,3 +266,33 @@ def test_created_is_go_rfc3339nano(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(time, "time", lambda: 1.5)
     monkeypatch.setattr(time, "time_ns", lambda: 1_500_000_000)
     assert _now() == "1970-01-01T00:00:01.5Z"
+
+
+def test_static_addresses_need_a_user_configured_subnet(tmp_path: Path) -> None:
+    """moby's validateEndpointIPAddress, its words (``invalid endpoint settings:``...)."""
+    m = manager(tmp_path)
+    auto = Network(
+        id="a" * 64,
+        name="auto",
+        bridge="br-a",
+        pools=[Pool(subnet="172.18.0.0/16", gateway="172.18.0.1", auto=True)],
+    )
+    with m.store.tx() as db:
+        m.store.add_network(db, auto)
+        m.store.allocate(db, auto.id, "172.18.0.1", "gateway")
+    with pytest.raises(SpecError) as err:
+        m.attach(C1, m.get("auto"), ipv4="172.18.0.9")
+    assert str(err.value) == (
+        "invalid endpoint settings:\nuser specified IP address is supported only when "
+        "connecting to networks with user configured subnets"
+    )
+    assert m.attach(C1, m.get("auto")).ipv4 == "172.18.0.2"  # dynamic: fine
+    with pytest.raises(SpecError) as err:
+        m.attach(C2, m.get("user"), ipv4="10.9.0.1")
+    assert str(err.value) == (
+        "invalid endpoint settings:\nno configured subnet or ip-range contain the IP address "
+        "10.9.0.1"
+    )
+    with pytest.raises(SpecError, match="^invalid IPv4 address: x$"):
+        m.attach(C2, m.get("user"), ipv4="x")
+    assert m.endpoints(C2) == []

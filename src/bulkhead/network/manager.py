@@ -353,11 +353,15 @@ class NetworkManager:
                     taken + [ipaddress.ip_network(p.subnet) for p in checked],
                     ipam.routed_subnets(),
                 )
-                checked.insert(0, Pool(subnet=str(subnet), gateway=str(subnet.network_address + 1)))
+                checked.insert(
+                    0, Pool(subnet=str(subnet), gateway=str(subnet.network_address + 1), auto=True)
+                )
             has_v6 = any(ipaddress.ip_network(p.subnet).version == 6 for p in checked)
             if enable_ipv6 and not has_v6:
                 v6 = ipam.ula_subnet()
-                checked.append(Pool(subnet=str(v6), gateway=str(v6.network_address + 1)))
+                checked.append(
+                    Pool(subnet=str(v6), gateway=str(v6.network_address + 1), auto=True)
+                )
             enable_ipv6 = enable_ipv6 or has_v6
             net = Network(
                 id=net_id,
@@ -518,6 +522,8 @@ class NetworkManager:
                         f"network {net.name}"
                     )
             seq = max((e.seq for e in self.store.endpoints(container_id=container_id)), default=0)
+            _check_static(net, ipv4, 4)
+            _check_static(net, ipv6, 6)
             addr4 = addr6 = ""
             pool4 = _pool(net, 4)
             if pool4 is not None:
@@ -822,6 +828,33 @@ class NetworkManager:
             "Options": dict(net.options),
             "Labels": dict(net.labels),
         }
+
+
+def _check_static(net: Network, address: str, version: int) -> None:
+    """moby's validateEndpointIPAddress: a static address needs a subnet the user
+    configured (not one the daemon chose), and must lie in one of them."""
+    if not address:
+        return
+    try:
+        addr = ipaddress.ip_address(address.strip())
+    except ValueError:
+        family = "IPv4" if version == 4 else "IPv6"
+        raise SpecError(f"invalid {family} address: {address}") from None
+    static = [
+        ipaddress.ip_network(p.subnet)
+        for p in net.pools
+        if not p.auto and ipaddress.ip_network(p.subnet).version == version
+    ]
+    if not static:
+        reason = (
+            "user specified IP address is supported only when connecting to networks with "
+            "user configured subnets"
+        )
+    elif not any(addr in s for s in static):
+        reason = f"no configured subnet or ip-range contain the IP address {address}"
+    else:
+        return
+    raise SpecError(f"invalid endpoint settings:\n{reason}")
 
 
 def _gone_endpoint_doc(ep: Endpoint) -> dict[str, Any]:

@@ -40,11 +40,16 @@ from bulkhead.statedb import open_state_db, transaction
 
 
 class Pool(msgspec.Struct, kw_only=True):
-    """One ``IPAM.Config`` entry: ``subnet`` (CIDR), ``gateway``, ``ip_range`` (CIDR or "")."""
+    """One ``IPAM.Config`` entry: ``subnet`` (CIDR), ``gateway``, ``ip_range`` (CIDR or "").
+
+    ``auto``: chosen by the daemon (no ``--subnet``), not the user: static
+    addresses (``--ip``) are refused on it, as Docker's.
+    """
 
     subnet: str
     gateway: str = ""
     ip_range: str = ""
+    auto: bool = False
 
 
 class Network(msgspec.Struct, kw_only=True):
