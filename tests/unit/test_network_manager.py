@@ -293,6 +293,35 @@ def test_static_addresses_need_a_user_configured_subnet(tmp_path: Path) -> None:
         "invalid endpoint settings:\nno configured subnet or ip-range contain the IP address "
         "10.9.0.1"
     )
-    with pytest.raises(SpecError, match="^invalid IPv4 address: x$"):
+    with pytest.raises(SpecError, match=r"^invalid IPv4 address: x$"):
         m.attach(C2, m.get("user"), ipv4="x")
     assert m.endpoints(C2) == []
+
+
+def test_create_reads_enable_ipv4_ipv6_as_moby_and_keeps_ipam_options(
+    tmp_path: Path, fake_links: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bulkhead.network import bridge, ipam
+
+    m = manager(tmp_path)
+    monkeypatch.setattr(bridge, "link_exists", lambda name: False)
+    monkeypatch.setattr(m, "_bridge_up", lambda net: True)
+    monkeypatch.setattr(ipam, "routed_subnets", lambda: [])
+    opt6 = "com.docker.network.enable_ipv6"
+    net = m.create_network("six", options={opt6: "true"}, ipam_options={})
+    assert net.enable_ipv6 and any(":" in p.subnet for p in net.pools)
+    doc = m.network_doc(net)
+    assert doc["EnableIPv6"] is True and doc["IPAM"]["Options"] == {}
+    assert doc["Options"] == {opt6: "true"}
+    # the request's field wins, and the option it overrides is dropped (moby)
+    net = m.create_network("four", enable_ipv6=False, options={opt6: "true"})
+    assert not net.enable_ipv6 and net.options == {}
+    assert m.network_doc(net)["IPAM"]["Options"] is None
+    with pytest.raises(SpecError, match=f'^driver-opt "{opt6}" is not a valid bool$'):
+        m.create_network("bad", options={opt6: "yes"})
+    with pytest.raises(UnsupportedError, match="IPv6-only"):
+        m.create_network("v6only", enable_ipv4=False, enable_ipv6=True)
+    with pytest.raises(UnsupportedError, match="IPv6-only"):
+        m.create_network("v6only", options={"com.docker.network.enable_ipv4": "false"})
+    assert "bad" not in [n.name for n in m.networks()]
+    assert "v6only" not in [n.name for n in m.networks()]

@@ -165,17 +165,24 @@ def register(router: Router, services: Services) -> None:
         ipam_driver = ipam.get("Driver") or "default"
         if not isinstance(ipam_driver, str):
             raise BadRequest("invalid IPAM.Driver: must be a string")
+        # IPAM.Options as given: {} from the docker CLI, null when absent (Docker shows both)
+        ipam_options = str_map(ipam, "Options") if ipam.get("Options") is not None else None
+        enable: dict[str, bool | None] = {}
+        for key in ("EnableIPv4", "EnableIPv6"):  # absent or null: the driver options decide
+            enable[key] = bool_field(body, key) if body.get(key) is not None else None
         net = await asyncio.to_thread(
             lambda: manager.create_network(
                 name,
                 driver=driver,
                 internal=bool_field(body, "Internal"),
-                enable_ipv6=bool_field(body, "EnableIPv6"),
+                enable_ipv6=enable["EnableIPv6"],
+                enable_ipv4=enable["EnableIPv4"],
                 attachable=bool_field(body, "Attachable"),
                 pools=pools,
                 options=options,
                 labels=labels,
                 ipam_driver=ipam_driver,
+                ipam_options=ipam_options,
             )
         )
         return json_response({"Id": net.id, "Warning": ""}, status=201)

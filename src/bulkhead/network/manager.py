@@ -66,6 +66,8 @@ DEFAULT_BRIDGE = "bh0"
 PREDEFINED = ("bridge", "host", "none")
 OPT_BRIDGE_NAME = "com.docker.network.bridge.name"
 OPT_MTU = "com.docker.network.driver.mtu"
+OPT_ENABLE_IPV4 = "com.docker.network.enable_ipv4"
+OPT_ENABLE_IPV6 = "com.docker.network.enable_ipv6"
 _NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
 
 NetworkHook = Callable[[Network], None]
@@ -88,6 +90,22 @@ def _prefix(pools: list[Pool], address: str) -> int:
         if addr.version == net.version and addr in net:
             return net.prefixlen
     return 0
+
+
+def _bool_option(options: dict[str, str], key: str, field: bool | None, default: bool) -> bool:
+    """moby's createNetwork: the request's field wins (and the driver option of the same
+    meaning is dropped), else the option (Go's strconv.ParseBool), else ``default``."""
+    if field is not None:
+        options.pop(key, None)
+        return field
+    if key not in options:
+        return default
+    value = options[key]
+    if value in ("1", "t", "T", "TRUE", "true", "True"):
+        return True
+    if value in ("0", "f", "F", "FALSE", "false", "False"):
+        return False
+    raise SpecError(f'driver-opt "{key}" is not a valid bool')
 
 
 def _pool(net: Network, version: int) -> Pool | None:
@@ -279,14 +297,22 @@ class NetworkManager:
         *,
         driver: str = "bridge",
         internal: bool = False,
-        enable_ipv6: bool = False,
+        enable_ipv6: bool | None = None,
+        enable_ipv4: bool | None = None,
         attachable: bool = False,
         pools: builtins.list[Pool] | None = None,
         options: dict[str, str] | None = None,
         labels: dict[str, str] | None = None,
         ipam_driver: str = "default",
+        ipam_options: dict[str, str] | None = None,
     ) -> Network:
-        """``POST /networks/create``: a bridge network, its bridge up; a ``create`` event."""
+        """``POST /networks/create``: a bridge network, its bridge up; a ``create`` event.
+
+        ``enable_ipv4``/``enable_ipv6`` None: not in the request, the driver
+        options ``com.docker.network.enable_ipv4``/``enable_ipv6`` decide (moby's
+        order; an explicit field drops the option). IPv6-only networks
+        (``EnableIPv4: false``) are refused, not silently given IPv4.
+        """
         self.ensure_predefined()
         if not name:
             raise SpecError("network name must not be empty", where="Name")
@@ -304,15 +330,24 @@ class NetworkManager:
             raise NoSuchNetwork(f'plugin "{driver}" not found')
         if ipam_driver not in ("", "default"):
             raise NoSuchNetwork(f'plugin "{ipam_driver}" not found')
-        return self._create(
+        options = dict(options or {})
+        ipv4 = _bool_option(options, OPT_ENABLE_IPV4, enable_ipv4, True)
+        ipv6 = _bool_option(options, OPT_ENABLE_IPV6, enable_ipv6, False)
+        if not ipv4:
+            raise UnsupportedError(
+                "IPv6-only networks (EnableIPv4 false) are not supported by bulkhead"
+            )
+        net = self._create(
             name,
             internal=internal,
-            enable_ipv6=enable_ipv6,
+            enable_ipv6=ipv6,
             attachable=attachable,
             pools=pools or [],
-            options=options or {},
+            options=options,
             labels=labels or {},
+            ipam_options=ipam_options,
         )
+        return net
 
     def _create(
         self,
@@ -326,6 +361,7 @@ class NetworkManager:
         options: dict[str, str] | None = None,
         labels: dict[str, str] | None = None,
         up: bool = True,
+        ipam_options: dict[str, str] | None = None,
     ) -> Network:
         options = dict(options or {})
         net_id = new_id()
@@ -359,9 +395,7 @@ class NetworkManager:
             has_v6 = any(ipaddress.ip_network(p.subnet).version == 6 for p in checked)
             if enable_ipv6 and not has_v6:
                 v6 = ipam.ula_subnet()
-                checked.append(
-                    Pool(subnet=str(v6), gateway=str(v6.network_address + 1), auto=True)
-                )
+                checked.append(Pool(subnet=str(v6), gateway=str(v6.network_address + 1), auto=True))
             enable_ipv6 = enable_ipv6 or has_v6
             net = Network(
                 id=net_id,
@@ -377,6 +411,7 @@ class NetworkManager:
                 bridge=bridge_name,
                 mtu=mtu,
                 predefined=predefined,
+                ipam_options=None if ipam_options is None else dict(ipam_options),
             )
             self.store.add_network(db, net)
             for p in checked:
@@ -818,7 +853,7 @@ class NetworkManager:
             "Driver": net.driver,
             "EnableIPv4": net.driver == "bridge",
             "EnableIPv6": net.enable_ipv6,
-            "IPAM": {"Driver": "default", "Options": None, "Config": config},
+            "IPAM": {"Driver": "default", "Options": net.ipam_options, "Config": config},
             "Internal": net.internal,
             "Attachable": net.attachable,
             "Ingress": False,

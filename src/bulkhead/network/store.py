@@ -80,6 +80,8 @@ class Network(msgspec.Struct, kw_only=True):
     #: a removal began (no endpoint may join any more); a daemon killed before it ended
     #: finishes it at its next start
     removing: bool = False
+    #: ``IPAM.Options`` as given at create (None when the request had none, as Docker's)
+    ipam_options: dict[str, str] | None = None
 
 
 class Endpoint(msgspec.Struct, kw_only=True):
