@@ -16,16 +16,16 @@ With the stock ``docker`` CLI only:
   nft tables and rules are what they were before the app (the default bridge the
   daemon made at its start stays: it is the daemon's, not the app's).
 
-Traffic flows only inside that namespace. Docker Compose is not installed on
-this project's machines (``docker compose version`` fails), so there is no
-compose-file variant; :func:`test_two_container_app_compose` runs only where
-the plugin exists.
+Traffic flows only inside that namespace. :func:`test_two_container_app_compose`
+runs the same app from a compose file, with the ``docker compose`` plugin where
+it exists, else Debian's ``docker-compose`` 1.29 (``make test`` installs it).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -144,11 +144,15 @@ def test_two_container_app_by_name_with_a_published_port(app_daemon: Daemon) -> 
     assert netns_state(d) == before
 
 
-def compose_available() -> bool:
-    if DOCKER is None:
-        return False
-    r = subprocess.run([DOCKER, "compose", "version"], capture_output=True, check=False)
-    return r.returncode == 0
+def compose_command() -> list[str] | None:
+    """``docker compose`` (the v2 plugin) where it exists, else Debian's ``docker-compose``
+    (1.29, Python, docker-py: installed by ``make test``), else None."""
+    if DOCKER is not None:
+        r = subprocess.run([DOCKER, "compose", "version"], capture_output=True, check=False)
+        if r.returncode == 0:
+            return [DOCKER, "compose"]
+    v1 = shutil.which("docker-compose")
+    return [v1] if v1 else None
 
 
 COMPOSE = f"""
@@ -161,20 +165,43 @@ services:
     networks:
       app:
         aliases: [web]
+  client:
+    image: busybox
+    depends_on: [server]
+    command: ["sh", "-c", "{CLIENT.replace("$", "$$")}", "-", "web"]
+    networks: [app]
 networks:
   app: {{}}
 """
 
 
-@pytest.mark.skipif(not compose_available(), reason="docker compose is not installed")
+def exited_0(ps: str) -> bool:
+    """``compose ps`` says the service exited 0 (v1: ``Exit 0``, v2: ``Exited (0)``)."""
+    return "Exit 0" in ps or "Exited (0)" in ps
+
+
+@pytest.mark.skipif(compose_command() is None, reason="docker compose is not installed")
 def test_two_container_app_compose(app_daemon: Daemon, tmp_path: Path) -> None:
     d = app_daemon
     before = netns_state(d)
     (tmp_path / "compose.yaml").write_text(COMPOSE)
-    base = ("compose", "-p", "bhapp", "-f", str(tmp_path / "compose.yaml"))
-    ok(d.docker(*base, "up", "-d", timeout=120))
+    compose = compose_command()
+    assert compose is not None
+
+    def run(*args: str) -> str:
+        argv = [*compose, "-p", "bhapp", "-f", str(tmp_path / "compose.yaml"), *args]
+        r = subprocess.run(argv, env=d.env(), capture_output=True, text=True, timeout=180)
+        return ok(r)
+
+    run("up", "-d")
     check_app(d, "app-server", "bhapp_app")
-    ok(d.docker(*base, "down", timeout=120))
+    # the client service fetched the server's page by its alias, then exited 0
+    deadline = time.monotonic() + 60
+    while not exited_0(ps := run("ps", "-a", "client")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert exited_0(ps), ps
+    assert PAGE in run("logs", "--no-color", "client")
+    run("down")
     deadline = time.monotonic() + 10
     while netns_state(d) != before and time.monotonic() < deadline:
         time.sleep(0.1)
