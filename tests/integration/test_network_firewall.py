@@ -36,9 +36,13 @@ SERVER = r"""
 import socket, sys, select
 socks = []
 for spec in sys.argv[1:]:
-    proto, *addr, port = spec.split(":")  # tcp:80, udp:53, tcp:127.0.0.1:7000
+    proto, *addr, port = spec.split(":")  # tcp:80, udp:53, tcp:127.0.0.1:7000, tcp6:80
     addr = addr[0] if addr else "0.0.0.0"
-    if proto == "tcp":
+    if proto == "tcp6":
+        s = socket.socket(socket.AF_INET6); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        s.bind(("::", int(port))); s.listen(16)
+    elif proto == "tcp":
         s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind((addr, int(port))); s.listen(16)
     else:
@@ -50,7 +54,7 @@ while True:
     for proto, s in socks:
         if s not in r:
             continue
-        if proto == "tcp":
+        if proto.startswith("tcp"):
             c, peer = s.accept(); c.sendall(("peer=%s" % peer[0]).encode()); c.close()
         else:
             data, peer = s.recvfrom(100); s.sendto(("peer=%s" % peer[0]).encode(), peer)
@@ -374,6 +378,50 @@ def test_firewall_guard_drops_loopback_sources_from_bridges(topo: Topology) -> N
     assert spoofed_datagram_seen(topo, "c4", "127.0.0.2", "172.30.1.1") == "nothing"
     topo.run("host", "nft", "delete", "chain", "inet", "bulkhead", "guard")
     assert spoofed_datagram_seen(topo, "c4", "127.0.0.2", "172.30.1.1") == "peer=127.0.0.2"
+
+
+def _add_ipv6(topo: Topology) -> None:
+    """IPv6 on the same topology: ``fd00:250::/64`` outside, ``fd00:30:N::/64`` on the bridges."""
+    topo.ip("host", "addr", "add", "fd00:250::1/64", "dev", "vout", "nodad")
+    topo.ip("out", "addr", "add", "fd00:250::2/64", "dev", "eth0", "nodad")
+    for br, net in (("br-a", 1), ("br-b", 2), ("br-i", 3)):
+        topo.ip("host", "addr", "add", f"fd00:30:{net}::1/64", "dev", br, "nodad")
+    for c, net, host in (("c1", 1, 2), ("c4", 1, 3), ("c2", 2, 2), ("c3", 3, 2)):
+        topo.ip(c, "addr", "add", f"fd00:30:{net}::{host}/64", "dev", "eth0", "nodad")
+        topo.ip(c, "-6", "route", "add", "default", "via", f"fd00:30:{net}::1")
+
+
+def test_firewall_ipv6_nat_isolation_internal(topo: Topology) -> None:
+    """The same promises for IPv6 (one inet table): masquerade, ports, isolation, internal."""
+    _add_ipv6(topo)
+    topo.serve("c1", "tcp6:80", "tcp6:81")
+    topo.serve("out", "tcp6:9000")
+    nets = (
+        NetworkRules(bridge="br-a", subnets=("172.30.1.0/24", "fd00:30:1::/64")),
+        NetworkRules(bridge="br-b", subnets=("172.30.2.0/24", "fd00:30:2::/64")),
+        NetworkRules(bridge="br-i", subnets=("172.30.3.0/24", "fd00:30:3::/64"), internal=True),
+    )
+    ports = (PortRule("tcp", "::", 8080, "fd00:30:1::2", 80, "br-a"),)
+    assert topo.apply(FirewallState(networks=nets, ports=ports)).returncode == 0
+    assert topo.run("host", "cat", "/proc/sys/net/ipv6/conf/all/forwarding") == "1"
+    # masquerade to the host's address
+    assert topo.reach("c1", "fd00:250::2", 9000) == "peer=fd00:250::1"
+    # internal: nothing in or out; isolation between networks
+    assert topo.reach("c3", "fd00:250::2", 9000).startswith("error=")
+    assert topo.reach("c3", "fd00:30:1::2", 80).startswith("error=")
+    assert topo.reach("c1", "fd00:30:3::2", 80).startswith("error=")
+    assert topo.reach("c2", "fd00:30:1::2", 80).startswith("error=")
+    # the published port from outside (client kept), hairpin and another network (masqueraded)
+    assert topo.reach("out", "fd00:250::1", 8080) == "peer=fd00:250::2"
+    assert topo.reach("c4", "fd00:250::1", 8080) == "peer=fd00:30:1::1"
+    assert topo.reach("c1", "fd00:250::1", 8080) == "peer=fd00:30:1::1"
+    assert topo.reach("c2", "fd00:250::1", 8080) == "peer=fd00:30:1::1"
+    assert topo.reach("c4", "fd00:30:1::2", 81) == "peer=fd00:30:1::3"
+    # routed access from outside reaches only what is published
+    topo.ip("out", "-6", "route", "add", "fd00:30::/32", "via", "fd00:250::1")
+    assert topo.reach("out", "fd00:30:1::2", 81).startswith("error=")
+    assert topo.reach("out", "fd00:30:1::2", 80).startswith("error=")
+    assert topo.reach("out", "fd00:250::1", 8080) == "peer=fd00:250::2"
 
 
 # --- through the daemon -------------------------------------------------------------
