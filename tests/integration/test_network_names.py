@@ -288,3 +288,122 @@ def test_127_0_0_11_redirect_over_udp_and_tcp_follows_the_networks(ndaemon: Daem
     assert sneaked.stdout == "" and "timed out" in sneaked.stderr
     ok(d.docker("rm", "-f", "web", "db", "client"))
     ok(d.docker("network", "rm", "front", "back"))
+
+
+#: A fake upstream on argv[1]:53 (UDP and TCP) that speaks no EDNS: argv[2] "servfail"
+#: answers everything so; "good": outside.test one address, big.test 79 (over 512 bytes:
+#: empty with TC over UDP), else NXDOMAIN. Prints each name asked, with the transport.
+FAKE_UPSTREAM_TCP = r"""
+import socket, sys, threading
+import dns.message, dns.rcode, dns.rrset, dns.flags
+addr, mode = sys.argv[1], sys.argv[2]
+
+def reply(data, transport):
+    q = dns.message.from_wire(data)
+    name = q.question[0].name.to_text()
+    print(transport, name, flush=True)
+    r = dns.message.make_response(q)
+    if mode == "servfail":
+        r.set_rcode(dns.rcode.SERVFAIL)
+    elif name == "outside.test.":
+        r.answer.append(dns.rrset.from_text(name, 30, "IN", "A", "192.0.2.7"))
+    elif name == "big.test.":
+        ips = [f"192.0.2.{i}" for i in range(1, 80)]
+        r.answer.append(dns.rrset.from_text_list(name, 30, "IN", "A", ips))
+    else:
+        r.set_rcode(dns.rcode.NXDOMAIN)
+    wire = r.to_wire()
+    if transport == "udp" and len(wire) > 512:
+        r.answer.clear()
+        r.flags |= dns.flags.TC
+        wire = r.to_wire()
+    return wire
+
+def tcp():
+    srv = socket.create_server((addr, 53))
+    while True:
+        c, _ = srv.accept()
+        with c:
+            size = int.from_bytes(c.recv(2), "big")
+            data = b""
+            while len(data) < size:
+                data += c.recv(size - len(data))
+            out = reply(data, "tcp")
+            c.sendall(len(out).to_bytes(2, "big") + out)
+
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.bind((addr, 53))
+threading.Thread(target=tcp, daemon=True).start()
+print("ready", flush=True)
+while True:
+    data, peer = u.recvfrom(4096)
+    u.sendto(reply(data, "udp"), peer)
+"""
+
+#: From a container's namespace: argv[1] asked of 127.0.0.11 as argv[2] says
+#: ("udp", "udp-edns": a 4096-byte buffer, "tcp"); prints rcode, TC and the addresses.
+ASK_HOW = r"""
+import sys
+import dns.flags, dns.message, dns.query, dns.rcode
+edns = sys.argv[2] == "udp-edns"
+q = dns.message.make_query(sys.argv[1], "A", use_edns=0 if edns else False, payload=4096)
+how = dns.query.tcp if sys.argv[2] == "tcp" else dns.query.udp
+r = how(q, "127.0.0.11", timeout=10)
+tc = "TC" if r.flags & dns.flags.TC else "-"
+print(dns.rcode.to_text(r.rcode()), tc, len([a for rr in r.answer for a in rr]))
+"""
+
+
+def test_forwarding_fails_over_and_big_answers_through_127_0_0_11(daemon_factory: Any) -> None:
+    """The daemon's first upstream answers SERVFAIL: the second answers (Docker's
+    resolver). An upstream that speaks no EDNS truncates a big answer: the resolver asks
+    it again over TCP, so a client with a 4096-byte buffer gets it whole over UDP, a
+    512-byte one what fits with TC, and over TCP all of it. Also /etc/hosts: a user's
+    last line without a newline stays whole through connect and disconnect."""
+    d: Daemon = daemon_factory(["--dns", "127.0.0.54", "--dns", "127.0.0.53"], netns=True)
+    fakes = []
+    for addr, mode in (("127.0.0.54", "servfail"), ("127.0.0.53", "good")):
+        argv = [sys.executable, "-c", FAKE_UPSTREAM_TCP, addr, mode]
+        fakes.append(
+            subprocess.Popen(
+                ["nsenter", f"--net=/run/netns/{d.netns}", *argv], stdout=subprocess.PIPE, text=True
+            )
+        )
+    try:
+        for f in fakes:
+            assert f.stdout is not None and f.stdout.readline() == "ready\n"
+        ok(d.docker("network", "create", "--subnet", "10.92.0.0/24", "front"))
+        ok(d.docker("network", "create", "--subnet", "10.93.0.0/24", "back"))
+        cid = ok(d.docker("run", "-d", "--network", "front", "--name", "cx", "busybox",
+                          "sleep", "300")).strip()  # fmt: skip
+        ns = str(d.exec_root / "netns" / cid)
+
+        def ask(name: str, how: str) -> str:
+            r = subprocess.run(["nsenter", f"--net={ns}", sys.executable, "-c", ASK_HOW, name, how],
+                               capture_output=True, text=True, timeout=60)  # fmt: skip
+            return ok(r)
+
+        assert ask("outside.test", "udp") == "NOERROR - 1\n"
+        assert ask("big.test", "udp-edns") == "NOERROR - 79\n"
+        small = ask("big.test", "udp").split()
+        assert small[:2] == ["NOERROR", "TC"] and 20 < int(small[2]) < 79
+        assert ask("big.test", "tcp") == "NOERROR - 79\n"
+        # /etc/hosts: the user's unterminated line, then a connect and a disconnect
+        ok(d.docker("exec", "cx", "sh", "-c", "printf '10.0.0.5 cache' >> /etc/hosts"))
+        ok(d.docker("network", "connect", "back", "cx"))
+        back_ip = inspect(d, "cx")["NetworkSettings"]["Networks"]["back"]["IPAddress"]
+        hosts = ok(d.docker("exec", "cx", "cat", "/etc/hosts"))
+        assert hosts.endswith(f"\n10.0.0.5 cache\n{back_ip}\t{cid[:12]}\n")
+        assert "fe00::\tip6-localnet\n" in hosts
+        ok(d.docker("network", "disconnect", "back", "cx"))
+        assert ok(d.docker("exec", "cx", "cat", "/etc/hosts")).endswith("\n10.0.0.5 cache\n")
+        ok(d.docker("rm", "-f", "cx"))
+        ok(d.docker("network", "rm", "front", "back"))
+    finally:
+        for f in fakes:
+            f.kill()
+            f.wait()
+    assert fakes[0].stdout is not None and fakes[1].stdout is not None
+    assert "udp outside.test." in fakes[0].stdout.read()  # asked first, failed
+    asked = fakes[1].stdout.read()
+    assert "udp outside.test." in asked and "tcp big.test." in asked

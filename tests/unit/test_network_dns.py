@@ -281,6 +281,22 @@ def test_forwarding_and_container_upstreams() -> None:
     run(body)
 
 
+def test_ndots_of_the_user_keeps_single_label_names_inside() -> None:
+    async def body(env: Env) -> None:
+        assert (await env.ask("single")).rcode() == dns.rcode.NXDOMAIN  # forwarded
+        assert env.upstream.queries == [("udp", "single.")]
+        env.table.set_endpoint(FRONT, "front", ep(WEB, "web", "127.0.1.1", ndots_set=True))
+        for rdtype in ("A", "AAAA"):
+            r = await env.ask("single.", rdtype)
+            assert r.rcode() == dns.rcode.NOERROR and r.answer == []
+        assert addrs(await env.ask("both")) == ["127.0.1.9"]  # ours still answered
+        assert addrs(await env.ask("outside.test")) == ["192.0.2.7"]  # two labels: out
+        assert (await env.ask("single", "MX")).rcode() == dns.rcode.NXDOMAIN
+        assert env.upstream.queries[1:] == [("udp", "outside.test."), ("udp", "single.")]
+
+    run(body)
+
+
 def test_internal_networks_forward_nothing() -> None:
     async def body(env: Env) -> None:
         env.server.listen(BACK, "back", ["127.0.0.2"], internal=True)

@@ -6,9 +6,11 @@ Vocabulary:
     a UDP socket and a TCP socket on ``<gateway>:53`` of one user-defined
     network, in the daemon's network namespace, where the network's bridge
     carries that address. Containers on the network find it through
-    ``nameserver <gateway>`` in their resolv.conf
-    (:mod:`bulkhead.network.resolvconf`). The default ``bridge`` network has
-    none, as in Docker: its containers use the host's nameservers directly.
+    Docker's ``nameserver 127.0.0.11`` in their resolv.conf, which a
+    redirect in their namespace leads to the gateway of their first user
+    network (:mod:`bulkhead.network.dnsredirect`; should it fail,
+    ``nameserver <gateway>``). The default ``bridge`` network has none, as
+    in Docker: its containers use the host's nameservers directly.
 *record*
     what a container endpoint contributes (:class:`DnsEndpoint`): its name,
     its ``--network-alias`` aliases, its short id and hostname, and its
@@ -41,7 +43,10 @@ Vocabulary:
     a stray datagram (another id or question, or no DNS message) is not its
     answer and is ignored. When no upstream answers, or there is none, the
     answer is SERVFAIL; so it is for a container whose networks are all
-    ``--internal`` (nothing leaves an internal network, as Docker's).
+    ``--internal`` (nothing leaves an internal network, as Docker's). A
+    container whose resolv.conf sets its own ``ndots`` gets an empty answer
+    for a single-label A/AAAA name that is none of ours, not forwarded (as
+    Docker: its search domains are tried instead).
 *truncation*
     an answer larger than the client's limit over UDP (512 bytes, or its
     EDNS payload size) keeps the records that fit and has TC set (miekg's
@@ -58,16 +63,14 @@ Vocabulary:
     (more are closed at once), each dropped after :data:`TCP_IDLE_TIMEOUT`
     seconds without a query, or when it does not read its answers.
 
-Why the gateway address and not Docker's 127.0.0.11: Docker runs a resolver
-socket *inside* every container's namespace and redirects port 53 with
-iptables rules in that namespace; that costs a namespace entry, rules and a
-goroutine per container at every start. podman's aardvark-dns listens on
-each network's gateway instead: one listener per network, created with the
-network and living in the daemon's namespace, nothing to do per container
-but a record. bulkhead does the same. The visible difference is the
-nameserver line of a container's resolv.conf (the gateway rather than
-127.0.0.11), and that a container's ``--dns 127.0.0.1`` (its own loopback)
-cannot be reached from the daemon's namespace.
+Why listeners on the gateways: Docker runs a resolver socket *inside*
+every container's namespace (and forwards from there); podman's
+aardvark-dns listens on each network's gateway: one listener per network,
+created with the network and living in the daemon's namespace, nothing per
+container but a record. bulkhead listens as aardvark-dns does and keeps
+Docker's 127.0.0.11 through the redirect. What differs from Docker:
+queries are forwarded from the daemon's namespace, so a container's
+``--dns 127.0.0.1`` (its own loopback) cannot be reached.
 
 Threads: the listeners live on the daemon's event loop; the table of
 records is guarded by a lock, since the engine changes it from worker
@@ -139,6 +142,10 @@ class DnsEndpoint:
     upstreams: tuple[str, ...] = ()
     #: legacy ``--link name:alias``: (alias, name), resolved for this container only
     links: tuple[tuple[str, str], ...] = ()
+    #: its resolv.conf has an ``ndots`` option of the host's or the user's (not only
+    #: the resolver's ``ndots:0``): a single-label A/AAAA name that is none of ours is
+    #: then answered empty rather than forwarded (Docker's ``NdotsSet``)
+    ndots_set: bool = False
 
     def names(self) -> set[str]:
         out = {self.name, self.container_id[:12], *self.aliases}
@@ -249,6 +256,11 @@ class DnsTable:
         with self._lock:
             scope = self._scope(network_id, client)
             return not scope or any(not n.internal for n in scope)
+
+    def ndots_set(self, network_id: str, client: str) -> bool:
+        with self._lock:
+            me = self._client(network_id, client)
+            return me is not None and me.ndots_set
 
     def upstreams(self, network_id: str, client: str) -> tuple[str, ...] | None:
         """The querying container's external servers (None: not a container)."""
@@ -601,6 +613,16 @@ class DnsServer:
         if local is not None:
             log.debug("%s asks %s: %s", client, q.name, dns.rcode.to_text(local.rcode()))
             return _wire(local, limit)
+        if (
+            q.rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA)
+            and len(q.name.labels) <= 2  # one label and the root
+            and self.table.ndots_set(network_id, client)
+        ):
+            # Docker: with the user's ndots the client tries its search domains; a bare
+            # single-label name is not sent out (NOERROR, no answer)
+            r = dns.message.make_response(query)
+            r.flags |= dns.flags.RA
+            return _wire(r, limit)
         reply = await self._forward(network_id, client, query, tcp)
         log.debug("%s asks %s: forwarded, %s", client, q.name, dns.rcode.to_text(reply.rcode()))
         return _wire(reply, limit)
