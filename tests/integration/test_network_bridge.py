@@ -455,3 +455,22 @@ def test_rm_of_a_network_only_stopped_containers_use_as_docker(ndaemon: Daemon) 
     assert "lo:" in out and "eth0" not in out
     assert inspect(d, "s2")["NetworkSettings"]["Networks"] == {}
     ok(d.docker("rm", "-f", "s2"))
+
+
+def test_daemon_start_plugs_in_again_an_endpoint_left_without_veth(ndaemon: Daemon) -> None:
+    """A daemon killed during a connect recorded the endpoint and died before its veth was
+    made: the next start makes it (the container, still running, keeps its address)."""
+    d = ndaemon
+    ok(d.docker("network", "create", "--subnet", "10.82.0.0/24", "rp"))
+    ok(d.docker("run", "-d", "--name", "keep", "--network", "rp", "busybox", "sleep", "100"))
+    (veth,) = wait_links(d, "veth", 1)
+    d.stop(kill=True)
+    d.in_netns("ip", "link", "del", veth, check=True)  # the veth the killed daemon never made
+    d.start()
+    assert len(wait_links(d, "veth", 1)) == 1
+    assert "10.82.0.2/24" in ok(d.docker("exec", "keep", "ip", "-o", "addr", "show", "eth0"))
+    ok(d.docker("exec", "keep", "ping", "-c", "1", "-W", "5", "10.82.0.1"))
+    doc = json.loads(ok(d.docker("network", "inspect", "rp")))[0]
+    assert [v["Name"] for v in doc["Containers"].values()] == ["keep"]
+    ok(d.docker("rm", "-f", "keep"))
+    assert wait_links(d, "veth") == []

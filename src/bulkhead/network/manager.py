@@ -224,7 +224,28 @@ class NetworkManager:
                 self._bridge_up(net)
             except Exception:
                 log.exception("could not set up the bridge of network %s", net.name)
+        self._replug()
         self.nat.restore()
+
+    def _replug(self) -> None:
+        """Daemon start: plug in again the endpoints of containers whose namespace lives on
+        (live restore) that have no veth: a daemon killed during a ``network connect`` (or
+        a start) recorded them and died before their veth was made, or it went since."""
+        for container_id in sorted({ep.container_id for ep in self.store.endpoints()}):
+            if not self.is_live(container_id):
+                continue  # stopped: the engine's start-up clears what is left
+            for ep in self.store.endpoints(container_id=container_id):
+                if ep.host_ifname and bridge.link_exists(ep.host_ifname):
+                    continue
+                net = self.store.find(ep.network_id)
+                if net is None or net.removing:
+                    continue
+                log.info("plugging %s into network %s again", container_id[:12], net.name)
+                ep.host_ifname = ep.ifname = ""
+                try:
+                    self.connect_live(container_id, ep)
+                except Exception:
+                    log.exception("could not plug %s into %s", container_id[:12], net.name)
 
     def shut_down(self) -> None:
         """Daemon stop: the bridges no running container uses go (with their addresses).
