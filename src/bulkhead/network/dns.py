@@ -91,6 +91,7 @@ import struct
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import dns.exception
@@ -147,11 +148,26 @@ class DnsEndpoint:
     #: then answered empty rather than forwarded (Docker's ``NdotsSet``)
     ndots_set: bool = False
 
-    def names(self) -> set[str]:
+    def names(self) -> frozenset[str]:
+        """The names it answers to, lowercase and without the trailing dot."""
+        return self._names
+
+    # computed once (a lookup looks at every endpoint of the networks in scope)
+    @cached_property
+    def _names(self) -> frozenset[str]:
         out = {self.name, self.container_id[:12], *self.aliases}
         if self.hostname:
             out.add(self.hostname)
-        return {n.lower().rstrip(".") for n in out if n}
+        return frozenset(n.lower().rstrip(".") for n in out if n)
+
+    @cached_property
+    def ips(self) -> frozenset[Address]:
+        """Its addresses, parsed."""
+        out: set[Address] = set()
+        for a in self.addresses:
+            with contextlib.suppress(ValueError):
+                out.add(_norm(a))
+        return frozenset(out)
 
 
 @dataclass
@@ -206,7 +222,7 @@ class DnsTable:
         except ValueError:
             return None
         for ep in net.endpoints.values():
-            if addr in {_norm(a) for a in ep.addresses}:
+            if addr in ep.ips:
                 return ep
         return None
 
@@ -246,7 +262,7 @@ class DnsTable:
         with self._lock:
             for net in self._scope(network_id, client):
                 for ep in net.endpoints.values():
-                    if want in {_norm(a) for a in ep.addresses}:
+                    if want in ep.ips:
                         return f"{ep.name}.{net.name}"
         return None
 
