@@ -173,13 +173,17 @@ def test_published_port_from_host_localhost_and_outside(net: Net) -> None:
     assert net.fetch("host", HOST_IP, 8080) == want
     assert net.fetch("out", HOST_IP, 8080) == want
     info = inspect(d, "web")
+    # as Docker's (userland proxy on): [::] too, proxied to the IPv4-only container
     assert info["NetworkSettings"]["Ports"] == {
-        "80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8080"}]
+        "80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8080"}, {"HostIp": "::", "HostPort": "8080"}]
     }
     assert info["HostConfig"]["PortBindings"] == {"80/tcp": [{"HostIp": "", "HostPort": "8080"}]}
-    assert ok(d.docker("port", "web")).strip() == "80/tcp -> 0.0.0.0:8080"
-    assert ok(d.docker("port", "web", "80")).strip() == "0.0.0.0:8080"
-    assert "0.0.0.0:8080->80/tcp" in ok(d.docker("ps", "--format", "{{.Ports}}"))
+    assert ok(d.docker("port", "web")).splitlines() == [
+        "80/tcp -> 0.0.0.0:8080",
+        "80/tcp -> [::]:8080",
+    ]
+    assert ok(d.docker("port", "web", "80")).splitlines() == ["0.0.0.0:8080", "[::]:8080"]
+    assert "0.0.0.0:8080->80/tcp, [::]:8080->80/tcp" in ok(d.docker("ps", "--format", "{{.Ports}}"))
     assert "dnat ip to 172.17.0.2:80" in net.nft()
     # the container itself by the host's addresses (hairpin), another container likewise
     for ip in ("172.17.0.1", HOST_IP):
@@ -218,8 +222,8 @@ def test_port_ranges_publish_all_and_udp(net: Net) -> None:
         )
     )
     assert inspect(d, "rng")["NetworkSettings"]["Ports"] == {
-        "80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "9000"}],
-        "81/tcp": [{"HostIp": "0.0.0.0", "HostPort": "9001"}],
+        "80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "9000"}, {"HostIp": "::", "HostPort": "9000"}],
+        "81/tcp": [{"HostIp": "0.0.0.0", "HostPort": "9001"}, {"HostIp": "::", "HostPort": "9001"}],
     }
     assert net.wait_fetch(
         "out", HOST_IP, 9000, "hello-" + inspect(d, "rng")["Config"]["Hostname"]
@@ -362,7 +366,8 @@ def test_restart_restores_rules_and_ports(net: Net) -> None:
     r = d.in_netns(PY, "-c", "import socket; socket.socket().bind(('0.0.0.0', 8080))")
     assert "Address already in use" in r.stderr  # held again
     assert inspect(d, "web")["NetworkSettings"]["Ports"]["80/tcp"] == [
-        {"HostIp": "0.0.0.0", "HostPort": "8080"}
+        {"HostIp": "0.0.0.0", "HostPort": "8080"},
+        {"HostIp": "::", "HostPort": "8080"},
     ]
     # the stopped daemon leaves the rules of running containers
     d.stop()
@@ -583,12 +588,13 @@ def test_docker_py_ports(net: Net) -> None:
     )
     try:
         c.reload()
-        assert c.ports["80/tcp"] == [{"HostIp": "0.0.0.0", "HostPort": "8080"}]
+        both = [{"HostIp": "0.0.0.0", "HostPort": "8080"}, {"HostIp": "::", "HostPort": "8080"}]
+        assert c.ports["80/tcp"] == both
         [local] = c.ports["81/tcp"]
         assert local["HostIp"] == "127.0.0.1" and int(local["HostPort"]) >= 1024
         want = f"hello-{c.id[:12]}"
         assert net.wait_fetch("out", HOST_IP, 8080, want) == want
-        assert client.api.port(c.id, 80) == [{"HostIp": "0.0.0.0", "HostPort": "8080"}]
+        assert client.api.port(c.id, 80) == both
         with pytest.raises(docker.errors.APIError, match="port is already allocated"):
             client.containers.run(
                 "busybox", ["sleep", "100"], detach=True, ports={"80/tcp": 8080}, name="dup"
@@ -607,3 +613,117 @@ def test_a_failed_start_gives_the_port_back(net: Net) -> None:
     ok(d.in_netns(PY, "-c", "import socket; socket.socket().bind(('0.0.0.0', 8080))"))
     ok(d.docker("run", "-d", "--name", "good", "-p", "8080:80", "busybox", "sleep", "100"))
     ok(d.docker("rm", "-f", "bad", "good"))
+
+
+UDP_QUERY6 = r"""
+import socket, sys
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); s.settimeout(2)
+try:
+    s.connect((sys.argv[1], int(sys.argv[2]))); s.send(b"x"); print(s.recv(100).decode())
+except OSError as e:
+    print("error=%s" % type(e).__name__)
+"""
+
+# as a server binds (SO_REUSEADDR): the proxied connections' TIME_WAIT is no conflict
+BIND6 = (
+    "import socket, sys; s = socket.socket(socket.AF_INET6);"
+    " s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1);"
+    " s.bind((sys.argv[1], int(sys.argv[2]))); s.listen()"
+)
+
+
+def _outside_v6(net: Net) -> None:
+    """IPv6 on the link to the outside namespace: the daemon's side fd00:aa::1."""
+    ok(net.d.in_netns("ip", "addr", "add", "fd00:aa::1/64", "dev", "vout", "nodad"))
+    enter = ["nsenter", f"--net=/run/netns/{net.out}"]
+    subprocess.run(
+        [*enter, "ip", "addr", "add", "fd00:aa::2/64", "dev", "eth0", "nodad"], check=True
+    )
+
+
+def test_ipv6_loopback_and_v6_to_v4_through_the_proxy(net: Net) -> None:
+    """``[::1]`` and the host's IPv6 addresses of an IPv4-only container (the userland
+    proxy, as Docker's docker-proxy); after a ``kill -9`` and a restart, again."""
+    d = net.d
+    assert "inet6 ::1/128" in ok(d.in_netns("ip", "-6", "addr", "show", "dev", "lo"))
+    _outside_v6(net)
+    cid = ok(
+        d.docker(
+            "run", "-d", "--name", "web", "-p", "18080:80", "-p", "18053:53/udp",
+            "busybox", "sh", "-c", HTTPD,
+        )
+    ).strip()  # fmt: skip
+    want = f"hello-{cid[:12]}"
+    assert inspect(d, "web")["NetworkSettings"]["Ports"] == {
+        "80/tcp": [
+            {"HostIp": "0.0.0.0", "HostPort": "18080"},
+            {"HostIp": "::", "HostPort": "18080"},
+        ],
+        "53/udp": [
+            {"HostIp": "0.0.0.0", "HostPort": "18053"},
+            {"HostIp": "::", "HostPort": "18053"},
+        ],
+    }
+    assert ok(d.docker("port", "web", "80")).splitlines() == ["0.0.0.0:18080", "[::]:18080"]
+    assert net.wait_fetch("host", "::1", 18080, want) == want
+    assert net.fetch("out", "fd00:aa::1", 18080) == want  # IPv6 to an IPv4-only container
+    assert net.fetch("host", "127.0.0.1", 18080) == want  # DNAT as before
+    # with curl too (wget of busybox in the namespace's own tools is not guaranteed)
+    r = d.in_netns("curl", "-sS", "-g", "--max-time", "10", "http://[::1]:18080/index.html")
+    if r.returncode != 127:
+        assert r.stdout.strip() == want
+    sandbox = inspect(d, "web")["NetworkSettings"]["SandboxKey"]
+    server = subprocess.Popen(
+        ["nsenter", f"--net={sandbox}", PY, "-c", UDP_SERVER], stdout=subprocess.PIPE
+    )
+    try:
+        assert server.stdout is not None and server.stdout.readline().strip() == b"ready"
+        # the proxy's own connection to the container comes from the bridge's gateway
+        assert d.in_netns(PY, "-c", UDP_QUERY6, "::1", "18053").stdout.strip() == "peer=172.17.0.1"
+        assert net.in_out(PY, "-c", UDP_QUERY6, "fd00:aa::1", "18053") == "peer=172.17.0.1"
+        # a daemon killed and started again, the container still running: served again
+        d.stop(kill=True)
+        assert net.fetch("host", "::1", 18080).startswith("error=")
+        d.start()
+        assert net.wait_fetch("host", "::1", 18080, want) == want
+        assert d.in_netns(PY, "-c", UDP_QUERY6, "::1", "18053").stdout.strip() == "peer=172.17.0.1"
+    finally:
+        server.kill()
+        server.wait()
+    r = d.in_netns(PY, "-c", BIND6, "::1", "18080")
+    assert "Address already in use" in r.stderr  # held
+    ok(d.docker("rm", "-f", "web"))
+    assert net.fetch("host", "::1", 18080).startswith("error=")
+    for host in ("::1", "::"):  # free again
+        ok(d.in_netns(PY, "-c", BIND6, host, "18080"))
+    # an explicit [::1] binding of an IPv4-only container: the proxy only
+    cid = ok(
+        d.docker("run", "-d", "--name", "lo6", "-p", "[::1]:18081:80", "busybox", "sh", "-c", HTTPD)
+    ).strip()
+    assert inspect(d, "lo6")["NetworkSettings"]["Ports"] == {
+        "80/tcp": [{"HostIp": "::1", "HostPort": "18081"}]
+    }
+    assert net.wait_fetch("host", "::1", 18081, f"hello-{cid[:12]}") == f"hello-{cid[:12]}"
+    assert net.fetch("host", "127.0.0.1", 18081).startswith("error=")
+    ok(d.docker("rm", "-f", "lo6"))
+
+
+def test_ipv6_loopback_of_a_dual_stack_container(net: Net) -> None:
+    """A container with an IPv6 address: DNAT serves the host's IPv6 addresses (the client's
+    address kept), the proxy only ``[::1]``."""
+    d = net.d
+    _outside_v6(net)
+    ok(d.docker("network", "create", "--ipv6", "--subnet", "fd00:bb::/64", "n6"))
+    cid = ok(
+        d.docker(
+            "run", "-d", "--name", "web", "--network", "n6", "-p", "18080:80",
+            "busybox", "sh", "-c", HTTPD,
+        )
+    ).strip()  # fmt: skip
+    want = f"hello-{cid[:12]}"
+    assert net.wait_fetch("out", "fd00:aa::1", 18080, want) == want
+    assert net.wait_fetch("host", "::1", 18080, want) == want
+    assert net.fetch("host", "127.0.0.1", 18080) == want
+    assert "dnat ip6 to [fd00:bb::2]:80" in net.nft()
+    ok(d.docker("rm", "-f", "web"))
+    ok(d.docker("network", "rm", "n6"))

@@ -14,9 +14,11 @@ from bulkhead.network.ports import (
     Request,
     exposed_keys,
     parse_key,
+    proxy_target,
     requests,
     settings_ports,
     summary_ports,
+    v6_listenable,
 )
 
 
@@ -126,7 +128,64 @@ def test_host_range_and_ephemeral(alloc: PortAllocator) -> None:
 
 def test_families(alloc: PortAllocator) -> None:
     with pytest.raises(PortAllocationError, match="family"):
-        alloc.allocate("c1", [Request("tcp", 80, "::1", _free_port())], ["172.18.0.2"])
+        alloc.allocate("c1", [Request("tcp", 80, "127.0.0.1", _free_port())], ["fd00::2"])
+    # an IPv6 host address of an IPv4-only container: held, for the proxy to its IPv4 address
+    port = _free_port()
+    got = alloc.allocate("c1", [Request("tcp", 80, "::1", port)], ["172.18.0.2"])
+    assert got == [Binding("tcp", 80, "::1", port)]
+    assert proxy_target(got[0], "172.18.0.2", "") == "172.18.0.2"
+    ((b, sock),) = alloc.held("c1")
+    assert b == got[0] and sock is not None and sock.getsockname()[:2] == ("::1", port)
+
+
+def test_every_address_is_both_families_on_one_port() -> None:
+    """Docker (userland proxy on): ``-p 8080:80`` is ``0.0.0.0:8080`` and ``[::]:8080``,
+    the latter to the IPv4 address of a container without IPv6; one port for both."""
+    lo = _free_port()
+    a = PortAllocator(ephemeral=(lo, lo + 50), ipv6=True)
+    try:
+        got = a.allocate("c1", [Request("tcp", 80), Request("udp", 53)], ["172.18.0.2"])
+        assert [(b.proto, b.host_ip) for b in got] == [
+            ("tcp", "0.0.0.0"),
+            ("tcp", "::"),
+            ("udp", "0.0.0.0"),
+            ("udp", "::"),
+        ]
+        assert got[0].host_port == got[1].host_port and got[2].host_port == got[3].host_port
+        # the [::] socket is bound IPv6-only: it does not take the IPv4 port
+        ((_, sock6),) = [(b, s) for b, s in a.held("c1") if b == got[1]]
+        assert sock6 is not None and sock6.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY)
+        a.release("c1")
+        # a host without IPv6: only 0.0.0.0 (moby's IsV6Listenable)
+        a6 = PortAllocator(ephemeral=(lo, lo + 50), ipv6=False)
+        try:
+            got = a6.allocate("c2", [Request("tcp", 80)], ["172.18.0.2"])
+            assert [b.host_ip for b in got] == ["0.0.0.0"]
+        finally:
+            a6.close()
+        # dual stack: each family to its own address
+        got = a.allocate("c3", [Request("tcp", 80)], ["172.18.0.3", "fd00::3"])
+        assert [b.host_ip for b in got] == ["0.0.0.0", "::"]
+        assert got[0].host_port == got[1].host_port
+    finally:
+        a.close()
+    assert v6_listenable()  # this test runs with IPv6 on loopback
+
+
+def test_which_bindings_the_proxy_serves() -> None:
+    v4, v6 = "172.18.0.2", "fd00::2"
+    b = Binding
+    # IPv4 host addresses: DNAT (127.0.0.1 included, route_localnet); SCTP: never
+    assert proxy_target(b("tcp", 80, "0.0.0.0", 8080), v4, "") == ""
+    assert proxy_target(b("tcp", 80, "127.0.0.1", 8080), v4, "") == ""
+    assert proxy_target(b("sctp", 80, "::", 8080), v4, "") == ""
+    # no IPv6 in the container: every IPv6 host address, to its IPv4 address
+    assert proxy_target(b("tcp", 80, "::", 8080), v4, "") == v4
+    assert proxy_target(b("udp", 80, "fd00:aa::1", 8080), v4, "") == v4
+    # IPv6 in the container: DNAT, but for [::1] (of :: and ::1)
+    assert proxy_target(b("tcp", 80, "::", 8080), v4, v6) == v6
+    assert proxy_target(b("tcp", 80, "::1", 8080), v4, v6) == v6
+    assert proxy_target(b("tcp", 80, "fd00:aa::1", 8080), v4, v6) == ""
 
 
 def test_inspect_shapes() -> None:

@@ -55,10 +55,14 @@ loopback source that leave by a real interface unless ``route_localnet`` is set
 on that interface; as podman (netavark) and Docker without its proxy do,
 bulkhead sets ``net.ipv4.conf.<bridge>.route_localnet=1`` on its bridges and
 masquerades DNATed ``127.0.0.0/8``-sourced packets going into the bridge, so
-the container answers the bridge's address. A userland proxy (docker-proxy)
-would cost a process per port and hide the client's address from the
-container; DNAT keeps it (for every client but loopback ones). IPv6 has no
-``route_localnet``: ``[::1]:8080`` is not served (neither does podman).
+the container answers the bridge's address. DNAT keeps the client's address
+(for every client but loopback ones), which a userland proxy (docker-proxy)
+hides from the container. IPv6 has no ``route_localnet``: connections to
+``[::1]`` are left alone here (an IPv6 published port matches every local
+address but ``::1``), and the daemon's userland proxy
+(:mod:`bulkhead.network.proxy`) serves them, as it serves the host's IPv6
+addresses for a container that has no IPv6 address (NAT cannot change the
+family).
 
 The loopback guard (CVE-2020-8558)
 ----------------------------------
@@ -204,7 +208,11 @@ def _port_rule(p: PortRule) -> dict[str, Any]:
         raise FirewallError(
             f"host address {p.host_ip} and container address {cip} differ in family"
         )
-    if hip is None or hip.is_unspecified:
+    if (hip is None or hip.is_unspecified) and cip.version == 6:
+        # every local address but [::1]: the userland proxy's (a ::1 source may not
+        # leave by the bridge); the ip6 match implies nfproto ipv6
+        expr.append(_payload(fam, "daddr", "!=", "::1"))
+    elif hip is None or hip.is_unspecified:
         expr.append(_meta("nfproto", "==", nfproto))
     else:
         expr.append(_payload(fam, "daddr", "==", str(hip)))

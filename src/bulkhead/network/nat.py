@@ -18,6 +18,14 @@ place (live restore) and deletes the table when no container runs.
 The table is touched only by a daemon that has something to put in it, or
 that put something there before (the marker ``<exec_root>/ports/.table``): a
 daemon without bridge networks never runs ``nft``.
+
+What DNAT cannot serve (``[::1]:8080``; the host's IPv6 addresses for a
+container without IPv6 address) the daemon relays itself, with the userland
+proxy :class:`~bulkhead.network.proxy.PortProxy` on the event loop
+(:meth:`Nat.attach`): its listeners are the sockets that hold those ports
+(:func:`~bulkhead.network.ports.proxy_target` says which). They are started
+with the rules (:meth:`publish`, :meth:`restore`) and stopped before their
+ports are released (:meth:`unpublish`, a disconnect, :meth:`shut_down`).
 """
 
 from __future__ import annotations
@@ -37,10 +45,12 @@ from bulkhead.network.ports import (
     Binding,
     PortAllocator,
     exposed_keys,
+    proxy_target,
     requests,
     settings_ports,
     summary_ports,
 )
+from bulkhead.network.proxy import PortProxy
 
 if TYPE_CHECKING:
     from bulkhead.network.manager import NetworkManager
@@ -71,11 +81,18 @@ class Nat:
         self.dir = Path(exec_root) / "ports"
         self.nft = nft
         self.ports = PortAllocator()
+        #: the userland proxy of the ports DNAT cannot serve (:mod:`bulkhead.network.proxy`)
+        self.proxy = PortProxy()
         self._published: dict[str, Published] = {}
         self._lock = threading.RLock()
         manager.on_network_up.append(self._on_network_up)
         manager.on_network_down.append(self._on_network_down)
         manager.on_endpoint_down.append(self._on_endpoint_down)
+
+    def attach(self, loop: Any = None) -> None:
+        """Run the userland proxy on the daemon's event loop (call from the loop, before
+        :meth:`restore`). Without it, ``[::1]`` and IPv6-to-IPv4 ports are held, not served."""
+        self.proxy.attach(loop)
 
     # -- the table -------------------------------------------------------------------
 
@@ -102,6 +119,8 @@ class Nat:
                 continue
             for b in p.bindings:
                 cip = p.ipv6 if ":" in b.host_ip else p.ipv4
+                if b.host_ip == "::1":
+                    cip = ""  # no route_localnet for IPv6: the proxy's (see module docstring)
                 if cip:
                     rules.append(
                         firewall.PortRule(
@@ -149,7 +168,7 @@ class Nat:
             pub = self._published.get(ep.container_id)
             if pub is None or pub.bridge != net.bridge or not pub.bindings:
                 return
-            self.ports.release(ep.container_id)
+            self._release(ep.container_id)
             ips = [ip for ip in (pub.ipv4, pub.ipv6) if ip]
             pub.bindings, pub.bridge, pub.ipv4, pub.ipv6 = [], "", "", ""
             self._save(pub)
@@ -187,7 +206,7 @@ class Nat:
                 pub.bridge, pub.ipv4, pub.ipv6 = net.bridge, ep.ipv4, ep.ipv6
                 break
         with self._lock:
-            self.ports.release(container_id)
+            self._release(container_id)
             if reqs and pub.bridge:
                 ips = [ip for ip in (pub.ipv4, pub.ipv6) if ip]
                 pub.bindings = self.ports.allocate(container_id, reqs, ips)
@@ -196,6 +215,7 @@ class Nat:
                 self._save(pub)
                 if pub.bindings:
                     self.sync()
+                    self._start_proxies(pub)
             except BaseException:
                 self._forget(container_id)
                 raise
@@ -209,8 +229,23 @@ class Nat:
                 self.sync()
                 flush_conntrack([ip for ip in (pub.ipv4, pub.ipv6) if ip])
 
-    def _forget(self, container_id: str) -> None:
+    def _release(self, container_id: str) -> None:
+        """The proxy stopped, then the sockets closed: the host ports are free again."""
+        with contextlib.suppress(Exception):
+            self.proxy.stop(container_id)
         self.ports.release(container_id)
+
+    def _start_proxies(self, pub: Published) -> None:
+        """Serve the bindings DNAT cannot with the userland proxy (when attached)."""
+        if not self.proxy.attached:
+            return
+        for b, sock in self.ports.held(pub.container_id):
+            cip = proxy_target(b, pub.ipv4, pub.ipv6)
+            if cip and sock is not None:
+                self.proxy.start(pub.container_id, sock, (cip, b.container_port))
+
+    def _forget(self, container_id: str) -> None:
+        self._release(container_id)
         self._published.pop(container_id, None)
         with contextlib.suppress(FileNotFoundError):
             (self.dir / f"{container_id}.json").unlink()
@@ -243,6 +278,11 @@ class Nat:
                 self.sync()
             except Exception:
                 log.exception("restoring the firewall rules")
+            for pub in self._published.values():
+                try:
+                    self._start_proxies(pub)
+                except Exception:
+                    log.exception("container %s: the userland proxy", pub.container_id[:12])
 
     def shut_down(self) -> None:
         """Daemon stop: the rules of running containers stay; no container, no table."""
@@ -253,6 +293,8 @@ class Nat:
                     if self._marker.exists():
                         firewall.apply(firewall.FirewallState(), nft=self.nft)
                         self._marker.unlink(missing_ok=True)
+            with contextlib.suppress(Exception):
+                self.proxy.close()
             self.ports.close()
 
     # -- views ---------------------------------------------------------------------------

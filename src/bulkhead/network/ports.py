@@ -10,17 +10,26 @@ Vocabulary
   *ephemeral* host port, chosen, as moby's port allocator does, from the
   kernel's ``net.ipv4.ip_local_port_range`` (32768-60999 by default).
 - A *binding* is one published port: ``host_ip:host_port/proto`` →
-  ``container_port``. ``HostIp`` ``""`` means every address (``0.0.0.0``).
+  ``container_port``. ``HostIp`` ``""`` means every address: as Docker's
+  (userland proxy on), one binding ``0.0.0.0`` for the container's IPv4
+  address and one ``::`` for its IPv6 address — or, when it has none, also
+  for its IPv4 address (relayed by :mod:`bulkhead.network.proxy`), if the
+  host has IPv6 at all (moby's ``IsV6Listenable``: ``[::1]`` can listen).
+  Both get the same host port (ephemeral ones included). An IPv6 ``HostIp``
+  of a container without IPv6 address is likewise relayed to its IPv4 one.
 
 Holding a host port
 -------------------
 The daemon binds a socket to each published ``host_ip:host_port`` (in its
 own network namespace) and keeps it open for as long as the container runs,
 as Docker 28 does: no other program can take the port meanwhile, and one that
-already holds it makes the start fail ("address already in use"). Traffic never
-reaches these sockets (the DNAT of :mod:`bulkhead.network.firewall` turns it
-to the container first); a TCP socket is bound but never listens. A port
-another container of this daemon holds fails with Docker's "Bind for
+already holds it makes the start fail ("address already in use"). Traffic
+mostly never reaches these sockets (the DNAT of
+:mod:`bulkhead.network.firewall` turns it to the container first; such a TCP
+socket is bound but never listens); the sockets of the bindings DNAT cannot
+serve (``[::1]``, IPv6 to an IPv4-only container: see :func:`proxy_target`)
+become the listeners of the userland proxy (:mod:`bulkhead.network.proxy`).
+A port another container of this daemon holds fails with Docker's "Bind for
 0.0.0.0:8080 failed: port is already allocated".
 """
 
@@ -162,10 +171,14 @@ class _Held(msgspec.Struct):
 class PortAllocator:
     """The host ports this daemon holds, each by a bound socket, per owner (a container id)."""
 
-    def __init__(self, ephemeral: tuple[int, int] | None = None) -> None:
+    def __init__(
+        self, ephemeral: tuple[int, int] | None = None, *, ipv6: bool | None = None
+    ) -> None:
         self._held: list[_Held] = []
         self._ephemeral = ephemeral
         self._next_ephemeral = 0
+        #: whether the host has IPv6 (None: ask :func:`v6_listenable` at each allocation)
+        self._v6_listenable = ipv6
 
     def _taken_by_us(self, proto: str, ip: str, port: int) -> bool:
         return any(
@@ -224,35 +237,60 @@ class PortAllocator:
 
         ``container_ips``: the container's addresses; a request for every address
         (``HostIp`` ``""``) binds ``0.0.0.0`` for an IPv4 container address and
-        ``::`` for an IPv6 one.
+        ``::`` for an IPv6 one, or for the IPv4 one when there is no IPv6 one
+        (see the module docstring), both on one host port.
         """
         cips = list(container_ips)
+        cip4 = next((c for c in cips if _family(c) == socket.AF_INET), "")
+        cip6 = next((c for c in cips if _family(c) == socket.AF_INET6), "")
         got: list[_Held] = []
         try:
             for r in reqs:
+                targets: list[tuple[str, str]] = []
                 if r.host_ip:
-                    targets = [(r.host_ip, c) for c in cips if _family(c) == _family(r.host_ip)]
-                    if not targets:
+                    # an IPv6 host address of an IPv4-only container: proxied to its IPv4
+                    cip = cip4 if _family(r.host_ip) == socket.AF_INET else cip6 or cip4
+                    if not cip:
                         raise PortAllocationError(
                             f"no container address of the family of host address {r.host_ip}"
                         )
-                    targets = targets[:1]
+                    targets.append((r.host_ip, cip))
                 else:
-                    first: dict[str, str] = {}  # one binding per family: its first address
-                    for c in cips:
-                        first.setdefault("0.0.0.0" if _family(c) == socket.AF_INET else "::", c)
-                    targets = list(first.items())
-                for ip, cip in targets:
-                    got.append(self._take_one(owner, r, ip, cip))
+                    if cip4:
+                        targets.append(("0.0.0.0", cip4))
+                    if cip6 or (cip4 and self._v6()):
+                        targets.append(("::", cip6 or cip4))
+                if targets:
+                    got.extend(self._take_group(owner, r, targets))
         except BaseException:
             for h in got:
                 self._drop(h)
             raise
         return [h.binding for h in got]
 
-    def _take_one(self, owner: str, r: Request, ip: str, cip: str) -> _Held:
+    def _v6(self) -> bool:
+        if self._v6_listenable is None:
+            return v6_listenable()
+        return self._v6_listenable
+
+    def _take_all(
+        self, owner: str, r: Request, targets: list[tuple[str, str]], port: int
+    ) -> list[_Held]:
+        got: list[_Held] = []
+        try:
+            for ip, cip in targets:
+                got.append(self._take(owner, r.proto, ip, port, r.container_port, cip))
+        except BaseException:
+            for h in got:
+                self._drop(h)
+            raise
+        return got
+
+    def _take_group(self, owner: str, r: Request, targets: list[tuple[str, str]]) -> list[_Held]:
+        """One request's bindings (one per host address), all on the same host port."""
         if r.host_port and not r.host_port_end:
-            return self._take(owner, r.proto, ip, r.host_port, r.container_port, cip)
+            return self._take_all(owner, r, targets, r.host_port)
+        ip = targets[0][0]
         if r.host_port:  # a host range for one container port: the first free one
             candidates: Iterable[int] = range(r.host_port, r.host_port_end + 1)
             what = f"{_hostport(ip, r.host_port)}-{r.host_port_end}"
@@ -264,7 +302,7 @@ class PortAllocator:
         last: PortAllocationError | None = None
         for port in candidates:
             try:
-                held = self._take(owner, r.proto, ip, port, r.container_port, cip)
+                held = self._take_all(owner, r, targets, port)
             except PortAllocationError as exc:
                 last = exc
                 continue
@@ -305,9 +343,47 @@ class PortAllocator:
     def bindings(self, owner: str) -> list[Binding]:
         return [h.binding for h in self._held if h.owner == owner]
 
+    def held(self, owner: str) -> list[tuple[Binding, socket.socket | None]]:
+        """``owner``'s bindings and the sockets holding them (None: SCTP without sctp)."""
+        return [(h.binding, h.sock) for h in self._held if h.owner == owner]
+
     def close(self) -> None:
         for h in list(self._held):
             self._drop(h)
+
+
+def v6_listenable() -> bool:
+    """Whether this network namespace has IPv6 (moby's ``IsV6Listenable``: ``[::1]`` listens)."""
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+            s.listen(1)
+    except OSError:
+        return False
+    return True
+
+
+def proxy_target(binding: Binding, ipv4: str, ipv6: str) -> str:
+    """The container address the userland proxy relays ``binding`` to ("": none).
+
+    Docker's userland proxy serves every binding, but the DNAT of
+    :mod:`bulkhead.network.firewall` takes every connection it can; the proxy
+    serves what it cannot: an IPv6 host address of a container without IPv6
+    address (to its IPv4 one: NAT cannot change the family), and ``[::1]``
+    (IPv6 has no ``route_localnet``) of a binding ``::`` or ``::1``. A
+    specific IPv4 host address, ``0.0.0.0`` (``127.0.0.1`` is DNATed), and
+    SCTP are never proxied.
+    """
+    if binding.proto not in ("tcp", "udp") or _family(binding.host_ip) != socket.AF_INET6:
+        return ""
+    if not ipv6:
+        return ipv4
+    if ipaddress.ip_address(binding.host_ip) in (
+        ipaddress.IPv6Address("::"),
+        ipaddress.IPv6Address("::1"),
+    ):
+        return ipv6
+    return ""
 
 
 def _hostport(ip: str, port: int) -> str:
