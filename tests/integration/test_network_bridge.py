@@ -136,6 +136,9 @@ def test_bad_input_changes_nothing(ndaemon: Daemon) -> None:
             "gateway 10.63.0.1",  # the CLI's check (the daemon's: "is not in subnet")
         ),
         (("network", "create", "one"), "already exists"),
+        (("network", "create", "--subnet", "10.64.0.5/16", "two"),
+         "invalid network config:\ninvalid subnet 10.64.0.5/16: it should be 10.64.0.0/16"),
+        (("network", "create", "bridge"), "operation is not permitted on predefined bridge network"),
         (("network", "rm", "bridge"), "is a pre-defined network and cannot be removed"),
         (("network", "rm", "nosuch"), "not found"),
         (("network", "connect", "nosuch", "x1"), "not found"),
@@ -150,6 +153,14 @@ def test_bad_input_changes_nothing(ndaemon: Daemon) -> None:
         assert r.returncode != 0 and message in r.stderr, (argv, r.stderr)
     assert (network_names(d), links(d, "br-")) == before
     assert ok(d.docker("ps", "-aq")) == ""
+    # --aux-address: reserved (a container never gets it), shown in IPAM.Config
+    ok(d.docker("network", "create", "--subnet", "10.65.0.0/29", "--aux-address", "r=10.65.0.2",
+                "aux"))  # fmt: skip
+    doc = json.loads(ok(d.docker("network", "inspect", "aux")))[0]
+    assert doc["IPAM"]["Config"][0]["AuxiliaryAddresses"] == {"r": "10.65.0.2"}
+    ok(d.docker("create", "--name", "x1", "--network", "aux", "busybox", "true"))
+    assert inspect(d, "x1")["NetworkSettings"]["Networks"]["aux"]["IPAddress"] == "10.65.0.3"
+    ok(d.docker("rm", "x1"))
 
 
 def test_connect_disconnect_live(ndaemon: Daemon) -> None:

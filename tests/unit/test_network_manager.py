@@ -325,3 +325,70 @@ def test_create_reads_enable_ipv4_ipv6_as_moby_and_keeps_ipam_options(
         m.create_network("v6only", options={"com.docker.network.enable_ipv4": "false"})
     assert "bad" not in [n.name for n in m.networks()]
     assert "v6only" not in [n.name for n in m.networks()]
+
+
+def test_inspect_status_counts_addresses_as_moby(tmp_path: Path) -> None:
+    """``Status.IPAM.Subnets`` (API 1.52+): in use = network, gateway, broadcast and the
+    endpoints' addresses; available = what the range has left for dynamic ones."""
+    m = manager(tmp_path)
+    m.attach(C1, m.get("user"))
+    m.attach(C2, m.get("user"))
+    doc = m.network_doc(m.get("user"), {}, status=True)
+    assert doc["Status"] == {
+        "IPAM": {"Subnets": {"10.3.0.0/24": {"IPsInUse": 5, "DynamicIPsAvailable": 251}}}
+    }
+    ranged = Network(
+        id="9" * 64,
+        name="ranged",
+        bridge="br-r",
+        pools=[
+            Pool(subnet="10.4.0.0/24", gateway="10.4.0.1", ip_range="10.4.0.128/25"),
+            Pool(subnet="fd00:4::/64", gateway="fd00:4::1"),
+        ],
+        enable_ipv6=True,
+    )
+    with m.store.tx() as db:
+        m.store.add_network(db, ranged)
+        for p in ranged.pools:
+            m.store.allocate(db, ranged.id, p.gateway, "gateway")
+    m.attach(C1, m.get("ranged"))
+    subnets = m.network_doc(m.get("ranged"), {}, status=True)["Status"]["IPAM"]["Subnets"]
+    # the broadcast (10.4.0.255) is in the range, the gateway is not
+    assert subnets["10.4.0.0/24"] == {"IPsInUse": 4, "DynamicIPsAvailable": 126}
+    assert subnets["fd00:4::/64"] == {"IPsInUse": 3, "DynamicIPsAvailable": (1 << 64) - 3}
+    assert "Status" not in m.network_doc(m.get("ranged"), {})  # the list has none
+
+
+def test_aux_addresses_are_reserved_and_shown(
+    tmp_path: Path, fake_links: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--aux-address``: kept from the endpoints, in ``IPAM.Config`` (it was ignored)."""
+    m = manager(tmp_path)
+    monkeypatch.setattr(m, "_bridge_up", lambda net: True)
+    monkeypatch.setattr("bulkhead.network.bridge.link_exists", lambda name: False)
+    pool = Pool(subnet="10.8.0.0/29", aux={"router": "10.8.0.2", "printer": "10.8.0.3"})
+    net = m.create_network("aux", pools=[pool])
+    config = m.network_doc(net)["IPAM"]["Config"]
+    assert config == [
+        {
+            "Subnet": "10.8.0.0/29",
+            "Gateway": "10.8.0.1",
+            "AuxiliaryAddresses": {"printer": "10.8.0.3", "router": "10.8.0.2"},
+        }
+    ]
+    assert m.attach(C1, net).ipv4 == "10.8.0.4"
+    with pytest.raises(NetworkConflict, match="Address already in use"):
+        m.attach(C2, net, ipv4="10.8.0.2")
+
+
+def test_cli_pairs_aux_addresses_with_their_subnet() -> None:
+    from bulkhead.cli.flags import UsageError
+    from bulkhead.cli.networks import ipam_config
+
+    config = ipam_config(["10.1.0.0/16", "fd00::/64"], [], [], ["a=fd00::5", "b=10.1.0.5"])
+    assert config == [
+        {"Subnet": "10.1.0.0/16", "AuxiliaryAddresses": {"b": "10.1.0.5"}},
+        {"Subnet": "fd00::/64", "AuxiliaryAddresses": {"a": "fd00::5"}},
+    ]
+    with pytest.raises(UsageError, match=r"no matching subnet for aux-address 10\.9\.0\.1"):
+        ipam_config(["10.1.0.0/16"], [], [], ["c=10.9.0.1"])

@@ -127,7 +127,7 @@ def register(router: Router, services: Services) -> None:
         net = await asyncio.to_thread(manager.get, req.params["id"])
         if scope and scope != net.scope:
             raise NotFound(f"network {req.params['id']} not found")
-        doc = await asyncio.to_thread(manager.network_doc, net, _names(engine))
+        doc = await asyncio.to_thread(lambda: manager.network_doc(net, _names(engine), status=True))
         return json_response(doc)
 
     async def create(req: Request) -> Response:
@@ -153,12 +153,21 @@ def register(router: Router, services: Services) -> None:
                 if not isinstance(value, str):
                     raise BadRequest(f"invalid IPAM.Config[{i}].{key}: must be a string")
                 fields[key] = value
+            aux = str_map(entry, "AuxiliaryAddresses")
             if not fields["Subnet"]:
-                if fields["Gateway"] or fields["IPRange"]:
-                    raise BadRequest(f"invalid IPAM.Config[{i}]: a gateway or range needs a subnet")
+                if fields["Gateway"] or fields["IPRange"] or aux:
+                    raise BadRequest(
+                        f"invalid IPAM.Config[{i}]: a gateway, range or auxiliary address "
+                        "needs a subnet"
+                    )
                 continue
             pools.append(
-                Pool(subnet=fields["Subnet"], gateway=fields["Gateway"], ip_range=fields["IPRange"])
+                Pool(
+                    subnet=fields["Subnet"],
+                    gateway=fields["Gateway"],
+                    ip_range=fields["IPRange"],
+                    aux=aux,
+                )
             )
         options = str_map(body, "Options")
         labels = str_map(body, "Labels")

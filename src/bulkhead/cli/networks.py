@@ -16,6 +16,9 @@ CREATE = Command(
     "network create [OPTIONS] NETWORK",
     [
         Flag("attachable", kind=BOOL, help="Enable manual container attachment"),
+        Flag(
+            "aux-address", kind=LIST, help="Auxiliary IPv4 or IPv6 addresses used by Network driver"
+        ),
         Flag("driver", "d", STR, "Driver to manage the Network", default="bridge"),
         Flag("gateway", kind=LIST, help="IPv4 or IPv6 Gateway for the master subnet"),
         Flag("internal", kind=BOOL, help="Restrict external access to the network"),
@@ -51,10 +54,20 @@ def _contains(subnet: str, address: str) -> bool:
         return False
 
 
-def ipam_config(subnets: list[str], gateways: list[str], ranges: list[str]) -> list[dict[str, str]]:
-    """``--subnet/--gateway/--ip-range`` → ``IPAM.Config`` (each gateway and range to the
-    subnet holding it, as the docker CLI pairs them)."""
-    config: list[dict[str, str]] = [{"Subnet": s} for s in subnets]
+def ipam_config(
+    subnets: list[str], gateways: list[str], ranges: list[str], aux: list[str] | None = None
+) -> list[dict[str, Any]]:
+    """``--subnet/--gateway/--ip-range/--aux-address`` → ``IPAM.Config`` (each gateway,
+    range and ``name=address`` to the subnet holding it, as the docker CLI pairs them)."""
+    config: list[dict[str, Any]] = [{"Subnet": s} for s in subnets]
+    for item in aux or []:
+        name, _, address = item.partition("=")
+        for entry in config:
+            if _contains(entry["Subnet"], address):
+                entry.setdefault("AuxiliaryAddresses", {})[name] = address
+                break
+        else:
+            raise UsageError(f"no matching subnet for aux-address {address}")
     for key, values in (("Gateway", gateways), ("IPRange", ranges)):
         for value in values:
             for entry in config:
@@ -77,7 +90,9 @@ def cmd_network_create(app: App, args: list[str]) -> int:
         "Attachable": parsed["attachable"],
         "IPAM": {
             "Driver": parsed["ipam-driver"],
-            "Config": ipam_config(parsed["subnet"], parsed["gateway"], parsed["ip-range"]),
+            "Config": ipam_config(
+                parsed["subnet"], parsed["gateway"], parsed["ip-range"], parsed["aux-address"]
+            ),
             "Options": {},
         },
         "Options": _kv(parsed["opt"]),

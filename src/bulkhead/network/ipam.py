@@ -108,41 +108,85 @@ def choose_subnet(taken: list[IPNetwork], routed: list[IPNetwork]) -> ipaddress.
 
 
 def check_pools(pools: list[Pool], taken: list[IPNetwork]) -> list[Pool]:
-    """Validate ``--subnet/--gateway/--ip-range`` entries; return them normalized.
+    """Validate ``--subnet/--gateway/--ip-range/--aux-address`` entries; return them
+    normalized (the gateway defaults to the subnet's first host address).
 
+    moby's ValidateIPAM: every problem of every entry, one per line, after
+    ``invalid network config:`` (400) — a subnet with host bits set, an
+    ip-range or address outside its subnet or of the other family.
     ``taken``: subnets of the other networks (an overlap is 409, Docker's
     ``Pool overlaps with other one on this address space``).
     """
     out: list[Pool] = []
-    seen: list[IPNetwork] = list(taken)
+    errors: list[str] = []
     for i, p in enumerate(pools):
-        field = f"IPAM.Config[{i}]"
-        subnet = parse_cidr(p.subnet, f"{field}.Subnet")
-        if subnet.num_addresses < 4 and subnet.version == 4:
-            raise SpecError(f"subnet {subnet} is too small", where=f"{field}.Subnet")
+        subnet = parse_cidr(p.subnet, f"IPAM.Config[{i}].Subnet")
+        if subnet.version == 4 and subnet.num_addresses < 4:
+            raise SpecError(f"subnet {subnet} is too small", where=f"IPAM.Config[{i}].Subnet")
+        given = p.subnet.strip()
+        if str(subnet) != given and ipaddress.ip_interface(given).ip != subnet.network_address:
+            errors.append(f"invalid subnet {given}: it should be {subnet}")
+        ip_range = ""
+        if p.ip_range:
+            rng = parse_cidr(p.ip_range, f"IPAM.Config[{i}].IPRange")
+            errors += _range_errors(p.ip_range.strip(), rng, subnet)
+            ip_range = str(rng)
+        gateway = str(subnet.network_address + 1)
+        if p.gateway:
+            gw = parse_address(p.gateway, f"IPAM.Config[{i}].Gateway")
+            problem = _address_error(gw, subnet)
+            if problem:
+                errors.append(f"invalid gateway {p.gateway}: {problem}")
+            elif gw in (subnet.network_address, _broadcast(subnet)):
+                errors.append(
+                    f"invalid gateway {p.gateway}: it is the network or broadcast address of "
+                    f"subnet {subnet}"
+                )
+            gateway = str(gw)
+        aux: dict[str, str] = {}
+        for name, value in sorted(p.aux.items()):
+            addr = parse_address(value, f"IPAM.Config[{i}].AuxiliaryAddresses.{name}")
+            problem = _address_error(addr, subnet)
+            if problem:
+                errors.append(f"invalid auxiliary address {name}: {problem}")
+            aux[name] = str(addr)
+        out.append(Pool(subnet=str(subnet), gateway=gateway, ip_range=ip_range, aux=aux))
+    if errors:
+        raise SpecError("invalid network config:\n" + "\n".join(errors))
+    seen: list[IPNetwork] = list(taken)
+    for p in out:
+        subnet = ipaddress.ip_network(p.subnet)
         if any(overlaps(subnet, s) for s in seen):
             raise NetworkConflict("Pool overlaps with other one on this address space")
         seen.append(subnet)
-        ip_range = ""
-        if p.ip_range:
-            rng = parse_cidr(p.ip_range, f"{field}.IPRange")
-            if rng.version != subnet.version or not rng.subnet_of(subnet):  # type: ignore[arg-type]
-                raise SpecError(
-                    f"invalid ip-range {p.ip_range}: it must be a subset of subnet {subnet}",
-                    where=f"{field}.IPRange",
-                )
-            ip_range = str(rng)
-        if p.gateway:
-            gw = parse_address(p.gateway, f"{field}.Gateway")
-            if gw not in subnet or gw in (subnet.network_address, _broadcast(subnet)):
-                raise SpecError(
-                    f"gateway {p.gateway} is not in subnet {subnet}", where=f"{field}.Gateway"
-                )
-            gateway = str(gw)
-        else:
-            gateway = str(subnet.network_address + 1)
-        out.append(Pool(subnet=str(subnet), gateway=gateway, ip_range=ip_range))
     return out
+
+
+def _family(version: int) -> str:
+    return f"IPv{version}"
+
+
+def _range_errors(given: str, rng: IPNetwork, subnet: IPNetwork) -> list[str]:
+    if rng.version != subnet.version:
+        return [f"invalid ip-range {given}: parent subnet is an {_family(subnet.version)} block"]
+    errors = []
+    if rng.prefixlen < subnet.prefixlen:
+        errors.append(
+            f"invalid ip-range {given}: CIDR block is bigger than its parent subnet {subnet}"
+        )
+    if str(rng) != given and ipaddress.ip_interface(given).ip != rng.network_address:
+        errors.append(f"invalid ip-range {given}: it should be {rng}")
+    if not rng.overlaps(subnet):
+        errors.append(f"invalid ip-range {given}: parent subnet {subnet} doesn't contain ip-range")
+    return errors
+
+
+def _address_error(addr: IPAddress, subnet: IPNetwork) -> str:
+    if addr.version != subnet.version:
+        return f"parent subnet is an {_family(subnet.version)} block"
+    if addr not in subnet:
+        return f"parent subnet {subnet} doesn't contain this address"
+    return ""
 
 
 def _broadcast(net: IPNetwork) -> IPAddress | None:

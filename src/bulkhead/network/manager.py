@@ -438,6 +438,8 @@ class NetworkManager:
             for p in checked:
                 if p.gateway:
                     self.store.allocate(db, net.id, p.gateway, "gateway")
+                for address in sorted(set(p.aux.values()) - {p.gateway}):
+                    self.store.allocate(db, net.id, address, "aux")
         if not up:  # a pre-defined network's record: its bridge comes with the daemon's start
             return net
         existed = False
@@ -841,17 +843,25 @@ class NetworkManager:
         return out
 
     def network_doc(
-        self, net: Network, containers: dict[str, str] | None = None, *, verbose: bool = True
+        self,
+        net: Network,
+        containers: dict[str, str] | None = None,
+        *,
+        verbose: bool = True,
+        status: bool = False,
     ) -> dict[str, Any]:
         """Docker's ``Network`` document; ``containers``: id -> name of the containers to
-        list in ``Containers`` (those with an active endpoint: running)."""
+        list in ``Containers`` (those with an active endpoint: running); ``status``: the
+        inspect's ``Status.IPAM.Subnets`` (addresses in use and left, per subnet)."""
         config = []
         for p in net.pools:
-            entry = {"Subnet": p.subnet}
+            entry: dict[str, Any] = {"Subnet": p.subnet}
             if p.ip_range:
                 entry["IPRange"] = p.ip_range
             if p.gateway:
                 entry["Gateway"] = p.gateway
+            if p.aux:
+                entry["AuxiliaryAddresses"] = dict(p.aux)
             config.append(entry)
         attached: dict[str, Any] = {}
         if containers is not None:
@@ -866,7 +876,7 @@ class NetworkManager:
                     "IPv4Address": f"{ep.ipv4}/{_prefix(net.pools, ep.ipv4)}" if ep.ipv4 else "",
                     "IPv6Address": f"{ep.ipv6}/{_prefix(net.pools, ep.ipv6)}" if ep.ipv6 else "",
                 }
-        return {
+        doc: dict[str, Any] = {
             "Name": net.name,
             "Id": net.id,
             "Created": net.created,
@@ -884,6 +894,30 @@ class NetworkManager:
             "Options": dict(net.options),
             "Labels": dict(net.labels),
         }
+        if status:
+            taken = [ipaddress.ip_address(a) for a in self.store.addresses(net.id)]
+            doc["Status"] = {
+                "IPAM": {"Subnets": {p.subnet: _subnet_status(p, taken) for p in net.pools}}
+            }
+        return doc
+
+
+_U64 = (1 << 64) - 1
+
+
+def _subnet_status(pool: Pool, taken: builtins.list[ipam.IPAddress]) -> dict[str, int]:
+    """moby's ``SubnetStatus``: ``IPsInUse`` the addresses taken or reserved in the subnet
+    (its network address, the IPv4 broadcast, the gateway, the endpoints'),
+    ``DynamicIPsAvailable`` those of the range left for dynamic allocation; both
+    saturating at 2^64-1."""
+    subnet = ipaddress.ip_network(pool.subnet)
+    used = {a for a in taken if a.version == subnet.version and a in subnet}
+    used.add(subnet.network_address)
+    if subnet.version == 4 and subnet.prefixlen < 31:
+        used.add(subnet.broadcast_address)
+    rng = ipaddress.ip_network(pool.ip_range) if pool.ip_range else subnet
+    left = rng.num_addresses - sum(1 for a in used if a in rng)
+    return {"IPsInUse": min(len(used), _U64), "DynamicIPsAvailable": min(max(left, 0), _U64)}
 
 
 def _check_static(net: Network, address: str, version: int) -> None:

@@ -50,6 +50,8 @@ class Pool(msgspec.Struct, kw_only=True):
     gateway: str = ""
     ip_range: str = ""
     auto: bool = False
+    #: ``AuxiliaryAddresses`` (``--aux-address``): name -> address, kept from endpoints
+    aux: dict[str, str] = msgspec.field(default_factory=dict)
 
 
 class Network(msgspec.Struct, kw_only=True):
@@ -244,6 +246,14 @@ class NetworkStore:
             "SELECT address, owner FROM allocations WHERE network_id = ?", (network_id,)
         ).fetchall()
         return {str(a): str(o) for a, o in rows}
+
+    def addresses(self, network_id: str) -> builtins.list[str]:
+        """Every address taken in ``network_id`` (outside a transaction: a view)."""
+        with self.lock:
+            rows = self._db.execute(
+                "SELECT address FROM allocations WHERE network_id = ?", (network_id,)
+            ).fetchall()
+        return [str(r[0]) for r in rows]
 
     def allocate(self, db: sqlite3.Connection, network_id: str, address: str, owner: str) -> None:
         db.execute(
