@@ -407,3 +407,37 @@ def test_forwarding_fails_over_and_big_answers_through_127_0_0_11(daemon_factory
     assert "udp outside.test." in fakes[0].stdout.read()  # asked first, failed
     asked = fakes[1].stdout.read()
     assert "udp outside.test." in asked and "tcp big.test." in asked
+
+
+#: From a container's namespace: argv[1] (A) asked of the resolver at argv[2] directly.
+ASK_AT = r"""
+import sys
+import dns.message, dns.query, dns.rcode
+r = dns.query.udp(dns.message.make_query(sys.argv[1], "A"), sys.argv[2], timeout=10)
+print(dns.rcode.to_text(r.rcode()), *sorted(a.to_text() for rr in r.answer for a in rr))
+"""
+
+
+def test_another_networks_resolver_tells_no_names(rdaemon: Any) -> None:
+    """A container on ``back`` that sends its query to ``front``'s gateway (the host's
+    address, reachable as any) learns none of front's names: the resolver answers a
+    client that is no container on its network from no network's records."""
+    d, _ = rdaemon
+    ok(d.docker("network", "create", "--subnet", "10.94.0.0/24", "front"))
+    ok(d.docker("network", "create", "--subnet", "10.95.0.0/24", "back"))
+    ok(d.docker("run", "-d", "--network", "front", "--name", "web", "busybox", "sleep", "300"))
+    cid = ok(d.docker("run", "-d", "--network", "back", "--name", "db", "busybox",
+                      "sleep", "300")).strip()  # fmt: skip
+    ns = str(d.exec_root / "netns" / cid)
+
+    def ask(name: str, at: str) -> str:
+        r = subprocess.run(["nsenter", f"--net={ns}", sys.executable, "-c", ASK_AT, name, at],
+                           capture_output=True, text=True, timeout=60)  # fmt: skip
+        return ok(r)
+
+    db_ip = inspect(d, "db")["NetworkSettings"]["Networks"]["back"]["IPAddress"]
+    assert ask("db", "10.95.0.1") == f"NOERROR {db_ip}\n"  # its own network's resolver
+    assert ask("web", "10.94.0.1") == "NXDOMAIN\n"  # forwarded: the fake upstream's answer
+    assert ask("db", "10.94.0.1") == "NXDOMAIN\n"
+    ok(d.docker("rm", "-f", "web", "db"))
+    ok(d.docker("network", "rm", "front", "back"))

@@ -29,6 +29,7 @@ WEB = "a" * 64
 DB = "d" * 64
 BOTH = "c" * 64
 UPSTREAM = "127.0.0.3"
+WEB_SRC = ("127.0.1.1", 0)  # a client socket with web's address
 
 
 class FakeUpstream:
@@ -140,6 +141,7 @@ async def udp_wire(q: dns.message.Message, port: int, net: str = "127.0.0.1") ->
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.setblocking(False)
     try:
+        s.bind(WEB_SRC)  # the resolver answers containers: web's address
         s.connect((net, port))
         s.send(q.to_wire())
         return await asyncio.wait_for(loop.sock_recv(s, 65535), 5)
@@ -236,10 +238,18 @@ def test_isolation_by_network() -> None:
         assert addrs(r) == ["127.0.1.1", "127.0.2.1"]
         r = await env.ask("db.front", src="127.0.1.9")  # db is not on front
         assert r.rcode() == dns.rcode.NXDOMAIN
-        # a client that is no container (the host) sees the listener's network only
-        r = await env.ask("db", src="127.0.0.1")
-        assert r.rcode() == dns.rcode.NXDOMAIN
-        assert addrs(await env.ask("web", src="127.0.0.1")) == ["127.0.1.1"]
+        # a client that is no container on the listener's network (the host, or a
+        # container of another network asking this gateway) sees no records at all:
+        # its queries go upstream
+        before = len(env.upstream.queries)
+        for name in ("web", "db"):
+            assert (await env.ask(name, src="127.0.0.1")).rcode() == dns.rcode.NXDOMAIN
+            r = await env.ask(name, src="127.0.2.1")  # db, on back, asking front's listener
+            assert r.rcode() == dns.rcode.NXDOMAIN
+        ptr = dns.reversename.from_address("127.0.1.1").to_text()
+        assert (await env.ask(ptr, "PTR", src="127.0.2.1")).rcode() == dns.rcode.NXDOMAIN
+        assert len(env.upstream.queries) == before + 5
+        assert addrs(await env.ask("outside.test", src="127.0.0.1")) == ["192.0.2.7"]
 
     run(body)
 
@@ -305,6 +315,8 @@ def test_internal_networks_forward_nothing() -> None:
         assert addrs(await env.ask("db", net="127.0.0.2", src="127.0.2.1")) == ["127.0.2.1"]
         r = await env.ask("outside.test", net="127.0.0.2", src="127.0.2.9")
         assert addrs(r) == ["192.0.2.7"]  # "both" has a way out through front
+        r = await env.ask("outside.test", net="127.0.0.2", src="127.0.0.1")
+        assert r.rcode() == dns.rcode.SERVFAIL  # no container: the listener's is internal
         assert env.upstream.queries == [("udp", "outside.test.")]
 
     run(body)
@@ -337,12 +349,12 @@ def test_big_answers_truncated_over_udp_whole_over_tcp() -> None:
         assert len(addrs(r)) == 60 and not r.flags & dns.flags.TC
         # an EDNS client with a big buffer gets it over UDP
         q = dns.message.make_query("pool", "A", use_edns=0, payload=4096)
-        r = await dns.asyncquery.udp(q, "127.0.0.1", timeout=5, port=env.port)
+        r = await dns.asyncquery.udp(q, "127.0.0.1", timeout=5, port=env.port, source=WEB_SRC[0])
         assert len(addrs(r)) == 60
         # the upstream's truncated answer is asked again over TCP: an EDNS client gets it
         # whole over UDP, though the upstream speaks no EDNS
         q = dns.message.make_query("big.test", "A", use_edns=0, payload=4096)
-        r = await dns.asyncquery.udp(q, "127.0.0.1", timeout=5, port=env.port)
+        r = await dns.asyncquery.udp(q, "127.0.0.1", timeout=5, port=env.port, source=WEB_SRC[0])
         assert len(addrs(r)) == 79 and not r.flags & dns.flags.TC
         assert env.upstream.queries[-2:] == [("udp", "big.test."), ("tcp", "big.test.")]
         r = await env.ask("big.test")  # a 512-byte client: what fits, with TC
@@ -359,6 +371,7 @@ def test_malformed_queries_are_ignored() -> None:
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         s.setblocking(False)
         try:
+            s.bind(WEB_SRC)
             s.connect(("127.0.0.1", env.port))
             for junk in (b"", b"\x00", b"\x00" * 11):  # no header: no answer
                 s.send(junk)
@@ -377,13 +390,13 @@ def test_malformed_queries_are_ignored() -> None:
         finally:
             s.close()
         # a TCP client sending junk loses its connection; others are unaffected
-        reader, writer = await asyncio.open_connection("127.0.0.1", env.port)
+        reader, writer = await asyncio.open_connection("127.0.0.1", env.port, local_addr=WEB_SRC)
         writer.write(b"\x00\x05hello")
         await writer.drain()
         assert await asyncio.wait_for(reader.read(), 5) == b""
         writer.close()
         # a header and junk over TCP: FORMERR, and the connection serves the next query
-        reader, writer = await asyncio.open_connection("127.0.0.1", env.port)
+        reader, writer = await asyncio.open_connection("127.0.0.1", env.port, local_addr=WEB_SRC)
         junk = b"\x43\x21\x01\x00" + b"\xff" * 20
         q = dns.message.make_query("web", "A")
         writer.write(len(junk).to_bytes(2, "big") + junk + tcp_frame(q))
@@ -395,7 +408,7 @@ def test_malformed_queries_are_ignored() -> None:
         # two questions: FORMERR
         q = dns.message.make_query("web", "A")
         q.question.append(q.question[0])
-        r = await dns.asyncquery.udp(q, "127.0.0.1", timeout=5, port=env.port)
+        r = await dns.asyncquery.udp(q, "127.0.0.1", timeout=5, port=env.port, source=WEB_SRC[0])
         assert r.rcode() == dns.rcode.FORMERR
 
     run(body)
@@ -498,17 +511,17 @@ def test_tcp_several_queries_idle_timeout_and_connection_bound() -> None:
         env.server.tcp_idle_timeout = 0.5
         env.server.max_tcp_clients = 2
         # three queries in one write, three answers in order on the same connection
-        r1, w1 = await asyncio.open_connection("127.0.0.1", env.port)
+        r1, w1 = await asyncio.open_connection("127.0.0.1", env.port, local_addr=WEB_SRC)
         qs = [dns.message.make_query(n, "A") for n in ("web", "outside.test", "www")]
         w1.write(b"".join(tcp_frame(q) for q in qs))
         answers = [await read_tcp(r1) for _ in qs]
         assert [a.id for a in answers] == [q.id for q in qs]
         assert [addrs(a) for a in answers] == [["127.0.1.1"], ["192.0.2.7"], ["127.0.1.1"]]
-        r2, w2 = await asyncio.open_connection("127.0.0.1", env.port)
+        r2, w2 = await asyncio.open_connection("127.0.0.1", env.port, local_addr=WEB_SRC)
         w2.write(tcp_frame(qs[0]))
         assert addrs(await read_tcp(r2)) == ["127.0.1.1"]
         # a third connection over the bound: closed at once
-        r3, w3 = await asyncio.open_connection("127.0.0.1", env.port)
+        r3, w3 = await asyncio.open_connection("127.0.0.1", env.port, local_addr=WEB_SRC)
         assert await asyncio.wait_for(r3.read(), 5) == b""
         w3.close()
         # idle connections are closed, which frees their places
@@ -538,6 +551,7 @@ def test_tcp_client_that_does_not_read_is_dropped() -> None:
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         s.setblocking(False)
+        s.bind(WEB_SRC)
         try:
             await loop.sock_connect(s, ("127.0.0.1", env.port))
             frames = b"".join(tcp_frame(dns.message.make_query("pool", "A")) for _ in range(400))
@@ -587,7 +601,8 @@ def test_stress_200_concurrent_queries_one_upstream_blackholed() -> None:
 
         async def one(i: int) -> list[str]:
             name = ("web", "outside.test")[i % 2]
-            return addrs(await env.ask(name, src=f"127.0.1.{1 + i % 3}", tcp=i % 5 == 0))
+            src = ("127.0.1.1", "127.0.1.9")[i % 3 % 2]  # web, both
+            return addrs(await env.ask(name, src=src, tcp=i % 5 == 0))
 
         results = await asyncio.gather(*(one(i) for i in range(200)))
         assert results == [(["127.0.1.1"], ["192.0.2.7"])[i % 2] for i in range(200)]

@@ -20,10 +20,12 @@ Vocabulary:
     ``name`` for that container alone (Docker's links on user networks).
 *scope*
     the networks whose records a query may see: those of the container that
-    sent it (found by its source address on the listener's network), or the
-    listener's network alone for any other client. A container on another
-    network is therefore NXDOMAIN (or whatever the upstreams say) — the
-    isolation Docker gives.
+    sent it (found by its source address on the listener's network), none
+    for any other client (the host, or a container of another network that
+    sends its query to this gateway, an address of the host it can reach):
+    its queries are forwarded, as on the listener's network. A container on
+    another network is therefore NXDOMAIN (or whatever the upstreams say) —
+    the isolation Docker gives, whose resolver no other container reaches.
 *answers*
     A/AAAA with every address of the matching endpoints (shuffled, TTL 600
     as Docker's ``respTTL``); a name we know without an address of the asked
@@ -227,11 +229,12 @@ class DnsTable:
         return None
 
     def _scope(self, network_id: str, client: str) -> list[_Network]:
-        """The networks the querying container is on (or the listener's alone)."""
+        """The networks the querying container is on; none for a client that is no
+        container on the listener's network (a gateway is an address of the host, which
+        a container of another network reaches too: it must not learn this one's names)."""
         me = self._client(network_id, client)
         if me is None:
-            net = self._networks.get(network_id)
-            return [net] if net is not None else []
+            return []
         return [n for n in self._networks.values() if me.container_id in n.endpoints]
 
     def lookup(self, network_id: str, client: str, qname: str) -> list[str] | None:
@@ -268,9 +271,13 @@ class DnsTable:
 
     def may_forward(self, network_id: str, client: str) -> bool:
         """Queries are forwarded only for a client with a way out: one on at least
-        one network that is not ``--internal`` (Docker's resolver without proxyDNS)."""
+        one network that is not ``--internal`` (Docker's resolver without proxyDNS);
+        any other client, unless the listener's network is internal."""
         with self._lock:
             scope = self._scope(network_id, client)
+            if not scope:
+                net = self._networks.get(network_id)
+                scope = [net] if net is not None else []
             return not scope or any(not n.internal for n in scope)
 
     def ndots_set(self, network_id: str, client: str) -> bool:
