@@ -266,6 +266,29 @@ def test_firewall_host_firewall_is_not_bypassed(topo: Topology) -> None:
     assert "proto-dst 8080 drop" in topo.run("host", "nft", "list", "table", "inet", "hostfw")
 
 
+def test_firewall_routed_access_untracked_by_the_host(topo: Topology) -> None:
+    """A host firewall that exempts traffic from conntrack (a DNS server's ``notrack``) opens no
+    unpublished container port: only established/related or DNATed traffic enters a bridge."""
+    assert topo.apply(FirewallState(networks=NETS, ports=PORTS)).returncode == 0
+    topo.run(
+        "host",
+        "nft",
+        "-f",
+        "-",
+        input=b"table inet hostraw { chain pre { type filter hook prerouting priority raw; "
+        b"policy accept; udp dport { 53, 7001 } notrack; }\n}\n",
+    )
+    topo.ip("out", "route", "add", "172.30.0.0/16", "via", "10.250.0.1")
+    assert topo.reach("out", "172.30.1.2", 53, "udp").startswith("error=")
+    # nor does it cross networks (isolation) or leave an internal one
+    assert spoofed_datagram_seen(topo, "c2", "172.30.2.2", "172.30.1.2", "c1") == "nothing"
+    assert spoofed_datagram_seen(topo, "c3", "172.30.3.2", "172.30.1.2", "c1") == "nothing"
+    assert spoofed_datagram_seen(topo, "c4", "172.30.1.3", "172.30.1.2", "c1") == "peer=172.30.1.3"
+    # the container's own connections still get their answers, the published port its clients
+    assert topo.reach("c1", "10.250.0.2", 9000, "udp") == "peer=10.250.0.1"
+    assert topo.reach("out", "10.250.0.1", 8053, "udp") == "peer=10.250.0.2"
+
+
 def test_firewall_replace_refuse_and_delete(topo: Topology) -> None:
     assert topo.apply(FirewallState(networks=NETS, ports=PORTS)).returncode == 0
     before = topo.run("host", "nft", "list", "table", "inet", "bulkhead")
@@ -354,16 +377,19 @@ for _ in range(3):
 """
 
 
-def spoofed_datagram_seen(topo: Topology, where: str, source: str, gateway: str) -> str:
-    """What a UDP server of the host on every address saw of ``where``'s datagrams from ``source``."""
+def spoofed_datagram_seen(
+    topo: Topology, where: str, source: str, dest: str, receiver: str = "host"
+) -> str:
+    """What a UDP server of ``receiver`` on port 7001 saw of ``where``'s datagrams from
+    ``source`` to ``dest`` (an answer cannot tell: it may be what is dropped)."""
     server = subprocess.Popen(
-        ["nsenter", f"--net=/run/netns/{topo.ns['host']}", PY, "-c", RECV_ONE, "7001", "2"],
+        ["nsenter", f"--net=/run/netns/{topo.ns[receiver]}", PY, "-c", RECV_ONE, "7001", "2"],
         stdout=subprocess.PIPE,
     )
     try:
         assert server.stdout is not None
         assert server.stdout.readline().strip() == b"ready"
-        topo.run(where, PY, "-c", SEND_FROM, source, gateway, "7001")
+        topo.run(where, PY, "-c", SEND_FROM, source, dest, "7001")
         return server.stdout.readline().decode().strip()
     finally:
         server.kill()

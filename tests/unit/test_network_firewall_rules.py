@@ -204,3 +204,19 @@ def test_apply_refuses_the_forbidden_namespace(
         with pytest.raises(FirewallError, match="host's network namespace"):
             apply(state, nft=str(nft), proc_sys=str(tmp_path))
     assert not ran.exists()
+
+
+def test_untracked_and_invalid_packets_enter_no_bridge() -> None:
+    """A ``ct status`` match never applies to a packet without a connection (notrack, invalid):
+    each bridge that drops by connection also drops what conntrack does not follow."""
+    forward = _rules(render(FirewallState(networks=NETS, ports=PORTS)), "forward")
+    untracked = {
+        "match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": ["invalid", "untracked"]}
+    }
+    for br in ("br-a", "br-b"):
+        assert [
+            {"match": {"op": "==", "left": {"meta": {"key": "oifname"}}, "right": br}},
+            {"match": {"op": "!=", "left": {"meta": {"key": "iifname"}}, "right": br}},
+            untracked,
+            {"drop": None},
+        ] in forward

@@ -287,7 +287,7 @@ def render(state: FirewallState) -> list[dict[str, Any]]:
                 )
             )
         # routed access from outside reaches only published ports (new connections that
-        # were DNATed); replies to the containers' own connections are not new
+        # were DNATed) and the answers to the containers' own connections (not new)...
         cmds.append(
             _rule(
                 "forward",
@@ -295,6 +295,24 @@ def render(state: FirewallState) -> list[dict[str, Any]]:
                 _meta("iifname", "!=", br),
                 _ct("state", "in", "new"),
                 _ct("status", "!", "dnat"),
+                _DROP,
+            )
+        )
+        # ... and nothing conntrack does not follow: a packet a host firewall exempts
+        # (notrack) or finds invalid has no connection, so no "ct status" to test (that
+        # match never applies to it) and is no answer to anything (Docker drops it too)
+        cmds.append(
+            _rule(
+                "forward",
+                _meta("oifname", "==", br),
+                _meta("iifname", "!=", br),
+                {
+                    "match": {
+                        "op": "in",
+                        "left": {"ct": {"key": "state"}},
+                        "right": ["invalid", "untracked"],
+                    }
+                },
                 _DROP,
             )
         )
