@@ -53,7 +53,8 @@ Published ports from the host itself
 ``127.0.0.1:8080`` is DNATed in the ``output`` hook. Linux drops packets with a
 loopback source that leave by a real interface unless ``route_localnet`` is set
 on that interface; as podman (netavark) and Docker without its proxy do,
-bulkhead sets ``net.ipv4.conf.<bridge>.route_localnet=1`` on its bridges and
+bulkhead sets ``net.ipv4.conf.<bridge>.route_localnet=1`` on each bridge with
+a published port (and 0 on the others: :func:`sysctls` follows the state) and
 masquerades DNATed ``127.0.0.0/8``-sourced packets going into the bridge, so
 the container answers the bridge's address. DNAT keeps the client's address
 (for every client but loopback ones), which a userland proxy (docker-proxy)
@@ -77,15 +78,17 @@ routing decision that would drop the loopback destination, so a neighbour
 on any interface that routes 127.0.0.1 to the host reached it (moby#41872).
 The ``guard`` chain (filter, ``prerouting``, priority -150: after conntrack,
 before ``dstnat``) drops every packet that arrives by an interface other than
-``lo`` with a ``127.0.0.0/8`` destination or source. At that priority a
-packet still carries the addresses it had on the wire: the container's answer
-to the host's ``127.0.0.1:8080`` (masqueraded above) is addressed to the
-bridge's address and passes; the NAT that turns it back into ``127.0.0.1``
-comes later. Nothing legitimate carries a loopback address on a wire (RFC
-1122), so the guard covers every interface, not only bulkhead's bridges (a
-bridge being removed, or one whose ``route_localnet`` outlived its ports,
-included). IPv6 needs none: the kernel drops ``::1`` arriving by a real
-interface before any hook.
+``lo`` with a ``127.0.0.0/8`` destination, or source: with ``route_localnet``
+a container could also send as ``127.0.0.2`` (no address of the host's, so
+not refused as one) to a host service that trusts its loopback. At that
+priority a packet still carries the addresses it had on the wire: the
+container's answer to the host's ``127.0.0.1:8080`` (masqueraded above) is
+addressed to the bridge's address and passes; the NAT that turns it back
+into ``127.0.0.1`` comes later. Nothing legitimate carries a loopback address
+on a wire (RFC 1122), so the guard covers every interface, not only
+bulkhead's bridges (a bridge being removed, or one whose ``route_localnet``
+outlived its ports, included). IPv6 needs none: the kernel drops ``::1``
+arriving by a real interface before any hook.
 """
 
 from __future__ import annotations
