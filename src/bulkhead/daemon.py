@@ -15,7 +15,10 @@ bridge network's interface, ``bh0``, or ``none`` for no default bridge
 network, as dockerd's ``--bridge``; ``dns``: the nameservers of containers
 without ``--dns``, also the embedded resolver's upstreams; ``dns-search`` and
 ``dns-opts``: the search domains and resolver options of containers without
-``--dns-search`` / ``--dns-option``). An unknown key or a
+``--dns-search`` / ``--dns-option``; ``bip``, ``fixed-cidr`` and
+``default-address-pools`` (``[{"base": "10.10.0.0/16", "size": 24}]``): the
+default bridge network's address, its containers' range and the subnets of
+networks created without one, as dockerd's). An unknown key or a
 value of the wrong type is an error naming the file and the key, as dockerd
 does.
 
@@ -136,6 +139,9 @@ _KNOWN_KEYS = {
     "live-restore",
     "cgroup-parent",
     "bridge",
+    "bip",
+    "fixed-cidr",
+    "default-address-pools",
     "dns",
     "dns-search",
     "dns-opts",
@@ -212,6 +218,23 @@ def apply_config_file(config: DaemonConfig, path: str, *, required: bool) -> Non
         config.debug = _expect(doc["debug"], bool, f"{path}: debug")
     if "bridge" in doc:
         config.bridge = _bridge_name(_expect(doc["bridge"], str, f"{path}: bridge"), path)
+    if "bip" in doc:
+        config.bip = _bip(_expect(doc["bip"], str, f"{path}: bip"), f"{path}: bip")
+    if "fixed-cidr" in doc:
+        where = f"{path}: fixed-cidr"
+        config.fixed_cidr = _fixed_cidr(_expect(doc["fixed-cidr"], str, where), where)
+    if "default-address-pools" in doc:
+        where = f"{path}: default-address-pools"
+        pools = []
+        for i, entry in enumerate(_expect(doc["default-address-pools"], list, where)):
+            entry = _expect(entry, dict, f"{where}[{i}]")
+            unknown = sorted(set(entry) - {"base", "size"})
+            if unknown:
+                raise ConfigError(f"unknown key(s): {', '.join(unknown)}", where=f"{where}[{i}]")
+            base = _expect(entry.get("base"), str, f"{where}[{i}].base")
+            size = _expect(entry.get("size"), int, f"{where}[{i}].size")
+            pools.append(_address_pool(base, size, f"{where}[{i}]"))
+        config.default_address_pools = pools
     if "dns" in doc:
         servers = _expect(doc["dns"], list, f"{path}: dns")
         config.dns = [_nameserver(_expect(s, str, f"{path}: dns"), f"{path}: dns") for s in servers]
@@ -244,6 +267,76 @@ def _search_domain(value: str, where: str) -> str:
     if value == "." or (len(value) <= 255 and _DOMAIN.fullmatch(value)):
         return value
     raise ConfigError(f"{value} is not a valid domain", where=where)
+
+
+def _bip(value: str, where: str) -> str:
+    """``bip``: the default bridge's IPv4 address with its prefix (``10.9.0.1/24``), not
+    the subnet's network or broadcast address."""
+    import ipaddress
+
+    try:
+        iface = ipaddress.IPv4Interface(value)
+    except ValueError:
+        raise ConfigError(f"invalid bip {value!r}: an IPv4 address/prefix", where=where) from None
+    net = iface.network
+    if "/" not in value or (
+        net.prefixlen < 31 and iface.ip in (net.network_address, net.broadcast_address)
+    ):
+        raise ConfigError(
+            f"invalid bip {value!r}: a host address of its subnet with its prefix "
+            "(e.g. 10.9.0.1/24)",
+            where=where,
+        )
+    return value
+
+
+def _fixed_cidr(value: str, where: str) -> str:
+    """``fixed-cidr``: an IPv4 subnet (host bits ignored, as dockerd's)."""
+    import ipaddress
+
+    try:
+        ipaddress.IPv4Network(value, strict=False)
+    except ValueError:
+        raise ConfigError(f"invalid fixed-cidr {value!r}: an IPv4 CIDR", where=where) from None
+    if "/" not in value:
+        raise ConfigError(f"invalid fixed-cidr {value!r}: an IPv4 CIDR", where=where)
+    return value
+
+
+def _address_pool(base: str, size: int, where: str) -> tuple[str, int]:
+    """One ``default-address-pools`` entry: an IPv4 ``base`` cut in subnets of ``size``."""
+    import ipaddress
+
+    try:
+        net = ipaddress.ip_network(base)
+    except ValueError:
+        raise ConfigError(f"invalid base pool {base!r}: a CIDR", where=where) from None
+    if net.version != 4:
+        raise ConfigError(
+            f"IPv6 default address pools are not supported ({base}): --ipv6 networks get a "
+            "unique local /64",
+            where=where,
+        )
+    if not net.prefixlen <= size <= 32:
+        raise ConfigError(
+            f"invalid pool size {size} for base {base}: between {net.prefixlen} and 32",
+            where=where,
+        )
+    return str(net), size
+
+
+def _check_bridge_options(config: DaemonConfig) -> None:
+    """``fixed-cidr`` inside ``bip``'s subnet (dockerd's rule)."""
+    import ipaddress
+
+    if config.bip and config.fixed_cidr:
+        subnet = ipaddress.IPv4Interface(config.bip).network
+        fixed = ipaddress.IPv4Network(config.fixed_cidr, strict=False)
+        if not fixed.subnet_of(subnet):
+            raise ConfigError(
+                f"fixed-cidr {config.fixed_cidr} is not within the bip subnet {subnet}",
+                where="fixed-cidr",
+            )
 
 
 def _bridge_name(value: str, where: str) -> str:
@@ -290,6 +383,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", "-D", action="store_true", help="debug logging")
     parser.add_argument(
         "--bridge", "-b", help="the default bridge network's interface (bh0), or none"
+    )
+    parser.add_argument("--bip", help="the default bridge's address and prefix (10.9.0.1/24)")
+    parser.add_argument("--fixed-cidr", help="IPv4 range of the default bridge's containers")
+    parser.add_argument(
+        "--default-address-pool",
+        action="append",
+        default=[],
+        metavar="base=CIDR,size=N",
+        help="where networks without a subnet get theirs",
     )
     parser.add_argument(
         "--dns", action="append", default=[], help="DNS server for the containers to use"
@@ -341,6 +443,23 @@ def load_config(argv: list[str] | None = None) -> DaemonConfig:
     config.debug = config.debug or args.debug
     if args.bridge:
         config.bridge = _bridge_name(args.bridge, "--bridge")
+    if args.bip:
+        config.bip = _bip(args.bip, "--bip")
+    if args.fixed_cidr:
+        config.fixed_cidr = _fixed_cidr(args.fixed_cidr, "--fixed-cidr")
+    if args.default_address_pool:
+        pools = []
+        for entry in args.default_address_pool:
+            fields = dict(part.partition("=")[::2] for part in entry.split(","))
+            if set(fields) != {"base", "size"} or not fields["size"].isdigit():
+                raise ConfigError(
+                    f"expected base=CIDR,size=N, got {entry!r}", where="--default-address-pool"
+                )
+            pools.append(
+                _address_pool(fields["base"], int(fields["size"]), "--default-address-pool")
+            )
+        config.default_address_pools = pools
+    _check_bridge_options(config)
     if args.dns:
         config.dns = [_nameserver(s, "--dns") for s in args.dns]
     if args.dns_search:

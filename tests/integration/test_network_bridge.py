@@ -485,3 +485,32 @@ def test_daemon_start_plugs_in_again_an_endpoint_left_without_veth(ndaemon: Daem
     assert [v["Name"] for v in doc["Containers"].values()] == ["keep"]
     ok(d.docker("rm", "-f", "keep"))
     assert wait_links(d, "veth") == []
+
+
+def test_daemon_bip_fixed_cidr_and_default_address_pools(daemon_factory: Any) -> None:
+    """dockerd's --bip, --fixed-cidr, --default-address-pool; a new bip at a restart."""
+    pools = ["--default-address-pool", "base=10.84.0.0/16,size=24"]
+    d: Daemon = daemon_factory(
+        ["--bip", "10.83.0.1/24", "--fixed-cidr", "10.83.0.128/25", *pools], netns=True
+    )
+    doc = json.loads(ok(d.docker("network", "inspect", "bridge")))[0]
+    assert doc["IPAM"]["Config"] == [
+        {"Subnet": "10.83.0.0/24", "IPRange": "10.83.0.128/25", "Gateway": "10.83.0.1"}
+    ]
+    assert "inet 10.83.0.1/24" in d.in_netns("ip", "-o", "addr", "show", "bh0").stdout
+    ok(d.docker("run", "-d", "--name", "b1", "busybox", "sleep", "100"))
+    assert inspect(d, "b1")["NetworkSettings"]["IPAddress"] == "10.83.0.128"
+    ok(d.docker("exec", "b1", "ping", "-c", "1", "-W", "5", "10.83.0.1"))
+    ok(d.docker("network", "create", "pooled"))
+    doc = json.loads(ok(d.docker("network", "inspect", "pooled")))[0]
+    assert doc["IPAM"]["Config"][0]["Subnet"] == "10.84.0.0/24"
+    ok(d.docker("stop", "-t", "0", "b1"))
+    d.stop()
+    d.extra_args = ["--bip", "10.85.0.1/24", *pools]
+    d.start()
+    out = d.in_netns("ip", "-o", "addr", "show", "bh0").stdout
+    assert "inet 10.85.0.1/24" in out and "10.83.0.1" not in out
+    ok(d.docker("start", "b1"))
+    assert inspect(d, "b1")["NetworkSettings"]["IPAddress"] == "10.85.0.2"
+    ok(d.docker("exec", "b1", "ping", "-c", "1", "-W", "5", "10.85.0.1"))
+    ok(d.docker("rm", "-f", "b1"))

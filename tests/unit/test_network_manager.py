@@ -392,3 +392,57 @@ def test_cli_pairs_aux_addresses_with_their_subnet() -> None:
     ]
     with pytest.raises(UsageError, match=r"no matching subnet for aux-address 10\.9\.0\.1"):
         ipam_config(["10.1.0.0/16"], [], [], ["c=10.9.0.1"])
+
+
+def test_bip_fixed_cidr_and_default_address_pools(
+    tmp_path: Path, fake_links: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """dockerd's daemon options; a changed bip applies at the next start."""
+    from bulkhead.network import bridge, ipam
+
+    monkeypatch.setattr(ipam, "routed_subnets", lambda: [])
+    removed: list[tuple[str, list[str]]] = []
+    monkeypatch.setattr(
+        bridge,
+        "remove_addresses",
+        lambda name, addrs: removed.append((name, [f"{a.address}/{a.prefixlen}" for a in addrs])),
+    )
+
+    def daemon(**options: object) -> NetworkManager:
+        m = NetworkManager(tmp_path / "root", tmp_path / "exec", **options)  # type: ignore[arg-type]
+        monkeypatch.setattr(m, "_bridge_up", lambda net: True)
+        monkeypatch.setattr(m.nat, "restore", lambda: None)
+        return m
+
+    m = daemon(bip="10.9.0.1/24", fixed_cidr="10.9.0.128/25", address_pools=[("10.10.0.0/16", 24)])
+    m.start_up()
+    assert m.get("bridge").pools == [
+        Pool(subnet="10.9.0.0/24", gateway="10.9.0.1", ip_range="10.9.0.128/25")
+    ]
+    ep = m.attach(C1, m.get("bridge"))
+    assert (ep.ipv4, ep.mac) == ("10.9.0.128", "02:42:0a:09:00:80")
+    monkeypatch.setattr(bridge, "link_exists", lambda name: False)
+    assert m.create_network("user").pools[0].subnet == "10.10.0.0/24"  # from the pools
+    assert m.create_network("user2").pools[0].subnet == "10.10.1.0/24"
+
+    # another bip at the next start: the stopped container's endpoint re-addressed, the old
+    # gateway address taken off the bridge
+    m = daemon(bip="10.11.0.1/24")
+    m.start_up()
+    assert m.get("bridge").pools == [Pool(subnet="10.11.0.0/24", gateway="10.11.0.1")]
+    (ep,) = m.endpoints(C1)
+    assert (ep.ipv4, ep.mac) == ("10.11.0.2", "02:42:0a:0b:00:02")
+    assert removed == [("bh0", ["10.9.0.1/24"])]
+    assert m.attach(C2, m.get("bridge")).ipv4 == "10.11.0.3"
+
+    # a running container (live restore) keeps the old one, until it stopped
+    running(m, C1)
+    m = daemon(bip="10.12.0.1/24")
+    m.start_up()
+    assert m.get("bridge").pools[0].subnet == "10.11.0.0/24"
+    running(m, C1, up=False)
+
+    # a subnet another network has: the daemon does not start
+    with pytest.raises(NetworkConflict, match="Pool overlaps"):
+        daemon(bip="10.10.0.1/16").start_up()
+    assert m.get("bridge").pools[0].subnet == "10.11.0.0/24"  # nothing changed

@@ -61,6 +61,13 @@ class DaemonConfig:
     #: the default ``bridge`` network's Linux bridge (``bh0`` when empty); ``none``: no
     #: default bridge network, ``run`` without ``--network`` gets ``none`` (dockerd's --bridge)
     bridge: str = ""
+    #: dockerd's ``bip`` (the default bridge's address and subnet, ``10.9.0.1/24``) and
+    #: ``fixed-cidr`` (the range its containers' addresses come from)
+    bip: str = ""
+    fixed_cidr: str = ""
+    #: dockerd's ``default-address-pools``: (base, size) where networks without a subnet
+    #: get one (Docker's 172.17-31.0.0/16 and 192.168.0.0/16 in /20s when empty)
+    default_address_pools: list[tuple[str, int]] = field(default_factory=list)
     #: dockerd's ``dns``: the nameservers of containers without ``--dns`` (written into
     #: their resolv.conf, and the upstreams of the embedded resolver on user networks)
     dns: list[str] = field(default_factory=list)

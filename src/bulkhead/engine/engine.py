@@ -396,6 +396,9 @@ class Engine:
             config.exec_root,
             default_bridge=getattr(config, "bridge", ""),
             events=self.events,
+            bip=getattr(config, "bip", ""),
+            fixed_cidr=getattr(config, "fixed_cidr", ""),
+            address_pools=getattr(config, "default_address_pools", None),
         )
         from bulkhead.network.resolution import NameService
 

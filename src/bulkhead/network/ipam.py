@@ -3,7 +3,8 @@
 *default pools*
     where a network without ``--subnet`` gets one, as Docker's
     ``default-address-pools``: ``172.17.0.0/16`` ... ``172.31.0.0/16``
-    (one /16 each), then ``192.168.0.0/16`` cut in /20s. A candidate is
+    (one /16 each), then ``192.168.0.0/16`` cut in /20s (the daemon's
+    ``default-address-pools`` replace them, as dockerd's). A candidate is
     skipped when it overlaps another network's subnet or a route or address
     of the daemon's network namespace (:func:`routed_subnets`, read with
     pyroute2), so a new bridge never shadows a network the host reaches.
@@ -36,11 +37,21 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
-def default_pools() -> Iterable[ipaddress.IPv4Network]:
-    """Docker's default address pools, in order."""
-    for second in range(17, 32):
-        yield ipaddress.IPv4Network(f"172.{second}.0.0/16")
-    yield from ipaddress.IPv4Network("192.168.0.0/16").subnets(new_prefix=20)
+#: dockerd's ``default-address-pools`` when none are configured: (base, size)
+DEFAULT_ADDRESS_POOLS: list[tuple[str, int]] = [
+    *((f"172.{second}.0.0/16", 16) for second in range(17, 32)),
+    ("192.168.0.0/16", 20),
+]
+
+
+def default_pools(
+    address_pools: list[tuple[str, int]] | None = None,
+) -> Iterable[ipaddress.IPv4Network]:
+    """The candidate subnets of ``address_pools`` (dockerd's ``default-address-pools``:
+    each ``base`` cut in subnets of prefix ``size``), in order; Docker's by default."""
+    for base, size in address_pools or DEFAULT_ADDRESS_POOLS:
+        network = ipaddress.IPv4Network(base)
+        yield from network.subnets(new_prefix=size)
 
 
 def parse_cidr(text: str, field: str) -> IPNetwork:
@@ -95,9 +106,13 @@ def overlaps(a: IPNetwork, b: IPNetwork) -> bool:
     return a.version == b.version and a.overlaps(b)
 
 
-def choose_subnet(taken: list[IPNetwork], routed: list[IPNetwork]) -> ipaddress.IPv4Network:
+def choose_subnet(
+    taken: list[IPNetwork],
+    routed: list[IPNetwork],
+    address_pools: list[tuple[str, int]] | None = None,
+) -> ipaddress.IPv4Network:
     """The first default pool that overlaps neither ``taken`` nor ``routed``."""
-    for candidate in default_pools():
+    for candidate in default_pools(address_pools):
         if any(overlaps(candidate, t) for t in [*taken, *routed]):
             continue
         return candidate

@@ -116,7 +116,16 @@ def _pool(net: Network, version: int) -> Pool | None:
 
 
 class NetworkManager:
-    """See the module docstring. ``default_bridge``: ``"none"`` disables the ``bridge`` network."""
+    """See the module docstring. ``default_bridge``: ``"none"`` disables the ``bridge`` network.
+
+    dockerd's options of the default bridge network: ``bip`` (``10.9.0.1/24``:
+    the bridge's address, the gateway, and its subnet), ``fixed_cidr`` (the
+    range its containers' addresses come from; the subnet too without ``bip``);
+    ``address_pools``: ``default-address-pools`` as (base, size), where
+    networks without a subnet get theirs (Docker's when None). A changed ``bip``
+    or ``fixed_cidr`` applies at the next start, the stopped containers of the
+    default network re-addressed (unless a running container still uses it).
+    """
 
     def __init__(
         self,
@@ -125,7 +134,13 @@ class NetworkManager:
         *,
         default_bridge: str = "",
         events: EventBus | None = None,
+        bip: str = "",
+        fixed_cidr: str = "",
+        address_pools: builtins.list[tuple[str, int]] | None = None,
     ) -> None:
+        self.bip = bip
+        self.fixed_cidr = fixed_cidr
+        self.address_pools = list(address_pools or [])
         self.store = NetworkStore(root)
         self.exec_root = Path(exec_root)
         self.default_bridge = default_bridge or DEFAULT_BRIDGE
@@ -191,10 +206,12 @@ class NetworkManager:
                                 predefined=True),
                 )  # fmt: skip
         if self.bridge_enabled and self.store.find("bridge") is None:
+            wanted = self._default_bridge_pool()
             self._create(
                 "bridge",
                 predefined=True,
                 up=False,
+                pools=[wanted] if wanted is not None else [],
                 options={
                     "com.docker.network.bridge.default_bridge": "true",
                     "com.docker.network.bridge.enable_icc": "true",
@@ -210,6 +227,7 @@ class NetworkManager:
         """Daemon start: the pre-defined networks, then every bridge network's bridge (the
         removals a killed daemon left half-done are finished)."""
         self.ensure_predefined()
+        self._apply_bridge_options()
         for net in self.store.networks():
             if net.removing:
                 try:
@@ -273,6 +291,79 @@ class NetworkManager:
                     bridge.delete_link(net.bridge)
             except Exception:
                 log.exception("could not remove the bridge of network %s", net.name)
+
+    def _default_bridge_pool(self) -> Pool | None:
+        """The default bridge network's IPv4 pool as ``bip``/``fixed_cidr`` ask (None: the
+        daemon chooses, from the address pools)."""
+        if self.bip:
+            iface = ipaddress.ip_interface(self.bip)
+            fixed = (
+                str(ipaddress.ip_network(self.fixed_cidr, strict=False)) if self.fixed_cidr else ""
+            )
+            return Pool(subnet=str(iface.network), gateway=str(iface.ip), ip_range=fixed)
+        if self.fixed_cidr:
+            fixed_net = ipaddress.ip_network(self.fixed_cidr, strict=False)
+            return Pool(
+                subnet=str(fixed_net),
+                gateway=str(fixed_net.network_address + 1),
+                ip_range=str(fixed_net),
+            )
+        return None
+
+    def _apply_bridge_options(self) -> None:
+        """Daemon start: a ``bip``/``fixed_cidr`` that changed since the default bridge
+        network was made applies now (dockerd makes that network anew at each start).
+
+        Its stopped containers' endpoints get addresses of the new subnet (the
+        default network has no static ones); while a running container (live
+        restore) uses it, the old configuration stays, with a warning. A subnet
+        that overlaps another network stops the daemon's start (409).
+        """
+        wanted = self._default_bridge_pool()
+        net = self.store.find("bridge") if self.bridge_enabled else None
+        if wanted is None or net is None:
+            return
+        current = _pool(net, 4)
+        if current is not None and (current.subnet, current.gateway, current.ip_range) == (
+            wanted.subnet,
+            wanted.gateway,
+            wanted.ip_range,
+        ):
+            return
+        if self.active_endpoints(net.id):
+            log.warning(
+                "the default bridge network keeps %s: running containers use it (bip and "
+                "fixed-cidr apply once they stopped, at the daemon's next start)",
+                current.subnet if current else "no subnet",
+            )
+            return
+        self._guard()
+        old_gateways = self._gateway_addresses(net)
+        with self.store.tx() as db:
+            taken = [
+                ipaddress.ip_network(p.subnet)
+                for n in self.store.networks()
+                if n.id != net.id
+                for p in n.pools
+            ]
+            (pool4,) = ipam.check_pools([wanted], taken)
+            net.pools = [pool4] + [p for p in net.pools if ":" in p.subnet]
+            self.store.put_network(db, net)
+            self.store.clear_allocations(db, net.id)
+            for p in net.pools:
+                if p.gateway:
+                    self.store.allocate(db, net.id, p.gateway, "gateway")
+            for ep in self.store.endpoints(network_id=net.id):
+                derived = ep.mac == ipam.mac_for(ep.ipv4) if ep.ipv4 else False
+                ep.ipv4 = ipam.allocate(self.store, db, net.id, pool4, ep.container_id)
+                if ep.ipv6 and (pool6 := _pool(net, 6)) is not None:
+                    ep.ipv6 = ipam.allocate(self.store, db, net.id, pool6, ep.container_id)
+                if derived:
+                    ep.mac = ipam.mac_for(ep.ipv4)
+                self.store.put_endpoint(db, ep)
+        log.info("the default bridge network now has subnet %s", pool4.subnet)
+        if net.bridge and not net.foreign_bridge:
+            bridge.remove_addresses(net.bridge, old_gateways)
 
     @staticmethod
     def _gateway_addresses(net: Network) -> builtins.list[bridge.Address]:
@@ -409,6 +500,7 @@ class NetworkManager:
                 subnet = ipam.choose_subnet(
                     taken + [ipaddress.ip_network(p.subnet) for p in checked],
                     ipam.routed_subnets(),
+                    self.address_pools or None,
                 )
                 checked.insert(
                     0, Pool(subnet=str(subnet), gateway=str(subnet.network_address + 1), auto=True)

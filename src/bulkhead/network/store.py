@@ -255,6 +255,9 @@ class NetworkStore:
             ).fetchall()
         return [str(r[0]) for r in rows]
 
+    def clear_allocations(self, db: sqlite3.Connection, network_id: str) -> None:
+        db.execute("DELETE FROM allocations WHERE network_id = ?", (network_id,))
+
     def allocate(self, db: sqlite3.Connection, network_id: str, address: str, owner: str) -> None:
         db.execute(
             "INSERT INTO allocations (network_id, address, owner) VALUES (?, ?, ?)",
