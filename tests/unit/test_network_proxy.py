@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -134,6 +135,80 @@ def test_tcp_target_refusing_resets_the_client() -> None:
                 assert await reader.read() == b""
             writer.close()
             await _poll(lambda: proxy.counts("c1") == (0, 0))
+
+    _run(main())
+
+
+def test_tcp_a_slow_reader_slows_its_writer() -> None:
+    """Backpressure: a target that reads nothing stops the client's writes after what the
+    socket buffers (and asyncio's 64 KiB high-water mark) hold, not after all it sends."""
+    release = asyncio.Event()
+
+    async def sleeper(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await release.wait()
+        writer.close()
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        async with _tcp_server(sleeper) as port, _proxied("tcp", port) as (_, pport):
+            with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as c:
+                c.setblocking(False)
+                await loop.sock_connect(c, ("::1", pport))
+                chunk, sent, stalled = b"x" * 65536, 0, 0
+                while sent < (256 << 20) and stalled < 50:
+                    try:
+                        sent += c.send(chunk)
+                        stalled = 0
+                    except BlockingIOError:
+                        stalled += 1  # give the proxy its turn to read, if it would
+                        await asyncio.sleep(0.01)
+                assert sent < (128 << 20), f"{sent} bytes taken from a client nobody reads"
+            release.set()
+
+    _run(main())
+
+
+def test_tcp_a_reset_on_one_side_resets_the_other() -> None:
+    seen: list[bytes | str] = []
+
+    async def watch(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen.append(await reader.readexactly(1))  # the session is up
+        try:
+            seen.append(await reader.read())
+        except ConnectionResetError:
+            seen.append("reset")
+        writer.close()
+
+    async def main() -> None:
+        async with _tcp_server(watch) as port, _proxied("tcp", port) as (proxy, pport):
+            c = socket.create_connection(("::1", pport))
+            c.sendall(b"x")
+            await _poll(lambda: bool(seen))
+            c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            c.close()  # an RST
+            await _poll(lambda: len(seen) == 2)
+            assert seen == [b"x", "reset"]
+            await _poll(lambda: proxy.counts("c1") == (0, 0))
+
+    _run(main())
+
+
+def test_stop_on_the_loop_itself() -> None:
+    async def main() -> None:
+        async with _tcp_server(_echo) as port:
+            proxy = PortProxy()
+            proxy.attach()
+            held = _held("tcp")
+            proxy.start("c1", held, ("127.0.0.1", port))
+            reader, writer = await asyncio.open_connection("::1", held.getsockname()[1])
+            writer.write(b"ping")
+            assert await reader.readexactly(4) == b"ping"
+            proxy.stop("c1")  # from the loop's own thread: no waiting, nothing left
+            assert proxy.serving() == [] and proxy.counts("c1") == (0, 0)
+            with contextlib.suppress(ConnectionResetError):
+                assert await reader.read() == b""
+            writer.close()
+            held.close()
 
     _run(main())
 

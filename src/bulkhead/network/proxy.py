@@ -24,9 +24,11 @@ Vocabulary
   after :meth:`PortProxy.stop`.
 - The *target* is ``container_ip:container_port``.
 - A TCP *session* is one accepted client connection and the daemon's own
-  connection to the target; bytes are *spliced* both ways, each direction
-  reading only when its last chunk has been written (*backpressure*: a slow
-  reader slows its writer instead of filling the daemon's memory). A
+  connection to the target (two asyncio transports, no task once started);
+  bytes are *spliced* both ways, a side that cannot write fast enough (its
+  transport's queue above asyncio's high-water mark, 64 KiB) pausing the
+  reading of the other (*backpressure*: a slow reader slows its writer
+  instead of filling the daemon's memory). A
   *half-close* (one side's ``shutdown(SHUT_WR)``, a FIN) is passed on as a
   FIN to the other side, whose answer keeps flowing until it closes too. An
   error on either side (a reset, a refused target) closes both; a target
@@ -76,8 +78,6 @@ MAX_UDP_FLOWS = 1024
 MAX_TCP_SESSIONS = 4096
 #: How long a connection to the target may take.
 CONNECT_TIMEOUT = 30.0
-#: The splice's read size (one chunk in flight per direction).
-CHUNK = 256 * 1024
 #: Accepts or datagrams taken per readiness callback before the loop runs others.
 BURST = 64
 #: listen() backlog of a TCP listener.
@@ -117,7 +117,7 @@ class _Listener:
         self.sock = sock
         self.target = target
         self.tcp = sock.type == socket.SOCK_STREAM
-        self.sessions: set[asyncio.Task[None]] = set()
+        self.sessions: set[_Session] = set()
         self.flows: dict[Any, _Flow] = {}
         self.paused: asyncio.TimerHandle | None = None
 
@@ -142,7 +142,6 @@ class PortProxy:
         self.max_tcp_sessions = max_tcp_sessions
         self._loop: asyncio.AbstractEventLoop | None = None
         self._listeners: dict[str, list[_Listener]] = {}
-        self._detached: set[asyncio.Task[Any]] = set()
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -163,11 +162,7 @@ class PortProxy:
         except RuntimeError:
             running = None
         if running is loop:
-            result = fn()
-            if asyncio.iscoroutine(result):  # on the loop itself: cannot wait, let it run
-                self._spawn_detached(result)
-                return None
-            return result
+            return fn()
 
         async def call() -> Any:
             result = fn()
@@ -176,12 +171,6 @@ class PortProxy:
             return result
 
         return asyncio.run_coroutine_threadsafe(call(), loop).result(timeout=60)
-
-    def _spawn_detached(self, coro: Any) -> None:
-        assert self._loop is not None
-        task = self._loop.create_task(coro)
-        self._detached.add(task)
-        task.add_done_callback(self._detached.discard)
 
     def serving(self, owner: str | None = None) -> list[tuple[str, int, str]]:
         """(address, port, "tcp"|"udp") of the listeners of ``owner`` (of all: None)."""
@@ -224,6 +213,13 @@ class PortProxy:
         if not self.attached:
             self._listeners.pop(owner, None)
             return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self._loop:  # on the loop itself: closed now, gone at its next turn
+            self._stop_now(owner)
+            return
         self._on_loop(lambda: self._stop(owner))
 
     def close(self) -> None:
@@ -239,7 +235,8 @@ class PortProxy:
         else:
             self._loop.add_reader(lst.sock.fileno(), self._on_datagram, lst)
 
-    async def _stop(self, owner: str) -> None:
+    def _stop_now(self, owner: str) -> list[asyncio.Task[None]]:
+        """Listeners unregistered, flows closed, sessions aborted; their setup tasks."""
         assert self._loop is not None
         tasks: list[asyncio.Task[None]] = []
         for lst in self._listeners.pop(owner, []):
@@ -249,11 +246,17 @@ class PortProxy:
                 self._loop.remove_reader(lst.sock.fileno())
             for flow in list(lst.flows.values()):
                 self._close_flow(lst, flow)
-            for task in list(lst.sessions):
-                task.cancel()
-                tasks.append(task)
+            for sess in list(lst.sessions):
+                if sess.task is not None and not sess.task.done():
+                    tasks.append(sess.task)
+                sess.abort()
+        return tasks
+
+    async def _stop(self, owner: str) -> None:
+        tasks = self._stop_now(owner)
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.sleep(0)  # the aborted transports close their sockets
 
     def _pause(self, lst: _Listener, callback: Callable[[_Listener], None]) -> None:
         """Out of file descriptors: stop reading the listener for a moment (a
@@ -288,34 +291,31 @@ class PortProxy:
                 _reset(conn)
                 continue
             conn.setblocking(False)
-            task = self._loop.create_task(self._session(lst, conn))
-            lst.sessions.add(task)
-            task.add_done_callback(lst.sessions.discard)
+            sess = _Session(lst.sessions.discard)
+            lst.sessions.add(sess)
+            sess.task = self._loop.create_task(self._connect(lst, sess, conn))
 
-    async def _session(self, lst: _Listener, client: socket.socket) -> None:
+    async def _connect(self, lst: _Listener, sess: _Session, conn: socket.socket) -> None:
+        """A session's start: the client's transport (not read yet), then the target's."""
         assert self._loop is not None
         loop = self._loop
-        upstream: socket.socket | None = None
         try:
-            upstream = socket.socket(
-                _family(lst.target[0]), socket.SOCK_STREAM | socket.SOCK_NONBLOCK
-            )
-            upstream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            try:
-                await asyncio.wait_for(loop.sock_connect(upstream, lst.target), CONNECT_TIMEOUT)
-            except (OSError, TimeoutError):
-                _reset(client)  # the target refused: so does the published port
-                return
-            await _splice(loop, client, upstream)
-        except OSError:
-            pass
-        except Exception:  # pragma: no cover - never let a session kill the loop
-            log.exception("port proxy session %s", lst.address)
-        finally:
-            client.close()
-            if upstream is not None:
-                upstream.close()
+            await loop.connect_accepted_socket(lambda: sess.client, conn)
+        except BaseException:
+            conn.close()
+            sess.done()
+            raise
+        upstream = socket.socket(_family(lst.target[0]), socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+        try:
+            await asyncio.wait_for(loop.sock_connect(upstream, lst.target), CONNECT_TIMEOUT)
+            await loop.create_connection(lambda: sess.upstream, sock=upstream)
+        except (OSError, TimeoutError):
+            upstream.close()
+            sess.abort(reset=True)  # the target refused: so does the published port
+        except BaseException:
+            upstream.close()
+            sess.abort()
+            raise
 
     # -- UDP ------------------------------------------------------------------------
 
@@ -397,36 +397,126 @@ class PortProxy:
 # --- helpers --------------------------------------------------------------------------------
 
 
-async def _pump(loop: asyncio.AbstractEventLoop, src: socket.socket, dst: socket.socket) -> None:
-    """One direction of a splice: read a chunk, write it whole, again; EOF → FIN."""
-    while True:
-        data = await loop.sock_recv(src, CHUNK)
-        if not data:
-            with contextlib.suppress(OSError):
-                dst.shutdown(socket.SHUT_WR)
-            return
-        await loop.sock_sendall(dst, data)
+class _Half(asyncio.Protocol):
+    """One side of a TCP session: what it reads is written to the other side.
+
+    Backpressure: when the other side's transport has too much to write
+    (``pause_writing``), this side stops reading until it drained. A FIN read
+    (``eof_received``) becomes a FIN written after what is queued; the
+    transport stays open for the other direction."""
+
+    def __init__(self, session: _Session) -> None:
+        self.session = session
+        self.transport: asyncio.Transport | None = None
+        self.other: _Half | None = None
+        self.eof = False
+        self.lost = False
+
+    def _peer(self) -> asyncio.Transport:
+        assert self.other is not None and self.other.transport is not None
+        return self.other.transport
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        if self.other is None or self.other.transport is None:
+            transport.pause_reading()  # nowhere to write yet
+        else:
+            self.other.transport.resume_reading()
+
+    def data_received(self, data: bytes) -> None:
+        self._peer().write(data)
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        peer = self._peer()
+        if peer.can_write_eof():
+            peer.write_eof()
+        assert self.other is not None
+        if self.other.eof:
+            self.session.close()
+        return True  # half-closed: keep writing the other direction
+
+    def pause_writing(self) -> None:
+        self._peer().pause_reading()
+
+    def resume_writing(self) -> None:
+        self._peer().resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        self.session.lost(self, exc)
 
 
-async def _splice(loop: asyncio.AbstractEventLoop, a: socket.socket, b: socket.socket) -> None:
-    """Both directions until both ended with a FIN; an error in either ends both."""
-    there = loop.create_task(_pump(loop, a, b))
-    back = loop.create_task(_pump(loop, b, a))
+class _Session:
+    """A proxied TCP connection: the client's side, the target's side, their start."""
+
+    def __init__(self, on_done: Callable[[_Session], None]) -> None:
+        self.client = _Half(self)
+        self.upstream = _Half(self)
+        self.client.other, self.upstream.other = self.upstream, self.client
+        self.task: asyncio.Task[None] | None = None
+        self._on_done: Callable[[_Session], None] | None = on_done
+
+    def close(self) -> None:
+        """Both sides sent their FIN: close both once their queues are written."""
+        for half in (self.client, self.upstream):
+            if half.transport is not None:
+                half.transport.close()
+
+    def abort(self, *, reset: bool = False) -> None:
+        """Both sides closed at once (``reset``: with an RST); the start cancelled."""
+        if self.task is not None and not self.task.done() and self.task is not _current():
+            self.task.cancel()
+        for half in (self.client, self.upstream):
+            if half.transport is not None and not half.lost:
+                if reset:
+                    _linger0(half.transport)
+                half.transport.abort()
+        self._maybe_done()
+
+    def lost(self, half: _Half, exc: Exception | None) -> None:
+        other = half.other
+        assert other is not None
+        if other.transport is not None and not other.lost:
+            if exc is not None:  # an error (a reset) on one side: the other is reset
+                _linger0(other.transport)
+                other.transport.abort()
+            else:
+                other.transport.close()
+        self._maybe_done()
+
+    def _maybe_done(self) -> None:
+        if all(h.transport is None or h.lost for h in (self.client, self.upstream)):
+            self.done()
+
+    def done(self) -> None:
+        if self._on_done is not None:
+            self._on_done(self)
+            self._on_done = None
+
+
+def _current() -> asyncio.Task[Any] | None:
     try:
-        await asyncio.gather(there, back)
-    except OSError:
-        _reset(a)  # a reset (or any error) on one side: both sides reset
-        _reset(b)
-    finally:
-        for t in (there, back):
-            t.cancel()
-        await asyncio.gather(there, back, return_exceptions=True)
+        return asyncio.current_task()
+    except RuntimeError:
+        return None
+
+
+def _linger0(transport: asyncio.BaseTransport) -> None:
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER0)
+
+
+_LINGER0 = b"\x01\x00\x00\x00\x00\x00\x00\x00"
 
 
 def _reset(s: socket.socket) -> None:
     """Close with an RST instead of a FIN (SO_LINGER 0): the peer sees ECONNRESET."""
     with contextlib.suppress(OSError):
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER0)
     s.close()
 
 
