@@ -59,7 +59,10 @@ alternating, the median in Gbit/s and its ratio to loopback:
     the namespace to the published port on its own address (``10.253.0.1``,
     one end of a veth pair the benchmark adds): DNAT in nftables' output hook;
 ``published, 127.0.0.1``
-    the same on ``127.0.0.1:5201`` (DNAT plus ``route_localnet``).
+    the same on ``127.0.0.1:5201`` (DNAT plus ``route_localnet``);
+``published, [::1] proxy``
+    the same on ``[::1]:5201``: the daemon's userland proxy
+    (:mod:`bulkhead.network.proxy`) to the container's IPv4 address.
 
 iperf3 is not in busybox, so the host's ``/usr/bin/iperf3`` runs in the
 containers: the binary and every library ``ldd`` names (the dynamic loader
@@ -396,6 +399,7 @@ def measure_iperf(
             "namespace -> container": [*host_client, "-c", ip, "-p", str(IPERF_PORT), *opts],
             "published, ns address": [*host_client, "-c", NS_ADDR, "-p", str(IPERF_PORT), *opts],
             "published, 127.0.0.1": [*host_client, "-c", "127.0.0.1", "-p", str(IPERF_PORT), *opts],
+            "published, [::1] proxy": [*host_client, "-c", "::1", "-p", str(IPERF_PORT), *opts],
         }
         samples: dict[str, list[float]] = {k: [] for k in scenarios}
         errors: dict[str, list[str]] = {}
