@@ -38,8 +38,10 @@ Vocabulary:
     loopback ones included since the daemon shares the host's namespace),
     tried in order (at most three, as Docker's ``maxExtDNS``), each with a
     timeout. UDP queries go upstream over UDP, TCP ones over TCP; an
-    upstream's truncated UDP answer (TC) is asked again of it over TCP, so
-    that a client whose limit is larger than the upstream's gets it whole.
+    upstream's truncated UDP answer (TC) is asked again of it over TCP when
+    the client takes more than the upstream does (no EDNS there, or a
+    smaller buffer), so that it gets the answer whole; else the truncated
+    answer goes to the client, which retries over TCP (as Docker's).
     An upstream that answers SERVFAIL or REFUSED, does not answer in time or
     cannot be reached passes the query to the next one (Docker's resolver);
     a stray datagram (another id or question, or no DNS message) is not its
@@ -646,7 +648,7 @@ class DnsServer:
             r = dns.message.make_response(query)
             r.flags |= dns.flags.RA
             return _wire(r, limit)
-        reply = await self._forward(network_id, client, query, tcp)
+        reply = await self._forward(network_id, client, query, limit)
         log.debug("%s asks %s: forwarded, %s", client, q.name, dns.rcode.to_text(reply.rcode()))
         return _wire(reply, limit)
 
@@ -705,13 +707,14 @@ class DnsServer:
         return out[:MAX_UPSTREAMS]
 
     async def _forward(
-        self, network_id: str, client: str, query: dns.message.Message, tcp: bool
+        self, network_id: str, client: str, query: dns.message.Message, limit: int | None
     ) -> dns.message.Message:
+        """The first upstream's good answer (``limit``: the UDP client's, None over TCP)."""
         upstreams = self._upstreams_for(network_id, client)
         if not self.table.may_forward(network_id, client):
             upstreams = []
         for host, port in upstreams:
-            reply = await self._exchange(query, host, port, tcp)
+            reply = await self._exchange(query, host, port, limit)
             if reply is None:
                 continue
             if reply.rcode() in (dns.rcode.SERVFAIL, dns.rcode.REFUSED):
@@ -724,14 +727,16 @@ class DnsServer:
         return r
 
     async def _exchange(
-        self, query: dns.message.Message, host: str, port: int, tcp: bool
+        self, query: dns.message.Message, host: str, port: int, limit: int | None
     ) -> dns.message.Message | None:
-        """One upstream's answer, or None (no answer in time, unreachable, not DNS)."""
+        """One upstream's answer, or None (no answer in time, unreachable, not DNS). Over
+        TCP when the client asked so (``limit`` None); over UDP else, and again over TCP
+        when the upstream truncated its answer to less than the client takes."""
         import dns.asyncquery
 
         timeout = self.upstream_timeout
         try:
-            if tcp:
+            if limit is None:
                 return await dns.asyncquery.tcp(query, host, timeout=timeout, port=port)
             # ignore_*: a datagram from elsewhere, or with another id or question, or that
             # does not parse is not the answer (RFC 5452): keep waiting for the real one
@@ -741,9 +746,9 @@ class DnsServer:
         except (dns.exception.DNSException, OSError, EOFError) as e:
             log.debug("upstream %s:%d failed: %s", host, port, e)
             return None
-        if not reply.flags & dns.flags.TC:
-            return reply
-        try:  # truncated: the whole answer from the same server over TCP
+        if not reply.flags & dns.flags.TC or limit <= _max_udp_size(reply):
+            return reply  # whole, or truncated as the client would be: it retries over TCP
+        try:  # truncated below the client's limit: the whole answer over TCP
             return await dns.asyncquery.tcp(query, host, timeout=timeout, port=port)
         except (dns.exception.DNSException, OSError, EOFError) as e:
             log.debug("upstream %s:%d over TCP failed: %s", host, port, e)
