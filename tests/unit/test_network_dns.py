@@ -227,6 +227,9 @@ def test_isolation_by_network() -> None:
             FRONT, "front", ep(BOTH, "both", "127.0.1.9", links=(("database", "db"),))
         )
         assert addrs(await env.ask("database", src="127.0.1.9")) == ["127.0.2.1"]
+        assert addrs(await env.ask("Database.back.", src="127.0.1.9")) == ["127.0.2.1"]
+        r = await env.ask("database.front", src="127.0.1.9")  # db is not on front
+        assert r.rcode() == dns.rcode.NXDOMAIN
         assert (await env.ask("database")).rcode() == dns.rcode.NXDOMAIN
         r = await env.ask("db", net="127.0.0.2", src="127.0.2.1")
         assert addrs(r) == ["127.0.2.1"]

@@ -245,13 +245,15 @@ class DnsTable:
         with self._lock:
             scope = self._scope(network_id, client)
             me = self._client(network_id, client)
-            linked = [n.lower() for a, n in (me.links if me else ()) if a.lower() == name]
+            links = {a.lower(): n.lower() for a, n in (me.links if me else ())}
             found: list[str] | None = None
             for net in scope:
                 suffix = "." + net.name.lower()
-                candidates = [name, *linked]
+                names = [name]
                 if name.endswith(suffix):
-                    candidates.append(name[: -len(suffix)])
+                    names.append(name[: -len(suffix)])  # <name>.<network>
+                # a link's alias stands for the linked container's name (Docker's aliases)
+                candidates = names + [links[n] for n in names if n in links]
                 for ep in net.endpoints.values():
                     if any(c in ep.names() for c in candidates):
                         found = found if found is not None else []
