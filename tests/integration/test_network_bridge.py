@@ -514,3 +514,25 @@ def test_daemon_bip_fixed_cidr_and_default_address_pools(daemon_factory: Any) ->
     assert inspect(d, "b1")["NetworkSettings"]["IPAddress"] == "10.85.0.2"
     ok(d.docker("exec", "b1", "ping", "-c", "1", "-W", "5", "10.85.0.1"))
     ok(d.docker("rm", "-f", "b1"))
+
+
+def test_stopping_a_container_whose_namespace_another_joined_leaves_no_veth(
+    ndaemon: Daemon,
+) -> None:
+    """--network container:X keeps X's namespace alive after X stops: X's veth must go all
+    the same (else it stays on the bridge with X's address, and X's next start puts a
+    second interface with that address there). As Docker, the joiner keeps only lo."""
+    d = ndaemon
+    ok(d.docker("run", "-d", "--name", "donor", "busybox", "sleep", "100"))
+    ok(d.docker("run", "-d", "--name", "joiner", "--network", "container:donor", "busybox",
+                "sleep", "100"))  # fmt: skip
+    assert len(wait_links(d, "veth", 1)) == 1
+    ok(d.docker("stop", "-t", "0", "donor"))
+    assert wait_links(d, "veth") == []
+    assert "eth0" not in ok(d.docker("exec", "joiner", "ip", "-o", "link"))
+    ok(d.docker("start", "donor"))
+    assert len(wait_links(d, "veth", 1)) == 1
+    ok(d.docker("exec", "donor", "ping", "-c", "1", "-W", "5", "172.17.0.1"))
+    ok(d.docker("rm", "-f", "donor"))  # removed while the joiner runs: its veth goes too
+    assert wait_links(d, "veth") == []
+    ok(d.docker("rm", "-f", "joiner"))

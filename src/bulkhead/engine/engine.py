@@ -975,7 +975,21 @@ class Engine:
         """Hook: tear down what :meth:`_prepare_network` made (after exit, and at remove)."""
         self.network.nat.unpublish(c.id)
         if self.network.has_endpoints(c.id) or self.network.is_live(c.id):
-            self.network.down(c.id)
+            self.network.down(c.id, shared=self._network_joined(c))
+
+    def _network_joined(self, c: Container) -> bool:
+        """Whether a running container joined ``c``'s network namespace (``--network
+        container:``): it keeps the namespace alive after ``c`` is gone."""
+        for other in self.store.list():
+            mode = str(other.host_config.get("NetworkMode") or "")
+            if other.id == c.id or not other.state.running or not mode.startswith("container:"):
+                continue
+            try:
+                if self.store.get(mode.split(":", 1)[1]).id == c.id:
+                    return True
+            except BulkheadError:
+                continue
+        return False
 
     async def network_connect(
         self, network_ref: str, container_ref: str, endpoint_config: dict[str, Any] | None = None

@@ -863,7 +863,7 @@ class NetworkManager:
             self._emit("disconnect", net, container=container_id)
             self._hooks(self.on_endpoint_down, net, ep)
 
-    def down(self, container_id: str, *, quiet: bool = False) -> None:
+    def down(self, container_id: str, *, quiet: bool = False, shared: bool = False) -> None:
         """Container exit/removal: the namespace goes, and its veths with it; the addresses stay.
 
         The container's processes are gone: unmounting the namespace file drops
@@ -871,10 +871,16 @@ class NetworkManager:
         pairs in it by itself, a moment later (deleting each veth here would
         cost an RCU grace period, ~20 ms, on the container's way out).
         ``quiet``: no ``disconnect`` events or hooks (a stale sandbox cleared).
+        ``shared``: running containers joined the namespace (``--network
+        container:``) and keep it alive: the veths are deleted here (as Docker
+        takes a stopped container's interfaces away, they keep only ``lo``).
         """
         for ep in self.store.endpoints(container_id=container_id):
             if not ep.host_ifname:
                 continue
+            if shared:
+                self._guard()
+                bridge.delete_link(ep.host_ifname)
             ep.host_ifname = ep.ifname = ""
             with self.store.tx() as db:
                 self.store.put_endpoint(db, ep)
