@@ -681,11 +681,14 @@ def test_ipv6_loopback_and_v6_to_v4_through_the_proxy(net: Net) -> None:
         # the proxy's own connection to the container comes from the bridge's gateway
         assert d.in_netns(PY, "-c", UDP_QUERY6, "::1", "18053").stdout.strip() == "peer=172.17.0.1"
         assert net.in_out(PY, "-c", UDP_QUERY6, "fd00:aa::1", "18053") == "peer=172.17.0.1"
-        # a daemon killed and started again, the container still running: served again
-        d.stop(kill=True)
-        assert net.fetch("host", "::1", 18080).startswith("error=")
-        d.start()
-        assert net.wait_fetch("host", "::1", 18080, want) == want
+        # a daemon killed (or stopped) and started again, the container still running:
+        # served again (a stopped daemon closes its proxy with the rest)
+        for kill in (True, False):
+            d.stop(kill=kill)
+            assert net.fetch("host", "::1", 18080).startswith("error=")
+            assert net.fetch("host", "127.0.0.1", 18080) == want  # the kernel's DNAT stays
+            d.start()
+            assert net.wait_fetch("host", "::1", 18080, want) == want
         assert d.in_netns(PY, "-c", UDP_QUERY6, "::1", "18053").stdout.strip() == "peer=172.17.0.1"
     finally:
         server.kill()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -209,6 +210,43 @@ def test_stop_on_the_loop_itself() -> None:
                 assert await reader.read() == b""
             writer.close()
             held.close()
+
+    _run(main())
+
+
+def _fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_no_socket_left_behind() -> None:
+    """Sessions that ended, sessions open at the stop, flows: every socket closed."""
+
+    async def main() -> None:
+        transport, uport = await _udp_echo()
+        try:
+            async with _tcp_server(_echo) as port:
+                before = _fds()
+                async with _proxied("tcp", port) as (proxy, pport):
+                    for _ in range(20):  # ended by the client
+                        reader, writer = await asyncio.open_connection("::1", pport)
+                        writer.write(b"x")
+                        assert await reader.readexactly(1) == b"x"
+                        writer.close()
+                        await writer.wait_closed()
+                    await _poll(lambda: proxy.counts("c1") == (0, 0))
+                    opened = [await asyncio.open_connection("::1", pport) for _ in range(5)]
+                    await _poll(lambda: proxy.counts("c1") == (5, 0))
+                # stopped with 5 sessions open
+                for _, writer in opened:
+                    writer.close()
+                await _poll(lambda: _fds() <= before)
+                async with _proxied("udp", uport, udp_timeout=60) as (proxy, pport):
+                    for i in range(5):
+                        assert await _ask(pport, b"%d" % i) == b"echo:%d from 127.0.0.1" % i
+                    assert proxy.counts("c1") == (0, 5)
+                assert _fds() <= before  # the flows' sockets went with the stop
+        finally:
+            transport.close()
 
     _run(main())
 
