@@ -571,25 +571,44 @@ def test_tcp_client_that_does_not_read_is_dropped() -> None:
     run(body)
 
 
-def test_udp_bound_on_queries_in_flight() -> None:
-    """More queries at once than the bound: the excess is dropped on arrival (a burst
-    read in one go cannot overshoot), and the count returns to zero."""
+def test_udp_bounds_on_queries_in_flight() -> None:
+    """More queries at once than the bounds: the excess is dropped on arrival (a burst
+    read in one go cannot overshoot); a client whose queries hang on a blackholed
+    upstream takes no more than its share, so another container is still answered."""
     silent = FakeUpstream(silent=True)
 
     async def body(env: Env) -> None:
         env.server.max_concurrent = 10
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        s.bind(("127.0.1.1", 0))
+        env.server.max_per_client = 4
+        socks = []
         try:
-            for i in range(50):
-                q = dns.message.make_query(f"q{i}.outside.test", "A")
-                s.sendto(q.to_wire(), ("127.0.0.1", env.port))
+            for src, net in (("127.0.1.1", "127.0.0.1"), ("127.0.1.9", "127.0.0.1")):
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                socks.append(s)
+                s.bind((src, 0))
+                for i in range(20):
+                    q = dns.message.make_query(f"q{i}.outside.test", "A")
+                    s.sendto(q.to_wire(), (net, env.port))
+            await until(lambda: len(silent.queries) >= 8, "8 queries forwarded")
+            assert env.server._inflight == 8
+            assert env.server._inflight_of == {"127.0.1.1": 4, "127.0.1.9": 4}
+            # db, on back, is answered meanwhile (its name, and a forwarded one)
+            r = await env.ask("db", net="127.0.0.2", src="127.0.2.1")
+            assert addrs(r) == ["127.0.2.1"]
+            # the bound of all: 10, whoever asks
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            socks.append(s)
+            s.bind(("127.0.2.1", 0))
+            for i in range(20):
+                q = dns.message.make_query(f"d{i}.outside.test", "A")
+                s.sendto(q.to_wire(), ("127.0.0.2", env.port))
             await until(lambda: len(silent.queries) >= 10, "10 queries forwarded")
             assert env.server._inflight == 10
             await until(lambda: env.server._inflight == 0, "all answered")
-            assert len(silent.queries) == 10
+            assert len(silent.queries) == 10 and env.server._inflight_of == {}
         finally:
-            s.close()
+            for s in socks:
+                s.close()
 
     run(body, others=(silent,))
 
@@ -614,6 +633,7 @@ def test_stress_200_concurrent_queries_one_upstream_blackholed() -> None:
         assert results == [(["127.0.1.1"], ["192.0.2.7"])[i % 2] for i in range(200)]
         await until(lambda: not env.server._tasks, "no task left")
         assert env.server._inflight == 0 and env.server._tcp_clients == 0
+        assert env.server._inflight_of == {}
         await until(lambda: fds() <= before, "no socket left")
 
     run(body, others=(silent,))

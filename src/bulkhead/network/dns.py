@@ -62,8 +62,11 @@ Vocabulary:
     Docker's miekg/dns server answers), as does a query with other than one
     question; another opcode gets NOTIMP.
 *bounds*
-    at most :data:`MAX_CONCURRENT` UDP queries in flight (more are dropped:
-    the client retries), at most :data:`MAX_TCP_CLIENTS` TCP connections
+    at most :data:`MAX_PER_CLIENT` UDP queries of one client in flight
+    (Docker's bound, which is per container as its resolvers are) and
+    :data:`MAX_CONCURRENT` in all; more are dropped (the client retries), so
+    that a container whose queries hang on a dead upstream does not starve
+    the others. At most :data:`MAX_TCP_CLIENTS` TCP connections
     (more are closed at once), each dropped after :data:`TCP_IDLE_TIMEOUT`
     seconds without a query, or when it does not read its answers.
 
@@ -95,7 +98,7 @@ import struct
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, partial
 from typing import Any
 
 import dns.exception
@@ -119,8 +122,10 @@ TTL = 600
 MAX_UPSTREAMS = 3
 #: Seconds an upstream has to answer.
 UPSTREAM_TIMEOUT = 4.0
-#: Queries in flight at once; more are dropped (the client retries).
-MAX_CONCURRENT = 1024
+#: UDP queries of one client in flight at once (Docker's ``maxConcurrent``, per container).
+MAX_PER_CLIENT = 1024
+#: UDP queries in flight at once, all clients; more are dropped (the client retries).
+MAX_CONCURRENT = 4096
 #: Seconds a TCP client may stay idle between queries (or take to read an answer).
 TCP_IDLE_TIMEOUT = 10.0
 #: TCP connections at once; more are closed as soon as accepted.
@@ -401,11 +406,13 @@ class DnsServer:
         self.upstream_timeout = upstream_timeout
         self.tcp_idle_timeout = TCP_IDLE_TIMEOUT
         self.max_concurrent = MAX_CONCURRENT
+        self.max_per_client = MAX_PER_CLIENT
         self.max_tcp_clients = MAX_TCP_CLIENTS
         self._loop: asyncio.AbstractEventLoop | None = None
         self._listeners: dict[str, list[socket.socket]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._inflight = 0  # UDP queries being answered
+        self._inflight_of: dict[str, int] = {}  # the same, by client address
         self._tcp_clients = 0
 
     # -- lifecycle ------------------------------------------------------------------
@@ -545,13 +552,22 @@ class DnsServer:
                 return
             except OSError:
                 return
-            if self._inflight >= self.max_concurrent:
-                continue  # counted here, not when the task starts: a burst cannot overshoot
+            # counted here, not when the task starts: a burst cannot overshoot
+            client = peer[0]
+            mine = self._inflight_of.get(client, 0)
+            if self._inflight >= self.max_concurrent or mine >= self.max_per_client:
+                continue
             self._inflight += 1
-            self._spawn(self._udp_query(network_id, sock, data, peer), self._udp_done)
+            self._inflight_of[client] = mine + 1
+            self._spawn(
+                self._udp_query(network_id, sock, data, peer), partial(self._udp_done, client)
+            )
 
-    def _udp_done(self) -> None:
+    def _udp_done(self, client: str) -> None:
         self._inflight -= 1
+        left = self._inflight_of.pop(client) - 1
+        if left:
+            self._inflight_of[client] = left
 
     async def _udp_query(
         self, network_id: str, sock: socket.socket, data: bytes, peer: Any
@@ -576,7 +592,7 @@ class DnsServer:
             return
         conn.setblocking(False)
         self._tcp_clients += 1
-        self._spawn(self._tcp_client(network_id, conn, peer), lambda: self._tcp_done(conn))
+        self._spawn(self._tcp_client(network_id, conn, peer), partial(self._tcp_done, conn))
 
     def _tcp_done(self, conn: socket.socket) -> None:
         self._tcp_clients -= 1
