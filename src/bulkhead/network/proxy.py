@@ -296,26 +296,31 @@ class PortProxy:
             sess.task = self._loop.create_task(self._connect(lst, sess, conn))
 
     async def _connect(self, lst: _Listener, sess: _Session, conn: socket.socket) -> None:
-        """A session's start: the client's transport (not read yet), then the target's."""
+        """A session's start: the target connected, then the two transports."""
         assert self._loop is not None
         loop = self._loop
-        try:
-            await loop.connect_accepted_socket(lambda: sess.client, conn)
-        except BaseException:
-            conn.close()
-            sess.done()
-            raise
         upstream = socket.socket(_family(lst.target[0]), socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
         try:
-            await asyncio.wait_for(loop.sock_connect(upstream, lst.target), CONNECT_TIMEOUT)
+            try:
+                async with asyncio.timeout(CONNECT_TIMEOUT):
+                    await loop.sock_connect(upstream, lst.target)
+            except (OSError, TimeoutError):
+                upstream.close()
+                _reset(conn)  # the target refused: so does the published port
+                sess.done()
+                return
+            # the client's side first: it is not read until the target's side is there
+            await loop.connect_accepted_socket(lambda: sess.client, conn)
             await loop.create_connection(lambda: sess.upstream, sock=upstream)
-        except (OSError, TimeoutError):
-            upstream.close()
-            sess.abort(reset=True)  # the target refused: so does the published port
-        except BaseException:
-            upstream.close()
+        except BaseException as exc:
+            if sess.client.transport is None:
+                conn.close()
+            if sess.upstream.transport is None:
+                upstream.close()
             sess.abort()
-            raise
+            sess.done()
+            if not isinstance(exc, OSError):
+                raise
 
     # -- UDP ------------------------------------------------------------------------
 
