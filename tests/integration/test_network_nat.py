@@ -668,7 +668,7 @@ def test_ipv6_loopback_and_v6_to_v4_through_the_proxy(net: Net) -> None:
     assert net.wait_fetch("host", "::1", 18080, want) == want
     assert net.fetch("out", "fd00:aa::1", 18080) == want  # IPv6 to an IPv4-only container
     assert net.fetch("host", "127.0.0.1", 18080) == want  # DNAT as before
-    # with curl too (wget of busybox in the namespace's own tools is not guaranteed)
+    # with curl too, when the machine has it
     r = d.in_netns("curl", "-sS", "-g", "--max-time", "10", "http://[::1]:18080/index.html")
     if r.returncode != 127:
         assert r.stdout.strip() == want

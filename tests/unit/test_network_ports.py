@@ -51,6 +51,7 @@ def test_requests() -> None:
             "81-82/tcp": [{"HostIp": "127.0.0.1", "HostPort": "9001-9002"}],
             "90/tcp": [{"HostIp": "", "HostPort": "7000-7005"}],
             "91/tcp": [{"HostIp": "[::1]", "HostPort": ""}],
+            "92/tcp": [{"HostIp": "::ffff:127.0.0.1", "HostPort": "9200"}],
         },
         publish_all=True,
     )
@@ -60,6 +61,7 @@ def test_requests() -> None:
         Request("tcp", 82, "127.0.0.1", 9002, 9002),
         Request("tcp", 90, "", 7000, 7005),
         Request("tcp", 91, "::1", 0, 0),
+        Request("tcp", 92, "127.0.0.1", 9200, 0),  # IPv4-mapped: IPv4, as moby's To4
         Request("tcp", 443),
         Request("udp", 53),
     ]

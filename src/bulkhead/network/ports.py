@@ -116,9 +116,12 @@ def requests(
             host_port = str((b or {}).get("HostPort") or "")
             if host_ip:
                 try:
-                    host_ip = str(ipaddress.ip_address(host_ip.strip("[]")))
+                    addr = ipaddress.ip_address(host_ip.strip("[]"))
                 except ValueError:
                     raise PortAllocationError(f"invalid IP address: {host_ip}") from None
+                # an IPv4-mapped IPv6 address is the IPv4 one (moby's To4)
+                mapped = getattr(addr, "ipv4_mapped", None)
+                host_ip = str(mapped or addr)
             hp, hp_end = _int_range(host_port, "hostPort") if host_port else (0, 0)
             for i, cport in enumerate(range(lo, hi + 1)):
                 if hp and hi > lo:  # range to range: one to one (the CLI splits these already)
