@@ -536,3 +536,22 @@ def test_stopping_a_container_whose_namespace_another_joined_leaves_no_veth(
     ok(d.docker("rm", "-f", "donor"))  # removed while the joiner runs: its veth goes too
     assert wait_links(d, "veth") == []
     ok(d.docker("rm", "-f", "joiner"))
+
+
+def test_disconnect_from_the_gateway_network_routes_via_another(ndaemon: Daemon) -> None:
+    """The network that carried the default route is disconnected: another one (not
+    --internal) takes it over at once, as Docker's sandbox picks a new gateway."""
+    d = ndaemon
+    ok(d.docker("network", "create", "--subnet", "10.86.0.0/24", "first"))
+    ok(d.docker("network", "create", "--subnet", "10.87.0.0/24", "--internal", "inner"))
+    ok(d.docker("network", "create", "--subnet", "10.88.0.0/24", "second"))
+    ok(d.docker("run", "-d", "--name", "gw", "--network", "first", "busybox", "sleep", "100"))
+    ok(d.docker("network", "connect", "inner", "gw"))
+    ok(d.docker("network", "connect", "second", "gw"))
+    assert "default via 10.86.0.1" in ok(d.docker("exec", "gw", "ip", "route"))
+    ok(d.docker("network", "disconnect", "first", "gw"))
+    routes = ok(d.docker("exec", "gw", "ip", "route"))
+    assert "default via 10.88.0.1" in routes and "10.87.0.1" not in routes, routes
+    ok(d.docker("network", "disconnect", "inner", "gw"))  # not the gateway: nothing changes
+    assert "default via 10.88.0.1" in ok(d.docker("exec", "gw", "ip", "route"))
+    ok(d.docker("rm", "-f", "gw"))

@@ -228,6 +228,26 @@ def add_endpoint(ns_path: str, spec: EndpointSpec) -> None:
         raise
 
 
+def ensure_default_route(ns_path: str, ifname: str, gateway4: str, gateway6: str) -> None:
+    """Inside the namespace at ``ns_path``: a default route via ``ifname`` for each family
+    that has none (the interface that had it was unplugged); the others are left alone."""
+
+    def inside() -> None:
+        with IPRoute() as ipr:
+            idx = _lookup(ipr, ifname)
+            if idx is None:
+                return
+            for family, dst, gateway in ((2, "0.0.0.0/0", gateway4), (10, "::/0", gateway6)):
+                if not gateway:
+                    continue
+                routes = ipr.get_routes(family=family, table=254)
+                if any(not r.get("dst_len") for r in routes):
+                    continue
+                ipr.route("replace", dst=dst, gateway=gateway, oif=idx, family=family)
+
+    netns.run_in(ns_path, inside)
+
+
 def remove_in_netns(ns_path: str, ifname: str) -> None:
     """Delete interface ``ifname`` inside the namespace at ``ns_path`` (its veth peer goes too)."""
 

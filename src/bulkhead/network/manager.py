@@ -850,7 +850,12 @@ class NetworkManager:
         return ep
 
     def disconnect_live(self, container_id: str, ep: Endpoint) -> None:
-        """Unplug ``ep`` (delete its veth); the endpoint and its addresses stay."""
+        """Unplug ``ep`` (delete its veth); the endpoint and its addresses stay.
+
+        When it carried the default route, another endpoint of a network with
+        an outside route (not ``--internal``), the first connected, takes it over
+        (Docker's sandbox picks a new gateway endpoint too).
+        """
         net = self.store.find(ep.network_id)
         if ep.host_ifname:
             self._guard()
@@ -862,6 +867,25 @@ class NetworkManager:
         if net is not None:
             self._emit("disconnect", net, container=container_id)
             self._hooks(self.on_endpoint_down, net, ep)
+        if net is not None and not net.internal and self.is_live(container_id):
+            self._reroute(container_id)
+
+    def _reroute(self, container_id: str) -> None:
+        for other in self.store.endpoints(container_id=container_id):
+            onet = self.store.find(other.network_id)
+            if not other.host_ifname or onet is None or onet.internal:
+                continue
+            pool4, pool6 = _pool(onet, 4), _pool(onet, 6)
+            try:
+                bridge.ensure_default_route(
+                    str(self.ns_path(container_id)),
+                    other.ifname,
+                    pool4.gateway if pool4 and other.ipv4 else "",
+                    pool6.gateway if pool6 and other.ipv6 else "",
+                )
+            except (OSError, NetlinkError):
+                log.exception("could not route %s via %s", container_id[:12], onet.name)
+            return
 
     def down(self, container_id: str, *, quiet: bool = False, shared: bool = False) -> None:
         """Container exit/removal: the namespace goes, and its veths with it; the addresses stay.
