@@ -460,7 +460,14 @@ def test_rm_of_a_network_only_stopped_containers_use_as_docker(ndaemon: Daemon) 
     assert r.returncode != 0, r.stderr
     assert f"failed to set up container networking: network {nid} not found" in r.stderr
     assert wait_links(d, "veth") == [] and links(d, "br-") == []
-    ok(d.docker("network", "disconnect", "gone", "s2"))  # by the name it had
+    # a new network of that name: the disconnect takes the container off the old one (Docker
+    # keys a container's networks by name)
+    ok(d.docker("network", "create", "--subnet", "10.89.0.0/24", "gone"))
+    ok(d.docker("network", "disconnect", "gone", "s2"))
+    r = d.docker("network", "disconnect", "gone", "s2")
+    sid = inspect(d, "s2")["Id"]
+    assert f"container {sid} is not connected to the network gone" in r.stderr, r.stderr
+    ok(d.docker("network", "rm", "gone"))
     ok(d.docker("start", "s2"))  # with no network but its loopback, as Docker's
     out = ok(d.docker("exec", "s2", "ip", "-o", "link"))
     assert "lo:" in out and "eth0" not in out

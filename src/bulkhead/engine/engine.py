@@ -1046,7 +1046,21 @@ class Engine:
                     "cannot disconnect container from host network - container was created "
                     "in host network mode"
                 )
-            await asyncio.to_thread(self.network.detach, c.id, net)
+            running = c.state.running
+            try:
+                await asyncio.to_thread(lambda: self.network.detach(c.id, net, running=running))
+            except NoSuchNetwork:
+                if running:
+                    raise
+                # a network of that name removed and made again since: Docker keys the
+                # container's networks by name, and disconnects it from the old one
+                try:
+                    await asyncio.to_thread(self.network.detach_gone, c.id, net.name)
+                except NoSuchNetwork:
+                    pass
+                else:
+                    return
+                raise
 
     def _refresh_namespaces(self, c: Container) -> None:
         """Point config.json at the current pids of the containers whose namespaces ``c`` joins."""

@@ -711,15 +711,17 @@ class NetworkManager:
     def endpoints(self, container_id: str) -> builtins.list[Endpoint]:
         return self.store.endpoints(container_id=container_id)
 
-    def detach(self, container_id: str, net: Network) -> Endpoint:
-        """Forget ``container_id``'s endpoint on ``net`` (its addresses freed); 404 if none."""
+    def detach(self, container_id: str, net: Network, *, running: bool = True) -> Endpoint:
+        """Forget ``container_id``'s endpoint on ``net`` (its addresses freed); 404 if none
+        (moby's words, which differ for a ``running`` container and a stopped one)."""
         for ep in self.store.endpoints(container_id=container_id, network_id=net.id):
             if ep.host_ifname:
                 self.disconnect_live(container_id, ep)
             with self.store.tx() as db:
                 self.store.remove_endpoint(db, ep)
             return ep
-        raise NoSuchNetwork(f"container {container_id} is not connected to network {net.name}")
+        the = "" if running else "the "
+        raise NoSuchNetwork(f"container {container_id} is not connected to {the}network {net.name}")
 
     def detach_gone(self, container_id: str, ref: str) -> Endpoint:
         """Disconnect a container from a network that was removed since it stopped (Docker
