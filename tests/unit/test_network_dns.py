@@ -9,6 +9,7 @@ their container has (127.0.1.x), and a fake upstream resolver on
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 from collections.abc import Awaitable, Callable
@@ -179,10 +180,16 @@ def run(
         server = DnsServer(table, upstreams or default, port=0, upstream_timeout=1)
         server.attach()
         try:
-            server.listen(FRONT, "front", ["127.0.0.1"])
-            port = server.listening(FRONT)[0][1]
-            server.port = port
-            server.listen(BACK, "back", ["127.0.0.2"])
+            for _ in range(20):  # a free port on both addresses, UDP and TCP
+                server.port = 0
+                with contextlib.suppress(DnsError):
+                    server.listen(FRONT, "front", ["127.0.0.1"])
+                    server.port = server.listening(FRONT)[0][1]
+                    server.listen(BACK, "back", ["127.0.0.2"])
+                    break
+                server.stop(FRONT)
+            else:
+                raise AssertionError("no port free on 127.0.0.1 and 127.0.0.2")
             table.set_endpoint(
                 FRONT,
                 "front",
