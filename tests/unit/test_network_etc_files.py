@@ -167,6 +167,9 @@ def test_hosts_add_after_a_user_line_without_newline(tmp_path: Path) -> None:
     empty.write_text("")
     hosts.add(empty, own)
     assert empty.read_text() == "172.18.0.2\tweb\n"
+    with pytest.raises(FileNotFoundError):  # a container's file gone: not made again
+        hosts.add(tmp_path / "missing", own)
+    assert not (tmp_path / "missing").exists()
 
 
 def test_hosts_add_waits_for_a_delete_of_the_same_file(

@@ -171,18 +171,24 @@ def _lock(path: str | os.PathLike[str]) -> threading.Lock:
 
 
 def add(path: str | os.PathLike[str], records: Sequence[Record], ipv6: bool = True) -> None:
-    """Append ``records`` (IPv6 ones only when the container has IPv6). A last line the
-    user left without its newline is ended first, not run into the first record."""
+    """Append ``records`` (IPv6 ones only when the container has IPv6) to the file, which
+    must exist (moby's ``Add``). A last line the user left without its newline is ended
+    first, not run into the first record."""
     records = [r for r in records if ipv6 or not r.is_ipv6]
     if not records:
         return
-    with _lock(path), open(path, "a+b") as f:
-        text = "".join(r.line() for r in records).encode()
-        if f.tell() > 0:
-            f.seek(-1, os.SEEK_END)
-            if f.read(1) != b"\n":
+    text = "".join(r.line() for r in records).encode()
+    with _lock(path):
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC)
+        try:
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
                 text = b"\n" + text
-        f.write(text)
+            view = memoryview(text)
+            while view:
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
 
 
 def delete(path: str | os.PathLike[str], records: Sequence[Record]) -> None:
