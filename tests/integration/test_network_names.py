@@ -129,7 +129,10 @@ def test_user_network_names_aliases_isolation_and_forwarding(rdaemon: Any) -> No
         )
     )
     ok(d.docker(*run, "front", "--name", "client", "-h", "clienthost", "busybox", "sleep", "300"))
-    ok(d.docker(*run, "back", "--name", "db", "--dns", "127.0.0.53", "busybox", "sleep", "300"))
+    ok(d.docker(*run, "back", "--name", "db", "busybox", "sleep", "300"))
+    # --dns 127.0.0.53 is the container's own loopback (not the fake upstream on the
+    # daemon's): never asked from the daemon's side
+    ok(d.docker(*run, "back", "--name", "own", "--dns", "127.0.0.53", "busybox", "sleep", "300"))
     web_ip = inspect(d, "web")["NetworkSettings"]["Networks"]["front"]["IPAddress"]
     client = inspect(d, "client")
     names = client["NetworkSettings"]["Networks"]["front"]["DNSNames"]
@@ -157,6 +160,8 @@ def test_user_network_names_aliases_isolation_and_forwarding(rdaemon: Any) -> No
     assert r.returncode != 0 and "NXDOMAIN" in r.stdout + r.stderr
     # an outside name is forwarded to the upstream (the fake one in this namespace)
     assert "Address: 192.0.2.7" in ok(lookup(d, "client", "outside.test"))
+    r = lookup(d, "own", "own-loopback.test")
+    assert r.returncode != 0 and "SERVFAIL" in r.stdout + r.stderr
     # a legacy link on a user network: an alias for the linking container only
     out = ok(d.docker("run", "--rm", "--network", "front", "--link", "web:webby", "busybox",
                       "nslookup", "-type=a", "webby"))  # fmt: skip
@@ -191,7 +196,7 @@ def test_user_network_names_aliases_isolation_and_forwarding(rdaemon: Any) -> No
     ok(d.docker("stop", "-t", "0", "web"))
     r = lookup(d, "client", "web")
     assert r.returncode != 0
-    ok(d.docker("rm", "-f", "web", "client", "db"))
+    ok(d.docker("rm", "-f", "web", "client", "db", "own"))
     ok(d.docker("network", "rm", "front", "back"))
     udp = d.in_netns("ss", "-Hlun", check=True).stdout
     assert "10.80.0.1:53" not in udp and "10.81.0.1:53" not in udp
@@ -199,6 +204,7 @@ def test_user_network_names_aliases_isolation_and_forwarding(rdaemon: Any) -> No
     assert fake.stdout is not None
     asked = fake.stdout.read().split()
     assert "outside.test." in asked and "web." in asked  # what the resolver forwarded
+    assert "own-loopback.test." not in asked
     assert "inside-only.test." not in asked
 
 

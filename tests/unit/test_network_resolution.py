@@ -217,3 +217,43 @@ def test_a_failed_redirect_falls_back_to_the_gateway(tmp_path: Path) -> None:
     svc.install()
     mgr.up(mgr.net("n1", "front", "10.1.0.1"), A, "10.1.0.2")
     assert "nameserver 10.1.0.1\noptions ndots:0\n" in Path(c.resolv_conf_path).read_text()
+
+
+def test_records_carry_ndots_and_only_upstreams_the_daemon_can_ask(tmp_path: Path) -> None:
+    """Docker's NdotsSet (an ndots of the host's file or of --dns-option), and upstreams:
+    a container's own-loopback --dns and 127.0.0.11 are never asked from the daemon's
+    side; the daemon's ``dns`` option and the host file's loopback servers are."""
+    host_resolv = tmp_path / "host-resolv.conf"
+    host_resolv.write_text("nameserver 127.0.0.53\nnameserver 10.0.0.53\n")
+    mgr = FakeManager(tmp_path)
+    cids = [c * 64 for c in "abcde"]
+    specs: dict[str, dict[str, Any]] = {
+        cids[0]: {},  # the host file's servers
+        cids[1]: {"dns_options": ("ndots:3",)},
+        cids[2]: {"dns": ("127.0.0.1", "127.0.0.11", "10.9.9.9")},
+        cids[3]: {"dns": ("127.0.0.1",)},
+    }
+    cs = {}
+    for i, (cid, extra) in enumerate(specs.items()):
+        base = _names(tmp_path, cid, f"c{i}")
+        cs[cid] = ContainerNames(**{**base.__dict__, **extra})
+    svc = NameService(mgr, cs.get, host_resolv_conf=str(host_resolv), redirect=lambda *a: None)
+    svc.install()
+    net = mgr.net("n1", "front", "10.1.0.1")
+    for i, cid in enumerate(specs):
+        mgr.up(net, cid, f"10.1.0.{i + 2}")
+    table = svc.table
+    assert table.upstreams("n1", "10.1.0.2") == ("127.0.0.53", "10.0.0.53")
+    assert not table.ndots_set("n1", "10.1.0.2")
+    assert table.ndots_set("n1", "10.1.0.3")
+    assert table.upstreams("n1", "10.1.0.4") == ("10.9.9.9",)
+    assert table.upstreams("n1", "10.1.0.5") == ()  # none: its queries for other names fail
+    # the daemon's own dns option: its loopback servers are the host's
+    daemon_dns = NameService(
+        FakeManager(tmp_path), {cids[0]: cs[cids[0]]}.get, default_dns=("127.0.0.53",),
+        host_resolv_conf=str(host_resolv), redirect=lambda *a: None,
+    )  # fmt: skip
+    daemon_dns.install()
+    m2 = daemon_dns.manager
+    m2.up(m2.net("n2", "back", "10.2.0.1"), cids[0], "10.2.0.2")
+    assert daemon_dns.table.upstreams("n2", "10.2.0.2") == ("127.0.0.53",)

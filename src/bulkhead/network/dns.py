@@ -148,8 +148,9 @@ class DnsEndpoint:
     addresses: tuple[str, ...]
     aliases: tuple[str, ...] = ()
     hostname: str = ""
-    #: the external servers for this container's queries (``[ip|host][:port]``)
-    upstreams: tuple[str, ...] = ()
+    #: the external servers for this container's queries (``[ip|host][:port]``); None:
+    #: the daemon's defaults; empty: none usable (its queries for other names fail)
+    upstreams: tuple[str, ...] | None = None
     #: legacy ``--link name:alias``: (alias, name), resolved for this container only
     links: tuple[tuple[str, str], ...] = ()
     #: its resolv.conf has an ``ndots`` option of the host's or the user's (not only
@@ -705,7 +706,7 @@ class DnsServer:
 
     def _upstreams_for(self, network_id: str, client: str) -> list[tuple[str, int]]:
         mine = self.table.upstreams(network_id, client)
-        if mine is None or not mine:
+        if mine is None:
             d = self._default_upstreams
             mine = tuple(d() if callable(d) else d)
         own = {

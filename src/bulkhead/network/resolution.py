@@ -168,9 +168,9 @@ class NameService:
         if c is None:
             return
         resolvers, ipv6 = self._resolvers(c.id)
-        ext = self._write_resolv_conf(c, resolvers, ipv6)
+        rc = self._write_resolv_conf(c, resolvers, ipv6)
         if user_defined(net):
-            self._set_records(c, ext)
+            self._set_records(c, rc)
         records: list[hostsfile.Record] = []
         if net.name == "bridge":
             records += self._link_records(c, net)
@@ -242,10 +242,10 @@ class NameService:
 
     def _write_resolv_conf(
         self, c: ContainerNames, resolvers: list[str], ipv6: bool, *, write: bool = True
-    ) -> list[resolvconf.ExtServer]:
+    ) -> resolvconf.ResolvConf:
         """Rewrite the container's resolv.conf (unless the user edited it, or not
-        ``write``); returns the container's external servers."""
-        text, ext = resolvconf.container_resolv_conf(
+        ``write``); returns what was made of it (its upstreams, its ndots)."""
+        rc = resolvconf.build(
             "internal" if resolvers else "legacy",
             dns=c.dns or self.default_dns,
             dns_search=c.dns_search,
@@ -254,18 +254,28 @@ class NameService:
             ipv6=ipv6,
             host_path=self.host_resolv_conf,
         )
-        if not ext:  # legacy: the same servers, for the records of other networks
-            ext = [resolvconf.ExtServer(a) for a in (c.dns or self._default_upstreams())]
         if write and c.resolv_conf_path and not resolvconf.user_modified(c.resolv_conf_path):
             try:
-                resolvconf.write(c.resolv_conf_path, text)
+                resolvconf.write(c.resolv_conf_path, rc.generate())
             except OSError:
                 log.warning("could not write %s", c.resolv_conf_path)
-        return ext
+        return rc
 
-    def _set_records(self, c: ContainerNames, ext: list[resolvconf.ExtServer]) -> None:
-        """The container's records on each user network it is plugged into."""
-        upstreams = tuple(e.addr for e in ext)
+    def _set_records(self, c: ContainerNames, rc: resolvconf.ResolvConf) -> None:
+        """The container's records on each user network it is plugged into: its names,
+        the upstreams the daemon can ask for it (a container's own loopback cannot be
+        asked from here: see :class:`resolvconf.ExtServer`), and whether its resolv.conf
+        has an ndots of the host's or the user's (Docker's ``NdotsSet``). Docker treats
+        the daemon's ``dns`` like a container's ``--dns``; bulkhead asks its loopback
+        addresses in the daemon's namespace, where they were configured."""
+        # the daemon's own ``dns`` option names servers as the host sees them (its
+        # loopback ones too); a container's ``--dns`` loopback is its own
+        upstreams = tuple(
+            e.addr
+            for e in rc.ext_servers
+            if e.usable or (not c.dns and e.addr in self.default_dns and e.addr != "127.0.0.11")
+        )
+        ndots_set = rc.ndots_from in ("host", "override")
         hostname = c.hostname if c.hostname != c.id[:12] else ""
         for net, ep in self._live_user_networks(c.id):
             self.table.set_endpoint(
@@ -279,6 +289,7 @@ class NameService:
                     hostname=hostname,
                     upstreams=upstreams,
                     links=tuple((alias, name) for name, alias in c.links),
+                    ndots_set=ndots_set,
                 ),
             )
 

@@ -72,8 +72,10 @@ class ExtServer:
 
     ``host_loopback``: a loopback (or link-local scoped) address read from
     the host's file; it only works from the daemon's namespace (Docker
-    prints it as ``host(127.0.0.53)``). bulkhead's resolver always forwards
-    from the daemon's namespace, so the flag only shapes the comment.
+    prints it as ``host(127.0.0.53)``). bulkhead's resolver forwards from the
+    daemon's namespace; a loopback address that is *not* the host's (a
+    container's ``--dns 127.0.0.1``, its own loopback) is therefore not asked
+    at all (:attr:`usable`), where Docker asks it from inside the container.
     """
 
     addr: str
@@ -81,6 +83,14 @@ class ExtServer:
 
     def __str__(self) -> str:
         return f"host({self.addr})" if self.host_loopback else self.addr
+
+    @property
+    def usable(self) -> bool:
+        """Whether the daemon's resolver can forward to it: not a container's own
+        loopback, and not Docker's resolver address itself."""
+        if self.addr == "127.0.0.11":
+            return False
+        return self.host_loopback or not _ip(self.addr).is_loopback
 
 
 @dataclass
@@ -269,6 +279,33 @@ def host_nameservers(path: str = HOST_RESOLV_CONF) -> list[str]:
     return load(path).nameservers
 
 
+def build(
+    mode: str,
+    *,
+    dns: Sequence[str] = (),
+    dns_search: Sequence[str] = (),
+    dns_options: Sequence[str] = (),
+    resolvers: Sequence[str] = (),
+    ipv6: bool = False,
+    host_path: str = HOST_RESOLV_CONF,
+    host_text: str | None = None,
+) -> ResolvConf:
+    """The container's resolv.conf for ``mode`` (``host``, ``legacy`` or ``internal``):
+    its :meth:`ResolvConf.generate` is the text, its ``ext_servers`` the embedded
+    resolver's upstreams (``internal`` only, else empty)."""
+    rc = load(host_path) if host_text is None else parse(host_text, host_path)
+    rc.apply_overrides(dns, dns_search, dns_options)
+    if mode == "legacy":
+        rc.for_legacy_network(ipv6)
+    elif mode == "internal":
+        if not resolvers:
+            raise ValueError("an internal-resolver resolv.conf needs the resolver's address")
+        rc.for_internal_resolver(resolvers, ipv6)
+    elif mode != "host":
+        raise ValueError(f"unknown resolv.conf mode {mode!r}")
+    return rc
+
+
 def container_resolv_conf(
     mode: str,
     *,
@@ -280,20 +317,18 @@ def container_resolv_conf(
     host_path: str = HOST_RESOLV_CONF,
     host_text: str | None = None,
 ) -> tuple[str, list[ExtServer]]:
-    """The container's resolv.conf for ``mode`` (``host``, ``legacy`` or ``internal``),
-    and the upstreams of the embedded resolver (``internal`` only, else empty)."""
-    rc = load(host_path) if host_text is None else parse(host_text, host_path)
-    rc.apply_overrides(dns, dns_search, dns_options)
-    ext: list[ExtServer] = []
-    if mode == "legacy":
-        rc.for_legacy_network(ipv6)
-    elif mode == "internal":
-        if not resolvers:
-            raise ValueError("an internal-resolver resolv.conf needs the resolver's address")
-        ext = rc.for_internal_resolver(resolvers, ipv6)
-    elif mode != "host":
-        raise ValueError(f"unknown resolv.conf mode {mode!r}")
-    return rc.generate(), ext
+    """:func:`build`'s text and upstreams."""
+    rc = build(
+        mode,
+        dns=dns,
+        dns_search=dns_search,
+        dns_options=dns_options,
+        resolvers=resolvers,
+        ipv6=ipv6,
+        host_path=host_path,
+        host_text=host_text,
+    )
+    return rc.generate(), list(rc.ext_servers)
 
 
 # --- the file and its hash ---------------------------------------------------------------
