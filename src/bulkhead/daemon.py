@@ -18,7 +18,8 @@ without ``--dns``, also the embedded resolver's upstreams; ``dns-search`` and
 ``--dns-search`` / ``--dns-option``; ``bip``, ``fixed-cidr`` and
 ``default-address-pools`` (``[{"base": "10.10.0.0/16", "size": 24}]``): the
 default bridge network's address, its containers' range and the subnets of
-networks created without one, as dockerd's). An unknown key or a
+networks created without one, as dockerd's; ``userland-proxy``: false to
+publish ports with DNAT alone, as dockerd's). An unknown key or a
 value of the wrong type is an error naming the file and the key, as dockerd
 does.
 
@@ -145,6 +146,7 @@ _KNOWN_KEYS = {
     "dns",
     "dns-search",
     "dns-opts",
+    "userland-proxy",
 }
 
 
@@ -242,6 +244,8 @@ def apply_config_file(config: DaemonConfig, path: str, *, required: bool) -> Non
         where = f"{path}: dns-search"
         domains = _expect(doc["dns-search"], list, where)
         config.dns_search = [_search_domain(_expect(d, str, where), where) for d in domains]
+    if "userland-proxy" in doc:
+        config.userland_proxy = _expect(doc["userland-proxy"], bool, f"{path}: userland-proxy")
     if "dns-opts" in doc:
         where = f"{path}: dns-opts"
         config.dns_options = [_expect(o, str, where) for o in _expect(doc["dns-opts"], list, where)]
@@ -260,6 +264,16 @@ def _nameserver(value: str, where: str) -> str:
 
 _DOMAIN_LABEL = r"([a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
 _DOMAIN = re.compile(rf"{_DOMAIN_LABEL}(\.{_DOMAIN_LABEL})*\.?")
+
+
+def _flag_bool(value: str) -> bool:
+    """A boolean flag's value as dockerd's (``--userland-proxy=false``)."""
+    low = value.lower()
+    if low in ("1", "t", "true"):
+        return True
+    if low in ("0", "f", "false"):
+        return False
+    raise argparse.ArgumentTypeError(f"invalid boolean value {value!r} (true or false)")
 
 
 def _search_domain(value: str, where: str) -> str:
@@ -397,6 +411,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--dns", action="append", default=[], help="DNS server for the containers to use"
     )
     parser.add_argument(
+        "--userland-proxy",
+        type=_flag_bool,
+        nargs="?",
+        const=True,
+        default=None,
+        metavar="true|false",
+        help="relay [::1] and IPv6-to-IPv4 published ports (default true)",
+    )
+    parser.add_argument(
         "--dns-search", action="append", default=[], help="DNS search domain for the containers"
     )
     parser.add_argument(
@@ -462,6 +485,8 @@ def load_config(argv: list[str] | None = None) -> DaemonConfig:
     _check_bridge_options(config)
     if args.dns:
         config.dns = [_nameserver(s, "--dns") for s in args.dns]
+    if args.userland_proxy is not None:
+        config.userland_proxy = args.userland_proxy
     if args.dns_search:
         config.dns_search = [_search_domain(d, "--dns-search") for d in args.dns_search]
     if args.dns_opt:

@@ -730,3 +730,21 @@ def test_ipv6_loopback_of_a_dual_stack_container(net: Net) -> None:
     assert "dnat ip6 to [fd00:bb::2]:80" in net.nft()
     ok(d.docker("rm", "-f", "web"))
     ok(d.docker("network", "rm", "n6"))
+
+
+def test_userland_proxy_off_publishes_with_dnat_alone(net_factory: Callable[..., Net]) -> None:
+    """dockerd's ``--userland-proxy=false``: an IPv4-only container's ``-p`` gets no
+    ``[::]`` binding and ``[::1]`` is not served; ``127.0.0.1`` still is (DNAT)."""
+    net = net_factory(["--userland-proxy=false"])
+    d = net.d
+    cid = ok(
+        d.docker("run", "-d", "--name", "web", "-p", "18080:80", "busybox", "sh", "-c", HTTPD)
+    ).strip()
+    want = f"hello-{cid[:12]}"
+    assert ok(d.docker("port", "web", "80")).splitlines() == ["0.0.0.0:18080"]
+    assert net.wait_fetch("host", "127.0.0.1", 18080, want) == want
+    assert net.fetch("host", "::1", 18080).startswith("error=")
+    ok(d.in_netns(PY, "-c", BIND6, "::1", "18080"))  # not held either: free
+    r = d.docker("run", "-d", "-p", "[::1]:18081:80", "busybox", "true")
+    assert r.returncode != 0 and "userland-proxy is off" in r.stderr
+    ok(d.docker("rm", "-f", "web"))

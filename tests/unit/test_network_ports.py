@@ -231,3 +231,27 @@ def test_ps_ports_column_as_docker() -> None:
         )
         == "53/udp, 443-444/tcp, 0.0.0.0:9000-9001->9000-9001/tcp"
     )
+
+
+def test_userland_proxy_off_binds_no_ipv6_for_an_ipv4_only_container() -> None:
+    """dockerd's ``userland-proxy: false``: nothing relayed across families."""
+    from bulkhead.daemon import load_config
+
+    on = PortAllocator(ipv6=True)
+    off = PortAllocator(ipv6=True, userland_proxy=False)
+    req = [Request(proto="tcp", container_port=80)]
+    try:
+        assert [b.host_ip for b in on.allocate("a", req, ["10.0.0.2"])] == ["0.0.0.0", "::"]
+        assert [b.host_ip for b in off.allocate("b", req, ["10.0.0.3"])] == ["0.0.0.0"]
+        with pytest.raises(PortAllocationError, match=r"::1 \(userland-proxy is off\)"):
+            off.allocate(
+                "c", [Request(proto="tcp", container_port=80, host_ip="::1")], ["10.0.0.4"]
+            )
+        dual = off.allocate("d", req, ["10.0.0.5", "fd00::5"])  # DNAT serves both families
+        assert [b.host_ip for b in dual] == ["0.0.0.0", "::"]
+    finally:
+        on.close()
+        off.close()
+    assert load_config(["--userland-proxy=false"]).userland_proxy is False
+    assert load_config(["--userland-proxy"]).userland_proxy is True
+    assert load_config([]).userland_proxy is True

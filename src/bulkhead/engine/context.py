@@ -74,6 +74,9 @@ class DaemonConfig:
     #: dockerd's ``dns-search`` / ``dns-opts``: for containers without ``--dns-search`` /
     #: ``--dns-option``
     dns_search: list[str] = field(default_factory=list)
+    #: dockerd's ``userland-proxy``: relay what DNAT cannot serve (``[::1]``, the host's
+    #: IPv6 addresses for an IPv4-only container); off, those are not published
+    userland_proxy: bool = True
     dns_options: list[str] = field(default_factory=list)
     debug: bool = False
 

@@ -2191,6 +2191,8 @@ class Engine:
         """After a daemon (re)start: adopt live monitors, record missed exits, collect leftovers."""
         self.config.exec_root.mkdir(parents=True, exist_ok=True)
         self.names.attach()  # before the networks come up: their resolvers listen
+        if not getattr(self.config, "userland_proxy", True):
+            self.network.nat.disable_userland_proxy()
         self.network.nat.attach()  # the userland proxy: before the ports are restored
         await asyncio.to_thread(self.network.start_up)
         await asyncio.to_thread(self.names.restore)  # the names of containers still running

@@ -92,7 +92,13 @@ class Nat:
     def attach(self, loop: Any = None) -> None:
         """Run the userland proxy on the daemon's event loop (call from the loop, before
         :meth:`restore`). Without it, ``[::1]`` and IPv6-to-IPv4 ports are held, not served."""
-        self.proxy.attach(loop)
+        if self.ports.userland_proxy:
+            self.proxy.attach(loop)
+
+    def disable_userland_proxy(self) -> None:
+        """dockerd's ``userland-proxy: false`` (call before :meth:`attach`): DNAT alone,
+        so no ``[::1]`` and no IPv6 host address for an IPv4-only container."""
+        self.ports.userland_proxy = False
 
     # -- the table -------------------------------------------------------------------
 

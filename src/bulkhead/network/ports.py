@@ -175,9 +175,16 @@ class PortAllocator:
     """The host ports this daemon holds, each by a bound socket, per owner (a container id)."""
 
     def __init__(
-        self, ephemeral: tuple[int, int] | None = None, *, ipv6: bool | None = None
+        self,
+        ephemeral: tuple[int, int] | None = None,
+        *,
+        ipv6: bool | None = None,
+        userland_proxy: bool = True,
     ) -> None:
         self._held: list[_Held] = []
+        #: dockerd's ``userland-proxy``: off, nothing is relayed across families, so an
+        #: IPv4-only container gets no IPv6 binding (and refuses an IPv6 host address)
+        self.userland_proxy = userland_proxy
         self._ephemeral = ephemeral
         self._next_ephemeral = 0
         #: whether the host has IPv6 (None: ask :func:`v6_listenable` at each allocation)
@@ -252,16 +259,18 @@ class PortAllocator:
                 targets: list[tuple[str, str]] = []
                 if r.host_ip:
                     # an IPv6 host address of an IPv4-only container: proxied to its IPv4
-                    cip = cip4 if _family(r.host_ip) == socket.AF_INET else cip6 or cip4
+                    v4 = _family(r.host_ip) == socket.AF_INET
+                    cip = cip4 if v4 else cip6 or (cip4 if self.userland_proxy else "")
                     if not cip:
                         raise PortAllocationError(
                             f"no container address of the family of host address {r.host_ip}"
+                            + ("" if v4 or self.userland_proxy else " (userland-proxy is off)")
                         )
                     targets.append((r.host_ip, cip))
                 else:
                     if cip4:
                         targets.append(("0.0.0.0", cip4))
-                    if cip6 or (cip4 and self._v6()):
+                    if cip6 or (cip4 and self.userland_proxy and self._v6()):
                         targets.append(("::", cip6 or cip4))
                 if targets:
                     got.extend(self._take_group(owner, r, targets))
