@@ -52,9 +52,9 @@ class FakeManager:
             hook(net)
         return net
 
-    def up(self, net: Any, cid: str, ip: str, aliases: tuple[str, ...] = ()) -> Any:
+    def up(self, net: Any, cid: str, ip: str, aliases: tuple[str, ...] = (), ipv6: str = "") -> Any:
         ep = SimpleNamespace(
-            container_id=cid, network_id=net.id, ipv4=ip, ipv6="", aliases=list(aliases),
+            container_id=cid, network_id=net.id, ipv4=ip, ipv6=ipv6, aliases=list(aliases),
             host_ifname="veth",
         )  # fmt: skip
         self.eps.append(ep)
@@ -257,3 +257,23 @@ def test_records_carry_ndots_and_only_upstreams_the_daemon_can_ask(tmp_path: Pat
     m2 = daemon_dns.manager
     m2.up(m2.net("n2", "back", "10.2.0.1"), cids[0], "10.2.0.2")
     assert daemon_dns.table.upstreams("n2", "10.2.0.2") == ("127.0.0.53",)
+
+
+def test_link_lines_name_both_addresses_of_the_linked_container(tmp_path: Path) -> None:
+    """A legacy link on the default bridge: a line per address (moby: IPv4, then IPv6)."""
+    host_resolv = tmp_path / "host-resolv.conf"
+    host_resolv.write_text("nameserver 10.0.0.53\n")
+    web = ContainerNames(**{**_names(tmp_path, A, "web").__dict__, "links": (("db", "d"),)})
+    db = _names(tmp_path, B, "db")
+    cs = {A: web, B: db, "db": db}
+    mgr = FakeManager(tmp_path)
+    svc = NameService(mgr, cs.get, host_resolv_conf=str(host_resolv), redirect=lambda *a: None)
+    svc.install()
+    bridge = mgr.net("b0", "bridge", "172.17.0.1")
+    mgr.up(bridge, B, "172.17.0.3", ipv6="fd00::3")
+    mgr.up(bridge, A, "172.17.0.2")
+    assert (
+        Path(web.hosts_path)
+        .read_text()
+        .endswith(f"172.17.0.3\td {B[:12]} db\nfd00::3\td {B[:12]} db\n172.17.0.2\t{A[:12]}\n")
+    )

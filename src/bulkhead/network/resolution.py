@@ -294,13 +294,17 @@ class NameService:
             )
 
     def _link_records(self, c: ContainerNames, net: Any) -> list[hostsfile.Record]:
-        """``--link name:alias`` lines: the linked container's address on ``net``."""
+        """``--link name:alias`` lines: the linked container's addresses on ``net``
+        (IPv4, then IPv6, as moby's sandbox options)."""
         out: list[hostsfile.Record] = []
         for name, alias in c.links:
             target = self.containers(name)
             if target is None:
                 continue
             for ep in self.manager.endpoints(target.id):
-                if ep.network_id == net.id and ep.ipv4:
-                    out.append(hostsfile.link_record(ep.ipv4, alias, target.hostname, target.name))
+                if ep.network_id != net.id:
+                    continue
+                for ip in (ep.ipv4, ep.ipv6):
+                    if ip:
+                        out.append(hostsfile.link_record(ip, alias, target.hostname, target.name))
         return out
