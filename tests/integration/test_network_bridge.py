@@ -562,3 +562,34 @@ def test_disconnect_from_the_gateway_network_routes_via_another(ndaemon: Daemon)
     ok(d.docker("network", "disconnect", "inner", "gw"))  # not the gateway: nothing changes
     assert "default via 10.88.0.1" in ok(d.docker("exec", "gw", "ip", "route"))
     ok(d.docker("rm", "-f", "gw"))
+
+
+def test_the_default_route_goes_by_gw_priority_then_network_name(ndaemon: Daemon) -> None:
+    """libnetwork's gateway endpoint: not --internal, then the highest GwPriority, then the
+    network name; chosen again at each connect and disconnect."""
+    d = ndaemon
+    ok(d.docker("network", "create", "--subnet", "10.90.1.0/24", "zeta"))
+    ok(d.docker("network", "create", "--subnet", "10.90.2.0/24", "alpha"))
+    ok(d.docker("network", "create", "--subnet", "10.90.3.0/24", "--internal", "aaa"))
+    ok(d.docker("run", "-d", "--name", "pr", "--network", "zeta", "busybox", "sleep", "100"))
+    ok(d.docker("network", "connect", "aaa", "pr"))  # internal: never the gateway
+    assert "default via 10.90.1.1" in ok(d.docker("exec", "pr", "ip", "route"))
+    ok(d.docker("network", "connect", "alpha", "pr"))  # sorts first: takes it, as Docker
+    assert "default via 10.90.2.1" in ok(d.docker("exec", "pr", "ip", "route"))
+    ok(d.docker("network", "disconnect", "alpha", "pr"))
+    assert "default via 10.90.1.1" in ok(d.docker("exec", "pr", "ip", "route"))
+    # GwPriority (docker CLI 28: network connect --gw-priority) wins over the name
+    client = d.client()
+    client.api.connect_container_to_network("pr", "alpha")
+    assert "default via 10.90.2.1" in ok(d.docker("exec", "pr", "ip", "route"))
+    client.api.disconnect_container_from_network("pr", "alpha")
+    client.api.disconnect_container_from_network("pr", "zeta")
+    client.api.connect_container_to_network("pr", "zeta")
+    r = client.api.post(
+        client.api._url("/networks/alpha/connect"),
+        json={"Container": "pr", "EndpointConfig": {"GwPriority": -1}},
+    )
+    assert r.status_code == 200, r.text
+    assert "default via 10.90.1.1" in ok(d.docker("exec", "pr", "ip", "route"))
+    assert inspect(d, "pr")["NetworkSettings"]["Networks"]["alpha"]["GwPriority"] == -1
+    ok(d.docker("rm", "-f", "pr"))

@@ -182,7 +182,7 @@ def test_remove_refuses_an_endpoint_coming_up_and_the_other_way_round(
     ep = m.attach(C1, m.get("user"), name="web")
     seen: list[str] = []
 
-    def plug(container_id: str, e: object, net: object, others: object) -> object:
+    def plug(container_id: str, e: object, net: object) -> object:
         with pytest.raises(NetworkConflict, match='active endpoints \\(name:"web"'):
             m.remove_network("user", {C1: "web"})  # the removal arrives mid-start
         seen.append("plugged")

@@ -833,6 +833,9 @@ class Engine:
         if not isinstance(cfg, dict):
             raise SpecError("expected an object", where=f"EndpointsConfig.{net.name}")
         ipam_cfg = cfg.get("IPAMConfig") or {}
+        priority = cfg.get("GwPriority") or 0
+        if not isinstance(priority, int) or isinstance(priority, bool):
+            raise SpecError("expected an integer", where=f"EndpointsConfig.{net.name}.GwPriority")
         return self.network.attach(
             cid,
             net,
@@ -841,6 +844,7 @@ class Engine:
             aliases=[str(a) for a in (cfg.get("Aliases") or [])],
             mac=str(cfg.get("MacAddress") or ""),
             name=name,
+            gw_priority=priority,
         )
 
     def _network_namespace(self, container_id: str, network_mode: str) -> str | None:

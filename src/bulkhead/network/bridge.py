@@ -220,6 +220,9 @@ def add_endpoint(ns_path: str, spec: EndpointSpec) -> None:
                 ipr.route("replace", dst="0.0.0.0/0", gateway=spec.gateway4, oif=idx)
             if spec.default_route and spec.gateway6 and spec.ipv6 is not None:
                 ipr.route("replace", dst="::/0", gateway=spec.gateway6, oif=idx, family=10)
+            elif spec.default_route:  # the gateway endpoint has no IPv6: no IPv6 default
+                with contextlib.suppress(NetlinkError):
+                    ipr.route("del", dst="::/0", family=10)
 
     try:
         netns.run_in(ns_path, inside)
@@ -228,9 +231,9 @@ def add_endpoint(ns_path: str, spec: EndpointSpec) -> None:
         raise
 
 
-def ensure_default_route(ns_path: str, ifname: str, gateway4: str, gateway6: str) -> None:
-    """Inside the namespace at ``ns_path``: a default route via ``ifname`` for each family
-    that has none (the interface that had it was unplugged); the others are left alone."""
+def set_default_routes(ns_path: str, ifname: str, gateway4: str, gateway6: str) -> None:
+    """Inside the namespace at ``ns_path``: the default routes via ``ifname`` (the gateway
+    endpoint's interface); a family without a gateway there loses its default route."""
 
     def inside() -> None:
         with IPRoute() as ipr:
@@ -238,12 +241,11 @@ def ensure_default_route(ns_path: str, ifname: str, gateway4: str, gateway6: str
             if idx is None:
                 return
             for family, dst, gateway in ((2, "0.0.0.0/0", gateway4), (10, "::/0", gateway6)):
-                if not gateway:
-                    continue
-                routes = ipr.get_routes(family=family, table=254)
-                if any(not r.get("dst_len") for r in routes):
-                    continue
-                ipr.route("replace", dst=dst, gateway=gateway, oif=idx, family=family)
+                if gateway:
+                    ipr.route("replace", dst=dst, gateway=gateway, oif=idx, family=family)
+                else:
+                    with contextlib.suppress(NetlinkError):
+                        ipr.route("del", dst=dst, family=family)
 
     netns.run_in(ns_path, inside)
 

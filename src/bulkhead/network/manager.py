@@ -633,6 +633,7 @@ class NetworkManager:
         aliases: builtins.list[str] | None = None,
         mac: str = "",
         name: str = "",
+        gw_priority: int = 0,
     ) -> Endpoint:
         """Record ``container_id`` on ``net`` with its addresses (one transaction).
 
@@ -704,6 +705,7 @@ class NetworkManager:
                 static_ipv6=ipv6,
                 seq=seq + 1,
                 network_name=net.name,
+                gw_priority=gw_priority,
             )
             self.store.put_endpoint(db, ep)
         return ep
@@ -802,11 +804,10 @@ class NetworkManager:
             n = 0
             while f"eth{n}" in used:
                 n += 1
-            others = [self.store.find(e.network_id) for e in live]
             ep.host_ifname, ep.ifname = bridge.new_veth_name(), f"eth{n}"
             self.store.put_endpoint(db, ep)
         try:
-            return self._plug(container_id, ep, net, others)
+            return self._plug(container_id, ep, net)
         except BaseException:
             ep.host_ifname = ep.ifname = ""
             with self.store.tx() as db:
@@ -819,13 +820,11 @@ class NetworkManager:
         container_id: str,
         ep: Endpoint,
         net: Network,
-        others: builtins.list[Network | None],
     ) -> Endpoint:
         if not bridge.link_exists(net.bridge):
             self._bridge_up(net)
-        default_route = not net.internal and not any(
-            o is not None and not o.internal for o in others
-        )
+        best = self._gateway_endpoint(container_id, (ep, net))
+        default_route = best is not None and best[0].id == ep.id
         pool4, pool6 = _pool(net, 4), _pool(net, 6)
         spec = bridge.EndpointSpec(
             bridge=net.bridge,
@@ -873,21 +872,47 @@ class NetworkManager:
             self._reroute(container_id)
 
     def _reroute(self, container_id: str) -> None:
-        for other in self.store.endpoints(container_id=container_id):
-            onet = self.store.find(other.network_id)
-            if not other.host_ifname or onet is None or onet.internal:
-                continue
-            pool4, pool6 = _pool(onet, 4), _pool(onet, 6)
-            try:
-                bridge.ensure_default_route(
-                    str(self.ns_path(container_id)),
-                    other.ifname,
-                    pool4.gateway if pool4 and other.ipv4 else "",
-                    pool6.gateway if pool6 and other.ipv6 else "",
-                )
-            except (OSError, NetlinkError):
-                log.exception("could not route %s via %s", container_id[:12], onet.name)
+        best = self._gateway_endpoint(container_id)
+        if best is None:
             return
+        ep, net = best
+        pool4, pool6 = _pool(net, 4), _pool(net, 6)
+        try:
+            bridge.set_default_routes(
+                str(self.ns_path(container_id)),
+                ep.ifname,
+                pool4.gateway if pool4 and ep.ipv4 else "",
+                pool6.gateway if pool6 and ep.ipv6 else "",
+            )
+        except (OSError, NetlinkError):
+            log.exception("could not route %s via %s", container_id[:12], net.name)
+
+    def _gateway_endpoint(
+        self, container_id: str, extra: tuple[Endpoint, Network] | None = None
+    ) -> tuple[Endpoint, Network] | None:
+        """The container's *gateway endpoint*, the one its default routes go through, by
+        libnetwork's order: a network with an outside route (not ``--internal``), then one
+        with both IPv4 and IPv6 gateways, then the highest ``GwPriority``, then the network
+        name, alphabetically. Among the plugged-in endpoints, and ``extra`` (one coming up).
+        """
+        found = [] if extra is None else [extra]
+        for ep in self.store.endpoints(container_id=container_id):
+            if not ep.host_ifname or (extra is not None and ep.id == extra[0].id):
+                continue
+            net = self.store.find(ep.network_id)
+            if net is not None:
+                found.append((ep, net))
+        if not found:
+            return None
+
+        def order(item: tuple[Endpoint, Network]) -> tuple[bool, bool, int, str]:
+            ep, net = item
+            pool4, pool6 = _pool(net, 4), _pool(net, 6)
+            dual = bool(pool4 and pool4.gateway and ep.ipv4 and pool6 and pool6.gateway and ep.ipv6)
+            return (net.internal, not dual, -ep.gw_priority, net.name)
+
+        best = min(found, key=order)
+        return None if best[1].internal else best
 
     def down(self, container_id: str, *, quiet: bool = False, shared: bool = False) -> None:
         """Container exit/removal: the namespace goes, and its veths with it; the addresses stay.
@@ -941,7 +966,7 @@ class NetworkManager:
             "Aliases": list(ep.aliases) or None,
             "MacAddress": ep.mac,
             "DriverOpts": None,
-            "GwPriority": 0,
+            "GwPriority": ep.gw_priority,
             "NetworkID": net.id,
             "EndpointID": ep.id,
             "Gateway": pool4.gateway if pool4 and ep.ipv4 else "",
@@ -1083,7 +1108,7 @@ def _gone_endpoint_doc(ep: Endpoint) -> dict[str, Any]:
         "Aliases": list(ep.aliases) or None,
         "MacAddress": "",
         "DriverOpts": None,
-        "GwPriority": 0,
+        "GwPriority": ep.gw_priority,
         "NetworkID": ep.network_id,
         "EndpointID": "",
         "Gateway": "",

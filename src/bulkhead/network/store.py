@@ -109,6 +109,8 @@ class Endpoint(msgspec.Struct, kw_only=True):
     host_ifname: str = ""
     seq: int = 0
     network_name: str = ""
+    #: ``GwPriority`` (``--gw-priority``): the highest one's network carries the default route
+    gw_priority: int = 0
 
 
 _SCHEMA = """
