@@ -298,8 +298,11 @@ def test_bulkhead_cli_network_verbs_and_run_flags(ndaemon: Daemon) -> None:
         "10.80.0.50", "02:00:00:aa:bb:cc", ["db"],
     )  # fmt: skip
     assert "02:00:00:aa:bb:cc" in ok(d.docker("exec", "m1", "ip", "link", "show", "eth0"))
-    ok(d.bulkhead("network", "connect", "bridge", "m1"))
+    ok(d.bulkhead("network", "connect", "--gw-priority", "-3", "bridge", "m1"))
     assert sorted(inspect(d, "m1")["NetworkSettings"]["Networks"]) == ["back", "bridge"]
+    assert inspect(d, "m1")["NetworkSettings"]["Networks"]["bridge"]["GwPriority"] == -3
+    # "back" keeps the default route: "bridge" sorts first but has the lower priority
+    assert "default via 10.80.0.1" in ok(d.docker("exec", "m1", "ip", "route"))
     ok(d.bulkhead("network", "disconnect", "bridge", "m1"))
     r = d.bulkhead("network", "rm", "back")
     assert r.returncode == 1 and "has active endpoints" in r.stderr
@@ -307,7 +310,10 @@ def test_bulkhead_cli_network_verbs_and_run_flags(ndaemon: Daemon) -> None:
     assert ok(d.bulkhead("network", "rm", "back")).strip() == "back"
     r = d.bulkhead("run", "--rm", "--network", "none", "--ip", "10.0.0.1", "busybox", "true")
     assert r.returncode == 125 and "--ip" in r.stderr
-    ok(d.bulkhead("network", "create", "gone"))
+    ok(d.bulkhead("network", "create", "--ipam-opt", "k=v", "gone"))
+    assert json.loads(ok(d.bulkhead("network", "inspect", "gone")))[0]["IPAM"]["Options"] == {
+        "k": "v"
+    }
     assert ok(d.bulkhead("network", "prune", "-f")) == "Deleted Networks:\ngone\n"
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from bulkhead.cli.app import App
 from bulkhead.cli.client import APIError
 from bulkhead.cli.containers import confirm, filters_query, render_contexts
-from bulkhead.cli.flags import BOOL, LIST, STR, Command, Flag, UsageError, need_args
+from bulkhead.cli.flags import BOOL, INT, LIST, STR, Command, Flag, UsageError, need_args
 
 TYPE_CHECKING = False  # typing costs milliseconds at start-up
 if TYPE_CHECKING:
@@ -24,6 +24,7 @@ CREATE = Command(
         Flag("internal", kind=BOOL, help="Restrict external access to the network"),
         Flag("ip-range", kind=LIST, help="Allocate container ip from a sub-range"),
         Flag("ipam-driver", kind=STR, help="IP Address Management Driver", default="default"),
+        Flag("ipam-opt", kind=LIST, help="Set IPAM driver specific options"),
         Flag("ipv6", kind=BOOL, help="Enable or disable IPv6 networking"),
         Flag("label", kind=LIST, help="Set metadata on a network"),
         Flag("opt", "o", LIST, "Set driver specific options"),
@@ -93,7 +94,7 @@ def cmd_network_create(app: App, args: list[str]) -> int:
             "Config": ipam_config(
                 parsed["subnet"], parsed["gateway"], parsed["ip-range"], parsed["aux-address"]
             ),
-            "Options": {},
+            "Options": _kv(parsed["ipam-opt"]),
         },
         "Options": _kv(parsed["opt"]),
         "Labels": _kv(parsed["label"]),
@@ -228,6 +229,12 @@ CONNECT = Command(
     "network connect [OPTIONS] NETWORK CONTAINER",
     [
         Flag("alias", kind=LIST, help="Add network-scoped alias for the container"),
+        Flag(
+            "gw-priority",
+            kind=INT,
+            help="Highest gw-priority provides the default gateway. Accepts positive and "
+            "negative values.",
+        ),
         Flag("ip", kind=STR, help="IPv4 address (e.g., 172.30.100.104)"),
         Flag("ip6", kind=STR, help="IPv6 address (e.g., 2001:db8::33)"),
     ],
@@ -240,6 +247,8 @@ def cmd_network_connect(app: App, args: list[str]) -> int:
     need_args(CONNECT, parsed, 2, 2)
     network, container = parsed.args
     endpoint: dict[str, Any] = {"Aliases": parsed["alias"] or None}
+    if parsed["gw-priority"]:
+        endpoint["GwPriority"] = parsed["gw-priority"]
     if parsed["ip"] or parsed["ip6"]:
         endpoint["IPAMConfig"] = {"IPv4Address": parsed["ip"], "IPv6Address": parsed["ip6"]}
     app.client.post(
