@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import os
 import socket
+import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -23,6 +24,7 @@ import dns.reversename
 import dns.rrset
 import pytest
 
+from bulkhead.network import netns as netns_mod
 from bulkhead.network.dns import TTL, DnsEndpoint, DnsError, DnsServer, DnsTable, parse_upstream
 
 FRONT, BACK = "f" * 64, "b" * 64
@@ -41,10 +43,15 @@ class FakeUpstream:
     blackholed server); ``stray``: send a wrong answer (another id, then junk) first."""
 
     def __init__(
-        self, rcode: dns.rcode.Rcode | None = None, silent: bool = False, stray: bool = False
+        self,
+        rcode: dns.rcode.Rcode | None = None,
+        silent: bool = False,
+        stray: bool = False,
+        outside: str = "192.0.2.7",
     ) -> None:
         self.queries: list[tuple[str, str]] = []  # (transport, name)
         self.port = 0
+        self.outside = outside  # outside.test's address
         self.rcode, self.silent, self.stray = rcode, silent, stray
         self.held: list[tuple[Any, bytes, Any]] = []  # what a silent one did not answer
 
@@ -66,7 +73,7 @@ class FakeUpstream:
         if self.rcode is not None:
             r.set_rcode(self.rcode)
         elif name == "outside.test.":
-            r.answer.append(dns.rrset.from_text(name, 30, "IN", "A", "192.0.2.7"))
+            r.answer.append(dns.rrset.from_text(name, 30, "IN", "A", self.outside))
         elif name == "big.test.":
             addrs = [f"192.0.2.{i}" for i in range(1, 80)]
             r.answer.append(dns.rrset.from_text_list(name, 30, "IN", "A", addrs))
@@ -79,7 +86,9 @@ class FakeUpstream:
             wire = r.to_wire()
         return wire
 
-    async def start(self) -> None:
+    async def start(self, *, port: int = 0, netns: str | None = None) -> None:
+        """Listen on UPSTREAM:``port`` (0: any free one), in the namespace file ``netns``
+        (None: the test's own)."""
         loop = asyncio.get_running_loop()
         up = self
 
@@ -107,9 +116,27 @@ class FakeUpstream:
             await writer.drain()
             writer.close()
 
-        self._tcp = await asyncio.start_server(tcp, UPSTREAM, 0)
-        self.port = self._tcp.sockets[0].getsockname()[1]
-        self._udp, _ = await loop.create_datagram_endpoint(Proto, local_addr=(UPSTREAM, self.port))
+        if netns is None:
+            self._tcp = await asyncio.start_server(tcp, UPSTREAM, port)
+            self.port = self._tcp.sockets[0].getsockname()[1]
+            self._udp, _ = await loop.create_datagram_endpoint(
+                Proto, local_addr=(UPSTREAM, self.port)
+            )
+            return
+
+        def bound() -> tuple[socket.socket, socket.socket]:
+            t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            t.bind((UPSTREAM, port))
+            t.listen(16)
+            u.bind((UPSTREAM, t.getsockname()[1]))
+            return t, u
+
+        t, u = netns_mod.run_in(netns, bound)
+        self.port = t.getsockname()[1]
+        self._tcp = await asyncio.start_server(tcp, sock=t)
+        self._udp, _ = await loop.create_datagram_endpoint(Proto, sock=u)
 
     def close(self) -> None:
         if self._udp is not None:
@@ -309,6 +336,138 @@ def test_forwarding_and_container_upstreams() -> None:
         assert (await env.ask("outside.test")).rcode() == dns.rcode.SERVFAIL
 
     run(body)
+
+
+def _fresh_netns() -> int:
+    """A new, empty network namespace (``lo`` up), held by an fd of this process: its
+    path is ``/proc/self/fd/<fd>`` (no mount, gone when the fd and its sockets are)."""
+
+    def make() -> int:
+        from pyroute2 import IPRoute
+
+        with IPRoute() as ipr:
+            ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+        return os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+
+    return netns_mod.run_in(None, make)
+
+
+def test_own_loopback_upstreams_are_asked_inside_the_containers_namespace() -> None:
+    """A container's own-loopback upstream (``--dns 127.0.0.1``) is asked from a socket
+    made in its network namespace, over UDP and TCP (a truncated answer again over TCP
+    there); the same address in the daemon's namespace is not asked; 127.0.0.11 never
+    (in a container it leads back to the resolver)."""
+    fd = _fresh_netns()
+    path = f"/proc/self/fd/{fd}"
+    mine = FakeUpstream(outside="192.0.2.99")  # the container's own, on its loopback
+
+    async def body(env: Env) -> None:
+        await mine.start(port=env.upstream.port, netns=path)  # the daemon-side fake's too
+        made: list[tuple[str, int]] = []
+        real = env.server.socket_in
+
+        def counting(ns: str, family: int, kind: int) -> socket.socket:
+            made.append((ns, kind))
+            return real(ns, family, kind)
+
+        env.server.socket_in = counting
+        env.server.netns_path = {WEB: path}.get  # type: ignore[assignment]
+        there = f"{UPSTREAM}:{env.upstream.port}"
+        env.table.set_endpoint(
+            FRONT,
+            "front",
+            ep(
+                WEB,
+                "web",
+                "127.0.1.1",
+                upstreams=("127.0.0.11", there),
+                in_container=("127.0.0.11", there),
+            ),
+        )
+        threads = threading.active_count()
+        assert addrs(await env.ask("outside.test")) == ["192.0.2.99"]
+        assert addrs(await env.ask("outside.test", tcp=True)) == ["192.0.2.99"]
+        # truncated by it over UDP below the client's EDNS size: asked again over TCP
+        q = dns.message.make_query("big.test", "A", use_edns=0, payload=4096)
+        big = await dns.asyncquery.udp(q, "127.0.0.1", timeout=5, port=env.port, source=WEB_SRC[0])
+        assert len(addrs(big)) == 79 and not big.flags & dns.flags.TC
+        assert mine.queries == [
+            ("udp", "outside.test."),
+            ("tcp", "outside.test."),
+            ("udp", "big.test."),
+            ("tcp", "big.test."),
+        ]
+        assert env.upstream.queries == []  # the daemon's namespace: not asked
+        # one socket per exchange, all in its namespace; 127.0.0.11 never asked
+        assert made == [(path, socket.SOCK_DGRAM), (path, socket.SOCK_STREAM)] * 2
+        assert threading.active_count() == threads  # no thread left in there
+        # a client that is no container (the host): the defaults, from the daemon's side
+        assert addrs(await env.ask("outside.test", src="127.0.1.77")) == ["192.0.2.7"]
+        # without a namespace to go to (no netns_path), its own upstream is not asked
+        env.server.netns_path = None
+        assert (await env.ask("outside.test")).rcode() == dns.rcode.SERVFAIL
+        assert len(mine.queries) == 4 and len(made) == 4
+
+    async def closing(env: Env) -> None:
+        try:
+            await body(env)
+        finally:
+            mine.close()
+
+    try:
+        run(closing)
+    finally:
+        os.close(fd)
+
+
+def test_own_loopback_upstream_sockets_closed_on_timeout_and_cancellation() -> None:
+    """A silent upstream in the container's namespace: the query times out (SERVFAIL) or
+    is cancelled, and no socket of the exchange is left open."""
+    fd = _fresh_netns()
+    path = f"/proc/self/fd/{fd}"
+    silent = FakeUpstream(silent=True)
+
+    def sockets() -> int:
+        n = 0
+        for f in os.listdir("/proc/self/fd"):
+            with contextlib.suppress(OSError):
+                n += os.readlink(f"/proc/self/fd/{f}").startswith("socket:")
+        return n
+
+    async def body(env: Env) -> None:
+        await silent.start(netns=path)
+        env.server.netns_path = {WEB: path}.get  # type: ignore[assignment]
+        there = f"{UPSTREAM}:{silent.port}"
+        env.table.set_endpoint(
+            FRONT, "front", ep(WEB, "web", "127.0.1.1", upstreams=(there,), in_container=(there,))
+        )
+        before = sockets()
+        q = dns.message.make_query("outside.test", "A")
+        out = await env.server.answer(FRONT, "127.0.1.1", q.to_wire(), tcp=False)
+        assert out is not None and dns.message.from_wire(out).rcode() == dns.rcode.SERVFAIL
+        assert sockets() == before
+        task = asyncio.ensure_future(env.server.answer(FRONT, "127.0.1.1", q.to_wire(), tcp=False))
+        for _ in range(500):  # until the upstream holds it
+            if len(silent.held) == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert len(silent.held) == 2
+        assert sockets() == before + 1
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        assert sockets() == before
+
+    async def closing(env: Env) -> None:
+        try:
+            await body(env)
+        finally:
+            silent.close()
+
+    try:
+        run(closing)
+    finally:
+        os.close(fd)
 
 
 def test_ndots_of_the_user_keeps_single_label_names_inside() -> None:

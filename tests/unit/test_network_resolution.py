@@ -219,10 +219,10 @@ def test_a_failed_redirect_falls_back_to_the_gateway(tmp_path: Path) -> None:
     assert "nameserver 10.1.0.1\noptions ndots:0\n" in Path(c.resolv_conf_path).read_text()
 
 
-def test_records_carry_ndots_and_only_upstreams_the_daemon_can_ask(tmp_path: Path) -> None:
+def test_records_carry_ndots_and_where_each_upstream_is_asked(tmp_path: Path) -> None:
     """Docker's NdotsSet (an ndots of the host's file or of --dns-option), and upstreams:
-    a container's own-loopback --dns and 127.0.0.11 are never asked from the daemon's
-    side; the daemon's ``dns`` option and the host file's loopback servers are."""
+    a container's own-loopback --dns is asked inside its namespace, 127.0.0.11 never;
+    the daemon's ``dns`` option and the host file's loopback servers from the daemon's."""
     host_resolv = tmp_path / "host-resolv.conf"
     host_resolv.write_text("nameserver 127.0.0.53\nnameserver 10.0.0.53\n")
     mgr = FakeManager(tmp_path)
@@ -246,8 +246,20 @@ def test_records_carry_ndots_and_only_upstreams_the_daemon_can_ask(tmp_path: Pat
     assert table.upstreams("n1", "10.1.0.2") == ("127.0.0.53", "10.0.0.53")
     assert not table.ndots_set("n1", "10.1.0.2")
     assert table.ndots_set("n1", "10.1.0.3")
-    assert table.upstreams("n1", "10.1.0.4") == ("10.9.9.9",)
-    assert table.upstreams("n1", "10.1.0.5") == ()  # none: its queries for other names fail
+
+    def inside(client: str) -> tuple[str, ...]:
+        me = table.asker("n1", client)
+        assert me is not None
+        return me.in_container
+
+    assert inside("10.1.0.2") == inside("10.1.0.3") == ()  # the host's: the daemon's side
+    assert table.upstreams("n1", "10.1.0.4") == ("127.0.0.1", "10.9.9.9")
+    assert inside("10.1.0.4") == ("127.0.0.1",)  # its own loopback, in its namespace
+    assert table.upstreams("n1", "10.1.0.5") == ("127.0.0.1",)
+    assert inside("10.1.0.5") == ("127.0.0.1",)
+    # the resolver finds the namespace from the container id
+    assert svc.server.netns_path is not None
+    assert svc.server.netns_path(cids[3]) == str(mgr.ns_path(cids[3]))
     # the daemon's own dns option: its loopback servers are the host's
     daemon_dns = NameService(
         FakeManager(tmp_path), {cids[0]: cs[cids[0]]}.get, default_dns=("127.0.0.53",),
@@ -257,6 +269,8 @@ def test_records_carry_ndots_and_only_upstreams_the_daemon_can_ask(tmp_path: Pat
     m2 = daemon_dns.manager
     m2.up(m2.net("n2", "back", "10.2.0.1"), cids[0], "10.2.0.2")
     assert daemon_dns.table.upstreams("n2", "10.2.0.2") == ("127.0.0.53",)
+    me = daemon_dns.table.asker("n2", "10.2.0.2")
+    assert me is not None and me.in_container == ()
 
 
 def test_link_lines_name_both_addresses_of_the_linked_container(tmp_path: Path) -> None:

@@ -32,11 +32,10 @@ Vocabulary:
     family gets an empty NOERROR answer (NODATA); PTR of an address in scope
     gives ``<container name>.<network name>.``.
 *upstreams*
-    every other query is forwarded, from the daemon's namespace, to the
-    querying container's *external servers* (its ``--dns``, else the
-    daemon's ``dns`` option, else the daemon's own resolv.conf nameservers,
-    loopback ones included since the daemon shares the host's namespace),
-    tried in order (at most three, as Docker's ``maxExtDNS``), each with a
+    every other query is forwarded to the querying container's *external
+    servers* (its ``--dns``, else the daemon's ``dns`` option, else the
+    daemon's own resolv.conf nameservers, loopback ones included since the
+    daemon shares the host's namespace), tried in order (at most three, as Docker's ``maxExtDNS``), each with a
     timeout. UDP queries go upstream over UDP, TCP ones over TCP; an
     upstream's truncated UDP answer (TC) is asked again of it over TCP when
     the client takes more than the upstream does (no EDNS there, or a
@@ -51,6 +50,17 @@ Vocabulary:
     container whose resolv.conf sets its own ``ndots`` gets an empty answer
     for a single-label A/AAAA name that is none of ours, not forwarded (as
     Docker: its search domains are tried instead).
+*where an upstream is asked*
+    from the daemon's namespace, all but one kind: a loopback address of the
+    container's own (its ``--dns 127.0.0.1``, where it or a ``--network
+    container:`` sidecar runs a DNS server; not the host file's loopback
+    servers, nor the daemon's ``dns`` option) is asked from a socket made in
+    the container's network namespace (:attr:`DnsEndpoint.in_container`),
+    as Docker's resolver asks its non-host-loopback servers from the
+    container's namespace. Only the socket is made there, by a short-lived
+    thread that enters the namespace and ends (:func:`socket_in`); the
+    exchange runs on the event loop, and the socket is closed on every path.
+    ``127.0.0.11`` is never an upstream: in a container it leads back here.
 *truncation*
     an answer larger than the client's limit over UDP (512 bytes, or its
     EDNS payload size) keeps the records that fit and has TC set (miekg's
@@ -76,8 +86,8 @@ aardvark-dns listens on each network's gateway: one listener per network,
 created with the network and living in the daemon's namespace, nothing per
 container but a record. bulkhead listens as aardvark-dns does and keeps
 Docker's 127.0.0.11 through the redirect. What differs from Docker:
-queries are forwarded from the daemon's namespace, so a container's
-``--dns 127.0.0.1`` (its own loopback) cannot be reached.
+queries for non-loopback upstreams leave from the daemon's namespace, not
+the container's (the same outside world, without the container's NAT).
 
 Threads: the listeners live on the daemon's event loop; the table of
 records is guarded by a lock, since the engine changes it from worker
@@ -133,6 +143,11 @@ MAX_TCP_CLIENTS = 256
 DNS_PORT = 53
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+#: (address, port, namespace file to ask it in, or None: the daemon's)
+Upstream = tuple[str, int, str | None]
+
+#: Docker's resolver address: never an upstream (inside a container it leads back here).
+RESOLVER_IP = ipaddress.ip_address("127.0.0.11")
 
 
 class DnsError(BulkheadError):
@@ -151,6 +166,10 @@ class DnsEndpoint:
     #: the external servers for this container's queries (``[ip|host][:port]``); None:
     #: the daemon's defaults; empty: none usable (its queries for other names fail)
     upstreams: tuple[str, ...] | None = None
+    #: those of ``upstreams`` asked from inside the container's own network namespace
+    #: (its own loopback servers, e.g. ``--dns 127.0.0.1``); the others are asked from
+    #: the daemon's
+    in_container: tuple[str, ...] = ()
     #: legacy ``--link name:alias``: (alias, name), resolved for this container only
     links: tuple[tuple[str, str], ...] = ()
     #: its resolv.conf has an ``ndots`` option of the host's or the user's (not only
@@ -301,6 +320,11 @@ class DnsTable:
             me = self._client(network_id, client)
             return None if me is None else me.upstreams
 
+    def asker(self, network_id: str, client: str) -> DnsEndpoint | None:
+        """The querying container's record on the listener's network (None: not a container)."""
+        with self._lock:
+            return self._client(network_id, client)
+
 
 def _norm(addr: str) -> Address:
     return ipaddress.ip_address(addr.partition("%")[0])
@@ -390,7 +414,9 @@ class DnsServer:
     ``default_upstreams`` gives the external servers of a client that is no
     container we know (e.g. the host asking the gateway); containers carry
     their own in their records. ``port`` is 53 but for tests (0: any free port,
-    the same for UDP and TCP).
+    the same for UDP and TCP). ``netns_path(container_id)`` is the path of a
+    container's network namespace file, where its own-loopback upstreams are
+    asked (:attr:`DnsEndpoint.in_container`; None: they are not asked at all).
     """
 
     def __init__(
@@ -400,9 +426,14 @@ class DnsServer:
         *,
         port: int = DNS_PORT,
         upstream_timeout: float = UPSTREAM_TIMEOUT,
+        netns_path: Callable[[str], str] | None = None,
     ) -> None:
         self.table = table
         self._default_upstreams = default_upstreams
+        self.netns_path = netns_path
+        #: ``socket_in(ns_path, family, type)``: a non-blocking socket made in that
+        #: network namespace (:func:`socket_in`; tests may count the calls)
+        self.socket_in: Callable[[str, int, int], socket.socket] = socket_in
         self.port = port
         self.upstream_timeout = upstream_timeout
         self.tcp_idle_timeout = TCP_IDLE_TIMEOUT
@@ -704,25 +735,38 @@ class DnsServer:
                 r.answer.append(dns.rrset.from_text_list(q.name, TTL, "IN", kind, addrs))
         return r  # a name of ours without that type: NOERROR, no answer (NODATA)
 
-    def _upstreams_for(self, network_id: str, client: str) -> list[tuple[str, int]]:
-        mine = self.table.upstreams(network_id, client)
-        if mine is None:
+    def _upstreams_for(self, network_id: str, client: str) -> list[Upstream]:
+        """The upstreams to try for ``client``, in order: each with the namespace file it is
+        asked in (None: the daemon's own, the ones the client's record does not mark)."""
+        me = self.table.asker(network_id, client)
+        if me is None or me.upstreams is None:
             d = self._default_upstreams
             mine = tuple(d() if callable(d) else d)
+        else:
+            mine = me.upstreams
+        inside = set(me.in_container) if me is not None else set()
         own = {
             (_norm(h), p)
             for socks in self._listeners.values()
             for s in socks
             for h, p in [s.getsockname()[:2]]
         }
-        out: list[tuple[str, int]] = []
+        out: list[Upstream] = []
         for spec in mine:
             try:
                 host, port = parse_upstream(spec)
             except ValueError:
                 continue
-            if (_norm(host), port) not in own and (host, port) not in out:  # never ourselves
-                out.append((host, port))
+            netns: str | None = None
+            if spec in inside:
+                assert me is not None
+                if self.netns_path is None or _norm(host) == RESOLVER_IP:
+                    continue  # 127.0.0.11 in there leads back here: never an upstream
+                netns = self.netns_path(me.container_id)
+            elif (_norm(host), port) in own:
+                continue  # never ourselves
+            if (host, port, netns) not in out:
+                out.append((host, port, netns))
         return out[:MAX_UPSTREAMS]
 
     async def _forward(
@@ -732,8 +776,8 @@ class DnsServer:
         upstreams = self._upstreams_for(network_id, client)
         if not self.table.may_forward(network_id, client):
             upstreams = []
-        for host, port in upstreams:
-            reply = await self._exchange(query, host, port, limit)
+        for host, port, netns in upstreams:
+            reply = await self._exchange(query, host, port, limit, netns)
             if reply is None:
                 continue
             if reply.rcode() in (dns.rcode.SERVFAIL, dns.rcode.REFUSED):
@@ -746,29 +790,114 @@ class DnsServer:
         return r
 
     async def _exchange(
-        self, query: dns.message.Message, host: str, port: int, limit: int | None
+        self,
+        query: dns.message.Message,
+        host: str,
+        port: int,
+        limit: int | None,
+        netns: str | None = None,
     ) -> dns.message.Message | None:
         """One upstream's answer, or None (no answer in time, unreachable, not DNS). Over
         TCP when the client asked so (``limit`` None); over UDP else, and again over TCP
-        when the upstream truncated its answer to less than the client takes."""
+        when the upstream truncated its answer to less than the client takes. ``netns``:
+        asked from a socket made in that network namespace (a container's own loopback)."""
         import dns.asyncquery
 
         timeout = self.upstream_timeout
+        where = f"{host}:{port}" + (f" in {netns}" if netns else "")
+
+        async def tcp() -> dns.message.Message:
+            if netns is None:
+                return await dns.asyncquery.tcp(query, host, timeout=timeout, port=port)
+            return await self._exchange_in(netns, query, host, port, timeout, tcp=True)
+
         try:
             if limit is None:
-                return await dns.asyncquery.tcp(query, host, timeout=timeout, port=port)
-            # ignore_*: a datagram from elsewhere, or with another id or question, or that
-            # does not parse is not the answer (RFC 5452): keep waiting for the real one
-            reply = await dns.asyncquery.udp(
-                query, host, timeout=timeout, port=port, ignore_unexpected=True, ignore_errors=True
-            )
+                return await tcp()
+            if netns is None:
+                # ignore_*: a datagram from elsewhere, or with another id or question, or
+                # that does not parse is not the answer (RFC 5452): wait for the real one
+                reply = await dns.asyncquery.udp(
+                    query,
+                    host,
+                    timeout=timeout,
+                    port=port,
+                    ignore_unexpected=True,
+                    ignore_errors=True,
+                )
+            else:
+                reply = await self._exchange_in(netns, query, host, port, timeout, tcp=False)
         except (dns.exception.DNSException, OSError, EOFError) as e:
-            log.debug("upstream %s:%d failed: %s", host, port, e)
+            log.debug("upstream %s failed: %s", where, e)
             return None
         if not reply.flags & dns.flags.TC or limit <= _max_udp_size(reply):
             return reply  # whole, or truncated as the client would be: it retries over TCP
         try:  # truncated below the client's limit: the whole answer over TCP
-            return await dns.asyncquery.tcp(query, host, timeout=timeout, port=port)
+            return await tcp()
         except (dns.exception.DNSException, OSError, EOFError) as e:
-            log.debug("upstream %s:%d over TCP failed: %s", host, port, e)
+            log.debug("upstream %s over TCP failed: %s", where, e)
             return reply  # the truncated one: the client may retry over TCP itself
+
+    async def _exchange_in(
+        self,
+        netns: str,
+        query: dns.message.Message,
+        host: str,
+        port: int,
+        timeout: float,
+        *,
+        tcp: bool,
+    ) -> dns.message.Message:
+        """Ask ``host:port`` from a socket made in the namespace at ``netns`` (Docker's
+        resolver asks so from the container's namespace). Only the socket is made there,
+        by a short-lived thread (:func:`socket_in`); the exchange runs on the loop, and
+        the socket is closed on every path (answer, timeout, error, cancellation).
+        Raises ``OSError`` (``TimeoutError`` too), ``EOFError`` or a DNS error."""
+        loop = asyncio.get_running_loop()
+        family = socket.AF_INET6 if _norm(host).version == 6 else socket.AF_INET
+        sock = self.socket_in(netns, family, socket.SOCK_STREAM if tcp else socket.SOCK_DGRAM)
+        wire = query.to_wire()
+        try:
+            async with asyncio.timeout(timeout):
+                await loop.sock_connect(sock, (host, port))
+                if tcp:
+                    await loop.sock_sendall(sock, struct.pack("!H", len(wire)) + wire)
+                    (size,) = struct.unpack("!H", await _recv_exactly(loop, sock, 2))
+                    reply = dns.message.from_wire(await _recv_exactly(loop, sock, size))
+                    if not query.is_response(reply):
+                        raise EOFError("the upstream's answer is to another query")
+                    return reply
+                await loop.sock_sendall(sock, wire)
+                while True:  # a connected socket: datagrams of that peer only
+                    data = await loop.sock_recv(sock, 65535)
+                    try:
+                        reply = dns.message.from_wire(data)
+                    except Exception:
+                        continue  # not DNS: not the answer (as ignore_errors above)
+                    if query.is_response(reply):
+                        return reply
+        finally:
+            sock.close()
+
+
+def socket_in(ns_path: str, family: int, kind: int) -> socket.socket:
+    """A non-blocking socket made inside the network namespace at ``ns_path``: a
+    short-lived thread enters the namespace, makes the socket and ends
+    (:func:`bulkhead.network.netns.run_in`), so that no thread of the daemon stays in a
+    container's namespace; the socket keeps its namespace for its life. Tiny work
+    (a thread, ``setns``, ``socket``): done on the event loop."""
+    from bulkhead.network import netns
+
+    return netns.run_in(
+        ns_path, lambda: socket.socket(family, kind | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
+    )
+
+
+async def _recv_exactly(loop: asyncio.AbstractEventLoop, sock: socket.socket, n: int) -> bytes:
+    buf = b""
+    while len(buf) < n:
+        chunk = await loop.sock_recv(sock, n - len(buf))
+        if not chunk:
+            raise EOFError("the upstream closed the connection")
+        buf += chunk
+    return buf

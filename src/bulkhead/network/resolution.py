@@ -104,7 +104,12 @@ class NameService:
         self.default_dns = tuple(default_dns)
         self.host_resolv_conf = host_resolv_conf
         self.table = DnsTable()
-        self.server = DnsServer(self.table, self._default_upstreams, port=port)
+        self.server = DnsServer(
+            self.table,
+            self._default_upstreams,
+            port=port,
+            netns_path=lambda cid: str(self.manager.ns_path(cid)),
+        )
         self._attached = False
         self._pending: dict[str, Any] = {}  # networks up before the loop was attached
 
@@ -263,17 +268,19 @@ class NameService:
 
     def _set_records(self, c: ContainerNames, rc: resolvconf.ResolvConf) -> None:
         """The container's records on each user network it is plugged into: its names,
-        the upstreams the daemon can ask for it (a container's own loopback cannot be
-        asked from here: see :class:`resolvconf.ExtServer`), and whether its resolv.conf
-        has an ndots of the host's or the user's (Docker's ``NdotsSet``). Docker treats
-        the daemon's ``dns`` like a container's ``--dns``; bulkhead asks its loopback
-        addresses in the daemon's namespace, where they were configured."""
+        its upstreams (a loopback ``--dns`` of its own is asked from inside its network
+        namespace, the others from the daemon's: see :class:`resolvconf.ExtServer`;
+        ``127.0.0.11`` never), and whether its resolv.conf has an ndots of the host's or
+        the user's (Docker's ``NdotsSet``). Docker treats the daemon's ``dns`` like a
+        container's ``--dns``; bulkhead asks its loopback addresses in the daemon's
+        namespace, where they were configured."""
+        upstreams = tuple(e.addr for e in rc.ext_servers if e.usable)
         # the daemon's own ``dns`` option names servers as the host sees them (its
         # loopback ones too); a container's ``--dns`` loopback is its own
-        upstreams = tuple(
+        in_container = tuple(
             e.addr
             for e in rc.ext_servers
-            if e.usable or (not c.dns and e.addr in self.default_dns and e.addr != "127.0.0.11")
+            if e.in_container and (c.dns or e.addr not in self.default_dns)
         )
         ndots_set = rc.ndots_from in ("host", "override")
         hostname = c.hostname if c.hostname != c.id[:12] else ""
@@ -288,6 +295,7 @@ class NameService:
                     aliases=tuple(ep.aliases),
                     hostname=hostname,
                     upstreams=upstreams,
+                    in_container=in_container,
                     links=tuple((alias, name) for name, alias in c.links),
                     ndots_set=ndots_set,
                 ),

@@ -72,10 +72,14 @@ class ExtServer:
 
     ``host_loopback``: a loopback (or link-local scoped) address read from
     the host's file; it only works from the daemon's namespace (Docker
-    prints it as ``host(127.0.0.53)``). bulkhead's resolver forwards from the
-    daemon's namespace; a loopback address that is *not* the host's (a
-    container's ``--dns 127.0.0.1``, its own loopback) is therefore not asked
-    at all (:attr:`usable`), where Docker asks it from inside the container.
+    prints it as ``host(127.0.0.53)``). A loopback address that is *not* the
+    host's (a container's ``--dns 127.0.0.1``: its own loopback, where it or a
+    ``--network container:`` sidecar runs a DNS server) is asked from inside
+    the container's network namespace (:attr:`in_container`), as Docker's
+    resolver does. Every other server is asked from the daemon's namespace
+    (Docker asks those from the container's too; the daemon's namespace sees
+    the same outside world, through the container's NAT). Docker's own
+    ``127.0.0.11`` is never asked (:attr:`usable`): it leads back to the resolver.
     """
 
     addr: str
@@ -86,11 +90,15 @@ class ExtServer:
 
     @property
     def usable(self) -> bool:
-        """Whether the daemon's resolver can forward to it: not a container's own
-        loopback, and not Docker's resolver address itself."""
-        if self.addr == "127.0.0.11":
-            return False
-        return self.host_loopback or not _ip(self.addr).is_loopback
+        """Whether the embedded resolver may forward to it: any server but Docker's
+        resolver address itself (a loop)."""
+        return self.addr != "127.0.0.11"
+
+    @property
+    def in_container(self) -> bool:
+        """Whether it is asked from inside the container's network namespace: a usable
+        loopback address that is not the host's (the container's own loopback)."""
+        return self.usable and not self.host_loopback and _ip(self.addr).is_loopback
 
 
 @dataclass
