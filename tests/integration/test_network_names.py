@@ -131,7 +131,7 @@ def test_user_network_names_aliases_isolation_and_forwarding(rdaemon: Any) -> No
     ok(d.docker(*run, "front", "--name", "client", "-h", "clienthost", "busybox", "sleep", "300"))
     ok(d.docker(*run, "back", "--name", "db", "busybox", "sleep", "300"))
     # --dns 127.0.0.53 is the container's own loopback (not the fake upstream on the
-    # daemon's): never asked from the daemon's side
+    # daemon's): asked inside the container, where nothing listens
     ok(d.docker(*run, "back", "--name", "own", "--dns", "127.0.0.53", "busybox", "sleep", "300"))
     web_ip = inspect(d, "web")["NetworkSettings"]["Networks"]["front"]["IPAddress"]
     client = inspect(d, "client")
@@ -206,6 +206,68 @@ def test_user_network_names_aliases_isolation_and_forwarding(rdaemon: Any) -> No
     assert "outside.test." in asked and "web." in asked  # what the resolver forwarded
     assert "own-loopback.test." not in asked
     assert "inside-only.test." not in asked
+
+
+#: a resolver on argv[1]:53 answering every A query with argv[2]; prints the names asked
+ANY_NAME = r"""
+import socket, sys
+import dns.message, dns.rrset
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((sys.argv[1], 53))
+print("ready", flush=True)
+while True:
+    data, peer = s.recvfrom(4096)
+    q = dns.message.from_wire(data)
+    r = dns.message.make_response(q)
+    name = q.question[0].name.to_text()
+    if q.question[0].rdtype == 1:
+        r.answer.append(dns.rrset.from_text(name, 30, "IN", "A", sys.argv[2]))
+    print(name, flush=True)
+    s.sendto(r.to_wire(), peer)
+"""
+
+
+def test_own_loopback_dns_is_asked_inside_the_container(rdaemon: Any) -> None:
+    """A container on a user network with ``--dns 127.0.0.1`` (a DNS server on its own
+    loopback): 127.0.0.11 forwards its outside names to that server, inside the
+    container's namespace (as Docker's resolver); a server on 127.0.0.1:53 of the
+    daemon's namespace is not asked for it; with nothing listening in there, SERVFAIL."""
+    d, upstream = rdaemon
+    ok(d.docker("network", "create", "--subnet", "10.84.0.0/24", "mine"))
+    cid = ok(d.docker("run", "-d", "--network", "mine", "--name", "own", "--dns", "127.0.0.1",
+                      "busybox", "sleep", "300")).strip()  # fmt: skip
+    ns = d.exec_root / "netns" / cid
+    r = lookup(d, "own", "early.test")  # nothing listens on its loopback yet
+    assert r.returncode != 0 and "SERVFAIL" in r.stdout + r.stderr
+    fakes: list[subprocess.Popen[str]] = []
+    try:
+        for where, answer in ((ns, "192.0.2.99"), (f"/run/netns/{d.netns}", "192.0.2.66")):
+            fake = subprocess.Popen(
+                ["nsenter", f"--net={where}", sys.executable, "-c", ANY_NAME, "127.0.0.1", answer],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            fakes.append(fake)
+            assert fake.stdout is not None and fake.stdout.readline() == "ready\n"
+        out = ok(lookup(d, "own", "outside.test"))
+        assert "Server:\t\t127.0.0.11" in out and "Address: 192.0.2.99" in out
+        # its own names are still the resolver's
+        own_ip = inspect(d, "own")["NetworkSettings"]["Networks"]["mine"]["IPAddress"]
+        assert f"Address: {own_ip}" in ok(lookup(d, "own", "own"))
+        resolv = ok(d.docker("exec", "own", "cat", "/etc/resolv.conf"))
+        assert "nameserver 127.0.0.11\n" in resolv and "# ExtServers: [127.0.0.1]\n" in resolv
+    finally:
+        for fake in fakes:
+            fake.kill()
+            fake.wait()
+    ok(d.docker("rm", "-f", "own"))
+    ok(d.docker("network", "rm", "mine"))
+    inside, daemons = (f.stdout.read().split() if f.stdout else [] for f in fakes)
+    assert "outside.test." in inside and "early.test." not in inside
+    assert daemons == []  # the daemon's 127.0.0.1: never asked for it
+    upstream.kill()
+    assert upstream.stdout is not None
+    assert "outside.test." not in upstream.stdout.read().split()  # nor the daemon's --dns
 
 
 def test_ipv6_network_answers_aaaa(rdaemon: Any) -> None:
