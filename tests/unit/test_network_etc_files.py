@@ -62,6 +62,23 @@ def test_resolv_conf_internal_resolver_matches_docker() -> None:
     assert [e.addr for e in ext] == ["8.8.8.8", "8.8.4.4"]
 
 
+def test_ext_servers_say_where_they_are_asked() -> None:
+    """A loopback --dns is the container's own (asked inside its namespace); the host
+    file's loopback servers and every other address are asked from the daemon's;
+    Docker's 127.0.0.11 is never asked (it leads back to the resolver)."""
+    _, ext = gen("internal", "nameserver 127.0.0.53\n", resolvers=["x"])
+    assert [(e.usable, e.in_container) for e in ext] == [(True, False)]  # host(127.0.0.53)
+    _, ext = gen(
+        "internal", "", dns=["127.0.0.1", "::1", "10.0.0.1", "127.0.0.11"], resolvers=["x"]
+    )
+    assert [(str(e), e.usable, e.in_container) for e in ext] == [
+        ("127.0.0.1", True, True),
+        ("::1", True, True),
+        ("10.0.0.1", True, False),
+        ("127.0.0.11", False, False),
+    ]
+
+
 def test_resolv_conf_overrides() -> None:
     host = "nameserver 10.0.0.1\nsearch lan\noptions ndots:2\nsortlist 10.0.0.0\n"
     text, ext = gen(

@@ -35,8 +35,8 @@ Vocabulary:
     every other query is forwarded to the querying container's *external
     servers* (its ``--dns``, else the daemon's ``dns`` option, else the
     daemon's own resolv.conf nameservers, loopback ones included since the
-    daemon shares the host's namespace), tried in order (at most three, as Docker's ``maxExtDNS``), each with a
-    timeout. UDP queries go upstream over UDP, TCP ones over TCP; an
+    daemon shares the host's namespace), tried in order (at most three, as
+    Docker's ``maxExtDNS``), each with a timeout. UDP queries go upstream over UDP, TCP ones over TCP; an
     upstream's truncated UDP answer (TC) is asked again of it over TCP when
     the client takes more than the upstream does (no EDNS there, or a
     smaller buffer), so that it gets the answer whole; else the truncated
@@ -87,7 +87,8 @@ created with the network and living in the daemon's namespace, nothing per
 container but a record. bulkhead listens as aardvark-dns does and keeps
 Docker's 127.0.0.11 through the redirect. What differs from Docker:
 queries for non-loopback upstreams leave from the daemon's namespace, not
-the container's (the same outside world, without the container's NAT).
+the container's (the same servers, but an upstream sees the daemon's
+address as the source, not the container's).
 
 Threads: the listeners live on the daemon's event loop; the table of
 records is guarded by a lock, since the engine changes it from worker

@@ -77,9 +77,10 @@ class ExtServer:
     ``--network container:`` sidecar runs a DNS server) is asked from inside
     the container's network namespace (:attr:`in_container`), as Docker's
     resolver does. Every other server is asked from the daemon's namespace
-    (Docker asks those from the container's too; the daemon's namespace sees
-    the same outside world, through the container's NAT). Docker's own
-    ``127.0.0.11`` is never asked (:attr:`usable`): it leads back to the resolver.
+    (Docker asks the non-loopback ones from the container's: the same
+    servers, but the query's source is then the container's address, not
+    the daemon's). Docker's own ``127.0.0.11`` is never asked
+    (:attr:`usable`): it leads back to the resolver.
     """
 
     addr: str
