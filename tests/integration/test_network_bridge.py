@@ -599,3 +599,22 @@ def test_the_default_route_goes_by_gw_priority_then_network_name(ndaemon: Daemon
     assert "default via 10.90.1.1" in ok(d.docker("exec", "pr", "ip", "route"))
     assert inspect(d, "pr")["NetworkSettings"]["Networks"]["alpha"]["GwPriority"] == -1
     ok(d.docker("rm", "-f", "pr"))
+
+
+def test_a_default_bridge_the_user_made_is_never_deleted(daemon_factory: Any) -> None:
+    """``bridge: br0`` naming a bridge the user made (dockerd's usage): a daemon stop must
+    not delete it (it may carry the host's own network), only take our address off."""
+    d: Daemon = daemon_factory(["--bridge", "userbr0"], netns=True, start=False)
+    d.in_netns("ip", "link", "add", "userbr0", "type", "bridge", check=True)
+    d.in_netns("ip", "addr", "add", "192.0.2.1/24", "dev", "userbr0", check=True)
+    d.start()
+    ok(d.docker("run", "--rm", "busybox", "true"))
+    assert "inet 172.17.0.1/16" in d.in_netns("ip", "-o", "addr", "show", "userbr0").stdout
+    d.stop()
+    assert links(d, "userbr0") == ["userbr0"]
+    out = d.in_netns("ip", "-o", "addr", "show", "userbr0").stdout
+    assert "192.0.2.1/24" in out and "172.17.0.1" not in out
+    d.start()  # and the next start uses it again
+    ok(d.docker("run", "--rm", "busybox", "ping", "-c", "1", "-W", "5", "172.17.0.1"))
+    d.stop()
+    assert links(d, "userbr0") == ["userbr0"]

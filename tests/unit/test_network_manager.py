@@ -30,6 +30,7 @@ def manager(tmp_path: Path) -> NetworkManager:
             pools=[Pool(subnet=subnet, gateway=subnet.replace("0/", "1/").split("/")[0])],
             predefined=name == "bridge",
             created="2026-11-30T12:00:00.000000000Z",
+            bridge_made=True,  # as if this daemon made it
         )
         with m.store.tx() as db:
             m.store.add_network(db, net)

@@ -285,10 +285,11 @@ class NetworkManager:
                 continue
             try:
                 self._guard()
-                if net.foreign_bridge:
+                if not self._owns_bridge(net):
                     bridge.remove_addresses(net.bridge, self._gateway_addresses(net))
                 else:
                     bridge.delete_link(net.bridge)
+                    self._mark_made(net.id, False)
             except Exception:
                 log.exception("could not remove the bridge of network %s", net.name)
 
@@ -381,8 +382,23 @@ class NetworkManager:
             created = bridge.ensure_bridge(net.bridge, addresses, net.mtu)
         except bridge.NotABridge as exc:
             raise NetworkConflict(str(exc)) from None
+        if created:
+            self._mark_made(net.id, True)
         self._hooks(self.on_network_up, net)
         return created
+
+    def _mark_made(self, network_id: str, made: bool) -> None:
+        """Record that bulkhead made (or deleted) the network's bridge: only a bridge it made
+        is ever deleted (a bridge the user made, e.g. ``bridge: br0``, is not bulkhead's)."""
+        with self.store.tx() as db:
+            current = self.store.find(network_id)
+            if current is not None and current.bridge_made != made:
+                current.bridge_made = made
+                self.store.put_network(db, current)
+
+    @staticmethod
+    def _owns_bridge(net: Network) -> bool:
+        return net.bridge_made and not net.foreign_bridge
 
     # -- networks --------------------------------------------------------------------
 
@@ -480,6 +496,9 @@ class NetworkManager:
         bridge_name = options.get(OPT_BRIDGE_NAME) or f"br-{net_id[:12]}"
         if len(bridge_name) > 15:
             raise SpecError(f"bridge name {bridge_name!r} is longer than 15 characters")
+        # a bridge of that name already there is someone else's: never deleted (recorded with
+        # the network, so that a daemon killed right after the create still knows it)
+        existed = up and bridge.link_exists(bridge_name)
         mtu = 0
         if options.get(OPT_MTU):
             try:
@@ -525,6 +544,7 @@ class NetworkManager:
                 mtu=mtu,
                 predefined=predefined,
                 ipam_options=None if ipam_options is None else dict(ipam_options),
+                foreign_bridge=existed,
             )
             self.store.add_network(db, net)
             for p in checked:
@@ -534,9 +554,7 @@ class NetworkManager:
                     self.store.allocate(db, net.id, address, "aux")
         if not up:  # a pre-defined network's record: its bridge comes with the daemon's start
             return net
-        existed = False
         try:
-            existed = bridge.link_exists(net.bridge)
             self._bridge_up(net)
         except BaseException:
             if not existed:
@@ -545,10 +563,6 @@ class NetworkManager:
             with self.store.tx() as db:
                 self.store.remove_network(db, net.id)
             raise
-        if existed:
-            net.foreign_bridge = True
-            with self.store.tx() as db:
-                self.store.put_network(db, net)
         self._emit("create", net)
         return net
 
@@ -593,7 +607,7 @@ class NetworkManager:
     def _finish_removal(self, net: Network) -> None:
         """The second half of :meth:`remove_network`: hooks, bridge, record, event."""
         self._hooks(self.on_network_down, net)
-        if not net.foreign_bridge:
+        if self._owns_bridge(net):
             bridge.delete_link(net.bridge)
         else:  # someone else's bridge: only the gateway addresses go
             bridge.remove_addresses(net.bridge, self._gateway_addresses(net))

@@ -79,6 +79,9 @@ class Network(msgspec.Struct, kw_only=True):
     #: the bridge existed before the network (``-o com.docker.network.bridge.name=``
     #: naming one): never deleted by bulkhead
     foreign_bridge: bool = False
+    #: bulkhead made the bridge (and has not deleted it since): only such a bridge is ever
+    #: deleted; one found there (the user's ``bridge: br0``) only loses our addresses
+    bridge_made: bool = False
     #: a removal began (no endpoint may join any more); a daemon killed before it ended
     #: finishes it at its next start
     removing: bool = False
