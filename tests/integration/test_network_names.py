@@ -230,8 +230,9 @@ while True:
 def test_own_loopback_dns_is_asked_inside_the_container(rdaemon: Any) -> None:
     """A container on a user network with ``--dns 127.0.0.1`` (a DNS server on its own
     loopback): 127.0.0.11 forwards its outside names to that server, inside the
-    container's namespace (as Docker's resolver); a server on 127.0.0.1:53 of the
-    daemon's namespace is not asked for it; with nothing listening in there, SERVFAIL."""
+    container's namespace (as Docker's resolver), for it and for a ``--network
+    container:`` sidecar; a server on 127.0.0.1:53 of the daemon's namespace is not
+    asked for it; with nothing listening in there, SERVFAIL."""
     d, upstream = rdaemon
     ok(d.docker("network", "create", "--subnet", "10.84.0.0/24", "mine"))
     cid = ok(d.docker("run", "-d", "--network", "mine", "--name", "own", "--dns", "127.0.0.1",
@@ -256,14 +257,19 @@ def test_own_loopback_dns_is_asked_inside_the_container(rdaemon: Any) -> None:
         assert f"Address: {own_ip}" in ok(lookup(d, "own", "own"))
         resolv = ok(d.docker("exec", "own", "cat", "/etc/resolv.conf"))
         assert "nameserver 127.0.0.11\n" in resolv and "# ExtServers: [127.0.0.1]\n" in resolv
+        # a --network container: sidecar shares that loopback, and so that server
+        ok(d.docker("run", "-d", "--network", "container:own", "--name", "side", "busybox",
+                    "sleep", "300"))  # fmt: skip
+        assert "Address: 192.0.2.99" in ok(lookup(d, "side", "sidecar.test"))
     finally:
         for fake in fakes:
             fake.kill()
             fake.wait()
-    ok(d.docker("rm", "-f", "own"))
+    ok(d.docker("rm", "-f", "side", "own"))
     ok(d.docker("network", "rm", "mine"))
     inside, daemons = (f.stdout.read().split() if f.stdout else [] for f in fakes)
-    assert "outside.test." in inside and "early.test." not in inside
+    assert "outside.test." in inside and "sidecar.test." in inside
+    assert "early.test." not in inside
     assert daemons == []  # the daemon's 127.0.0.1: never asked for it
     upstream.kill()
     assert upstream.stdout is not None
