@@ -140,6 +140,17 @@ def register(router: Router, services: Services) -> None:
         driver = body.get("Driver") or "bridge"
         if not isinstance(driver, str):
             raise BadRequest("invalid Driver: must be a string")
+        # swarm and configuration-only networks: refused, not made as plain ones
+        scope = body.get("Scope") or "local"
+        if scope != "local":
+            raise BadRequest(f"invalid Scope {scope!r}: only local networks are supported")
+        if body.get("Ingress"):
+            raise BadRequest("invalid Ingress: ingress networks need a swarm, not supported")
+        config_from = body.get("ConfigFrom")
+        if body.get("ConfigOnly") or (isinstance(config_from, dict) and config_from.get("Network")):
+            raise BadRequest(
+                "configuration-only networks (ConfigOnly, ConfigFrom) are not supported"
+            )
         ipam = body.get("IPAM") or {}
         if not isinstance(ipam, dict):
             raise BadRequest("invalid IPAM: must be an object")

@@ -57,7 +57,8 @@ def default_pools(
 def parse_cidr(text: str, field: str) -> IPNetwork:
     """``172.20.0.0/16`` → the network; 400 ``invalid CIDR address: x`` otherwise.
 
-    Host bits are cleared, as Docker does (``172.20.0.5/16`` is ``172.20.0.0/16``).
+    Host bits are cleared here (``172.20.0.5/16`` is ``172.20.0.0/16``);
+    :func:`check_pools` refuses a ``--subnet`` that had them, as Docker does.
     """
     if "/" not in text:
         raise SpecError(f"invalid CIDR address: {text}", where=field)
