@@ -447,3 +447,30 @@ def test_bip_fixed_cidr_and_default_address_pools(
     with pytest.raises(NetworkConflict, match="Pool overlaps"):
         daemon(bip="10.10.0.1/16").start_up()
     assert m.get("bridge").pools[0].subnet == "10.11.0.0/24"  # nothing changed
+
+
+def test_concurrent_attaches_never_share_an_address(tmp_path: Path) -> None:
+    """Two containers created at once on one network (the daemon's worker threads): the
+    IPAM's read and write are one transaction, so each gets its own address."""
+    import threading
+
+    m = manager(tmp_path)
+    user = m.get("user")
+    ids = [f"{n:064x}" for n in range(1, 41)]
+    errors: list[BaseException] = []
+
+    def work(chunk: list[str]) -> None:
+        try:
+            for cid in chunk:
+                m.attach(cid, user)
+        except BaseException as exc:  # handed to the test
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(ids[i::4],)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    addresses = [m.endpoints(cid)[0].ipv4 for cid in ids]
+    assert len(set(addresses)) == 40 and "10.3.0.1" not in addresses
