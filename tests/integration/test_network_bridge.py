@@ -621,3 +621,23 @@ def test_a_default_bridge_the_user_made_is_never_deleted(daemon_factory: Any) ->
     ok(d.docker("run", "--rm", "busybox", "ping", "-c", "1", "-W", "5", "172.17.0.1"))
     d.stop()
     assert links(d, "userbr0") == ["userbr0"]
+
+
+def test_connect_with_ip_and_alias_to_a_created_container(ndaemon: Daemon) -> None:
+    """network connect --ip/--alias before the first start: the endpoint waits for the start
+    (Docker keeps the configuration, the address comes with the start)."""
+    d = ndaemon
+    ok(d.docker("network", "create", "--subnet", "10.91.5.0/24", "later"))
+    ok(d.docker("create", "--name", "cc", "busybox", "sleep", "100"))
+    ok(d.docker("network", "connect", "--ip", "10.91.5.20", "--alias", "svc", "later", "cc"))
+    entry = inspect(d, "cc")["NetworkSettings"]["Networks"]["later"]
+    assert entry["IPAMConfig"]["IPv4Address"] == "10.91.5.20" and entry["Aliases"] == ["svc"]
+    doc = json.loads(ok(d.docker("network", "inspect", "later")))[0]
+    assert doc["Containers"] == {}  # not running: no active endpoint
+    ok(d.docker("start", "cc"))
+    out = ok(d.docker("exec", "cc", "ip", "-o", "addr", "show"))
+    assert "10.91.5.20/24" in out and "172.17.0.2/16" in out
+    r = d.docker("network", "connect", "later", "cc")
+    assert r.returncode != 0 and "endpoint with name cc already exists in network later" in r.stderr
+    ok(d.docker("rm", "-f", "cc"))
+    assert wait_links(d, "veth") == []
