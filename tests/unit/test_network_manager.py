@@ -474,3 +474,15 @@ def test_concurrent_attaches_never_share_an_address(tmp_path: Path) -> None:
     assert errors == []
     addresses = [m.endpoints(cid)[0].ipv4 for cid in ids]
     assert len(set(addresses)) == 40 and "10.3.0.1" not in addresses
+
+
+def test_host_and_none_documents_as_docker_28(tmp_path: Path) -> None:
+    """Docker 28's inspect of host and none: EnableIPv4 true, IPAM.Config null."""
+    m = manager(tmp_path)
+    for name in ("host", "none"):
+        doc = m.network_doc(m.get(name), {})
+        assert doc["EnableIPv4"] is True and doc["EnableIPv6"] is False
+        assert doc["IPAM"] == {"Driver": "default", "Options": None, "Config": None}
+        assert doc["Options"] == {} and doc["Labels"] == {} and doc["Containers"] == {}
+    doc = m.network_doc(m.get("user"), {})
+    assert doc["IPAM"]["Config"] == [{"Subnet": "10.3.0.0/24", "Gateway": "10.3.0.1"}]

@@ -1045,9 +1045,11 @@ class NetworkManager:
             "Created": net.created,
             "Scope": net.scope,
             "Driver": net.driver,
-            "EnableIPv4": net.driver == "bridge",
+            # Docker 28: true for host and none too (no IPv6-only networks here)
+            "EnableIPv4": True,
             "EnableIPv6": net.enable_ipv6,
-            "IPAM": {"Driver": "default", "Options": net.ipam_options, "Config": config},
+            # Config: null without a subnet (host, none), as Docker 28
+            "IPAM": {"Driver": "default", "Options": net.ipam_options, "Config": config or None},
             "Internal": net.internal,
             "Attachable": net.attachable,
             "Ingress": False,
