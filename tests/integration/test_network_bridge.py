@@ -634,6 +634,9 @@ def test_connect_with_ip_and_alias_to_a_created_container(ndaemon: Daemon) -> No
     assert entry["IPAMConfig"]["IPv4Address"] == "10.91.5.20" and entry["Aliases"] == ["svc"]
     doc = json.loads(ok(d.docker("network", "inspect", "later")))[0]
     assert doc["Containers"] == {}  # not running: no active endpoint
+    ok(d.docker("network", "connect", "later", "cc"))  # again, stopped: moby says nothing
+    entry = inspect(d, "cc")["NetworkSettings"]["Networks"]["later"]
+    assert entry["IPAMConfig"]["IPv4Address"] == "10.91.5.20"  # the first config stays
     ok(d.docker("start", "cc"))
     out = ok(d.docker("exec", "cc", "ip", "-o", "addr", "show"))
     assert "10.91.5.20/24" in out and "172.17.0.2/16" in out

@@ -1016,6 +1016,10 @@ class Engine:
                     "container cannot be connected to multiple networks with one of the "
                     "networks in private (none) mode"
                 )
+            if not c.state.running and any(
+                e.network_id == net.id for e in self.network.endpoints(c.id)
+            ):
+                return  # moby: a stopped container connected again keeps its config, no error
             ep = await asyncio.to_thread(self._attach_one, c.id, net, endpoint_config or {}, c.name)
             if c.state.running and self.network.is_live(c.id):
                 try:
