@@ -20,7 +20,8 @@ HEADER = (
 
 
 def gen(mode: str, host_text: str, **kw: object) -> tuple[str, list[resolvconf.ExtServer]]:
-    return resolvconf.container_resolv_conf(mode, host_text=host_text, **kw)  # type: ignore[arg-type]
+    rc = resolvconf.build(mode, host_text=host_text, **kw)  # type: ignore[arg-type]
+    return rc.generate(), list(rc.ext_servers)
 
 
 def test_resolv_conf_legacy_drops_loopback_and_falls_back_to_docker_defaults() -> None:

@@ -192,7 +192,7 @@ def write_etc_files(
         ).encode(),
     )
     resolvers = list(resolvers)
-    text, ext = resolvconf.container_resolv_conf(
+    rc = resolvconf.build(
         resolv_conf_mode(network_mode, resolvers),
         dns=host_config.get("Dns") or list(default_dns),
         dns_search=host_config.get("DnsSearch") or list(default_dns_search),
@@ -200,8 +200,8 @@ def write_etc_files(
         resolvers=resolvers,
         ipv6=ipv6,
     )
-    resolvconf.write(paths.resolv_conf, text)
-    return ext
+    resolvconf.write(paths.resolv_conf, rc.generate())
+    return list(rc.ext_servers)
 
 
 def etc_mounts(paths: ContainerPaths, read_only: bool) -> list[dict[str, Any]]:

@@ -315,31 +315,6 @@ def build(
     return rc
 
 
-def container_resolv_conf(
-    mode: str,
-    *,
-    dns: Sequence[str] = (),
-    dns_search: Sequence[str] = (),
-    dns_options: Sequence[str] = (),
-    resolvers: Sequence[str] = (),
-    ipv6: bool = False,
-    host_path: str = HOST_RESOLV_CONF,
-    host_text: str | None = None,
-) -> tuple[str, list[ExtServer]]:
-    """:func:`build`'s text and upstreams."""
-    rc = build(
-        mode,
-        dns=dns,
-        dns_search=dns_search,
-        dns_options=dns_options,
-        resolvers=resolvers,
-        ipv6=ipv6,
-        host_path=host_path,
-        host_text=host_text,
-    )
-    return rc.generate(), list(rc.ext_servers)
-
-
 # --- the file and its hash ---------------------------------------------------------------
 
 
