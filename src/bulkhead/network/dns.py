@@ -124,6 +124,7 @@ import dns.reversename
 import dns.rrset
 
 from bulkhead.errors import BulkheadError
+from bulkhead.network.onloop import call_on_loop
 
 log = logging.getLogger(__name__)
 
@@ -455,20 +456,7 @@ class DnsServer:
         self._loop = loop or asyncio.get_running_loop()
 
     def _on_loop(self, fn: Callable[[], Any]) -> Any:
-        loop = self._loop
-        if loop is None:
-            raise RuntimeError("the DNS server is not attached to an event loop")
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is loop:
-            return fn()
-
-        async def call() -> Any:
-            return fn()
-
-        return asyncio.run_coroutine_threadsafe(call(), loop).result(timeout=30)
+        return call_on_loop(self._loop, fn, what="the DNS server", timeout=30)
 
     def listening(self, network_id: str) -> list[tuple[str, int, str]]:
         """(address, port, "udp"|"tcp") of a network's listeners."""

@@ -68,6 +68,8 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
+from bulkhead.network.onloop import call_on_loop
+
 log = logging.getLogger("bulkhead.network")
 
 #: docker-proxy's ``UDPConnTrackTimeout``: a UDP flow idle this long is closed.
@@ -154,23 +156,7 @@ class PortProxy:
         return self._loop is not None and not self._loop.is_closed()
 
     def _on_loop(self, fn: Callable[[], Any]) -> Any:
-        loop = self._loop
-        if loop is None or loop.is_closed():
-            raise RuntimeError("the port proxy is not attached to an event loop")
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is loop:
-            return fn()
-
-        async def call() -> Any:
-            result = fn()
-            if asyncio.iscoroutine(result):
-                result = await result
-            return result
-
-        return asyncio.run_coroutine_threadsafe(call(), loop).result(timeout=60)
+        return call_on_loop(self._loop, fn, what="the port proxy", timeout=60)
 
     def serving(self, owner: str | None = None) -> list[tuple[str, int, str]]:
         """(address, port, "tcp"|"udp") of the listeners of ``owner`` (of all: None)."""
