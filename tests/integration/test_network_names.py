@@ -515,3 +515,34 @@ def test_another_networks_resolver_tells_no_names(rdaemon: Any) -> None:
     assert ask("db", "10.94.0.1") == "NXDOMAIN\n"
     ok(d.docker("rm", "-f", "web", "db"))
     ok(d.docker("network", "rm", "front", "back"))
+
+
+def test_network_connect_link_is_an_alias_for_that_container_on_that_network(
+    rdaemon: Any,
+) -> None:
+    """``docker network connect --link web:webby front client``: on ``front``, ``webby``
+    resolves to ``web`` for ``client`` alone; shown in inspect's ``Links``; a missing
+    container or the default bridge refused (as Docker)."""
+    d, _ = rdaemon
+    ok(d.docker("network", "create", "--subnet", "10.83.0.0/24", "front"))
+    ok(d.docker("network", "create", "--subnet", "10.84.0.0/24", "back"))
+    run = ("run", "-d", "--network")
+    ok(d.docker(*run, "front", "--name", "web", "busybox", "sleep", "300"))
+    ok(d.docker(*run, "front", "--name", "other", "busybox", "sleep", "300"))
+    ok(d.docker(*run, "back", "--name", "client", "busybox", "sleep", "300"))
+    ok(d.docker("network", "connect", "--link", "web:webby", "front", "client"))
+    web_ip = inspect(d, "web")["NetworkSettings"]["Networks"]["front"]["IPAddress"]
+    assert f"Address: {web_ip}" in ok(lookup(d, "client", "webby"))
+    r = lookup(d, "other", "webby")
+    assert r.returncode != 0 and "NXDOMAIN" in r.stdout + r.stderr
+    assert inspect(d, "client")["NetworkSettings"]["Networks"]["front"]["Links"] == ["web:webby"]
+    r = d.docker("network", "connect", "--link", "nope:x", "back", "other")
+    assert r.returncode != 0 and "could not get container for nope" in r.stderr
+    r = d.docker("network", "connect", "--link", "web:w", "bridge", "other")
+    assert r.returncode != 0 and "links are only supported for user-defined networks" in r.stderr
+    assert "back" not in inspect(d, "other")["NetworkSettings"]["Networks"]  # nothing changed
+    ok(d.bulkhead("network", "connect", "--link", "web:webby2", "back", "other"))  # our CLI
+    assert inspect(d, "other")["NetworkSettings"]["Networks"]["back"]["Links"] == ["web:webby2"]
+    assert f"Address: {web_ip}" in ok(lookup(d, "other", "webby2"))
+    ok(d.docker("rm", "-f", "web", "other", "client"))
+    ok(d.docker("network", "rm", "front", "back"))

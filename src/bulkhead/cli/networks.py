@@ -237,6 +237,7 @@ CONNECT = Command(
         ),
         Flag("ip", kind=STR, help="IPv4 address (e.g., 172.30.100.104)"),
         Flag("ip6", kind=STR, help="IPv6 address (e.g., 2001:db8::33)"),
+        Flag("link", kind=LIST, help="Add link to another container"),
     ],
     summary="Connect a container to a network",
 )
@@ -246,7 +247,7 @@ def cmd_network_connect(app: App, args: list[str]) -> int:
     parsed = CONNECT.parse(args)
     need_args(CONNECT, parsed, 2, 2)
     network, container = parsed.args
-    endpoint: dict[str, Any] = {"Aliases": parsed["alias"] or None}
+    endpoint: dict[str, Any] = {"Aliases": parsed["alias"] or None, "Links": parsed["link"] or None}
     if parsed["gw-priority"]:
         endpoint["GwPriority"] = parsed["gw-priority"]
     if parsed["ip"] or parsed["ip6"]:

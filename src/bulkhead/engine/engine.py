@@ -836,6 +836,7 @@ class Engine:
         priority = cfg.get("GwPriority") or 0
         if not isinstance(priority, int) or isinstance(priority, bool):
             raise SpecError("expected an integer", where=f"EndpointsConfig.{net.name}.GwPriority")
+        links = self._endpoint_links(cfg.get("Links"), f"EndpointsConfig.{net.name}.Links")
         return self.network.attach(
             cid,
             net,
@@ -845,7 +846,29 @@ class Engine:
             mac=str(cfg.get("MacAddress") or ""),
             name=name,
             gw_priority=priority,
+            links=links,
         )
+
+    def _endpoint_links(self, value: Any, where: str) -> list[str]:
+        """``EndpointSettings.Links`` (``network connect --link db:alias``) as
+        ``name:alias``, each naming an existing container (400 otherwise, as Docker)."""
+        from bulkhead.engine.hostconfig import parse_link
+
+        if value is None:
+            return []
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise SpecError("expected a list of name:alias strings", where=where)
+        out = []
+        for link in value:
+            target, alias = parse_link(link, where)
+            try:
+                child = self.store.get(target)
+            except NoSuchContainer:
+                raise SpecError(
+                    f"could not get container for {target}: No such container: {target}"
+                ) from None
+            out.append(f"{child.name}:{alias}")
+        return out
 
     def _network_namespace(self, container_id: str, network_mode: str) -> str | None:
         """The network hook: the path of a namespace prepared for ``container_id``, or None.

@@ -272,7 +272,14 @@ class DnsTable:
         with self._lock:
             scope = self._scope(network_id, client)
             me = self._client(network_id, client)
-            links = {a.lower(): n.lower() for a, n in (me.links if me else ())}
+            # the client's links on every network in scope (its run --link, and each
+            # network's connect --link), whichever listener it asked
+            links = {
+                a.lower(): n.lower()
+                for net in scope
+                for mine in [net.endpoints.get(me.container_id) if me else None]
+                for a, n in (mine.links if mine else ())
+            }
             found: list[str] | None = None
             for net in scope:
                 suffix = "." + net.name.lower()

@@ -648,6 +648,7 @@ class NetworkManager:
         mac: str = "",
         name: str = "",
         gw_priority: int = 0,
+        links: builtins.list[str] | None = None,
     ) -> Endpoint:
         """Record ``container_id`` on ``net`` with its addresses (one transaction).
 
@@ -676,6 +677,8 @@ class NetworkManager:
                 raise SpecError(
                     "network-scoped alias is supported only for containers in user defined networks"
                 )
+            if links:
+                raise SpecError("links are only supported for user-defined networks")
         with self.store.tx() as db:
             current = self.store.find(net.id)  # not removed since the caller looked it up
             if current is None or current.removing:
@@ -720,6 +723,7 @@ class NetworkManager:
                 seq=seq + 1,
                 network_name=net.name,
                 gw_priority=gw_priority,
+                links=list(links or []),
             )
             self.store.put_endpoint(db, ep)
         return ep
@@ -976,7 +980,7 @@ class NetworkManager:
                                                        hostname) if n))  # fmt: skip
         return {
             "IPAMConfig": ipam_config,
-            "Links": None,
+            "Links": list(ep.links) or None,
             "Aliases": list(ep.aliases) or None,
             "MacAddress": ep.mac,
             "DriverOpts": None,
@@ -1120,7 +1124,7 @@ def _gone_endpoint_doc(ep: Endpoint) -> dict[str, Any]:
         ipam_config = {"IPv4Address": ep.static_ipv4, "IPv6Address": ep.static_ipv6}
     return {
         "IPAMConfig": ipam_config,
-        "Links": None,
+        "Links": list(ep.links) or None,
         "Aliases": list(ep.aliases) or None,
         "MacAddress": "",
         "DriverOpts": None,

@@ -80,6 +80,12 @@ def gateways(net: Any) -> list[str]:
     return sorted(out, key=lambda a: ipaddress.ip_address(a).version)
 
 
+def _endpoint_link(link: str) -> tuple[str, str]:
+    """An endpoint's ``name:alias`` link (stored so by the engine) as (alias, name)."""
+    name, _, alias = link.partition(":")
+    return alias or name, name
+
+
 class NameService:
     """See the module docstring. ``containers(ref)`` (an id or a name) gives a container's
     :class:`ContainerNames` (None when unknown); ``default_dns`` is the
@@ -296,7 +302,8 @@ class NameService:
                     hostname=hostname,
                     upstreams=upstreams,
                     in_container=in_container,
-                    links=tuple((alias, name) for name, alias in c.links),
+                    links=tuple((alias, name) for name, alias in c.links)
+                    + tuple(_endpoint_link(link) for link in getattr(ep, "links", ())),
                     ndots_set=ndots_set,
                 ),
             )

@@ -114,6 +114,9 @@ class Endpoint(msgspec.Struct, kw_only=True):
     network_name: str = ""
     #: ``GwPriority`` (``--gw-priority``): the highest one's network carries the default route
     gw_priority: int = 0
+    #: ``network connect --link name:alias`` (``EndpointSettings.Links``): on this network,
+    #: ``alias`` resolves to the container ``name`` for this container alone
+    links: list[str] = msgspec.field(default_factory=list)
 
 
 _SCHEMA = """
