@@ -12,9 +12,9 @@ PY := $(VENV)/bin/python
 STATE := $(VENV)/.installed
 
 # What `make run` needs on a fresh machine.
-RUN_DEBS := python3 python3-venv python3-pip busybox-static libseccomp2 procps tini gcc libc6-dev
+RUN_DEBS := python3 python3-venv python3-pip busybox-static libseccomp2 procps tini gcc libc6-dev nftables
 # What the test suite needs on top: real peers to compare with and drive us.
-TEST_DEBS := $(RUN_DEBS) runc crun podman containerd uidmap iproute2 nftables hyperfine docker-registry apache2-utils skopeo umoci iperf3 docker-compose
+TEST_DEBS := $(RUN_DEBS) runc crun podman containerd uidmap iproute2 hyperfine docker-registry apache2-utils skopeo umoci iperf3 docker-compose
 
 # The cgroup v2 lane: this project's machines are cgroup v1 hybrids, so the
 # tests that need a cgroup-v2-only kernel run in a throwaway QEMU guest (see
