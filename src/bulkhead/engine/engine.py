@@ -858,17 +858,20 @@ class Engine:
             return []
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise SpecError("expected a list of name:alias strings", where=where)
-        out = []
-        for link in value:
-            target, alias = parse_link(link, where)
-            try:
-                child = self.store.get(target)
-            except NoSuchContainer:
-                raise SpecError(
-                    f"could not get container for {target}: No such container: {target}"
-                ) from None
-            out.append(f"{child.name}:{alias}")
-        return out
+        return [
+            f"{self._linked_container(target).name}:{alias}"
+            for target, alias in (parse_link(link, where) for link in value)
+        ]
+
+    def _linked_container(self, target: str) -> Container:
+        """The container a link names; 400, not 404: a 404 makes the docker CLI pull
+        the image (moby's reason too)."""
+        try:
+            return self.store.get(target)
+        except NoSuchContainer:
+            raise SpecError(
+                f"could not get container for {target}: No such container: {target}"
+            ) from None
 
     def _network_namespace(self, container_id: str, network_mode: str) -> str | None:
         """The network hook: the path of a namespace prepared for ``container_id``, or None.
@@ -927,14 +930,7 @@ class Engine:
         out = []
         for link in links:
             target, alias = parse_link(link)
-            try:
-                child = self.store.get(target)
-            except NoSuchContainer:
-                # 400, not 404: a 404 makes the docker CLI pull the image (moby's reason too)
-                raise SpecError(
-                    f"could not get container for {target}: No such container: {target}"
-                ) from None
-            out.append(f"/{child.name}:/{name}/{alias}")
+            out.append(f"/{self._linked_container(target).name}:/{name}/{alias}")
         host_config["Links"] = out or None
 
     def _check_links(self, c: Container) -> None:
@@ -1991,22 +1987,9 @@ class Engine:
                 "MacAddress": top.get("MacAddress", ""),
                 "Networks": networks,
             }
-        endpoint = {
-            "IPAMConfig": None,
-            "Links": None,
-            "Aliases": None,
-            "MacAddress": "",
-            "NetworkID": "",
-            "EndpointID": "",
-            "Gateway": "",
-            "IPAddress": "",
-            "IPPrefixLen": 0,
-            "IPv6Gateway": "",
-            "GlobalIPv6Address": "",
-            "GlobalIPv6PrefixLen": 0,
-            "DriverOpts": None,
-            "DNSNames": None,
-        }
+        from bulkhead.network.manager import empty_endpoint_doc
+
+        endpoint = empty_endpoint_doc()
         if mode in ("none", "host"):
             predefined = self.network.find(mode)
             endpoint["NetworkID"] = predefined.id if predefined is not None else ""

@@ -1116,20 +1116,17 @@ def _check_static(net: Network, address: str, version: int) -> None:
     raise SpecError(f"invalid endpoint settings:\n{reason}")
 
 
-def _gone_endpoint_doc(ep: Endpoint) -> dict[str, Any]:
-    """A ``Networks.<name>`` entry for an endpoint whose network was removed: its
-    configuration, no operational data (what Docker shows of a stopped container)."""
-    ipam_config = None
-    if ep.static_ipv4 or ep.static_ipv6:
-        ipam_config = {"IPv4Address": ep.static_ipv4, "IPv6Address": ep.static_ipv6}
+def empty_endpoint_doc() -> dict[str, Any]:
+    """A ``Networks.<name>`` entry with no operational data (Docker's EndpointSettings
+    of a container not plugged in: ``none``/``host``, or a network removed meanwhile)."""
     return {
-        "IPAMConfig": ipam_config,
-        "Links": list(ep.links) or None,
-        "Aliases": list(ep.aliases) or None,
+        "IPAMConfig": None,
+        "Links": None,
+        "Aliases": None,
         "MacAddress": "",
         "DriverOpts": None,
-        "GwPriority": ep.gw_priority,
-        "NetworkID": ep.network_id,
+        "GwPriority": 0,
+        "NetworkID": "",
         "EndpointID": "",
         "Gateway": "",
         "IPAddress": "",
@@ -1139,6 +1136,23 @@ def _gone_endpoint_doc(ep: Endpoint) -> dict[str, Any]:
         "GlobalIPv6PrefixLen": 0,
         "DNSNames": None,
     }
+
+
+def _gone_endpoint_doc(ep: Endpoint) -> dict[str, Any]:
+    """A ``Networks.<name>`` entry for an endpoint whose network was removed: its
+    configuration, no operational data (what Docker shows of a stopped container)."""
+    ipam_config = None
+    if ep.static_ipv4 or ep.static_ipv6:
+        ipam_config = {"IPv4Address": ep.static_ipv4, "IPv6Address": ep.static_ipv6}
+    doc = empty_endpoint_doc()
+    doc.update(
+        IPAMConfig=ipam_config,
+        Links=list(ep.links) or None,
+        Aliases=list(ep.aliases) or None,
+        GwPriority=ep.gw_priority,
+        NetworkID=ep.network_id,
+    )
+    return doc
 
 
 def match_labels(net: Network, filters: dict[str, builtins.list[str]]) -> bool:
