@@ -486,3 +486,18 @@ def test_host_and_none_documents_as_docker_28(tmp_path: Path) -> None:
         assert doc["Options"] == {} and doc["Labels"] == {} and doc["Containers"] == {}
     doc = m.network_doc(m.get("user"), {})
     assert doc["IPAM"]["Config"] == [{"Subnet": "10.3.0.0/24", "Gateway": "10.3.0.1"}]
+
+
+def test_an_exits_hooks_see_every_endpoint_down(tmp_path: Path) -> None:
+    """A container on two networks exiting: each network's ``on_endpoint_down`` hook runs
+    once all its endpoints are unplugged (the name service then rewrites its files once for
+    a container that is gone, and redoes no 127.0.0.11 redirect into a dying namespace)."""
+    m = manager(tmp_path)
+    m.attach(C1, m.get("user"))
+    m.attach(C1, m.get("bridge"))
+    running(m, C1)
+    seen: list[list[str]] = []
+    m.on_endpoint_down.append(lambda net, ep: seen.append([e.host_ifname for e in m.endpoints(C1)]))
+    m.down(C1)
+    assert seen == [["", ""], ["", ""]]
+    assert not any(e.host_ifname for e in m.endpoints(C1))

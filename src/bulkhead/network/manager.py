@@ -944,15 +944,19 @@ class NetworkManager:
         container:``) and keep it alive: the veths are deleted here (as Docker
         takes a stopped container's interfaces away, they keep only ``lo``).
         """
-        for ep in self.store.endpoints(container_id=container_id):
-            if not ep.host_ifname:
-                continue
+        unplugged = [e for e in self.store.endpoints(container_id=container_id) if e.host_ifname]
+        for ep in unplugged:
             if shared:
                 self._guard()
                 bridge.delete_link(ep.host_ifname)
             ep.host_ifname = ep.ifname = ""
+        if unplugged:
             with self.store.tx() as db:
-                self.store.put_endpoint(db, ep)
+                for ep in unplugged:
+                    self.store.put_endpoint(db, ep)
+        # the hooks run once every endpoint is down: none of them sees a container still
+        # plugged into its other networks (nor redoes its DNS redirect on the way out)
+        for ep in unplugged:
             net = self.store.find(ep.network_id)
             if net is not None and not quiet:
                 self._emit("disconnect", net, container=container_id)
