@@ -55,7 +55,7 @@ class FakeManager:
     def up(self, net: Any, cid: str, ip: str, aliases: tuple[str, ...] = (), ipv6: str = "") -> Any:
         ep = SimpleNamespace(
             container_id=cid, network_id=net.id, ipv4=ip, ipv6=ipv6, aliases=list(aliases),
-            host_ifname="veth",
+            host_ifname="veth", links=[],
         )  # fmt: skip
         self.eps.append(ep)
         for hook in self.on_endpoint_up:

@@ -688,8 +688,8 @@ class Engine:
                     host_config=host_config,
                     host_gateway=self._host_gateway(),
                     default_dns=getattr(self.config, "dns", []),
-                    default_dns_search=getattr(self.config, "dns_search", []),
-                    default_dns_options=getattr(self.config, "dns_options", []),
+                    default_dns_search=self.config.dns_search,
+                    default_dns_options=self.config.dns_options,
                 )
             bundle.write_config(paths, spec)
             # The root stays mounted for the start that usually follows (an
@@ -2205,7 +2205,7 @@ class Engine:
         """After a daemon (re)start: adopt live monitors, record missed exits, collect leftovers."""
         self.config.exec_root.mkdir(parents=True, exist_ok=True)
         self.names.attach()  # before the networks come up: their resolvers listen
-        if not getattr(self.config, "userland_proxy", True):
+        if not self.config.userland_proxy:
             self.network.nat.disable_userland_proxy()
         self.network.nat.attach()  # the userland proxy: before the ports are restored
         await asyncio.to_thread(self.network.start_up)

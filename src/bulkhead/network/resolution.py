@@ -303,7 +303,7 @@ class NameService:
                     upstreams=upstreams,
                     in_container=in_container,
                     links=tuple((alias, name) for name, alias in c.links)
-                    + tuple(_endpoint_link(link) for link in getattr(ep, "links", ())),
+                    + tuple(_endpoint_link(link) for link in ep.links),
                     ndots_set=ndots_set,
                 ),
             )
