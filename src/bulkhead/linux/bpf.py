@@ -37,6 +37,13 @@ _ATTR_SIZE = 128
 #: bpf's system call number per architecture (glibc has no wrapper).
 _NUMBERS = {"x86_64": 321, "aarch64": 280}
 
+#: How often a ``BPF_PROG_LOAD`` the verifier gave up with EAGAIN is repeated.
+#: Since Linux 4.20 the verifier stops when a signal is pending for the
+#: caller (a SIGCHLD in a busy daemon, say) and returns EAGAIN; the signal is
+#: delivered on the way out, so the next try normally goes through. libbpf
+#: tries 5 times; cilium/ebpf (runc's) without a limit.
+PROG_LOAD_ATTEMPTS = 50
+
 
 def _bpf(cmd: int, attr: ctypes.Array[ctypes.c_char]) -> int:
     nr = _NUMBERS.get(MACHINE)
@@ -53,8 +60,10 @@ def _addr(buf: ctypes.Array[ctypes.c_char] | ctypes.Array[ctypes.c_uint32]) -> i
 def prog_load(prog_type: int, insns: bytes, license: str = "Apache-2.0", name: str = "") -> int:
     """Load a program (``insns``: 8-byte ``struct bpf_insn`` each); return its fd.
 
-    When the verifier refuses it, the load is repeated with the verifier's log
-    on, and the log's last lines become part of the OSError's message.
+    A load the verifier broke off for a pending signal (EAGAIN) is repeated
+    (up to :data:`PROG_LOAD_ATTEMPTS` times). When the verifier refuses the
+    program, the load is repeated with the verifier's log on, and the log's
+    last lines become part of the OSError's message.
     """
     code = ctypes.create_string_buffer(insns, len(insns))
     lic = ctypes.create_string_buffer(license.encode())
@@ -74,6 +83,12 @@ def prog_load(prog_type: int, insns: bytes, license: str = "Apache-2.0", name: s
             _addr(log) if log is not None else 0,
         )
         struct.pack_into("16s", attr, 48, name.encode()[:15])  # prog_name
+        for _ in range(PROG_LOAD_ATTEMPTS - 1):
+            try:
+                return _bpf(BPF_PROG_LOAD, attr)
+            except OSError as exc:
+                if exc.errno != errno.EAGAIN:
+                    raise
         return _bpf(BPF_PROG_LOAD, attr)
 
     try:
