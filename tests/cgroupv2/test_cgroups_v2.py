@@ -274,11 +274,16 @@ def test_sigkill_reaches_a_frozen_container(box: Box) -> None:
     """``delete --force`` of a paused container: on v2 SIGKILL needs no thaw."""
     cg = box.cg
     cg.create()
-    child = box.spawn_gated("sh", "-c", "read x; sleep 1000")
+    # exec: one process, the shell become sleep (dash forks a last command;
+    # the shell's own cmdline names "sleep" too, so wait for argv[0])
+    child = box.spawn_gated("sh", "-c", "read x; exec sleep 1000")
     cg.add_pid(child.pid)
     go(child)
     assert wait_for(
-        lambda: len(cg.pids()) == 1 and "sleep" in Path(f"/proc/{cg.pids()[0]}/cmdline").read_text()
+        lambda: (
+            cg.pids() == [child.pid]
+            and Path(f"/proc/{child.pid}/cmdline").read_bytes().startswith(b"sleep\0")
+        )
     )
     cg.freeze()
     cg.kill_all(signal.SIGKILL)
