@@ -26,7 +26,9 @@ from typing import Any
 
 import msgspec
 import pytest
+from tests.integration.engine_fixtures import _processes_mentioning
 
+from bulkhead.engine import zygote
 from bulkhead.engine.monitor import (
     MONITOR_LOOP,
     MonitorBadRequest,
@@ -497,6 +499,7 @@ import asyncio, sys, json
 from bulkhead.engine.monitor import MonitorConfig, MonitorClient
 from bulkhead.engine.zygote import ZygoteClient
 from bulkhead.runtime.state import proc_start_time
+from tests.integration.engine_fixtures import _processes_mentioning
 
 async def main():
     cfg = MonitorConfig(**json.loads(sys.argv[1]))
@@ -1110,3 +1113,53 @@ def test_the_hand_over_happens_while_the_runtime_creates(harness: Harness, tty: 
     harness.assert_clean(cfg)
     log = Path(cfg.state_dir, "monitor.log")
     assert "Python loop" not in (log.read_text() if log.exists() else "")
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError):
+                stat = Path(f"/proc/{entry}/stat").read_text()
+                if int(stat.rpartition(")")[2].split()[1]) == pid:
+                    found.append(int(entry))
+    return found
+
+
+def test_zygote_whose_exec_root_is_removed_exits_and_leaves_the_next_one_alone() -> None:
+    """Its socket gone, a zygote can never be reached: it exits, spare monitor (and helper) and all.
+
+    The exec root made anew at the same path holds another zygote's socket and pid
+    file: the old one's exit leaves them be.
+    """
+    exec_root = Path(tempfile.mkdtemp(prefix="bh-", dir="/run"))
+    try:
+        old = asyncio.run(ZygoteClient(exec_root).ensure_running())
+        deadline = time.monotonic() + 30
+        while not (spares := _children(old)) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert spares, "the zygote forked no spare monitor"
+        while (
+            not (helpers := [h for s in spares for h in _children(s)])
+            and time.monotonic() < deadline
+        ):
+            time.sleep(0.02)
+        assert helpers, "the spare monitor forked no helper"
+        spares += helpers
+        shutil.rmtree(exec_root)
+        exec_root.mkdir()
+        new_client = ZygoteClient(exec_root)
+        new = asyncio.run(new_client.ensure_running())
+        assert new != old
+        deadline = time.monotonic() + 5 * zygote.REACHABLE_CHECK + 10
+        while any(map(alive, [old, *spares])) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not any(map(alive, [old, *spares])), "the unreachable zygote still runs"
+        assert asyncio.run(new_client.ping()) == new
+        assert new_client.pid() == new
+    finally:
+        for pid in _processes_mentioning(str(exec_root)):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(exec_root, ignore_errors=True)

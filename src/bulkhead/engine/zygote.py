@@ -16,6 +16,9 @@ It is single-threaded (a ``selectors`` loop), ``setsid``\\ s so that it
 survives its spawner (the daemon), writes its pid to ``zygote.pid`` next to
 the socket and reaps the monitors it forked.
 
+It exits on SIGTERM, and by itself when its socket is no longer there (the
+exec root removed: nothing can reach it again); monitors keep running.
+
 Protocol (one JSON line each way): ``{"op": "spawn", "config":
 <MonitorConfig>}`` → ``{"monitor_pid", "init_pid"}`` (written by the new
 monitor once the container is *created*) or ``{"error", "kind"}``;
@@ -53,6 +56,10 @@ _SPARE_DELAY = 0.02
 #: them for the CPUs. The end of a container (its runtime delete done) ends the wait.
 _SPARE_HOLD = 0.04
 ZYGOTE_PID = "zygote.pid"
+#: seconds between an idle zygote's checks that its socket is still there. A zygote
+#: whose socket was removed (its exec root deleted, say) can never be reached again:
+#: it exits, as on SIGTERM; the monitors it forked keep running.
+REACHABLE_CHECK = 2.0
 
 
 class Spawned(msgspec.Struct, kw_only=True):
@@ -463,9 +470,20 @@ def _noop(signum: int, frame: object) -> None:
     pass
 
 
+def _file_id(path: str) -> tuple[int, int] | None:
+    """``(st_dev, st_ino)`` of ``path``, or None when there is nothing there."""
+    try:
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return st.st_dev, st.st_ino
+
+
 class Zygote:
     def __init__(self, socket_path: str) -> None:
         self.socket_path = socket_path
+        #: ``_file_id`` of the socket we bound: a different one there is not ours
+        self.socket_id: tuple[int, int] | None = None
         self.pid_path = os.path.join(os.path.dirname(socket_path), ZYGOTE_PID)
         self.children: set[int] = set()
         self.stopping = False
@@ -483,6 +501,7 @@ class Zygote:
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         listener.bind(self.socket_path)
         listener.listen(128)
+        self.socket_id = _file_id(self.socket_path)
         sig_r, sig_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(sig_w)
         for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
@@ -498,18 +517,27 @@ class Zygote:
         gc.collect()
         gc.freeze()
         closing = (listener, sel, (sig_r, sig_w))
+        next_check = time.monotonic() + REACHABLE_CHECK
         try:
             while not self.stopping:
                 # The spare is forked once nothing has happened for a moment, and not
                 # soon after a spawn (_SPARE_HOLD), so that its fork and warm-up do not
                 # compete with the container just handed over; right after a delete
                 # (that container's end) if nothing waits.
-                timeout = None
+                timeout = max(0.0, next_check - time.monotonic())
                 if self.spare is None:
-                    timeout = max(_SPARE_DELAY, self.spare_after - time.monotonic())
+                    timeout = min(timeout, max(_SPARE_DELAY, self.spare_after - time.monotonic()))
                     if self.spare_after < 0:  # a container just ended: now, if nothing waits
                         timeout = 0
                 events = sel.select(timeout)
+                if time.monotonic() >= next_check:
+                    next_check = time.monotonic() + REACHABLE_CHECK
+                    if _file_id(self.socket_path) != self.socket_id:
+                        print(
+                            f"bulkhead.engine.zygote: {self.socket_path} is gone: exiting",
+                            file=sys.stderr,
+                        )
+                        break
                 if not events and self.spare is None:
                     self.spare_after = 0.0
                     self.spare = self._fork_spare(closing)
@@ -521,10 +549,16 @@ class Zygote:
         finally:
             self._drop_spare()
             listener.close()
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.socket_path)
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.pid_path)
+            # only what is still ours: the exec root may have been made anew, with
+            # another zygote's socket and pid file at the same paths
+            if _file_id(self.socket_path) == self.socket_id:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.socket_path)
+            with contextlib.suppress(OSError, ValueError):
+                with open(self.pid_path) as f:
+                    ours = int(f.read().strip()) == os.getpid()
+                if ours:
+                    os.unlink(self.pid_path)
         return 0
 
     def _signals(self, sig_r: int) -> None:
