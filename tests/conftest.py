@@ -7,8 +7,9 @@
 Every session, as root, also checks that it leaves no cgroup behind under
 ``/bulkhead`` (the subtree all our cgroups live in): a cgroup a test created
 and did not remove fails the session, and the ``/bulkhead`` parents the
-session itself created are removed at the end. The check is skipped when
-another test session runs at the same time (their containers are not ours).
+session itself created are removed at the end. So does a monitor zygote
+still running after its test's exec root was removed. The checks are skipped
+when another test session runs at the same time (their containers are not ours).
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ def no_leaked_cgroups() -> Iterator[None]:
             print("\nno_leaked_cgroups: another test session is running: cgroup check skipped")
             return
         _check_default_zygotes(zygotes_before)
+        _check_orphan_zygotes()
         _check_cgroups(roots, before)
     finally:
         lock.close()
@@ -148,6 +150,46 @@ def _check_default_zygotes(before: set[int]) -> None:
         except ProcessLookupError:
             pass
     assert not new, f"a test started a zygote in the default exec root /run/bulkhead: {new}"
+
+
+def _orphan_zygotes() -> dict[int, str]:
+    """Zygotes (and the monitors they forked) of a test exec root ``/run/bh-*`` now removed."""
+    found = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if b"bulkhead.engine.zygote" not in argv or b"--socket" not in argv[:-1]:
+            continue
+        socket_path = os.fsdecode(argv[argv.index(b"--socket") + 1])
+        if socket_path.startswith("/run/bh-") and not os.path.exists(os.path.dirname(socket_path)):
+            found[int(entry)] = socket_path
+    return found
+
+
+def _check_orphan_zygotes() -> None:
+    """A zygote outliving its test's exec root is a leak the test's clean-up missed.
+
+    The zygote exits by itself within seconds once its socket is gone
+    (``bulkhead.engine.zygote.REACHABLE_CHECK``): only one still there after
+    that wait fails the session.
+    """
+    import signal
+    import time
+
+    deadline = time.monotonic() + 15
+    while (orphans := _orphan_zygotes()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for pid in orphans:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert not orphans, f"zygotes outlived their removed exec roots: {orphans}"
 
 
 def _check_cgroups(roots: list[Path], before: dict[Path, set[str]]) -> None:
