@@ -258,19 +258,12 @@ class Daemon:
                         timeout=30,
                         check=False,
                     )
-        # The zygote and the monitors it forked name the exec root on their
-        # command line; they outlive the daemon on purpose (live restore).
-        # Killed again on every round: a zygote the daemon was still starting
-        # (it daemonizes with a fork) may appear after the first round.
-        deadline = time.monotonic() + 20  # a loaded 2-CPU machine can take a while
-        pids = {*_processes_mentioning(str(self.exec_root)), *_monitor_pids(self.exec_root)}
-        while pids and time.monotonic() < deadline:
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            time.sleep(0.05)
-            pids = set(_processes_mentioning(str(self.exec_root)))
-        for pid in _processes_mentioning(str(self.exec_root)):
+        # The zygote and the monitors it forked outlive the daemon on purpose (live
+        # restore); a loaded 2-CPU machine can take a while to see them all go.
+        for pid in _monitor_pids(self.exec_root):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        for pid in kill_processes_of(self.exec_root):
             problems.append(
                 f"process {pid} ({_cmdline(pid)!r}, state {_state(pid)}) survived SIGKILL for 20 s"
             )
@@ -338,6 +331,61 @@ def _processes_mentioning(text: str) -> list[int]:
         if entry.isdigit() and int(entry) != me and text in _cmdline(int(entry)):
             found.append(int(entry))
     return found
+
+
+def _holds_files_below(pid: int, root: str) -> bool:
+    """Whether ``pid`` has a file below ``root`` open, or its working directory there."""
+    below = root.rstrip("/") + "/"
+    try:
+        names = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    links = [f"/proc/{pid}/fd/{n}" for n in names] + [f"/proc/{pid}/cwd"]
+    for link in links:
+        try:
+            if os.readlink(link).startswith(below):
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def processes_of(exec_root: Path) -> list[int]:
+    """What a daemon of ``exec_root`` started: its zygote, monitors, the daemon itself.
+
+    By command line (they name the exec root), and by open files: a process
+    in the middle of its ``execve`` shows an empty command line for a moment,
+    but already holds the log the daemon gave it (``zygote.log``).
+    """
+    me = os.getpid()
+    root = str(exec_root)
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        pid = int(entry)
+        if root in _cmdline(pid) or _holds_files_below(pid, root):
+            found.append(pid)
+    return found
+
+
+def kill_processes_of(exec_root: Path, timeout: float = 20.0) -> list[int]:
+    """SIGKILL :func:`processes_of` ``exec_root`` until two looks in a row find none.
+
+    Killed again on every round: a zygote its daemon was still starting (it
+    daemonizes with a fork) may appear after the first. Returns what is left
+    after ``timeout`` seconds (nothing, unless a process is stuck in the kernel).
+    """
+    deadline = time.monotonic() + timeout
+    quiet = 0
+    while quiet < 2 and time.monotonic() < deadline:
+        pids = processes_of(exec_root)
+        quiet = 0 if pids else quiet + 1
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.05)
+    return processes_of(exec_root)
 
 
 def _monitor_pids(exec_root: Path) -> list[int]:

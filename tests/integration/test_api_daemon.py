@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -16,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.integration.engine_fixtures import _processes_mentioning
+from tests.integration.engine_fixtures import kill_processes_of
 
 from bulkhead import __version__
 
@@ -57,15 +55,9 @@ def exec_root() -> Iterator[Path]:
     try:
         yield path
     finally:
-        for _ in range(100):
-            pids = _processes_mentioning(str(path))
-            if not pids:
-                break
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            time.sleep(0.05)
+        left = kill_processes_of(path)
         shutil.rmtree(path, ignore_errors=True)
+        assert not left, f"processes of the exec root {path} survived SIGKILL: {left}"
 
 
 def _start(sock: Path, root: Path, exec_root: Path) -> subprocess.Popen[bytes]:
