@@ -524,12 +524,15 @@ class Zygote:
                 # soon after a spawn (_SPARE_HOLD), so that its fork and warm-up do not
                 # compete with the container just handed over; right after a delete
                 # (that container's end) if nothing waits.
-                timeout = max(0.0, next_check - time.monotonic())
+                spare_due = None
                 if self.spare is None:
-                    timeout = min(timeout, max(_SPARE_DELAY, self.spare_after - time.monotonic()))
+                    spare_due = time.monotonic() + max(
+                        _SPARE_DELAY, self.spare_after - time.monotonic()
+                    )
                     if self.spare_after < 0:  # a container just ended: now, if nothing waits
-                        timeout = 0
-                events = sel.select(timeout)
+                        spare_due = 0.0
+                wake = next_check if spare_due is None else min(next_check, spare_due)
+                events = sel.select(max(0.0, wake - time.monotonic()))
                 if time.monotonic() >= next_check:
                     next_check = time.monotonic() + REACHABLE_CHECK
                     if _file_id(self.socket_path) != self.socket_id:
@@ -538,7 +541,8 @@ class Zygote:
                             file=sys.stderr,
                         )
                         break
-                if not events and self.spare is None:
+                # (not when only the check woke us early)
+                if not events and spare_due is not None and time.monotonic() >= spare_due - 0.001:
                     self.spare_after = 0.0
                     self.spare = self._fork_spare(closing)
                 for key, _ in events:
