@@ -680,9 +680,14 @@ def test_aaaa_and_ipv6_ptr() -> None:
         assert addrs(r) == ["fd00::5"] and r.answer[0].ttl == TTL
         r = await env.ask(dns.reversename.from_address("fd00::5").to_text(), "PTR")
         assert addrs(r) == ["web.front."]
-        r = await env.ask("web", "MX")  # a name of ours, another type: NOERROR, empty
+        r = await env.ask("web", "MX")  # a name of ours, MX: NOERROR, empty (implicit MX)
         assert r.rcode() == dns.rcode.NOERROR and r.answer == []
         assert env.upstream.queries == []
+        # other types are the upstreams' business, even for our names (Docker's resolver)
+        for kind in ("TXT", "SRV", "ANY"):
+            r = await env.ask("web", kind)
+            assert r.rcode() == dns.rcode.NXDOMAIN  # what the fake upstream says of "web"
+        assert [name for _, name in env.upstream.queries] == ["web."] * 3
 
     run(body)
 

@@ -29,8 +29,11 @@ Vocabulary:
 *answers*
     A/AAAA with every address of the matching endpoints (shuffled, TTL 600
     as Docker's ``respTTL``); a name we know without an address of the asked
-    family gets an empty NOERROR answer (NODATA); PTR of an address in scope
-    gives ``<container name>.<network name>.``.
+    family gets an empty NOERROR answer (NODATA), and so does MX of a name we
+    know (a mail client then takes its address: RFC 5321's implicit MX); PTR
+    of an address in scope gives ``<container name>.<network name>.``. Other
+    types (TXT, SRV, ANY, ...) are forwarded whatever the name, as Docker's
+    resolver does.
 *upstreams*
     every other query is forwarded to the querying container's *external
     servers* (its ``--dns``, else the daemon's ``dns`` option, else the
@@ -130,6 +133,8 @@ log = logging.getLogger(__name__)
 
 #: Docker's TTL for the names it answers.
 TTL = 600
+#: the query types we answer for our own names (PTR aside); others are forwarded
+_OWN_TYPES = frozenset((dns.rdatatype.A, dns.rdatatype.AAAA, dns.rdatatype.MX))
 #: How many upstreams a query tries (Docker's ``maxExtDNS``).
 MAX_UPSTREAMS = 3
 #: Seconds an upstream has to answer.
@@ -717,6 +722,8 @@ class DnsServer:
             r.flags |= dns.flags.AA | dns.flags.RA
             r.answer.append(dns.rrset.from_text(q.name, TTL, "IN", "PTR", target + "."))
             return r
+        if q.rdtype not in _OWN_TYPES:
+            return None  # TXT, SRV, ANY...: forwarded, even for our names (Docker's)
         found = self.table.lookup(network_id, client, text)
         if found is None:
             return None
