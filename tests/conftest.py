@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -123,37 +123,8 @@ def host_network_untouched() -> Iterator[None]:
     assert after == before, f"the test session changed the host's network: {before} -> {after}"
 
 
-def _default_zygotes() -> set[int]:
-    """PIDs of monitor zygotes (and their monitors) serving the default exec root /run/bulkhead."""
-    pids = set()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                cmdline = f.read()
-        except OSError:
-            continue
-        if b"bulkhead.engine.zygote" in cmdline and b"/run/bulkhead/" in cmdline:
-            pids.add(int(entry))
-    return pids
-
-
-def _check_default_zygotes(before: set[int]) -> None:
-    """Tests use exec roots of their own: a zygote new in /run/bulkhead is a test's leak."""
-    import signal
-
-    new = _default_zygotes() - before
-    for pid in new:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    assert not new, f"a test started a zygote in the default exec root /run/bulkhead: {new}"
-
-
-def _orphan_zygotes() -> dict[int, str]:
-    """Zygotes (and the monitors they forked) of a test exec root ``/run/bh-*`` now removed."""
+def _zygotes() -> dict[int, str]:
+    """Every monitor zygote (and monitor forked from one) running: pid -> its ``--socket``."""
     found = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -163,12 +134,38 @@ def _orphan_zygotes() -> dict[int, str]:
                 argv = f.read().split(b"\0")
         except OSError:
             continue
-        if b"bulkhead.engine.zygote" not in argv or b"--socket" not in argv[:-1]:
-            continue
-        socket_path = os.fsdecode(argv[argv.index(b"--socket") + 1])
-        if socket_path.startswith("/run/bh-") and not os.path.exists(os.path.dirname(socket_path)):
-            found[int(entry)] = socket_path
+        if b"bulkhead.engine.zygote" in argv and b"--socket" in argv[:-1]:
+            found[int(entry)] = os.fsdecode(argv[argv.index(b"--socket") + 1])
     return found
+
+
+def _default_zygotes() -> set[int]:
+    """PIDs of monitor zygotes (and their monitors) serving the default exec root /run/bulkhead."""
+    return {pid for pid, sock in _zygotes().items() if sock.startswith("/run/bulkhead/")}
+
+
+def _kill(pids: Iterable[int]) -> None:
+    import signal
+
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _check_default_zygotes(before: set[int]) -> None:
+    """Tests use exec roots of their own: a zygote new in /run/bulkhead is a test's leak."""
+    new = _default_zygotes() - before
+    _kill(new)
+    assert not new, f"a test started a zygote in the default exec root /run/bulkhead: {new}"
+
+
+def _orphan_zygotes() -> dict[int, str]:
+    """Zygotes (and the monitors they forked) of a test exec root ``/run/bh-*`` now removed."""
+    return {
+        pid: sock
+        for pid, sock in _zygotes().items()
+        if sock.startswith("/run/bh-") and not os.path.exists(os.path.dirname(sock))
+    }
 
 
 def _check_orphan_zygotes() -> None:
@@ -178,17 +175,12 @@ def _check_orphan_zygotes() -> None:
     (``bulkhead.engine.zygote.REACHABLE_CHECK``): only one still there after
     that wait fails the session.
     """
-    import signal
     import time
 
     deadline = time.monotonic() + 15
     while (orphans := _orphan_zygotes()) and time.monotonic() < deadline:
         time.sleep(0.2)
-    for pid in orphans:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    _kill(orphans)
     assert not orphans, f"zygotes outlived their removed exec roots: {orphans}"
 
 
