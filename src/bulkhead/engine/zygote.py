@@ -471,10 +471,11 @@ def _noop(signum: int, frame: object) -> None:
 
 
 def _file_id(path: str) -> tuple[int, int] | None:
-    """``(st_dev, st_ino)`` of ``path``, or None when there is nothing there."""
+    """``(st_dev, st_ino)`` of ``path``, or None when there is nothing there (or it
+    cannot be looked at: a zygote that cannot see its socket treats it as gone)."""
     try:
         st = os.stat(path)
-    except (FileNotFoundError, NotADirectoryError):
+    except OSError:
         return None
     return st.st_dev, st.st_ino
 
