@@ -76,20 +76,23 @@ def test_default_bridge_hosts_links_and_host_gateway(ndaemon: Daemon) -> None:
 
 # --- the embedded resolver of user-defined networks ------------------------------------
 
+#: a resolver on argv[1]:53 that prints each name asked. argv[2]: the address of every
+#: A query; without it only outside.test. has one (192.0.2.7), other names are NXDOMAIN
 FAKE_UPSTREAM = r"""
 import socket, sys
 import dns.message, dns.rcode, dns.rrset
+answer = sys.argv[2] if len(sys.argv) > 2 else None
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind(("127.0.0.53", 53))
+s.bind((sys.argv[1], 53))
 print("ready", flush=True)
 while True:
     data, peer = s.recvfrom(4096)
     q = dns.message.from_wire(data)
     r = dns.message.make_response(q)
     name = q.question[0].name.to_text()
-    if name == "outside.test." and q.question[0].rdtype == 1:
-        r.answer.append(dns.rrset.from_text(name, 30, "IN", "A", "192.0.2.7"))
-    elif name != "outside.test.":
+    if q.question[0].rdtype == 1 and (answer or name == "outside.test."):
+        r.answer.append(dns.rrset.from_text(name, 30, "IN", "A", answer or "192.0.2.7"))
+    elif answer is None and name != "outside.test.":
         r.set_rcode(dns.rcode.NXDOMAIN)
     print(name, flush=True)
     s.sendto(r.to_wire(), peer)
@@ -102,7 +105,14 @@ def rdaemon(daemon_factory: Any) -> Iterator[tuple[Daemon, subprocess.Popen[str]
     on 127.0.0.53:53 in that namespace; yields (daemon, the fake's process)."""
     d: Daemon = daemon_factory(["--dns", "127.0.0.53"], netns=True)
     fake = subprocess.Popen(
-        ["nsenter", f"--net=/run/netns/{d.netns}", sys.executable, "-c", FAKE_UPSTREAM],
+        [
+            "nsenter",
+            f"--net=/run/netns/{d.netns}",
+            sys.executable,
+            "-c",
+            FAKE_UPSTREAM,
+            "127.0.0.53",
+        ],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -208,25 +218,6 @@ def test_user_network_names_aliases_isolation_and_forwarding(rdaemon: Any) -> No
     assert "inside-only.test." not in asked
 
 
-#: a resolver on argv[1]:53 answering every A query with argv[2]; prints the names asked
-ANY_NAME = r"""
-import socket, sys
-import dns.message, dns.rrset
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind((sys.argv[1], 53))
-print("ready", flush=True)
-while True:
-    data, peer = s.recvfrom(4096)
-    q = dns.message.from_wire(data)
-    r = dns.message.make_response(q)
-    name = q.question[0].name.to_text()
-    if q.question[0].rdtype == 1:
-        r.answer.append(dns.rrset.from_text(name, 30, "IN", "A", sys.argv[2]))
-    print(name, flush=True)
-    s.sendto(r.to_wire(), peer)
-"""
-
-
 def test_own_loopback_dns_is_asked_inside_the_container(rdaemon: Any) -> None:
     """A container on a user network with ``--dns 127.0.0.1`` (a DNS server on its own
     loopback): 127.0.0.11 forwards its outside names to that server, inside the
@@ -244,7 +235,15 @@ def test_own_loopback_dns_is_asked_inside_the_container(rdaemon: Any) -> None:
     try:
         for where, answer in ((ns, "192.0.2.99"), (f"/run/netns/{d.netns}", "192.0.2.66")):
             fake = subprocess.Popen(
-                ["nsenter", f"--net={where}", sys.executable, "-c", ANY_NAME, "127.0.0.1", answer],
+                [
+                    "nsenter",
+                    f"--net={where}",
+                    sys.executable,
+                    "-c",
+                    FAKE_UPSTREAM,
+                    "127.0.0.1",
+                    answer,
+                ],
                 stdout=subprocess.PIPE,
                 text=True,
             )

@@ -352,6 +352,23 @@ def _fresh_netns() -> int:
     return netns_mod.run_in(None, make)
 
 
+def _run_then_close(
+    body: Callable[[Env], Awaitable[None]], upstream: FakeUpstream, fd: int
+) -> None:
+    """:func:`run` ``body``; then close ``upstream`` (in the namespace) and the namespace's fd."""
+
+    async def closing(env: Env) -> None:
+        try:
+            await body(env)
+        finally:
+            upstream.close()
+
+    try:
+        run(closing)
+    finally:
+        os.close(fd)
+
+
 def test_own_loopback_upstreams_are_asked_inside_the_containers_namespace() -> None:
     """A container's own-loopback upstream (``--dns 127.0.0.1``) is asked from a socket
     made in its network namespace, over UDP and TCP (a truncated answer again over TCP
@@ -408,16 +425,7 @@ def test_own_loopback_upstreams_are_asked_inside_the_containers_namespace() -> N
         assert (await env.ask("outside.test")).rcode() == dns.rcode.SERVFAIL
         assert len(mine.queries) == 4 and len(made) == 4
 
-    async def closing(env: Env) -> None:
-        try:
-            await body(env)
-        finally:
-            mine.close()
-
-    try:
-        run(closing)
-    finally:
-        os.close(fd)
+    _run_then_close(body, mine, fd)
 
 
 def test_own_loopback_upstream_sockets_closed_on_timeout_and_cancellation() -> None:
@@ -458,16 +466,7 @@ def test_own_loopback_upstream_sockets_closed_on_timeout_and_cancellation() -> N
             await task
         assert sockets() == before
 
-    async def closing(env: Env) -> None:
-        try:
-            await body(env)
-        finally:
-            silent.close()
-
-    try:
-        run(closing)
-    finally:
-        os.close(fd)
+    _run_then_close(body, silent, fd)
 
 
 def test_ndots_of_the_user_keeps_single_label_names_inside() -> None:
